@@ -1,0 +1,167 @@
+/*
+ * conf.h - tern.conf: the loaded, immutable configuration.
+ *
+ * Format: one directive a line, words separated by blanks, '#' starts a
+ * comment. The directive table in smtpd/conf.c is the single source of truth
+ * for names, defaults and bounds; etc/tern.conf documents every entry with
+ * its default (a unit test checks that they agree).
+ *
+ * A loaded struct conf is never modified. It is reference-counted: a session
+ * pins the conf it started with; SIGHUP builds a new one and swaps the
+ * pointer (the old one goes when its last user unrefs it).
+ */
+#ifndef TERN_CONF_H
+#define TERN_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "tern/log.h"
+
+enum conf_listen_mode { CONF_LISTEN_RELAY, CONF_LISTEN_SUBMISSION };
+enum conf_listen_tls {
+	CONF_TLS_NONE,      /* "plain": no TLS offered (tests, local use) */
+	CONF_TLS_STARTTLS,  /* STARTTLS offered (default when tls-cert is set) */
+	CONF_TLS_IMPLICIT,  /* "tls": TLS from the first byte (RFC 8314) */
+};
+
+struct conf_listen {
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	char *spec;                   /* as written, "127.0.0.1:2525" */
+	enum conf_listen_mode mode;
+	enum conf_listen_tls tls;
+	int line;
+};
+
+struct conf_cidr {
+	int family;                   /* AF_INET or AF_INET6 */
+	uint8_t addr[16];             /* network byte order, masked */
+	unsigned prefix;
+};
+
+enum conf_route_kind {
+	CONF_ROUTE_MX,                /* "mx": MX lookup of the recipient domain */
+	CONF_ROUTE_HOST_MX,           /* "smtp:host[:port]": MX lookup of host */
+	CONF_ROUTE_HOST,              /* "smtp:[host]:port": that host, no MX */
+};
+
+enum conf_tls_policy {
+	CONF_TLSP_NONE, CONF_TLSP_MAY, CONF_TLSP_ENCRYPT, CONF_TLSP_VERIFY,
+};
+
+struct conf_route {
+	char *domain;                 /* "*", "example.org" or ".example.org" */
+	enum conf_route_kind kind;
+	char *host;                   /* NULL for CONF_ROUTE_MX */
+	uint16_t port;                /* 0 = mx-port */
+	enum conf_tls_policy tls;     /* per-route tls-policy (default: global) */
+	int line;
+};
+
+struct conf_tls_pair {
+	char *cert;                   /* PEM chain path */
+	char *key;                    /* PEM key path */
+};
+
+enum conf_bare_newline { CONF_BARE_REJECT, CONF_BARE_NORMALIZE };
+
+struct conf {
+	int refcnt;                   /* atomic; conf_ref()/conf_unref() */
+	char *path;                   /* file it was loaded from */
+
+	char *hostname;               /* default: gethostname() */
+	char *user;                   /* drop to this user at start; NULL = stay */
+	char *queue_dir;              /* default /var/spool/tern */
+	char *control_socket;         /* default <queue>/control.sock */
+	char *control_group;          /* group allowed to use ternctl; NULL */
+
+	struct conf_tls_pair *tls;    /* tls-cert / tls-key pairs, in order */
+	size_t ntls;
+
+	struct conf_listen *listen;
+	size_t nlisten;
+
+	char **relay_domains;         /* lowercase; ".x" matches subdomains */
+	size_t nrelay_domains;
+	struct conf_cidr *trusted;
+	size_t ntrusted;
+
+	struct conf_route *routes;    /* in file order; conf_route_for() picks */
+	size_t nroutes;
+	enum conf_tls_policy tls_policy;  /* outbound default: may */
+
+	struct sockaddr_storage *resolvers;  /* empty: /etc/resolv.conf */
+	size_t nresolvers;
+	uint16_t mx_port;             /* default 25 */
+
+	uint64_t max_message_size;    /* bytes, default 35M */
+	unsigned max_recipients;      /* default 100 */
+	unsigned max_connections;     /* total inbound, default 1000 */
+	unsigned max_connections_per_ip;  /* default 20 */
+	unsigned max_errors;          /* bad commands before 421, default 10 */
+	unsigned idle_timeout;        /* seconds, default 300 (RFC 5321 4.5.3.2.7) */
+	unsigned session_timeout;     /* seconds, whole session, default 3600 */
+	enum conf_bare_newline bare_newline;  /* default reject */
+
+	unsigned session_threads;     /* 0 = one per core */
+	unsigned delivery_threads;    /* 0 = one per core */
+	uint64_t segment_size;        /* queue segment bytes, default 64M */
+	uint64_t spool_memory;        /* body bytes kept in memory, default 256K */
+
+	unsigned *retry;              /* seconds; last step repeats */
+	size_t nretry;
+	unsigned max_queue_lifetime;  /* seconds, default 5d */
+	unsigned delay_warning;       /* seconds, default 4h; 0 = never */
+	unsigned max_dest_connections;   /* per destination, default 10 */
+	unsigned max_out_connections;    /* global outbound, default 200 */
+	unsigned connect_timeout;     /* seconds, default 30 */
+
+	int log_syslog;               /* "log syslog" vs "log stderr" (default) */
+	int log_json;                 /* log-format json */
+	char *metrics_listen;         /* "127.0.0.1:9100" or NULL */
+};
+
+/* Error sink: called once per problem with "FILE:LINE: message" text. */
+typedef void conf_err_fn(void *arg, const char *msg);
+
+/*
+ * Parse buf[0..len) (the text of file fname) into a new conf with every
+ * default filled in. Collects all errors (each reported through err) and
+ * returns the number of errors; *out is set only when it is 0. Pure: no file
+ * access, no logging. The caller owns *out (refcnt 1).
+ */
+int conf_parse(const char *buf, size_t len, const char *fname,
+    struct conf **out, conf_err_fn *err, void *arg);
+
+/*
+ * Read and parse path, then check what needs the system (certificate and key
+ * files readable, user exists). Returns the number of errors as conf_parse.
+ */
+int conf_load(const char *path, struct conf **out, conf_err_fn *err, void *arg);
+
+struct conf *conf_ref(struct conf *c);
+void conf_unref(struct conf *c);     /* frees at zero; NULL is a no-op */
+
+/* Pure value parsers (also used by ternctl); 0 ok, -1 bad. */
+int conf_parse_size(const char *s, size_t len, uint64_t *out);      /* 35M */
+int conf_parse_duration(const char *s, size_t len, unsigned *out);  /* 5m -> 300 */
+/* "1.2.3.4:25", "[::1]:25", "host:25"(numeric only); default_port if none. */
+int conf_parse_hostport(const char *s, size_t len, uint16_t default_port,
+    struct sockaddr_storage *ss, socklen_t *sslen);
+int conf_parse_cidr(const char *s, size_t len, struct conf_cidr *out);
+
+/* Lookups (pure over the conf). */
+int conf_is_trusted(const struct conf *c, const struct sockaddr *sa);
+/* domain: as in the address, any case, no trailing dot. 1 if relayed for. */
+int conf_is_relay_domain(const struct conf *c, const char *domain, size_t len);
+/* Route for a recipient domain; never NULL (falls back to a static "* mx"). */
+const struct conf_route *conf_route_for(const struct conf *c,
+    const char *domain, size_t len);
+
+/* Names for human output. */
+const char *conf_listen_mode_name(enum conf_listen_mode m);
+const char *conf_tls_policy_name(enum conf_tls_policy p);
+
+#endif

@@ -1,0 +1,115 @@
+/*
+ * queue.h - the durable queue: a segment log of message records (envelope
+ * and body, CRC-framed) on the accept path with group commit, and a Berkeley
+ * DB environment as the index and the delivery state. See doc/queue.md.
+ *
+ * Threads: one committer thread owns the current segment and the
+ * fdatasync; everything else (index updates, reads) is safe from any thread.
+ *
+ * Promises: (a) a commit is reported Q_OK only after body and envelope are
+ * durable on disk; (b) after kill -9 or power loss, every message reported
+ * Q_OK is found again by queue_open(); (c) what cannot be read back is held
+ * (ENV_F_CORRUPT) and reported, never silently dropped.
+ */
+#ifndef TERN_QUEUE_H
+#define TERN_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tern/envelope.h"
+#include "tern/tq.h"
+
+enum q_status {
+	Q_OK = 0,
+	Q_TEMPFAIL,         /* 451 4.3.0, or 452 4.3.1 when err == ENOSPC/EDQUOT */
+	Q_PERMFAIL,         /* 554 5.3.0 (e.g. message over a hard limit) */
+};
+
+struct queue;
+struct spool;
+
+struct queue_opts {
+	const char *dir;            /* queue directory (created if missing) */
+	uint64_t segment_size;      /* bytes per segment file */
+	uint64_t spool_memory;      /* body bytes kept in memory before spilling */
+	int readonly;               /* ternctl with the daemon stopped: no recovery writes */
+};
+
+/*
+ * Open the queue: BDB recovery, segment scan (index acknowledged records the
+ * index lacks, cut torn tails, hold damaged entries), then start the
+ * committer. On error returns -1 with a message in err.
+ */
+int queue_open(const struct queue_opts *o, struct queue **out, char *err, size_t errlen);
+/* Finish in-flight commits, stop the committer, flush and close. */
+void queue_close(struct queue *q);
+
+/* ---- bodies under construction (session loop thread) ---- */
+
+/* New empty body. Never NULL. Owned by the caller until committed or freed. */
+struct spool *spool_new(struct queue *q);
+/* Append bytes. 0, or -1 with errno (ENOSPC, EDQUOT, EIO, ENOMEM). */
+int spool_write(struct spool *s, const void *p, size_t len);
+uint64_t spool_size(const struct spool *s);
+void spool_free(struct spool *s);   /* NULL is a no-op; discards the body */
+
+/* ---- commit (any thread) ---- */
+
+struct queue_commit_done {
+	struct tq_msg hdr;          /* type TQ_COMMIT_DONE, reqid as submitted */
+	enum q_status status;
+	int err;                    /* errno of the failure, 0 on Q_OK */
+	uint64_t qid;               /* the queue id on Q_OK */
+};
+
+/*
+ * Hand a finished message to the committer. Ownership of env and body moves
+ * to the queue at once (the caller must forget both). env->id, arrival and
+ * size are filled by the queue. When the message is durable (or failed), a
+ * struct queue_commit_done with hdr.reqid = reqid is posted to reply; the
+ * receiver frees it.
+ */
+void queue_commit_submit(struct queue *q, struct envelope *env, struct spool *body,
+    struct tq *reply, uint64_t reqid);
+
+/* Where the committer reports every newly queued id (the scheduler); NULL ok. */
+void queue_set_notify(struct queue *q, struct tq *notify);
+
+/* ---- index access (any thread) ---- */
+
+/* Load one envelope (caller owns *out). 0, 1 not found, -1 error. */
+int queue_get(struct queue *q, uint64_t id, struct envelope **out);
+
+/* Replace the stored envelope (same id) in one transaction. 0 or -1. */
+int queue_update(struct queue *q, const struct envelope *env);
+
+/* Remove a message whose recipients are all done (or on operator delete). */
+int queue_remove(struct queue *q, uint64_t id);
+
+/* Call fn for each envelope in id order; stop early if fn returns non-zero. */
+typedef int queue_walk_fn(void *arg, const struct envelope *env);
+int queue_walk(struct queue *q, queue_walk_fn *fn, void *arg);
+
+/*
+ * Read the body of env into a new buffer (*out, *len; caller frees).
+ * Verifies the record CRC. 0, or -1 (errno EIO / EBADMSG on CRC mismatch).
+ */
+int queue_read_body(struct queue *q, const struct envelope *env,
+    char **out, size_t *len);
+
+struct queue_stats {
+	uint64_t messages;          /* envelopes in the index */
+	uint64_t held;
+	uint64_t corrupt;
+	uint64_t commits;           /* messages committed since open */
+	uint64_t batches;           /* fdatasync batches since open */
+	uint64_t segments;          /* segment files in use */
+};
+void queue_stats(struct queue *q, struct queue_stats *out);
+
+/* Map a failed commit to its SMTP reply ("451", "4.3.0", text). */
+void queue_status_reply(enum q_status st, int err, int *code,
+    const char **enh, const char **text);
+
+#endif

@@ -1,0 +1,1 @@
+/* envelope_codec.c: placeholder, being written. */

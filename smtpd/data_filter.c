@@ -1,0 +1,1 @@
+/* data_filter.c: placeholder, being written. */

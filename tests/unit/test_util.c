@@ -1,0 +1,101 @@
+/* test_util.c - log_escape, qid, crc32c, tq. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "tern/log.h"
+#include "tern/tq.h"
+#include "tern/util.h"
+
+static void
+test_log_escape(void **state)
+{
+	char buf[64];
+	assert_string_equal(log_escape(buf, sizeof(buf), "ab\r\nc\\", 6),
+	    "ab\\x0d\\x0ac\\x5c");
+	assert_string_equal(log_escape(buf, 8, "abcdefghijkl", 12), "abcd...");
+	assert_string_equal(log_escape(buf, sizeof(buf), "\xff", 1), "\\xff");
+	assert_string_equal(log_escape(buf, sizeof(buf), "", 0), "");
+}
+
+static void
+test_qid(void **state)
+{
+	char s[QID_STRLEN + 1];
+	uint64_t v;
+	qid_format(0x0123456789abcdefULL, s);
+	assert_string_equal(s, "0123456789abcdef");
+	assert_int_equal(qid_parse(s, &v), 0);
+	assert_true(v == 0x0123456789abcdefULL);
+	assert_int_equal(qid_parse("0123456789ABCDEF", &v), 0);
+	assert_int_equal(qid_parse("0123456789abcde", &v), -1);
+	assert_int_equal(qid_parse("0123456789abcdef0", &v), -1);
+	assert_int_equal(qid_parse("0123456789abcdeg", &v), -1);
+}
+
+static void
+test_crc32c(void **state)
+{
+	/* RFC 3720 B.4 test vectors */
+	uint8_t zeros[32] = { 0 }, ones[32], inc[32];
+	memset(ones, 0xff, sizeof(ones));
+	for (int i = 0; i < 32; i++)
+		inc[i] = (uint8_t)i;
+	assert_true(crc32c(0, zeros, 32) == 0x8a9136aaU);
+	assert_true(crc32c(0, ones, 32) == 0x62a8ab43U);
+	assert_true(crc32c(0, inc, 32) == 0x46dd794eU);
+	assert_true(crc32c(0, "123456789", 9) == 0xe3069283U);
+	/* incremental == whole */
+	assert_true(crc32c(crc32c(0, "1234", 4), "56789", 5) == 0xe3069283U);
+}
+
+static int tq_seen[3];
+static int tq_n;
+
+static void
+tq_test_handler(struct tq_msg *m, void *arg)
+{
+	tq_seen[tq_n++] = (int)m->reqid;
+	if (tq_n == 3)
+		event_base_loopbreak(arg);
+	free(m);
+}
+
+static void
+test_tq_order(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct tq *q = tq_new(base, tq_test_handler, base);
+	for (int i = 0; i < 3; i++) {
+		struct tq_msg *m = calloc(1, sizeof(*m));
+		m->type = TQ_STOP;
+		m->reqid = (uint64_t)(10 + i);
+		tq_post(q, m);
+	}
+	event_base_dispatch(base);
+	assert_int_equal(tq_n, 3);
+	assert_int_equal(tq_seen[0], 10);
+	assert_int_equal(tq_seen[2], 12);
+	tq_free(q);
+	event_base_free(base);
+}
+
+int
+main(void)
+{
+	evthread_use_pthreads();
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_log_escape),
+		cmocka_unit_test(test_qid),
+		cmocka_unit_test(test_crc32c),
+		cmocka_unit_test(test_tq_order),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
