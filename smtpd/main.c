@@ -1,1 +1,264 @@
-int main(void) { return 0; }
+/*
+ * main.c - ternd: start-up, privilege drop, signals, shutdown.
+ *
+ * Order of start-up (DESIGN.md 3): parse and check the config; bind every
+ * listener (root may be needed for ports < 1024); create the queue
+ * directory and hand it to the run-time user; drop privileges (setgroups,
+ * setgid, setuid, then verify that root cannot be regained); open the
+ * queue, which runs recovery before any listener accepts; start the session
+ * loops; log "ready". ternd runs in the foreground (systemd style).
+ *
+ * Signals are handled on the main loop: SIGTERM/SIGINT stop gracefully
+ * (stop accepting, let in-flight commits finish and answer, 421 to idle
+ * sessions, close the queue); SIGHUP reloads the config (listeners stay).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "tern/conf.h"
+#include "tern/log.h"
+#include "tern/queue.h"
+#include "tern/tls.h"
+#include "tern/util.h"
+#include "smtpd.h"
+
+#define TERND_DEFAULT_CONF "/etc/tern/tern.conf"
+#define TERND_STOP_GRACE 10   /* seconds for sessions to finish at SIGTERM */
+
+struct ternd {
+	const char *conf_path;
+	struct smtpd_server srv;
+	struct queue *queue;
+	struct event_base *base;
+};
+
+static void
+ternd_conf_err(void *arg, const char *msg)
+{
+	int *to_log = arg;
+	if (*to_log)
+		log_warnx("%s", msg);
+	else
+		fprintf(stderr, "%s\n", msg);
+}
+
+static void
+ternd_usage(void)
+{
+	fprintf(stderr, "usage: ternd [-n] [-v] [-c config]\n"
+	    "  -c FILE  configuration file (default " TERND_DEFAULT_CONF ")\n"
+	    "  -n       check the configuration and exit\n"
+	    "  -v       verbose: debug and trace logging\n");
+	exit(2);
+}
+
+/* Create the queue directory if needed and give it to the run-time user. */
+static void
+ternd_queue_dir(const struct conf *c, const struct passwd *pw)
+{
+	if (mkdir(c->queue_dir, 0750) < 0 && errno != EEXIST)
+		fatal("queue directory %s", c->queue_dir);
+	if (pw != NULL && chown(c->queue_dir, pw->pw_uid, pw->pw_gid) < 0)
+		fatal("chown %s", c->queue_dir);
+}
+
+static void
+ternd_drop_privileges(const struct passwd *pw)
+{
+	gid_t gid = pw->pw_gid;
+	if (setgroups(1, &gid) < 0)
+		fatal("setgroups");
+	if (setresgid(gid, gid, gid) < 0)
+		fatal("setresgid %u", (unsigned)gid);
+	if (setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) < 0)
+		fatal("setresuid %u", (unsigned)pw->pw_uid);
+	/* Verify: root must be gone for good. */
+	if (pw->pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0))
+		fatalx("privilege drop failed: could regain root");
+	if (getuid() != pw->pw_uid || geteuid() != pw->pw_uid ||
+	    getgid() != gid || getegid() != gid)
+		fatalx("privilege drop failed: ids not as expected");
+	log_info("running as user=%s uid=%u gid=%u", pw->pw_name,
+	    (unsigned)pw->pw_uid, (unsigned)gid);
+}
+
+static void
+ternd_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct ternd *t = arg;
+
+	switch (sig) {
+	case SIGTERM:
+	case SIGINT:
+		log_info("signal %d: stopping", (int)sig);
+		event_base_loopbreak(t->base);
+		break;
+	case SIGHUP: {
+		struct conf *nc = NULL;
+		int to_log = 1;
+		struct tls_server *ntls = NULL;
+		char err[512];
+		log_info("SIGHUP: reloading %s", t->conf_path);
+		if (conf_load(t->conf_path, &nc, ternd_conf_err, &to_log) != 0) {
+			log_warnx("reload failed: keeping the running configuration");
+			break;
+		}
+		if (nc->ntls > 0 && (ntls = tls_server_new(nc, err,
+		    sizeof(err))) == NULL) {
+			log_warnx("reload failed: %s: keeping the running "
+			    "configuration", err);
+			conf_unref(nc);
+			break;
+		}
+		pthread_mutex_lock(&t->srv.conf_lock);
+		struct conf *old = t->srv.conf;
+		struct tls_server *oldtls = t->srv.tls;
+		t->srv.conf = nc;
+		t->srv.tls = ntls;
+		pthread_mutex_unlock(&t->srv.conf_lock);
+		conf_unref(old);
+		tls_server_unref(oldtls);
+		log_info("reload done (listeners unchanged: they need a restart)");
+		break;
+	}
+	}
+}
+
+static unsigned
+ternd_ncpu(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned)n : 1;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct ternd t;
+	int ch, check_only = 0, verbose = 0, to_log = 0;
+	struct conf *conf = NULL;
+	char err[512];
+
+	memset(&t, 0, sizeof(t));
+	t.conf_path = TERND_DEFAULT_CONF;
+	while ((ch = getopt(argc, argv, "c:nvh")) != -1) {
+		switch (ch) {
+		case 'c':
+			t.conf_path = optarg;
+			break;
+		case 'n':
+			check_only = 1;
+			break;
+		case 'v':
+			verbose = 1;
+			break;
+		default:
+			ternd_usage();
+		}
+	}
+	if (optind != argc)
+		ternd_usage();
+
+	log_init("ternd", 0, verbose);
+	if (conf_load(t.conf_path, &conf, ternd_conf_err, &to_log) != 0) {
+		fprintf(stderr, "ternd: %s: configuration has errors\n", t.conf_path);
+		return 1;
+	}
+	if (check_only) {
+		printf("ternd: configuration %s is valid\n", t.conf_path);
+		conf_unref(conf);
+		return 0;
+	}
+	if (conf->log_syslog)
+		log_init("ternd", 1, verbose);
+
+	signal(SIGPIPE, SIG_IGN);
+	if (evthread_use_pthreads() < 0)
+		fatalx("evthread_use_pthreads failed");
+
+	struct passwd *pw = NULL;
+	if (geteuid() == 0) {
+		if (conf->user == NULL)
+			fatalx("%s: refusing to run as root: set the `user` directive",
+			    t.conf_path);
+		if ((pw = getpwnam(conf->user)) == NULL)
+			fatalx("%s: user %s does not exist", t.conf_path, conf->user);
+	}
+
+	struct smtpd_server *srv = &t.srv;
+	pthread_mutex_init(&srv->conf_lock, NULL);
+	srv->conf = conf;
+	srv->nloops = conf->session_threads ? conf->session_threads : ternd_ncpu();
+	smtpd_connlimit_init(srv);
+	if (smtpd_listeners_bind(srv, err, sizeof(err)) < 0)
+		fatalx("%s", err);
+	/* Keys are read while still root; they need not be readable later. */
+	if (conf->ntls > 0 && (srv->tls = tls_server_new(conf, err,
+	    sizeof(err))) == NULL)
+		fatalx("%s: %s", t.conf_path, err);
+
+	ternd_queue_dir(conf, pw);
+	if (pw != NULL)
+		ternd_drop_privileges(pw);
+
+	struct queue_opts qo = {
+		.dir = conf->queue_dir,
+		.segment_size = conf->segment_size,
+		.spool_memory = conf->spool_memory,
+		.readonly = 0,
+	};
+	uint64_t t0 = now_mono_us();
+	if (queue_open(&qo, &t.queue, err, sizeof(err)) < 0)
+		fatalx("queue %s: %s", conf->queue_dir, err);
+	log_info("queue %s open in %llu ms", conf->queue_dir,
+	    (unsigned long long)((now_mono_us() - t0) / 1000));
+	srv->queue = t.queue;
+
+	t.base = event_base_new();
+	if (t.base == NULL)
+		fatalx("event_base_new failed");
+	struct event *sigs[4];
+	int signos[4] = { SIGTERM, SIGINT, SIGHUP, 0 };
+	for (int i = 0; signos[i]; i++) {
+		sigs[i] = evsignal_new(t.base, signos[i], ternd_signal_cb, &t);
+		evsignal_add(sigs[i], NULL);
+	}
+
+	smtpd_loops_start(srv);
+
+	char lbuf[1024];
+	size_t o = 0;
+	lbuf[0] = '\0';
+	for (size_t i = 0; i < conf->nlisten && o < sizeof(lbuf); i++)
+		o += (size_t)snprintf(lbuf + o, sizeof(lbuf) - o, "%s%s/%s",
+		    i ? "," : "", conf->listen[i].spec,
+		    conf_listen_mode_name(conf->listen[i].mode));
+	log_info("ready listeners=%s threads=%u version=%s", lbuf, srv->nloops,
+	    "0.1.0");
+
+	event_base_dispatch(t.base);
+
+	/* Graceful stop. */
+	smtpd_loops_stop(srv, TERND_STOP_GRACE);
+	queue_close(t.queue);
+	smtpd_loops_free(srv);
+	for (int i = 0; signos[i]; i++)
+		event_free(sigs[i]);
+	event_base_free(t.base);
+	conf_unref(srv->conf);
+	tls_server_unref(srv->tls);
+	pthread_mutex_destroy(&srv->conf_lock);
+	log_info("stopped");
+	return 0;
+}

@@ -1,1 +1,1115 @@
-/* session.c: placeholder, being written. */
+/*
+ * session.c - the SMTP server session (RFC 5321, with RFC 1869 EHLO, 1870
+ * SIZE, 2920 PIPELINING, 2034 ENHANCEDSTATUSCODES, 6152 8BITMIME).
+ *
+ * Runs on one session loop thread; a session is never touched by another
+ * thread. Owns: its bufferevent, its transaction (envelope + spool) until
+ * the message is handed to the committer, a reference on the conf it
+ * started with. Never blocks (spool writes go to memory or the page cache)
+ * and never frees itself inside a handler: handlers set SMTPD_F_CLOSING and
+ * only the top of a bufferevent callback calls smtpd_session_free().
+ *
+ * Untrusted input: every byte from the client. Command lines are cut at LF
+ * (bounded by SMTP_CMD_MAX before the buffer may grow further) and parsed by
+ * the pure smtp_parse_*(); DATA bytes go through the pure data_filter, the
+ * only place that decides where a message ends (only <CRLF>.<CRLF>).
+ *
+ * Pipelining: the read callback consumes every complete command in the
+ * input buffer and appends the replies to the output buffer; libevent
+ * writes them when the callback returns, so a pipelined group costs one
+ * write. While a message is being committed, reading stops and the rest of
+ * the input waits in the buffer.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "tern/log.h"
+#include "tern/util.h"
+#include "smtpd.h"
+
+#define SMTPD_F_EHLO     0x01u   /* EHLO (not HELO): extensions in use */
+#define SMTPD_F_TLS      0x02u
+#define SMTPD_F_AUTHED   0x04u
+#define SMTPD_F_CLOSING  0x08u   /* close once the output has drained */
+#define SMTPD_F_TRUSTED  0x10u   /* client in trusted-networks */
+#define SMTPD_F_DISCARD  0x20u   /* discarding an overlong command line */
+#define SMTPD_F_OUTFULL  0x40u   /* reading paused until replies drain */
+#define SMTPD_F_TLS_PENDING 0x80u /* handshake not yet logged */
+
+/* Stop reading while this much reply text waits for a client that doesn't read. */
+#define SMTPD_OUT_MAX    (64 * 1024)
+
+#define CMD_NEED_HELO     0x1u
+#define CMD_NO_ARG        0x2u
+#define CMD_LAST_IN_GROUP 0x4u
+
+struct smtpd_tx {
+	struct envelope *env;         /* owned until submitted */
+	struct spool *body;           /* owned until submitted */
+	struct data_filter df;
+	uint64_t declared_size;
+	int write_errno;              /* first spool write error, 0 if none */
+	int too_big;                  /* real size over max-message-size */
+};
+
+struct smtpd_session {
+	uint64_t id;
+	struct smtpd_session *hnext;  /* loop hash chain */
+	struct smtpd_loop *loop;      /* borrowed */
+	struct smtpd_server *srv;     /* borrowed */
+	struct conf *conf;            /* owned reference */
+	const struct conf_listen *lc; /* borrowed: inside conf */
+	struct bufferevent *bev;      /* owned */
+	struct event *lifetime;       /* owned: session-timeout timer */
+	struct sockaddr_storage peer;
+	char peer_str[64];
+	enum smtpd_state state;
+	unsigned flags;
+	unsigned nerrors;
+	char helo[SMTP_DOMAIN_MAX + 1];
+	struct smtpd_tx *tx;          /* owned; NULL outside a transaction */
+	char qid[QID_STRLEN + 1];     /* id of the transaction in progress */
+	uint64_t nmessages;
+};
+
+struct smtpd_cmd {
+	enum smtp_verb verb;
+	int (*fn)(struct smtpd_session *, const struct smtp_cmd *);
+	unsigned flags;
+};
+
+static void smtpd_session_free(struct smtpd_session *s);
+static void smtpd_session_process(struct smtpd_session *s);
+
+static const char *smtpd_state_names[] = {
+	"CONNECTED", "READY", "MAIL", "RCPT", "DATA", "COMMIT", "QUIT",
+};
+
+const char *
+smtpd_strstate(enum smtpd_state st)
+{
+	return st < sizeof(smtpd_state_names) / sizeof(smtpd_state_names[0]) ?
+	    smtpd_state_names[st] : "?";
+}
+
+/*
+ * The only writer of s->state. Allowed moves: any state may go to QUIT; a
+ * transaction may be aborted back to READY (RSET, HELO, errors).
+ */
+static void
+smtpd_enter(struct smtpd_session *s, enum smtpd_state to)
+{
+	static const unsigned allowed[] = {
+		[SMTPD_S_CONNECTED] = 1u << SMTPD_S_READY,
+		[SMTPD_S_READY] = 1u << SMTPD_S_READY | 1u << SMTPD_S_MAIL |
+		    1u << SMTPD_S_CONNECTED /* STARTTLS */,
+		[SMTPD_S_MAIL] = 1u << SMTPD_S_READY | 1u << SMTPD_S_RCPT,
+		[SMTPD_S_RCPT] = 1u << SMTPD_S_READY | 1u << SMTPD_S_RCPT |
+		    1u << SMTPD_S_DATA,
+		[SMTPD_S_DATA] = 1u << SMTPD_S_READY | 1u << SMTPD_S_COMMIT,
+		[SMTPD_S_COMMIT] = 1u << SMTPD_S_READY,
+		[SMTPD_S_QUIT] = 0,
+	};
+	if (to != SMTPD_S_QUIT && !(allowed[s->state] & (1u << to)))
+		panic("smtpd_enter: bad transition %s -> %s",
+		    smtpd_strstate(s->state), smtpd_strstate(to));
+	log_trace(TRACE_SMTP, "session=%016llx %s -> %s",
+	    (unsigned long long)s->id, smtpd_strstate(s->state),
+	    smtpd_strstate(to));
+	s->state = to;
+}
+
+/*
+ * The one function that writes a reply. Logs every 4xx/5xx once; a 421
+ * closes the session once the output has drained.
+ */
+static void smtpd_reply(struct smtpd_session *s, int code, const char *enh,
+    const char *fmt, ...) TERN_PRINTF(4, 5);
+
+static void
+smtpd_reply(struct smtpd_session *s, int code, const char *enh,
+    const char *fmt, ...)
+{
+	char text[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (enh != NULL)
+		evbuffer_add_printf(bufferevent_get_output(s->bev), "%d %s %s\r\n",
+		    code, enh, text);
+	else
+		evbuffer_add_printf(bufferevent_get_output(s->bev), "%d %s\r\n",
+		    code, text);
+	if (code >= 400)
+		log_info("session=%016llx client=%s reply=\"%d %s %s\"",
+		    (unsigned long long)s->id, s->peer_str, code,
+		    enh ? enh : "", text);
+	if (code == 421) {
+		s->flags |= SMTPD_F_CLOSING;
+		smtpd_enter(s, SMTPD_S_QUIT);
+	}
+}
+
+/* Count a client error; past max-errors the session ends with 421. */
+static void
+smtpd_error(struct smtpd_session *s)
+{
+	if (++s->nerrors >= s->conf->max_errors && !(s->flags & SMTPD_F_CLOSING))
+		smtpd_reply(s, 421, "4.7.0", "%s Too many errors, closing connection",
+		    s->conf->hostname);
+}
+
+/* ---- transactions ---- */
+
+static void
+smtpd_tx_free(struct smtpd_session *s)
+{
+	if (s->tx == NULL)
+		return;
+	envelope_free(s->tx->env);
+	spool_free(s->tx->body);
+	free(s->tx);
+	s->tx = NULL;
+	s->qid[0] = '\0';
+}
+
+/* Abort any transaction and return to READY (RSET, HELO/EHLO). */
+static void
+smtpd_tx_reset(struct smtpd_session *s)
+{
+	smtpd_tx_free(s);
+	if (s->state != SMTPD_S_CONNECTED && s->state != SMTPD_S_READY)
+		smtpd_enter(s, SMTPD_S_READY);
+}
+
+/* ---- commands ---- */
+
+static int
+smtpd_starttls_offered(const struct smtpd_session *s)
+{
+	return s->lc->tls == CONF_TLS_STARTTLS && !(s->flags & SMTPD_F_TLS);
+}
+
+static int
+smtpd_cmd_helo(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	if (cmd->arg_len == 0 || smtp_parse_helo(cmd->arg, cmd->arg_len) !=
+	    SMTP_PARSE_OK) {
+		smtpd_reply(s, 501, "5.5.4", "Syntax: %s hostname",
+		    cmd->verb == SMTP_V_EHLO ? "EHLO" : "HELO");
+		return -1;
+	}
+	smtpd_tx_reset(s);
+	size_t n = cmd->arg_len < sizeof(s->helo) - 1 ? cmd->arg_len :
+	    sizeof(s->helo) - 1;
+	memcpy(s->helo, cmd->arg, n);
+	s->helo[n] = '\0';
+	if (s->state == SMTPD_S_CONNECTED)
+		smtpd_enter(s, SMTPD_S_READY);
+
+	if (cmd->verb == SMTP_V_HELO) {
+		s->flags &= ~SMTPD_F_EHLO;
+		smtpd_reply(s, 250, NULL, "%s", s->conf->hostname);
+		return 0;
+	}
+	s->flags |= SMTPD_F_EHLO;
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	evbuffer_add_printf(out, "250-%s\r\n", s->conf->hostname);
+	evbuffer_add_printf(out, "250-PIPELINING\r\n");
+	evbuffer_add_printf(out, "250-SIZE %llu\r\n",
+	    (unsigned long long)s->conf->max_message_size);
+	evbuffer_add_printf(out, "250-8BITMIME\r\n");
+	evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
+	if (smtpd_starttls_offered(s))
+		evbuffer_add_printf(out, "250-STARTTLS\r\n");
+	evbuffer_add_printf(out, "250 HELP\r\n");
+	return 0;
+}
+
+/* Submission listeners need an authenticated (or, until AUTH, trusted) client. */
+static int
+smtpd_may_submit(const struct smtpd_session *s)
+{
+	if (s->lc->mode != CONF_LISTEN_SUBMISSION)
+		return 1;
+	return (s->flags & (SMTPD_F_AUTHED | SMTPD_F_TRUSTED)) != 0;
+}
+
+static int
+smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	struct smtp_mailbox mb;
+	struct smtp_mail_params p;
+	enum smtp_parse_status st;
+
+	if (s->state != SMTPD_S_READY) {
+		smtpd_reply(s, 503, "5.5.1", "Error: nested MAIL command");
+		return -1;
+	}
+	if (!smtpd_may_submit(s)) {
+		smtpd_reply(s, 530, "5.7.0", "Authentication required");
+		return -1;
+	}
+	st = smtp_parse_mail_from(cmd->arg, cmd->arg_len, &mb, &p);
+	switch (st) {
+	case SMTP_PARSE_OK:
+		break;
+	case SMTP_PARSE_BAD_PARAM:
+		smtpd_reply(s, 555, "5.5.4", "Unsupported or malformed MAIL parameter");
+		return -1;
+	case SMTP_PARSE_TOO_LONG:
+		smtpd_reply(s, 501, "5.1.7", "Sender address too long");
+		return -1;
+	default:
+		smtpd_reply(s, 501, "5.1.7", "Bad sender address syntax");
+		return -1;
+	}
+	if (!(s->flags & SMTPD_F_EHLO) && (p.has_size || p.body != SMTP_BODY_7BIT
+	    || p.ret || p.envid[0] || p.auth[0] || p.smtputf8)) {
+		smtpd_reply(s, 555, "5.5.4", "MAIL parameters need EHLO");
+		return -1;
+	}
+	if (p.body == SMTP_BODY_BINARYMIME || p.smtputf8) {
+		smtpd_reply(s, 555, "5.5.4", "Unsupported MAIL parameter");
+		return -1;
+	}
+	if (mb.flags & SMTP_MB_UTF8) {
+		smtpd_reply(s, 553, "5.6.7", "Non-ASCII address needs SMTPUTF8, "
+		    "which is not supported");
+		return -1;
+	}
+	if (p.has_size && p.size > s->conf->max_message_size) {
+		smtpd_reply(s, 552, "5.3.4", "Message size exceeds fixed limit of "
+		    "%llu bytes", (unsigned long long)s->conf->max_message_size);
+		return -1;
+	}
+
+	struct smtpd_tx *tx = calloc(1, sizeof(*tx));
+	struct envelope *env = envelope_new();
+	if (tx == NULL || env == NULL) {
+		free(tx);
+		envelope_free(env);
+		smtpd_reply(s, 451, "4.3.0", "Out of memory, try again later");
+		return -1;
+	}
+	env->id = qid_new();
+	env->sender = strdup(mb.addr);
+	env->client_addr = strdup(s->peer_str);
+	env->client_helo = strdup(s->helo);
+	env->listener = strdup(s->lc->spec);
+	if (p.envid[0])
+		env->envid = strdup(p.envid);
+	if (p.body == SMTP_BODY_8BITMIME)
+		env->flags |= ENV_F_8BIT;
+	if (p.ret == 'H')
+		env->flags |= ENV_F_RET_HDRS;
+	if (env->sender == NULL || env->client_addr == NULL ||
+	    env->client_helo == NULL || env->listener == NULL ||
+	    (p.envid[0] && env->envid == NULL)) {
+		free(tx);
+		envelope_free(env);
+		smtpd_reply(s, 451, "4.3.0", "Out of memory, try again later");
+		return -1;
+	}
+	tx->env = env;
+	tx->declared_size = p.size;
+	s->tx = tx;
+	qid_format(env->id, s->qid);
+	smtpd_enter(s, SMTPD_S_MAIL);
+	smtpd_reply(s, 250, "2.1.0", "Ok");
+	return 0;
+}
+
+/* Relay policy (RFC 5321 3.6, 7.1): decided on the real domain only. */
+static int
+smtpd_may_relay_to(const struct smtpd_session *s, const struct smtp_mailbox *mb)
+{
+	if (s->flags & (SMTPD_F_TRUSTED | SMTPD_F_AUTHED))
+		return 1;
+	if (s->lc->mode == CONF_LISTEN_SUBMISSION)
+		return 0;
+	if (mb->flags & (SMTP_MB_LITERAL | SMTP_MB_POSTMASTER))
+		return 0;
+	return conf_is_relay_domain(s->conf, mb->addr + mb->domain_off,
+	    mb->len - mb->domain_off);
+}
+
+static int
+smtpd_cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	struct smtp_mailbox mb;
+	struct smtp_rcpt_params p;
+	enum smtp_parse_status st;
+	char esc[SMTP_PATH_MAX * 4 + 4];
+
+	if (s->state != SMTPD_S_MAIL && s->state != SMTPD_S_RCPT) {
+		smtpd_reply(s, 503, "5.5.1", "Error: need MAIL command");
+		return -1;
+	}
+	st = smtp_parse_rcpt_to(cmd->arg, cmd->arg_len, &mb, &p);
+	switch (st) {
+	case SMTP_PARSE_OK:
+		break;
+	case SMTP_PARSE_BAD_PARAM:
+		smtpd_reply(s, 555, "5.5.4", "Unsupported or malformed RCPT parameter");
+		return -1;
+	case SMTP_PARSE_TOO_LONG:
+		smtpd_reply(s, 501, "5.1.3", "Recipient address too long");
+		return -1;
+	default:
+		smtpd_reply(s, 501, "5.1.3", "Bad recipient address syntax");
+		return -1;
+	}
+	if (mb.flags & SMTP_MB_UTF8) {
+		smtpd_reply(s, 553, "5.6.7", "Non-ASCII address needs SMTPUTF8, "
+		    "which is not supported");
+		return -1;
+	}
+	if (!(s->flags & SMTPD_F_EHLO) && (p.notify || p.orcpt[0])) {
+		smtpd_reply(s, 555, "5.5.4", "RCPT parameters need EHLO");
+		return -1;
+	}
+	if (!smtpd_may_relay_to(s, &mb)) {
+		log_escape(esc, sizeof(esc), mb.addr, mb.len);
+		log_info("id=%s client=%s to=<%s> status=refused reason=relay-denied",
+		    s->qid, s->peer_str, esc);
+		smtpd_reply(s, 554, "5.7.1", "<%s>: Relay access denied", esc);
+		return -1;
+	}
+	struct envelope *env = s->tx->env;
+	for (size_t i = 0; i < env->nrcpt; i++) {
+		if (strcmp(env->rcpts[i].addr, mb.addr) == 0) {
+			/* duplicate: accept, deliver once */
+			smtpd_reply(s, 250, "2.1.5", "Ok");
+			return 0;
+		}
+	}
+	if (env->nrcpt >= s->conf->max_recipients) {
+		smtpd_reply(s, 452, "4.5.3", "Error: too many recipients");
+		return 0;   /* not a client error: RFC 5321 4.5.3.1.10 */
+	}
+	envelope_add_rcpt(env, mb.addr, p.orcpt[0] ? p.orcpt : NULL, p.notify);
+	if (s->state == SMTPD_S_MAIL)
+		smtpd_enter(s, SMTPD_S_RCPT);
+	smtpd_reply(s, 250, "2.1.5", "Ok");
+	return 0;
+}
+
+/* "with" protocol of the Received header (RFC 3848). */
+static const char *
+smtpd_proto(const struct smtpd_session *s)
+{
+	static const char *names[] = { "ESMTP", "ESMTPA", "ESMTPS", "ESMTPSA" };
+	if (!(s->flags & SMTPD_F_EHLO))
+		return "SMTP";
+	return names[((s->flags & SMTPD_F_TLS) ? 2 : 0) +
+	    ((s->flags & SMTPD_F_AUTHED) ? 1 : 0)];
+}
+
+/* RFC 5322 date, e.g. "Sat, 21 Nov 2026 16:40:48 +0000". */
+static void
+smtpd_rfc5322_date(char *buf, size_t len)
+{
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(buf, len, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+}
+
+static void
+smtpd_data_out(void *arg, const char *p, size_t len)
+{
+	struct smtpd_tx *tx = arg;
+	if (tx->too_big || tx->write_errno)
+		return;
+	if (spool_size(tx->body) + len > tx->declared_size) {
+		/* declared_size holds the limit while streaming, see cmd_data */
+		tx->too_big = 1;
+		return;
+	}
+	if (spool_write(tx->body, p, len) < 0)
+		tx->write_errno = errno ? errno : EIO;
+}
+
+static int
+smtpd_cmd_data(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	char hdr[1024], date[64], helo[SMTP_DOMAIN_MAX * 4 + 4];
+	int n;
+
+	if (s->state != SMTPD_S_RCPT) {
+		smtpd_reply(s, 503, "5.5.1", s->state == SMTPD_S_MAIL ?
+		    "Error: need RCPT command" : "Error: need MAIL command");
+		return -1;
+	}
+	struct smtpd_tx *tx = s->tx;
+	tx->body = spool_new(s->srv->queue);
+
+	/*
+	 * Received: header (RFC 5321 4.4). The HELO name is printable ASCII by
+	 * the parser's rules; escape anyway so a header can never be split.
+	 */
+	log_escape(helo, sizeof(helo), s->helo, strlen(s->helo));
+	smtpd_rfc5322_date(date, sizeof(date));
+	n = snprintf(hdr, sizeof(hdr),
+	    "Received: from %s ([%s])\r\n"
+	    "\tby %s (tern) with %s id %s\r\n"
+	    "\tfor <%s>; %s\r\n",
+	    helo, s->peer_str, s->conf->hostname, smtpd_proto(s), s->qid,
+	    tx->env->nrcpt == 1 ? tx->env->rcpts[0].addr : "multiple recipients",
+	    date);
+	if (n < 0 || (size_t)n >= sizeof(hdr))
+		n = snprintf(hdr, sizeof(hdr), "Received: by %s (tern) id %s; %s\r\n",
+		    s->conf->hostname, s->qid, date);
+	if (spool_write(tx->body, hdr, (size_t)n) < 0)
+		tx->write_errno = errno ? errno : EIO;
+
+	/* From here on declared_size is the byte budget for the stream. */
+	tx->declared_size = s->conf->max_message_size + (uint64_t)n;
+	data_filter_init(&tx->df, s->conf->bare_newline == CONF_BARE_NORMALIZE ?
+	    DATA_F_NORMALIZE : 0);
+	smtpd_enter(s, SMTPD_S_DATA);
+	smtpd_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+	return 0;
+}
+
+static int
+smtpd_cmd_rset(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	smtpd_tx_reset(s);
+	smtpd_reply(s, 250, "2.0.0", "Ok");
+	return 0;
+}
+
+static int
+smtpd_cmd_noop(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	smtpd_reply(s, 250, "2.0.0", "Ok");
+	return 0;
+}
+
+static int
+smtpd_cmd_quit(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	smtpd_reply(s, 221, "2.0.0", "Bye");
+	s->flags |= SMTPD_F_CLOSING;
+	smtpd_enter(s, SMTPD_S_QUIT);
+	return 0;
+}
+
+static int
+smtpd_cmd_vrfy(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	/* RFC 5321 3.5.3: never confirm or enumerate addresses. */
+	smtpd_reply(s, 252, "2.5.0", "Cannot VRFY user, but will accept message "
+	    "and attempt delivery");
+	return 0;
+}
+
+static int
+smtpd_cmd_expn(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	smtpd_reply(s, 502, "5.5.1", "EXPN not available");
+	return 0;
+}
+
+static int
+smtpd_cmd_help(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	smtpd_reply(s, 214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA RSET "
+	    "NOOP QUIT VRFY HELP; see RFC 5321");
+	return 0;
+}
+
+static void smtpd_session_readcb(struct bufferevent *bev, void *arg);
+static void smtpd_session_writecb(struct bufferevent *bev, void *arg);
+static void smtpd_session_eventcb(struct bufferevent *bev, short what, void *arg);
+static void smtpd_session_tls_up(struct smtpd_session *s);
+
+/* Callbacks, timeouts and limits of a (new) bufferevent of the session. */
+static void
+smtpd_session_setup_bev(struct smtpd_session *s)
+{
+	struct timeval idle = { s->conf->idle_timeout, 0 };
+	bufferevent_set_timeouts(s->bev, &idle, &idle);
+	/* Bound what a client can make us buffer: a command line, or a chunk of DATA. */
+	bufferevent_setwatermark(s->bev, EV_READ, 0, 256 * 1024);
+	bufferevent_setcb(s->bev, smtpd_session_readcb, smtpd_session_writecb,
+	    smtpd_session_eventcb, s);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+/*
+ * STARTTLS (RFC 3207). The 220 goes out in clear; everything the client
+ * pipelined after the command is discarded, unread (CVE-2011-0411 class);
+ * the session then restarts as if new: EHLO is required again.
+ */
+static int
+smtpd_cmd_starttls(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	if (s->flags & SMTPD_F_TLS) {
+		smtpd_reply(s, 503, "5.5.1", "Error: TLS already active");
+		return -1;
+	}
+	if (s->lc->tls != CONF_TLS_STARTTLS) {
+		smtpd_reply(s, 502, "5.5.1", "Error: STARTTLS not offered here");
+		return -1;
+	}
+	if (s->state != SMTPD_S_READY) {
+		smtpd_reply(s, 503, "5.5.1", "Error: STARTTLS not allowed now");
+		return -1;
+	}
+	struct tls_server *t = smtpd_tls_get(s->srv);
+	SSL *ssl = t ? tls_server_ssl_new(t) : NULL;
+	tls_server_unref(t);   /* the SSL holds its own reference on the ctx */
+	if (ssl == NULL) {
+		smtpd_reply(s, 454, "4.7.0", "TLS not available due to temporary reason");
+		return 0;
+	}
+	smtpd_reply(s, 220, "2.0.0", "Ready to start TLS");
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	size_t junk = evbuffer_get_length(in);
+	if (junk > 0) {
+		log_info("session=%016llx client=%s discarded %zu bytes pipelined "
+		    "after STARTTLS", (unsigned long long)s->id, s->peer_str, junk);
+		evbuffer_drain(in, junk);
+	}
+	struct bufferevent *tbev = bufferevent_openssl_filter_new(s->loop->base,
+	    s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (tbev == NULL) {
+		SSL_free(ssl);
+		smtpd_reply(s, 421, "4.7.0", "%s TLS setup failed", s->conf->hostname);
+		return 0;
+	}
+	s->bev = tbev;
+	s->flags |= SMTPD_F_TLS | SMTPD_F_TLS_PENDING;
+	s->helo[0] = '\0';
+	s->flags &= ~SMTPD_F_EHLO;
+	smtpd_tx_free(s);
+	smtpd_enter(s, SMTPD_S_CONNECTED);
+	smtpd_session_setup_bev(s);
+	return 0;
+}
+
+static int
+smtpd_cmd_notimpl(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	smtpd_reply(s, 502, "5.5.1", "%s not implemented",
+	    smtp_verb_name(cmd->verb));
+	return -1;
+}
+
+static const struct smtpd_cmd smtpd_cmds[] = {
+	{ SMTP_V_HELO, smtpd_cmd_helo, 0 },
+	{ SMTP_V_EHLO, smtpd_cmd_helo, 0 },
+	{ SMTP_V_MAIL, smtpd_cmd_mail, CMD_NEED_HELO },
+	{ SMTP_V_RCPT, smtpd_cmd_rcpt, CMD_NEED_HELO },
+	{ SMTP_V_DATA, smtpd_cmd_data, CMD_NEED_HELO | CMD_NO_ARG | CMD_LAST_IN_GROUP },
+	{ SMTP_V_RSET, smtpd_cmd_rset, CMD_NO_ARG },
+	{ SMTP_V_NOOP, smtpd_cmd_noop, 0 },
+	{ SMTP_V_QUIT, smtpd_cmd_quit, CMD_NO_ARG | CMD_LAST_IN_GROUP },
+	{ SMTP_V_VRFY, smtpd_cmd_vrfy, 0 },
+	{ SMTP_V_EXPN, smtpd_cmd_expn, 0 },
+	{ SMTP_V_HELP, smtpd_cmd_help, 0 },
+	{ SMTP_V_BDAT, smtpd_cmd_notimpl, 0 },
+	{ SMTP_V_STARTTLS, smtpd_cmd_starttls, CMD_NO_ARG | CMD_LAST_IN_GROUP },
+	{ SMTP_V_AUTH, smtpd_cmd_notimpl, 0 },
+};
+
+/* Parse one command line (no LF; a trailing CR is stripped) and run it. */
+static void
+smtpd_dispatch(struct smtpd_session *s, char *line, size_t len)
+{
+	struct smtp_cmd cmd;
+	enum smtp_parse_status st;
+	char esc[128];
+
+	if (len > 0 && line[len - 1] == '\r')
+		len--;
+	st = smtp_parse_command(line, len, &cmd);
+	if (st != SMTP_PARSE_OK) {
+		log_escape(esc, sizeof(esc), line, len);
+		log_debug("session=%016llx bad command \"%s\"",
+		    (unsigned long long)s->id, esc);
+		switch (st) {
+		case SMTP_PARSE_UNKNOWN:
+			smtpd_reply(s, 500, "5.5.1", "Error: command not recognized");
+			break;
+		case SMTP_PARSE_TOO_LONG:
+			smtpd_reply(s, 500, "5.5.2", "Error: line too long");
+			break;
+		case SMTP_PARSE_BAD_CHAR:
+			smtpd_reply(s, 500, "5.5.2", "Error: bad character in command");
+			break;
+		default:
+			smtpd_reply(s, 501, "5.5.2", "Error: syntax error");
+			break;
+		}
+		smtpd_error(s);
+		return;
+	}
+	const struct smtpd_cmd *c = NULL;
+	for (size_t i = 0; i < sizeof(smtpd_cmds) / sizeof(smtpd_cmds[0]); i++)
+		if (smtpd_cmds[i].verb == cmd.verb) {
+			c = &smtpd_cmds[i];
+			break;
+		}
+	if (c == NULL) {
+		smtpd_reply(s, 500, "5.5.1", "Error: command not recognized");
+		smtpd_error(s);
+		return;
+	}
+	if ((c->flags & CMD_NEED_HELO) && s->state == SMTPD_S_CONNECTED) {
+		smtpd_reply(s, 503, "5.5.1", "Error: send HELO/EHLO first");
+		smtpd_error(s);
+		return;
+	}
+	if ((c->flags & CMD_NO_ARG) && cmd.arg_len != 0) {
+		smtpd_reply(s, 501, "5.5.4", "Syntax: %s takes no argument",
+		    smtp_verb_name(cmd.verb));
+		smtpd_error(s);
+		return;
+	}
+	if (c->fn(s, &cmd) < 0)
+		smtpd_error(s);
+}
+
+/* ---- end of data and commit ---- */
+
+static void
+smtpd_data_end(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = s->tx;
+	unsigned seen = tx->df.seen;
+
+	if ((seen & (DATA_SEEN_BARE_LF | DATA_SEEN_BARE_CR)) &&
+	    !(tx->df.flags & DATA_F_NORMALIZE)) {
+		log_info("id=%s client=%s status=refused reason=bare-newline",
+		    s->qid, s->peer_str);
+		smtpd_reply(s, 550, "5.6.0", "Message contains bare CR or LF "
+		    "characters; lines must end with CRLF");
+		goto refused;
+	}
+	if (seen & DATA_SEEN_LONG) {
+		log_info("id=%s client=%s status=refused reason=line-too-long",
+		    s->qid, s->peer_str);
+		smtpd_reply(s, 550, "5.6.0", "Message contains a line longer than "
+		    "%d octets", SMTP_TEXT_MAX);
+		goto refused;
+	}
+	if (tx->too_big) {
+		log_info("id=%s client=%s status=refused reason=too-big",
+		    s->qid, s->peer_str);
+		smtpd_reply(s, 552, "5.3.4", "Message size exceeds fixed limit of "
+		    "%llu bytes", (unsigned long long)s->conf->max_message_size);
+		goto refused;
+	}
+	if (tx->write_errno) {
+		int code;
+		const char *enh, *text;
+		queue_status_reply(Q_TEMPFAIL, tx->write_errno, &code, &enh, &text);
+		errno = tx->write_errno;
+		log_warn("id=%s client=%s status=refused reason=spool-write",
+		    s->qid, s->peer_str);
+		smtpd_reply(s, code, enh, "%s", text);
+		goto refused;
+	}
+
+	struct envelope *env = tx->env;
+	env->size = spool_size(tx->body);
+	if (seen & DATA_SEEN_8BIT)
+		env->flags |= ENV_F_8BIT;
+	env->arrival = now_unix();
+	smtpd_enter(s, SMTPD_S_COMMIT);
+	bufferevent_disable(s->bev, EV_READ);
+	queue_commit_submit(s->srv->queue, env, tx->body, s->loop->inbox, s->id);
+	tx->env = NULL;   /* now owned by the queue */
+	tx->body = NULL;
+	return;
+
+refused:
+	smtpd_tx_reset(s);
+}
+
+static void
+smtpd_commit_done(struct smtpd_session *s, const struct queue_commit_done *d)
+{
+	char qid[QID_STRLEN + 1];
+
+	if (s->state != SMTPD_S_COMMIT)
+		panic("smtpd_commit_done: session in state %s",
+		    smtpd_strstate(s->state));
+	if (d->status == Q_OK) {
+		qid_format(d->qid, qid);
+		s->nmessages++;
+		s->srv->stat_accepted++;
+		smtpd_reply(s, 250, "2.0.0", "Ok: queued as %s", qid);
+	} else {
+		int code;
+		const char *enh, *text;
+		queue_status_reply(d->status, d->err, &code, &enh, &text);
+		log_warnx("id=%s client=%s status=refused reason=commit-failed "
+		    "error=\"%s\"", s->qid, s->peer_str, strerror(d->err));
+		smtpd_reply(s, code, enh, "%s", text);
+	}
+	smtpd_tx_free(s);
+	smtpd_enter(s, SMTPD_S_READY);
+	if (s->loop->stopping && !(s->flags & SMTPD_F_CLOSING))
+		smtpd_reply(s, 421, "4.3.2", "%s Service shutting down",
+		    s->conf->hostname);
+	bufferevent_enable(s->bev, EV_READ);
+	/* Pipelined commands may be waiting in the input buffer already. */
+	smtpd_session_process(s);
+}
+
+/* ---- input ---- */
+
+/* Feed buffered DATA bytes through the filter. */
+static void
+smtpd_read_data(struct smtpd_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer_iovec v[8];
+	int n;
+
+	while ((n = evbuffer_peek(in, -1, NULL, v, 8)) > 0) {
+		size_t used = 0;
+		enum data_status st = DATA_MORE;
+		for (int i = 0; i < n && i < 8; i++) {
+			size_t consumed;
+			st = data_filter_feed(&s->tx->df, v[i].iov_base, v[i].iov_len,
+			    &consumed, smtpd_data_out, s->tx);
+			used += consumed;
+			if (st == DATA_END)
+				break;
+		}
+		evbuffer_drain(in, used);
+		if (st == DATA_END) {
+			smtpd_data_end(s);
+			return;
+		}
+	}
+}
+
+/*
+ * Consume every complete command in the input buffer (pipelining). The
+ * line limit is enforced before the buffer can grow past it: a line longer
+ * than SMTP_CMD_MAX is discarded up to its LF and answered 500 5.5.2.
+ */
+static void
+smtpd_session_process(struct smtpd_session *s)
+{
+	char line[SMTP_CMD_MAX + 1];
+
+	while (!(s->flags & SMTPD_F_CLOSING)) {
+		/* re-read each time: STARTTLS replaces the bufferevent */
+		struct evbuffer *in = bufferevent_get_input(s->bev);
+		if (evbuffer_get_length(bufferevent_get_output(s->bev)) >
+		    SMTPD_OUT_MAX) {
+			s->flags |= SMTPD_F_OUTFULL;
+			bufferevent_disable(s->bev, EV_READ);
+			return;
+		}
+		if (s->state == SMTPD_S_DATA) {
+			smtpd_read_data(s);
+			if (s->state == SMTPD_S_DATA)
+				return;        /* need more bytes */
+			continue;
+		}
+		if (s->state == SMTPD_S_COMMIT)
+			return;            /* resumed by smtpd_commit_done() */
+
+		struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
+		if (lf.pos < 0) {
+			size_t have = evbuffer_get_length(in);
+			if (have > SMTP_CMD_MAX) {
+				evbuffer_drain(in, have);
+				if (!(s->flags & SMTPD_F_DISCARD)) {
+					s->flags |= SMTPD_F_DISCARD;
+					smtpd_reply(s, 500, "5.5.2", "Error: line too long");
+					smtpd_error(s);
+				}
+			}
+			return;
+		}
+		size_t len = (size_t)lf.pos;    /* without the LF */
+		if (s->flags & SMTPD_F_DISCARD) {
+			/* tail of an overlong line: drop it, already answered */
+			evbuffer_drain(in, len + 1);
+			s->flags &= ~SMTPD_F_DISCARD;
+			continue;
+		}
+		if (len + 1 > SMTP_CMD_MAX) {
+			evbuffer_drain(in, len + 1);
+			smtpd_reply(s, 500, "5.5.2", "Error: line too long");
+			smtpd_error(s);
+			continue;
+		}
+		evbuffer_remove(in, line, len + 1);
+		line[len] = '\0';
+		smtpd_dispatch(s, line, len);
+	}
+}
+
+static void
+smtpd_session_readcb(struct bufferevent *bev, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	smtpd_session_process(s);
+	if ((s->flags & SMTPD_F_CLOSING) &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		smtpd_session_free(s);
+}
+
+static void
+smtpd_session_writecb(struct bufferevent *bev, void *arg)
+{
+	struct smtpd_session *s = arg;
+	if (s->flags & SMTPD_F_CLOSING) {
+		smtpd_session_free(s);
+		return;
+	}
+	if (s->flags & SMTPD_F_OUTFULL) {
+		s->flags &= ~SMTPD_F_OUTFULL;
+		bufferevent_enable(bev, EV_READ);
+		smtpd_session_readcb(bev, s);
+	}
+}
+
+static void
+smtpd_session_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	if (what & BEV_EVENT_CONNECTED) {
+		smtpd_session_tls_up(s);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (s->flags & SMTPD_F_CLOSING) {
+			smtpd_session_free(s);
+			return;
+		}
+		log_info("session=%016llx client=%s idle timeout in state %s",
+		    (unsigned long long)s->id, s->peer_str,
+		    smtpd_strstate(s->state));
+		bufferevent_disable(bev, EV_READ);
+		bufferevent_enable(bev, EV_WRITE);
+		smtpd_reply(s, 421, "4.4.2", "%s Error: timeout exceeded",
+		    s->conf->hostname);
+		return;
+	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		unsigned long e;
+		while ((s->flags & SMTPD_F_TLS) &&
+		    (e = bufferevent_get_openssl_error(bev)) != 0) {
+			char eb[256];
+			ERR_error_string_n(e, eb, sizeof(eb));
+			log_info("session=%016llx client=%s TLS error: %s",
+			    (unsigned long long)s->id, s->peer_str, eb);
+		}
+		if (what & BEV_EVENT_ERROR)
+			log_debug("session=%016llx client=%s connection error: %s",
+			    (unsigned long long)s->id, s->peer_str,
+			    strerror(EVUTIL_SOCKET_ERROR()));
+		if (s->state != SMTPD_S_QUIT && s->state != SMTPD_S_READY &&
+		    s->state != SMTPD_S_CONNECTED)
+			log_info("session=%016llx client=%s lost connection in state %s",
+			    (unsigned long long)s->id, s->peer_str,
+			    smtpd_strstate(s->state));
+		smtpd_session_free(s);
+	}
+}
+
+/* The TLS handshake finished (BEV_EVENT_CONNECTED on an SSL bufferevent). */
+static void
+smtpd_session_tls_up(struct smtpd_session *s)
+{
+	char desc[128];
+	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+	if (ssl == NULL || !(s->flags & SMTPD_F_TLS_PENDING))
+		return;
+	s->flags &= ~SMTPD_F_TLS_PENDING;
+	tls_describe(ssl, desc, sizeof(desc));
+	log_info("session=%016llx client=%s tls=\"%s\"%s",
+	    (unsigned long long)s->id, s->peer_str, desc,
+	    SSL_session_reused(ssl) ? " resumed=yes" : "");
+}
+
+static void
+smtpd_session_lifetime_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+	if (s->state == SMTPD_S_COMMIT || (s->flags & SMTPD_F_CLOSING))
+		return;   /* answered when the commit is done */
+	log_info("session=%016llx client=%s session timeout",
+	    (unsigned long long)s->id, s->peer_str);
+	smtpd_reply(s, 421, "4.4.2", "%s Error: session time limit exceeded",
+	    s->conf->hostname);
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		smtpd_session_free(s);
+}
+
+/* ---- life cycle ---- */
+
+static struct smtpd_session **
+smtpd_session_slot(struct smtpd_loop *loop, uint64_t id)
+{
+	struct smtpd_session **pp = &loop->buckets[id % SMTPD_SESSION_BUCKETS];
+	while (*pp != NULL && (*pp)->id != id)
+		pp = &(*pp)->hnext;
+	return pp;
+}
+
+void
+smtpd_session_accept(struct smtpd_loop *loop, int fd, const struct sockaddr *sa,
+    socklen_t salen, const struct conf_listen *lc, struct conf *conf)
+{
+	struct smtpd_server *srv = loop->srv;
+	struct smtpd_session *s = calloc(1, sizeof(*s));
+
+	if (s == NULL) {
+		log_warnx("session: out of memory, dropping connection");
+		close(fd);
+		conf_unref(conf);
+		smtpd_connlimit_put(srv, sa);
+		srv->nconnections--;
+		return;
+	}
+	s->id = ++srv->next_session_id;
+	s->loop = loop;
+	s->srv = srv;
+	s->conf = conf;
+	s->lc = lc;
+	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
+	sockaddr_ntop(sa, s->peer_str, sizeof(s->peer_str));
+	if (conf_is_trusted(conf, sa))
+		s->flags |= SMTPD_F_TRUSTED;
+	s->state = SMTPD_S_CONNECTED;
+
+	evutil_make_socket_nonblocking(fd);
+	if (lc->tls == CONF_TLS_IMPLICIT) {
+		struct tls_server *t = smtpd_tls_get(srv);
+		SSL *ssl = t ? tls_server_ssl_new(t) : NULL;
+		tls_server_unref(t);
+		if (ssl != NULL) {
+			s->bev = bufferevent_openssl_socket_new(loop->base, fd, ssl,
+			    BUFFEREVENT_SSL_ACCEPTING,
+			    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+			if (s->bev == NULL)
+				SSL_free(ssl);
+			s->flags |= SMTPD_F_TLS | SMTPD_F_TLS_PENDING;
+		}
+	} else {
+		s->bev = bufferevent_socket_new(loop->base, fd,
+		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	}
+	if (s->bev == NULL) {
+		close(fd);
+		smtpd_connlimit_put(srv, sa);
+		srv->nconnections--;
+		conf_unref(conf);
+		free(s);
+		return;
+	}
+	*smtpd_session_slot(loop, s->id) = s;
+	loop->nsessions++;
+	srv->stat_sessions++;
+
+	smtpd_session_setup_bev(s);
+
+	s->lifetime = evtimer_new(loop->base, smtpd_session_lifetime_cb, s);
+	struct timeval life = { conf->session_timeout, 0 };
+	if (s->lifetime != NULL)
+		evtimer_add(s->lifetime, &life);
+
+	log_info("session=%016llx connect client=%s listener=%s mode=%s",
+	    (unsigned long long)s->id, s->peer_str, lc->spec,
+	    conf_listen_mode_name(lc->mode));
+	smtpd_reply(s, 220, NULL, "%s ESMTP tern", conf->hostname);
+}
+
+static void
+smtpd_session_free(struct smtpd_session *s)
+{
+	struct smtpd_session **pp = smtpd_session_slot(s->loop, s->id);
+	if (*pp == s)
+		*pp = s->hnext;
+	s->loop->nsessions--;
+	log_info("session=%016llx disconnect client=%s messages=%llu",
+	    (unsigned long long)s->id, s->peer_str,
+	    (unsigned long long)s->nmessages);
+	smtpd_tx_free(s);
+	if (s->lifetime != NULL)
+		event_free(s->lifetime);
+	bufferevent_free(s->bev);
+	smtpd_connlimit_put(s->srv, (struct sockaddr *)&s->peer);
+	s->srv->nconnections--;
+	conf_unref(s->conf);
+	free(s);
+}
+
+void
+smtpd_loop_inbox(struct tq_msg *m, void *arg)
+{
+	struct smtpd_loop *loop = arg;
+
+	switch (m->type) {
+	case TQ_COMMIT_DONE: {
+		struct queue_commit_done *d = (struct queue_commit_done *)m;
+		struct smtpd_session *s = *smtpd_session_slot(loop, m->reqid);
+		if (s == NULL) {
+			char qid[QID_STRLEN + 1];
+			qid_format(d->qid, qid);
+			log_debug("commit done for session=%016llx which has gone "
+			    "(id=%s status=%d)", (unsigned long long)m->reqid, qid,
+			    d->status);
+		} else {
+			smtpd_commit_done(s, d);
+			if ((s->flags & SMTPD_F_CLOSING) && evbuffer_get_length(
+			    bufferevent_get_output(s->bev)) == 0)
+				smtpd_session_free(s);
+		}
+		free(d);
+		break;
+	}
+	default:
+		panic("smtpd_loop_inbox: unexpected message type %d", m->type);
+	}
+}
+
+void
+smtpd_loop_shutdown_sessions(struct smtpd_loop *loop)
+{
+	loop->stopping = 1;
+	for (size_t b = 0; b < SMTPD_SESSION_BUCKETS; b++) {
+		struct smtpd_session *s = loop->buckets[b], *next;
+		for (; s != NULL; s = next) {
+			next = s->hnext;
+			if (s->state == SMTPD_S_COMMIT || (s->flags & SMTPD_F_CLOSING))
+				continue;   /* answered when its commit is done */
+			smtpd_tx_reset(s);
+			smtpd_reply(s, 421, "4.3.2", "%s Service shutting down",
+			    s->conf->hostname);
+			bufferevent_disable(s->bev, EV_READ);
+			if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+				smtpd_session_free(s);
+		}
+	}
+}

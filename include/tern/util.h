@@ -29,6 +29,13 @@ uint64_t now_mono_us(void);      /* monotonic, microseconds */
 #define QID_STRLEN 16
 void qid_format(uint64_t id, char out[QID_STRLEN + 1]);
 int qid_parse(const char *s, uint64_t *out);       /* 0 ok, -1 bad */
+/*
+ * A new queue id, unique in this process and increasing: max(now in us,
+ * last + 1). Thread-safe (one atomic). qid_seen() raises the floor, so ids
+ * found at recovery are never handed out again even if the clock went back.
+ */
+uint64_t qid_new(void);
+void qid_seen(uint64_t id);
 
 /* "1.2.3.4" / "::1" of a socket address into buf (INET6_ADDRSTRLEN+). */
 const char *sockaddr_ntop(const struct sockaddr *sa, char *buf, size_t len);

@@ -1,0 +1,103 @@
+/*
+ * deliver.h - the scheduler and the delivery workers (DESIGN.md 3, 4).
+ *
+ * The scheduler is one thread with its own event loop. It owns the
+ * in-memory schedule (a heap of message ids by next attempt, rebuilt from
+ * the envelope store at start), groups each due message's pending
+ * recipients by destination, enforces the per-destination and global
+ * connection limits, and hands jobs to the delivery workers. It alone
+ * writes delivery results to the envelope store (queue_update/remove) and
+ * generates bounces (DSN, RFC 3464) and delay warnings.
+ *
+ * A delivery worker is one thread with its own event loop and its own
+ * resolver (c-ares). It runs many outbound SMTP sessions at once, resolves
+ * each job's route, tries every address of every exchanger in order,
+ * reuses idle connections to the same next hop, and reports one result per
+ * recipient. Workers never touch the envelope store.
+ *
+ * Jobs and results are tq messages (tern/tq.h); ownership moves with them.
+ */
+#ifndef TERN_DELIVER_H
+#define TERN_DELIVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tern/conf.h"
+#include "tern/queue.h"
+#include "tern/tq.h"
+
+struct sched;
+struct deliver_pool;
+
+/* Outcome class of one recipient's attempt. */
+enum dlv_class {
+	DLV_OK = 0,         /* 2xx after DATA: delivered */
+	DLV_TEMP,           /* 4xx, network, DNS temporary: retry later */
+	DLV_PERM,           /* 5xx, null MX, NXDOMAIN: bounce now */
+};
+
+struct dlv_rcpt_result {
+	size_t rcpt;            /* index into the envelope's rcpts */
+	enum dlv_class cls;
+	char status[16];        /* enhanced status "5.1.1" */
+	char *reply;            /* owned or NULL: the server's reply text or our reason */
+};
+
+/*
+ * A job: deliver some recipients of one message to one destination. The
+ * worker reads the body itself (queue_read_body is thread-safe).
+ */
+struct dlv_job {
+	struct tq_msg hdr;              /* TQ_DELIVERY_JOB; reqid = job id */
+	struct envelope *env;           /* owned: a snapshot of the envelope */
+	size_t *rcpts;                  /* owned: indexes of the recipients to try */
+	size_t nrcpt;
+	char *domain;                   /* owned: recipient domain (the destination) */
+	struct conf_route route;        /* copy; route.domain/host owned by the job */
+	struct tq *reply;               /* borrowed: where the result goes */
+};
+
+struct dlv_result {
+	struct tq_msg hdr;              /* TQ_DELIVERY_RESULT; reqid = job id */
+	uint64_t qid;
+	struct dlv_rcpt_result *r;      /* owned array, one per job recipient */
+	size_t n;
+	char *relay;                    /* owned or NULL: "mx.example[192.0.2.1]:25" */
+	char *tls;                      /* owned or NULL: "TLSv1.3 TLS_AES_256_GCM_SHA384" */
+	uint64_t elapsed_us;
+};
+
+void dlv_job_free(struct dlv_job *j);
+void dlv_result_free(struct dlv_result *r);
+
+/* ---- workers (queue/deliver.c) ---- */
+
+/* Start n worker threads; results of jobs go to each job's reply tq. */
+struct deliver_pool *deliver_pool_start(struct queue *q, struct conf *conf,
+    unsigned n);
+/* Hand a job to a worker (any thread); ownership moves. */
+void deliver_pool_submit(struct deliver_pool *p, struct dlv_job *j);
+/* Replace the conf used for new jobs (reload). */
+void deliver_pool_set_conf(struct deliver_pool *p, struct conf *conf);
+/* Stop: abandon in-flight attempts (their recipients stay pending), join. */
+void deliver_pool_stop(struct deliver_pool *p);
+
+/* ---- scheduler (queue/sched.c) ---- */
+
+struct sched *sched_start(struct queue *q, struct conf *conf,
+    struct deliver_pool *pool);
+/* Its inbox: the committer posts TQ_NEW_MESSAGE here (queue_set_notify). */
+struct tq *sched_inbox(struct sched *s);
+void sched_set_conf(struct sched *s, struct conf *conf);
+void sched_stop(struct sched *s);
+
+/*
+ * Delay before attempt number `attempt` (1 = the first retry) from the
+ * retry schedule, the last step repeating, with up to +-10% jitter from
+ * rnd (a value in [0, 1)). Pure.
+ */
+unsigned sched_retry_delay(const unsigned *steps, size_t nsteps,
+    unsigned attempt, double rnd);
+
+#endif

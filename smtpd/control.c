@@ -1,1 +1,0 @@
-/* control.c: placeholder, being written. */

@@ -1,0 +1,113 @@
+/*
+ * smtpd.h - private to smtpd/: the server object, its session loops and the
+ * SMTP server session. Never included from another module.
+ *
+ * Threads: main() owns the server and runs the main loop (signals, control
+ * socket). Each session loop is one thread with its own event_base, its own
+ * accept sockets (SO_REUSEPORT) and its own sessions; a session is only ever
+ * touched by its loop's thread. Replies from other threads (commit done)
+ * arrive through the loop's inbox tq and name the session by its 64-bit id.
+ */
+#ifndef TERN_SMTPD_H
+#define TERN_SMTPD_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "tern/conf.h"
+#include "tern/data_filter.h"
+#include "tern/envelope.h"
+#include "tern/queue.h"
+#include "tern/smtp.h"
+#include "tern/tls.h"
+#include "tern/tq.h"
+
+struct event_base;
+struct event;
+struct bufferevent;
+struct evconnlistener;
+struct smtpd_server;
+struct smtpd_accept_arg;
+
+#define SMTPD_SESSION_BUCKETS 4096
+
+struct smtpd_loop {
+	unsigned idx;
+	struct smtpd_server *srv;         /* borrowed: outlives the loop */
+	struct event_base *base;          /* owned */
+	pthread_t thread;
+	struct tq *inbox;                 /* owned: commit results, calls */
+	struct evconnlistener **lev;      /* owned: one per configured listener */
+	struct smtpd_accept_arg *aargs;   /* owned: the listeners' callback args */
+	size_t nlev;
+	struct smtpd_session *buckets[SMTPD_SESSION_BUCKETS]; /* by id */
+	unsigned nsessions;
+	int stopping;                     /* graceful stop requested */
+};
+
+/* Shared table of inbound connections per client address. */
+struct smtpd_connlimit;
+
+struct smtpd_server {
+	struct conf *conf;                /* owned ref; swap under conf_lock */
+	struct tls_server *tls;           /* owned ref or NULL; swap under conf_lock */
+	pthread_mutex_t conf_lock;
+	struct queue *queue;              /* borrowed from main */
+	struct smtpd_loop *loops;         /* owned array */
+	unsigned nloops;
+	int *fds;                         /* owned: [listener * nloops + loop] */
+	size_t nfds;
+	struct smtpd_connlimit *connlimit;
+	_Atomic uint64_t next_session_id;
+	_Atomic unsigned nconnections;
+	_Atomic int nloops_running;
+	_Atomic uint64_t stat_accepted;   /* messages queued since start */
+	_Atomic uint64_t stat_sessions;
+};
+
+/* ---- listener.c ---- */
+
+/* Bind every configured listener (nloops sockets each). Call as root. */
+int smtpd_listeners_bind(struct smtpd_server *srv, char *err, size_t errlen);
+/* Create the loops and start their threads (listeners armed). */
+int smtpd_loops_start(struct smtpd_server *srv);
+/* Stop accepting, finish sessions (421 to idle ones), join the threads. */
+void smtpd_loops_stop(struct smtpd_server *srv, unsigned grace_seconds);
+/* Free loops, listeners and the connection table (after stop). */
+void smtpd_loops_free(struct smtpd_server *srv);
+void smtpd_connlimit_init(struct smtpd_server *srv);
+/* The conf new sessions should use (a new reference). */
+struct conf *smtpd_conf_get(struct smtpd_server *srv);
+/* The TLS contexts new handshakes should use (a new reference, or NULL). */
+struct tls_server *smtpd_tls_get(struct smtpd_server *srv);
+
+/* Per-address limit: 0 ok (counted), -1 over the limit (not counted). */
+int smtpd_connlimit_take(struct smtpd_server *srv, const struct sockaddr *sa,
+    unsigned limit);
+void smtpd_connlimit_put(struct smtpd_server *srv, const struct sockaddr *sa);
+
+/* ---- session.c ---- */
+
+enum smtpd_state {
+	SMTPD_S_CONNECTED,   /* greeted, no HELO/EHLO yet */
+	SMTPD_S_READY,       /* HELO/EHLO done, no transaction */
+	SMTPD_S_MAIL,        /* MAIL accepted */
+	SMTPD_S_RCPT,        /* at least one RCPT accepted */
+	SMTPD_S_DATA,        /* message bytes streaming */
+	SMTPD_S_COMMIT,      /* waiting for the committer */
+	SMTPD_S_QUIT,        /* closing */
+};
+
+/* Start a session on an accepted socket (loop thread). Takes the fd. */
+void smtpd_session_accept(struct smtpd_loop *loop, int fd,
+    const struct sockaddr *sa, socklen_t salen, const struct conf_listen *lc,
+    struct conf *conf);
+/* Inbox handler of a session loop. */
+void smtpd_loop_inbox(struct tq_msg *m, void *arg);
+/* Graceful stop: 421 4.3.2 to sessions not committing; close when drained. */
+void smtpd_loop_shutdown_sessions(struct smtpd_loop *loop);
+
+const char *smtpd_strstate(enum smtpd_state st);
+
+#endif
