@@ -45,6 +45,9 @@ log_trace_mask(void)
 	return log_tracebits;
 }
 
+static void log_emit(enum log_level lvl, const char *suffix, const char *fmt,
+    va_list ap) TERN_PRINTF(3, 0);
+
 static void
 log_emit(enum log_level lvl, const char *suffix, const char *fmt, va_list ap)
 {

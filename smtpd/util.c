@@ -135,7 +135,7 @@ qid_format(uint64_t id, char out[QID_STRLEN + 1])
 	snprintf(out, QID_STRLEN + 1, "%016llx", (unsigned long long)id);
 }
 
-static _Atomic uint64_t qid_last;
+static uint64_t qid_last;   /* accessed with __atomic builtins only */
 
 uint64_t
 qid_new(void)
@@ -144,7 +144,7 @@ qid_new(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-	last = qid_last;
+	last = __atomic_load_n(&qid_last, __ATOMIC_RELAXED);
 	do {
 		next = now > last ? now : last + 1;
 	} while (!__atomic_compare_exchange_n(&qid_last, &last, next, 0,
@@ -155,7 +155,7 @@ qid_new(void)
 void
 qid_seen(uint64_t id)
 {
-	uint64_t last = qid_last;
+	uint64_t last = __atomic_load_n(&qid_last, __ATOMIC_RELAXED);
 	while (id > last && !__atomic_compare_exchange_n(&qid_last, &last, id,
 	    0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		;

@@ -57,6 +57,7 @@ enum smtp_parse_status smtp_parse_command(const char *line, size_t len,
 #define SMTP_MB_POSTMASTER 0x08u  /* bare "<postmaster>" (RCPT only) */
 #define SMTP_MB_UTF8       0x10u  /* non-ASCII bytes (needs SMTPUTF8) */
 #define SMTP_MB_ROUTE      0x20u  /* a source route was given (and dropped) */
+#define SMTP_MB_BARE       0x40u  /* MAIL/RCPT path given without <> (lenient) */
 
 struct smtp_mailbox {
 	/* "local@domain" as written (source route dropped), NUL-terminated; "" for <> */
@@ -94,7 +95,10 @@ struct smtp_rcpt_params {
 enum smtp_parse_status smtp_parse_mail_from(const char *arg, size_t len,
     struct smtp_mailbox *mb, struct smtp_mail_params *p);
 
-/* Same for RCPT TO:. "<postmaster>" alone is accepted (SMTP_MB_POSTMASTER). */
+/*
+ * Same for RCPT TO:. "<postmaster>" alone is accepted (SMTP_MB_POSTMASTER):
+ * addr is "postmaster" as written and the domain is empty (domain_off == len).
+ */
 enum smtp_parse_status smtp_parse_rcpt_to(const char *arg, size_t len,
     struct smtp_mailbox *mb, struct smtp_rcpt_params *p);
 
