@@ -1,1 +1,582 @@
-int main(void) { return 0; }
+/*
+ * ternctl.c - the operator's command line: talks to ternd over the control
+ * socket (JSON lines, see include/tern/ctl.h) and prints the answer for a
+ * human, or as the server's JSON with --json.
+ *
+ *   ternctl [-c FILE] [-s SOCKET] [--json] COMMAND [ARGS]
+ *
+ * Single-threaded, blocking I/O, short-lived. Reads the configuration with
+ * the pure conf_parse() (not conf_load(): an operator in control-group may
+ * not read the TLS key, and ternctl needs only queue and control-socket).
+ * When the daemon is unreachable, read-only commands (flag TERNCTL_C_LOCAL)
+ * open the queue directory read-only and answer with the very same request
+ * handler the daemon runs (ctl_request_handle), so the output is the same.
+ *
+ * Untrusted input: the server's response (bounded, parsed by json.c) and the
+ * strings inside it (senders, addresses, errors, chosen by mail peers):
+ * human output passes them through log_escape(), so they cannot carry
+ * terminal control sequences. Raw bodies are written only by "show --body".
+ *
+ * Exit codes: 0 ok, 1 no such message, 2 usage or configuration error,
+ * 3 daemon unreachable (and no read-only fallback possible), 4 other error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tern/conf.h"
+#include "tern/ctl.h"
+#include "tern/json.h"
+#include "tern/log.h"
+#include "tern/queue.h"
+#include "tern/util.h"
+
+#define TERNCTL_CONF        "/etc/tern/tern.conf"
+#define TERNCTL_RESP_MAX    (1024u * 1024 * 1024)  /* response line bound */
+
+enum { TERNCTL_EX_OK, TERNCTL_EX_NOTFOUND, TERNCTL_EX_USAGE,
+       TERNCTL_EX_UNREACHABLE, TERNCTL_EX_FAIL };
+
+#define TERNCTL_C_ID     0x01u      /* takes a queue id */
+#define TERNCTL_C_LOCAL  0x02u      /* read-only: may answer from the queue dir */
+#define TERNCTL_C_BODY   0x04u      /* accepts --body */
+
+struct ternctl_opts {
+	const char *conf_path;
+	const char *socket_path;
+	int json;
+	int body;
+	const char *id;
+};
+
+/* A parsed response: text and its tokens (both owned). */
+struct ternctl_resp {
+	char *p;
+	size_t len;
+	struct json_tok *toks;
+	size_t ntoks;
+};
+
+struct ternctl_cmd {
+	const char *name;
+	const char *usage;
+	unsigned flags;
+	int (*print)(const struct ternctl_opts *o, const struct ternctl_resp *r);
+};
+
+static int ternctl_print_queue(const struct ternctl_opts *, const struct ternctl_resp *);
+static int ternctl_print_show(const struct ternctl_opts *, const struct ternctl_resp *);
+static int ternctl_print_ping(const struct ternctl_opts *, const struct ternctl_resp *);
+
+/* The command grammar. Add a line here and in control.c's ctl_cmds[]. */
+static const struct ternctl_cmd ternctl_cmds[] = {
+	{ "queue", "queue",                TERNCTL_C_LOCAL, ternctl_print_queue },
+	{ "show",  "show <id> [--body]",
+	  TERNCTL_C_ID | TERNCTL_C_LOCAL | TERNCTL_C_BODY, ternctl_print_show },
+	{ "ping",  "ping",                 0, ternctl_print_ping },
+};
+
+static void
+ternctl_usage(FILE *f)
+{
+	fprintf(f, "usage: ternctl [-c FILE] [-s SOCKET] [--json] COMMAND [ARGS]\n"
+	    "commands:\n");
+	for (size_t i = 0; i < sizeof(ternctl_cmds) / sizeof(ternctl_cmds[0]); i++)
+		fprintf(f, "  %s\n", ternctl_cmds[i].usage);
+}
+
+static void
+ternctl_conf_err(void *arg, const char *msg)
+{
+	fprintf(stderr, "ternctl: %s\n", msg);
+}
+
+/* ---- response access ---- */
+
+static long
+ternctl_field(const struct ternctl_resp *r, size_t obj, const char *key)
+{
+	return json_obj_find(r->p, r->toks, obj, key);
+}
+
+/* A string field, decoded and made printable, in buf; "" if missing/null. */
+static const char *
+ternctl_str(const struct ternctl_resp *r, size_t obj, const char *key,
+    char *buf, size_t buflen, int *present)
+{
+	long i = ternctl_field(r, obj, key);
+	char *tmp;
+	long n;
+
+	if (present != NULL)
+		*present = 0;
+	buf[0] = '\0';
+	if (i < 0 || r->toks[i].type != JSON_STRING)
+		return buf;
+	tmp = xmalloc(r->toks[i].end - r->toks[i].start + 1);
+	n = json_str_decode(r->p, &r->toks[i], tmp, r->toks[i].end - r->toks[i].start + 1);
+	if (n >= 0) {
+		log_escape(buf, buflen, tmp, (size_t)n);
+		if (present != NULL)
+			*present = 1;
+	}
+	free(tmp);
+	return buf;
+}
+
+static int64_t
+ternctl_num(const struct ternctl_resp *r, size_t obj, const char *key)
+{
+	long i = ternctl_field(r, obj, key);
+	return i >= 0 && r->toks[i].type == JSON_NUMBER ? r->toks[i].num : 0;
+}
+
+static int
+ternctl_bool(const struct ternctl_resp *r, size_t obj, const char *key)
+{
+	long i = ternctl_field(r, obj, key);
+	return i >= 0 && r->toks[i].type == JSON_TRUE;
+}
+
+static const char *
+ternctl_time(int64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (gmtime_r(&tt, &tm) == NULL ||
+	    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, len, "%lld", (long long)t);
+	return buf;
+}
+
+/* ---- printers ---- */
+
+static void
+ternctl_print_rcpts_brief(const struct ternctl_resp *r, size_t msg)
+{
+	char addr[1024], state[32], status[32], err[512];
+	long a = ternctl_field(r, msg, "recipients");
+
+	if (a < 0 || r->toks[a].type != JSON_ARRAY)
+		return;
+	size_t i = (size_t)a + 1;
+	for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++) {
+		int has_err;
+		ternctl_str(r, i, "address", addr, sizeof(addr), NULL);
+		ternctl_str(r, i, "state", state, sizeof(state), NULL);
+		ternctl_str(r, i, "status", status, sizeof(status), NULL);
+		ternctl_str(r, i, "last_error", err, sizeof(err), &has_err);
+		printf("%16s %-8s %s", "", state, addr);
+		if (status[0] != '\0' || has_err)
+			printf(" (%s%s%s)", status, status[0] && has_err ? " " : "", err);
+		printf("\n");
+	}
+}
+
+static int
+ternctl_print_queue(const struct ternctl_opts *o, const struct ternctl_resp *r)
+{
+	char id[64], sender[1024], when[32];
+	long a = ternctl_field(r, 0, "messages");
+
+	if (a < 0 || r->toks[a].type != JSON_ARRAY) {
+		fprintf(stderr, "ternctl: malformed response\n");
+		return TERNCTL_EX_FAIL;
+	}
+	if (r->toks[a].size == 0) {
+		printf("queue is empty\n");
+		return TERNCTL_EX_OK;
+	}
+	printf("%-16s %-20s %10s  %s\n", "ID", "ARRIVAL (UTC)", "SIZE", "SENDER");
+	size_t i = (size_t)a + 1;
+	for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++) {
+		ternctl_str(r, i, "id", id, sizeof(id), NULL);
+		ternctl_str(r, i, "sender", sender, sizeof(sender), NULL);
+		printf("%-16s %-20s %10lld  <%s>%s%s\n", id,
+		    ternctl_time(ternctl_num(r, i, "arrival"), when, sizeof(when)),
+		    (long long)ternctl_num(r, i, "size"), sender,
+		    ternctl_bool(r, i, "held") ? " HELD" : "",
+		    ternctl_bool(r, i, "corrupt") ? " CORRUPT" : "");
+		ternctl_print_rcpts_brief(r, i);
+	}
+	printf("-- %zu message%s\n", r->toks[a].size, r->toks[a].size == 1 ? "" : "s");
+	return TERNCTL_EX_OK;
+}
+
+static void
+ternctl_print_kv(const struct ternctl_resp *r, size_t obj, const char *indent,
+    const char *key)
+{
+	char buf[2048];
+	int present;
+
+	ternctl_str(r, obj, key, buf, sizeof(buf), &present);
+	printf("%s%s: %s\n", indent, key, present ? buf : "-");
+}
+
+static int
+ternctl_body_write(const struct ternctl_resp *r)
+{
+	long b = ternctl_field(r, 0, "body");
+
+	if (b < 0 || r->toks[b].type != JSON_STRING || r->toks[b].escaped) {
+		fprintf(stderr, "ternctl: response has no body\n");
+		return TERNCTL_EX_FAIL;
+	}
+	size_t n = r->toks[b].end - r->toks[b].start;
+	uint8_t *out = xmalloc(n / 4 * 3 + 1);
+	long len = json_base64_decode(r->p + r->toks[b].start, n, out);
+	int rc = TERNCTL_EX_OK;
+	if (len < 0) {
+		fprintf(stderr, "ternctl: body is not valid base64\n");
+		rc = TERNCTL_EX_FAIL;
+	} else if (fwrite(out, 1, (size_t)len, stdout) != (size_t)len ||
+	    fflush(stdout) != 0) {
+		fprintf(stderr, "ternctl: writing the body: %s\n", strerror(errno));
+		rc = TERNCTL_EX_FAIL;
+	}
+	free(out);
+	return rc;
+}
+
+static int
+ternctl_print_show(const struct ternctl_opts *o, const struct ternctl_resp *r)
+{
+	char buf[2048], when[32];
+	long m = ternctl_field(r, 0, "message");
+
+	if (m < 0 || r->toks[m].type != JSON_OBJECT) {
+		fprintf(stderr, "ternctl: malformed response\n");
+		return TERNCTL_EX_FAIL;
+	}
+	if (o->body)
+		return ternctl_body_write(r);
+	size_t e = (size_t)m;
+	ternctl_print_kv(r, e, "", "id");
+	printf("arrival: %s\n", ternctl_time(ternctl_num(r, e, "arrival"), when,
+	    sizeof(when)));
+	printf("size: %lld\n", (long long)ternctl_num(r, e, "size"));
+	printf("sender: <%s>\n", ternctl_str(r, e, "sender", buf, sizeof(buf), NULL));
+	ternctl_print_kv(r, e, "", "client");
+	ternctl_print_kv(r, e, "", "helo");
+	ternctl_print_kv(r, e, "", "auth_user");
+	printf("attempts: %lld\n", (long long)ternctl_num(r, e, "attempts"));
+	int64_t next = ternctl_num(r, e, "next_attempt");
+	printf("next_attempt: %s\n", next == 0 ? "now" :
+	    ternctl_time(next, when, sizeof(when)));
+	ternctl_print_kv(r, e, "", "last_error");
+	printf("held: %s\n", ternctl_bool(r, e, "held") ? "yes" : "no");
+	printf("corrupt: %s\n", ternctl_bool(r, e, "corrupt") ? "yes" : "no");
+	long a = ternctl_field(r, e, "recipients");
+	if (a >= 0 && r->toks[a].type == JSON_ARRAY) {
+		size_t i = (size_t)a + 1;
+		for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++) {
+			printf("recipient: %s\n",
+			    ternctl_str(r, i, "address", buf, sizeof(buf), NULL));
+			ternctl_print_kv(r, i, "  ", "state");
+			ternctl_print_kv(r, i, "  ", "status");
+			ternctl_print_kv(r, i, "  ", "last_error");
+			ternctl_print_kv(r, i, "  ", "relay");
+		}
+	}
+	return TERNCTL_EX_OK;
+}
+
+static int
+ternctl_print_ping(const struct ternctl_opts *o, const struct ternctl_resp *r)
+{
+	printf("ternd is running (pid %lld, protocol %lld)\n",
+	    (long long)ternctl_num(r, 0, "pid"), (long long)ternctl_num(r, 0, "version"));
+	return TERNCTL_EX_OK;
+}
+
+/* ---- transport ---- */
+
+/* Connect; the fd, or -1 with errno. */
+static int
+ternctl_connect(const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+/* Send req + LF, read one response line into *out (without LF). 0 or -1. */
+static int
+ternctl_exchange(int fd, const char *req, size_t reqlen, char **out, size_t *outlen)
+{
+	size_t cap = 64 * 1024, len = 0;
+	char *buf = NULL;
+
+	if (write_all(fd, req, reqlen) == -1 || write_all(fd, "\n", 1) == -1) {
+		fprintf(stderr, "ternctl: sending the request: %s\n", strerror(errno));
+		return -1;
+	}
+	buf = xmalloc(cap);
+	for (;;) {
+		if (len == cap) {
+			if (cap >= TERNCTL_RESP_MAX) {
+				fprintf(stderr, "ternctl: response too long\n");
+				goto fail;
+			}
+			cap *= 2;
+			buf = xreallocarray(buf, cap, 1);
+		}
+		ssize_t n = read(fd, buf + len, cap - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			fprintf(stderr, "ternctl: reading the response: %s\n", strerror(errno));
+			goto fail;
+		}
+		if (n == 0) {
+			fprintf(stderr, "ternctl: ternd closed the connection\n");
+			goto fail;
+		}
+		char *nl = memchr(buf + len, '\n', (size_t)n);
+		len += (size_t)n;
+		if (nl != NULL) {
+			*outlen = (size_t)(nl - buf);
+			*out = buf;
+			return 0;
+		}
+	}
+fail:
+	free(buf);
+	return -1;
+}
+
+/* Answer from the queue directory. 0, or -1 (queue cannot be opened). */
+static int
+ternctl_local(const struct conf *cf, const char *req, size_t reqlen,
+    char **out, size_t *outlen)
+{
+	struct queue_opts qo = {
+		.dir = cf->queue_dir, .segment_size = cf->segment_size,
+		.spool_memory = cf->spool_memory, .readonly = 1,
+	};
+	struct queue *q = NULL;
+	struct json_writer w;
+	char err[512];
+	struct stat st;
+
+	/* never create a queue where there was none */
+	if (stat(cf->queue_dir, &st) == -1) {
+		fprintf(stderr, "ternctl: queue directory %s: %s\n", cf->queue_dir,
+		    strerror(errno));
+		return -1;
+	}
+	if (queue_open(&qo, &q, err, sizeof(err)) == -1) {
+		fprintf(stderr, "ternctl: cannot open the queue directory %s: %s\n",
+		    cf->queue_dir, err);
+		return -1;
+	}
+	json_writer_init(&w);
+	(void)ctl_request_handle(q, NULL, req, reqlen, &w);
+	queue_close(q);
+	*out = json_writer_finish(&w, outlen);
+	if (*out == NULL) {
+		fprintf(stderr, "ternctl: out of memory\n");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+ternctl_resp_parse(struct ternctl_resp *r)
+{
+	size_t n;
+	enum json_status st = json_parse(r->p, r->len, NULL, 0, JSON_MAX_DEPTH, &n);
+
+	if (st == JSON_OK) {
+		r->toks = xreallocarray(NULL, n, sizeof(*r->toks));
+		r->ntoks = n;
+		st = json_parse(r->p, r->len, r->toks, n, JSON_MAX_DEPTH, &n);
+	}
+	if (st != JSON_OK || r->toks[0].type != JSON_OBJECT) {
+		fprintf(stderr, "ternctl: malformed response: %s\n",
+		    st != JSON_OK ? json_strerror(st) : "not an object");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
+    const struct ternctl_cmd **cmdp)
+{
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "body", no_argument, NULL, 'b' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const struct ternctl_cmd *cmd = NULL;
+	int ch;
+
+	o->conf_path = TERNCTL_CONF;
+	while ((ch = getopt_long(argc, argv, "c:s:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': o->conf_path = optarg; break;
+		case 's': o->socket_path = optarg; break;
+		case 'j': o->json = 1; break;
+		case 'b': o->body = 1; break;
+		case 'h': ternctl_usage(stdout); exit(TERNCTL_EX_OK);
+		default: goto usage;
+		}
+	}
+	if (optind >= argc)
+		goto usage;
+	for (size_t i = 0; i < sizeof(ternctl_cmds) / sizeof(ternctl_cmds[0]); i++)
+		if (strcmp(argv[optind], ternctl_cmds[i].name) == 0)
+			cmd = &ternctl_cmds[i];
+	if (cmd == NULL) {
+		fprintf(stderr, "ternctl: unknown command: %s\n", argv[optind]);
+		goto usage;
+	}
+	optind++;
+	if (cmd->flags & TERNCTL_C_ID) {
+		uint64_t id;
+		if (optind >= argc)
+			goto usage;
+		o->id = argv[optind++];
+		if (qid_parse(o->id, &id) == -1) {
+			fprintf(stderr, "ternctl: not a queue id: %s\n", o->id);
+			return -1;
+		}
+	}
+	if (optind < argc || (o->body && !(cmd->flags & TERNCTL_C_BODY)))
+		goto usage;
+	*cmdp = cmd;
+	return 0;
+usage:
+	ternctl_usage(stderr);
+	return -1;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct ternctl_opts o = { 0 };
+	const struct ternctl_cmd *cmd = NULL;
+	struct ternctl_resp r = { 0 };
+	struct conf *cf = NULL;
+	struct json_writer w;
+	char *req = NULL, *text = NULL;
+	size_t reqlen;
+	int fd = -1, rc = TERNCTL_EX_FAIL;
+
+	log_init("ternctl", 0, 0);
+	if (ternctl_parse_args(argc, argv, &o, &cmd) == -1)
+		return TERNCTL_EX_USAGE;
+
+	FILE *f = fopen(o.conf_path, "r");
+	if (f == NULL) {
+		fprintf(stderr, "ternctl: %s: %s\n", o.conf_path, strerror(errno));
+		return TERNCTL_EX_USAGE;
+	}
+	size_t cap = 4096, len = 0, n;
+	text = xmalloc(cap);
+	while ((n = fread(text + len, 1, cap - len, f)) > 0) {
+		len += n;
+		if (len == cap)
+			text = xreallocarray(text, cap *= 2, 1);
+	}
+	int ferr = ferror(f);
+	fclose(f);
+	if (ferr || conf_parse(text, len, o.conf_path, &cf, ternctl_conf_err, NULL) != 0) {
+		if (ferr)
+			fprintf(stderr, "ternctl: %s: read error\n", o.conf_path);
+		free(text);
+		return TERNCTL_EX_USAGE;
+	}
+	free(text);
+	text = NULL;
+	const char *sock = o.socket_path != NULL ? o.socket_path : cf->control_socket;
+
+	json_writer_init(&w);
+	json_obj_open(&w);
+	json_key(&w, "v");
+	json_put_int(&w, CTL_PROTO_VERSION);
+	json_key(&w, "cmd");
+	json_put_str(&w, cmd->name);
+	if (o.id != NULL) {
+		json_key(&w, "id");
+		json_put_str(&w, o.id);
+	}
+	if (o.body) {
+		json_key(&w, "body");
+		json_put_bool(&w, 1);
+	}
+	json_obj_close(&w);
+	req = json_writer_finish(&w, &reqlen);
+	if (req == NULL) {
+		fprintf(stderr, "ternctl: out of memory\n");
+		goto done;
+	}
+
+	if ((fd = ternctl_connect(sock)) == -1) {
+		int e = errno;
+		if (!(cmd->flags & TERNCTL_C_LOCAL) ||
+		    ternctl_local(cf, req, reqlen, &r.p, &r.len) == -1) {
+			fprintf(stderr, "ternctl: cannot connect to %s: %s (is ternd running?)\n",
+			    sock, strerror(e));
+			rc = TERNCTL_EX_UNREACHABLE;
+			goto done;
+		}
+		fprintf(stderr, "ternctl: ternd not reachable at %s (%s); "
+		    "answered from the queue directory %s\n", sock, strerror(e),
+		    cf->queue_dir);
+	} else if (ternctl_exchange(fd, req, reqlen, &r.p, &r.len) == -1)
+		goto done;
+	if (ternctl_resp_parse(&r) == -1)
+		goto done;
+
+	long ok = ternctl_field(&r, 0, "ok");
+	if (ok < 0 || r.toks[ok].type != JSON_TRUE) {
+		char msg[512];
+		int64_t code = ternctl_num(&r, 0, "code");
+		ternctl_str(&r, 0, "error", msg, sizeof(msg), NULL);
+		if (o.json)
+			printf("%.*s\n", (int)r.len, r.p);
+		fprintf(stderr, "ternctl: %s: %s\n", cmd->name, msg[0] ? msg : "failed");
+		rc = code == CTL_E_NOT_FOUND ? TERNCTL_EX_NOTFOUND :
+		    code == CTL_E_BAD_REQUEST ? TERNCTL_EX_USAGE : TERNCTL_EX_FAIL;
+		goto done;
+	}
+	if (o.json) {
+		printf("%.*s\n", (int)r.len, r.p);
+		rc = fflush(stdout) == 0 ? TERNCTL_EX_OK : TERNCTL_EX_FAIL;
+	} else
+		rc = cmd->print(&o, &r);
+done:
+	if (fd != -1)
+		close(fd);
+	free(req);
+	free(r.p);
+	free(r.toks);
+	conf_unref(cf);
+	return rc;
+}

@@ -27,6 +27,7 @@
 #include <event2/thread.h>
 
 #include "tern/conf.h"
+#include "tern/ctl.h"
 #include "tern/log.h"
 #include "tern/queue.h"
 #include "tern/tls.h"
@@ -41,6 +42,7 @@ struct ternd {
 	struct smtpd_server srv;
 	struct queue *queue;
 	struct event_base *base;
+	struct ctl_server *ctl;
 };
 
 static void
@@ -93,6 +95,47 @@ ternd_drop_privileges(const struct passwd *pw)
 	    (unsigned)pw->pw_uid, (unsigned)gid);
 }
 
+/*
+ * Re-read the configuration and certificates; on any error keep the
+ * running ones. Listeners stay as bound. Returns 0 or -1.
+ */
+static int
+ternd_reload(struct ternd *t)
+{
+	struct conf *nc = NULL;
+	int to_log = 1;
+	struct tls_server *ntls = NULL;
+	char err[512];
+	log_info("reloading %s", t->conf_path);
+	if (conf_load(t->conf_path, &nc, ternd_conf_err, &to_log) != 0) {
+		log_warnx("reload failed: keeping the running configuration");
+		return -1;
+	}
+	if (nc->ntls > 0 && (ntls = tls_server_new(nc, err,
+	    sizeof(err))) == NULL) {
+		log_warnx("reload failed: %s: keeping the running "
+		    "configuration", err);
+		conf_unref(nc);
+		return -1;
+	}
+	pthread_mutex_lock(&t->srv.conf_lock);
+	struct conf *old = t->srv.conf;
+	struct tls_server *oldtls = t->srv.tls;
+	t->srv.conf = nc;
+	t->srv.tls = ntls;
+	pthread_mutex_unlock(&t->srv.conf_lock);
+	conf_unref(old);
+	tls_server_unref(oldtls);
+	log_info("reload done (listeners unchanged: they need a restart)");
+	return 0;
+}
+
+static int
+ternd_ctl_reload(void *arg)
+{
+	return ternd_reload(arg);
+}
+
 static void
 ternd_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
@@ -104,34 +147,9 @@ ternd_signal_cb(evutil_socket_t sig, short what, void *arg)
 		log_info("signal %d: stopping", (int)sig);
 		event_base_loopbreak(t->base);
 		break;
-	case SIGHUP: {
-		struct conf *nc = NULL;
-		int to_log = 1;
-		struct tls_server *ntls = NULL;
-		char err[512];
-		log_info("SIGHUP: reloading %s", t->conf_path);
-		if (conf_load(t->conf_path, &nc, ternd_conf_err, &to_log) != 0) {
-			log_warnx("reload failed: keeping the running configuration");
-			break;
-		}
-		if (nc->ntls > 0 && (ntls = tls_server_new(nc, err,
-		    sizeof(err))) == NULL) {
-			log_warnx("reload failed: %s: keeping the running "
-			    "configuration", err);
-			conf_unref(nc);
-			break;
-		}
-		pthread_mutex_lock(&t->srv.conf_lock);
-		struct conf *old = t->srv.conf;
-		struct tls_server *oldtls = t->srv.tls;
-		t->srv.conf = nc;
-		t->srv.tls = ntls;
-		pthread_mutex_unlock(&t->srv.conf_lock);
-		conf_unref(old);
-		tls_server_unref(oldtls);
-		log_info("reload done (listeners unchanged: they need a restart)");
+	case SIGHUP:
+		ternd_reload(t);
 		break;
-	}
 	}
 }
 
@@ -235,6 +253,20 @@ main(int argc, char **argv)
 		evsignal_add(sigs[i], NULL);
 	}
 
+	/* Control socket for ternctl, after the drop: owned by the run-time user. */
+	struct ctl_hooks hooks = { .reload = ternd_ctl_reload, .arg = &t };
+	gid_t ctl_gid = (gid_t)-1;
+	if (conf->control_group != NULL) {
+		struct group *gr = getgrnam(conf->control_group);
+		if (gr == NULL)
+			fatalx("control-group %s does not exist", conf->control_group);
+		ctl_gid = gr->gr_gid;
+	}
+	t.ctl = ctl_server_new(t.base, conf->control_socket, t.queue, &hooks,
+	    ctl_gid, err, sizeof(err));
+	if (t.ctl == NULL)
+		fatalx("control socket %s: %s", conf->control_socket, err);
+
 	smtpd_loops_start(srv);
 
 	char lbuf[1024];
@@ -250,6 +282,7 @@ main(int argc, char **argv)
 	event_base_dispatch(t.base);
 
 	/* Graceful stop. */
+	ctl_server_free(t.ctl);
 	smtpd_loops_stop(srv, TERND_STOP_GRACE);
 	queue_close(t.queue);
 	smtpd_loops_free(srv);

@@ -1,0 +1,728 @@
+/*
+ * control.c - the daemon side of the control socket (ctl.h): JSON lines
+ * over a UNIX stream socket, one response line per request line.
+ *
+ * Runs on one event loop (the base given to ctl_server_new), with an
+ * evconnlistener and one bufferevent per connection. Owns the listening
+ * socket, its path, and its connections. Queue reads (queue_walk, queue_get,
+ * queue_read_body) run on this loop: they are Berkeley DB and segment
+ * reads, short and bounded; it never commits, never waits for the
+ * committer, and the mutating commands only call struct ctl_hooks, which
+ * must hand their work on and return.
+ *
+ * Untrusted input: every byte a connected peer sends. A peer is authorised
+ * once, at accept, from SO_PEERCRED/SO_PEERGROUPS (never from anything it
+ * says); lines are bounded by CTL_LINE_MAX before the buffer grows; requests
+ * go through the pure parser of json.c with a bounded depth and token
+ * count. Output is bounded by read back-pressure: while a connection's
+ * output holds more than CTL_OUT_HIGH bytes, its input is not read.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "tern/ctl.h"
+#include "tern/envelope.h"
+#include "tern/json.h"
+#include "tern/log.h"
+#include "tern/queue.h"
+#include "tern/util.h"
+
+#define CTL_OUT_HIGH     (1024 * 1024)   /* stop reading above this output */
+#define CTL_REQ_TOKENS   128             /* tokens in one request */
+#define CTL_REQ_DEPTH    8
+#define CTL_WRITE_TIMEOUT 60
+
+#define CTL_F_CLOSING    0x01u
+
+struct ctl_conn {
+	TAILQ_ENTRY(ctl_conn) entry;
+	struct ctl_server *srv;         /* borrowed: owns us */
+	struct bufferevent *bev;        /* owned */
+	uid_t uid;
+	pid_t pid;
+	unsigned flags;
+};
+
+struct ctl_server {
+	struct event_base *base;        /* borrowed */
+	struct evconnlistener *lev;     /* owned, owns the socket */
+	char *path;                     /* owned */
+	dev_t dev;                      /* of the socket file we made */
+	ino_t ino;
+	struct queue *q;                /* borrowed, may be NULL */
+	const struct ctl_hooks *hooks;  /* borrowed, may be NULL */
+	gid_t group;                    /* (gid_t)-1: none */
+	unsigned nconns;
+	TAILQ_HEAD(, ctl_conn) conns;
+};
+
+/* ---- request handling (no I/O besides queue reads) ---- */
+
+struct ctl_req {
+	struct queue *q;
+	const struct ctl_hooks *hooks;
+	const char *p;                  /* the request line */
+	const struct json_tok *toks;
+	struct json_writer *out;
+	uint64_t id;                    /* parsed "id" for CTL_C_ID commands */
+	int arg;                        /* the command's table argument */
+	const char *error;              /* text for a non-zero return */
+};
+
+#define CTL_C_ID     0x01u          /* needs "id":"<qid>" */
+#define CTL_C_QUEUE  0x02u          /* needs the queue */
+
+struct ctl_cmd {
+	const char *name;
+	int (*fn)(struct ctl_req *r);
+	unsigned flags;
+	int arg;
+};
+
+static void
+ctl_reply_ok_open(struct json_writer *w)
+{
+	json_obj_open(w);
+	json_key(w, "ok");
+	json_put_bool(w, 1);
+}
+
+static long
+ctl_req_arg(const struct ctl_req *r, const char *key)
+{
+	return json_obj_find(r->p, r->toks, 0, key);
+}
+
+void
+ctl_envelope_write(struct json_writer *w, const struct envelope *env)
+{
+	char qid[QID_STRLEN + 1];
+
+	qid_format(env->id, qid);
+	json_obj_open(w);
+	json_key(w, "id");
+	json_put_str(w, qid);
+	json_key(w, "arrival");
+	json_put_int(w, env->arrival);
+	json_key(w, "size");
+	json_put_uint(w, env->size);
+	json_key(w, "sender");
+	json_put_str(w, env->sender != NULL ? env->sender : "");
+	json_key(w, "recipients");
+	json_arr_open(w);
+	for (size_t i = 0; i < env->nrcpt; i++) {
+		const struct env_rcpt *rc = &env->rcpts[i];
+		json_obj_open(w);
+		json_key(w, "address");
+		json_put_str(w, rc->addr != NULL ? rc->addr : "");
+		json_key(w, "state");
+		json_put_str(w, rcpt_state_name((enum rcpt_state)rc->state));
+		json_key(w, "status");
+		json_put_str(w, rc->status);
+		json_key(w, "last_error");
+		json_put_str(w, rc->last_error);
+		json_key(w, "relay");
+		json_put_str(w, rc->relay);
+		json_obj_close(w);
+	}
+	json_arr_close(w);
+	json_key(w, "attempts");
+	json_put_uint(w, env->attempts);
+	json_key(w, "next_attempt");
+	json_put_int(w, env->next_attempt);
+	json_key(w, "last_error");
+	json_put_str(w, env->last_error);
+	json_key(w, "held");
+	json_put_bool(w, (env->flags & ENV_F_HOLD) != 0);
+	json_key(w, "corrupt");
+	json_put_bool(w, (env->flags & ENV_F_CORRUPT) != 0);
+	json_key(w, "client");
+	json_put_str(w, env->client_addr);
+	json_key(w, "helo");
+	json_put_str(w, env->client_helo);
+	json_key(w, "auth_user");
+	json_put_str(w, env->auth_user);
+	json_obj_close(w);
+}
+
+static int
+ctl_cmd_ping(struct ctl_req *r)
+{
+	ctl_reply_ok_open(r->out);
+	json_key(r->out, "version");
+	json_put_int(r->out, CTL_PROTO_VERSION);
+	json_key(r->out, "pid");
+	json_put_int(r->out, (int64_t)getpid());
+	json_obj_close(r->out);
+	return 0;
+}
+
+static int
+ctl_queue_walk_cb(void *arg, const struct envelope *env)
+{
+	ctl_envelope_write(arg, env);
+	return 0;
+}
+
+static int
+ctl_cmd_queue(struct ctl_req *r)
+{
+	ctl_reply_ok_open(r->out);
+	json_key(r->out, "messages");
+	json_arr_open(r->out);
+	if (queue_walk(r->q, ctl_queue_walk_cb, r->out) == -1) {
+		r->error = "cannot read the queue";
+		return CTL_E_INTERNAL;
+	}
+	json_arr_close(r->out);
+	json_obj_close(r->out);
+	return 0;
+}
+
+static int
+ctl_cmd_show(struct ctl_req *r)
+{
+	struct envelope *env = NULL;
+	char *body = NULL;
+	size_t bodylen = 0;
+	int want_body = 0, rc;
+	long b = ctl_req_arg(r, "body");
+
+	if (b >= 0) {
+		if (r->toks[b].type != JSON_TRUE && r->toks[b].type != JSON_FALSE) {
+			r->error = "\"body\" must be true or false";
+			return CTL_E_BAD_REQUEST;
+		}
+		want_body = r->toks[b].type == JSON_TRUE;
+	}
+	rc = queue_get(r->q, r->id, &env);
+	if (rc == 1) {
+		r->error = "no such message";
+		return CTL_E_NOT_FOUND;
+	}
+	if (rc != 0) {
+		r->error = "cannot read the queue";
+		return CTL_E_INTERNAL;
+	}
+	if (want_body && queue_read_body(r->q, env, &body, &bodylen) == -1) {
+		r->error = errno == EBADMSG ? "body fails its checksum" :
+		    "cannot read the body";
+		rc = CTL_E_INTERNAL;
+		goto fail;
+	}
+	ctl_reply_ok_open(r->out);
+	json_key(r->out, "message");
+	ctl_envelope_write(r->out, env);
+	if (want_body) {
+		json_key(r->out, "body");
+		json_put_base64(r->out, body, bodylen);
+	}
+	json_obj_close(r->out);
+	rc = 0;
+fail:
+	free(body);
+	envelope_free(env);
+	return rc;
+}
+
+/* hold, release, delete, retry, bounce, pause, resume, reload */
+static int
+ctl_cmd_hook(struct ctl_req *r)
+{
+	const struct ctl_hooks *h = r->hooks;
+	int rc = -2;
+
+	if (h != NULL) {
+		switch (r->arg) {
+		case 0: if (h->hold) rc = h->hold(h->arg, r->id, 1); break;
+		case 1: if (h->hold) rc = h->hold(h->arg, r->id, 0); break;
+		case 2: if (h->remove) rc = h->remove(h->arg, r->id); break;
+		case 3: if (h->retry) rc = h->retry(h->arg, r->id); break;
+		case 4: if (h->bounce) rc = h->bounce(h->arg, r->id); break;
+		case 5: if (h->pause) rc = h->pause(h->arg, 1); break;
+		case 6: if (h->pause) rc = h->pause(h->arg, 0); break;
+		case 7: if (h->reload) rc = h->reload(h->arg); break;
+		default: panic("ctl_cmd_hook: bad table argument %d", r->arg);
+		}
+	}
+	switch (rc) {
+	case 0:
+		ctl_reply_ok_open(r->out);
+		json_obj_close(r->out);
+		return 0;
+	case 1:
+		r->error = "no such message";
+		return CTL_E_NOT_FOUND;
+	case -2:
+		r->error = "not supported";
+		return CTL_E_UNSUPPORTED;
+	default:
+		r->error = "failed";
+		return CTL_E_INTERNAL;
+	}
+}
+
+/* The command set. Add a line here (and one in ternctl's table). */
+static const struct ctl_cmd ctl_cmds[] = {
+	{ "ping",    ctl_cmd_ping,  0, 0 },
+	{ "queue",   ctl_cmd_queue, CTL_C_QUEUE, 0 },
+	{ "show",    ctl_cmd_show,  CTL_C_QUEUE | CTL_C_ID, 0 },
+	{ "hold",    ctl_cmd_hook,  CTL_C_ID, 0 },
+	{ "release", ctl_cmd_hook,  CTL_C_ID, 1 },
+	{ "delete",  ctl_cmd_hook,  CTL_C_ID, 2 },
+	{ "retry",   ctl_cmd_hook,  CTL_C_ID, 3 },
+	{ "bounce",  ctl_cmd_hook,  CTL_C_ID, 4 },
+	{ "pause",   ctl_cmd_hook,  0, 5 },
+	{ "resume",  ctl_cmd_hook,  0, 6 },
+	{ "reload",  ctl_cmd_hook,  0, 7 },
+};
+
+/* Find the command and check its arguments; 0, or a CTL_E_* with r->error. */
+static int
+ctl_request_check(struct ctl_req *r, const struct ctl_cmd **cmdp)
+{
+	long v = ctl_req_arg(r, "v");
+	long c = ctl_req_arg(r, "cmd");
+	const struct ctl_cmd *cmd = NULL;
+
+	if (v < 0 || r->toks[v].type != JSON_NUMBER ||
+	    r->toks[v].num != CTL_PROTO_VERSION) {
+		r->error = "unsupported protocol version";
+		return CTL_E_VERSION;
+	}
+	if (c < 0 || r->toks[c].type != JSON_STRING) {
+		r->error = "missing \"cmd\"";
+		return CTL_E_BAD_REQUEST;
+	}
+	for (size_t i = 0; i < sizeof(ctl_cmds) / sizeof(ctl_cmds[0]); i++)
+		if (json_str_eq(r->p, &r->toks[c], ctl_cmds[i].name))
+			cmd = &ctl_cmds[i];
+	if (cmd == NULL) {
+		r->error = "unknown command";
+		return CTL_E_UNKNOWN;
+	}
+	if (cmd->flags & CTL_C_ID) {
+		long i = ctl_req_arg(r, "id");
+		char buf[QID_STRLEN + 2];
+		if (i < 0 || r->toks[i].type != JSON_STRING ||
+		    json_str_decode(r->p, &r->toks[i], buf, sizeof(buf)) < 0 ||
+		    qid_parse(buf, &r->id) == -1) {
+			r->error = "\"id\" must be a queue id (16 hex digits)";
+			return CTL_E_BAD_REQUEST;
+		}
+	}
+	if ((cmd->flags & CTL_C_QUEUE) && r->q == NULL) {
+		r->error = "queue not available";
+		return CTL_E_INTERNAL;
+	}
+	r->arg = cmd->arg;
+	*cmdp = cmd;
+	return 0;
+}
+
+static void
+ctl_reply_error(struct json_writer *w, int code, const char *text)
+{
+	json_writer_reset(w);
+	json_obj_open(w);
+	json_key(w, "ok");
+	json_put_bool(w, 0);
+	json_key(w, "error");
+	json_put_str(w, text);
+	json_key(w, "code");
+	json_put_int(w, code);
+	json_obj_close(w);
+}
+
+int
+ctl_request_handle(struct queue *q, const struct ctl_hooks *hooks,
+    const char *req, size_t len, struct json_writer *out)
+{
+	struct json_tok toks[CTL_REQ_TOKENS];
+	struct ctl_req r = { .q = q, .hooks = hooks, .p = req, .toks = toks,
+	    .out = out };
+	const struct ctl_cmd *cmd = NULL;
+	size_t used;
+	int code;
+
+	json_writer_reset(out);
+	if (json_parse(req, len, toks, CTL_REQ_TOKENS, CTL_REQ_DEPTH, &used) !=
+	    JSON_OK || toks[0].type != JSON_OBJECT) {
+		ctl_reply_error(out, CTL_E_BAD_REQUEST, "request is not a JSON object");
+		return CTL_E_BAD_REQUEST;
+	}
+	code = ctl_request_check(&r, &cmd);
+	if (code == 0)
+		code = cmd->fn(&r);
+	if (code != 0)
+		ctl_reply_error(out, code, r.error != NULL ? r.error : "failed");
+	else if (out->failed) {
+		code = CTL_E_INTERNAL;
+		ctl_reply_error(out, code, "out of memory");
+	}
+	return code;
+}
+
+/* ---- connections ---- */
+
+static void ctl_conn_readcb(struct bufferevent *bev, void *arg);
+
+static void
+ctl_conn_free(struct ctl_conn *c)
+{
+	TAILQ_REMOVE(&c->srv->conns, c, entry);
+	c->srv->nconns--;
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+/* Queue one response line; -1 if it could not be queued. */
+static int
+ctl_conn_send(struct ctl_conn *c, struct json_writer *w)
+{
+	size_t len;
+	char *p = json_writer_finish(w, &len);
+
+	if (p == NULL)
+		return -1;
+	p[len] = '\n';       /* the NUL slot: finish leaves room for it */
+	int rc = evbuffer_add(bufferevent_get_output(c->bev), p, len + 1);
+	free(p);
+	return rc;
+}
+
+static void
+ctl_conn_error(struct ctl_conn *c, int code, const char *text)
+{
+	struct json_writer w;
+
+	json_writer_init(&w);
+	ctl_reply_error(&w, code, text);
+	(void)ctl_conn_send(c, &w);
+	c->flags |= CTL_F_CLOSING;
+}
+
+/* Answer every complete line; returns with CLOSING set or input wanted. */
+static void
+ctl_conn_process(struct ctl_conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct json_writer w;
+
+	json_writer_init(&w);
+	while (!(c->flags & CTL_F_CLOSING)) {
+		if (evbuffer_get_length(out) > CTL_OUT_HIGH) {
+			/* resumed by ctl_conn_writecb once the peer has read */
+			bufferevent_disable(c->bev, EV_READ);
+			break;
+		}
+		size_t eol_len;
+		struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len,
+		    EVBUFFER_EOL_LF);
+		if (eol.pos < 0) {
+			if (evbuffer_get_length(in) >= CTL_LINE_MAX)
+				ctl_conn_error(c, CTL_E_TOO_LONG, "request line too long");
+			break;
+		}
+		size_t n = (size_t)eol.pos;
+		if (n + 1 > CTL_LINE_MAX) {
+			ctl_conn_error(c, CTL_E_TOO_LONG, "request line too long");
+			break;
+		}
+		const char *line = (const char *)evbuffer_pullup(in, (ev_ssize_t)n + 1);
+		size_t len = n;
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		int code = ctl_request_handle(c->srv->q, c->srv->hooks, line, len, &w);
+		log_trace(TRACE_CTL, "ctl uid=%u pid=%d code=%d", (unsigned)c->uid,
+		    (int)c->pid, code);
+		evbuffer_drain(in, n + 1);
+		if (ctl_conn_send(c, &w) == -1) {
+			log_warnx("ctl uid=%u: cannot queue a response", (unsigned)c->uid);
+			c->flags |= CTL_F_CLOSING;
+		}
+	}
+	json_writer_reset(&w);
+	if (c->flags & CTL_F_CLOSING)
+		bufferevent_disable(c->bev, EV_READ);
+}
+
+static void
+ctl_conn_readcb(struct bufferevent *bev, void *arg)
+{
+	struct ctl_conn *c = arg;
+
+	ctl_conn_process(c);
+	if ((c->flags & CTL_F_CLOSING) &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		ctl_conn_free(c);
+}
+
+/* The output has drained: close, or resume reading. */
+static void
+ctl_conn_writecb(struct bufferevent *bev, void *arg)
+{
+	struct ctl_conn *c = arg;
+
+	if (c->flags & CTL_F_CLOSING) {
+		ctl_conn_free(c);
+		return;
+	}
+	if (!(bufferevent_get_enabled(bev) & EV_READ)) {
+		bufferevent_enable(bev, EV_READ);
+		ctl_conn_readcb(bev, c);
+	}
+}
+
+static void
+ctl_conn_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct ctl_conn *c = arg;
+
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+	    !(c->flags & CTL_F_CLOSING)) {
+		/* half-closed after its requests: answer them, then close */
+		ctl_conn_process(c);
+		c->flags |= CTL_F_CLOSING;
+		if (evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+			bufferevent_disable(bev, EV_READ);
+			return;
+		}
+	}
+	if (what & BEV_EVENT_TIMEOUT)
+		log_debug("ctl uid=%u: idle timeout", (unsigned)c->uid);
+	ctl_conn_free(c);
+}
+
+/* 1 if the peer may use the socket. */
+static int
+ctl_peer_allowed(struct ctl_server *s, int fd, const struct ucred *cr)
+{
+	if (cr->uid == 0 || cr->uid == geteuid())
+		return 1;
+	if (s->group == (gid_t)-1)
+		return 0;
+	if (cr->gid == s->group)
+		return 1;
+#ifdef SO_PEERGROUPS
+	gid_t small[64], *g = small;
+	socklen_t glen = sizeof(small);
+	int ok = 0;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &glen) == -1) {
+		if (errno != ERANGE || glen == 0 || glen > 65536 * sizeof(gid_t))
+			return 0;
+		g = malloc(glen);
+		if (g == NULL ||
+		    getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &glen) == -1) {
+			free(g);
+			return 0;
+		}
+	}
+	for (size_t i = 0; i < glen / sizeof(gid_t); i++)
+		if (g[i] == s->group)
+			ok = 1;
+	if (g != small)
+		free(g);
+	return ok;
+#else
+	return 0;
+#endif
+}
+
+static void
+ctl_server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct ctl_server *s = arg;
+	struct ucred cr;
+	socklen_t crlen = sizeof(cr);
+	int allowed;
+
+	if (s->nconns >= CTL_MAX_CLIENTS) {
+		log_warnx("ctl: too many control connections, refusing one");
+		close(fd);
+		return;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) == -1) {
+		log_warn("ctl: SO_PEERCRED");
+		close(fd);
+		return;
+	}
+	allowed = ctl_peer_allowed(s, fd, &cr);
+	struct ctl_conn *c = calloc(1, sizeof(*c));
+	struct bufferevent *bev = bufferevent_socket_new(s->base, fd,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (c == NULL || bev == NULL) {
+		log_warnx("ctl: out of memory accepting a connection");
+		free(c);
+		if (bev != NULL)
+			bufferevent_free(bev);
+		else
+			close(fd);
+		return;
+	}
+	c->srv = s;
+	c->bev = bev;
+	c->uid = cr.uid;
+	c->pid = cr.pid;
+	TAILQ_INSERT_TAIL(&s->conns, c, entry);
+	s->nconns++;
+
+	struct timeval rt = { CTL_IDLE_TIMEOUT, 0 }, wt = { CTL_WRITE_TIMEOUT, 0 };
+	bufferevent_set_timeouts(bev, &rt, &wt);
+	bufferevent_setwatermark(bev, EV_READ, 0, CTL_LINE_MAX);
+	bufferevent_setcb(bev, ctl_conn_readcb, ctl_conn_writecb, ctl_conn_eventcb, c);
+	if (!allowed) {
+		log_info("ctl: denied uid=%u gid=%u pid=%d", (unsigned)cr.uid,
+		    (unsigned)cr.gid, (int)cr.pid);
+		ctl_conn_error(c, CTL_E_DENIED, "permission denied");
+		bufferevent_enable(bev, EV_WRITE);
+		return;
+	}
+	log_trace(TRACE_CTL, "ctl: connection uid=%u pid=%d", (unsigned)cr.uid,
+	    (int)cr.pid);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+/*
+ * Remove whatever stale socket sits at path: refuse if it is not a socket
+ * or if a live server still answers on it.
+ */
+static int
+ctl_server_unlink_stale(const struct sockaddr_un *sun, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (lstat(sun->sun_path, &st) == -1) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "%s: %s", sun->sun_path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s: exists and is not a socket", sun->sun_path);
+		return -1;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0) {
+		close(fd);
+		snprintf(err, errlen, "%s: another server is listening on it",
+		    sun->sun_path);
+		return -1;
+	}
+	close(fd);
+	if (unlink(sun->sun_path) == -1 && errno != ENOENT) {
+		snprintf(err, errlen, "unlink %s: %s", sun->sun_path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+struct ctl_server *
+ctl_server_new(struct event_base *base, const char *path, struct queue *q,
+    const struct ctl_hooks *hooks, gid_t group, char *err, size_t errlen)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct ctl_server *s = NULL;
+	struct stat st;
+	int fd = -1, bound = 0;
+
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		snprintf(err, errlen, "%s: control socket path too long", path);
+		return NULL;
+	}
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	if (ctl_server_unlink_stale(&sun, err, errlen) == -1)
+		return NULL;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		goto fail;
+	}
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		snprintf(err, errlen, "bind %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	bound = 1;
+	/* connect() needs write permission on the socket file */
+	if (chmod(path, 0660) == -1) {
+		snprintf(err, errlen, "chmod %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (group != (gid_t)-1 && chown(path, (uid_t)-1, group) == -1) {
+		snprintf(err, errlen, "chown %s to gid %u: %s", path,
+		    (unsigned)group, strerror(errno));
+		goto fail;
+	}
+	if (lstat(path, &st) == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (listen(fd, SOMAXCONN) == -1) {
+		snprintf(err, errlen, "listen %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	s = xcalloc(1, sizeof(*s));
+	s->base = base;
+	s->path = xstrdup(path);
+	s->dev = st.st_dev;
+	s->ino = st.st_ino;
+	s->q = q;
+	s->hooks = hooks;
+	s->group = group;
+	TAILQ_INIT(&s->conns);
+	s->lev = evconnlistener_new(base, ctl_server_acceptcb, s,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (s->lev == NULL) {
+		snprintf(err, errlen, "%s: cannot create the listener", path);
+		goto fail;
+	}
+	return s;
+fail:
+	if (s != NULL) {
+		free(s->path);
+		free(s);
+	}
+	if (fd != -1)
+		close(fd);
+	if (bound)
+		unlink(path);
+	return NULL;
+}
+
+void
+ctl_server_free(struct ctl_server *s)
+{
+	struct ctl_conn *c;
+	struct stat st;
+
+	if (s == NULL)
+		return;
+	while ((c = TAILQ_FIRST(&s->conns)) != NULL)
+		ctl_conn_free(c);
+	evconnlistener_free(s->lev);
+	/* only our own socket: a successor may have replaced it */
+	if (lstat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
+		unlink(s->path);
+	free(s->path);
+	free(s);
+}

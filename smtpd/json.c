@@ -1,0 +1,798 @@
+/*
+ * json.c - a small JSON writer and parser (RFC 8259) for the control
+ * protocol. See include/tern/json.h for the contract.
+ *
+ * Runs on whatever thread calls it; no globals, no I/O, no logging. The
+ * parser sees untrusted bytes (any local user may write to the control
+ * socket if permitted, and ternctl reads what the socket sends): it is
+ * bounded in depth (recursion never goes deeper than max_depth, itself
+ * capped), never allocates, and checks every index against len. The writer
+ * owns one growable buffer and never aborts on allocation failure.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tern/json.h"
+
+#define JSON_W_HAS_VALUE 0x01u      /* level already holds a value */
+#define JSON_W_OBJECT    0x02u      /* level is an object (else array/top) */
+#define JSON_PARSE_DEPTH_CAP 1024u  /* hard bound on recursion */
+
+/*
+ * Length of the well-formed UTF-8 sequence at p[0..n) (RFC 3629 table: no
+ * overlong forms, no surrogates, nothing above U+10FFFF), or 0.
+ */
+static size_t
+json_utf8_len(const unsigned char *p, size_t n)
+{
+	unsigned char c = p[0];
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t need;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		need = 2;
+	else if (c >= 0xe0 && c <= 0xef) {
+		need = 3;
+		if (c == 0xe0)
+			lo = 0xa0;
+		else if (c == 0xed)
+			hi = 0x9f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		need = 4;
+		if (c == 0xf0)
+			lo = 0x90;
+		else if (c == 0xf4)
+			hi = 0x8f;
+	} else
+		return 0;
+	if (n < need)
+		return 0;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < need; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return need;
+}
+
+/* ---- writer ---- */
+
+void
+json_writer_init(struct json_writer *w)
+{
+	memset(w, 0, sizeof(*w));
+}
+
+void
+json_writer_reset(struct json_writer *w)
+{
+	free(w->buf);
+	json_writer_init(w);
+}
+
+static void
+json_writer_grow(struct json_writer *w, size_t more)
+{
+	if (w->failed)
+		return;
+	if (more > SIZE_MAX / 2 - w->len - 1) {
+		w->failed = ENOMEM;
+		return;
+	}
+	size_t need = w->len + more + 1;
+	if (need <= w->cap)
+		return;
+	size_t cap = w->cap ? w->cap : 256;
+	while (cap < need)
+		cap *= 2;
+	char *p = realloc(w->buf, cap);
+	if (p == NULL) {
+		w->failed = ENOMEM;
+		return;
+	}
+	w->buf = p;
+	w->cap = cap;
+}
+
+static void
+json_writer_add(struct json_writer *w, const void *p, size_t n)
+{
+	json_writer_grow(w, n);
+	if (w->failed)
+		return;
+	memcpy(w->buf + w->len, p, n);
+	w->len += n;
+	w->buf[w->len] = '\0';
+}
+
+/* Before any value or key: the comma, and the checks that keep it JSON. */
+static int
+json_writer_sep(struct json_writer *w, int is_key)
+{
+	uint8_t *lv = &w->level[w->depth];
+
+	if (w->failed)
+		return -1;
+	if (is_key) {
+		if (!(*lv & JSON_W_OBJECT) || w->after_key)
+			goto misuse;
+	} else if (*lv & JSON_W_OBJECT) {
+		if (!w->after_key)
+			goto misuse;
+		w->after_key = 0;
+		return 0;
+	} else if (w->depth == 0 && (*lv & JSON_W_HAS_VALUE))
+		goto misuse;               /* one top-level value only */
+	if (*lv & JSON_W_HAS_VALUE)
+		json_writer_add(w, ",", 1);
+	*lv |= JSON_W_HAS_VALUE;
+	return w->failed ? -1 : 0;
+misuse:
+	w->failed = EINVAL;
+	return -1;
+}
+
+char *
+json_writer_finish(struct json_writer *w, size_t *len)
+{
+	char *p = w->buf;
+
+	if (w->failed || w->depth != 0 || w->after_key || p == NULL) {
+		json_writer_reset(w);
+		return NULL;
+	}
+	if (len != NULL)
+		*len = w->len;
+	json_writer_init(w);
+	return p;
+}
+
+static void
+json_writer_open(struct json_writer *w, char c, uint8_t kind)
+{
+	if (json_writer_sep(w, 0) == -1)
+		return;
+	if (w->depth >= JSON_MAX_DEPTH) {
+		w->failed = EINVAL;
+		return;
+	}
+	json_writer_add(w, &c, 1);
+	w->level[++w->depth] = kind;
+}
+
+static void
+json_writer_close(struct json_writer *w, char c, uint8_t kind)
+{
+	if (w->failed)
+		return;
+	if (w->depth == 0 || (w->level[w->depth] & JSON_W_OBJECT) != kind ||
+	    w->after_key) {
+		w->failed = EINVAL;
+		return;
+	}
+	w->depth--;
+	json_writer_add(w, &c, 1);
+}
+
+void json_obj_open(struct json_writer *w) { json_writer_open(w, '{', JSON_W_OBJECT); }
+void json_obj_close(struct json_writer *w) { json_writer_close(w, '}', JSON_W_OBJECT); }
+void json_arr_open(struct json_writer *w) { json_writer_open(w, '[', 0); }
+void json_arr_close(struct json_writer *w) { json_writer_close(w, ']', 0); }
+
+/* The quoted, escaped string; no separator. */
+static void
+json_writer_string(struct json_writer *w, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0;
+
+	json_writer_add(w, "\"", 1);
+	while (i < n && !w->failed) {
+		size_t run = i;
+		/* copy the longest run that needs no escape in one go */
+		while (run < n && p[run] >= 0x20 && p[run] < 0x80 &&
+		    p[run] != '"' && p[run] != '\\')
+			run++;
+		if (run > i) {
+			json_writer_add(w, p + i, run - i);
+			i = run;
+			continue;
+		}
+		unsigned char c = p[i];
+		char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+		switch (c) {
+		case '"':  json_writer_add(w, "\\\"", 2); i++; continue;
+		case '\\': json_writer_add(w, "\\\\", 2); i++; continue;
+		case '\n': json_writer_add(w, "\\n", 2); i++; continue;
+		case '\r': json_writer_add(w, "\\r", 2); i++; continue;
+		case '\t': json_writer_add(w, "\\t", 2); i++; continue;
+		case '\b': json_writer_add(w, "\\b", 2); i++; continue;
+		case '\f': json_writer_add(w, "\\f", 2); i++; continue;
+		default:
+			break;
+		}
+		if (c >= 0x80) {
+			size_t l = json_utf8_len(p + i, n - i);
+			if (l > 0) {
+				json_writer_add(w, p + i, l);
+				i += l;
+				continue;
+			}
+		}
+		/* a control byte, or a byte outside well-formed UTF-8 */
+		json_writer_add(w, esc, sizeof(esc));
+		i++;
+	}
+	json_writer_add(w, "\"", 1);
+}
+
+void
+json_key(struct json_writer *w, const char *key)
+{
+	if (json_writer_sep(w, 1) == -1)
+		return;
+	json_writer_string(w, key, strlen(key));
+	json_writer_add(w, ":", 1);
+	w->after_key = 1;
+}
+
+void
+json_put_strn(struct json_writer *w, const char *p, size_t len)
+{
+	if (json_writer_sep(w, 0) == -1)
+		return;
+	json_writer_string(w, p, len);
+}
+
+void
+json_put_str(struct json_writer *w, const char *s)
+{
+	if (s == NULL)
+		json_put_null(w);
+	else
+		json_put_strn(w, s, strlen(s));
+}
+
+void
+json_put_int(struct json_writer *w, int64_t v)
+{
+	char b[24];
+	int n = snprintf(b, sizeof(b), "%lld", (long long)v);
+	if (json_writer_sep(w, 0) == -1)
+		return;
+	json_writer_add(w, b, (size_t)n);
+}
+
+void
+json_put_uint(struct json_writer *w, uint64_t v)
+{
+	char b[24];
+	int n = snprintf(b, sizeof(b), "%llu", (unsigned long long)v);
+	if (json_writer_sep(w, 0) == -1)
+		return;
+	json_writer_add(w, b, (size_t)n);
+}
+
+void
+json_put_bool(struct json_writer *w, int v)
+{
+	if (json_writer_sep(w, 0) == -1)
+		return;
+	if (v)
+		json_writer_add(w, "true", 4);
+	else
+		json_writer_add(w, "false", 5);
+}
+
+void
+json_put_null(struct json_writer *w)
+{
+	if (json_writer_sep(w, 0) == -1)
+		return;
+	json_writer_add(w, "null", 4);
+}
+
+static const char json_b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+void
+json_put_base64(struct json_writer *w, const void *src, size_t len)
+{
+	const unsigned char *p = src;
+	size_t out = (len / 3 + (len % 3 != 0)) * 4;
+
+	if (json_writer_sep(w, 0) == -1)
+		return;
+	if (len > (SIZE_MAX / 4) * 3 - 3) {
+		w->failed = ENOMEM;
+		return;
+	}
+	json_writer_grow(w, out + 2);
+	if (w->failed)
+		return;
+	char *d = w->buf + w->len;
+	*d++ = '"';
+	size_t i = 0;
+	for (; i + 3 <= len; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+		*d++ = json_b64[v >> 18];
+		*d++ = json_b64[(v >> 12) & 63];
+		*d++ = json_b64[(v >> 6) & 63];
+		*d++ = json_b64[v & 63];
+	}
+	if (i < len) {
+		uint32_t v = (uint32_t)p[i] << 16;
+		if (i + 1 < len)
+			v |= (uint32_t)p[i + 1] << 8;
+		*d++ = json_b64[v >> 18];
+		*d++ = json_b64[(v >> 12) & 63];
+		*d++ = i + 1 < len ? json_b64[(v >> 6) & 63] : '=';
+		*d++ = '=';
+	}
+	*d++ = '"';
+	w->len = (size_t)(d - w->buf);
+	w->buf[w->len] = '\0';
+}
+
+/* ---- parser ---- */
+
+struct json_parser {
+	const unsigned char *p;
+	size_t len, pos;
+	struct json_tok *toks;      /* NULL: count only */
+	size_t ntoks, n;
+	unsigned max_depth;
+};
+
+static void
+json_parse_ws(struct json_parser *ps)
+{
+	while (ps->pos < ps->len) {
+		unsigned char c = ps->p[ps->pos];
+		if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+			break;
+		ps->pos++;
+	}
+}
+
+/* New token at the current position; its index, or -1 (out of tokens). */
+static long
+json_parse_tok(struct json_parser *ps, enum json_type type)
+{
+	if (ps->toks != NULL) {
+		if (ps->n >= ps->ntoks)
+			return -1;
+		struct json_tok *t = &ps->toks[ps->n];
+		memset(t, 0, sizeof(*t));
+		t->type = type;
+		t->start = ps->pos;
+	}
+	return (long)ps->n++;
+}
+
+static void
+json_parse_tok_end(struct json_parser *ps, long idx, size_t end, size_t size)
+{
+	if (ps->toks == NULL)
+		return;
+	ps->toks[idx].end = end;
+	ps->toks[idx].size = size;
+	ps->toks[idx].next = ps->n;
+}
+
+static int
+json_hex4(const unsigned char *p, unsigned *out)
+{
+	unsigned v = 0;
+	for (int i = 0; i < 4; i++) {
+		unsigned c = p[i], d;
+		if (c >= '0' && c <= '9')
+			d = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			d = c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			d = c - 'A' + 10;
+		else
+			return -1;
+		v = v << 4 | d;
+	}
+	*out = v;
+	return 0;
+}
+
+static enum json_status
+json_parse_string(struct json_parser *ps)
+{
+	long idx = json_parse_tok(ps, JSON_STRING);
+	int escaped = 0;
+
+	if (idx < 0)
+		return JSON_E_TOKENS;
+	ps->pos++;                                  /* opening quote */
+	size_t start = ps->pos;
+	for (;;) {
+		if (ps->pos >= ps->len)
+			return JSON_E_SYNTAX;
+		unsigned char c = ps->p[ps->pos];
+		if (c == '"')
+			break;
+		if (c < 0x20)
+			return JSON_E_SYNTAX;
+		if (c >= 0x80) {
+			size_t l = json_utf8_len(ps->p + ps->pos, ps->len - ps->pos);
+			if (l == 0)
+				return JSON_E_UTF8;
+			ps->pos += l;
+			continue;
+		}
+		if (c != '\\') {
+			ps->pos++;
+			continue;
+		}
+		escaped = 1;
+		if (ps->pos + 1 >= ps->len)
+			return JSON_E_SYNTAX;
+		c = ps->p[ps->pos + 1];
+		if (strchr("\"\\/bfnrt", c) != NULL && c != '\0') {
+			ps->pos += 2;
+			continue;
+		}
+		if (c != 'u')
+			return JSON_E_SYNTAX;
+		unsigned cp, lo;
+		if (ps->len - ps->pos < 6 || json_hex4(ps->p + ps->pos + 2, &cp) == -1)
+			return JSON_E_SYNTAX;
+		ps->pos += 6;
+		if (cp >= 0xdc00 && cp <= 0xdfff)
+			return JSON_E_UTF8;                 /* lone low surrogate */
+		if (cp >= 0xd800 && cp <= 0xdbff) {
+			if (ps->len - ps->pos < 6 || ps->p[ps->pos] != '\\' ||
+			    ps->p[ps->pos + 1] != 'u' ||
+			    json_hex4(ps->p + ps->pos + 2, &lo) == -1 ||
+			    lo < 0xdc00 || lo > 0xdfff)
+				return JSON_E_UTF8;         /* high without low */
+			ps->pos += 6;
+		}
+	}
+	if (ps->toks != NULL) {
+		ps->toks[idx].start = start;
+		ps->toks[idx].escaped = escaped;
+	}
+	json_parse_tok_end(ps, idx, ps->pos, 0);
+	ps->pos++;                                  /* closing quote */
+	return JSON_OK;
+}
+
+static enum json_status
+json_parse_number(struct json_parser *ps)
+{
+	long idx = json_parse_tok(ps, JSON_NUMBER);
+	int neg = 0;
+	uint64_t acc = 0, limit = INT64_MAX;
+
+	if (idx < 0)
+		return JSON_E_TOKENS;
+	if (ps->p[ps->pos] == '-') {
+		neg = 1;
+		limit = (uint64_t)INT64_MAX + 1;
+		ps->pos++;
+	}
+	size_t digits = ps->pos;
+	while (ps->pos < ps->len && ps->p[ps->pos] >= '0' && ps->p[ps->pos] <= '9') {
+		unsigned d = ps->p[ps->pos] - '0';
+		if (acc > (limit - d) / 10)
+			return JSON_E_NUMBER;
+		acc = acc * 10 + d;
+		ps->pos++;
+	}
+	size_t nd = ps->pos - digits;
+	if (nd == 0 || (nd > 1 && ps->p[digits] == '0'))
+		return JSON_E_SYNTAX;
+	if (ps->pos < ps->len && (ps->p[ps->pos] == '.' || ps->p[ps->pos] == 'e' ||
+	    ps->p[ps->pos] == 'E'))
+		return JSON_E_NUMBER;
+	if (ps->toks != NULL) {
+		if (neg)
+			ps->toks[idx].num = acc == (uint64_t)INT64_MAX + 1 ?
+			    INT64_MIN : -(int64_t)acc;
+		else
+			ps->toks[idx].num = (int64_t)acc;
+	}
+	json_parse_tok_end(ps, idx, ps->pos, 0);
+	return JSON_OK;
+}
+
+static enum json_status
+json_parse_literal(struct json_parser *ps, const char *word, enum json_type type)
+{
+	size_t n = strlen(word);
+	if (ps->len - ps->pos < n || memcmp(ps->p + ps->pos, word, n) != 0)
+		return JSON_E_SYNTAX;
+	long idx = json_parse_tok(ps, type);
+	if (idx < 0)
+		return JSON_E_TOKENS;
+	ps->pos += n;
+	json_parse_tok_end(ps, idx, ps->pos, 0);
+	return JSON_OK;
+}
+
+static enum json_status json_parse_value(struct json_parser *ps, unsigned depth);
+
+static enum json_status
+json_parse_container(struct json_parser *ps, unsigned depth, int is_obj)
+{
+	enum json_status st;
+	size_t size = 0;
+	char close = is_obj ? '}' : ']';
+
+	if (depth + 1 > ps->max_depth)
+		return JSON_E_DEPTH;
+	long idx = json_parse_tok(ps, is_obj ? JSON_OBJECT : JSON_ARRAY);
+	if (idx < 0)
+		return JSON_E_TOKENS;
+	ps->pos++;
+	json_parse_ws(ps);
+	if (ps->pos < ps->len && ps->p[ps->pos] == close) {
+		ps->pos++;
+		json_parse_tok_end(ps, idx, ps->pos, 0);
+		return JSON_OK;
+	}
+	for (;;) {
+		json_parse_ws(ps);
+		if (is_obj) {
+			if (ps->pos >= ps->len || ps->p[ps->pos] != '"')
+				return JSON_E_SYNTAX;
+			if ((st = json_parse_string(ps)) != JSON_OK)
+				return st;
+			json_parse_ws(ps);
+			if (ps->pos >= ps->len || ps->p[ps->pos] != ':')
+				return JSON_E_SYNTAX;
+			ps->pos++;
+		}
+		if ((st = json_parse_value(ps, depth + 1)) != JSON_OK)
+			return st;
+		size++;
+		json_parse_ws(ps);
+		if (ps->pos >= ps->len)
+			return JSON_E_SYNTAX;
+		if (ps->p[ps->pos] == ',') {
+			ps->pos++;
+			continue;
+		}
+		if (ps->p[ps->pos] != close)
+			return JSON_E_SYNTAX;
+		ps->pos++;
+		json_parse_tok_end(ps, idx, ps->pos, size);
+		return JSON_OK;
+	}
+}
+
+static enum json_status
+json_parse_value(struct json_parser *ps, unsigned depth)
+{
+	json_parse_ws(ps);
+	if (ps->pos >= ps->len)
+		return JSON_E_SYNTAX;
+	switch (ps->p[ps->pos]) {
+	case '{': return json_parse_container(ps, depth, 1);
+	case '[': return json_parse_container(ps, depth, 0);
+	case '"': return json_parse_string(ps);
+	case 't': return json_parse_literal(ps, "true", JSON_TRUE);
+	case 'f': return json_parse_literal(ps, "false", JSON_FALSE);
+	case 'n': return json_parse_literal(ps, "null", JSON_NULL);
+	case '-': case '0': case '1': case '2': case '3': case '4':
+	case '5': case '6': case '7': case '8': case '9':
+		return json_parse_number(ps);
+	default:
+		return JSON_E_SYNTAX;
+	}
+}
+
+enum json_status
+json_parse(const char *p, size_t len, struct json_tok *toks, size_t ntoks,
+    unsigned max_depth, size_t *used)
+{
+	struct json_parser ps = {
+		.p = (const unsigned char *)p, .len = len, .toks = toks,
+		.ntoks = ntoks,
+		.max_depth = max_depth > JSON_PARSE_DEPTH_CAP ?
+		    JSON_PARSE_DEPTH_CAP : max_depth,
+	};
+	enum json_status st = json_parse_value(&ps, 0);
+	if (st == JSON_OK) {
+		json_parse_ws(&ps);
+		if (ps.pos != len)
+			st = JSON_E_TRAILING;
+	}
+	if (used != NULL)
+		*used = st == JSON_OK ? ps.n : ps.pos;
+	return st;
+}
+
+const char *
+json_strerror(enum json_status st)
+{
+	switch (st) {
+	case JSON_OK: return "ok";
+	case JSON_E_SYNTAX: return "syntax error";
+	case JSON_E_DEPTH: return "nested too deep";
+	case JSON_E_NUMBER: return "number is not a 64-bit integer";
+	case JSON_E_UTF8: return "invalid UTF-8 or \\u escape";
+	case JSON_E_TRAILING: return "trailing data";
+	case JSON_E_TOKENS: return "too many values";
+	}
+	return "unknown error";
+}
+
+/*
+ * Decode the next character of a validated string body p[*i..end) into
+ * out[0..4); returns its byte count (advancing *i).
+ */
+static size_t
+json_str_next(const unsigned char *p, size_t *i, size_t end, unsigned char out[4])
+{
+	unsigned cp, lo;
+
+	if (p[*i] != '\\') {
+		size_t l = json_utf8_len(p + *i, end - *i);
+		if (l == 0)
+			l = 1;                  /* cannot happen after json_parse */
+		memcpy(out, p + *i, l);
+		*i += l;
+		return l;
+	}
+	unsigned char c = p[*i + 1];
+	*i += 2;
+	switch (c) {
+	case 'b': out[0] = '\b'; return 1;
+	case 'f': out[0] = '\f'; return 1;
+	case 'n': out[0] = '\n'; return 1;
+	case 'r': out[0] = '\r'; return 1;
+	case 't': out[0] = '\t'; return 1;
+	case 'u': break;
+	default: out[0] = c; return 1;         /* " \ / */
+	}
+	if (json_hex4(p + *i, &cp) == -1)
+		cp = 0xfffd;
+	*i += 4;
+	if (cp >= 0xd800 && cp <= 0xdbff && end - *i >= 6 &&
+	    json_hex4(p + *i + 2, &lo) == 0 && lo >= 0xdc00 && lo <= 0xdfff) {
+		cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+		*i += 6;
+	}
+	if (cp < 0x80) {
+		out[0] = (unsigned char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		out[0] = (unsigned char)(0xc0 | cp >> 6);
+		out[1] = (unsigned char)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		out[0] = (unsigned char)(0xe0 | cp >> 12);
+		out[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+		out[2] = (unsigned char)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	out[0] = (unsigned char)(0xf0 | cp >> 18);
+	out[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+	out[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+	out[3] = (unsigned char)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+long
+json_str_decode(const char *p, const struct json_tok *t, char *out, size_t outlen)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	size_t i = t->start, n = 0;
+	unsigned char ch[4];
+
+	if (outlen == 0)
+		return -1;
+	if (!t->escaped) {
+		size_t l = t->end - t->start;
+		if (l >= outlen) {
+			out[0] = '\0';
+			return -1;
+		}
+		memcpy(out, p + t->start, l);
+		out[l] = '\0';
+		return (long)l;
+	}
+	while (i < t->end) {
+		size_t l = json_str_next(u, &i, t->end, ch);
+		if (n + l >= outlen) {
+			out[n] = '\0';
+			return -1;
+		}
+		memcpy(out + n, ch, l);
+		n += l;
+	}
+	out[n] = '\0';
+	return (long)n;
+}
+
+int
+json_str_eq(const char *p, const struct json_tok *t, const char *s)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	size_t i = t->start, k = 0, slen = strlen(s);
+	unsigned char ch[4];
+
+	if (t->type != JSON_STRING)
+		return 0;
+	if (!t->escaped)
+		return t->end - t->start == slen && memcmp(p + t->start, s, slen) == 0;
+	while (i < t->end) {
+		size_t l = json_str_next(u, &i, t->end, ch);
+		if (slen - k < l || memcmp(s + k, ch, l) != 0)
+			return 0;
+		k += l;
+	}
+	return k == slen;
+}
+
+long
+json_obj_find(const char *p, const struct json_tok *toks, size_t obj,
+    const char *key)
+{
+	if (toks[obj].type != JSON_OBJECT)
+		return -1;
+	size_t i = obj + 1;
+	for (size_t k = 0; k < toks[obj].size; k++) {
+		if (json_str_eq(p, &toks[i], key))
+			return (long)(i + 1);
+		i = toks[i + 1].next;
+	}
+	return -1;
+}
+
+static int
+json_b64_val(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z') return c - 'A';
+	if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+	if (c >= '0' && c <= '9') return c - '0' + 52;
+	if (c == '+') return 62;
+	if (c == '/') return 63;
+	return -1;
+}
+
+long
+json_base64_decode(const char *src, size_t len, uint8_t *out)
+{
+	const unsigned char *s = (const unsigned char *)src;
+	size_t n = 0;
+
+	if (len % 4 != 0)
+		return -1;
+	for (size_t i = 0; i < len; i += 4) {
+		int v[4], pad = 0;
+		for (int k = 0; k < 4; k++) {
+			if (s[i + k] == '=' && i + 4 == len && k >= 2) {
+				v[k] = 0;
+				pad++;
+				continue;
+			}
+			if (pad > 0 || (v[k] = json_b64_val(s[i + k])) < 0)
+				return -1;
+		}
+		uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
+		    (uint32_t)v[2] << 6 | (uint32_t)v[3];
+		if ((pad == 1 && (x & 0xff) != 0) || (pad == 2 && (x & 0xffff) != 0))
+			return -1;              /* non-canonical trailing bits */
+		out[n++] = (uint8_t)(x >> 16);
+		if (pad < 2)
+			out[n++] = (uint8_t)(x >> 8);
+		if (pad < 1)
+			out[n++] = (uint8_t)x;
+	}
+	return (long)n;
+}
