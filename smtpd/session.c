@@ -61,6 +61,9 @@ struct smtpd_tx {
 	struct data_filter df;
 	uint64_t declared_size;
 	int write_errno;              /* first spool write error, 0 if none */
+	char from[SMTP_PATH_MAX * 4 + 4]; /* escaped sender, for the log */
+	size_t nrcpt;                 /* for the log, once env has moved */
+	uint64_t size;
 	int too_big;                  /* real size over max-message-size */
 };
 
@@ -383,6 +386,12 @@ smtpd_cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		smtpd_reply(s, 555, "5.5.4", "RCPT parameters need EHLO");
 		return -1;
 	}
+	if (mb.flags & SMTP_MB_POSTMASTER) {
+		/* tern has no local mailboxes: name the domain */
+		smtpd_reply(s, 550, "5.1.1", "<postmaster>: no local mailbox here; "
+		    "use postmaster@<domain>");
+		return -1;
+	}
 	if (!smtpd_may_relay_to(s, &mb)) {
 		log_escape(esc, sizeof(esc), mb.addr, mb.len);
 		log_info("id=%s client=%s to=<%s> status=refused reason=relay-denied",
@@ -465,13 +474,20 @@ smtpd_cmd_data(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	 */
 	log_escape(helo, sizeof(helo), s->helo, strlen(s->helo));
 	smtpd_rfc5322_date(date, sizeof(date));
-	n = snprintf(hdr, sizeof(hdr),
-	    "Received: from %s ([%s])\r\n"
-	    "\tby %s (tern) with %s id %s\r\n"
-	    "\tfor <%s>; %s\r\n",
-	    helo, s->peer_str, s->conf->hostname, smtpd_proto(s), s->qid,
-	    tx->env->nrcpt == 1 ? tx->env->rcpts[0].addr : "multiple recipients",
-	    date);
+	if (tx->env->nrcpt == 1)   /* "for" names one path, or is left out */
+		n = snprintf(hdr, sizeof(hdr),
+		    "Received: from %s ([%s])\r\n"
+		    "\tby %s (tern) with %s id %s\r\n"
+		    "\tfor <%s>; %s\r\n",
+		    helo, s->peer_str, s->conf->hostname, smtpd_proto(s), s->qid,
+		    tx->env->rcpts[0].addr, date);
+	else
+		n = snprintf(hdr, sizeof(hdr),
+		    "Received: from %s ([%s])\r\n"
+		    "\tby %s (tern) with %s id %s;\r\n"
+		    "\t%s\r\n",
+		    helo, s->peer_str, s->conf->hostname, smtpd_proto(s), s->qid,
+		    date);
 	if (n < 0 || (size_t)n >= sizeof(hdr))
 		n = snprintf(hdr, sizeof(hdr), "Received: by %s (tern) id %s; %s\r\n",
 		    s->conf->hostname, s->qid, date);
@@ -735,6 +751,9 @@ smtpd_data_end(struct smtpd_session *s)
 	if (seen & DATA_SEEN_8BIT)
 		env->flags |= ENV_F_8BIT;
 	env->arrival = now_unix();
+	log_escape(tx->from, sizeof(tx->from), env->sender, strlen(env->sender));
+	tx->nrcpt = env->nrcpt;
+	tx->size = env->size;
 	smtpd_enter(s, SMTPD_S_COMMIT);
 	bufferevent_disable(s->bev, EV_READ);
 	queue_commit_submit(s->srv->queue, env, tx->body, s->loop->inbox, s->id);
@@ -758,6 +777,10 @@ smtpd_commit_done(struct smtpd_session *s, const struct queue_commit_done *d)
 		qid_format(d->qid, qid);
 		s->nmessages++;
 		s->srv->stat_accepted++;
+		log_info("id=%s from=<%s> size=%llu nrcpt=%zu client=%s proto=%s "
+		    "listener=%s status=queued", qid, s->tx->from,
+		    (unsigned long long)s->tx->size, s->tx->nrcpt, s->peer_str,
+		    smtpd_proto(s), s->lc->spec);
 		smtpd_reply(s, 250, "2.0.0", "Ok: queued as %s", qid);
 	} else {
 		int code;

@@ -63,6 +63,7 @@ struct conf_route {
 struct conf_tls_pair {
 	char *cert;                   /* PEM chain path */
 	char *key;                    /* PEM key path */
+	int cert_line, key_line;      /* where they were written, for errors */
 };
 
 enum conf_bare_newline { CONF_BARE_REJECT, CONF_BARE_NORMALIZE };
@@ -71,7 +72,9 @@ struct conf {
 	int refcnt;                   /* atomic; conf_ref()/conf_unref() */
 	char *path;                   /* file it was loaded from */
 
-	char *hostname;               /* default: gethostname() */
+	char *hostname;               /* default: gethostname(), filled by
+	                                 conf_load(); conf_parse() leaves NULL
+	                                 when the file has no "hostname" */
 	char *user;                   /* drop to this user at start; NULL = stay */
 	char *queue_dir;              /* default /var/spool/tern */
 	char *control_socket;         /* default <queue>/control.sock */
@@ -137,7 +140,9 @@ int conf_parse(const char *buf, size_t len, const char *fname,
 
 /*
  * Read and parse path, then check what needs the system (certificate and key
- * files readable, user exists). Returns the number of errors as conf_parse.
+ * files readable, user and control-group exist) and fill hostname from
+ * gethostname() when the file has none. Returns the number of errors as
+ * conf_parse. Whole-file errors read "FILE: message" (no line).
  */
 int conf_load(const char *path, struct conf **out, conf_err_fn *err, void *arg);
 
@@ -147,7 +152,8 @@ void conf_unref(struct conf *c);     /* frees at zero; NULL is a no-op */
 /* Pure value parsers (also used by ternctl); 0 ok, -1 bad. */
 int conf_parse_size(const char *s, size_t len, uint64_t *out);      /* 35M */
 int conf_parse_duration(const char *s, size_t len, unsigned *out);  /* 5m -> 300 */
-/* "1.2.3.4:25", "[::1]:25", "host:25"(numeric only); default_port if none. */
+/* "1.2.3.4:25", "[::1]:25", "host:25"(numeric only); default_port if none
+ * (default_port 0: a port is required). Port 0 is never valid. */
 int conf_parse_hostport(const char *s, size_t len, uint16_t default_port,
     struct sockaddr_storage *ss, socklen_t *sslen);
 int conf_parse_cidr(const char *s, size_t len, struct conf_cidr *out);
@@ -160,8 +166,49 @@ int conf_is_relay_domain(const struct conf *c, const char *domain, size_t len);
 const struct conf_route *conf_route_for(const struct conf *c,
     const char *domain, size_t len);
 
+/*
+ * The directive table, for tests and documentation: conf_directives() sets
+ * *out to the table and returns its length. The table is the single source of
+ * truth for names, defaults and bounds. A parse fn gets the words after the
+ * name (argc already checked against minargs/maxargs), reports its own errors
+ * and returns 0 or -1.
+ */
+struct conf_parser;              /* private to conf.c: one parse in progress */
+struct conf_directive;
+typedef int conf_directive_fn(struct conf_parser *p,
+    const struct conf_directive *d, int argc, char **argv);
+
+enum conf_value_type {
+	CONF_T_UINT,                  /* unsigned, decimal */
+	CONF_T_PORT,                  /* uint16_t, decimal */
+	CONF_T_SIZE,                  /* uint64_t bytes: 35M, K M G base 1024 */
+	CONF_T_DURATION,              /* unsigned seconds: 30s 5m 1h 2d */
+	CONF_T_KEYWORD,               /* int: index of the word in d->words */
+	CONF_T_STRING,                /* char *, checked by the parse fn */
+	CONF_T_OTHER,                 /* lists and structured values */
+};
+
+#define CONF_D_LIST 0x01u         /* may repeat; values append */
+
+struct conf_directive {
+	const char *name;
+	conf_directive_fn *parse;
+	enum conf_value_type type;
+	const char *def;              /* default, as written in tern.conf; NULL:
+	                                 none, or derived (see struct conf) */
+	uint64_t min, max;            /* bounds (numbers, sizes, durations) */
+	size_t off;                   /* offsetof(struct conf, field) */
+	const char *const *words;     /* CONF_T_KEYWORD values, NULL-ended */
+	unsigned flags;               /* CONF_D_* */
+	int minargs, maxargs;         /* maxargs -1: unbounded */
+	const char *usage;            /* arguments, for error messages */
+};
+
+size_t conf_directives(const struct conf_directive **out);
+
 /* Names for human output. */
 const char *conf_listen_mode_name(enum conf_listen_mode m);
 const char *conf_tls_policy_name(enum conf_tls_policy p);
+const char *conf_listen_tls_name(enum conf_listen_tls t);  /* "plain" ... */
 
 #endif
