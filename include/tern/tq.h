@@ -22,6 +22,7 @@ enum tq_type {
 	TQ_CTL,               /* control -> scheduler */
 	TQ_STOP,              /* any -> loop: stop */
 	TQ_CALL,              /* run a function on the loop: struct tq_call */
+	TQ_AUTH_DONE,         /* auth pool -> session loop: struct auth_result */
 };
 
 struct tq_msg {
