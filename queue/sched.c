@@ -1,0 +1,1118 @@
+/*
+ * sched.c - the delivery scheduler (tern/deliver.h, DESIGN.md 3-5).
+ *
+ * One thread with its own event loop (sched_start, sched_loop.c) runs the
+ * core below; unit tests run the same core on their own loop (sched_int.h).
+ * The core owns: the table of known messages, a binary min-heap of (next attempt,
+ * qid), the per-destination queues and connection counts, and the jobs not
+ * yet handed to a worker. It alone writes delivery results to the envelope
+ * store and queues bounces and delay warnings (dsn.c).
+ *
+ * Never: schedules a held (ENV_F_HOLD) or corrupt (ENV_F_CORRUPT) message;
+ * starts a message that has a round in flight; answers the null sender.
+ * Untrusted input: the servers' replies inside results (escaped in logs,
+ * cleaned by dsn.c in bounces).
+ *
+ * A message's life here is a sequence of rounds. A round starts when the
+ * message is due: its pending recipients are grouped by destination (the
+ * recipient domain for "mx" routes; kind, host, port and TLS policy for
+ * static routes, so domains sharing a next hop share a job; the job's
+ * domain is then its first recipient's) into jobs of at most
+ * SCHED_JOB_MAX_RCPT recipients. A job waits in its destination's queue
+ * until both max-dest-connections and max-out-connections allow it.
+ * Each result is written at once (queue_update): sent recipients are done,
+ * temporary failures keep status, reply and relay, permanent failures are
+ * recorded and remembered. When the round's last job answers, the round
+ * ends: attempts++, next attempt from the retry schedule (+-10% jitter),
+ * expiry (max-queue-lifetime) and the one delay warning (delay-warning) are
+ * decided.
+ *
+ * Bounce order, chosen so that a crash never loses a bounce: (1) the round's
+ * counters are written with the failed recipients still PENDING; (2) the
+ * DSN is handed to the committer; (3) only when the committer reports it
+ * durable are the recipients marked BOUNCED/EXPIRED (and ENV_F_WARNED set)
+ * and the message removed if nothing is left. A crash between (2) and (3)
+ * retries those recipients and may send a second DSN: a duplicate, never a
+ * loss. A failed DSN commit leaves them pending for the next round.
+ *
+ * Expired recipients get Status 4.4.7 with Action: failed: RFC 3463 defines
+ * X.4.7 "delivery time expired" in the persistent transient class (4.x.x);
+ * "failed" says we gave up; the last error goes in Diagnostic-Code. DSN
+ * recipients without NOTIFY get FAILURE,DELAY (RFC 3461 4.1 leaves the
+ * default to the MTA); NOTIFY=NEVER finalizes without a DSN.
+ *
+ * Shutdown order (caller): deliver_pool_stop() first (no result can arrive
+ * later), then sched_stop(), then queue_close(). sched_stop waits for DSN
+ * commits in flight. libevent must be thread-enabled
+ * (evthread_use_pthreads) since workers and the committer post to the inbox.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "tern/dsn.h"
+#include "tern/log.h"
+#include "tern/smtp.h"
+#include "tern/util.h"
+#include "sched_int.h"
+
+#define SCHED_JOB_MAX_RCPT  100
+#define SCHED_BACKLOG_MIN   64
+#define SCHED_RETRY_ERR     60          /* store read failed: try again */
+
+/* ------------------------------------------------------------------ */
+/* retry delay (pure) */
+
+unsigned
+sched_retry_delay(const unsigned *steps, size_t nsteps, unsigned attempt,
+    double rnd)
+{
+	double base, d;
+	size_t i;
+
+	if (steps == NULL || nsteps == 0)
+		return 300;
+	if (attempt == 0)
+		attempt = 1;
+	i = attempt <= nsteps ? attempt - 1 : nsteps - 1;
+	base = steps[i];
+	if (!(rnd >= 0.0 && rnd < 1.0))         /* also catches NaN */
+		rnd = 0.5;
+	d = base + base * 0.1 * (2.0 * rnd - 1.0);
+	if (d < 1.0)
+		d = base > 0 ? 1.0 : 0.0;
+	if (d > 4294967295.0)
+		d = 4294967295.0;
+	return (unsigned)(d + 0.5 > 4294967295.0 ? d : d + 0.5);
+}
+
+/* ------------------------------------------------------------------ */
+/* heap of (when, qid) */
+
+static int
+sched_heap_less(const struct sched_heap_ent *a, const struct sched_heap_ent *b)
+{
+	return a->when < b->when || (a->when == b->when && a->qid < b->qid);
+}
+
+static void
+sched_heap_set(struct sched_heap *h, size_t i, struct sched_heap_ent e)
+{
+	h->a[i] = e;
+	if (e.pos != NULL)
+		*e.pos = i;
+}
+
+static void
+sched_heap_up(struct sched_heap *h, size_t i)
+{
+	struct sched_heap_ent e = h->a[i];
+	while (i > 0) {
+		size_t p = (i - 1) / 2;
+		if (!sched_heap_less(&e, &h->a[p]))
+			break;
+		sched_heap_set(h, i, h->a[p]);
+		i = p;
+	}
+	sched_heap_set(h, i, e);
+}
+
+static void
+sched_heap_down(struct sched_heap *h, size_t i)
+{
+	struct sched_heap_ent e = h->a[i];
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= h->n)
+			break;
+		if (c + 1 < h->n && sched_heap_less(&h->a[c + 1], &h->a[c]))
+			c++;
+		if (!sched_heap_less(&h->a[c], &e))
+			break;
+		sched_heap_set(h, i, h->a[c]);
+		i = c;
+	}
+	sched_heap_set(h, i, e);
+}
+
+void
+sched_heap_push(struct sched_heap *h, int64_t when, uint64_t qid, void *item,
+    size_t *pos)
+{
+	struct sched_heap_ent e = { when, qid, item, pos };
+
+	if (h->n == h->cap) {
+		h->cap = h->cap ? h->cap * 2 : 64;
+		h->a = xreallocarray(h->a, h->cap, sizeof(*h->a));
+	}
+	sched_heap_set(h, h->n++, e);
+	sched_heap_up(h, h->n - 1);
+}
+
+void
+sched_heap_remove(struct sched_heap *h, size_t i)
+{
+	if (i >= h->n)
+		return;
+	if (h->a[i].pos != NULL)
+		*h->a[i].pos = SCHED_NOT_IN_HEAP;
+	h->n--;
+	if (i == h->n)
+		return;
+	sched_heap_set(h, i, h->a[h->n]);
+	sched_heap_down(h, i);
+	sched_heap_up(h, i);
+}
+
+int
+sched_heap_pop(struct sched_heap *h, struct sched_heap_ent *out)
+{
+	if (h->n == 0)
+		return 0;
+	*out = h->a[0];
+	sched_heap_remove(h, 0);
+	return 1;
+}
+
+void
+sched_heap_free(struct sched_heap *h)
+{
+	free(h->a);
+	memset(h, 0, sizeof(*h));
+}
+
+/* ------------------------------------------------------------------ */
+/* jobs and results */
+
+void
+dlv_job_free(struct dlv_job *j)
+{
+	if (j == NULL)
+		return;
+	envelope_free(j->env);
+	free(j->rcpts);
+	free(j->domain);
+	free(j->route.domain);
+	free(j->route.host);
+	free(j);
+}
+
+void
+dlv_result_free(struct dlv_result *r)
+{
+	if (r == NULL)
+		return;
+	for (size_t i = 0; r->r != NULL && i < r->n; i++)
+		free(r->r[i].reply);
+	free(r->r);
+	free(r->relay);
+	free(r->tls);
+	free(r);
+}
+
+/* ------------------------------------------------------------------ */
+/* message table */
+
+static size_t
+sched_hash(const struct sched *s, uint64_t qid)
+{
+	qid ^= qid >> 31;
+	qid *= 0x9e3779b97f4a7c15ull;
+	return (size_t)(qid >> 17) & (s->tabsz - 1);
+}
+
+static struct sched_msg *
+sched_msg_find(const struct sched *s, uint64_t qid)
+{
+	struct sched_msg *m = s->tab[sched_hash(s, qid)];
+	while (m != NULL && m->qid != qid)
+		m = m->hnext;
+	return m;
+}
+
+static struct sched_msg *
+sched_msg_new(struct sched *s, uint64_t qid)
+{
+	struct sched_msg *m = xcalloc(1, sizeof(*m));
+	size_t h;
+
+	if (s->nmsg >= s->tabsz) {          /* grow: keep chains short */
+		size_t old = s->tabsz;
+		struct sched_msg **ot = s->tab;
+		s->tabsz *= 2;
+		s->tab = xcalloc(s->tabsz, sizeof(*s->tab));
+		for (size_t i = 0; i < old; i++) {
+			struct sched_msg *x, *nx;
+			for (x = ot[i]; x != NULL; x = nx) {
+				nx = x->hnext;
+				h = sched_hash(s, x->qid);
+				x->hnext = s->tab[h];
+				s->tab[h] = x;
+			}
+		}
+		free(ot);
+	}
+	m->qid = qid;
+	m->hpos = SCHED_NOT_IN_HEAP;
+	h = sched_hash(s, qid);
+	m->hnext = s->tab[h];
+	s->tab[h] = m;
+	s->nmsg++;
+	return m;
+}
+
+/* Forget a message (held, removed, gone). */
+static void
+sched_msg_forget(struct sched *s, struct sched_msg *m)
+{
+	struct sched_msg **pp = &s->tab[sched_hash(s, m->qid)];
+
+	while (*pp != NULL && *pp != m)
+		pp = &(*pp)->hnext;
+	if (*pp == m)
+		*pp = m->hnext;
+	if (m->hpos != SCHED_NOT_IN_HEAP)
+		sched_heap_remove(&s->heap, m->hpos);
+	s->nmsg--;
+	free(m->perm);
+	free(m->expired);
+	free(m);
+}
+
+static void
+sched_msg_schedule(struct sched *s, struct sched_msg *m, int64_t when)
+{
+	if (m->hpos != SCHED_NOT_IN_HEAP)
+		sched_heap_remove(&s->heap, m->hpos);
+	m->state = SCHED_M_IDLE;
+	sched_heap_push(&s->heap, when, m->qid, m, &m->hpos);
+}
+
+static double
+sched_rand(struct sched *s)
+{
+	/* xorshift64*: jitter only, not security */
+	uint64_t x = s->rnd;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	s->rnd = x;
+	return (double)((x * 0x2545f4914f6cdd1dull) >> 11) * 0x1.0p-53;
+}
+
+static uint64_t
+sched_rand64(struct sched *s)
+{
+	sched_rand(s);
+	return s->rnd * 0x2545f4914f6cdd1dull;
+}
+
+/* ------------------------------------------------------------------ */
+/* logging */
+
+static void
+sched_log_rcpt(const struct envelope *e, const struct env_rcpt *rc,
+    const char *what, unsigned attempts, int64_t now, const char *extra)
+{
+	char qid[QID_STRLEN + 1], to[512], relay[300], reason[1100];
+	const char *st = rc->status ? rc->status : "-";
+	const char *err = rc->last_error ? rc->last_error : "";
+
+	qid_format(e->id, qid);
+	log_escape(to, sizeof(to), rc->addr, strlen(rc->addr));
+	if (rc->relay != NULL)
+		log_escape(relay, sizeof(relay), rc->relay, strlen(rc->relay));
+	else
+		strcpy(relay, "none");
+	log_escape(reason, sizeof(reason), err, strlen(err));
+	log_info("id=%s to=<%s> relay=%s dsn=%s status=%s delay=%llds "
+	    "attempts=%u reason=\"%s\"%s%s", qid, to, relay, st, what,
+	    (long long)(now > e->arrival ? now - e->arrival : 0), attempts,
+	    reason, extra ? " " : "", extra ? extra : "");
+}
+
+/* ------------------------------------------------------------------ */
+/* destinations and the limits */
+
+static struct sched_dest *
+sched_dest_get(struct sched *s, const char *key)
+{
+	struct sched_dest *d;
+
+	for (d = s->dests; d != NULL; d = d->next)
+		if (strcmp(d->key, key) == 0)
+			return d;
+	d = xcalloc(1, sizeof(*d));
+	d->key = xstrdup(key);
+	d->tailp = &d->head;
+	d->next = s->dests;
+	s->dests = d;
+	return d;
+}
+
+static void
+sched_dest_gc(struct sched *s, struct sched_dest *d)
+{
+	struct sched_dest **pp;
+
+	if (d->active > 0 || d->nwait > 0)
+		return;
+	for (pp = &s->dests; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == d) {
+			*pp = d->next;
+			free(d->key);
+			free(d);
+			return;
+		}
+	}
+}
+
+static unsigned
+sched_max_dest(const struct sched *s)
+{
+	return s->conf->max_dest_connections ? s->conf->max_dest_connections : 1;
+}
+
+static unsigned
+sched_max_out(const struct sched *s)
+{
+	return s->conf->max_out_connections ? s->conf->max_out_connections : 1;
+}
+
+/* Hand waiting jobs to the workers, one per destination per pass (fair). */
+static void
+sched_pump(struct sched *s)
+{
+	int progress = 1;
+
+	while (progress && s->active < sched_max_out(s)) {
+		struct sched_dest *d, *dn;
+		progress = 0;
+		for (d = s->dests; d != NULL && s->active < sched_max_out(s);
+		    d = dn) {
+			struct dlv_job *j;
+			dn = d->next;
+			if (d->nwait == 0 || d->active >= sched_max_dest(s))
+				continue;
+			j = (struct dlv_job *)d->head;
+			d->head = j->hdr.next;
+			if (d->head == NULL)
+				d->tailp = &d->head;
+			j->hdr.next = NULL;
+			d->nwait--;
+			s->waiting--;
+			d->active++;
+			s->active++;
+			if (s->nfl == s->flcap) {
+				s->flcap = s->flcap ? s->flcap * 2 : 64;
+				s->fl = xreallocarray(s->fl, s->flcap,
+				    sizeof(*s->fl));
+			}
+			s->fl[s->nfl].jobid = j->hdr.reqid;
+			s->fl[s->nfl].qid = j->env->id;
+			s->fl[s->nfl].dest = d;
+			s->nfl++;
+			s->submit(s->submit_arg, j);    /* ownership moves */
+			progress = 1;
+		}
+	}
+}
+
+/* "mx:domain", or the static next hop "smtp:host:port:tls". */
+static char *
+sched_dest_key(const struct conf_route *r, const char *domain)
+{
+	size_t n;
+	char *k;
+
+	if (r->kind == CONF_ROUTE_MX || r->host == NULL) {
+		n = strlen(domain) + 4;
+		k = xmalloc(n);
+		snprintf(k, n, "mx:%s", domain);
+	} else {
+		n = strlen(r->host) + 48;
+		k = xmalloc(n);
+		snprintf(k, n, "%s:%s:%u:%d", r->kind == CONF_ROUTE_HOST ?
+		    "smtp" : "smtp-mx", r->host, (unsigned)r->port, (int)r->tls);
+	}
+	for (char *p = k; *p != '\0'; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	return k;
+}
+
+static const char *
+sched_rcpt_domain(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	return at != NULL ? at + 1 : "";
+}
+
+/* ------------------------------------------------------------------ */
+/* rounds */
+
+static void sched_round_finish(struct sched *s, struct sched_msg *m,
+    int64_t now);
+
+/* Start a round for a due message. */
+static void
+sched_msg_start(struct sched *s, struct sched_msg *m, int64_t now)
+{
+	struct envelope *env = NULL;
+	struct grp { char *key; const struct conf_route *route;
+	    size_t *idx; size_t n; } *g = NULL;
+	size_t ng = 0;
+	int rc;
+
+	if ((rc = queue_get(s->q, m->qid, &env)) == 1) {
+		sched_msg_forget(s, m);
+		return;
+	}
+	if (rc != 0) {
+		char qid[QID_STRLEN + 1];
+		qid_format(m->qid, qid);
+		log_warn("id=%s scheduler: cannot read the envelope", qid);
+		sched_msg_schedule(s, m, now + SCHED_RETRY_ERR);
+		return;
+	}
+	if (env->flags & (ENV_F_HOLD | ENV_F_CORRUPT)) {
+		sched_msg_forget(s, m);
+		goto done;
+	}
+	if (envelope_pending(env) == 0) {
+		if (queue_remove(s->q, env->id) < 0 && errno != ENOENT)
+			log_warn("scheduler: queue_remove");
+		sched_msg_forget(s, m);
+		goto done;
+	}
+
+	for (size_t i = 0; i < env->nrcpt; i++) {
+		const char *dom;
+		const struct conf_route *r;
+		char *key;
+		size_t k;
+
+		if (env->rcpts[i].state != RCPT_PENDING)
+			continue;
+		dom = sched_rcpt_domain(env->rcpts[i].addr);
+		r = conf_route_for(s->conf, dom, strlen(dom));
+		key = sched_dest_key(r, dom);
+		for (k = 0; k < ng; k++)
+			if (g[k].n < SCHED_JOB_MAX_RCPT &&
+			    strcmp(g[k].key, key) == 0)
+				break;
+		if (k == ng) {
+			g = xreallocarray(g, ng + 1, sizeof(*g));
+			g[ng].key = key;
+			g[ng].route = r;
+			g[ng].idx = xcalloc(SCHED_JOB_MAX_RCPT, sizeof(size_t));
+			g[ng].n = 0;
+			ng++;
+		} else {
+			free(key);
+		}
+		g[k].idx[g[k].n++] = i;
+	}
+
+	m->state = SCHED_M_RUNNING;
+	m->njobs = (unsigned)ng;
+	m->nperm = 0;
+	for (size_t k = 0; k < ng; k++) {
+		struct dlv_job *j = xcalloc(1, sizeof(*j));
+		struct sched_dest *d = sched_dest_get(s, g[k].key);
+
+		j->hdr.type = TQ_DELIVERY_JOB;
+		j->hdr.reqid = ++s->next_jobid;
+		j->env = envelope_dup(env);
+		j->rcpts = g[k].idx;
+		j->nrcpt = g[k].n;
+		/* a shared static route: the first recipient's domain */
+		j->domain = xstrdup(sched_rcpt_domain(env->rcpts[g[k].idx[0]].addr));
+		j->route = *g[k].route;
+		j->route.domain = xstrdup(g[k].route->domain);
+		j->route.host = g[k].route->host ? xstrdup(g[k].route->host) :
+		    NULL;
+		j->reply = s->inbox;
+		*d->tailp = &j->hdr;
+		d->tailp = &j->hdr.next;
+		d->nwait++;
+		s->waiting++;
+		free(g[k].key);
+	}
+	free(g);
+done:
+	envelope_free(env);
+}
+
+int64_t
+sched_run(struct sched *s, int64_t now)
+{
+	size_t backlog = 2u * sched_max_out(s);
+	struct sched_heap_ent e;
+
+	if (backlog < SCHED_BACKLOG_MIN)
+		backlog = SCHED_BACKLOG_MIN;
+	while (s->heap.n > 0 && s->heap.a[0].when <= now &&
+	    s->waiting < backlog) {
+		sched_heap_pop(&s->heap, &e);
+		sched_msg_start(s, e.item, now);
+	}
+	sched_pump(s);
+	return s->heap.n > 0 ? s->heap.a[0].when : INT64_MAX;
+}
+
+static int
+sched_flight_take(struct sched *s, uint64_t jobid, struct sched_flight *out)
+{
+	for (size_t i = 0; i < s->nfl; i++) {
+		if (s->fl[i].jobid == jobid) {
+			*out = s->fl[i];
+			s->fl[i] = s->fl[--s->nfl];
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void
+sched_set_str(char **dst, const char *src)
+{
+	free(*dst);
+	*dst = (src != NULL && src[0] != '\0') ? xstrdup(src) : NULL;
+}
+
+void
+sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
+{
+	struct sched_flight f;
+	struct sched_msg *m;
+	struct envelope *env = NULL;
+	char qid[QID_STRLEN + 1];
+	int rc;
+
+	if (!sched_flight_take(s, r->hdr.reqid, &f)) {
+		log_debug("scheduler: result for unknown job %llu dropped",
+		    (unsigned long long)r->hdr.reqid);
+		dlv_result_free(r);
+		return;
+	}
+	f.dest->active--;
+	s->active--;
+	sched_dest_gc(s, f.dest);
+	qid_format(f.qid, qid);
+
+	m = sched_msg_find(s, f.qid);
+	if (m == NULL || m->state != SCHED_M_RUNNING) {
+		log_debug("id=%s scheduler: result for a message not running",
+		    qid);
+		goto out;
+	}
+	if ((rc = queue_get(s->q, f.qid, &env)) == 0) {
+		for (size_t i = 0; i < r->n; i++) {
+			const struct dlv_rcpt_result *rr = &r->r[i];
+			struct env_rcpt *rcp;
+
+			if (rr->rcpt >= env->nrcpt)
+				continue;
+			rcp = &env->rcpts[rr->rcpt];
+			if (rcp->state != RCPT_PENDING)
+				continue;       /* e.g. deleted meanwhile */
+			sched_set_str(&rcp->status, rr->status);
+			sched_set_str(&rcp->last_error, rr->reply);
+			sched_set_str(&rcp->relay, r->relay);
+			rcp->updated = now;
+			switch (rr->cls) {
+			case DLV_OK:
+				rcp->state = RCPT_SENT;
+				break;
+			case DLV_TEMP:
+				break;
+			case DLV_PERM:
+				m->perm = xreallocarray(m->perm, m->nperm + 1,
+				    sizeof(*m->perm));
+				m->perm[m->nperm++] = rr->rcpt;
+				break;
+			default:
+				panic("sched_apply_result: class %d",
+				    (int)rr->cls);
+			}
+		}
+		/* durable first, then the log and anything else */
+		if (queue_update(s->q, env) < 0)
+			log_warn("id=%s scheduler: queue_update", qid);
+		for (size_t i = 0; i < r->n; i++) {
+			const struct dlv_rcpt_result *rr = &r->r[i];
+			if (rr->rcpt >= env->nrcpt || rr->cls == DLV_PERM)
+				continue;
+			sched_log_rcpt(env, &env->rcpts[rr->rcpt],
+			    rr->cls == DLV_OK ? "sent" : "deferred",
+			    env->attempts + 1, now, NULL);
+		}
+		envelope_free(env);
+	} else if (rc < 0) {
+		log_warn("id=%s scheduler: cannot read the envelope", qid);
+	}
+	if (m->njobs > 0)
+		m->njobs--;
+	if (m->njobs == 0)
+		sched_round_finish(s, m, now);
+out:
+	dlv_result_free(r);
+	sched_pump(s);
+}
+
+static int
+sched_notify_ok(unsigned notify, unsigned bit)
+{
+	if (notify & SMTP_NOTIFY_NEVER)
+		return 0;
+	/* absent: FAILURE,DELAY */
+	return notify == 0 ? (bit & (SMTP_NOTIFY_FAILURE | SMTP_NOTIFY_DELAY))
+	    != 0 : (notify & bit) != 0;
+}
+
+static int
+sched_idx_in(const size_t *a, size_t n, size_t v)
+{
+	for (size_t i = 0; i < n; i++)
+		if (a[i] == v)
+			return 1;
+	return 0;
+}
+
+/*
+ * Mark the round's failures done, set WARNED, write, log, and remove the
+ * message or put it back in the heap. dsn: the DSN's queue id, or 0 with
+ * why saying why none was sent.
+ */
+static void
+sched_finalize(struct sched *s, struct sched_msg *m, struct envelope *env,
+    int64_t now, uint64_t dsn, const char *why)
+{
+	char qid[QID_STRLEN + 1], extra[96];
+
+	qid_format(env->id, qid);
+	for (size_t i = 0; i < m->nperm; i++) {
+		struct env_rcpt *rc = &env->rcpts[m->perm[i]];
+		if (rc->state != RCPT_PENDING)
+			continue;
+		rc->state = RCPT_BOUNCED;
+		rc->updated = now;
+	}
+	for (size_t i = 0; i < m->nexpired; i++) {
+		struct env_rcpt *rc = &env->rcpts[m->expired[i]];
+		if (rc->state != RCPT_PENDING)
+			continue;
+		rc->state = RCPT_EXPIRED;
+		rc->updated = now;
+		sched_set_str(&rc->status, "4.4.7");
+		if (rc->last_error == NULL)
+			rc->last_error = xstrdup("delivery time expired");
+	}
+	if (m->warn)
+		env->flags |= ENV_F_WARNED;
+	if (queue_update(s->q, env) < 0)
+		log_warn("id=%s scheduler: queue_update", qid);
+
+	if (dsn != 0) {
+		char dq[QID_STRLEN + 1];
+		qid_format(dsn, dq);
+		snprintf(extra, sizeof(extra), "dsn_id=%s", dq);
+	} else {
+		snprintf(extra, sizeof(extra), "dsn not sent: %s", why);
+	}
+	for (size_t i = 0; i < m->nperm; i++)
+		if (env->rcpts[m->perm[i]].state == RCPT_BOUNCED)
+			sched_log_rcpt(env, &env->rcpts[m->perm[i]], "bounced",
+			    env->attempts, now, extra);
+	for (size_t i = 0; i < m->nexpired; i++)
+		if (env->rcpts[m->expired[i]].state == RCPT_EXPIRED)
+			sched_log_rcpt(env, &env->rcpts[m->expired[i]],
+			    "expired", env->attempts, now, extra);
+	if (m->warn && dsn != 0)
+		log_info("id=%s delay warning sent dsn_id=%s", qid, extra + 7);
+
+	m->nperm = m->nexpired = 0;
+	m->warn = 0;
+	if (envelope_pending(env) == 0) {
+		if (queue_remove(s->q, env->id) < 0 && errno != ENOENT)
+			log_warn("id=%s scheduler: queue_remove", qid);
+		else
+			log_info("id=%s removed", qid);
+		sched_msg_forget(s, m);
+	} else if (env->flags & (ENV_F_HOLD | ENV_F_CORRUPT)) {
+		sched_msg_forget(s, m);
+	} else {
+		sched_msg_schedule(s, m, env->next_attempt);
+	}
+}
+
+/* End of a round: counters, expiry, warning, DSN. */
+static void
+sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now)
+{
+	const struct conf *c = s->conf;
+	struct envelope *env = NULL, *de = NULL;
+	struct dsn_rcpt *dr = NULL;
+	struct dsn_msg dm;
+	struct spool *sp = NULL;
+	char qid[QID_STRLEN + 1], *body = NULL, *dsn = NULL;
+	size_t nd = 0, bodylen = 0, dsnlen = 0, npend = 0;
+	unsigned dflags = 0;
+	int expired, warn, rc;
+
+	qid_format(m->qid, qid);
+	if ((rc = queue_get(s->q, m->qid, &env)) != 0) {
+		if (rc == 1) {
+			sched_msg_forget(s, m);
+			return;
+		}
+		log_warn("id=%s scheduler: cannot read the envelope", qid);
+		m->nperm = 0;
+		sched_msg_schedule(s, m, now + SCHED_RETRY_ERR);
+		return;
+	}
+	env->attempts++;
+	env->next_attempt = now + sched_retry_delay(c->retry, c->nretry,
+	    env->attempts, sched_rand(s));
+
+	/* still-pending recipients other than this round's failures */
+	for (size_t i = 0; i < env->nrcpt; i++)
+		if (env->rcpts[i].state == RCPT_PENDING &&
+		    !sched_idx_in(m->perm, m->nperm, i))
+			npend++;
+	expired = npend > 0 && c->max_queue_lifetime > 0 &&
+	    now >= env->arrival + (int64_t)c->max_queue_lifetime;
+	warn = !expired && npend > 0 && c->delay_warning > 0 &&
+	    !(env->flags & ENV_F_WARNED) &&
+	    now >= env->arrival + (int64_t)c->delay_warning;
+	free(m->expired);
+	m->expired = NULL;
+	m->nexpired = 0;
+	if (expired) {
+		m->expired = xcalloc(npend, sizeof(size_t));
+		for (size_t i = 0; i < env->nrcpt; i++)
+			if (env->rcpts[i].state == RCPT_PENDING &&
+			    !sched_idx_in(m->perm, m->nperm, i))
+				m->expired[m->nexpired++] = i;
+	}
+	m->warn = warn;
+
+	/* (1) the round's counters, failures still pending */
+	if (queue_update(s->q, env) < 0)
+		log_warn("id=%s scheduler: queue_update", qid);
+	if (m->nperm == 0 && m->nexpired == 0 && !warn) {
+		sched_finalize(s, m, env, now, 0, "none needed");
+		goto out;
+	}
+	if (env->sender[0] == '\0' || (env->flags & ENV_F_DSN)) {
+		sched_finalize(s, m, env, now, 0, "null sender");
+		goto out;
+	}
+
+	/* who is reported */
+	dr = xcalloc(env->nrcpt, sizeof(*dr));
+	for (size_t i = 0; i < env->nrcpt; i++) {
+		const struct env_rcpt *rc2 = &env->rcpts[i];
+		int perm = sched_idx_in(m->perm, m->nperm, i);
+		int exp = sched_idx_in(m->expired, m->nexpired, i);
+		int del = warn && rc2->state == RCPT_PENDING && !perm;
+		struct dsn_rcpt *d = &dr[nd];
+
+		if (!perm && !exp && !del)
+			continue;
+		if (!sched_notify_ok(rc2->notify, del ? SMTP_NOTIFY_DELAY :
+		    SMTP_NOTIFY_FAILURE))
+			continue;
+		d->addr = rc2->addr;
+		d->orcpt = rc2->orcpt;
+		d->action = del ? DSN_ACTION_DELAYED : DSN_ACTION_FAILED;
+		d->status = exp ? "4.4.7" : rc2->status;
+		d->remote_mta = rc2->relay;
+		d->diag = exp && rc2->last_error == NULL ?
+		    "delivery time expired" : rc2->last_error;
+		d->diag_smtp = rc2->relay != NULL && !exp;
+		d->last_attempt = rc2->updated;
+		if (del && c->max_queue_lifetime > 0)
+			d->retry_until = env->arrival +
+			    (int64_t)c->max_queue_lifetime;
+		nd++;
+	}
+	if (nd == 0) {
+		sched_finalize(s, m, env, now, 0, "notify=never");
+		goto out;
+	}
+
+	/* (2) the DSN to the committer */
+	if (queue_read_body(s->q, env, &body, &bodylen) < 0) {
+		log_warn("id=%s scheduler: original body unreadable; the DSN "
+		    "carries no header", qid);
+		body = NULL;
+		bodylen = 0;
+	}
+	memset(&dm, 0, sizeof(dm));
+	dm.hostname = c->hostname ? c->hostname : "localhost";
+	dm.qid = env->id;
+	dm.sender = env->sender;
+	dm.envid = env->envid;
+	dm.arrival = env->arrival;
+	dm.now = now;
+	dm.rcpts = dr;
+	dm.nrcpt = nd;
+	dm.orig = body;
+	dm.origlen = bodylen;
+	dm.rnd = sched_rand64(s);
+	if (dsn_build(&dm, &dsn, &dsnlen, &dflags) != DSN_OK) {
+		log_warnx("id=%s scheduler: cannot build the DSN; failures "
+		    "stay pending", qid);
+		goto keep;
+	}
+	sp = spool_new(s->q);
+	if (spool_write(sp, dsn, dsnlen) < 0) {
+		log_warn("id=%s scheduler: cannot spool the DSN; failures "
+		    "stay pending", qid);
+		spool_free(sp);
+		goto keep;
+	}
+	de = envelope_new();
+	de->sender = xstrdup("");
+	de->flags = ENV_F_DSN;
+	if (dflags & DSN_F_8BIT)
+		de->flags |= ENV_F_8BIT | (env->flags & ENV_F_SMTPUTF8);
+	envelope_add_rcpt(de, env->sender, NULL, 0);
+	m->state = SCHED_M_DSN;
+	s->dsn_pending++;
+	queue_commit_submit(s->q, de, sp, s->inbox, m->qid);  /* both move */
+	goto out;
+
+keep:
+	m->nperm = m->nexpired = 0;
+	m->warn = 0;
+	sched_msg_schedule(s, m, env->next_attempt);
+out:
+	free(dsn);
+	free(body);
+	free(dr);
+	envelope_free(env);
+}
+
+/* (3) the committer's answer for a DSN. */
+static void
+sched_dsn_done(struct sched *s, const struct queue_commit_done *d,
+    int64_t now)
+{
+	struct sched_msg *m = sched_msg_find(s, d->hdr.reqid);
+	struct envelope *env = NULL;
+	char qid[QID_STRLEN + 1];
+	int rc;
+
+	qid_format(d->hdr.reqid, qid);
+	if (m == NULL || m->state != SCHED_M_DSN) {
+		log_warnx("id=%s scheduler: unexpected DSN commit reply", qid);
+		return;
+	}
+	s->dsn_pending--;
+	if ((rc = queue_get(s->q, m->qid, &env)) != 0) {
+		if (rc < 0)
+			log_warn("id=%s scheduler: cannot read the envelope",
+			    qid);
+		if (rc == 1) {
+			sched_msg_forget(s, m);
+			return;
+		}
+		m->nperm = m->nexpired = 0;
+		m->warn = 0;
+		sched_msg_schedule(s, m, now + SCHED_RETRY_ERR);
+		return;
+	}
+	if (d->status != Q_OK) {
+		errno = d->err;
+		log_warn("id=%s scheduler: DSN not queued; failures stay "
+		    "pending", qid);
+		m->nperm = m->nexpired = 0;
+		m->warn = 0;
+		sched_msg_schedule(s, m, env->next_attempt);
+	} else {
+		sched_finalize(s, m, env, now, d->qid, NULL);
+	}
+	envelope_free(env);
+}
+
+/* ------------------------------------------------------------------ */
+/* the core's life */
+
+void
+sched_add(struct sched *s, uint64_t qid)
+{
+	struct sched_msg *m;
+
+	if (sched_msg_find(s, qid) != NULL)
+		return;             /* known: in the heap or in flight */
+	m = sched_msg_new(s, qid);
+	sched_msg_schedule(s, m, 0);
+}
+
+struct sched_load_ctx {
+	struct sched *s;
+	uint64_t *gone;
+	size_t ngone;
+};
+
+static int
+sched_load_one(void *arg, const struct envelope *e)
+{
+	struct sched_load_ctx *c = arg;
+	struct sched_msg *m;
+
+	if (e->flags & (ENV_F_HOLD | ENV_F_CORRUPT))
+		return 0;
+	if (envelope_pending(e) == 0) {     /* finished, not yet removed */
+		c->gone = xreallocarray(c->gone, c->ngone + 1, sizeof(uint64_t));
+		c->gone[c->ngone++] = e->id;
+		return 0;
+	}
+	if (sched_msg_find(c->s, e->id) != NULL)
+		return 0;
+	m = sched_msg_new(c->s, e->id);
+	sched_msg_schedule(c->s, m, e->next_attempt);
+	return 0;
+}
+
+int
+sched_load(struct sched *s)
+{
+	struct sched_load_ctx c = { s, NULL, 0 };
+	int rc = queue_walk(s->q, sched_load_one, &c);
+
+	for (size_t i = 0; i < c.ngone; i++)
+		if (queue_remove(s->q, c.gone[i]) < 0 && errno != ENOENT)
+			log_warn("scheduler: queue_remove");
+	free(c.gone);
+	log_info("scheduler: %zu messages scheduled", s->nmsg);
+	return rc < 0 ? -1 : 0;
+}
+
+static int64_t
+sched_clock_default(void)
+{
+	return now_unix();
+}
+
+static void
+sched_inbox_cb(struct tq_msg *msg, void *arg)
+{
+	struct sched *s = arg;
+
+	switch (msg->type) {
+	case TQ_NEW_MESSAGE:
+		if (!s->freeing)
+			sched_add(s, ((struct queue_new_message *)msg)->qid);
+		free(msg);
+		break;
+	case TQ_DELIVERY_RESULT:
+		if (s->freeing)
+			dlv_result_free((struct dlv_result *)msg);
+		else
+			sched_apply_result(s, (struct dlv_result *)msg,
+			    s->clock());
+		break;
+	case TQ_COMMIT_DONE:
+		if (!s->freeing)
+			sched_dsn_done(s, (struct queue_commit_done *)msg,
+			    s->clock());
+		free(msg);
+		if (s->stopping && s->dsn_pending == 0)
+			event_base_loopbreak(s->base);
+		break;
+	case TQ_DELIVERY_JOB:
+		dlv_job_free((struct dlv_job *)msg);    /* never ours */
+		break;
+	default:
+		panic("sched_inbox_cb: unexpected message type %d",
+		    (int)msg->type);
+	}
+	if (s->timer != NULL && !s->freeing)
+		event_active(s->timer, EV_TIMEOUT, 0);
+}
+
+struct sched *
+sched_new(struct queue *q, struct conf *conf, struct event_base *base,
+    sched_submit_fn *submit, void *arg)
+{
+	struct sched *s = xcalloc(1, sizeof(*s));
+
+	s->q = q;
+	s->conf = conf_ref(conf);
+	s->base = base;
+	s->submit = submit;
+	s->submit_arg = arg;
+	s->tabsz = 1024;
+	s->tab = xcalloc(s->tabsz, sizeof(*s->tab));
+	s->rnd = (now_mono_us() ^ ((uint64_t)getpid() << 32)) | 1;
+	s->clock = sched_clock_default;
+	s->inbox = tq_new(base, sched_inbox_cb, s);
+	return s;
+}
+
+void
+sched_conf_swap(struct sched *s, struct conf *conf)
+{
+	struct conf *old = s->conf;
+	s->conf = conf_ref(conf);
+	conf_unref(old);
+}
+
+unsigned sched_active(const struct sched *s) { return s->active; }
+unsigned sched_waiting(const struct sched *s) { return s->waiting; }
+unsigned sched_dsn_pending(const struct sched *s) { return s->dsn_pending; }
+
+void
+sched_set_clock(struct sched *s, int64_t (*clock)(void))
+{
+	s->clock = clock ? clock : sched_clock_default;
+}
+
+struct tq *
+sched_inbox(struct sched *s)
+{
+	return s->inbox;
+}
+
+void
+sched_free(struct sched *s)
+{
+	struct sched_dest *d, *dn;
+
+	if (s == NULL)
+		return;
+	s->freeing = 1;
+	tq_free(s->inbox);          /* pending messages are freed by the cb */
+	for (d = s->dests; d != NULL; d = dn) {
+		struct tq_msg *j, *jn;
+		dn = d->next;
+		for (j = d->head; j != NULL; j = jn) {
+			jn = j->next;
+			dlv_job_free((struct dlv_job *)j);
+		}
+		free(d->key);
+		free(d);
+	}
+	for (size_t i = 0; i < s->tabsz; i++) {
+		struct sched_msg *m, *mn;
+		for (m = s->tab[i]; m != NULL; m = mn) {
+			mn = m->hnext;
+			free(m->perm);
+			free(m->expired);
+			free(m);
+		}
+	}
+	free(s->tab);
+	free(s->fl);
+	sched_heap_free(&s->heap);
+	conf_unref(s->conf);
+	free(s);
+}
+
