@@ -1,1 +1,828 @@
-/* queue.c: placeholder, being written. */
+/*
+ * queue.c - opening, recovering and closing the durable queue, and index
+ * access (see tern/queue.h; on-disk format and crash argument:
+ * doc/queue.md).
+ *
+ * queue_open()/queue_close() run on the main thread before/after every
+ * other user. queue_get/update/remove/walk/read_body/stats are safe from
+ * any thread: BDB is free-threaded and the segment table is under q->lock.
+ * Owns the queue directory: <dir>/lock (flock: one writer, readers only
+ * while no writer), <dir>/db (BDB), <dir>/segments, <dir>/tmp.
+ * Recovery (read-write open only), before the committer starts:
+ *   BDB recovery (DB_RECOVER) -> drop half-prepared files (.tmp, tmp/ files)
+ *   -> scan each segment from the indexed position (or its start), index
+ *   every valid record BDB lacks, hold damaged ones, stop at the first
+ *   invalid header -> verify every indexed envelope against its record
+ *   (held as ENV_F_CORRUPT when unreadable) -> recompute live counts ->
+ *   flush -> recycle empty segments -> roll to a fresh current segment.
+ * Never deletes an envelope on its own; never writes in readonly mode.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tern/log.h"
+#include "tern/util.h"
+#include "queue_int.h"
+
+#define QUEUE_DEF_SEGMENT   (64ull << 20)
+#define QUEUE_DEF_SPOOL     (256ull << 10)
+#define QUEUE_MIN_SEGMENT   (64ull << 10)
+
+/* ---- segment table (q->lock held) ---- */
+
+struct queue_seg *
+queue_seg_find(struct queue *q, uint32_t num)
+{
+	for (size_t i = 0; i < q->nsegs; i++)
+		if (q->segs[i].num == num)
+			return &q->segs[i];
+	return NULL;
+}
+
+struct queue_seg *
+queue_seg_add(struct queue *q, uint32_t num, uint64_t size)
+{
+	struct queue_seg *s;
+	size_t i;
+
+	if ((s = queue_seg_find(q, num)) != NULL)
+		return s;
+	q->segs = xreallocarray(q->segs, q->nsegs + 1, sizeof(*q->segs));
+	for (i = q->nsegs; i > 0 && q->segs[i - 1].num > num; i--)
+		q->segs[i] = q->segs[i - 1];
+	s = &q->segs[i];
+	memset(s, 0, sizeof(*s));
+	s->num = num;
+	s->size = size;
+	q->nsegs++;
+	return s;
+}
+
+void
+queue_seg_drop(struct queue *q, uint32_t num)
+{
+	for (size_t i = 0; i < q->nsegs; i++) {
+		if (q->segs[i].num == num) {
+			memmove(&q->segs[i], &q->segs[i + 1],
+			    (q->nsegs - i - 1) * sizeof(*q->segs));
+			q->nsegs--;
+			return;
+		}
+	}
+}
+
+/* ---- index helpers ---- */
+
+int
+queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e)
+{
+	uint8_t key[8], *enc = NULL;
+	size_t enclen;
+	int rc;
+
+	queue_be64(key, e->id);
+	if (envelope_encode(e, &enc, &enclen) < 0)
+		return -1;
+	rc = store_put(q->st, t, STORE_ENVELOPES, key, 8, enc, enclen);
+	free(enc);
+	return rc;
+}
+
+static int
+queue_meta_get(struct queue *q, const char *key, size_t klen, uint8_t *out,
+    size_t len)
+{
+	void *v = NULL;
+	size_t vlen;
+	int rc = store_get(q->st, NULL, STORE_META, key, klen, &v, &vlen);
+
+	if (rc == 0 && vlen != len)
+		rc = STORE_NOTFOUND;      /* not ours: ignore */
+	if (rc == 0)
+		memcpy(out, v, len);
+	free(v);
+	return rc;
+}
+
+/* A stand-in for an index entry that does not decode: held, reported. */
+static struct envelope *
+queue_placeholder(uint64_t id)
+{
+	struct envelope *e = envelope_new();
+	e->id = id;
+	e->flags = ENV_F_CORRUPT | ENV_F_HOLD;
+	e->sender = xstrdup("");
+	e->last_error = xstrdup("index record undecodable");
+	return e;
+}
+
+/* ---- recovery ---- */
+
+struct queue_recovery {
+	struct queue *q;
+	int *fds;               /* parallel to q->segs during recovery */
+	uint64_t max_id;
+	uint64_t scanned, indexed, damaged, corrupt;
+};
+
+static int
+queue_rec_fd(struct queue_recovery *rc, uint32_t num, uint64_t *size)
+{
+	struct queue *q = rc->q;
+	for (size_t i = 0; i < q->nsegs; i++) {
+		if (q->segs[i].num != num)
+			continue;
+		*size = q->segs[i].size;
+		if (rc->fds[i] < 0) {
+			char path[4096];
+			seg_path(q->segdir, num, path, sizeof(path));
+			rc->fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+		}
+		return rc->fds[i];
+	}
+	return -1;
+}
+
+static void
+queue_rec_cleandir(const char *dir, const char *suffix)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char path[4096];
+
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		size_t n = strlen(de->d_name), sl = suffix ? strlen(suffix) : 0;
+		if (de->d_name[0] == '.')
+			continue;
+		if (suffix != NULL && (n < sl || strcmp(de->d_name + n - sl, suffix) != 0))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (unlink(path) == 0)
+			log_info("queue: removed never-completed file %s", path);
+	}
+	closedir(d);
+}
+
+/* Build the segment table from the directory; notes the spare. */
+static int
+queue_rec_list(struct queue *q, uint32_t *max_num)
+{
+	DIR *d = opendir(q->segdir);
+	struct dirent *de;
+	struct stat sb;
+	char path[4096];
+
+	*max_num = 0;
+	if (d == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL) {
+		unsigned num;
+		char tail[8];
+		snprintf(path, sizeof(path), "%s/%s", q->segdir, de->d_name);
+		if (strcmp(de->d_name, "spare") == 0) {
+			if (stat(path, &sb) == 0 && (uint64_t)sb.st_size ==
+			    q->segment_size)
+				q->have_spare = 1;
+			else if (!q->readonly)
+				unlink(path);  /* other size: config changed */
+			continue;
+		}
+		if (strlen(de->d_name) != 12 ||
+		    sscanf(de->d_name, "%8x%5s", &num, tail) != 2 ||
+		    strcmp(tail, ".seg") != 0 || num == 0)
+			continue;
+		if (stat(path, &sb) < 0)
+			continue;
+		queue_seg_add(q, num, (uint64_t)sb.st_size);
+		if (num > *max_num)
+			*max_num = num;
+	}
+	closedir(d);
+	return 0;
+}
+
+static int
+queue_rec_commit(struct queue *q, struct store_txn **t, int force)
+{
+	int rc = 0;
+	if (*t != NULL && force) {
+		rc = store_commit(*t, 0);
+		*t = NULL;
+	}
+	if (*t == NULL && !force)
+		rc = store_begin(q->st, t);
+	return rc;
+}
+
+/* Scan segment i from off; index what the index lacks. */
+static int
+queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit)
+{
+	struct queue *q = rc->q;
+	struct store_txn *t = NULL;
+	uint32_t num = q->segs[i].num;
+	uint64_t prev = 0, size, n = 0;
+	int fd = queue_rec_fd(rc, num, &size);
+	char qid[QID_STRLEN + 1];
+
+	if (fd < 0)
+		return -1;
+	if (limit > size)
+		limit = size;
+	for (;;) {
+		struct envelope *e = NULL;
+		const char *why;
+		uint64_t rec_len;
+		enum seg_rec_status st = seg_record_read(fd, num, off, limit, prev,
+		    &e, &rec_len, &why);
+		void *v = NULL;
+		size_t vlen;
+		uint8_t key[8];
+		int r;
+
+		if (st == SEG_REC_END)
+			break;
+		if (st == SEG_REC_BAD) {
+			log_warnx("queue: segment=%08x offset=%llu: %s: log cut here "
+			    "(never acknowledged)", num, (unsigned long long)off, why);
+			break;
+		}
+		rc->scanned++;
+		prev = e->id;
+		if (e->id > rc->max_id)
+			rc->max_id = e->id;
+		qid_format(e->id, qid);
+		queue_be64(key, e->id);
+		/* inside our own txn: a read outside it would wait on its locks */
+		if (queue_rec_commit(q, &t, 0) < 0) {
+			envelope_free(e);
+			return -1;
+		}
+		r = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
+		free(v);
+		if (r != 0 && r != STORE_NOTFOUND) {
+			envelope_free(e);
+			store_abort(t);
+			return -1;
+		}
+		if (r == STORE_NOTFOUND) {
+			if (st == SEG_REC_DAMAGED) {
+				e->flags |= ENV_F_CORRUPT;
+				rc->damaged++;
+				log_warnx("queue: id=%s segment=%08x offset=%llu: %s: "
+				    "held as corrupt", qid, num,
+				    (unsigned long long)off, why);
+			}
+			if (queue_index_put(q, t, e) != 0) {
+				envelope_free(e);
+				store_abort(t);
+				return -1;
+			}
+			rc->indexed++;
+			if (++n % 64 == 0 && queue_rec_commit(q, &t, 1) < 0) {
+				envelope_free(e);
+				return -1;
+			}
+		}
+		envelope_free(e);
+		if (rec_len > limit - off)
+			break;
+		off += rec_len;
+	}
+	if (t != NULL && queue_rec_commit(q, &t, 1) < 0)
+		return -1;
+	return 0;
+}
+
+/* Verify one indexed envelope against its record; count it as live. */
+static int
+queue_rec_verify(void *arg, const void *key, size_t klen, const void *val,
+    size_t vlen)
+{
+	struct queue_recovery *rc = arg;
+	struct queue *q = rc->q;
+	struct envelope *e = NULL, *r = NULL;
+	struct queue_seg *sg;
+	const char *why = "segment missing";
+	uint64_t size, rec_len, id;
+	char qid[QID_STRLEN + 1];
+	int fd, bad = 0;
+
+	if (klen != 8)
+		return 0;
+	id = queue_get_be64(key);
+	if (id > rc->max_id)
+		rc->max_id = id;
+	qid_format(id, qid);
+	if (envelope_decode(val, vlen, &e) != ENV_DECODE_OK) {
+		log_warnx("queue: id=%s index record undecodable: held", qid);
+		rc->corrupt++;
+		return 0;
+	}
+	if ((sg = queue_seg_find(q, e->seg)) != NULL)
+		sg->live++;
+	if (e->flags & ENV_F_CORRUPT) {
+		rc->corrupt++;
+		envelope_free(e);
+		return 0;
+	}
+	if (sg != NULL && (fd = queue_rec_fd(rc, e->seg, &size)) >= 0) {
+		enum seg_rec_status st = seg_record_read(fd, e->seg, e->off, size,
+		    0, &r, &rec_len, &why);
+		if (st != SEG_REC_OK)
+			bad = 1;
+		else if (r->id != e->id || r->rec_len != e->rec_len ||
+		    r->body_off != e->body_off || r->crc != e->crc) {
+			why = "record does not match the index";
+			bad = 1;
+		}
+		envelope_free(r);
+	} else
+		bad = 1;
+	if (bad) {
+		struct store_txn *t = NULL;
+		e->flags |= ENV_F_CORRUPT;
+		rc->corrupt++;
+		log_warnx("queue: id=%s segment=%08x offset=%llu: body %s: held "
+		    "as corrupt", qid, e->seg, (unsigned long long)e->off, why);
+		if (store_begin(q->st, &t) == 0) {
+			if (queue_index_put(q, t, e) == 0)
+				store_commit(t, 0);
+			else
+				store_abort(t);
+		}
+	}
+	envelope_free(e);
+	return 0;
+}
+
+static int
+queue_recover(struct queue *q, char *err, size_t errlen)
+{
+	struct queue_recovery rc = { .q = q };
+	uint8_t v[12];
+	uint32_t iseg = 0, max_num = 0, next_seg = 1;
+	uint64_t ioff = 0, next_id = 0;
+	int ret = -1;
+
+	queue_rec_cleandir(q->segdir, ".tmp");
+	queue_rec_cleandir(q->tmpdir, NULL);
+	if (queue_meta_get(q, META_INDEXED, strlen(META_INDEXED), v, 12) == 0) {
+		iseg = queue_get_be32(v);
+		ioff = queue_get_be64(v + 4);
+	}
+	if (queue_meta_get(q, META_NEXT_ID, strlen(META_NEXT_ID), v, 8) == 0)
+		next_id = queue_get_be64(v);
+	if (queue_meta_get(q, META_NEXT_SEG, strlen(META_NEXT_SEG), v, 4) == 0)
+		next_seg = queue_get_be32(v);
+	if (queue_rec_list(q, &max_num) < 0) {
+		snprintf(err, errlen, "%s: %s", q->segdir, strerror(errno));
+		return -1;
+	}
+	rc.fds = xcalloc(q->nsegs ? q->nsegs : 1, sizeof(int));
+	for (size_t i = 0; i < q->nsegs; i++)
+		rc.fds[i] = -1;
+
+	/* 1. scan from the indexed position: acknowledged records BDB lacks */
+	for (size_t i = 0; i < q->nsegs; i++) {
+		uint32_t num = q->segs[i].num;
+		uint64_t limit = q->segs[i].size;
+		char key[8];
+
+		if (num < iseg)
+			continue;
+		memcpy(key, META_CUT, 4);
+		queue_be32((uint8_t *)key + 4, num);
+		if (queue_meta_get(q, key, 8, v, 8) == 0)
+			limit = queue_get_be64(v);   /* abandoned: failed batch */
+		if (queue_rec_scan(&rc, i, num == iseg ? ioff : 0, limit) < 0) {
+			snprintf(err, errlen, "segment %08x: recovery scan failed: %s",
+			    num, strerror(errno));
+			goto fail;
+		}
+	}
+	/* 2. every indexed envelope against its record; live counts */
+	if (store_walk(q->st, STORE_ENVELOPES, queue_rec_verify, &rc) < 0) {
+		snprintf(err, errlen, "index walk failed: %s", strerror(errno));
+		goto fail;
+	}
+	if (store_flush(q->st) < 0) {
+		snprintf(err, errlen, "bdb log flush: %s", strerror(errno));
+		goto fail;
+	}
+	q->last_id = rc.max_id;
+	if (next_id > 0 && next_id - 1 > q->last_id)
+		q->last_id = next_id - 1;
+	q->next_seg = next_seg > max_num + 1 ? next_seg : max_num + 1;
+	if (q->next_seg == 0)
+		q->next_seg = 1;
+
+	/* 3. empty segments go (the index state that emptied them is flushed) */
+	for (size_t i = 0; i < q->nsegs; ) {
+		if (q->segs[i].live == 0) {
+			if (rc.fds[i] >= 0)
+				close(rc.fds[i]);
+			memmove(&rc.fds[i], &rc.fds[i + 1],
+			    (q->nsegs - i - 1) * sizeof(int));
+			queue_seg_recycle(q, q->segs[i].num, q->segs[i].size);
+			queue_seg_drop(q, q->segs[i].num);
+		} else
+			i++;
+	}
+	log_info("queue: recovered segments=%zu scanned=%llu reindexed=%llu "
+	    "damaged=%llu corrupt=%llu", q->nsegs,
+	    (unsigned long long)rc.scanned, (unsigned long long)rc.indexed,
+	    (unsigned long long)rc.damaged, (unsigned long long)rc.corrupt);
+	ret = 0;
+fail:
+	for (size_t i = 0; i < q->nsegs; i++)
+		if (rc.fds[i] >= 0)
+			close(rc.fds[i]);
+	free(rc.fds);
+	return ret;
+}
+
+/* ---- open / close ---- */
+
+static int
+queue_mkdir(const char *path)
+{
+	if (mkdir(path, 0700) == 0 || errno == EEXIST)
+		return 0;
+	return -1;
+}
+
+static char *
+queue_join(const char *a, const char *b)
+{
+	size_t n = strlen(a) + strlen(b) + 2;
+	char *p = xmalloc(n);
+	snprintf(p, n, "%s/%s", a, b);
+	return p;
+}
+
+int
+queue_open(const struct queue_opts *o, struct queue **out, char *err,
+    size_t errlen)
+{
+	struct queue *q = xcalloc(1, sizeof(*q));
+	char *lockpath = NULL;
+
+	*out = NULL;
+	q->readonly = o->readonly;
+	q->segment_size = o->segment_size ? o->segment_size : QUEUE_DEF_SEGMENT;
+	if (q->segment_size < QUEUE_MIN_SEGMENT)
+		q->segment_size = QUEUE_MIN_SEGMENT;
+	q->segment_size = (q->segment_size + SEG_ALIGN - 1) / SEG_ALIGN * SEG_ALIGN;
+	q->spool_memory = o->spool_memory ? o->spool_memory : QUEUE_DEF_SPOOL;
+	q->dir = xstrdup(o->dir);
+	q->segdir = queue_join(o->dir, "segments");
+	q->tmpdir = queue_join(o->dir, "tmp");
+	q->dbdir = queue_join(o->dir, "db");
+	q->lockfd = -1;
+	q->cur_fd = -1;
+	q->tailp = &q->head;
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_mutex_init(&q->prep_lock, NULL);
+	pthread_cond_init(&q->cond, NULL);
+	pthread_cond_init(&q->hk_cond, NULL);
+
+	if (!q->readonly && (queue_mkdir(q->dir) < 0 || queue_mkdir(q->segdir) < 0 ||
+	    queue_mkdir(q->tmpdir) < 0 || queue_mkdir(q->dbdir) < 0)) {
+		snprintf(err, errlen, "%s: %s", q->dir, strerror(errno));
+		goto fail;
+	}
+	/* one writer; readers only while no writer runs */
+	lockpath = queue_join(o->dir, "lock");
+	q->lockfd = open(lockpath, q->readonly ? O_RDONLY | O_CLOEXEC :
+	    O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (q->lockfd < 0 && !(q->readonly && errno == ENOENT)) {
+		snprintf(err, errlen, "%s: %s", lockpath, strerror(errno));
+		goto fail;
+	}
+	if (q->lockfd >= 0 && flock(q->lockfd,
+	    (q->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+		snprintf(err, errlen, "%s: queue in use by another process (%s)",
+		    q->dir, strerror(errno));
+		goto fail;
+	}
+	if (store_open(q->dbdir, q->readonly, &q->st, err, errlen) < 0)
+		goto fail;
+	if (q->readonly) {
+		uint32_t max_num;
+		if (queue_rec_list(q, &max_num) < 0) {
+			snprintf(err, errlen, "%s: %s", q->segdir, strerror(errno));
+			goto fail;
+		}
+	} else {
+		if (queue_recover(q, err, errlen) < 0)
+			goto fail;
+		if (queue_seg_roll(q, 0) < 0) {
+			snprintf(err, errlen, "cannot start a segment: %s",
+			    strerror(errno));
+			goto fail;
+		}
+		if (queue_commit_start(q) < 0) {
+			snprintf(err, errlen, "cannot start the committer");
+			goto fail;
+		}
+	}
+	free(lockpath);
+	*out = q;
+	return 0;
+fail:
+	free(lockpath);
+	queue_close(q);
+	return -1;
+}
+
+void
+queue_close(struct queue *q)
+{
+	if (q == NULL)
+		return;
+	queue_commit_stop(q);
+	if (q->cur_fd >= 0)
+		close(q->cur_fd);
+	store_close(q->st);     /* flush + checkpoint */
+	if (q->lockfd >= 0)
+		close(q->lockfd);
+	pthread_mutex_destroy(&q->lock);
+	pthread_mutex_destroy(&q->prep_lock);
+	pthread_cond_destroy(&q->cond);
+	pthread_cond_destroy(&q->hk_cond);
+	free(q->segs);
+	free(q->dir);
+	free(q->segdir);
+	free(q->tmpdir);
+	free(q->dbdir);
+	free(q);
+}
+
+/* ---- index access (any thread) ---- */
+
+int
+queue_get(struct queue *q, uint64_t id, struct envelope **out)
+{
+	uint8_t key[8];
+	void *v = NULL;
+	size_t vlen;
+	int rc;
+
+	*out = NULL;
+	queue_be64(key, id);
+	for (int tries = 0; ; tries++) {
+		rc = store_get(q->st, NULL, STORE_ENVELOPES, key, 8, &v, &vlen);
+		if (rc != STORE_RETRY || tries == 20)
+			break;
+	}
+	if (rc == STORE_NOTFOUND)
+		return 1;
+	if (rc != 0)
+		return -1;
+	if (envelope_decode(v, vlen, out) != ENV_DECODE_OK)
+		*out = queue_placeholder(id);
+	free(v);
+	return 0;
+}
+
+/* Read-modify-write of one envelope: fn decides on the decoded copy. */
+static int
+queue_rmw(struct queue *q, uint64_t id, const struct envelope *repl,
+    uint32_t *seg_removed)
+{
+	uint8_t key[8];
+	int rc = -1;
+
+	queue_be64(key, id);
+	for (int tries = 0; tries < 20; tries++) {
+		struct store_txn *t = NULL;
+		struct envelope *cur = NULL;
+		void *v = NULL;
+		size_t vlen;
+
+		if (store_begin(q->st, &t) < 0)
+			return -1;
+		rc = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
+		if (rc == STORE_NOTFOUND) {
+			store_abort(t);
+			errno = ENOENT;
+			return -1;
+		}
+		if (rc == 0 && envelope_decode(v, vlen, &cur) != ENV_DECODE_OK)
+			cur = NULL;
+		free(v);
+		if (rc == 0 && repl != NULL) {
+			struct envelope *e = envelope_dup(repl);
+			if (cur != NULL) {   /* the body location is not the caller's */
+				e->seg = cur->seg;
+				e->off = cur->off;
+				e->rec_len = cur->rec_len;
+				e->body_off = cur->body_off;
+				e->crc = cur->crc;
+				e->size = cur->size;
+			}
+			rc = queue_index_put(q, t, e);
+			envelope_free(e);
+		} else if (rc == 0) {
+			rc = store_del(q->st, t, STORE_ENVELOPES, key, 8);
+			if (rc == 0 && seg_removed != NULL)
+				*seg_removed = cur != NULL ? cur->seg : 0;
+		}
+		envelope_free(cur);
+		if (rc == 0)
+			return store_commit(t, 0) == 0 ? 0 : -1;
+		store_abort(t);
+		if (rc != STORE_RETRY)
+			return -1;
+	}
+	errno = EAGAIN;
+	return -1;
+}
+
+int
+queue_update(struct queue *q, const struct envelope *env)
+{
+	if (q->readonly) {
+		errno = EROFS;
+		return -1;
+	}
+	return queue_rmw(q, env->id, env, NULL);
+}
+
+int
+queue_remove(struct queue *q, uint64_t id)
+{
+	uint32_t seg = 0;
+	struct queue_seg *s;
+
+	if (q->readonly) {
+		errno = EROFS;
+		return -1;
+	}
+	if (queue_rmw(q, id, NULL, &seg) < 0)
+		return -1;
+	/* the segment is recycled by housekeeping after the next log flush */
+	pthread_mutex_lock(&q->lock);
+	if ((s = queue_seg_find(q, seg)) != NULL && s->live > 0)
+		s->live--;
+	pthread_mutex_unlock(&q->lock);
+	return 0;
+}
+
+struct queue_walk_ctx {
+	queue_walk_fn *fn;
+	void *arg;
+};
+
+static int
+queue_walk_one(void *arg, const void *key, size_t klen, const void *val,
+    size_t vlen)
+{
+	struct queue_walk_ctx *c = arg;
+	struct envelope *e = NULL;
+	int r;
+
+	if (klen != 8)
+		return 0;
+	if (envelope_decode(val, vlen, &e) != ENV_DECODE_OK) {
+		char qid[QID_STRLEN + 1];
+		qid_format(queue_get_be64(key), qid);
+		log_warnx("queue: id=%s index record undecodable: held", qid);
+		e = queue_placeholder(queue_get_be64(key));
+	}
+	r = c->fn(c->arg, e);
+	envelope_free(e);
+	return r;
+}
+
+int
+queue_walk(struct queue *q, queue_walk_fn *fn, void *arg)
+{
+	struct queue_walk_ctx c = { fn, arg };
+	return store_walk(q->st, STORE_ENVELOPES, queue_walk_one, &c);
+}
+
+int
+queue_read_body(struct queue *q, const struct envelope *env, char **out,
+    size_t *len)
+{
+	char path[4096];
+	uint8_t *buf = NULL, hb[SEG_HDR_LEN];
+	struct seg_hdr h;
+	size_t got = 0;
+	int fd = -1, saved;
+	uint32_t crc;
+
+	*out = NULL;
+	*len = 0;
+	if (env->rec_len < SEG_HDR_LEN + 4 ||
+	    (uint64_t)env->body_off + env->size + SEG_HDR_LEN != env->rec_len) {
+		errno = EBADMSG;
+		return -1;
+	}
+	seg_path(q->segdir, env->seg, path, sizeof(path));
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+		errno = EIO;
+		goto fail;
+	}
+	if ((buf = malloc(env->rec_len)) == NULL)
+		goto fail;
+	while (got < env->rec_len) {
+		ssize_t n = pread(fd, buf + got, env->rec_len - got,
+		    (off_t)(env->off + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			errno = n == 0 ? EBADMSG : EIO;
+			goto fail;
+		}
+		got += (size_t)n;
+	}
+	seg_hdr_decode(buf, &h);
+	memcpy(hb, buf, SEG_HDR_LEN);
+	memset(hb + 24, 0, 4);
+	crc = crc32c(crc32c(0, hb, SEG_HDR_LEN), buf + SEG_HDR_LEN,
+	    env->rec_len - SEG_HDR_LEN);
+	if (h.magic != SEG_MAGIC || h.version != SEG_VERSION ||
+	    h.epoch != env->seg || h.seq != env->id ||
+	    (uint64_t)h.payload_len + SEG_HDR_LEN != env->rec_len ||
+	    crc != h.crc || (env->crc != 0 && crc != env->crc)) {
+		errno = EBADMSG;
+		goto fail;
+	}
+	memmove(buf, buf + SEG_HDR_LEN + env->body_off, env->size);
+	close(fd);
+	*out = (char *)buf;
+	*len = env->size;
+	return 0;
+fail:
+	saved = errno;
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	errno = saved;
+	return -1;
+}
+
+static int
+queue_stats_one(void *arg, const struct envelope *e)
+{
+	struct queue_stats *st = arg;
+	st->messages++;
+	if (e->flags & ENV_F_HOLD)
+		st->held++;
+	if (e->flags & ENV_F_CORRUPT)
+		st->corrupt++;
+	return 0;
+}
+
+void
+queue_stats(struct queue *q, struct queue_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	queue_walk(q, queue_stats_one, out);
+	pthread_mutex_lock(&q->lock);
+	out->commits = q->commits;
+	out->batches = q->batches;
+	out->segments = q->nsegs;
+	pthread_mutex_unlock(&q->lock);
+}
+
+void
+queue_status_reply(enum q_status st, int err, int *code, const char **enh,
+    const char **text)
+{
+	switch (st) {
+	case Q_OK:
+		*code = 250;
+		*enh = "2.0.0";
+		*text = "Ok";
+		return;
+	case Q_PERMFAIL:
+		*code = 554;
+		*enh = "5.3.0";
+		*text = "Message cannot be queued";
+		return;
+	case Q_TEMPFAIL:
+		break;
+	}
+	if (err == ENOSPC || err == EDQUOT) {
+		*code = 452;
+		*enh = "4.3.1";
+		*text = "Insufficient system storage";
+	} else {
+		*code = 451;
+		*enh = "4.3.0";
+		*text = "Local error in processing; try again later";
+	}
+}

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tern/auth.h"
 #include "tern/conf.h"
 #include "tern/ctl.h"
 #include "tern/json.h"
@@ -47,6 +48,7 @@ enum { TERNCTL_EX_OK, TERNCTL_EX_NOTFOUND, TERNCTL_EX_USAGE,
 #define TERNCTL_C_ID     0x01u      /* takes a queue id */
 #define TERNCTL_C_LOCAL  0x02u      /* read-only: may answer from the queue dir */
 #define TERNCTL_C_BODY   0x04u      /* accepts --body */
+#define TERNCTL_C_USER   0x08u      /* user add|del|list: the users database, not the daemon */
 
 struct ternctl_opts {
 	const char *conf_path;
@@ -54,6 +56,8 @@ struct ternctl_opts {
 	int json;
 	int body;
 	const char *id;
+	const char *user_op;        /* add, del, list */
+	const char *user_name;
 };
 
 /* A parsed response: text and its tokens (both owned). */
@@ -81,6 +85,8 @@ static const struct ternctl_cmd ternctl_cmds[] = {
 	{ "show",  "show <id> [--body]",
 	  TERNCTL_C_ID | TERNCTL_C_LOCAL | TERNCTL_C_BODY, ternctl_print_show },
 	{ "ping",  "ping",                 0, ternctl_print_ping },
+	{ "user",  "user add <name> (password on stdin) | user del <name> | user list",
+	  TERNCTL_C_USER, NULL },
 };
 
 static void
@@ -467,6 +473,17 @@ ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
 			return -1;
 		}
 	}
+	if (cmd->flags & TERNCTL_C_USER) {
+		if (optind >= argc)
+			goto usage;
+		o->user_op = argv[optind++];
+		if (strcmp(o->user_op, "list") != 0) {
+			if ((strcmp(o->user_op, "add") != 0 &&
+			    strcmp(o->user_op, "del") != 0) || optind >= argc)
+				goto usage;
+			o->user_name = argv[optind++];
+		}
+	}
 	if (optind < argc || (o->body && !(cmd->flags & TERNCTL_C_BODY)))
 		goto usage;
 	*cmdp = cmd;
@@ -474,6 +491,110 @@ ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
 usage:
 	ternctl_usage(stderr);
 	return -1;
+}
+
+static int
+ternctl_user_list_cb(const char *name, void *arg)
+{
+	struct json_writer *w = arg;
+	if (w != NULL)
+		json_put_str(w, name);
+	else
+		printf("%s\n", name);
+	return 0;
+}
+
+/*
+ * user add|del|list: works on the users database file directly (atomic
+ * replace; ternd notices the new file at its next AUTH), so it needs write
+ * access to the queue directory but not a running daemon.
+ */
+static int
+ternctl_user(const struct ternctl_opts *o, const struct conf *cf)
+{
+	char err[512], pass[AUTH_PASS_MAX + 2];
+	int rc = TERNCTL_EX_FAIL;
+	struct auth_db *db = auth_db_open(cf->users_db,
+	    strcmp(o->user_op, "list") != 0, err, sizeof(err));
+
+	if (db == NULL) {
+		fprintf(stderr, "ternctl: %s: %s\n", cf->users_db, err);
+		return TERNCTL_EX_FAIL;
+	}
+	if (strcmp(o->user_op, "add") == 0) {
+		if (isatty(STDIN_FILENO))
+			fprintf(stderr, "password for %s (one line): ", o->user_name);
+		if (fgets(pass, sizeof(pass), stdin) == NULL) {
+			fprintf(stderr, "ternctl: user add: no password on stdin\n");
+			rc = TERNCTL_EX_USAGE;
+			goto done;
+		}
+		size_t n = strlen(pass);
+		if (n > 0 && pass[n - 1] != '\n' && !feof(stdin)) {
+			fprintf(stderr, "ternctl: user add: password longer than %d "
+			    "bytes\n", AUTH_PASS_MAX);
+			rc = TERNCTL_EX_USAGE;
+			goto done;
+		}
+		while (n > 0 && (pass[n - 1] == '\n' || pass[n - 1] == '\r'))
+			pass[--n] = '\0';
+		if (auth_user_set(db, o->user_name, pass, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ternctl: user add %s: %s\n", o->user_name, err);
+			rc = TERNCTL_EX_USAGE;
+			goto done;
+		}
+		if (o->json)
+			printf("{\"ok\":true}\n");
+		else
+			printf("user %s set\n", o->user_name);
+		rc = TERNCTL_EX_OK;
+	} else if (strcmp(o->user_op, "del") == 0) {
+		int r = auth_user_del(db, o->user_name, err, sizeof(err));
+		if (r < 0) {
+			fprintf(stderr, "ternctl: user del %s: %s\n", o->user_name, err);
+			goto done;
+		}
+		if (r == 1) {
+			fprintf(stderr, "ternctl: user del: no such user: %s\n",
+			    o->user_name);
+			rc = TERNCTL_EX_NOTFOUND;
+			goto done;
+		}
+		if (o->json)
+			printf("{\"ok\":true}\n");
+		else
+			printf("user %s deleted\n", o->user_name);
+		rc = TERNCTL_EX_OK;
+	} else {
+		struct json_writer w;
+		if (o->json) {
+			json_writer_init(&w);
+			json_obj_open(&w);
+			json_key(&w, "ok");
+			json_put_bool(&w, 1);
+			json_key(&w, "users");
+			json_arr_open(&w);
+		}
+		if (auth_user_list(db, ternctl_user_list_cb, o->json ? &w : NULL,
+		    err, sizeof(err)) < 0) {
+			fprintf(stderr, "ternctl: user list: %s\n", err);
+			goto done;
+		}
+		if (o->json) {
+			size_t len;
+			json_arr_close(&w);
+			json_obj_close(&w);
+			char *out = json_writer_finish(&w, &len);
+			if (out != NULL)
+				printf("%.*s\n", (int)len, out);
+			free(out);
+		}
+		rc = TERNCTL_EX_OK;
+	}
+done:
+	explicit_bzero(pass, sizeof(pass));
+	auth_db_close(db);
+	return rc;
 }
 
 int
@@ -514,6 +635,11 @@ main(int argc, char **argv)
 	}
 	free(text);
 	text = NULL;
+	if (cmd->flags & TERNCTL_C_USER) {
+		rc = ternctl_user(&o, cf);
+		conf_unref(cf);
+		return rc;
+	}
 	const char *sock = o.socket_path != NULL ? o.socket_path : cf->control_socket;
 
 	json_writer_init(&w);

@@ -830,6 +830,83 @@ conf_set_relay_domains(struct conf_parser *p, const struct conf_directive *d,
 }
 
 static int
+conf_set_sender_login(struct conf_parser *p, const struct conf_directive *d,
+    int argc, char **argv)
+{
+	struct conf *c = p->c;
+	struct conf_sender_login sl = { 0 };
+	int bad = 0;
+
+	for (const char *u = argv[0]; *u; u++)
+		if ((unsigned char)*u <= 0x20 || (unsigned char)*u >= 0x7f)
+			bad = 1;
+	if (bad || strlen(argv[0]) > 255) {
+		conf_error(p, "sender-login: bad user name \"%s\"", argv[0]);
+		return -1;
+	}
+	for (size_t i = 0; i < c->nsender_login; i++)
+		if (strcasecmp(c->sender_login[i].user, argv[0]) == 0) {
+			conf_error(p, "sender-login: user \"%s\" already listed "
+			    "on line %d", argv[0], c->sender_login[i].line);
+			return -1;
+		}
+	sl.user = conf_strdup_lower(argv[0], strlen(argv[0]));
+	sl.line = p->line;
+	for (int i = 1; i < argc; i++) {
+		const char *w = argv[i];
+		size_t len = strlen(w);
+		const char *at = strrchr(w, '@');
+		int ok = strcmp(w, "*") == 0 ||
+		    (at != NULL && at[1] != '\0' &&
+		     conf_domain_check(at + 1, len - (size_t)(at + 1 - w)) == 0);
+		if (!ok) {
+			conf_error(p, "sender-login: \"%s\" is not an address, "
+			    "@domain or *", w);
+			bad = 1;
+			continue;
+		}
+		sl.allow = conf_array_grow(sl.allow, sl.nallow, sizeof(*sl.allow));
+		sl.allow[sl.nallow++] = conf_strdup_lower(w, len);
+	}
+	if (bad) {
+		for (size_t i = 0; i < sl.nallow; i++)
+			free(sl.allow[i]);
+		free(sl.allow);
+		free(sl.user);
+		return -1;
+	}
+	c->sender_login = conf_array_grow(c->sender_login, c->nsender_login,
+	    sizeof(*c->sender_login));
+	c->sender_login[c->nsender_login++] = sl;
+	return 0;
+}
+
+int
+conf_sender_allowed(const struct conf *c, const char *user, const char *addr)
+{
+	size_t alen = strlen(addr);
+	const char *at = strrchr(addr, '@');
+
+	if (alen == 0)
+		return 0;
+	if (strcasecmp(user, addr) == 0)
+		return 1;
+	for (size_t i = 0; i < c->nsender_login; i++) {
+		const struct conf_sender_login *sl = &c->sender_login[i];
+		if (strcmp(sl->user, user) != 0)
+			continue;
+		for (size_t k = 0; k < sl->nallow; k++) {
+			const char *w = sl->allow[k];
+			if (strcmp(w, "*") == 0 || strcasecmp(w, addr) == 0)
+				return 1;
+			if (w[0] == '@' && at != NULL && strcasecmp(w + 1, at + 1) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+static int
 conf_set_trusted(struct conf_parser *p, const struct conf_directive *d,
     int argc, char **argv)
 {
@@ -1090,6 +1167,13 @@ static const struct conf_directive conf_table[] = {
 	D_UINT("max-dest-connections", "10", 1, 10000, max_dest_connections),
 	D_UINT("max-out-connections", "200", 1, 100000, max_out_connections),
 	D_DUR("connect-timeout", "30s", 1, 3600, connect_timeout),
+	D_DUR("command-timeout", "0", 0, DAY, command_timeout),
+
+	D_STR("users-db", conf_set_path, NULL, users_db, "FILE"),
+	D_LIST("sender-login", conf_set_sender_login, NULL, 0, 0, sender_login,
+	    2, -1, "USER ADDRESS|@DOMAIN|* ..."),
+	D_UINT("auth-max-failures", "10", 1, 100000, auth_max_failures),
+	D_DUR("auth-failure-window", "15m", 1, DAY, auth_failure_window),
 
 	D_WORD("log", "stderr", conf_words_log, log_syslog, "stderr|syslog"),
 	D_WORD("log-format", "text", conf_words_logfmt, log_json, "text|json"),
@@ -1307,8 +1391,15 @@ conf_finish(struct conf_parser *p)
 			    "queue: %s/control.sock is too long for a socket "
 			    "(max %zu bytes): set control-socket", c->queue_dir,
 			    sunmax - 1);
-	} else if (c->control_socket != NULL &&
-	    strlen(c->control_socket) >= sunmax)
+	}
+	if (c->users_db == NULL && c->queue_dir != NULL) {
+		size_t qlen = strlen(c->queue_dir);
+		c->users_db = xmalloc(qlen + sizeof("/users.db"));
+		memcpy(c->users_db, c->queue_dir, qlen);
+		memcpy(c->users_db + qlen, "/users.db", sizeof("/users.db"));
+	}
+	if (c->control_socket != NULL && strlen(c->control_socket) >= sunmax &&
+	    conf_line_of(p, "control-socket") != 0)
 		conf_error_at(p, conf_line_of(p, "control-socket"),
 		    "control-socket: path too long for a socket (max %zu "
 		    "bytes)", sunmax - 1);
@@ -1343,6 +1434,14 @@ conf_free(struct conf *c)
 	free(c->resolvers);
 	free(c->retry);
 	free(c->metrics_listen);
+	free(c->users_db);
+	for (size_t i = 0; i < c->nsender_login; i++) {
+		for (size_t k = 0; k < c->sender_login[i].nallow; k++)
+			free(c->sender_login[i].allow[k]);
+		free(c->sender_login[i].allow);
+		free(c->sender_login[i].user);
+	}
+	free(c->sender_login);
 	free(c);
 }
 

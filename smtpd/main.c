@@ -243,6 +243,16 @@ main(int argc, char **argv)
 	    (unsigned long long)((now_mono_us() - t0) / 1000));
 	srv->queue = t.queue;
 
+	/* AUTH: users database (read-only here; ternctl writes it), pool, throttle. */
+	srv->auth_db = auth_db_open(conf->users_db, 0, err, sizeof(err));
+	if (srv->auth_db == NULL)
+		fatalx("users-db %s: %s", conf->users_db, err);
+	srv->auth_pool = auth_pool_start(2);
+	struct auth_throttle_conf atc = AUTH_THROTTLE_CONF_DEFAULT;
+	atc.max_failures = conf->auth_max_failures;
+	atc.window_s = conf->auth_failure_window;
+	srv->auth_throttle = auth_throttle_new(&atc);
+
 	t.base = event_base_new();
 	if (t.base == NULL)
 		fatalx("event_base_new failed");
@@ -286,6 +296,9 @@ main(int argc, char **argv)
 	smtpd_loops_stop(srv, TERND_STOP_GRACE);
 	queue_close(t.queue);
 	smtpd_loops_free(srv);
+	auth_pool_stop(srv->auth_pool);
+	auth_db_close(srv->auth_db);
+	auth_throttle_free(srv->auth_throttle);
 	for (int i = 0; signos[i]; i++)
 		event_free(sigs[i]);
 	event_base_free(t.base);

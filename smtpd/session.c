@@ -17,8 +17,12 @@
  * Pipelining: the read callback consumes every complete command in the
  * input buffer and appends the replies to the output buffer; libevent
  * writes them when the callback returns, so a pipelined group costs one
- * write. While a message is being committed, reading stops and the rest of
- * the input waits in the buffer.
+ * write. While a message is being committed (or credentials checked, or
+ * replies wait for a client that does not read them), commands are not
+ * processed: input waits in the buffer, and the read high-watermark stops
+ * reading from the socket once it holds 256 KiB. (EV_READ is never toggled
+ * on a live session: on a STARTTLS filter bufferevent, libevent 2.1 can
+ * report a false EOF when reading is re-enabled.)
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -47,6 +51,8 @@
 #define SMTPD_F_DISCARD  0x20u   /* discarding an overlong command line */
 #define SMTPD_F_OUTFULL  0x40u   /* reading paused until replies drain */
 #define SMTPD_F_TLS_PENDING 0x80u /* handshake not yet logged */
+#define SMTPD_F_AUTHING  0x100u  /* SASL exchange: lines go to sasl_step() */
+#define SMTPD_F_AUTHCHECK 0x200u /* credentials with the auth pool */
 
 /* Stop reading while this much reply text waits for a client that doesn't read. */
 #define SMTPD_OUT_MAX    (64 * 1024)
@@ -85,6 +91,11 @@ struct smtpd_session {
 	struct smtpd_tx *tx;          /* owned; NULL outside a transaction */
 	char qid[QID_STRLEN + 1];     /* id of the transaction in progress */
 	uint64_t nmessages;
+	struct sasl sasl;             /* AUTH exchange in progress (wiped after) */
+	char *auth_user;              /* owned or NULL: authenticated login */
+	struct event *auth_delay;     /* owned or NULL: slowed 535 reply */
+	struct event *closer;         /* owned or NULL: waits for TLS output to drain */
+	unsigned close_waits;
 };
 
 struct smtpd_cmd {
@@ -207,6 +218,14 @@ smtpd_starttls_offered(const struct smtpd_session *s)
 	return s->lc->tls == CONF_TLS_STARTTLS && !(s->flags & SMTPD_F_TLS);
 }
 
+/* AUTH only on submission listeners, and never before TLS (RFC 4954 4). */
+static int
+smtpd_auth_offered(const struct smtpd_session *s)
+{
+	return s->lc->mode == CONF_LISTEN_SUBMISSION &&
+	    (s->flags & SMTPD_F_TLS) && !(s->flags & SMTPD_F_AUTHED);
+}
+
 static int
 smtpd_cmd_helo(struct smtpd_session *s, const struct smtp_cmd *cmd)
 {
@@ -239,17 +258,19 @@ smtpd_cmd_helo(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
 	if (smtpd_starttls_offered(s))
 		evbuffer_add_printf(out, "250-STARTTLS\r\n");
+	if (smtpd_auth_offered(s))
+		evbuffer_add_printf(out, "250-AUTH PLAIN LOGIN\r\n");
 	evbuffer_add_printf(out, "250 HELP\r\n");
 	return 0;
 }
 
-/* Submission listeners need an authenticated (or, until AUTH, trusted) client. */
+/* Submission listeners need an authenticated client (RFC 6409 4.3). */
 static int
 smtpd_may_submit(const struct smtpd_session *s)
 {
 	if (s->lc->mode != CONF_LISTEN_SUBMISSION)
 		return 1;
-	return (s->flags & (SMTPD_F_AUTHED | SMTPD_F_TRUSTED)) != 0;
+	return (s->flags & SMTPD_F_AUTHED) != 0;
 }
 
 static int
@@ -295,6 +316,17 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		    "which is not supported");
 		return -1;
 	}
+	if (s->lc->mode == CONF_LISTEN_SUBMISSION &&
+	    !conf_sender_allowed(s->conf, s->auth_user, mb.addr)) {
+		char esc[SMTP_PATH_MAX * 4 + 4];
+		log_escape(esc, sizeof(esc), mb.addr, mb.len);
+		log_info("session=%016llx client=%s user=%s from=<%s> "
+		    "status=refused reason=sender-not-owned",
+		    (unsigned long long)s->id, s->peer_str, s->auth_user, esc);
+		smtpd_reply(s, 553, "5.7.1", "<%s>: Sender address not owned by "
+		    "user %s", esc, s->auth_user);
+		return -1;
+	}
 	if (p.has_size && p.size > s->conf->max_message_size) {
 		smtpd_reply(s, 552, "5.3.4", "Message size exceeds fixed limit of "
 		    "%llu bytes", (unsigned long long)s->conf->max_message_size);
@@ -314,6 +346,12 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	env->client_addr = strdup(s->peer_str);
 	env->client_helo = strdup(s->helo);
 	env->listener = strdup(s->lc->spec);
+	if (s->auth_user != NULL && (env->auth_user = strdup(s->auth_user)) == NULL) {
+		free(tx);
+		envelope_free(env);
+		smtpd_reply(s, 451, "4.3.0", "Out of memory, try again later");
+		return -1;
+	}
 	if (p.envid[0])
 		env->envid = strdup(p.envid);
 	if (p.body == SMTP_BODY_8BITMIME)
@@ -457,7 +495,7 @@ smtpd_data_out(void *arg, const char *p, size_t len)
 static int
 smtpd_cmd_data(struct smtpd_session *s, const struct smtp_cmd *cmd)
 {
-	char hdr[1024], date[64], helo[SMTP_DOMAIN_MAX * 4 + 4];
+	char hdr[2048], date[64], helo[SMTP_DOMAIN_MAX * 4 + 4];
 	int n;
 
 	if (s->state != SMTPD_S_RCPT) {
@@ -474,20 +512,26 @@ smtpd_cmd_data(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	 */
 	log_escape(helo, sizeof(helo), s->helo, strlen(s->helo));
 	smtpd_rfc5322_date(date, sizeof(date));
+	char authed[AUTH_USER_MAX * 4 + 40] = "";
+	if (s->auth_user != NULL) {
+		char u[AUTH_USER_MAX * 4 + 4];
+		log_escape(u, sizeof(u), s->auth_user, strlen(s->auth_user));
+		snprintf(authed, sizeof(authed), "\t(Authenticated sender: %s)\r\n", u);
+	}
 	if (tx->env->nrcpt == 1)   /* "for" names one path, or is left out */
 		n = snprintf(hdr, sizeof(hdr),
-		    "Received: from %s ([%s])\r\n"
+		    "Received: from %s ([%s])\r\n%s"
 		    "\tby %s (tern) with %s id %s\r\n"
 		    "\tfor <%s>; %s\r\n",
-		    helo, s->peer_str, s->conf->hostname, smtpd_proto(s), s->qid,
-		    tx->env->rcpts[0].addr, date);
+		    helo, s->peer_str, authed, s->conf->hostname, smtpd_proto(s),
+		    s->qid, tx->env->rcpts[0].addr, date);
 	else
 		n = snprintf(hdr, sizeof(hdr),
-		    "Received: from %s ([%s])\r\n"
+		    "Received: from %s ([%s])\r\n%s"
 		    "\tby %s (tern) with %s id %s;\r\n"
 		    "\t%s\r\n",
-		    helo, s->peer_str, s->conf->hostname, smtpd_proto(s), s->qid,
-		    date);
+		    helo, s->peer_str, authed, s->conf->hostname, smtpd_proto(s),
+		    s->qid, date);
 	if (n < 0 || (size_t)n >= sizeof(hdr))
 		n = snprintf(hdr, sizeof(hdr), "Received: by %s (tern) id %s; %s\r\n",
 		    s->conf->hostname, s->qid, date);
@@ -622,6 +666,158 @@ smtpd_cmd_starttls(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	return 0;
 }
 
+/* ---- AUTH (RFC 4954) ---- */
+
+static void smtpd_session_process(struct smtpd_session *s);
+
+static void
+smtpd_auth_fail_reply(struct smtpd_session *s)
+{
+	const struct sasl_reply *r = auth_status_reply(AUTH_FAIL);
+	smtpd_reply(s, r->code, r->enhanced, "%s", r->text);
+}
+
+static void
+smtpd_auth_delay_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+	smtpd_auth_fail_reply(s);
+	smtpd_session_process(s);
+}
+
+/* Act on a SASL step's outcome. */
+static void
+smtpd_auth_progress(struct smtpd_session *s, enum sasl_status st)
+{
+	const struct sasl_reply *r;
+
+	switch (st) {
+	case SASL_CONTINUE:
+		s->flags |= SMTPD_F_AUTHING;
+		smtpd_reply(s, 334, NULL, "%s", sasl_prompt(&s->sasl));
+		return;
+	case SASL_OK:
+		s->flags &= ~SMTPD_F_AUTHING;
+		if (s->srv->auth_pool == NULL || auth_pool_check(s->srv->auth_pool,
+		    s->srv->auth_db, s->sasl.creds.user, s->sasl.creds.pass,
+		    s->loop->inbox, s->id) < 0) {
+			sasl_wipe(&s->sasl);
+			r = auth_status_reply(AUTH_TEMPFAIL);
+			smtpd_reply(s, r->code, r->enhanced, "%s", r->text);
+			return;
+		}
+		sasl_wipe(&s->sasl);
+		s->flags |= SMTPD_F_AUTHCHECK;
+		return;
+	default:
+		s->flags &= ~SMTPD_F_AUTHING;
+		sasl_wipe(&s->sasl);
+		r = sasl_status_reply(st);
+		if (st == SASL_BAD_CREDS || st == SASL_AUTHZ_DENIED) {
+			auth_throttle_fail(s->srv->auth_throttle,
+			    (struct sockaddr *)&s->peer, now_unix());
+			log_info("session=%016llx client=%s auth=failed reason=%s",
+			    (unsigned long long)s->id, s->peer_str,
+			    sasl_status_name(st));
+		}
+		smtpd_reply(s, r->code, r->enhanced, "%s", r->text);
+		return;
+	}
+}
+
+static int
+smtpd_cmd_auth(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	unsigned delay_ms = 0;
+
+	if (s->lc->mode != CONF_LISTEN_SUBMISSION) {
+		smtpd_reply(s, 503, "5.5.1", "Error: authentication not enabled");
+		return -1;
+	}
+	if (!(s->flags & SMTPD_F_TLS)) {
+		smtpd_reply(s, 538, "5.7.11", "Encryption required for requested "
+		    "authentication mechanism");
+		return -1;
+	}
+	if (s->flags & SMTPD_F_AUTHED) {
+		smtpd_reply(s, 503, "5.5.1", "Error: already authenticated");
+		return -1;
+	}
+	if (s->state != SMTPD_S_READY) {
+		smtpd_reply(s, 503, "5.5.1", "Error: AUTH not allowed during a mail "
+		    "transaction");
+		return -1;
+	}
+	if (auth_throttle_check(s->srv->auth_throttle, (struct sockaddr *)&s->peer,
+	    now_unix(), &delay_ms) == AUTH_THROTTLE_REFUSE) {
+		log_info("session=%016llx client=%s auth=refused "
+		    "reason=too-many-failures", (unsigned long long)s->id,
+		    s->peer_str);
+		smtpd_reply(s, 454, "4.7.0", "Too many failed authentication "
+		    "attempts; try again later");
+		return 0;
+	}
+	smtpd_auth_progress(s, sasl_start(&s->sasl, cmd->arg, cmd->arg_len));
+	return 0;
+}
+
+/* The auth pool answered (TQ_AUTH_DONE). */
+static void
+smtpd_auth_done(struct smtpd_session *s, const struct auth_result *res)
+{
+	unsigned delay_ms = 0;
+	const struct sasl_reply *r;
+	char user[AUTH_USER_MAX * 4 + 4];
+
+	s->flags &= ~SMTPD_F_AUTHCHECK;
+	log_escape(user, sizeof(user), res->user, strlen(res->user));
+	switch (res->status) {
+	case AUTH_OK:
+		free(s->auth_user);
+		s->auth_user = strdup(res->user);
+		if (s->auth_user == NULL) {
+			r = auth_status_reply(AUTH_TEMPFAIL);
+			smtpd_reply(s, r->code, r->enhanced, "%s", r->text);
+			break;
+		}
+		s->flags |= SMTPD_F_AUTHED;
+		auth_throttle_success(s->srv->auth_throttle,
+		    (struct sockaddr *)&s->peer, now_unix());
+		log_info("session=%016llx client=%s auth=ok user=%s",
+		    (unsigned long long)s->id, s->peer_str, user);
+		r = auth_status_reply(AUTH_OK);
+		smtpd_reply(s, r->code, r->enhanced, "%s", r->text);
+		break;
+	case AUTH_FAIL:
+		auth_throttle_fail(s->srv->auth_throttle,
+		    (struct sockaddr *)&s->peer, now_unix());
+		log_info("session=%016llx client=%s auth=failed user=%s",
+		    (unsigned long long)s->id, s->peer_str, user);
+		if (auth_throttle_check(s->srv->auth_throttle,
+		    (struct sockaddr *)&s->peer, now_unix(), &delay_ms) ==
+		    AUTH_THROTTLE_DELAY && delay_ms > 0) {
+			/* slow down guessing: answer later, read nothing meanwhile */
+			if (s->auth_delay == NULL)
+				s->auth_delay = evtimer_new(s->loop->base,
+				    smtpd_auth_delay_cb, s);
+			struct timeval tv = { delay_ms / 1000,
+			    (delay_ms % 1000) * 1000 };
+			if (s->auth_delay != NULL && evtimer_add(s->auth_delay,
+			    &tv) == 0)
+				return;
+		}
+		smtpd_auth_fail_reply(s);
+		break;
+	default:
+		log_warnx("session=%016llx client=%s auth=tempfail user=%s",
+		    (unsigned long long)s->id, s->peer_str, user);
+		r = auth_status_reply(AUTH_TEMPFAIL);
+		smtpd_reply(s, r->code, r->enhanced, "%s", r->text);
+		break;
+	}
+	smtpd_session_process(s);
+}
+
 static int
 smtpd_cmd_notimpl(struct smtpd_session *s, const struct smtp_cmd *cmd)
 {
@@ -644,7 +840,7 @@ static const struct smtpd_cmd smtpd_cmds[] = {
 	{ SMTP_V_HELP, smtpd_cmd_help, 0 },
 	{ SMTP_V_BDAT, smtpd_cmd_notimpl, 0 },
 	{ SMTP_V_STARTTLS, smtpd_cmd_starttls, CMD_NO_ARG | CMD_LAST_IN_GROUP },
-	{ SMTP_V_AUTH, smtpd_cmd_notimpl, 0 },
+	{ SMTP_V_AUTH, smtpd_cmd_auth, CMD_NEED_HELO | CMD_LAST_IN_GROUP },
 };
 
 /* Parse one command line (no LF; a trailing CR is stripped) and run it. */
@@ -657,7 +853,22 @@ smtpd_dispatch(struct smtpd_session *s, char *line, size_t len)
 
 	if (len > 0 && line[len - 1] == '\r')
 		len--;
-	st = smtp_parse_command(line, len, &cmd);
+	if (s->flags & SMTPD_F_AUTHING) {
+		/* a SASL response, not a command (RFC 4954 4) */
+		enum sasl_status sst = sasl_step(&s->sasl, line, len);
+		explicit_bzero(line, len);
+		smtpd_auth_progress(s, sst);
+		return;
+	}
+	if (len > SMTP_CMD_MAX - 2 && len >= 5 &&
+	    ascii_casecmp_n(line, 5, "AUTH ", 5) == 0) {
+		/* AUTH lines may be longer than commands (RFC 4954 4) */
+		cmd.verb = SMTP_V_AUTH;
+		cmd.arg = line + 5;
+		cmd.arg_len = len - 5;
+		st = SMTP_PARSE_OK;
+	} else
+		st = smtp_parse_command(line, len, &cmd);
 	if (st != SMTP_PARSE_OK) {
 		log_escape(esc, sizeof(esc), line, len);
 		log_debug("session=%016llx bad command \"%s\"",
@@ -703,6 +914,8 @@ smtpd_dispatch(struct smtpd_session *s, char *line, size_t len)
 	}
 	if (c->fn(s, &cmd) < 0)
 		smtpd_error(s);
+	if (cmd.verb == SMTP_V_AUTH)
+		explicit_bzero(line, len);   /* may hold a password */
 }
 
 /* ---- end of data and commit ---- */
@@ -755,7 +968,6 @@ smtpd_data_end(struct smtpd_session *s)
 	tx->nrcpt = env->nrcpt;
 	tx->size = env->size;
 	smtpd_enter(s, SMTPD_S_COMMIT);
-	bufferevent_disable(s->bev, EV_READ);
 	queue_commit_submit(s->srv->queue, env, tx->body, s->loop->inbox, s->id);
 	tx->env = NULL;   /* now owned by the queue */
 	tx->body = NULL;
@@ -795,7 +1007,6 @@ smtpd_commit_done(struct smtpd_session *s, const struct queue_commit_done *d)
 	if (s->loop->stopping && !(s->flags & SMTPD_F_CLOSING))
 		smtpd_reply(s, 421, "4.3.2", "%s Service shutting down",
 		    s->conf->hostname);
-	bufferevent_enable(s->bev, EV_READ);
 	/* Pipelined commands may be waiting in the input buffer already. */
 	smtpd_session_process(s);
 }
@@ -810,7 +1021,12 @@ smtpd_read_data(struct smtpd_session *s)
 	struct evbuffer_iovec v[8];
 	int n;
 
-	while ((n = evbuffer_peek(in, -1, NULL, v, 8)) > 0) {
+	/*
+	 * Peek only at the bytes really there: an SSL bufferevent may keep
+	 * empty chains at the end of its buffer.
+	 */
+	while (evbuffer_get_length(in) > 0 && (n = evbuffer_peek(in,
+	    (ev_ssize_t)evbuffer_get_length(in), NULL, v, 8)) > 0) {
 		size_t used = 0;
 		enum data_status st = DATA_MORE;
 		for (int i = 0; i < n && i < 8; i++) {
@@ -826,7 +1042,22 @@ smtpd_read_data(struct smtpd_session *s)
 			smtpd_data_end(s);
 			return;
 		}
+		if (used == 0)
+			break;   /* cannot happen: the filter takes all it is given */
 	}
+}
+
+/* Longest line accepted next: SASL exchanges and AUTH commands may be long. */
+static size_t
+smtpd_line_max(const struct smtpd_session *s, struct evbuffer *in)
+{
+	char head[5];
+	if (s->flags & SMTPD_F_AUTHING)
+		return SASL_LINE_MAX;
+	if (evbuffer_copyout(in, head, 5) == 5 &&
+	    ascii_casecmp_n(head, 5, "AUTH ", 5) == 0)
+		return SASL_LINE_MAX;
+	return SMTP_CMD_MAX;
 }
 
 /*
@@ -837,7 +1068,7 @@ smtpd_read_data(struct smtpd_session *s)
 static void
 smtpd_session_process(struct smtpd_session *s)
 {
-	char line[SMTP_CMD_MAX + 1];
+	char line[SASL_LINE_MAX + 1];
 
 	while (!(s->flags & SMTPD_F_CLOSING)) {
 		/* re-read each time: STARTTLS replaces the bufferevent */
@@ -845,7 +1076,6 @@ smtpd_session_process(struct smtpd_session *s)
 		if (evbuffer_get_length(bufferevent_get_output(s->bev)) >
 		    SMTPD_OUT_MAX) {
 			s->flags |= SMTPD_F_OUTFULL;
-			bufferevent_disable(s->bev, EV_READ);
 			return;
 		}
 		if (s->state == SMTPD_S_DATA) {
@@ -854,13 +1084,16 @@ smtpd_session_process(struct smtpd_session *s)
 				return;        /* need more bytes */
 			continue;
 		}
-		if (s->state == SMTPD_S_COMMIT)
-			return;            /* resumed by smtpd_commit_done() */
+		if (s->state == SMTPD_S_COMMIT ||
+		    (s->flags & SMTPD_F_AUTHCHECK) || (s->auth_delay != NULL &&
+		    evtimer_pending(s->auth_delay, NULL)))
+			return;            /* resumed by a commit or auth result */
+		size_t maxline = smtpd_line_max(s, in);
 
 		struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
 		if (lf.pos < 0) {
 			size_t have = evbuffer_get_length(in);
-			if (have > SMTP_CMD_MAX) {
+			if (have > maxline) {
 				evbuffer_drain(in, have);
 				if (!(s->flags & SMTPD_F_DISCARD)) {
 					s->flags |= SMTPD_F_DISCARD;
@@ -877,7 +1110,7 @@ smtpd_session_process(struct smtpd_session *s)
 			s->flags &= ~SMTPD_F_DISCARD;
 			continue;
 		}
-		if (len + 1 > SMTP_CMD_MAX) {
+		if (len + 1 > maxline) {
 			evbuffer_drain(in, len + 1);
 			smtpd_reply(s, 500, "5.5.2", "Error: line too long");
 			smtpd_error(s);
@@ -889,15 +1122,53 @@ smtpd_session_process(struct smtpd_session *s)
 	}
 }
 
+static void smtpd_session_reap(struct smtpd_session *s);
+
+static void
+smtpd_session_closer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	smtpd_session_reap(arg);
+}
+
+/*
+ * A closing session goes once its replies have left: the session's own
+ * output buffer and, with STARTTLS, the underlying socket bufferevent's
+ * (the TLS filter hands bytes down at once, so its own buffer empties
+ * before anything is on the wire). Waits at most ~5 s for a peer that does
+ * not read.
+ */
+static void
+smtpd_session_reap(struct smtpd_session *s)
+{
+	if (!(s->flags & SMTPD_F_CLOSING))
+		return;
+	size_t pending = evbuffer_get_length(bufferevent_get_output(s->bev));
+	struct bufferevent *u = bufferevent_get_underlying(s->bev);
+	if (u != NULL)
+		pending += evbuffer_get_length(bufferevent_get_output(u));
+	if (pending == 0 || s->close_waits >= 500) {
+		smtpd_session_free(s);
+		return;
+	}
+	if (u == NULL)
+		return;   /* the write callback calls again once drained */
+	if (s->closer == NULL &&
+	    (s->closer = evtimer_new(s->loop->base, smtpd_session_closer_cb, s)) == NULL) {
+		smtpd_session_free(s);
+		return;
+	}
+	struct timeval tv = { 0, 10000 };
+	s->close_waits++;
+	evtimer_add(s->closer, &tv);
+}
+
 static void
 smtpd_session_readcb(struct bufferevent *bev, void *arg)
 {
 	struct smtpd_session *s = arg;
 
 	smtpd_session_process(s);
-	if ((s->flags & SMTPD_F_CLOSING) &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-		smtpd_session_free(s);
+	smtpd_session_reap(s);
 }
 
 static void
@@ -905,12 +1176,11 @@ smtpd_session_writecb(struct bufferevent *bev, void *arg)
 {
 	struct smtpd_session *s = arg;
 	if (s->flags & SMTPD_F_CLOSING) {
-		smtpd_session_free(s);
+		smtpd_session_reap(s);
 		return;
 	}
 	if (s->flags & SMTPD_F_OUTFULL) {
 		s->flags &= ~SMTPD_F_OUTFULL;
-		bufferevent_enable(bev, EV_READ);
 		smtpd_session_readcb(bev, s);
 	}
 }
@@ -985,8 +1255,7 @@ smtpd_session_lifetime_cb(evutil_socket_t fd, short what, void *arg)
 	    (unsigned long long)s->id, s->peer_str);
 	smtpd_reply(s, 421, "4.4.2", "%s Error: session time limit exceeded",
 	    s->conf->hostname);
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-		smtpd_session_free(s);
+	smtpd_session_reap(s);
 }
 
 /* ---- life cycle ---- */
@@ -1079,6 +1348,12 @@ smtpd_session_free(struct smtpd_session *s)
 	    (unsigned long long)s->id, s->peer_str,
 	    (unsigned long long)s->nmessages);
 	smtpd_tx_free(s);
+	sasl_wipe(&s->sasl);
+	free(s->auth_user);
+	if (s->auth_delay != NULL)
+		event_free(s->auth_delay);
+	if (s->closer != NULL)
+		event_free(s->closer);
 	if (s->lifetime != NULL)
 		event_free(s->lifetime);
 	bufferevent_free(s->bev);
@@ -1105,11 +1380,23 @@ smtpd_loop_inbox(struct tq_msg *m, void *arg)
 			    d->status);
 		} else {
 			smtpd_commit_done(s, d);
-			if ((s->flags & SMTPD_F_CLOSING) && evbuffer_get_length(
-			    bufferevent_get_output(s->bev)) == 0)
-				smtpd_session_free(s);
+			smtpd_session_reap(s);
 		}
 		free(d);
+		break;
+	}
+	case TQ_AUTH_DONE: {
+		struct auth_result *res = (struct auth_result *)m;
+		struct smtpd_session *s = *smtpd_session_slot(loop, m->reqid);
+		if (s == NULL)
+			log_debug("auth result for session=%016llx which has gone",
+			    (unsigned long long)m->reqid);
+		else {
+			smtpd_auth_done(s, res);
+			smtpd_session_reap(s);
+		}
+		explicit_bzero(res, sizeof(*res));
+		free(res);
 		break;
 	}
 	default:
@@ -1130,9 +1417,7 @@ smtpd_loop_shutdown_sessions(struct smtpd_loop *loop)
 			smtpd_tx_reset(s);
 			smtpd_reply(s, 421, "4.3.2", "%s Service shutting down",
 			    s->conf->hostname);
-			bufferevent_disable(s->bev, EV_READ);
-			if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-				smtpd_session_free(s);
+			smtpd_session_reap(s);
 		}
 	}
 }

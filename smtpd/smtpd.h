@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "tern/auth.h"
 #include "tern/conf.h"
 #include "tern/data_filter.h"
 #include "tern/envelope.h"
@@ -59,6 +60,9 @@ struct smtpd_server {
 	int *fds;                         /* owned: [listener * nloops + loop] */
 	size_t nfds;
 	struct smtpd_connlimit *connlimit;
+	struct auth_db *auth_db;          /* owned or NULL: AUTH users */
+	struct auth_pool *auth_pool;      /* owned or NULL: runs auth_check() */
+	struct auth_throttle *auth_throttle; /* owned or NULL */
 	_Atomic uint64_t next_session_id;
 	_Atomic unsigned nconnections;
 	_Atomic int nloops_running;

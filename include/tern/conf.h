@@ -68,6 +68,14 @@ struct conf_tls_pair {
 
 enum conf_bare_newline { CONF_BARE_REJECT, CONF_BARE_NORMALIZE };
 
+/* sender-login USER ADDR|@DOMAIN|* ...: envelope senders a user may use. */
+struct conf_sender_login {
+	char *user;                   /* lowercase login name */
+	char **allow;                 /* "a@b.example", "@b.example" or "*" (lowercase) */
+	size_t nallow;
+	int line;
+};
+
 struct conf {
 	int refcnt;                   /* atomic; conf_ref()/conf_unref() */
 	char *path;                   /* file it was loaded from */
@@ -120,6 +128,14 @@ struct conf {
 	unsigned max_dest_connections;   /* per destination, default 10 */
 	unsigned max_out_connections;    /* global outbound, default 200 */
 	unsigned connect_timeout;     /* seconds, default 30 */
+	unsigned command_timeout;     /* seconds; caps every outbound reply wait
+	                                 (RFC 5321 4.5.3.2 defaults); 0 = none */
+
+	char *users_db;               /* AUTH users; default <queue>/users.db */
+	struct conf_sender_login *sender_login;
+	size_t nsender_login;
+	unsigned auth_max_failures;   /* per client address and window, default 10 */
+	unsigned auth_failure_window; /* seconds, default 15m */
 
 	int log_syslog;               /* "log syslog" vs "log stderr" (default) */
 	int log_json;                 /* log-format json */
@@ -205,6 +221,15 @@ struct conf_directive {
 };
 
 size_t conf_directives(const struct conf_directive **out);
+
+/*
+ * May authenticated user (lowercase) use envelope sender addr? Allowed:
+ * the user's own name when it is that address, any address or @domain
+ * listed for the user by sender-login, or anything with "*". The null
+ * sender is never allowed on submission. Pure.
+ */
+int conf_sender_allowed(const struct conf *c, const char *user,
+    const char *addr);
 
 /* Names for human output. */
 const char *conf_listen_mode_name(enum conf_listen_mode m);

@@ -34,10 +34,18 @@ struct data_filter {
 	unsigned flags;           /* DATA_F_* */
 	unsigned seen;            /* DATA_SEEN_* */
 	uint64_t size;            /* output bytes produced so far */
-	size_t line_len;          /* private: octets in the current line */
+	size_t line_len;          /* private: content octets in the current line */
 };
 
-/* Output sink: called with runs of unstuffed message bytes (CRLF endings). */
+/*
+ * Output sink: called with runs of unstuffed message bytes, as long as
+ * possible (a run is only cut where a byte is dropped or inserted). Line
+ * endings are CRLF, except that without DATA_F_NORMALIZE a bare CR / bare LF
+ * passes through unchanged (and is flagged). A dot after a bare CR / LF is
+ * not at a line start: it is neither unstuffed nor an end marker, but kept
+ * as content (the delivery side re-stuffs it). A line ".<LF>x" or ".<CR>x"
+ * (after a real CRLF) is a stuffed line: its first dot is removed.
+ */
 typedef void data_out_fn(void *arg, const char *p, size_t len);
 
 void data_filter_init(struct data_filter *f, unsigned flags);
@@ -48,6 +56,12 @@ void data_filter_init(struct data_filter *f, unsigned flags);
  * for DATA_END, up to and including the final ".<CRLF>", so the caller can
  * keep any pipelined bytes that follow. The final CRLF.CRLF is not output,
  * except the CRLF that ends the last line, which belongs to the message.
+ * Input ".<CRLF>" alone is an empty message; "<CRLF>.<CRLF>" is one empty
+ * line. out may be NULL to discard the output (size is still counted).
+ * Once DATA_END was returned, further calls return DATA_END, consume
+ * nothing and write nothing; data_filter_init() starts a new message.
+ * Line length for DATA_SEEN_LONG excludes a removed stuffing dot (RFC 5321
+ * 4.5.3.1.6) and counts a bare CR / LF as a 2-octet line ending.
  */
 enum data_status data_filter_feed(struct data_filter *f, const char *in,
     size_t len, size_t *consumed, data_out_fn *out, void *arg);

@@ -68,12 +68,21 @@ struct queue_commit_done {
  * to the queue at once (the caller must forget both). env->id, arrival and
  * size are filled by the queue. When the message is durable (or failed), a
  * struct queue_commit_done with hdr.reqid = reqid is posted to reply; the
- * receiver frees it.
+ * receiver frees it. The index entry (queue_get) appears just after the
+ * Q_OK reply, before the id is posted to the notify queue (queue_set_notify).
  */
 void queue_commit_submit(struct queue *q, struct envelope *env, struct spool *body,
     struct tq *reply, uint64_t reqid);
 
-/* Where the committer reports every newly queued id (the scheduler); NULL ok. */
+/*
+ * Where the committer reports every newly queued id (the scheduler); NULL ok.
+ * After each committed and indexed batch, one struct queue_new_message per
+ * id is posted there (the receiver frees it).
+ */
+struct queue_new_message {
+	struct tq_msg hdr;          /* type TQ_NEW_MESSAGE, reqid = qid */
+	uint64_t qid;
+};
 void queue_set_notify(struct queue *q, struct tq *notify);
 
 /* ---- index access (any thread) ---- */
@@ -81,10 +90,17 @@ void queue_set_notify(struct queue *q, struct tq *notify);
 /* Load one envelope (caller owns *out). 0, 1 not found, -1 error. */
 int queue_get(struct queue *q, uint64_t id, struct envelope **out);
 
-/* Replace the stored envelope (same id) in one transaction. 0 or -1. */
+/*
+ * Replace the stored envelope (same id) in one transaction. The body
+ * location fields (seg, off, rec_len, body_off, crc, size) are kept from the
+ * stored copy. 0, or -1 (errno ENOENT if the id is unknown).
+ */
 int queue_update(struct queue *q, const struct envelope *env);
 
-/* Remove a message whose recipients are all done (or on operator delete). */
+/*
+ * Remove a message whose recipients are all done (or on operator delete).
+ * 0, or -1 (errno ENOENT if the id is unknown).
+ */
 int queue_remove(struct queue *q, uint64_t id);
 
 /* Call fn for each envelope in id order; stop early if fn returns non-zero. */

@@ -1,0 +1,399 @@
+/*
+ * deliver.c - the delivery worker pool (DESIGN.md 3, 4 step 7).
+ *
+ * N worker threads, each with its own event_base, c-ares resolver and job
+ * inbox (a tq). deliver_pool_submit() may be called from any thread; it
+ * picks the worker by a hash of the job's destination key (route kind,
+ * host or domain, port, TLS policy), so every job for one destination runs
+ * on the same loop and finds that loop's idle cached connection: reuse
+ * needs no cross-thread lookup. (The scheduler bounds parallel connections
+ * per destination; one destination cannot spread over several workers.)
+ *
+ * Each worker owns its connections (w->conns) and sessions (w->sessions).
+ * An idle connection stays cached DLV_CONN_IDLE_MAX_SEC seconds and serves
+ * at most DLV_CONN_MSG_MAX transactions; anything the server sends while it
+ * is idle (a 421, EOF) closes it. Expiry sends QUIT.
+ *
+ * Never blocks the loop except for queue_read_body() of one message (a
+ * file read). Never touches the envelope store. Peer input is handled in
+ * deliver_session.c.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "tern/deliver.h"
+#include "tern/log.h"
+#include "tern/resolver.h"
+#include "tern/tls.h"
+#include "tern/util.h"
+
+#include "deliver_int.h"
+
+struct deliver_pool {
+	struct queue *q;                    /* borrowed */
+	pthread_mutex_t lock;               /* guards conf */
+	struct conf *conf;                  /* owned reference */
+	SSL_CTX *ssl_ctx;                   /* owned; shared by the workers */
+	struct dlv_worker *w;               /* owned array */
+	unsigned n;
+};
+
+void
+dlv_timeouts_init(struct dlv_timeouts *t, const struct conf *c)
+{
+	unsigned cap = c->command_timeout;
+
+	t->connect = c->connect_timeout ? c->connect_timeout : 30;
+	t->greeting = 300;
+	t->helo = 300;
+	t->mail = 300;
+	t->rcpt = 300;
+	t->data_init = 120;
+	t->data_block = 180;
+	t->data_done = 600;
+	if (cap != 0) {
+		unsigned *f[] = { &t->connect, &t->greeting, &t->helo,
+		    &t->mail, &t->rcpt, &t->data_init, &t->data_block,
+		    &t->data_done };
+		for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+			if (*f[i] > cap)
+				*f[i] = cap;
+	}
+}
+
+struct conf *
+dlv_pool_conf(struct deliver_pool *p)
+{
+	struct conf *c;
+
+	pthread_mutex_lock(&p->lock);
+	c = conf_ref(p->conf);
+	pthread_mutex_unlock(&p->lock);
+	return c;
+}
+
+char *
+dlv_route_key(const struct dlv_job *job)
+{
+	const char *where = job->route.kind == CONF_ROUTE_MX ? job->domain :
+	    job->route.host;
+	char buf[RESOLVER_NAME_MAX + 64];
+	size_t i;
+
+	snprintf(buf, sizeof(buf), "%d:%u:%d:%s", (int)job->route.kind,
+	    (unsigned)job->route.port, (int)job->route.tls,
+	    where != NULL ? where : "");
+	for (i = 0; buf[i] != '\0'; i++)
+		if (buf[i] >= 'A' && buf[i] <= 'Z')
+			buf[i] = (char)(buf[i] - 'A' + 'a');
+	return xstrdup(buf);
+}
+
+/* ------------------------------------------------------------------ */
+/* connections */
+
+static void
+dlv_conn_readcb(struct bufferevent *bev, void *arg)
+{
+	struct dlv_conn *c = arg;
+
+	switch (c->state) {
+	case DLV_CONN_BUSY:
+		dlv_session_on_read(c->s);
+		break;
+	case DLV_CONN_IDLE:
+		/* a server talking to an idle client is closing (421) */
+		log_trace(TRACE_CLIENT, "dlv relay=%s idle connection got "
+		    "data: closing", c->relay);
+		dlv_conn_free(c);
+		break;
+	case DLV_CONN_QUIT:
+		evbuffer_drain(bufferevent_get_input(bev),
+		    evbuffer_get_length(bufferevent_get_input(bev)));
+		break;
+	}
+}
+
+static void
+dlv_conn_writecb(struct bufferevent *bev, void *arg)
+{
+	struct dlv_conn *c = arg;
+
+	if (c->state == DLV_CONN_BUSY)
+		dlv_session_on_write(c->s);
+	else if (c->state == DLV_CONN_QUIT)
+		dlv_conn_free(c);
+}
+
+static void
+dlv_conn_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct dlv_conn *c = arg;
+
+	if (c->state == DLV_CONN_BUSY)
+		dlv_session_on_event(c->s, what);
+	else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+		dlv_conn_free(c);
+}
+
+static void
+dlv_conn_timercb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dlv_conn *c = arg;
+
+	if (c->state == DLV_CONN_IDLE)
+		dlv_conn_quit(c);
+	else
+		dlv_conn_free(c);
+}
+
+void
+dlv_conn_setcb(struct dlv_conn *c)
+{
+	bufferevent_setcb(c->bev, dlv_conn_readcb, dlv_conn_writecb,
+	    dlv_conn_eventcb, c);
+}
+
+struct dlv_conn *
+dlv_conn_new(struct dlv_worker *w, const char *key)
+{
+	struct dlv_conn *c = xcalloc(1, sizeof(*c));
+
+	c->w = w;
+	c->state = DLV_CONN_BUSY;
+	c->key = xstrdup(key);
+	c->timer = evtimer_new(w->base, dlv_conn_timercb, c);
+	if (c->timer == NULL)
+		panic("dlv_conn_new: evtimer_new failed");
+	TAILQ_INSERT_TAIL(&w->conns, c, entry);
+	return c;
+}
+
+void
+dlv_conn_free(struct dlv_conn *c)
+{
+	if (c == NULL)
+		return;
+	TAILQ_REMOVE(&c->w->conns, c, entry);
+	if (c->bev != NULL)
+		bufferevent_free(c->bev);      /* frees the SSL and the socket */
+	event_free(c->timer);
+	free(c->key);
+	free(c->relay);
+	free(c->tls);
+	free(c);
+}
+
+struct dlv_conn *
+dlv_conn_take(struct dlv_worker *w, const char *key)
+{
+	struct dlv_conn *c, *next;
+
+	for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, entry);
+		if (c->state != DLV_CONN_IDLE || strcmp(c->key, key) != 0)
+			continue;
+		if (c->nmsg >= DLV_CONN_MSG_MAX ||
+		    evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+			dlv_conn_quit(c);
+			continue;
+		}
+		evtimer_del(c->timer);
+		c->state = DLV_CONN_BUSY;
+		return c;
+	}
+	return NULL;
+}
+
+void
+dlv_conn_park(struct dlv_conn *c)
+{
+	struct timeval tv = { DLV_CONN_IDLE_MAX_SEC, 0 };
+
+	if (c->nmsg >= DLV_CONN_MSG_MAX) {
+		dlv_conn_quit(c);
+		return;
+	}
+	c->s = NULL;
+	c->state = DLV_CONN_IDLE;
+	bufferevent_set_timeouts(c->bev, NULL, NULL);
+	bufferevent_enable(c->bev, EV_READ);
+	evtimer_add(c->timer, &tv);
+}
+
+void
+dlv_conn_quit(struct dlv_conn *c)
+{
+	struct timeval tv = { DLV_QUIT_WAIT_SEC, 0 };
+
+	c->s = NULL;
+	if (c->bev == NULL || c->state == DLV_CONN_QUIT) {
+		if (c->bev == NULL)
+			dlv_conn_free(c);
+		return;
+	}
+	c->state = DLV_CONN_QUIT;
+	log_trace(TRACE_CLIENT, "dlv relay=%s > QUIT", c->relay ? c->relay : "-");
+	bufferevent_write(c->bev, "QUIT\r\n", 6);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	evtimer_del(c->timer);
+	evtimer_add(c->timer, &tv);
+}
+
+/* ------------------------------------------------------------------ */
+/* workers */
+
+static void
+dlv_worker_handler(struct tq_msg *msg, void *arg)
+{
+	struct dlv_worker *w = arg;
+
+	switch (msg->type) {
+	case TQ_DELIVERY_JOB:
+		if (w->stopping)
+			dlv_job_free((struct dlv_job *)msg);
+		else
+			dlv_session_start(w, (struct dlv_job *)msg);
+		break;
+	default:
+		panic("dlv_worker_handler: unexpected message type %d",
+		    (int)msg->type);
+	}
+}
+
+static void
+dlv_worker_stop_cb(void *arg)
+{
+	struct dlv_worker *w = arg;
+
+	w->stopping = 1;
+	event_base_loopbreak(w->base);
+}
+
+static void *
+dlv_worker_main(void *arg)
+{
+	struct dlv_worker *w = arg;
+	struct conf *c = dlv_pool_conf(w->pool);
+	struct dlv_session *s;
+	struct dlv_conn *cn;
+
+	w->resolver = resolver_new(w->base, c->resolvers, c->nresolvers, NULL);
+	if (w->resolver == NULL)
+		log_warnx("delivery worker %u: no resolver; deliveries that "
+		    "need DNS will be deferred", w->idx);
+	conf_unref(c);
+
+	while (!w->stopping)
+		event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+
+	/* stop: abandon sessions (their recipients stay pending) */
+	while ((s = TAILQ_FIRST(&w->sessions)) != NULL)
+		dlv_session_abandon(s);
+	while ((cn = TAILQ_FIRST(&w->conns)) != NULL)
+		dlv_conn_free(cn);
+	/* let libevent finish the bufferevents freed just now */
+	event_base_loop(w->base, EVLOOP_NONBLOCK);
+	resolver_free(w->resolver);
+	w->resolver = NULL;
+	tq_free(w->inbox);              /* jobs still posted are freed */
+	w->inbox = NULL;
+	event_base_free(w->base);
+	w->base = NULL;
+	return NULL;
+}
+
+struct deliver_pool *
+deliver_pool_start(struct queue *q, struct conf *conf, unsigned n)
+{
+	struct deliver_pool *p = xcalloc(1, sizeof(*p));
+	char err[256] = "";
+
+	if (n == 0)
+		n = 1;
+	p->q = q;
+	p->n = n;
+	pthread_mutex_init(&p->lock, NULL);
+	p->conf = conf_ref(conf);
+	p->ssl_ctx = tls_client_ctx_new(err, sizeof(err));
+	if (p->ssl_ctx == NULL)
+		fatalx("delivery: TLS client context: %s", err);
+	p->w = xcalloc(n, sizeof(*p->w));
+	for (unsigned i = 0; i < n; i++) {
+		struct dlv_worker *w = &p->w[i];
+
+		w->pool = p;
+		w->idx = i;
+		w->q = q;
+		w->ssl_ctx = p->ssl_ctx;
+		TAILQ_INIT(&w->conns);
+		TAILQ_INIT(&w->sessions);
+		w->base = event_base_new();
+		if (w->base == NULL)
+			fatalx("delivery: event_base_new failed");
+		w->inbox = tq_new(w->base, dlv_worker_handler, w);
+		if (pthread_create(&w->thread, NULL, dlv_worker_main, w) != 0)
+			fatalx("delivery: pthread_create failed");
+	}
+	return p;
+}
+
+/* FNV-1a of the destination key. */
+static uint32_t
+dlv_key_hash(const char *k)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *k != '\0'; k++) {
+		h ^= (unsigned char)*k;
+		h *= 16777619u;
+	}
+	return h;
+}
+
+void
+deliver_pool_submit(struct deliver_pool *p, struct dlv_job *j)
+{
+	char *key = dlv_route_key(j);
+	unsigned i = dlv_key_hash(key) % p->n;
+
+	free(key);
+	j->hdr.type = TQ_DELIVERY_JOB;
+	tq_post(p->w[i].inbox, &j->hdr);
+}
+
+void
+deliver_pool_set_conf(struct deliver_pool *p, struct conf *conf)
+{
+	struct conf *old;
+
+	conf_ref(conf);
+	pthread_mutex_lock(&p->lock);
+	old = p->conf;
+	p->conf = conf;
+	pthread_mutex_unlock(&p->lock);
+	conf_unref(old);
+}
+
+void
+deliver_pool_stop(struct deliver_pool *p)
+{
+	if (p == NULL)
+		return;
+	for (unsigned i = 0; i < p->n; i++)
+		tq_call(p->w[i].inbox, dlv_worker_stop_cb, &p->w[i]);
+	for (unsigned i = 0; i < p->n; i++)
+		pthread_join(p->w[i].thread, NULL);
+	free(p->w);
+	SSL_CTX_free(p->ssl_ctx);
+	conf_unref(p->conf);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}

@@ -1,0 +1,111 @@
+/*
+ * deliver_int.h - private to queue/deliver.c and queue/deliver_session.c:
+ * the delivery worker, its connection cache and the outbound SMTP session.
+ */
+#ifndef TERN_DELIVER_INT_H
+#define TERN_DELIVER_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "tern/conf.h"
+#include "tern/deliver.h"
+#include "tern/smtp_reply.h"
+
+struct bufferevent;
+struct event;
+struct event_base;
+struct resolver;
+struct ssl_ctx_st;
+struct ssl_st;
+
+#define DLV_CONN_IDLE_MAX_SEC   30    /* an idle cached connection lives this long */
+#define DLV_CONN_MSG_MAX        100   /* messages per connection */
+#define DLV_QUIT_WAIT_SEC       5     /* wait for QUIT to drain before closing */
+
+/*
+ * RFC 5321 4.5.3.2 client timeouts, seconds. conf->command_timeout (when
+ * non-zero) caps each; conf->connect_timeout is the connect timeout.
+ */
+struct dlv_timeouts {
+	unsigned connect;       /* conf connect-timeout, default 30 s */
+	unsigned greeting;      /* 5 min */
+	unsigned helo;          /* EHLO/HELO/STARTTLS/handshake/RSET: 5 min */
+	unsigned mail;          /* 5 min */
+	unsigned rcpt;          /* 5 min */
+	unsigned data_init;     /* 2 min */
+	unsigned data_block;    /* 3 min: body still being written */
+	unsigned data_done;     /* 10 min: after the final dot */
+};
+
+void dlv_timeouts_init(struct dlv_timeouts *t, const struct conf *c);
+
+enum dlv_conn_state {
+	DLV_CONN_BUSY,          /* in use by a session (c->s) */
+	DLV_CONN_IDLE,          /* cached, after a completed transaction */
+	DLV_CONN_QUIT,          /* QUIT written, closing */
+};
+
+/* One outbound connection; owned by the worker (w->conns). */
+struct dlv_conn {
+	TAILQ_ENTRY(dlv_conn) entry;
+	struct dlv_worker *w;               /* borrowed */
+	struct dlv_session *s;              /* borrowed: the session using it */
+	enum dlv_conn_state state;
+	struct bufferevent *bev;            /* owned (TLS: the filter on top) */
+	struct ssl_st *ssl;                 /* borrowed: freed with bev */
+	struct event *timer;                /* owned: idle expiry / QUIT guard */
+	char *key;                          /* owned: destination key */
+	char *relay;                        /* owned: "host[addr]:port" */
+	char *tls;                          /* owned or NULL: protocol + cipher */
+	struct smtp_ehlo ehlo;              /* what the server offered */
+	unsigned nmsg;                      /* transactions done on it */
+};
+
+TAILQ_HEAD(dlv_conn_list, dlv_conn);
+TAILQ_HEAD(dlv_session_list, dlv_session);
+
+struct dlv_worker {
+	struct deliver_pool *pool;          /* borrowed */
+	unsigned idx;
+	pthread_t thread;
+	struct event_base *base;            /* owned */
+	struct tq *inbox;                   /* owned: TQ_DELIVERY_JOB */
+	struct resolver *resolver;          /* owned, made on the thread */
+	struct queue *q;                    /* borrowed */
+	struct ssl_ctx_st *ssl_ctx;         /* borrowed from the pool */
+	struct dlv_conn_list conns;         /* every connection of this loop */
+	struct dlv_session_list sessions;   /* every session in progress */
+	int stopping;
+};
+
+/* deliver.c: the pool's current conf, pinned (conf_unref when done). */
+struct conf *dlv_pool_conf(struct deliver_pool *p);
+
+/* deliver.c: connections. */
+struct dlv_conn *dlv_conn_new(struct dlv_worker *w, const char *key);
+void dlv_conn_free(struct dlv_conn *c);            /* NULL is a no-op */
+/* An idle connection for key (now BUSY), or NULL. */
+struct dlv_conn *dlv_conn_take(struct dlv_worker *w, const char *key);
+/* Keep c idle in the cache (after a completed transaction). */
+void dlv_conn_park(struct dlv_conn *c);
+/* Send QUIT and close once written (or after DLV_QUIT_WAIT_SEC). */
+void dlv_conn_quit(struct dlv_conn *c);
+/* Set c->bev's callbacks to the conn dispatchers (after a bev change). */
+void dlv_conn_setcb(struct dlv_conn *c);
+
+/* deliver_session.c: the session. */
+/* Start delivering job on worker w (ownership of job moves). */
+void dlv_session_start(struct dlv_worker *w, struct dlv_job *job);
+/* Stop: free s without reporting (its recipients stay pending). */
+void dlv_session_abandon(struct dlv_session *s);
+/* Events from the session's busy connection. */
+void dlv_session_on_read(struct dlv_session *s);
+void dlv_session_on_write(struct dlv_session *s);
+void dlv_session_on_event(struct dlv_session *s, short what);
+
+/* Destination key of a job's route: equal keys may share a connection. */
+char *dlv_route_key(const struct dlv_job *job);
+
+#endif

@@ -1,0 +1,1251 @@
+/*
+ * deliver_session.c - the outbound SMTP client: one delivery job from route
+ * resolution to one dlv_result (RFC 5321, RFC 2920 PIPELINING, RFC 3207
+ * STARTTLS, RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 3463 status codes).
+ *
+ * Runs on one delivery worker loop (deliver.c); never blocks except for
+ * reading the queued body once at the start; never touches the envelope
+ * store. Owns the job, the body copy and, while it talks, one connection
+ * (struct dlv_conn, handed back to the worker's cache or closed at the end).
+ *
+ * Untrusted input: every byte the remote server sends. Replies go through
+ * the pure parser (smtp_reply.c, 512-octet lines, 64 KiB replies, read
+ * high-watermark); anything unparseable, unexpected, late (per-state
+ * timeouts of RFC 5321 4.5.3.2) or cut short becomes DLV_TEMP with a reason,
+ * never a crash.
+ *
+ * Flow: resolve (MX, MX of a host, or one host) -> for each address of each
+ * exchanger in order: connect, greeting, EHLO (HELO fallback), STARTTLS per
+ * policy and EHLO again -> MAIL, RCPT..., DATA (pipelined when offered: two
+ * cursors, send_idx and recv_idx, as Postfix's smtp_loop) -> body,
+ * dot-stuffed, with the final dot in the same write -> final reply for every
+ * recipient accepted at RCPT. Until MAIL is sent, a failing server (refusal,
+ * TLS required and missing, connection lost) moves the session to the next
+ * address; after that, the replies decide per recipient.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "tern/deliver.h"
+#include "tern/envelope.h"
+#include "tern/log.h"
+#include "tern/queue.h"
+#include "tern/resolver.h"
+#include "tern/smtp_reply.h"
+#include "tern/tls.h"
+#include "tern/util.h"
+
+#include "deliver_int.h"
+
+enum dlv_state {
+	DLV_S_RESOLVE,          /* waiting for DNS */
+	DLV_S_CONNECT,          /* TCP connect in progress */
+	DLV_S_GREETING,         /* waiting for 220 */
+	DLV_S_EHLO,
+	DLV_S_HELO,
+	DLV_S_STARTTLS,         /* waiting for 220 to STARTTLS */
+	DLV_S_HANDSHAKE,        /* TLS handshake */
+	DLV_S_TX,               /* MAIL / RCPT / DATA replies (cursors) */
+	DLV_S_BODY,             /* body sent, waiting for the final reply */
+	DLV_S_RSET,             /* no transaction: RSET sent */
+	DLV_S_DONE,
+};
+
+static const char *const dlv_state_names[] = {
+	"RESOLVE", "CONNECT", "GREETING", "EHLO", "HELO", "STARTTLS",
+	"HANDSHAKE", "TX", "BODY", "RSET", "DONE",
+};
+
+/* session flags */
+#define DLV_F_NO_TLS     0x01u   /* this address, plaintext (TLS failed once) */
+#define DLV_F_REUSED     0x02u   /* the connection came from the cache */
+#define DLV_F_RETRIED    0x04u   /* already retried after a dead cached conn */
+#define DLV_F_PIPELINING 0x08u
+#define DLV_F_MAIL_OK    0x10u
+#define DLV_F_BODY_SENT  0x20u
+#define DLV_F_EHLO_DONE  0x40u   /* TLS or not: last EHLO before MAIL done */
+
+/* per-recipient progress */
+enum dlv_rstate { DLV_R_OPEN = 0, DLV_R_ACCEPTED, DLV_R_DONE };
+
+struct dlv_target {
+	char host[RESOLVER_NAME_MAX + 1];
+	struct sockaddr_storage ss;
+};
+
+struct dlv_session {
+	TAILQ_ENTRY(dlv_session) entry;
+	struct dlv_worker *w;               /* borrowed */
+	struct dlv_job *job;                /* owned */
+	struct conf *conf;                  /* pinned */
+	struct dlv_timeouts to;
+	char qid[QID_STRLEN + 1];
+	uint64_t start_us;
+	char *key;                          /* owned: destination key */
+	uint16_t port;
+	enum conf_tls_policy tlsp;
+	char *body;                         /* owned: the queued body */
+	size_t bodylen;
+
+	struct resolver_query *rq;          /* borrowed handle while resolving */
+	struct dlv_target *targets;         /* owned */
+	size_t ntargets, ti;
+
+	struct dlv_conn *conn;              /* owned while busy (in w->conns) */
+	struct event *timer;                /* owned: the one wait timeout */
+	enum dlv_state state;
+	unsigned flags;
+	const char *waiting;                /* what the timer waits for */
+
+	/* transaction cursors (DLV_S_TX) */
+	size_t *sendlist;                   /* owned: job rcpt positions sent */
+	size_t nsend;
+	size_t send_idx, recv_idx;          /* 0 MAIL, 1..nsend RCPT, nsend+1 DATA */
+	size_t naccepted;
+	int mail_code;
+	char mail_enh[16];
+	char mail_text[SMTP_REPLY_TEXT_MAX + 16];
+
+	struct dlv_rcpt_result *res;        /* owned: one per job recipient */
+	unsigned char *rstate;              /* owned: enum dlv_rstate each */
+
+	/* the last failure of an address, for when none is left */
+	int have_err;
+	int all_perm;
+	char err_status[16];
+	char err_text[512];
+};
+
+static void dlv_session_connect_next(struct dlv_session *s);
+static void dlv_session_resolve(struct dlv_session *s);
+
+/* ------------------------------------------------------------------ */
+/* helpers */
+
+static void
+dlv_session_enter(struct dlv_session *s, enum dlv_state st)
+{
+	log_trace(TRACE_CLIENT, "dlv id=%s %s -> %s", s->qid,
+	    dlv_state_names[s->state], dlv_state_names[st]);
+	s->state = st;
+}
+
+static const char *
+dlv_session_relay(const struct dlv_session *s)
+{
+	return s->conn != NULL && s->conn->relay != NULL ? s->conn->relay : "-";
+}
+
+static void
+dlv_session_arm(struct dlv_session *s, unsigned sec, const char *what)
+{
+	struct timeval tv = { (time_t)sec, 0 };
+
+	s->waiting = what;
+	evtimer_del(s->timer);
+	evtimer_add(s->timer, &tv);
+}
+
+static void
+dlv_session_send(struct dlv_session *s, const char *fmt, ...)
+	TERN_PRINTF(2, 3);
+
+static void
+dlv_session_send(struct dlv_session *s, const char *fmt, ...)
+{
+	struct evbuffer *out = bufferevent_get_output(s->conn->bev);
+	char line[1100];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line) - 2)
+		panic("dlv_session_send: command too long");
+	if (log_trace_mask() & TRACE_CLIENT) {
+		char esc[1200];
+		log_trace(TRACE_CLIENT, "dlv id=%s relay=%s > %s", s->qid,
+		    dlv_session_relay(s), log_escape(esc, sizeof(esc), line,
+		    (size_t)n));
+	}
+	memcpy(line + n, "\r\n", 2);
+	evbuffer_add(out, line, (size_t)n + 2);
+}
+
+/* "550 5.1.1 text" of a reply, for results. */
+static char *
+dlv_reply_string(const struct smtp_reply *r)
+{
+	char buf[SMTP_REPLY_TEXT_MAX + 32];
+
+	snprintf(buf, sizeof(buf), "%d%s%s%s%s", r->code,
+	    r->enh[0] ? " " : "", r->enh, r->text[0] ? " " : "", r->text);
+	return xstrdup(buf);
+}
+
+static enum dlv_class
+dlv_reply_class(int code)
+{
+	if (code >= 200 && code < 300)
+		return DLV_OK;
+	if (code >= 500)
+		return DLV_PERM;
+	return DLV_TEMP;
+}
+
+/* Enhanced status of a reply, or the class default "4.0.0"/"5.0.0". */
+static void
+dlv_reply_status(const struct smtp_reply *r, char out[16])
+{
+	if (r->enh[0] != '\0')
+		snprintf(out, 16, "%s", r->enh);
+	else if (r->code >= 500)
+		snprintf(out, 16, "5.0.0");
+	else if (r->code >= 400 || r->code < 200)
+		snprintf(out, 16, "4.0.0");
+	else
+		snprintf(out, 16, "2.0.0");
+}
+
+static void
+dlv_rcpt_set(struct dlv_session *s, size_t i, enum dlv_class cls,
+    const char *status, const char *reply)
+{
+	s->res[i].cls = cls;
+	snprintf(s->res[i].status, sizeof(s->res[i].status), "%s", status);
+	free(s->res[i].reply);
+	s->res[i].reply = reply != NULL ? xstrdup(reply) : NULL;
+	s->rstate[i] = DLV_R_DONE;
+}
+
+/* Every recipient not yet decided (open or accepted) gets this result. */
+static void
+dlv_rcpt_set_all(struct dlv_session *s, enum dlv_class cls,
+    const char *status, const char *reply)
+{
+	for (size_t i = 0; i < s->job->nrcpt; i++)
+		if (s->rstate[i] != DLV_R_DONE)
+			dlv_rcpt_set(s, i, cls, status, reply);
+}
+
+static void
+dlv_session_free(struct dlv_session *s)
+{
+	TAILQ_REMOVE(&s->w->sessions, s, entry);
+	resolver_cancel(s->rq);
+	if (s->conn != NULL)
+		dlv_conn_free(s->conn);
+	event_free(s->timer);
+	for (size_t i = 0; s->res != NULL && i < s->job->nrcpt; i++)
+		free(s->res[i].reply);
+	free(s->res);
+	free(s->rstate);
+	free(s->sendlist);
+	free(s->targets);
+	free(s->body);
+	free(s->key);
+	conf_unref(s->conf);
+	dlv_job_free(s->job);
+	free(s);
+}
+
+void
+dlv_session_abandon(struct dlv_session *s)
+{
+	dlv_session_free(s);
+}
+
+/*
+ * The end: post the result (ownership of res moves into it), hand the
+ * connection back (reusable) or close it, free the session. Callers return
+ * at once.
+ */
+static void
+dlv_session_done(struct dlv_session *s, int reusable)
+{
+	struct dlv_result *r = xcalloc(1, sizeof(*r));
+	struct dlv_conn *c = s->conn;
+
+	dlv_session_enter(s, DLV_S_DONE);
+	evtimer_del(s->timer);
+	r->hdr.type = TQ_DELIVERY_RESULT;
+	r->hdr.reqid = s->job->hdr.reqid;
+	r->qid = s->job->env->id;
+	r->n = s->job->nrcpt;
+	r->r = s->res;
+	s->res = NULL;
+	for (size_t i = 0; i < r->n; i++) {
+		r->r[i].rcpt = s->job->rcpts[i];
+		if (s->rstate[i] != DLV_R_DONE) /* cannot happen; be safe */
+			panic("dlv_session_done: recipient %zu undecided", i);
+	}
+	if (c != NULL) {
+		r->relay = c->relay != NULL ? xstrdup(c->relay) : NULL;
+		r->tls = c->tls != NULL ? xstrdup(c->tls) : NULL;
+	} else if (s->have_err && s->ntargets > 0) {
+		/* no connection left: name the last address tried */
+		char a[64];
+		const struct dlv_target *t = &s->targets[s->ntargets - 1 <
+		    s->ti ? s->ntargets - 1 : s->ti];
+		char buf[RESOLVER_NAME_MAX + 96];
+
+		sockaddr_ntop((const struct sockaddr *)&t->ss, a, sizeof(a));
+		snprintf(buf, sizeof(buf), "%s[%s]:%u", t->host, a,
+		    (unsigned)s->port);
+		r->relay = xstrdup(buf);
+	}
+	r->elapsed_us = now_mono_us() - s->start_us;
+	tq_post(s->job->reply, &r->hdr);
+
+	if (c != NULL) {
+		s->conn = NULL;
+		if (reusable && c->bev != NULL)
+			dlv_conn_park(c);
+		else
+			dlv_conn_quit(c);
+	}
+	dlv_session_free(s);
+}
+
+/*
+ * This address did not work before any transaction: remember why, close
+ * (politely when talking), and try the next one.
+ */
+static void
+dlv_session_next(struct dlv_session *s, enum dlv_class cls,
+    const char *status, const char *fmt, ...) TERN_PRINTF(4, 5);
+
+static void
+dlv_session_next(struct dlv_session *s, enum dlv_class cls,
+    const char *status, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(s->err_text, sizeof(s->err_text), fmt, ap);
+	va_end(ap);
+	snprintf(s->err_status, sizeof(s->err_status), "%s", status);
+	s->have_err = 1;
+	if (cls != DLV_PERM)
+		s->all_perm = 0;
+	log_trace(TRACE_CLIENT, "dlv id=%s address failed: %s", s->qid,
+	    s->err_text);
+	evtimer_del(s->timer);
+	if (s->conn != NULL) {
+		struct dlv_conn *c = s->conn;
+		s->conn = NULL;
+		if (s->state >= DLV_S_EHLO && s->state != DLV_S_HANDSHAKE)
+			dlv_conn_quit(c);
+		else
+			dlv_conn_free(c);
+	}
+	s->flags &= ~(DLV_F_NO_TLS | DLV_F_EHLO_DONE | DLV_F_PIPELINING);
+	s->ti++;
+	dlv_session_connect_next(s);
+}
+
+/* Reset what one attempt decided, for a retry on a fresh connection. */
+static void
+dlv_session_reset_tx(struct dlv_session *s)
+{
+	for (size_t i = 0; i < s->job->nrcpt; i++)
+		if (s->rstate[i] == DLV_R_ACCEPTED)
+			s->rstate[i] = DLV_R_OPEN;
+	for (size_t k = 0; k < s->nsend; k++) {
+		size_t i = s->sendlist[k];
+		s->rstate[i] = DLV_R_OPEN;
+		free(s->res[i].reply);
+		s->res[i].reply = NULL;
+	}
+	s->send_idx = s->recv_idx = s->naccepted = 0;
+	s->flags &= ~(DLV_F_MAIL_OK | DLV_F_BODY_SENT | DLV_F_PIPELINING |
+	    DLV_F_EHLO_DONE | DLV_F_NO_TLS);
+}
+
+/*
+ * The connection broke (EOF, error, timeout, 421) after the session started
+ * a transaction. A cached connection that died before the body went out is
+ * retried once on a fresh one; otherwise every open recipient is deferred.
+ */
+static void
+dlv_session_lost(struct dlv_session *s, const char *status, const char *why)
+{
+	char buf[700];
+
+	if ((s->flags & DLV_F_REUSED) && !(s->flags & DLV_F_RETRIED) &&
+	    !(s->flags & DLV_F_BODY_SENT)) {
+		log_trace(TRACE_CLIENT, "dlv id=%s cached connection to %s "
+		    "failed (%s): retrying on a new one", s->qid,
+		    dlv_session_relay(s), why);
+		dlv_conn_free(s->conn);
+		s->conn = NULL;
+		s->flags |= DLV_F_RETRIED;
+		s->flags &= ~DLV_F_REUSED;
+		dlv_session_reset_tx(s);
+		dlv_session_resolve(s);
+		return;
+	}
+	snprintf(buf, sizeof(buf), "%s with %s while %s", why,
+	    dlv_session_relay(s), s->waiting ? s->waiting : "talking");
+	dlv_rcpt_set_all(s, DLV_TEMP, status, buf);
+	dlv_conn_free(s->conn);
+	s->conn = NULL;
+	dlv_session_done(s, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* body */
+
+/*
+ * Append body p[0..len) to out for DATA: every line ends in CRLF (a bare LF
+ * becomes CRLF; a last line without one gets one), a line starting with '.'
+ * gets another '.', then the terminator ".\r\n" (RFC 5321 4.5.2).
+ */
+static void
+dlv_body_stuff(struct evbuffer *out, const char *p, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		const char *lf = memchr(p + i, '\n', len - i);
+		size_t end = lf != NULL ? (size_t)(lf - p) : len, cend = end;
+
+		if (p[i] == '.')
+			evbuffer_add(out, ".", 1);
+		if (lf != NULL && cend > i && p[cend - 1] == '\r')
+			cend--;
+		evbuffer_add(out, p + i, cend - i);
+		evbuffer_add(out, "\r\n", 2);
+		i = lf != NULL ? end + 1 : len;
+	}
+	evbuffer_add(out, ".\r\n", 3);
+}
+
+/* ------------------------------------------------------------------ */
+/* the transaction */
+
+static void
+dlv_tx_arm(struct dlv_session *s)
+{
+	if (s->recv_idx >= s->send_idx)
+		return;
+	if (s->recv_idx == 0)
+		dlv_session_arm(s, s->to.mail, "waiting for the MAIL reply");
+	else if (s->recv_idx <= s->nsend)
+		dlv_session_arm(s, s->to.rcpt, "waiting for a RCPT reply");
+	else
+		dlv_session_arm(s, s->to.data_init, "waiting for the DATA reply");
+}
+
+/* Send what the cursors allow: everything with PIPELINING, else one. */
+static void
+dlv_tx_send(struct dlv_session *s)
+{
+	const struct envelope *env = s->job->env;
+	const struct smtp_ehlo *e = &s->conn->ehlo;
+
+	while (s->send_idx <= s->nsend + 1) {
+		if (!(s->flags & DLV_F_PIPELINING) && s->send_idx != s->recv_idx)
+			break;
+		if (s->send_idx == 0) {
+			char size[40] = "";
+			const char *body = "", *utf8 = "";
+
+			if (e->ext & SMTP_EXT_SIZE)
+				snprintf(size, sizeof(size), " SIZE=%zu",
+				    s->bodylen);
+			/* RFC 6152: with no 8BITMIME offered, send as is */
+			if ((env->flags & ENV_F_8BIT) &&
+			    (e->ext & SMTP_EXT_8BITMIME))
+				body = " BODY=8BITMIME";
+			if ((env->flags & ENV_F_SMTPUTF8) &&
+			    (e->ext & SMTP_EXT_SMTPUTF8))
+				utf8 = " SMTPUTF8";
+			dlv_session_send(s, "MAIL FROM:<%s>%s%s%s", env->sender,
+			    size, body, utf8);
+		} else if (s->send_idx <= s->nsend) {
+			size_t i = s->sendlist[s->send_idx - 1];
+			dlv_session_send(s, "RCPT TO:<%s>",
+			    env->rcpts[s->job->rcpts[i]].addr);
+		} else {
+			dlv_session_send(s, "DATA");
+		}
+		s->send_idx++;
+	}
+	dlv_tx_arm(s);
+}
+
+static void
+dlv_tx_start(struct dlv_session *s)
+{
+	const struct smtp_ehlo *e = &s->conn->ehlo;
+
+	if ((e->ext & SMTP_EXT_SIZE) && e->size > 0 && s->bodylen > e->size) {
+		char buf[300];
+		snprintf(buf, sizeof(buf), "message size %zu exceeds size "
+		    "limit %llu of %s", s->bodylen,
+		    (unsigned long long)e->size, dlv_session_relay(s));
+		dlv_rcpt_set_all(s, DLV_PERM, "5.3.4", buf);
+		dlv_session_done(s, 1);
+		return;
+	}
+	if (e->ext & SMTP_EXT_PIPELINING)
+		s->flags |= DLV_F_PIPELINING;
+	s->send_idx = s->recv_idx = s->naccepted = 0;
+	s->flags &= ~DLV_F_MAIL_OK;
+	dlv_session_enter(s, DLV_S_TX);
+	dlv_tx_send(s);
+}
+
+static void
+dlv_tx_rset(struct dlv_session *s)
+{
+	dlv_session_enter(s, DLV_S_RSET);
+	dlv_session_send(s, "RSET");
+	dlv_session_arm(s, s->to.helo, "waiting for the RSET reply");
+}
+
+/* Returns 1 when the session is still in DLV_S_TX (more replies due). */
+static int
+dlv_tx_reply(struct dlv_session *s, const struct smtp_reply *r)
+{
+	size_t idx = s->recv_idx++;
+	char status[16], *text;
+	enum dlv_class cls = dlv_reply_class(r->code);
+
+	dlv_reply_status(r, status);
+	if (idx == 0) {                                 /* MAIL */
+		if (cls == DLV_OK) {
+			s->flags |= DLV_F_MAIL_OK;
+		} else {
+			char *t = dlv_reply_string(r);
+			s->mail_code = r->code;
+			snprintf(s->mail_enh, sizeof(s->mail_enh), "%s", status);
+			snprintf(s->mail_text, sizeof(s->mail_text), "%s", t);
+			free(t);
+			/* every recipient shares the sender's fate */
+			dlv_rcpt_set_all(s, r->code >= 300 && r->code < 400 ?
+			    DLV_TEMP : cls, s->mail_enh, s->mail_text);
+			if (!(s->flags & DLV_F_PIPELINING)) {
+				dlv_tx_rset(s);
+				return 0;
+			}
+		}
+	} else if (idx <= s->nsend) {                   /* RCPT */
+		size_t i = s->sendlist[idx - 1];
+
+		if (s->flags & DLV_F_MAIL_OK) {
+			text = dlv_reply_string(r);
+			if (cls == DLV_OK) {
+				s->rstate[i] = DLV_R_ACCEPTED;
+				free(s->res[i].reply);
+				s->res[i].reply = text;
+				s->naccepted++;
+			} else {
+				dlv_rcpt_set(s, i, cls == DLV_PERM ? DLV_PERM :
+				    DLV_TEMP, status, text);
+				free(text);
+			}
+		}
+		if (!(s->flags & DLV_F_PIPELINING) && idx == s->nsend &&
+		    s->naccepted == 0) {
+			dlv_tx_rset(s);
+			return 0;
+		}
+	} else {                                        /* DATA */
+		int go = (s->flags & DLV_F_MAIL_OK) && s->naccepted > 0;
+
+		if (r->code == 354) {
+			struct evbuffer *out = bufferevent_get_output(s->conn->bev);
+
+			if (!go) {
+				/* RFC 2920 3.1: accepted DATA with no
+				 * recipient: end it empty, then close */
+				evbuffer_add(out, ".\r\n", 3);
+				dlv_session_done(s, 0);
+				return 0;
+			}
+			dlv_body_stuff(out, s->body, s->bodylen);
+			s->flags |= DLV_F_BODY_SENT;
+			log_trace(TRACE_CLIENT, "dlv id=%s relay=%s > (body "
+			    "%zu bytes and .)", s->qid, dlv_session_relay(s),
+			    s->bodylen);
+			dlv_session_enter(s, DLV_S_BODY);
+			dlv_session_arm(s, s->to.data_block, "sending the body");
+			return 0;
+		}
+		if (go) {
+			text = dlv_reply_string(r);
+			for (size_t i = 0; i < s->job->nrcpt; i++)
+				if (s->rstate[i] == DLV_R_ACCEPTED)
+					dlv_rcpt_set(s, i, cls == DLV_PERM ?
+					    DLV_PERM : DLV_TEMP, status, text);
+			free(text);
+		}
+		dlv_tx_rset(s);
+		return 0;
+	}
+	if (!(s->flags & DLV_F_PIPELINING))
+		dlv_tx_send(s);
+	else
+		dlv_tx_arm(s);
+	return 1;
+}
+
+static void
+dlv_body_reply(struct dlv_session *s, const struct smtp_reply *r)
+{
+	enum dlv_class cls = dlv_reply_class(r->code);
+	char status[16], *text = dlv_reply_string(r);
+
+	dlv_reply_status(r, status);
+	if (r->code >= 300 && r->code < 400)
+		cls = DLV_TEMP;
+	for (size_t i = 0; i < s->job->nrcpt; i++)
+		if (s->rstate[i] == DLV_R_ACCEPTED)
+			dlv_rcpt_set(s, i, cls, status, text);
+	free(text);
+	s->conn->nmsg++;
+	dlv_session_done(s, r->code != 421);
+}
+
+/* ------------------------------------------------------------------ */
+/* the dialog before the transaction */
+
+static void
+dlv_session_ehlo(struct dlv_session *s)
+{
+	dlv_session_enter(s, DLV_S_EHLO);
+	dlv_session_send(s, "EHLO %s", s->conf->hostname != NULL ?
+	    s->conf->hostname : "localhost");
+	dlv_session_arm(s, s->to.helo, "waiting for the EHLO reply");
+}
+
+static void
+dlv_session_tls_start(struct dlv_session *s)
+{
+	struct dlv_conn *c = s->conn;
+	const struct dlv_target *t = &s->targets[s->ti];
+	int verify = s->tlsp == CONF_TLSP_VERIFY;
+	struct bufferevent *tb;
+	SSL *ssl;
+
+	ssl = tls_client_ssl_new(s->w->ssl_ctx, t->host, verify);
+	if (ssl == NULL) {
+		dlv_session_next(s, DLV_TEMP, "4.7.5", "cannot set up TLS "
+		    "for %s", c->relay);
+		return;
+	}
+	tb = bufferevent_openssl_filter_new(s->w->base, c->bev, ssl,
+	    BUFFEREVENT_SSL_CONNECTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (tb == NULL) {
+		SSL_free(ssl);
+		dlv_session_next(s, DLV_TEMP, "4.7.5", "cannot set up TLS "
+		    "for %s", c->relay);
+		return;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(tb, 1);
+	c->bev = tb;
+	c->ssl = ssl;
+	dlv_conn_setcb(c);
+	bufferevent_setwatermark(tb, EV_READ, 0, SMTP_REPLY_MAX + 1024);
+	bufferevent_enable(tb, EV_READ | EV_WRITE);
+	dlv_session_enter(s, DLV_S_HANDSHAKE);
+	dlv_session_arm(s, s->to.helo, "in the TLS handshake");
+}
+
+/* After the last EHLO: STARTTLS, or the transaction. */
+static void
+dlv_session_ehlo_done(struct dlv_session *s)
+{
+	const struct smtp_ehlo *e = &s->conn->ehlo;
+	int offered = (e->ext & SMTP_EXT_STARTTLS) != 0;
+
+	if (s->conn->ssl == NULL && s->tlsp != CONF_TLSP_NONE) {
+		if (s->tlsp == CONF_TLSP_MAY) {
+			if (offered && !(s->flags & DLV_F_NO_TLS)) {
+				dlv_session_enter(s, DLV_S_STARTTLS);
+				dlv_session_send(s, "STARTTLS");
+				dlv_session_arm(s, s->to.helo,
+				    "waiting for the STARTTLS reply");
+				return;
+			}
+		} else if (!offered) {
+			dlv_session_next(s, DLV_TEMP, "4.7.5", "TLS required "
+			    "but not offered by %s", s->conn->relay);
+			return;
+		} else {
+			dlv_session_enter(s, DLV_S_STARTTLS);
+			dlv_session_send(s, "STARTTLS");
+			dlv_session_arm(s, s->to.helo,
+			    "waiting for the STARTTLS reply");
+			return;
+		}
+	}
+	s->flags |= DLV_F_EHLO_DONE;
+	dlv_tx_start(s);
+}
+
+/* A reply to a command before the transaction. */
+static void
+dlv_session_pre_reply(struct dlv_session *s, const struct smtp_reply *r,
+    const char *raw, size_t rawlen)
+{
+	enum dlv_class cls = dlv_reply_class(r->code);
+	char status[16], *text = dlv_reply_string(r);
+	char buf[700];
+
+	dlv_reply_status(r, status);
+	snprintf(buf, sizeof(buf), "%s", text);
+	free(text);
+	switch (s->state) {
+	case DLV_S_GREETING:
+		if (r->code != 220) {
+			dlv_session_next(s, cls == DLV_PERM ? DLV_PERM :
+			    DLV_TEMP, status, "%s refused to talk to me: %s",
+			    s->conn->relay, buf);
+			return;
+		}
+		dlv_session_ehlo(s);
+		return;
+	case DLV_S_EHLO:
+		if (r->code == 250) {
+			smtp_ehlo_parse(raw, rawlen, &s->conn->ehlo);
+			dlv_session_ehlo_done(s);
+			return;
+		}
+		if (r->code >= 500 && r->code != 421) {
+			dlv_session_enter(s, DLV_S_HELO);
+			dlv_session_send(s, "HELO %s", s->conf->hostname !=
+			    NULL ? s->conf->hostname : "localhost");
+			dlv_session_arm(s, s->to.helo,
+			    "waiting for the HELO reply");
+			return;
+		}
+		dlv_session_next(s, DLV_TEMP, status, "%s said to EHLO: %s",
+		    s->conn->relay, buf);
+		return;
+	case DLV_S_HELO:
+		if (r->code == 250) {
+			memset(&s->conn->ehlo, 0, sizeof(s->conn->ehlo));
+			dlv_session_ehlo_done(s);
+			return;
+		}
+		dlv_session_next(s, cls == DLV_PERM ? DLV_PERM : DLV_TEMP,
+		    status, "%s said to HELO: %s", s->conn->relay, buf);
+		return;
+	case DLV_S_STARTTLS:
+		if (r->code == 220) {
+			dlv_session_tls_start(s);
+			return;
+		}
+		if (s->tlsp == CONF_TLSP_MAY) {
+			/* offered but refused: go on in plaintext */
+			s->flags |= DLV_F_EHLO_DONE;
+			dlv_tx_start(s);
+			return;
+		}
+		dlv_session_next(s, DLV_TEMP, "4.7.5", "%s said to STARTTLS: "
+		    "%s", s->conn->relay, buf);
+		return;
+	default:
+		panic("dlv_session_pre_reply: state %s",
+		    dlv_state_names[s->state]);
+	}
+}
+
+/* Returns 1 when s still exists and waits for more pipelined replies. */
+static int
+dlv_session_reply(struct dlv_session *s, const struct smtp_reply *r,
+    const char *raw, size_t rawlen)
+{
+	if (log_trace_mask() & TRACE_CLIENT) {
+		char esc[700];
+		log_trace(TRACE_CLIENT, "dlv id=%s relay=%s < %d %s %s",
+		    s->qid, dlv_session_relay(s), r->code, r->enh,
+		    log_escape(esc, sizeof(esc), r->text, strlen(r->text)));
+	}
+	evtimer_del(s->timer);
+	switch (s->state) {
+	case DLV_S_GREETING:
+	case DLV_S_EHLO:
+	case DLV_S_HELO:
+	case DLV_S_STARTTLS:
+		dlv_session_pre_reply(s, r, raw, rawlen);
+		return 0;
+	case DLV_S_TX:
+		if (r->code == 421) {
+			char *t = dlv_reply_string(r);
+			char why[600];
+			snprintf(why, sizeof(why), "server closing: %s", t);
+			free(t);
+			dlv_session_lost(s, "4.4.2", why);
+			return 0;
+		}
+		return dlv_tx_reply(s, r);
+	case DLV_S_BODY:
+		dlv_body_reply(s, r);
+		return 0;
+	case DLV_S_RSET:
+		dlv_session_done(s, r->code == 250);
+		return 0;
+	default:
+		/* a reply nobody asked for */
+		if (s->conn != NULL && s->conn->relay != NULL)
+			dlv_session_next(s, DLV_TEMP, "4.5.0", "%s: protocol "
+			    "error (unexpected reply)", s->conn->relay);
+		else
+			dlv_session_lost(s, "4.5.0", "protocol error "
+			    "(unexpected reply)");
+		return 0;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* connection events (from deliver.c's dispatchers) */
+
+void
+dlv_session_on_read(struct dlv_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->conn->bev);
+
+	for (;;) {
+		size_t len = evbuffer_get_length(in), take;
+		struct smtp_reply r;
+		enum smtp_reply_status st;
+		const char *p;
+		char why[200];
+		enum dlv_state before = s->state;
+
+		if (len == 0)
+			return;
+		take = len < SMTP_REPLY_MAX ? len : SMTP_REPLY_MAX;
+		p = (const char *)evbuffer_pullup(in, (ssize_t)take);
+		st = smtp_reply_parse(p, take, &r);
+		if (st == SMTP_REPLY_MORE)
+			return;
+		if (st != SMTP_REPLY_OK) {
+			snprintf(why, sizeof(why), "protocol error (reply %s)",
+			    smtp_reply_strstatus(st));
+			if (s->state < DLV_S_TX)
+				dlv_session_next(s, DLV_TEMP, "4.5.0",
+				    "%s: %s", s->conn->relay, why);
+			else
+				dlv_session_lost(s, "4.5.0", why);
+			return;
+		}
+		/*
+		 * A reply that ends the session frees s and the connection:
+		 * handle it with a private copy of the raw bytes drained.
+		 */
+		{
+			char *raw = xmalloc(r.len);
+			int more;
+
+			memcpy(raw, p, r.len);
+			evbuffer_drain(in, r.len);
+			/* RFC 3207 4.2: nothing may follow the 220 to
+			 * STARTTLS in plaintext; drop it */
+			if (before == DLV_S_STARTTLS && r.code == 220)
+				evbuffer_drain(in, evbuffer_get_length(in));
+			more = dlv_session_reply(s, &r, raw, r.len);
+			free(raw);
+			/* s may be gone now: only a session still in its
+			 * pipelined transaction reads on */
+			if (!more)
+				return;
+		}
+	}
+}
+
+void
+dlv_session_on_write(struct dlv_session *s)
+{
+	/* the whole body and the dot are out: now the final reply */
+	if (s->state == DLV_S_BODY && s->waiting != NULL &&
+	    strcmp(s->waiting, "sending the body") == 0)
+		dlv_session_arm(s, s->to.data_done,
+		    "waiting for the reply to the end of data");
+}
+
+/* TLS failed under policy "may": the same address again, in plaintext. */
+static void
+dlv_session_retry_plain(struct dlv_session *s, const char *why)
+{
+	log_info("id=%s relay=%s TLS handshake failed (%s): retrying in "
+	    "plaintext", s->qid, dlv_session_relay(s), why);
+	evtimer_del(s->timer);
+	dlv_conn_free(s->conn);
+	s->conn = NULL;
+	s->flags |= DLV_F_NO_TLS;
+	s->flags &= ~(DLV_F_EHLO_DONE | DLV_F_PIPELINING);
+	dlv_session_connect_next(s);
+}
+
+static void
+dlv_ssl_error(struct bufferevent *bev, char *buf, size_t len)
+{
+	unsigned long e = bufferevent_get_openssl_error(bev);
+
+	if (e != 0)
+		ERR_error_string_n(e, buf, len);
+	else if (EVUTIL_SOCKET_ERROR() != 0)
+		snprintf(buf, len, "%s",
+		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	else
+		snprintf(buf, len, "connection closed");
+	while (bufferevent_get_openssl_error(bev) != 0)
+		;
+}
+
+void
+dlv_session_on_event(struct dlv_session *s, short what)
+{
+	struct dlv_conn *c = s->conn;
+	char why[256];
+
+	if (what & BEV_EVENT_CONNECTED) {
+		if (s->state == DLV_S_CONNECT) {
+			int one = 1;
+			evutil_socket_t fd = bufferevent_getfd(c->bev);
+
+			if (fd >= 0)
+				(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY,
+				    &one, sizeof(one));
+			dlv_session_enter(s, DLV_S_GREETING);
+			dlv_session_arm(s, s->to.greeting,
+			    "waiting for the greeting");
+		} else if (s->state == DLV_S_HANDSHAKE) {
+			char d[128];
+
+			tls_describe(c->ssl, d, sizeof(d));
+			free(c->tls);
+			c->tls = xstrdup(d);
+			log_trace(TRACE_CLIENT, "dlv id=%s relay=%s TLS %s",
+			    s->qid, c->relay, d);
+			dlv_session_ehlo(s);
+		}
+		return;
+	}
+	if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
+		return;
+
+	switch (s->state) {
+	case DLV_S_CONNECT:
+		snprintf(why, sizeof(why), "%s", EVUTIL_SOCKET_ERROR() != 0 ?
+		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()) :
+		    "connection closed");
+		dlv_conn_free(c);
+		s->conn = NULL;
+		s->state = DLV_S_CONNECT;
+		{
+			char relay[RESOLVER_NAME_MAX + 96], a[64];
+			const struct dlv_target *t = &s->targets[s->ti];
+
+			sockaddr_ntop((const struct sockaddr *)&t->ss, a,
+			    sizeof(a));
+			snprintf(relay, sizeof(relay), "%s[%s]:%u", t->host, a,
+			    (unsigned)s->port);
+			dlv_session_next(s, DLV_TEMP, "4.4.1", "connect to %s "
+			    "failed: %s", relay, why);
+		}
+		return;
+	case DLV_S_HANDSHAKE:
+		dlv_ssl_error(c->bev, why, sizeof(why));
+		if (s->tlsp == CONF_TLSP_MAY) {
+			dlv_session_retry_plain(s, why);
+			return;
+		}
+		{
+			char relay[RESOLVER_NAME_MAX + 96];
+			snprintf(relay, sizeof(relay), "%s", c->relay);
+			dlv_conn_free(c);
+			s->conn = NULL;
+			dlv_session_next(s, DLV_TEMP, "4.7.5", "TLS handshake "
+			    "with %s failed: %s", relay, why);
+		}
+		return;
+	case DLV_S_GREETING:
+	case DLV_S_EHLO:
+	case DLV_S_HELO:
+	case DLV_S_STARTTLS:
+		{
+			char relay[RESOLVER_NAME_MAX + 96];
+			const char *w = s->waiting;
+
+			snprintf(relay, sizeof(relay), "%s", c->relay);
+			dlv_conn_free(c);
+			s->conn = NULL;
+			dlv_session_next(s, DLV_TEMP, "4.4.2", "lost connection "
+			    "with %s while %s", relay, w ? w : "talking");
+		}
+		return;
+	default:
+		dlv_session_lost(s, "4.4.2", (what & BEV_EVENT_EOF) ?
+		    "lost connection" : "connection error");
+		return;
+	}
+}
+
+static void
+dlv_session_timercb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dlv_session *s = arg;
+	char relay[RESOLVER_NAME_MAX + 96];
+	const char *w = s->waiting ? s->waiting : "talking";
+
+	snprintf(relay, sizeof(relay), "%s", dlv_session_relay(s));
+	switch (s->state) {
+	case DLV_S_CONNECT:
+		dlv_conn_free(s->conn);
+		s->conn = NULL;
+		dlv_session_next(s, DLV_TEMP, "4.4.1", "connect to %s failed: "
+		    "timeout", relay);
+		return;
+	case DLV_S_HANDSHAKE:
+		if (s->tlsp == CONF_TLSP_MAY) {
+			dlv_session_retry_plain(s, "timeout");
+			return;
+		}
+		/* FALLTHROUGH */
+	case DLV_S_GREETING:
+	case DLV_S_EHLO:
+	case DLV_S_HELO:
+	case DLV_S_STARTTLS:
+		dlv_conn_free(s->conn);
+		s->conn = NULL;
+		dlv_session_next(s, DLV_TEMP, "4.4.2", "timeout with %s while "
+		    "%s", relay, w);
+		return;
+	default:
+		dlv_session_lost(s, "4.4.2", "timeout");
+		return;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* routing and connecting */
+
+static void
+dlv_session_connect_next(struct dlv_session *s)
+{
+	while (s->ti < s->ntargets) {
+		const struct dlv_target *t = &s->targets[s->ti];
+		struct sockaddr_storage ss = t->ss;
+		socklen_t sslen;
+		char a[64], relay[RESOLVER_NAME_MAX + 96];
+		struct dlv_conn *c;
+
+		if (ss.ss_family == AF_INET) {
+			((struct sockaddr_in *)&ss)->sin_port = htons(s->port);
+			sslen = sizeof(struct sockaddr_in);
+		} else {
+			((struct sockaddr_in6 *)&ss)->sin6_port = htons(s->port);
+			sslen = sizeof(struct sockaddr_in6);
+		}
+		sockaddr_ntop((const struct sockaddr *)&ss, a, sizeof(a));
+		snprintf(relay, sizeof(relay), "%s[%s]:%u", t->host, a,
+		    (unsigned)s->port);
+
+		c = dlv_conn_new(s->w, s->key);
+		c->s = s;
+		c->relay = xstrdup(relay);
+		c->bev = bufferevent_socket_new(s->w->base, -1,
+		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+		if (c->bev == NULL)
+			panic("dlv_session_connect_next: bufferevent_socket_new");
+		dlv_conn_setcb(c);
+		bufferevent_setwatermark(c->bev, EV_READ, 0,
+		    SMTP_REPLY_MAX + 1024);
+		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+		s->conn = c;
+		dlv_session_enter(s, DLV_S_CONNECT);
+		dlv_session_arm(s, s->to.connect, "connecting");
+		log_trace(TRACE_CLIENT, "dlv id=%s connecting to %s", s->qid,
+		    relay);
+		if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss,
+		    (int)sslen) == 0)
+			return;
+		snprintf(s->err_text, sizeof(s->err_text), "connect to %s "
+		    "failed: %s", relay, strerror(errno));
+		snprintf(s->err_status, sizeof(s->err_status), "4.4.1");
+		s->have_err = 1;
+		s->all_perm = 0;
+		evtimer_del(s->timer);
+		dlv_conn_free(c);
+		s->conn = NULL;
+		s->flags &= ~DLV_F_NO_TLS;
+		s->ti++;
+	}
+
+	/* every address failed */
+	if (!s->have_err) {
+		snprintf(s->err_status, sizeof(s->err_status), "4.4.3");
+		snprintf(s->err_text, sizeof(s->err_text), "no address to "
+		    "deliver to");
+		s->all_perm = 0;
+	}
+	dlv_rcpt_set_all(s, s->all_perm && s->have_err ? DLV_PERM : DLV_TEMP,
+	    s->err_status, s->err_text);
+	dlv_session_done(s, 0);
+}
+
+static void
+dlv_session_resolved(void *arg, struct mx_result *res)
+{
+	struct dlv_session *s = arg;
+	size_t n = 0;
+
+	s->rq = NULL;
+	if (res->status != RESOLVER_OK) {
+		dlv_rcpt_set_all(s, res->status == RESOLVER_PERMFAIL ?
+		    DLV_PERM : DLV_TEMP, res->dsn[0] ? res->dsn : "4.4.3",
+		    res->reason[0] ? res->reason : "DNS lookup failed");
+		mx_result_free(res);
+		dlv_session_done(s, 0);
+		return;
+	}
+	for (size_t h = 0; h < res->nhosts; h++)
+		n += res->hosts[h].naddrs;
+	free(s->targets);
+	s->targets = xcalloc(n ? n : 1, sizeof(*s->targets));
+	s->ntargets = 0;
+	for (size_t h = 0; h < res->nhosts; h++) {
+		for (size_t i = 0; i < res->hosts[h].naddrs; i++) {
+			struct dlv_target *t = &s->targets[s->ntargets++];
+			snprintf(t->host, sizeof(t->host), "%s",
+			    res->hosts[h].name);
+			t->ss = res->hosts[h].addrs[i];
+		}
+	}
+	mx_result_free(res);
+	s->ti = 0;
+	s->have_err = 0;
+	s->all_perm = 1;
+	dlv_session_connect_next(s);
+}
+
+static void
+dlv_session_resolve(struct dlv_session *s)
+{
+	const struct dlv_job *j = s->job;
+	struct resolver *r = s->w->resolver;
+
+	if (r == NULL) {
+		dlv_rcpt_set_all(s, DLV_TEMP, "4.4.3", "no DNS resolver");
+		dlv_session_done(s, 0);
+		return;
+	}
+	dlv_session_enter(s, DLV_S_RESOLVE);
+	switch (j->route.kind) {
+	case CONF_ROUTE_MX:
+		s->rq = resolver_mx_lookup(r, j->domain, dlv_session_resolved, s);
+		break;
+	case CONF_ROUTE_HOST_MX:
+		s->rq = j->route.host == NULL ? NULL : resolver_mx_lookup(r,
+		    j->route.host, dlv_session_resolved, s);
+		break;
+	case CONF_ROUTE_HOST:
+		s->rq = j->route.host == NULL ? NULL : resolver_host_lookup(r,
+		    j->route.host, dlv_session_resolved, s);
+		break;
+	}
+	if (s->rq == NULL) {
+		dlv_rcpt_set_all(s, DLV_PERM, "5.1.2", "bad destination name");
+		dlv_session_done(s, 0);
+	}
+}
+
+/* 1 if addr can go into a MAIL/RCPT command. */
+static int
+dlv_addr_ok(const char *a)
+{
+	size_t n = 0;
+
+	if (a == NULL)
+		return 0;
+	for (; a[n] != '\0'; n++)
+		if ((unsigned char)a[n] < 0x20 || a[n] == 0x7f)
+			return 0;
+	return n <= 1000;
+}
+
+void
+dlv_session_start(struct dlv_worker *w, struct dlv_job *job)
+{
+	struct dlv_session *s = xcalloc(1, sizeof(*s));
+	const struct envelope *env = job->env;
+	struct dlv_conn *c;
+
+	s->w = w;
+	s->job = job;
+	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
+	s->conf = dlv_pool_conf(w->pool);
+	dlv_timeouts_init(&s->to, s->conf);
+	qid_format(env->id, s->qid);
+	s->start_us = now_mono_us();
+	s->key = dlv_route_key(job);
+	s->port = job->route.port ? job->route.port : s->conf->mx_port;
+	s->tlsp = job->route.tls;
+	s->timer = evtimer_new(w->base, dlv_session_timercb, s);
+	if (s->timer == NULL)
+		panic("dlv_session_start: evtimer_new failed");
+	s->res = xcalloc(job->nrcpt ? job->nrcpt : 1, sizeof(*s->res));
+	s->rstate = xcalloc(job->nrcpt ? job->nrcpt : 1, 1);
+	s->sendlist = xcalloc(job->nrcpt ? job->nrcpt : 1, sizeof(size_t));
+	s->all_perm = 1;
+
+	if (!dlv_addr_ok(env->sender)) {
+		dlv_rcpt_set_all(s, DLV_PERM, "5.1.7", "bad sender address");
+		dlv_session_done(s, 0);
+		return;
+	}
+	for (size_t i = 0; i < job->nrcpt; i++) {
+		if (job->rcpts[i] >= env->nrcpt ||
+		    !dlv_addr_ok(env->rcpts[job->rcpts[i]].addr))
+			dlv_rcpt_set(s, i, DLV_PERM, "5.1.3",
+			    "bad recipient address");
+		else
+			s->sendlist[s->nsend++] = i;
+	}
+	if (s->nsend == 0) {
+		dlv_session_done(s, 0);
+		return;
+	}
+	if (queue_read_body(w->q, env, &s->body, &s->bodylen) == -1) {
+		char why[200];
+		snprintf(why, sizeof(why), "cannot read the queued message: %s",
+		    strerror(errno));
+		s->body = NULL;
+		dlv_rcpt_set_all(s, DLV_TEMP, "4.3.0", why);
+		dlv_session_done(s, 0);
+		return;
+	}
+	c = dlv_conn_take(w, s->key);
+	if (c != NULL) {
+		log_trace(TRACE_CLIENT, "dlv id=%s reusing connection to %s",
+		    s->qid, c->relay);
+		c->s = s;
+		s->conn = c;
+		s->flags |= DLV_F_REUSED | DLV_F_EHLO_DONE;
+		dlv_tx_start(s);
+		return;
+	}
+	dlv_session_resolve(s);
+}

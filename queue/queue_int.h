@@ -1,0 +1,157 @@
+/*
+ * queue_int.h - queue-private structures shared by queue.c (open, recovery,
+ * index access), commit.c (committer and housekeeping threads), segment.c
+ * (record format, segment files) and spool.c. Never included outside queue/
+ * (unit tests excepted). On-disk formats: doc/queue.md.
+ */
+#ifndef TERN_QUEUE_INT_H
+#define TERN_QUEUE_INT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tern/queue.h"
+#include "store.h"
+
+/* ---- segment record: header, then payload {u32 envlen, env, body} ---- */
+
+#define SEG_MAGIC       0x544e5251u     /* "TNRQ" */
+#define SEG_VERSION     1
+#define SEG_HDR_LEN     28u
+#define SEG_ALIGN       4096u           /* oversized segments round up to this */
+
+struct seg_hdr {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t flags;         /* 0; reserved */
+	uint32_t epoch;         /* == segment number */
+	uint64_t seq;           /* == queue id; strictly increasing in a segment */
+	uint32_t payload_len;
+	uint32_t crc;           /* crc32c(header with crc = 0, payload) */
+};
+
+void seg_hdr_encode(const struct seg_hdr *h, uint8_t out[SEG_HDR_LEN]);
+void seg_hdr_decode(const uint8_t in[SEG_HDR_LEN], struct seg_hdr *h);
+
+/* Result of reading one record from a segment file. */
+enum seg_rec_status {
+	SEG_REC_OK = 0,         /* header, envelope and CRC all valid */
+	SEG_REC_DAMAGED,        /* header + envelope valid, CRC bad or body cut */
+	SEG_REC_END,            /* zeros or stale bytes: the clean end of the log */
+	SEG_REC_BAD,            /* anything else: garbage, torn header ... */
+};
+
+/*
+ * Read and check the record at off of segment num (file fd, readable up to
+ * limit). prev_seq: the record's seq must be greater. On OK/DAMAGED *env is
+ * the decoded envelope with its location fields (seg, off, rec_len,
+ * body_off, crc) set from the record; *reason says what is wrong otherwise.
+ */
+enum seg_rec_status seg_record_read(int fd, uint32_t num, uint64_t off,
+    uint64_t limit, uint64_t prev_seq, struct envelope **env, uint64_t *rec_len,
+    const char **reason);
+
+/* Paths: "<segdir>/%08x.seg" */
+void seg_path(const char *segdir, uint32_t num, char *buf, size_t len);
+/* Write size zero bytes to tmp, fsync, rename to final, fsync dir. */
+int seg_prepare(const char *segdir, const char *tmp, const char *final,
+    uint64_t size);
+
+/* ---- bodies under construction ---- */
+
+struct spool {
+	struct queue *q;        /* borrowed */
+	char *mem;              /* owned; NULL once spilled */
+	size_t len, cap;
+	int fd;                 /* -1, or the unlinked spill file */
+	uint64_t size;
+	int err;                /* sticky errno after a failed write */
+};
+
+/* ---- requests in flight to the committer ---- */
+
+struct queue_req {
+	struct queue_req *next;
+	struct envelope *env;   /* owned */
+	struct spool *body;     /* owned */
+	struct tq *reply;       /* borrowed */
+	uint64_t reqid;
+	uint8_t *head;          /* owned: record header + u32 envlen + envelope */
+	size_t headlen;
+	uint64_t rec_len;
+	uint64_t off;
+	uint32_t crc;
+	int done;               /* reply already posted (failed early) */
+};
+
+/* ---- the segment table ---- */
+
+struct queue_seg {
+	uint32_t num;
+	uint64_t size;
+	uint64_t live;          /* envelopes pointing into it */
+	int recycling;
+};
+
+struct queue {
+	char *dir, *segdir, *tmpdir, *dbdir;
+	uint64_t segment_size, spool_memory;
+	int readonly;
+	int lockfd;
+	struct store *st;
+
+	/* lock protects everything down to "committer only" */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;            /* committer: work or stop */
+	pthread_cond_t hk_cond;         /* housekeeping: stop */
+	struct queue_req *head, **tailp;
+	int stopping, hk_stop, threads;
+	struct tq *notify;              /* borrowed */
+	uint64_t commits, batches;
+	struct queue_seg *segs;         /* sorted by num */
+	size_t nsegs;
+	uint32_t cur_num;               /* 0: no current segment */
+	int have_spare;
+	int broken;                     /* errno: refuse every commit */
+
+	pthread_mutex_t prep_lock;      /* one spare preparation at a time */
+	pthread_t committer, hk;
+
+	/* committer only */
+	int cur_fd;
+	uint64_t cur_size, cur_pos;
+	uint32_t next_seg;
+	uint64_t last_id;
+	int index_stuck;                /* stop advancing the indexed position */
+};
+
+/* meta keys */
+#define META_INDEXED    "indexed"       /* u32 seg, u64 off */
+#define META_NEXT_ID    "next_id"       /* u64 */
+#define META_NEXT_SEG   "next_seg"      /* u32 */
+#define META_CUT        "cut/"          /* + u32 seg -> u64 offset */
+
+void queue_be32(uint8_t *p, uint32_t v);
+void queue_be64(uint8_t *p, uint64_t v);
+uint32_t queue_get_be32(const uint8_t *p);
+uint64_t queue_get_be64(const uint8_t *p);
+
+/* queue.c: segment table (caller holds q->lock) */
+struct queue_seg *queue_seg_find(struct queue *q, uint32_t num);
+struct queue_seg *queue_seg_add(struct queue *q, uint32_t num, uint64_t size);
+void queue_seg_drop(struct queue *q, uint32_t num);
+
+/* queue.c: store the envelope (location fields set) in t. */
+int queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e);
+
+/* commit.c */
+int queue_commit_start(struct queue *q);
+void queue_commit_stop(struct queue *q);
+/* Roll to a new current segment big enough for need bytes. Committer or open. */
+int queue_seg_roll(struct queue *q, uint64_t need);
+/* Recycle one empty segment file (rename to the spare or unlink). */
+void queue_seg_recycle(struct queue *q, uint32_t num, uint64_t size);
+int queue_spare_prepare(struct queue *q);
+
+#endif

@@ -1,0 +1,317 @@
+/*
+ * store.c - the queue index on Berkeley DB 5.3 (see store.h).
+ *
+ * Any thread. Owns the DB_ENV and the two DB handles (free-threaded:
+ * DB_THREAD, so every DBT that BDB fills uses DB_DBT_MALLOC/REALLOC).
+ * Read-write: a transactional environment opened with DB_RECOVER (the
+ * caller guarantees a single process), commits with DB_TXN_WRITE_NOSYNC,
+ * durability by store_flush(); the accept path never waits for it (the
+ * segment log is the source of truth for acceptance, doc/queue.md).
+ * Read-only: a private (heap) environment with only a buffer pool, both
+ * databases opened DB_RDONLY: nothing is written, no recovery is run.
+ * Never blocks on anything but BDB's own locks and I/O; deadlocks are
+ * reported as STORE_RETRY for the caller to re-run its transaction.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <db.h>
+
+#include "tern/log.h"
+#include "tern/util.h"
+#include "store.h"
+
+struct store {
+	DB_ENV *env;
+	DB *db[2];
+	int readonly;
+};
+
+static const char *const store_files[2] = { "envelopes.db", "meta.db" };
+
+static void
+store_errcall(const DB_ENV *env, const char *pfx, const char *msg)
+{
+	log_warnx("queue: bdb: %s", msg);
+}
+
+static int
+store_rc(int rc)
+{
+	if (rc == 0)
+		return 0;
+	if (rc == DB_NOTFOUND || rc == DB_KEYEMPTY)
+		return STORE_NOTFOUND;
+	if (rc == DB_LOCK_DEADLOCK || rc == DB_LOCK_NOTGRANTED)
+		return STORE_RETRY;
+	if (rc > 0)
+		errno = rc;
+	else
+		errno = EIO;
+	return -1;
+}
+
+int
+store_open(const char *dir, int readonly, struct store **out, char *err,
+    size_t errlen)
+{
+	struct store *s = xcalloc(1, sizeof(*s));
+	u_int32_t envflags, dbflags;
+	int rc;
+
+	s->readonly = readonly;
+	if ((rc = db_env_create(&s->env, 0)) != 0) {
+		snprintf(err, errlen, "db_env_create: %s", db_strerror(rc));
+		goto fail;
+	}
+	s->env->set_errcall(s->env, store_errcall);
+	s->env->set_cachesize(s->env, 0, 4u << 20, 1);
+	if (readonly) {
+		/* heap regions, no log, no locks: nothing touches the disk */
+		envflags = DB_CREATE | DB_PRIVATE | DB_INIT_MPOOL | DB_THREAD;
+	} else {
+		s->env->set_lg_bsize(s->env, 256u << 10);
+		s->env->set_lg_max(s->env, 8u << 20);
+		s->env->set_lk_detect(s->env, DB_LOCK_DEFAULT);
+		s->env->set_flags(s->env, DB_TXN_WRITE_NOSYNC, 1);
+		envflags = DB_CREATE | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_LOCK |
+		    DB_INIT_MPOOL | DB_THREAD | DB_RECOVER;
+	}
+	if ((rc = s->env->open(s->env, dir, envflags, 0600)) != 0) {
+		snprintf(err, errlen, "bdb env open %s: %s", dir, db_strerror(rc));
+		goto fail;
+	}
+	dbflags = readonly ? DB_RDONLY | DB_THREAD :
+	    DB_CREATE | DB_AUTO_COMMIT | DB_THREAD;
+	for (int i = 0; i < 2; i++) {
+		if ((rc = db_create(&s->db[i], s->env, 0)) != 0) {
+			snprintf(err, errlen, "db_create: %s", db_strerror(rc));
+			goto fail;
+		}
+		if ((rc = s->db[i]->open(s->db[i], NULL, store_files[i], NULL,
+		    DB_BTREE, dbflags, 0600)) != 0) {
+			snprintf(err, errlen, "bdb open %s/%s: %s", dir,
+			    store_files[i], db_strerror(rc));
+			s->db[i]->close(s->db[i], 0);
+			s->db[i] = NULL;
+			goto fail;
+		}
+	}
+	*out = s;
+	return 0;
+fail:
+	s->readonly = 1;    /* nothing to checkpoint */
+	store_close(s);
+	*out = NULL;
+	return -1;
+}
+
+void
+store_close(struct store *s)
+{
+	if (s == NULL)
+		return;
+	if (!s->readonly && s->env != NULL) {
+		s->env->log_flush(s->env, NULL);
+		s->env->txn_checkpoint(s->env, 0, 0, DB_FORCE);
+		s->env->log_archive(s->env, NULL, DB_ARCH_REMOVE);
+	}
+	for (int i = 0; i < 2; i++)
+		if (s->db[i] != NULL)
+			s->db[i]->close(s->db[i], 0);
+	if (s->env != NULL)
+		s->env->close(s->env, 0);
+	free(s);
+}
+
+int
+store_begin(struct store *s, struct store_txn **out)
+{
+	DB_TXN *t = NULL;
+	int rc;
+
+	*out = NULL;
+	if (s->readonly) {
+		errno = EROFS;
+		return -1;
+	}
+	if ((rc = s->env->txn_begin(s->env, NULL, &t, 0)) != 0)
+		return store_rc(rc);
+	*out = (struct store_txn *)t;
+	return 0;
+}
+
+int
+store_commit(struct store_txn *st, int sync)
+{
+	DB_TXN *t = (DB_TXN *)st;
+	return store_rc(t->commit(t, sync ? DB_TXN_SYNC : 0));
+}
+
+void
+store_abort(struct store_txn *st)
+{
+	DB_TXN *t = (DB_TXN *)st;
+	if (t != NULL)
+		t->abort(t);
+}
+
+static void
+store_dbt(DBT *d, const void *p, size_t len)
+{
+	memset(d, 0, sizeof(*d));
+	d->data = (void *)(uintptr_t)p;
+	d->size = (u_int32_t)len;
+}
+
+int
+store_put(struct store *s, struct store_txn *t, enum store_table tb,
+    const void *key, size_t klen, const void *val, size_t vlen)
+{
+	DBT k, v;
+
+	store_dbt(&k, key, klen);
+	store_dbt(&v, val, vlen);
+	return store_rc(s->db[tb]->put(s->db[tb], (DB_TXN *)t, &k, &v, 0));
+}
+
+int
+store_get(struct store *s, struct store_txn *t, enum store_table tb,
+    const void *key, size_t klen, void **val, size_t *vlen)
+{
+	DBT k, v;
+	int rc;
+
+	*val = NULL;
+	*vlen = 0;
+	store_dbt(&k, key, klen);
+	memset(&v, 0, sizeof(v));
+	v.flags = DB_DBT_MALLOC;
+	rc = s->db[tb]->get(s->db[tb], (DB_TXN *)t, &k, &v,
+	    t != NULL ? DB_RMW : 0);
+	if (rc != 0)
+		return store_rc(rc);
+	*val = v.data;
+	*vlen = v.size;
+	return 0;
+}
+
+int
+store_del(struct store *s, struct store_txn *t, enum store_table tb,
+    const void *key, size_t klen)
+{
+	DBT k;
+
+	store_dbt(&k, key, klen);
+	return store_rc(s->db[tb]->del(s->db[tb], (DB_TXN *)t, &k, 0));
+}
+
+#define STORE_WALK_CHUNK 64
+
+struct store_walk_item {
+	void *k, *v;
+	size_t klen, vlen;
+};
+
+int
+store_walk(struct store *s, enum store_table tb, store_walk_fn *fn, void *arg)
+{
+	struct store_walk_item items[STORE_WALK_CHUNK];
+	void *last = NULL;
+	size_t lastlen = 0, n = 0;
+	int ret = -1, done = 0, rc, retries = 0;
+
+	while (!done) {
+		DBC *c = NULL;
+		DBT k, v;
+
+		n = 0;
+		if ((rc = s->db[tb]->cursor(s->db[tb], NULL, &c, 0)) != 0) {
+			store_rc(rc);
+			goto fail;
+		}
+		memset(&k, 0, sizeof(k));
+		memset(&v, 0, sizeof(v));
+		k.flags = v.flags = DB_DBT_REALLOC;
+		if (last != NULL) {
+			k.data = malloc(lastlen);
+			if (k.data == NULL) {
+				c->close(c);
+				goto fail;
+			}
+			memcpy(k.data, last, lastlen);
+			k.size = (u_int32_t)lastlen;
+			rc = c->get(c, &k, &v, DB_SET_RANGE);
+			/* skip the key we already handed out */
+			if (rc == 0 && k.size == lastlen &&
+			    memcmp(k.data, last, lastlen) == 0)
+				rc = c->get(c, &k, &v, DB_NEXT);
+		} else
+			rc = c->get(c, &k, &v, DB_FIRST);
+		while (rc == 0) {
+			struct store_walk_item *it = &items[n];
+			it->k = xmalloc(k.size ? k.size : 1);
+			it->v = xmalloc(v.size ? v.size : 1);
+			memcpy(it->k, k.data, k.size);
+			memcpy(it->v, v.data, v.size);
+			it->klen = k.size;
+			it->vlen = v.size;
+			if (++n == STORE_WALK_CHUNK)
+				break;
+			rc = c->get(c, &k, &v, DB_NEXT);
+		}
+		free(k.data);
+		free(v.data);
+		c->close(c);
+		if (rc != 0 && rc != DB_NOTFOUND) {
+			for (size_t i = 0; i < n; i++) {
+				free(items[i].k);
+				free(items[i].v);
+			}
+			if (store_rc(rc) == STORE_RETRY && ++retries < 100)
+				continue;
+			goto fail;
+		}
+		int eof = (rc == DB_NOTFOUND), stop = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (!stop && fn(arg, items[i].k, items[i].klen,
+			    items[i].v, items[i].vlen) != 0)
+				stop = 1;
+			free(items[i].v);
+			if (i + 1 == n) {
+				free(last);
+				last = items[i].k;
+				lastlen = items[i].klen;
+			} else
+				free(items[i].k);
+		}
+		if (eof || stop || n == 0)
+			done = 1;
+	}
+	ret = 0;
+fail:
+	free(last);
+	return ret;
+}
+
+int
+store_flush(struct store *s)
+{
+	if (s->readonly)
+		return 0;
+	return store_rc(s->env->log_flush(s->env, NULL));
+}
+
+int
+store_checkpoint(struct store *s)
+{
+	int rc;
+
+	if (s->readonly)
+		return 0;
+	if ((rc = s->env->txn_checkpoint(s->env, 0, 0, 0)) != 0)
+		return store_rc(rc);
+	return store_rc(s->env->log_archive(s->env, NULL, DB_ARCH_REMOVE));
+}

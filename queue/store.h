@@ -1,0 +1,63 @@
+/*
+ * store.h - queue-private key/value store (Berkeley DB 5.3 today; kept
+ * small so that LMDB or SQLite could replace it without touching queue.c).
+ *
+ * Two tables: STORE_ENVELOPES (8-byte big-endian id -> envelope record) and
+ * STORE_META (short ASCII key -> small big-endian value). Writes happen in
+ * transactions that commit without a log sync (store_commit(t, 0)); the
+ * housekeeping thread calls store_flush() about every 100 ms. Everything is
+ * safe from any thread. Private to queue/: never include from elsewhere.
+ */
+#ifndef TERN_QUEUE_STORE_H
+#define TERN_QUEUE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum store_table { STORE_ENVELOPES = 0, STORE_META = 1 };
+
+/* Return codes beyond 0 / -1 (errno set). */
+#define STORE_NOTFOUND  1
+#define STORE_RETRY    -2       /* deadlock: abort the txn and run it again */
+
+struct store;
+struct store_txn;
+
+/*
+ * Open (creating) the environment in dir. readonly: no recovery and no
+ * writes at all (see doc/queue.md "Read-only open" for what that costs).
+ */
+int store_open(const char *dir, int readonly, struct store **out,
+    char *err, size_t errlen);
+/* Checkpoint (unless readonly) and close. NULL is a no-op. */
+void store_close(struct store *s);
+
+int store_begin(struct store *s, struct store_txn **out);
+/* sync: 1 = durable when this returns; 0 = durable at the next flush. */
+int store_commit(struct store_txn *t, int sync);
+void store_abort(struct store_txn *t);        /* NULL is a no-op */
+
+int store_put(struct store *s, struct store_txn *t, enum store_table tb,
+    const void *key, size_t klen, const void *val, size_t vlen);
+/* *val is malloc'd (caller frees). 0, STORE_NOTFOUND, STORE_RETRY, -1. */
+int store_get(struct store *s, struct store_txn *t, enum store_table tb,
+    const void *key, size_t klen, void **val, size_t *vlen);
+/* 0, STORE_NOTFOUND, STORE_RETRY, -1 */
+int store_del(struct store *s, struct store_txn *t, enum store_table tb,
+    const void *key, size_t klen);
+
+/*
+ * Call fn for every record of tb in key order, outside any lock (records
+ * are read in chunks; fn may write to the store). Stops when fn returns
+ * non-zero. 0, or -1.
+ */
+typedef int store_walk_fn(void *arg, const void *key, size_t klen,
+    const void *val, size_t vlen);
+int store_walk(struct store *s, enum store_table tb, store_walk_fn *fn, void *arg);
+
+/* Make every committed transaction durable (log flush). 0 or -1. */
+int store_flush(struct store *s);
+/* Checkpoint and remove log files no longer needed. 0 or -1. */
+int store_checkpoint(struct store *s);
+
+#endif

@@ -1,0 +1,996 @@
+/*
+ * test_queue.c - the durable queue against a real directory under
+ * TERN_TEST_TMPDIR and a real event_base receiving the committer's replies:
+ * commit and read back, concurrent group commit, kill -9 (fork + _exit),
+ * torn tails and flipped bytes, a lost index, ENOSPC on a small tmpfs
+ * (root only), removal and segment recycling, oversized messages,
+ * read-only open.
+ *
+ * With TERN_QUEUE_BENCH=<dir> set, runs a throughput loop instead (1 and
+ * 64 closed-loop submitters) and prints commits/s: not a test.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <dirent.h>
+#include <cmocka.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "tern/log.h"
+#include "tern/queue.h"
+#include "tern/tq.h"
+#include "tern/util.h"
+
+#define MAXREQ 1024
+
+struct result {
+	int done;
+	enum q_status st;
+	int err;
+	uint64_t qid;
+};
+
+struct waiter {
+	struct event_base *base;
+	struct tq *tq;
+	struct event *keep;
+	struct result res[MAXREQ];
+	size_t ndone;
+	uint64_t newids[MAXREQ];
+	size_t nnew;
+	int notify;             /* also wait until OK replies are indexed */
+};
+
+static void
+waiter_handler(struct tq_msg *m, void *arg)
+{
+	struct waiter *w = arg;
+
+	switch (m->type) {
+	case TQ_COMMIT_DONE: {
+		struct queue_commit_done *d = (struct queue_commit_done *)m;
+		assert_true(d->hdr.reqid < MAXREQ);
+		assert_false(w->res[d->hdr.reqid].done);   /* exactly one reply */
+		w->res[d->hdr.reqid] = (struct result){ 1, d->status, d->err, d->qid };
+		w->ndone++;
+		break;
+	}
+	case TQ_NEW_MESSAGE: {
+		struct queue_new_message *n = (struct queue_new_message *)m;
+		assert_true(n->qid == n->hdr.reqid);
+		if (w->nnew < MAXREQ)
+			w->newids[w->nnew++] = n->qid;
+		break;
+	}
+	default:
+		fail_msg("unexpected tq message %d", m->type);
+	}
+	free(m);
+}
+
+static void
+waiter_noop(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+static struct waiter *
+waiter_new(void)
+{
+	struct waiter *w = calloc(1, sizeof(*w));
+	struct timeval tv = { 0, 20000 };
+
+	w->base = event_base_new();
+	w->tq = tq_new(w->base, waiter_handler, w);
+	w->keep = event_new(w->base, -1, EV_PERSIST, waiter_noop, NULL);
+	event_add(w->keep, &tv);
+	return w;
+}
+
+static void
+waiter_free(struct waiter *w)
+{
+	tq_free(w->tq);
+	event_free(w->keep);
+	event_base_free(w->base);
+	free(w);
+}
+
+static size_t
+waiter_ok(struct waiter *w)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < MAXREQ; i++)
+		if (w->res[i].done && w->res[i].st == Q_OK)
+			n++;
+	return n;
+}
+
+/* Run the loop until n replies arrived (and were indexed) or 20 s. */
+static void
+waiter_wait(struct waiter *w, size_t n)
+{
+	uint64_t end = now_mono_us() + 20000000u;
+
+	while (w->ndone < n && now_mono_us() < end)
+		event_base_loop(w->base, EVLOOP_ONCE);
+	assert_int_equal(w->ndone, n);
+	while (w->notify && w->nnew < waiter_ok(w) && now_mono_us() < end)
+		event_base_loop(w->base, EVLOOP_ONCE);
+	if (w->notify)
+		assert_int_equal(w->nnew, waiter_ok(w));
+}
+
+static void
+qnotify(struct queue *q, struct waiter *w)
+{
+	queue_set_notify(q, w->tq);
+	w->notify = 1;
+}
+
+static void
+waiter_wait_new(struct waiter *w, size_t n)
+{
+	uint64_t end = now_mono_us() + 5000000u;
+
+	while (w->nnew < n && now_mono_us() < end)
+		event_base_loop(w->base, EVLOOP_ONCE);
+}
+
+/* Deterministic body for request r of size n. */
+static char *
+body_make(uint64_t r, size_t n)
+{
+	char *b = malloc(n + 1);
+	for (size_t i = 0; i < n; i++)
+		b[i] = (char)('a' + (r * 7 + i * 13) % 26);
+	if (n >= 2) {
+		b[n - 2] = '\r';
+		b[n - 1] = '\n';
+	}
+	return b;
+}
+
+static void
+submit(struct queue *q, struct tq *reply, uint64_t reqid, size_t size)
+{
+	struct envelope *e = envelope_new();
+	struct spool *s = spool_new(q);
+	char *b = body_make(reqid, size), rcpt[64];
+
+	e->sender = strdup("sender@example.org");
+	snprintf(rcpt, sizeof(rcpt), "r%llu@example.com", (unsigned long long)reqid);
+	envelope_add_rcpt(e, rcpt, NULL, 0);
+	for (size_t off = 0; off < size; off += 1000) {
+		size_t n = size - off > 1000 ? 1000 : size - off;
+		assert_int_equal(spool_write(s, b + off, n), 0);
+	}
+	assert_true(spool_size(s) == size);
+	free(b);
+	queue_commit_submit(q, e, s, reply, reqid);
+}
+
+/* The message stored under qid has request r's recipient and body. */
+static void
+check_message(struct queue *q, uint64_t qid, uint64_t r, size_t size)
+{
+	struct envelope *e = NULL;
+	char *body = NULL, *want = body_make(r, size), rcpt[64];
+	size_t len;
+
+	assert_int_equal(queue_get(q, qid, &e), 0);
+	assert_true(e->id == qid);
+	assert_int_equal(e->flags & ENV_F_CORRUPT, 0);
+	assert_true(e->size == size);
+	assert_int_equal(e->nrcpt, 1);
+	snprintf(rcpt, sizeof(rcpt), "r%llu@example.com", (unsigned long long)r);
+	assert_string_equal(e->rcpts[0].addr, rcpt);
+	assert_string_equal(e->sender, "sender@example.org");
+	assert_int_equal(queue_read_body(q, e, &body, &len), 0);
+	assert_int_equal(len, size);
+	assert_memory_equal(body, want, size);
+	free(body);
+	free(want);
+	envelope_free(e);
+}
+
+static char *
+mktmp(const char *tag)
+{
+	const char *base = getenv("TERN_TEST_TMPDIR");
+	char *p = malloc(4096);
+
+	snprintf(p, 4096, "%s/q-%s-XXXXXX", base ? base : "/tmp", tag);
+	assert_non_null(mkdtemp(p));
+	return p;
+}
+
+static void
+rmtree(const char *p)
+{
+	char cmd[8400];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", p);
+	assert_int_equal(system(cmd), 0);
+}
+
+static struct queue *
+qopen(const char *dir, uint64_t segsize, uint64_t spoolmem, int readonly)
+{
+	struct queue_opts o = { dir, segsize, spoolmem, readonly };
+	struct queue *q = NULL;
+	char err[256] = "";
+
+	if (queue_open(&o, &q, err, sizeof(err)) < 0)
+		fail_msg("queue_open %s: %s", dir, err);
+	return q;
+}
+
+static size_t
+count_messages(struct queue *q)
+{
+	struct queue_stats st;
+	queue_stats(q, &st);
+	return st.messages;
+}
+
+/* ---- tests ---- */
+
+static void
+test_commit_one(void **state)
+{
+	char *dir = mktmp("one");
+	struct queue *q = qopen(dir, 1 << 20, 0, 0);
+	struct waiter *w = waiter_new();
+	struct envelope *e = NULL;
+	uint64_t qid;
+
+	queue_set_notify(q, w->tq);
+	submit(q, w->tq, 1, 7);
+	waiter_wait(w, 1);
+	assert_int_equal(w->res[1].st, Q_OK);
+	assert_int_equal(w->res[1].err, 0);
+	qid = w->res[1].qid;
+	assert_true(qid != 0);
+	waiter_wait_new(w, 1);
+	assert_int_equal(w->nnew, 1);
+	assert_true(w->newids[0] == qid);
+	check_message(q, qid, 1, 7);
+	assert_int_equal(queue_get(q, qid + 1, &e), 1);
+	assert_int_equal(count_messages(q), 1);
+	queue_close(q);
+
+	/* and after a clean reopen */
+	q = qopen(dir, 1 << 20, 0, 0);
+	check_message(q, qid, 1, 7);
+	assert_int_equal(queue_get(q, qid, &e), 0);
+	assert_true(e->arrival > 0);
+	assert_true(e->seg != 0 && e->rec_len > e->size);
+	envelope_free(e);
+	queue_close(q);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+}
+
+struct submitter {
+	struct queue *q;
+	struct tq *reply;
+	uint64_t first, n;
+};
+
+static size_t
+many_size(uint64_t r)
+{
+	return (size_t)((r * 997) % 20000) + 1;
+}
+
+static void *
+submitter_main(void *arg)
+{
+	struct submitter *s = arg;
+	for (uint64_t r = s->first; r < s->first + s->n; r++)
+		submit(s->q, s->reply, r, many_size(r));
+	return NULL;
+}
+
+static void
+test_commit_concurrent(void **state)
+{
+	char *dir = mktmp("many");
+	/* 4 KiB in memory: most bodies spill to tmp/ */
+	struct queue *q = qopen(dir, 1 << 20, 4096, 0);
+	struct waiter *w = waiter_new();
+	struct submitter subs[4];
+	pthread_t th[4];
+	struct queue_stats st;
+
+	queue_set_notify(q, w->tq);
+	for (int i = 0; i < 4; i++) {
+		subs[i] = (struct submitter){ q, w->tq, (uint64_t)i * 50, 50 };
+		assert_int_equal(pthread_create(&th[i], NULL, submitter_main,
+		    &subs[i]), 0);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	waiter_wait(w, 200);
+	waiter_wait_new(w, 200);     /* indexed after the replies */
+	assert_int_equal(w->nnew, 200);
+	for (uint64_t r = 0; r < 200; r++) {
+		assert_int_equal(w->res[r].st, Q_OK);
+		for (uint64_t k = 0; k < r; k++)
+			assert_true(w->res[k].qid != w->res[r].qid);
+		check_message(q, w->res[r].qid, r, many_size(r));
+	}
+	queue_stats(q, &st);
+	assert_int_equal(st.messages, 200);
+	assert_int_equal(st.commits, 200);
+	assert_true(st.batches >= 1);
+	assert_true(st.batches < st.commits);   /* group commit happened */
+	assert_true(st.segments >= 2);          /* ~2 MB over 1 MiB segments */
+	print_message("200 commits in %llu batches over %llu segments\n",
+	    (unsigned long long)st.batches, (unsigned long long)st.segments);
+	queue_close(q);
+
+	q = qopen(dir, 1 << 20, 4096, 0);
+	for (uint64_t r = 0; r < 200; r++)
+		check_message(q, w->res[r].qid, r, many_size(r));
+	queue_close(q);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+}
+
+/* kill -9: the child commits, reports every ack, and _exits mid-stream. */
+static void
+test_crash_recovery(void **state)
+{
+	char *dir = mktmp("crash");
+	int fds[2];
+	pid_t pid;
+	uint64_t pairs[2 * 200];
+	size_t npairs = 0;
+	ssize_t n;
+	int status;
+
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct queue *q;
+		struct waiter *w;
+		size_t sent = 0;
+		close(fds[0]);
+		q = qopen(dir, 1 << 20, 8192, 0);
+		w = waiter_new();
+		for (uint64_t r = 0; r < 150; r++)
+			submit(q, w->tq, r, 3000 + (size_t)r * 50);
+		uint64_t end = now_mono_us() + 20000000u;
+		while (sent < 100 && now_mono_us() < end) {
+			event_base_loop(w->base, EVLOOP_ONCE);
+			for (uint64_t r = 0; r < 150; r++) {
+				uint64_t p[2];
+				if (w->res[r].done != 1)
+					continue;
+				w->res[r].done = 2;
+				if (w->res[r].st != Q_OK)
+					_exit(3);
+				p[0] = r;
+				p[1] = w->res[r].qid;
+				if (write(fds[1], p, sizeof(p)) != sizeof(p))
+					_exit(4);
+				sent++;
+			}
+		}
+		_exit(0);   /* like kill -9: no close, no flush, no checkpoint */
+	}
+	close(fds[1]);
+	while ((n = read(fds[0], &pairs[2 * npairs], 2 * sizeof(uint64_t))) > 0) {
+		assert_int_equal(n, 2 * sizeof(uint64_t));
+		npairs++;
+	}
+	close(fds[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_true(npairs >= 100);
+
+	struct queue *q = qopen(dir, 1 << 20, 8192, 0);
+	for (size_t i = 0; i < npairs; i++)
+		check_message(q, pairs[2 * i + 1], pairs[2 * i],
+		    3000 + (size_t)pairs[2 * i] * 50);
+	assert_true(count_messages(q) >= npairs);
+	queue_close(q);
+	rmtree(dir);
+	free(dir);
+}
+
+static void
+file_write_at(const char *path, uint64_t off, const void *p, size_t n)
+{
+	int fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, p, n, (off_t)off), (ssize_t)n);
+	close(fd);
+}
+
+static void
+file_flip(const char *path, uint64_t off)
+{
+	int fd = open(path, O_RDWR);
+	unsigned char c;
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &c, 1, (off_t)off), 1);
+	c ^= 0x20;
+	assert_int_equal(pwrite(fd, &c, 1, (off_t)off), 1);
+	close(fd);
+}
+
+enum torn_kind { TORN_GARBAGE, TORN_TRUNCATE, TORN_FLIP_MIDDLE,
+	TORN_FLIP_INDEXED };
+
+static void
+torn_case(enum torn_kind kind)
+{
+	char *dir = mktmp("torn"), path[4200];
+	struct queue *q = qopen(dir, 1 << 20, 0, 0);
+	struct waiter *w = waiter_new();
+	struct envelope *e[3];
+	uint64_t qid[3];
+	char *body;
+	size_t len;
+
+	qnotify(q, w);
+	for (uint64_t r = 0; r < 3; r++) {
+		submit(q, w->tq, r, 5000);
+		waiter_wait(w, r + 1);   /* one per batch: ordered */
+		assert_int_equal(w->res[r].st, Q_OK);
+		qid[r] = w->res[r].qid;
+	}
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(queue_get(q, qid[i], &e[i]), 0);
+	queue_close(q);
+	assert_int_equal(e[0]->seg, e[2]->seg);
+	snprintf(path, sizeof(path), "%s/segments/%08x.seg", dir, e[2]->seg);
+
+	if (kind != TORN_FLIP_INDEXED) {
+		/* the index never saw them: recovery must rebuild from the log */
+		char db[4200];
+		snprintf(db, sizeof(db), "%s/db", dir);
+		rmtree(db);
+	}
+	switch (kind) {
+	case TORN_GARBAGE: {
+		char junk[300];
+		for (size_t i = 0; i < sizeof(junk); i++)
+			junk[i] = (char)(i * 31 + 7);
+		file_write_at(path, e[2]->off + e[2]->rec_len, junk, sizeof(junk));
+		break;
+	}
+	case TORN_TRUNCATE:
+		assert_int_equal(truncate(path, (off_t)(e[2]->off +
+		    e[2]->rec_len / 2)), 0);
+		break;
+	case TORN_FLIP_MIDDLE:
+	case TORN_FLIP_INDEXED:
+		file_flip(path, e[1]->off + 28 + e[1]->body_off + 100);
+		break;
+	}
+
+	q = qopen(dir, 1 << 20, 0, 0);
+	qnotify(q, w);
+	check_message(q, qid[0], 0, 5000);
+	if (kind == TORN_GARBAGE) {
+		check_message(q, qid[1], 1, 5000);
+		check_message(q, qid[2], 2, 5000);
+		assert_int_equal(count_messages(q), 3);
+	} else {
+		/* the damaged one is held and reported, never silently dropped */
+		int bad = kind == TORN_TRUNCATE ? 2 : 1;
+		struct envelope *d = NULL;
+		struct queue_stats st;
+		assert_int_equal(queue_get(q, qid[bad], &d), 0);
+		assert_true(d->flags & ENV_F_CORRUPT);
+		errno = 0;
+		assert_int_equal(queue_read_body(q, d, &body, &len), -1);
+		assert_int_equal(errno, kind == TORN_TRUNCATE ? EBADMSG : EBADMSG);
+		envelope_free(d);
+		if (kind != TORN_TRUNCATE)
+			check_message(q, qid[2], 2, 5000);
+		queue_stats(q, &st);
+		assert_int_equal(st.messages, 3);
+		assert_int_equal(st.corrupt, 1);
+	}
+	/* the queue still accepts, and a second recovery agrees */
+	submit(q, w->tq, 3, 100);
+	waiter_wait(w, 4);
+	assert_int_equal(w->res[3].st, Q_OK);
+	queue_close(q);
+	q = qopen(dir, 1 << 20, 0, 0);
+	check_message(q, w->res[3].qid, 3, 100);
+	assert_int_equal(count_messages(q), 4);
+	queue_close(q);
+	for (int i = 0; i < 3; i++)
+		envelope_free(e[i]);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+}
+
+static void test_torn_garbage(void **s) { torn_case(TORN_GARBAGE); }
+static void test_torn_truncate(void **s) { torn_case(TORN_TRUNCATE); }
+static void test_torn_flip_unindexed(void **s) { torn_case(TORN_FLIP_MIDDLE); }
+static void test_torn_flip_indexed(void **s) { torn_case(TORN_FLIP_INDEXED); }
+
+static size_t
+count_files(const char *dir, const char *suffix)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	size_t n = 0;
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL) {
+		size_t l = strlen(de->d_name), sl = strlen(suffix);
+		if (l > sl && strcmp(de->d_name + l - sl, suffix) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static void
+test_remove_recycle(void **state)
+{
+	char *dir = mktmp("recycle"), segdir[4200];
+	/* 64 KiB segments, 10 KB messages: about 6 per segment */
+	struct queue *q = qopen(dir, 64 << 10, 0, 0);
+	struct waiter *w = waiter_new();
+	struct queue_stats st;
+	struct envelope *e = NULL;
+	uint32_t last_seg;
+	size_t before, after;
+
+	qnotify(q, w);
+	snprintf(segdir, sizeof(segdir), "%s/segments", dir);
+	for (uint64_t r = 0; r < 30; r++)
+		submit(q, w->tq, r, 10000);
+	waiter_wait(w, 30);
+	assert_int_equal(queue_get(q, w->res[29].qid, &e), 0);
+	last_seg = e->seg;
+	envelope_free(e);
+	queue_stats(q, &st);
+	before = st.segments;
+	assert_true(before >= 4);
+	assert_int_equal(count_files(segdir, ".seg"), before);
+
+	/* remove everything outside the current segment */
+	size_t kept = 0;
+	for (uint64_t r = 0; r < 30; r++) {
+		assert_int_equal(queue_get(q, w->res[r].qid, &e), 0);
+		if (e->seg != last_seg)
+			assert_int_equal(queue_remove(q, w->res[r].qid), 0);
+		else
+			kept++;
+		envelope_free(e);
+	}
+	errno = 0;
+	assert_int_equal(queue_remove(q, w->res[0].qid), -1);
+	assert_int_equal(errno, ENOENT);
+	/* housekeeping recycles once the removals are flushed */
+	for (int i = 0; i < 50; i++) {
+		queue_stats(q, &st);
+		if (st.segments == 1)
+			break;
+		usleep(100000);
+	}
+	assert_int_equal(st.segments, 1);
+	assert_int_equal(st.messages, kept);
+	after = count_files(segdir, ".seg");
+	assert_int_equal(after, 1);
+	for (uint64_t r = 0; r < 30; r++) {
+		int rc = queue_get(q, w->res[r].qid, &e);
+		if (rc == 0) {
+			check_message(q, w->res[r].qid, r, 10000);
+			envelope_free(e);
+		}
+	}
+	queue_close(q);
+
+	/* nothing removed comes back, and the recycled files hold no live data */
+	q = qopen(dir, 64 << 10, 0, 0);
+	assert_int_equal(count_messages(q), kept);
+	for (uint64_t r = 0; r < 30; r++) {
+		if (queue_get(q, w->res[r].qid, &e) == 0) {
+			assert_int_equal(e->seg, last_seg);
+			envelope_free(e);
+			check_message(q, w->res[r].qid, r, 10000);
+		}
+	}
+	queue_close(q);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+}
+
+static void
+test_oversized(void **state)
+{
+	char *dir = mktmp("big");
+	struct queue *q = qopen(dir, 128 << 10, 64 << 10, 0);
+	struct waiter *w = waiter_new();
+
+	qnotify(q, w);
+	submit(q, w->tq, 0, 1000);
+	submit(q, w->tq, 1, 700000);      /* > segment: a segment of its own */
+	submit(q, w->tq, 2, 1000);
+	waiter_wait(w, 3);
+	for (int r = 0; r < 3; r++)
+		assert_int_equal(w->res[r].st, Q_OK);
+	check_message(q, w->res[1].qid, 1, 700000);
+	queue_close(q);
+	q = qopen(dir, 128 << 10, 64 << 10, 0);
+	check_message(q, w->res[0].qid, 0, 1000);
+	check_message(q, w->res[1].qid, 1, 700000);
+	check_message(q, w->res[2].qid, 2, 1000);
+	queue_close(q);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+}
+
+static void
+test_update(void **state)
+{
+	char *dir = mktmp("upd");
+	struct queue *q = qopen(dir, 1 << 20, 0, 0);
+	struct waiter *w = waiter_new();
+	struct envelope *e = NULL, *f = NULL;
+
+	qnotify(q, w);
+	submit(q, w->tq, 0, 300);
+	waiter_wait(w, 1);
+	assert_int_equal(queue_get(q, w->res[0].qid, &e), 0);
+	e->flags |= ENV_F_HOLD;
+	e->rcpts[0].state = RCPT_SENT;
+	e->attempts = 2;
+	e->off = 12345;          /* not the caller's to change */
+	assert_int_equal(queue_update(q, e), 0);
+	queue_close(q);
+	q = qopen(dir, 1 << 20, 0, 0);
+	assert_int_equal(queue_get(q, w->res[0].qid, &f), 0);
+	assert_true(f->flags & ENV_F_HOLD);
+	assert_int_equal(f->rcpts[0].state, RCPT_SENT);
+	assert_int_equal(f->attempts, 2);
+	assert_true(f->off != 12345);
+	check_message(q, w->res[0].qid, 0, 300);
+	e->id += 1000;
+	errno = 0;
+	assert_int_equal(queue_update(q, e), -1);
+	assert_int_equal(errno, ENOENT);
+	struct queue_stats st;
+	queue_stats(q, &st);
+	assert_int_equal(st.held, 1);
+	envelope_free(e);
+	envelope_free(f);
+	queue_close(q);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+}
+
+/* Concatenated "name size mtime" of every file under dir. */
+static void
+snapshot(const char *dir, char *out, size_t outlen)
+{
+	char cmd[4300];
+	FILE *f;
+	size_t n;
+	snprintf(cmd, sizeof(cmd), "cd '%s' && find . -type f -printf "
+	    "'%%p %%s %%T@\\n' | sort", dir);
+	f = popen(cmd, "r");
+	assert_non_null(f);
+	n = fread(out, 1, outlen - 1, f);
+	out[n] = '\0';
+	pclose(f);
+}
+
+static int
+walk_count(void *arg, const struct envelope *e)
+{
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+static void
+test_readonly(void **state)
+{
+	char *dir = mktmp("ro");
+	struct queue *q = qopen(dir, 1 << 20, 0, 0), *ro;
+	struct waiter *w = waiter_new();
+	struct queue_opts o = { dir, 1 << 20, 0, 1 };
+	char err[256], *before = malloc(65536), *after = malloc(65536);
+	struct envelope *e = NULL;
+	size_t n = 0;
+
+	for (uint64_t r = 0; r < 5; r++)
+		submit(q, w->tq, r, 2000);
+	waiter_wait(w, 5);
+	/* a reader may not open while the writer runs */
+	ro = NULL;
+	assert_int_equal(queue_open(&o, &ro, err, sizeof(err)), -1);
+	assert_null(ro);
+	queue_close(q);
+
+	snapshot(dir, before, 65536);
+	ro = qopen(dir, 1 << 20, 0, 1);
+	for (uint64_t r = 0; r < 5; r++)
+		check_message(ro, w->res[r].qid, r, 2000);
+	assert_int_equal(queue_walk(ro, walk_count, &n), 0);
+	assert_int_equal(n, 5);
+	assert_int_equal(queue_get(ro, w->res[0].qid, &e), 0);
+	errno = 0;
+	assert_int_equal(queue_update(ro, e), -1);
+	assert_int_equal(errno, EROFS);
+	assert_int_equal(queue_remove(ro, e->id), -1);
+	envelope_free(e);
+	submit(ro, w->tq, 5, 10);
+	waiter_wait(w, 6);
+	assert_int_equal(w->res[5].st, Q_TEMPFAIL);
+	assert_int_equal(w->res[5].err, EROFS);
+	queue_close(ro);
+	snapshot(dir, after, 65536);
+	assert_string_equal(before, after);   /* nothing written */
+	free(before);
+	free(after);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+}
+
+static void
+test_status_reply(void **state)
+{
+	static const struct {
+		enum q_status st;
+		int err, code;
+		const char *enh;
+	} cases[] = {
+		{ Q_OK, 0, 250, "2.0.0" },
+		{ Q_TEMPFAIL, ENOSPC, 452, "4.3.1" },
+		{ Q_TEMPFAIL, EDQUOT, 452, "4.3.1" },
+		{ Q_TEMPFAIL, EIO, 451, "4.3.0" },
+		{ Q_TEMPFAIL, 0, 451, "4.3.0" },
+		{ Q_PERMFAIL, EFBIG, 554, "5.3.0" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int code = 0;
+		const char *enh = NULL, *text = NULL;
+		queue_status_reply(cases[i].st, cases[i].err, &code, &enh, &text);
+		assert_int_equal(code, cases[i].code);
+		assert_string_equal(enh, cases[i].enh);
+		assert_non_null(text);
+	}
+	int code;
+	const char *enh, *text;
+	queue_status_reply(Q_TEMPFAIL, ENOSPC, &code, &enh, &text);
+	assert_string_equal(text, "Insufficient system storage");
+	queue_status_reply(Q_TEMPFAIL, EIO, &code, &enh, &text);
+	assert_string_equal(text, "Local error in processing; try again later");
+}
+
+static void
+test_enospc(void **state)
+{
+	char *dir = mktmp("enospc"), mnt[4200], qdir[4300], ballast[4300];
+	struct queue *q;
+	struct waiter *w;
+	struct spool *s;
+	char *big;
+	int fd, tempfails = 0;
+	uint64_t r, acked = 0;
+
+	snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
+	assert_int_equal(mkdir(mnt, 0700), 0);
+	if (mount("tmpfs", mnt, "tmpfs", 0, "size=24m,mode=0700") < 0) {
+		rmtree(dir);
+		free(dir);
+		skip();
+	}
+	snprintf(qdir, sizeof(qdir), "%s/q", mnt);
+	snprintf(ballast, sizeof(ballast), "%s/ballast", mnt);
+	q = qopen(qdir, 1 << 20, 512 << 10, 0);
+	w = waiter_new();
+	submit(q, w->tq, 0, 1000);
+	waiter_wait(w, 1);
+	assert_int_equal(w->res[0].st, Q_OK);
+	acked++;
+	usleep(300000);      /* let housekeeping prepare its spare */
+
+	/* fill the file system */
+	big = calloc(1, 1 << 16);
+	fd = open(ballast, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	while (write(fd, big, 1 << 16) > 0)
+		;
+	while (write(fd, big, 512) > 0)
+		;
+	close(fd);
+	free(big);
+
+	/* a body that must spill cannot */
+	s = spool_new(q);
+	big = body_make(0, 600 << 10);
+	errno = 0;
+	assert_int_equal(spool_write(s, big, 600 << 10), -1);
+	assert_int_equal(errno, ENOSPC);
+	free(big);
+	spool_free(s);
+
+	/* in-memory bodies fill the current segment and the spare, then fail */
+	for (r = 1; r < 20 && tempfails == 0; r++) {
+		submit(q, w->tq, r, 300 << 10);
+		waiter_wait(w, r + 1);
+		if (w->res[r].st == Q_OK) {
+			acked++;
+		} else {
+			int code;
+			const char *enh, *text;
+			assert_int_equal(w->res[r].st, Q_TEMPFAIL);
+			assert_int_equal(w->res[r].err, ENOSPC);
+			queue_status_reply(w->res[r].st, w->res[r].err, &code, &enh,
+			    &text);
+			assert_int_equal(code, 452);
+			assert_string_equal(enh, "4.3.1");
+			tempfails++;
+		}
+	}
+	assert_int_equal(tempfails, 1);
+	queue_close(q);
+
+	/* space back: every acked message is there, nothing else became live */
+	assert_int_equal(unlink(ballast), 0);
+	q = qopen(qdir, 1 << 20, 512 << 10, 0);
+	assert_int_equal(count_messages(q), acked);
+	check_message(q, w->res[0].qid, 0, 1000);
+	for (uint64_t k = 1; k < r; k++)
+		if (w->res[k].st == Q_OK)
+			check_message(q, w->res[k].qid, k, 300 << 10);
+	/* and it accepts again */
+	submit(q, w->tq, r, 1000);
+	waiter_wait(w, r + 1);
+	assert_int_equal(w->res[r].st, Q_OK);
+	queue_close(q);
+	waiter_free(w);
+	umount2(mnt, MNT_DETACH);
+	rmtree(dir);
+	free(dir);
+}
+
+/* ---- throughput loop (TERN_QUEUE_BENCH=<dir>) ---- */
+
+struct bench_arg {
+	struct queue *q;
+	volatile int *stop;
+	uint64_t done, replies;
+};
+
+static void
+bench_handler(struct tq_msg *m, void *arg)
+{
+	struct bench_arg *b = arg;
+	struct queue_commit_done *d = (struct queue_commit_done *)m;
+	if (d->status == Q_OK)
+		b->done++;
+	b->replies++;
+	free(m);
+}
+
+static void *
+bench_main(void *arg)
+{
+	struct bench_arg *b = arg;
+	struct event_base *base = event_base_new();
+	struct tq *tq = tq_new(base, bench_handler, b);
+	struct event *keep = event_new(base, -1, EV_PERSIST, waiter_noop, NULL);
+	struct timeval tv = { 0, 50000 };
+	char body[4096];
+
+	memset(body, 'x', sizeof(body));
+	event_add(keep, &tv);
+	while (!*b->stop) {
+		struct envelope *e = envelope_new();
+		struct spool *s = spool_new(b->q);
+		uint64_t want = b->replies + 1;
+		e->sender = strdup("bench@example.org");
+		envelope_add_rcpt(e, "rcpt@example.com", NULL, 0);
+		spool_write(s, body, sizeof(body));
+		queue_commit_submit(b->q, e, s, tq, 1);
+		while (b->replies < want)   /* never leave a reply in flight */
+			event_base_loop(base, EVLOOP_ONCE);
+	}
+	tq_free(tq);
+	event_free(keep);
+	event_base_free(base);
+	return NULL;
+}
+
+static void
+bench_run(const char *parent, int nthreads)
+{
+	char dir[4200];
+	struct bench_arg *args = calloc((size_t)nthreads, sizeof(*args));
+	pthread_t *th = calloc((size_t)nthreads, sizeof(*th));
+	volatile int stop = 0;
+	struct queue *q;
+	struct queue_stats st;
+	uint64_t total = 0, t0, t1;
+
+	snprintf(dir, sizeof(dir), "%s/bench-%d-XXXXXX", parent, nthreads);
+	if (mkdtemp(dir) == NULL)
+		abort();
+	q = qopen(dir, 64ull << 20, 0, 0);
+	usleep(1500000);    /* spare prepared */
+	t0 = now_mono_us();
+	for (int i = 0; i < nthreads; i++) {
+		args[i] = (struct bench_arg){ q, &stop, 0, 0 };
+		pthread_create(&th[i], NULL, bench_main, &args[i]);
+	}
+	sleep(3);
+	stop = 1;
+	for (int i = 0; i < nthreads; i++) {
+		pthread_join(th[i], NULL);
+		total += args[i].done;
+	}
+	t1 = now_mono_us();
+	queue_stats(q, &st);
+	printf("submitters=%d commits=%llu secs=%.2f commits/s=%.0f batches=%llu "
+	    "avg_batch=%.1f\n", nthreads, (unsigned long long)total,
+	    (double)(t1 - t0) / 1e6, (double)total * 1e6 / (double)(t1 - t0),
+	    (unsigned long long)st.batches,
+	    st.batches ? (double)st.commits / (double)st.batches : 0.0);
+	queue_close(q);
+	rmtree(dir);
+	free(args);
+	free(th);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_status_reply),
+		cmocka_unit_test(test_commit_one),
+		cmocka_unit_test(test_commit_concurrent),
+		cmocka_unit_test(test_crash_recovery),
+		cmocka_unit_test(test_torn_garbage),
+		cmocka_unit_test(test_torn_truncate),
+		cmocka_unit_test(test_torn_flip_unindexed),
+		cmocka_unit_test(test_torn_flip_indexed),
+		cmocka_unit_test(test_remove_recycle),
+		cmocka_unit_test(test_oversized),
+		cmocka_unit_test(test_update),
+		cmocka_unit_test(test_readonly),
+		cmocka_unit_test(test_enospc),
+	};
+	const char *bench = getenv("TERN_QUEUE_BENCH");
+
+	log_init("test_queue", 0, 0);
+	evthread_use_pthreads();
+	if (bench != NULL) {
+		bench_run(bench, 1);
+		bench_run(bench, 64);
+		return 0;
+	}
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
