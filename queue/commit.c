@@ -475,7 +475,7 @@ queue_commit_group(struct queue *q, struct queue_req **g, size_t n)
 		h.version = SEG_VERSION;
 		h.flags = 0;
 		h.epoch = q->cur_num;
-		h.seq = r->env->id;
+		h.seq = r->seq;
 		h.payload_len = (uint32_t)(r->rec_len - SEG_HDR_LEN);
 		h.crc = 0;
 		seg_hdr_encode(&h, r->head);
@@ -544,8 +544,17 @@ queue_commit_prepare(struct queue *q, struct queue_req *r)
 	size_t enclen;
 	uint64_t now = queue_now_us();
 
+	/*
+	 * The session normally gave the message its id at MAIL (it is in the
+	 * Received header); the record's seq orders the log and keeps the
+	 * counter persisted as META_NEXT_ID above every id committed.
+	 */
+	if (e->id == 0)
+		e->id = qid_new();
 	q->last_id = now > q->last_id ? now : q->last_id + 1;
-	e->id = q->last_id;
+	if (e->id > q->last_id)
+		q->last_id = e->id;
+	r->seq = q->last_id;
 	if (e->arrival == 0)
 		e->arrival = now_unix();
 	e->size = r->body->size;

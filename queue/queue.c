@@ -242,8 +242,9 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 		struct envelope *e = NULL;
 		const char *why;
 		uint64_t rec_len;
+		uint64_t seq = 0;
 		enum seg_rec_status st = seg_record_read(fd, num, off, limit, prev,
-		    &e, &rec_len, &why);
+		    &e, &rec_len, &seq, &why);
 		void *v = NULL;
 		size_t vlen;
 		uint8_t key[8];
@@ -257,8 +258,10 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 			break;
 		}
 		rc->scanned++;
-		prev = e->id;
-		if (e->id > rc->max_id)
+		prev = seq;
+		if (seq > rc->max_id)
+			rc->max_id = seq;
+		if (!(e->id & SEG_PLACEHOLDER_ID) && e->id > rc->max_id)
 			rc->max_id = e->id;
 		qid_format(e->id, qid);
 		queue_be64(key, e->id);
@@ -337,7 +340,7 @@ queue_rec_verify(void *arg, const void *key, size_t klen, const void *val,
 	}
 	if (sg != NULL && (fd = queue_rec_fd(rc, e->seg, &size)) >= 0) {
 		enum seg_rec_status st = seg_record_read(fd, e->seg, e->off, size,
-		    0, &r, &rec_len, &why);
+		    0, &r, &rec_len, NULL, &why);
 		if (st != SEG_REC_OK)
 			bad = 1;
 		else if (r->id != e->id || r->rec_len != e->rec_len ||
@@ -422,6 +425,7 @@ queue_recover(struct queue *q, char *err, size_t errlen)
 	q->last_id = rc.max_id;
 	if (next_id > 0 && next_id - 1 > q->last_id)
 		q->last_id = next_id - 1;
+	qid_seen(q->last_id);   /* ids handed out from now on are above all of these */
 	q->next_seg = next_seg > max_num + 1 ? next_seg : max_num + 1;
 	if (q->next_seg == 0)
 		q->next_seg = 1;
@@ -754,7 +758,7 @@ queue_read_body(struct queue *q, const struct envelope *env, char **out,
 	crc = crc32c(crc32c(0, hb, SEG_HDR_LEN), buf + SEG_HDR_LEN,
 	    env->rec_len - SEG_HDR_LEN);
 	if (h.magic != SEG_MAGIC || h.version != SEG_VERSION ||
-	    h.epoch != env->seg || h.seq != env->id ||
+	    h.epoch != env->seg ||
 	    (uint64_t)h.payload_len + SEG_HDR_LEN != env->rec_len ||
 	    crc != h.crc || (env->crc != 0 && crc != env->crc)) {
 		errno = EBADMSG;

@@ -44,13 +44,21 @@ enum seg_rec_status {
 
 /*
  * Read and check the record at off of segment num (file fd, readable up to
- * limit). prev_seq: the record's seq must be greater. On OK/DAMAGED *env is
+ * limit). prev_seq: the record's seq must be greater; *seqp gets it (may be
+ * NULL). On OK/DAMAGED *env is
  * the decoded envelope with its location fields (seg, off, rec_len,
  * body_off, crc) set from the record; *reason says what is wrong otherwise.
  */
 enum seg_rec_status seg_record_read(int fd, uint32_t num, uint64_t off,
     uint64_t limit, uint64_t prev_seq, struct envelope **env, uint64_t *rec_len,
-    const char **reason);
+    uint64_t *seqp, const char **reason);
+
+/*
+ * Queue ids are given at MAIL time (qid_new(): microseconds, < 2^63), so
+ * they are unique but not in log order; records carry their own seq. A
+ * record whose envelope cannot be decoded is held under id seq | this bit.
+ */
+#define SEG_PLACEHOLDER_ID (1ULL << 63)
 
 /* Paths: "<segdir>/%08x.seg" */
 void seg_path(const char *segdir, uint32_t num, char *buf, size_t len);
@@ -81,6 +89,7 @@ struct queue_req {
 	size_t headlen;
 	uint64_t rec_len;
 	uint64_t off;
+	uint64_t seq;           /* record sequence number (log order) */
 	uint32_t crc;
 	int done;               /* reply already posted (failed early) */
 };

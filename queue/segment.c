@@ -173,7 +173,7 @@ seg_placeholder(uint64_t id)
 enum seg_rec_status
 seg_record_read(int fd, uint32_t num, uint64_t off, uint64_t limit,
     uint64_t prev_seq, struct envelope **envp, uint64_t *rec_lenp,
-    const char **reason)
+    uint64_t *seqp, const char **reason)
 {
 	uint8_t hb[SEG_HDR_LEN], lb[4], *buf = NULL;
 	struct seg_hdr h;
@@ -210,6 +210,8 @@ seg_record_read(int fd, uint32_t num, uint64_t off, uint64_t limit,
 		*reason = "sequence not increasing";
 		return SEG_REC_BAD;
 	}
+	if (seqp != NULL)
+		*seqp = h.seq;
 	if (h.payload_len < 4 || h.payload_len > UINT32_MAX - SEG_HDR_LEN) {
 		*reason = "payload length out of bounds";
 		return SEG_REC_BAD;
@@ -239,7 +241,7 @@ seg_record_read(int fd, uint32_t num, uint64_t off, uint64_t limit,
 		} else if (envelope_decode(buf, envlen, &env) != ENV_DECODE_OK) {
 			*reason = "envelope undecodable";
 			damaged = 1;
-		} else if (env->id != h.seq ||
+		} else if (env->id == 0 || (env->id & SEG_PLACEHOLDER_ID) ||
 		    env->size != h.payload_len - 4 - (uint64_t)envlen) {
 			*reason = "envelope does not match its record";
 			damaged = 1;
@@ -281,8 +283,8 @@ seg_record_read(int fd, uint32_t num, uint64_t off, uint64_t limit,
 			damaged = 1;
 		}
 	}
-	if (env == NULL)
-		env = seg_placeholder(h.seq);
+	if (env == NULL)   /* ids never have the top bit: no clash with real ones */
+		env = seg_placeholder(h.seq | SEG_PLACEHOLDER_ID);
 	env->seg = num;
 	env->off = off;
 	env->rec_len = (uint32_t)rec_len;

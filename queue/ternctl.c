@@ -21,6 +21,7 @@
  * 3 daemon unreachable (and no read-only fallback possible), 4 other error.
  */
 #include <errno.h>
+#include <grp.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -394,6 +395,23 @@ ternctl_local(const struct conf *cf, const char *req, size_t reqlen,
 		    strerror(errno));
 		return -1;
 	}
+	/*
+	 * After a crash the index may lag the segment log (acknowledged mail
+	 * is indexed by recovery). So when we can act as the queue's owner,
+	 * run the same recovery ternd would at start (the queue lock keeps
+	 * ternd out meanwhile); root first becomes that owner so no file ends
+	 * up owned by root. Otherwise read the index as it stands.
+	 */
+	if (geteuid() == 0 && st.st_uid != 0) {
+		gid_t g = st.st_gid;
+		if (setgroups(1, &g) == 0 && setresgid(g, g, g) == 0 &&
+		    setresuid(st.st_uid, st.st_uid, st.st_uid) == 0)
+			qo.readonly = 0;
+		else
+			fatal("cannot become the queue owner uid %u",
+			    (unsigned)st.st_uid);
+	} else if (geteuid() == st.st_uid)
+		qo.readonly = 0;
 	if (queue_open(&qo, &q, err, sizeof(err)) == -1) {
 		fprintf(stderr, "ternctl: cannot open the queue directory %s: %s\n",
 		    cf->queue_dir, err);

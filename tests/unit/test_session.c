@@ -192,10 +192,12 @@ dialog(struct fixture *f, const char *cmd, const char *expect_prefix)
 		    expect_prefix, r);
 }
 
+/* Messages in the index, once the committer has indexed what it acked. */
 static size_t
 queue_count(struct fixture *f)
 {
 	struct queue_stats st;
+	usleep(50000);
 	queue_stats(f->q, &st);
 	return (size_t)st.messages;
 }
@@ -267,7 +269,12 @@ test_transaction_queued(void **state)
 	/* find it and check envelope and body */
 	struct envelope *env = NULL;
 	uint64_t id = 0;
-	queue_walk(f->q, walk_last_id, &id);
+	/* the index follows the durable commit by a moment: wait for it */
+	for (int i = 0; i < 2000 && id == 0; i++) {
+		queue_walk(f->q, walk_last_id, &id);
+		if (id == 0)
+			usleep(1000);
+	}
 	assert_int_equal(queue_get(f->q, id, &env), 0);
 	assert_string_equal(env->sender, "a@b.example");
 	assert_int_equal(env->nrcpt, 2);
