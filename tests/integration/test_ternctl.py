@@ -20,7 +20,7 @@ MSG1 = (b"From: Alice <alice@sender.test>\r\n"
         b"8-bit bytes: \xff\xfe\x80 and a NUL-free tail\r\n")
 MSG2 = (b"From: carol@sender.test\r\n"
         b"Subject: second\r\n"
-        b"\r\n" + b"x" * 5000 + b"\r\n")
+        b"\r\n" + (b"x" * 900 + b"\r\n") * 6)
 
 
 def submit(t, sender, rcpts, body):
