@@ -28,6 +28,7 @@
 
 #include "tern/conf.h"
 #include "tern/ctl.h"
+#include "tern/deliver.h"
 #include "tern/log.h"
 #include "tern/queue.h"
 #include "tern/tls.h"
@@ -43,6 +44,8 @@ struct ternd {
 	struct queue *queue;
 	struct event_base *base;
 	struct ctl_server *ctl;
+	struct deliver_pool *pool;
+	struct sched *sched;
 };
 
 static void
@@ -124,6 +127,8 @@ ternd_reload(struct ternd *t)
 	t->srv.conf = nc;
 	t->srv.tls = ntls;
 	pthread_mutex_unlock(&t->srv.conf_lock);
+	deliver_pool_set_conf(t->pool, nc);
+	sched_set_conf(t->sched, nc);
 	conf_unref(old);
 	tls_server_unref(oldtls);
 	log_info("reload done (listeners unchanged: they need a restart)");
@@ -243,6 +248,13 @@ main(int argc, char **argv)
 	    (unsigned long long)((now_mono_us() - t0) / 1000));
 	srv->queue = t.queue;
 
+	/* Delivery: workers, then the scheduler, which rebuilds its schedule. */
+	unsigned ndlv = conf->delivery_threads ? conf->delivery_threads :
+	    ternd_ncpu();
+	t.pool = deliver_pool_start(t.queue, conf, ndlv);
+	t.sched = sched_start(t.queue, conf, t.pool);
+	queue_set_notify(t.queue, sched_inbox(t.sched));
+
 	/* AUTH: users database (read-only here; ternctl writes it), pool, throttle. */
 	srv->auth_db = auth_db_open(conf->users_db, 0, err, sizeof(err));
 	if (srv->auth_db == NULL)
@@ -294,6 +306,10 @@ main(int argc, char **argv)
 	/* Graceful stop. */
 	ctl_server_free(t.ctl);
 	smtpd_loops_stop(srv, TERND_STOP_GRACE);
+	/* workers first (attempts in flight stay pending), then the scheduler */
+	queue_set_notify(t.queue, NULL);
+	deliver_pool_stop(t.pool);
+	sched_stop(t.sched);
 	queue_close(t.queue);
 	smtpd_loops_free(srv);
 	auth_pool_stop(srv->auth_pool);
