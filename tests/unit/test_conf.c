@@ -975,12 +975,19 @@ test_demo_template(void **state)
 			*d++ = *s++;
 	}
 	*d = '\0';
-	assert_null(strchr(out, '@'));
+	assert_null(strstr(out, "@DIR@"));
 	if (conf_parse(out, strlen(out), path, &c, errs_add, &e) != 0)
 		fail_msg("demo.conf.in: %s", e.msg[0]);
 	assert_string_equal(c->queue_dir, "/tmp/tern-demo/queue");
-	assert_int_equal(c->nlisten, 2);
-	assert_int_equal(c->listen[0].tls, CONF_TLS_NONE);
+	assert_int_equal(c->nlisten, 3);
+	assert_int_equal(c->listen[0].mode, CONF_LISTEN_RELAY);
+	assert_int_equal(c->listen[0].tls, CONF_TLS_STARTTLS);  /* a cert is set */
+	assert_int_equal(c->listen[1].mode, CONF_LISTEN_SUBMISSION);
+	assert_int_equal(c->listen[1].tls, CONF_TLS_STARTTLS);
+	assert_int_equal(c->listen[2].tls, CONF_TLS_IMPLICIT);
+	assert_string_equal(c->tls[0].cert, "/tmp/tern-demo/cert.pem");
+	assert_true(conf_sender_allowed(c, "demo@localhost", "demo@localhost"));
+	assert_false(conf_sender_allowed(c, "demo@localhost", "demo@example.com"));
 	conf_unref(c);
 	free(out);
 	free(text);
