@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "tern/log.h"
+#include "tern/metrics.h"
 #include "tern/util.h"
 #include "queue_int.h"
 
@@ -79,6 +80,7 @@ queue_commit_submit(struct queue *q, struct envelope *env, struct spool *body,
 	r->body = body;
 	r->reply = reply;
 	r->reqid = reqid;
+	r->t_submit = now_mono_us();
 	pthread_mutex_lock(&q->lock);
 	refuse = q->readonly ? EROFS : q->stopping ? ESHUTDOWN : 0;
 	if (!refuse) {
@@ -516,8 +518,12 @@ queue_commit_group(struct queue *q, struct queue_req **g, size_t n)
 	pthread_mutex_unlock(&q->lock);
 
 	/* 3. the records are durable: answer every session */
-	for (size_t i = 0; i < n; i++)
+	uint64_t now = now_mono_us();
+	metrics_observe(&tern_metrics.commit_batch_size, (uint64_t)n * 1000000u);
+	for (size_t i = 0; i < n; i++) {
+		metrics_observe(&tern_metrics.commit_seconds, now - g[i]->t_submit);
 		queue_commit_reply(g[i], Q_OK, 0, g[i]->env->id);
+	}
 	log_trace(TRACE_QUEUE, "queue: batch=%zu segment=%08x end=%llu", n,
 	    q->cur_num, (unsigned long long)off);
 

@@ -90,6 +90,7 @@ struct queue_req {
 	uint64_t rec_len;
 	uint64_t off;
 	uint64_t seq;           /* record sequence number (log order) */
+	uint64_t t_submit;      /* now_mono_us() at submit, for the latency metric */
 	uint32_t crc;
 	int done;               /* reply already posted (failed early) */
 };

@@ -30,6 +30,7 @@
 #include "tern/ctl.h"
 #include "tern/deliver.h"
 #include "tern/log.h"
+#include "tern/metrics.h"
 #include "tern/queue.h"
 #include "tern/tls.h"
 #include "tern/util.h"
@@ -45,6 +46,7 @@ struct ternd {
 	struct event_base *base;
 	struct ctl_server *ctl;
 	struct deliver_pool *pool;
+	struct metrics_server *metrics;
 	struct sched *sched;
 };
 
@@ -165,6 +167,16 @@ ternd_ncpu(void)
 	return n > 0 ? (unsigned)n : 1;
 }
 
+/* Operator requests go to the scheduler thread, which answers them. */
+static int
+ternd_ctl_op(void *arg, struct ctl_op *op)
+{
+	struct ternd *t = arg;
+
+	sched_ctl_submit(t->sched, op);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -276,7 +288,8 @@ main(int argc, char **argv)
 	}
 
 	/* Control socket for ternctl, after the drop: owned by the run-time user. */
-	struct ctl_hooks hooks = { .reload = ternd_ctl_reload, .arg = &t };
+	struct ctl_hooks hooks = { .op = ternd_ctl_op,
+	    .reload = ternd_ctl_reload, .arg = &t };
 	gid_t ctl_gid = (gid_t)-1;
 	if (conf->control_group != NULL) {
 		struct group *gr = getgrnam(conf->control_group);
@@ -288,6 +301,10 @@ main(int argc, char **argv)
 	    ctl_gid, err, sizeof(err));
 	if (t.ctl == NULL)
 		fatalx("control socket %s: %s", conf->control_socket, err);
+
+	if (conf->metrics_listen != NULL && (t.metrics = metrics_server_new(t.base,
+	    conf->metrics_listen, t.queue, err, sizeof(err))) == NULL)
+		fatalx("metrics-listen %s: %s", conf->metrics_listen, err);
 
 	smtpd_loops_start(srv);
 
@@ -305,6 +322,7 @@ main(int argc, char **argv)
 
 	/* Graceful stop. */
 	ctl_server_free(t.ctl);
+	metrics_server_free(t.metrics);
 	smtpd_loops_stop(srv, TERND_STOP_GRACE);
 	/* workers first (attempts in flight stay pending), then the scheduler */
 	queue_set_notify(t.queue, NULL);

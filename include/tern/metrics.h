@@ -1,0 +1,91 @@
+/*
+ * metrics.h - process-wide counters and histograms, served as Prometheus
+ * text at /metrics (metrics-listen ADDR:PORT) by libevent's evhttp.
+ *
+ * Any thread updates them with relaxed atomics (no locks on the hot path);
+ * the HTTP server reads them on ternd's main loop. Names follow Prometheus
+ * conventions: prefix tern_, _total for counters, base units (seconds,
+ * bytes). The set of names is public interface (dashboards depend on it).
+ */
+#ifndef TERN_METRICS_H
+#define TERN_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct queue;
+
+/* Labels for per-listener-mode series. */
+enum metrics_mode { METRICS_RELAY = 0, METRICS_SUBMISSION, METRICS_NMODES };
+
+/* Why a message (or a recipient) was refused. */
+enum metrics_refusal {
+	METRICS_REF_RELAY = 0,      /* relay access denied */
+	METRICS_REF_AUTH,           /* authentication required / failed */
+	METRICS_REF_SENDER,         /* sender not owned */
+	METRICS_REF_SIZE,           /* too big */
+	METRICS_REF_CONTENT,        /* bare CR/LF, line too long */
+	METRICS_REF_QUEUE,          /* commit failed (4.3.x) */
+	METRICS_REF_LIMIT,          /* recipients, connections, errors */
+	METRICS_NREFUSALS,
+};
+
+enum metrics_delivery { METRICS_DLV_SENT = 0, METRICS_DLV_DEFERRED,
+	METRICS_DLV_BOUNCED, METRICS_NDLV };
+
+#define METRICS_HIST_MAX 16
+
+/* A histogram with fixed upper bounds (in the metric's unit, times 1e6). */
+struct metrics_hist {
+	const uint64_t *bounds;       /* ascending, n of them; +Inf implied */
+	size_t n;
+	uint64_t buckets[METRICS_HIST_MAX + 1];  /* non-cumulative counts */
+	uint64_t sum;                 /* in units * 1e6 */
+	uint64_t count;
+};
+
+struct metrics {
+	uint64_t sessions_total[METRICS_NMODES];
+	int64_t sessions_open[METRICS_NMODES];
+	uint64_t tls_handshakes_total;
+	uint64_t auth_total[2];               /* [0] failed, [1] ok */
+	uint64_t messages_accepted_total;
+	uint64_t messages_refused_total[METRICS_NREFUSALS];
+	uint64_t bytes_accepted_total;
+	struct metrics_hist commit_batch_size;   /* messages per fdatasync */
+	struct metrics_hist commit_seconds;      /* submit -> durable */
+	uint64_t deliveries_total[METRICS_NDLV]; /* per recipient */
+	struct metrics_hist dns_seconds;
+	int64_t out_connections_open;
+	uint64_t out_connections_total;
+	uint64_t out_connections_reused_total;
+	uint64_t dsn_total;
+};
+
+extern struct metrics tern_metrics;
+
+/* Relaxed atomic helpers. */
+#define METRIC_ADD(field, v) \
+	__atomic_add_fetch(&tern_metrics.field, (v), __ATOMIC_RELAXED)
+#define METRIC_INC(field) METRIC_ADD(field, 1)
+#define METRIC_DEC(field) __atomic_sub_fetch(&tern_metrics.field, 1, \
+	__ATOMIC_RELAXED)
+
+/* Record one observation (value in base units * 1e6, e.g. microseconds). */
+void metrics_observe(struct metrics_hist *h, uint64_t value_e6);
+
+/*
+ * Write the whole exposition into buf (malloc'd, *len; caller frees). The
+ * queue, if given, adds queue size by state (a walk of the index). Pure
+ * apart from reading the counters and the queue.
+ */
+char *metrics_render(struct queue *q, size_t *len);
+
+struct metrics_server;
+/* Serve GET /metrics on addr ("127.0.0.1:9100") on base. NULL + err on failure. */
+struct metrics_server *metrics_server_new(struct event_base *base,
+    const char *addr, struct queue *q, char *err, size_t errlen);
+void metrics_server_free(struct metrics_server *m);
+
+#endif

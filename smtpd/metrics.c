@@ -1,0 +1,310 @@
+/*
+ * metrics.c - Prometheus text exposition (format 0.0.4) of tern's counters
+ * at GET /metrics, served by libevent's evhttp on ternd's main loop.
+ *
+ * Counters are updated from every thread with relaxed atomics and read here
+ * without locks: a scrape may see one counter a few events ahead of
+ * another, never a torn value. The queue-size gauges come from a walk of
+ * the envelope index at scrape time. The HTTP side accepts only GET (and
+ * HEAD) of /metrics; it reads nothing from the peer but the request line
+ * and headers, which evhttp bounds (set below).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "tern/conf.h"
+#include "tern/envelope.h"
+#include "tern/log.h"
+#include "tern/metrics.h"
+#include "tern/queue.h"
+#include "tern/util.h"
+
+/* batch sizes: messages per fdatasync */
+static const uint64_t metrics_batch_bounds[] = {
+	1000000, 2000000, 4000000, 8000000, 16000000, 32000000, 64000000,
+	128000000, 256000000,
+};
+/* seconds, as microseconds */
+static const uint64_t metrics_latency_bounds[] = {
+	100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
+	500000, 1000000, 2500000,
+};
+
+struct metrics tern_metrics = {
+	.commit_batch_size = { metrics_batch_bounds,
+	    sizeof(metrics_batch_bounds) / sizeof(metrics_batch_bounds[0]),
+	    { 0 }, 0, 0 },
+	.commit_seconds = { metrics_latency_bounds,
+	    sizeof(metrics_latency_bounds) / sizeof(metrics_latency_bounds[0]),
+	    { 0 }, 0, 0 },
+	.dns_seconds = { metrics_latency_bounds,
+	    sizeof(metrics_latency_bounds) / sizeof(metrics_latency_bounds[0]),
+	    { 0 }, 0, 0 },
+};
+
+void
+metrics_observe(struct metrics_hist *h, uint64_t v)
+{
+	size_t i;
+	for (i = 0; i < h->n && v > h->bounds[i]; i++)
+		;
+	__atomic_add_fetch(&h->buckets[i], 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&h->sum, v, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&h->count, 1, __ATOMIC_RELAXED);
+}
+
+static uint64_t
+metrics_load(const uint64_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+static int64_t
+metrics_load_i(const int64_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+static void
+metrics_head(struct evbuffer *b, const char *name, const char *type,
+    const char *help)
+{
+	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
+	    type);
+}
+
+static void
+metrics_counter(struct evbuffer *b, const char *name, const char *help,
+    uint64_t v)
+{
+	metrics_head(b, name, "counter", help);
+	evbuffer_add_printf(b, "%s %llu\n", name, (unsigned long long)v);
+}
+
+/* Values are stored times 1e6; print them back in base units. */
+static void
+metrics_e6(struct evbuffer *b, uint64_t v)
+{
+	evbuffer_add_printf(b, "%llu.%06llu", (unsigned long long)(v / 1000000),
+	    (unsigned long long)(v % 1000000));
+}
+
+static void
+metrics_histogram(struct evbuffer *b, const char *name, const char *help,
+    struct metrics_hist *h)
+{
+	uint64_t cum = 0;
+	metrics_head(b, name, "histogram", help);
+	for (size_t i = 0; i <= h->n; i++) {
+		cum += metrics_load(&h->buckets[i]);
+		evbuffer_add_printf(b, "%s_bucket{le=\"", name);
+		if (i < h->n)
+			metrics_e6(b, h->bounds[i]);
+		else
+			evbuffer_add_printf(b, "+Inf");
+		evbuffer_add_printf(b, "\"} %llu\n", (unsigned long long)cum);
+	}
+	evbuffer_add_printf(b, "%s_sum ", name);
+	metrics_e6(b, metrics_load(&h->sum));
+	evbuffer_add_printf(b, "\n%s_count %llu\n", name,
+	    (unsigned long long)metrics_load(&h->count));
+}
+
+struct metrics_qwalk {
+	uint64_t messages[3];       /* active, held, corrupt */
+	uint64_t rcpts_pending;
+	uint64_t bytes;
+};
+
+static int
+metrics_qwalk_fn(void *arg, const struct envelope *e)
+{
+	struct metrics_qwalk *w = arg;
+	int state = (e->flags & ENV_F_CORRUPT) ? 2 : (e->flags & ENV_F_HOLD) ? 1 : 0;
+	w->messages[state]++;
+	w->rcpts_pending += envelope_pending(e);
+	w->bytes += e->size;
+	return 0;
+}
+
+static void
+metrics_render_buf(struct evbuffer *b, struct queue *q)
+{
+	static const char *modes[] = { "relay", "submission" };
+	static const char *refusals[] = { "relay_denied", "auth", "sender",
+	    "size", "content", "queue", "limit" };
+	static const char *dlv[] = { "sent", "deferred", "bounced" };
+	struct metrics *m = &tern_metrics;
+
+	metrics_head(b, "tern_sessions_total", "counter",
+	    "Inbound SMTP sessions accepted, by listener mode.");
+	for (int i = 0; i < METRICS_NMODES; i++)
+		evbuffer_add_printf(b, "tern_sessions_total{listener=\"%s\"} %llu\n",
+		    modes[i], (unsigned long long)metrics_load(&m->sessions_total[i]));
+	metrics_head(b, "tern_sessions_open", "gauge",
+	    "Inbound SMTP sessions open now, by listener mode.");
+	for (int i = 0; i < METRICS_NMODES; i++)
+		evbuffer_add_printf(b, "tern_sessions_open{listener=\"%s\"} %lld\n",
+		    modes[i], (long long)metrics_load_i(&m->sessions_open[i]));
+	metrics_counter(b, "tern_tls_handshakes_total",
+	    "Inbound TLS handshakes completed.",
+	    metrics_load(&m->tls_handshakes_total));
+	metrics_head(b, "tern_auth_total", "counter",
+	    "SMTP AUTH attempts, by result.");
+	evbuffer_add_printf(b, "tern_auth_total{result=\"failed\"} %llu\n",
+	    (unsigned long long)metrics_load(&m->auth_total[0]));
+	evbuffer_add_printf(b, "tern_auth_total{result=\"ok\"} %llu\n",
+	    (unsigned long long)metrics_load(&m->auth_total[1]));
+	metrics_counter(b, "tern_messages_accepted_total",
+	    "Messages accepted (durable, answered 250).",
+	    metrics_load(&m->messages_accepted_total));
+	metrics_head(b, "tern_messages_refused_total", "counter",
+	    "Messages or recipients refused, by reason.");
+	for (int i = 0; i < METRICS_NREFUSALS; i++)
+		evbuffer_add_printf(b, "tern_messages_refused_total{reason=\"%s\"} "
+		    "%llu\n", refusals[i],
+		    (unsigned long long)metrics_load(&m->messages_refused_total[i]));
+	metrics_counter(b, "tern_accepted_bytes_total",
+	    "Message bytes accepted.", metrics_load(&m->bytes_accepted_total));
+	metrics_histogram(b, "tern_commit_batch_size",
+	    "Messages made durable by one fdatasync.", &m->commit_batch_size);
+	metrics_histogram(b, "tern_commit_duration_seconds",
+	    "Time from end of DATA to durable (group commit).",
+	    &m->commit_seconds);
+	metrics_head(b, "tern_deliveries_total", "counter",
+	    "Delivery attempts per recipient, by result.");
+	for (int i = 0; i < METRICS_NDLV; i++)
+		evbuffer_add_printf(b, "tern_deliveries_total{result=\"%s\"} %llu\n",
+		    dlv[i], (unsigned long long)metrics_load(&m->deliveries_total[i]));
+	metrics_counter(b, "tern_dsn_total", "Delivery status notifications "
+	    "(bounces and delay warnings) queued.", metrics_load(&m->dsn_total));
+	metrics_histogram(b, "tern_dns_duration_seconds",
+	    "Time to resolve a delivery destination.", &m->dns_seconds);
+	metrics_head(b, "tern_outbound_connections_open", "gauge",
+	    "Outbound SMTP connections open now.");
+	evbuffer_add_printf(b, "tern_outbound_connections_open %lld\n",
+	    (long long)metrics_load_i(&m->out_connections_open));
+	metrics_counter(b, "tern_outbound_connections_total",
+	    "Outbound SMTP connections opened.",
+	    metrics_load(&m->out_connections_total));
+	metrics_counter(b, "tern_outbound_connections_reused_total",
+	    "Deliveries that reused an open outbound connection.",
+	    metrics_load(&m->out_connections_reused_total));
+
+	if (q != NULL) {
+		struct metrics_qwalk w = { { 0, 0, 0 }, 0, 0 };
+		static const char *states[] = { "active", "held", "corrupt" };
+		queue_walk(q, metrics_qwalk_fn, &w);
+		metrics_head(b, "tern_queue_messages", "gauge",
+		    "Messages in the queue, by state.");
+		for (int i = 0; i < 3; i++)
+			evbuffer_add_printf(b, "tern_queue_messages{state=\"%s\"} %llu\n",
+			    states[i], (unsigned long long)w.messages[i]);
+		metrics_head(b, "tern_queue_recipients_pending", "gauge",
+		    "Recipients not yet delivered or bounced.");
+		evbuffer_add_printf(b, "tern_queue_recipients_pending %llu\n",
+		    (unsigned long long)w.rcpts_pending);
+		metrics_head(b, "tern_queue_bytes", "gauge",
+		    "Body bytes of the messages in the queue.");
+		evbuffer_add_printf(b, "tern_queue_bytes %llu\n",
+		    (unsigned long long)w.bytes);
+	}
+}
+
+char *
+metrics_render(struct queue *q, size_t *len)
+{
+	struct evbuffer *b = evbuffer_new();
+	if (b == NULL)
+		return NULL;
+	metrics_render_buf(b, q);
+	*len = evbuffer_get_length(b);
+	char *out = malloc(*len + 1);
+	if (out != NULL) {
+		evbuffer_remove(b, out, *len);
+		out[*len] = '\0';
+	}
+	evbuffer_free(b);
+	return out;
+}
+
+struct metrics_server {
+	struct evhttp *http;
+	struct queue *q;              /* borrowed */
+};
+
+static void
+metrics_http_cb(struct evhttp_request *req, void *arg)
+{
+	struct metrics_server *m = arg;
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		evhttp_send_error(req, 405, "Method Not Allowed");
+		return;
+	}
+	if (path == NULL || strcmp(path, "/metrics") != 0) {
+		evhttp_send_error(req, 404, "Not Found");
+		return;
+	}
+	struct evbuffer *b = evbuffer_new();
+	if (b == NULL) {
+		evhttp_send_error(req, 500, "Internal Server Error");
+		return;
+	}
+	metrics_render_buf(b, m->q);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	    "text/plain; version=0.0.4; charset=utf-8");
+	evhttp_send_reply(req, 200, "OK", b);
+	evbuffer_free(b);
+}
+
+struct metrics_server *
+metrics_server_new(struct event_base *base, const char *addr, struct queue *q,
+    char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	char host[64];
+
+	if (conf_parse_hostport(addr, strlen(addr), 0, &ss, &sslen) < 0) {
+		snprintf(err, errlen, "bad address %s", addr);
+		return NULL;
+	}
+	struct metrics_server *m = xcalloc(1, sizeof(*m));
+	m->q = q;
+	m->http = evhttp_new(base);
+	if (m->http == NULL) {
+		snprintf(err, errlen, "evhttp_new failed");
+		free(m);
+		return NULL;
+	}
+	evhttp_set_max_headers_size(m->http, 8192);
+	evhttp_set_max_body_size(m->http, 0);
+	evhttp_set_timeout(m->http, 10);
+	evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_gencb(m->http, metrics_http_cb, m);
+	sockaddr_ntop((struct sockaddr *)&ss, host, sizeof(host));
+	if (evhttp_bind_socket(m->http, host, sockaddr_port((struct sockaddr *)&ss)) != 0) {
+		snprintf(err, errlen, "cannot listen on %s", addr);
+		evhttp_free(m->http);
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
+void
+metrics_server_free(struct metrics_server *m)
+{
+	if (m == NULL)
+		return;
+	evhttp_free(m->http);
+	free(m);
+}
