@@ -3,7 +3,15 @@
  *
  * Runs on every thread; each line is written with one write(2) (stderr) or
  * one syslog(3) call, so lines from different threads never interleave.
- * Never allocates on the logging path; preserves errno.
+ * Never allocates on the logging path (fixed buffers on the stack, cut
+ * safely when full); preserves errno.
+ *
+ * Two line formats: "key=value" text (default) and, with log-format json,
+ * one JSON object a line (log_json_line(), pure) whose fields repeat the
+ * message's key=value pairs. The message text itself is trusted to be
+ * printable already: peer-supplied strings went through log_escape() before
+ * they reached a format string. The JSON encoder still escapes everything,
+ * so a bug elsewhere can spoil a field but never the line structure.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -20,6 +28,10 @@ static const char *log_progname = "tern";
 static int log_use_syslog;
 static int log_verbose;
 static volatile unsigned log_tracebits;
+static volatile int log_json;
+
+#define LOG_MSG_MAX   4096            /* formatted message, with suffix */
+#define LOG_JSON_MAX  16384           /* one JSON line: msg + its fields */
 
 void
 log_init(const char *progname, int use_syslog, int verbose)
@@ -31,6 +43,12 @@ log_init(const char *progname, int use_syslog, int verbose)
 		log_tracebits = ~0u;
 	if (use_syslog)
 		openlog(progname, LOG_PID | LOG_NDELAY, LOG_MAIL);
+}
+
+void
+log_set_json(int on)
+{
+	log_json = on != 0;
 }
 
 void
@@ -48,12 +66,33 @@ log_trace_mask(void)
 static void log_emit(enum log_level lvl, const char *suffix, const char *fmt,
     va_list ap) TERN_PRINTF(3, 0);
 
+static const char *const log_level_names[] = {
+	"error", "warning", "info", "debug" };
+static const int log_level_prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+
+/* The JSON form of msg, to syslog or stderr; its own frame for the buffer. */
+static void
+log_emit_json(enum log_level lvl, const char *tbuf, const char *msg)
+{
+	char line[LOG_JSON_MAX];
+	size_t n = log_json_line(line, sizeof(line), tbuf, log_level_names[lvl],
+	    log_progname, (long)getpid(), msg);
+
+	if (n == 0)
+		return;
+	if (log_use_syslog) {
+		line[n - 1] = '\0';              /* syslog adds its own end */
+		syslog(log_level_prio[lvl], "%s", line);
+		return;
+	}
+	ssize_t w = write(STDERR_FILENO, line, n);
+	(void)w;
+}
+
 static void
 log_emit(enum log_level lvl, const char *suffix, const char *fmt, va_list ap)
 {
-	static const char *names[] = { "error", "warning", "info", "debug" };
-	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
-	char msg[4096];
+	char msg[LOG_MSG_MAX];
 	int n;
 
 	if (lvl == LOG_L_DEBUG && !log_verbose)
@@ -66,21 +105,28 @@ log_emit(enum log_level lvl, const char *suffix, const char *fmt, va_list ap)
 	if (suffix != NULL)
 		snprintf(msg + n, sizeof(msg) - n, ": %s", suffix);
 
-	if (log_use_syslog) {
-		syslog(prio[lvl], "%s", msg);
-		return;
-	}
-	char line[4200];
 	struct timespec ts;
 	struct tm tm;
-	char tbuf[32];
+	char tbuf[48];
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	strftime(tbuf, sizeof(tbuf), "%Y-%m-%dT%H:%M:%S", &tm);
-	n = snprintf(line, sizeof(line), "%s.%03ldZ %s[%d]: %s%s%s\n", tbuf,
-	    ts.tv_nsec / 1000000, log_progname, (int)getpid(),
-	    lvl <= LOG_L_WARN ? names[lvl] : "", lvl <= LOG_L_WARN ? ": " : "",
-	    msg);
+	n = (int)strftime(tbuf, sizeof(tbuf), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(tbuf + n, sizeof(tbuf) - (size_t)n, ".%03ldZ",
+	    ts.tv_nsec / 1000000);
+
+	if (log_json) {
+		log_emit_json(lvl, tbuf, msg);
+		return;
+	}
+	if (log_use_syslog) {
+		syslog(log_level_prio[lvl], "%s", msg);
+		return;
+	}
+	char line[LOG_MSG_MAX + 104];
+	n = snprintf(line, sizeof(line), "%s %s[%d]: %s%s%s\n", tbuf,
+	    log_progname, (int)getpid(),
+	    lvl <= LOG_L_WARN ? log_level_names[lvl] : "",
+	    lvl <= LOG_L_WARN ? ": " : "", msg);
 	if (n < 0)
 		return;
 	if ((size_t)n >= sizeof(line)) {
@@ -200,4 +246,254 @@ log_escape(char *dst, size_t dstlen, const char *src, size_t len)
 	}
 	dst[o] = '\0';
 	return dst;
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON lines */
+
+/* Room always kept free for the end of a line: ,"truncated":true}\n NUL */
+#define LOG_JSON_TAIL (sizeof(",\"truncated\":true}\n"))
+
+struct log_jbuf {
+	char *p;
+	size_t len;
+	size_t lim;                   /* cap - LOG_JSON_TAIL: writes stop here */
+	int truncated;
+};
+
+/* Append n raw bytes if they fit below the limit; 0 or -1. */
+static int
+log_jbuf_raw(struct log_jbuf *b, const char *s, size_t n)
+{
+	if (n > b->lim - b->len)
+		return -1;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	return 0;
+}
+
+/* Length of the well-formed UTF-8 sequence at s (1-4), or 0 if none. */
+static size_t
+log_utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t need;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		need = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		need = 3;
+		if (s[0] == 0xe0)
+			lo = 0xa0;                /* no overlong forms */
+		else if (s[0] == 0xed)
+			hi = 0x9f;                /* no surrogates */
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		need = 4;
+		if (s[0] == 0xf0)
+			lo = 0x90;
+		else if (s[0] == 0xf4)
+			hi = 0x8f;                /* nothing above U+10FFFF */
+	} else
+		return 0;
+	if (n < need || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < need; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return need;
+}
+
+/*
+ * Append s[0..n) as a quoted JSON string. partial: cut it (at a character
+ * boundary) when it does not fit, close the quote and set truncated;
+ * otherwise leave the buffer as it was and return -1.
+ */
+static int
+log_jbuf_str(struct log_jbuf *b, const char *s, size_t n, int partial)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *u = (const unsigned char *)s;
+	size_t mark = b->len;
+	char esc[6];
+
+	/* the opening quote, and room for the closing one throughout */
+	if (b->lim - b->len < 2)
+		return -1;
+	b->lim--;
+	b->p[b->len++] = '"';
+	for (size_t i = 0; i < n; ) {
+		const char *out = esc;
+		size_t olen = 2, step = 1;
+		unsigned char c = u[i];
+
+		esc[0] = '\\';
+		switch (c) {
+		case '"':  esc[1] = '"';  break;
+		case '\\': esc[1] = '\\'; break;
+		case '\n': esc[1] = 'n';  break;
+		case '\r': esc[1] = 'r';  break;
+		case '\t': esc[1] = 't';  break;
+		case '\b': esc[1] = 'b';  break;
+		case '\f': esc[1] = 'f';  break;
+		default:
+			if (c >= 0x20 && c != 0x7f &&
+			    (step = log_utf8_seq(u + i, n - i)) != 0) {
+				out = s + i;              /* printable or UTF-8 */
+				olen = step;
+			} else {
+				/* control byte, DEL, or not UTF-8: its Latin-1 reading */
+				memcpy(esc, "\\u00", 4);
+				esc[4] = hex[c >> 4];
+				esc[5] = hex[c & 15];
+				olen = 6;
+				step = 1;
+			}
+		}
+		if (log_jbuf_raw(b, out, olen) < 0) {
+			if (!partial) {
+				b->lim++;
+				b->len = mark;
+				return -1;
+			}
+			b->truncated = 1;
+			break;
+		}
+		i += step;
+	}
+	b->lim++;
+	b->p[b->len++] = '"';
+	return 0;
+}
+
+static int
+log_json_is_keychar(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+}
+
+/* A JSON number we are willing to write: 1-18 digits, no leading zero. */
+static int
+log_json_is_number(const char *v, size_t n)
+{
+	if (n == 0 || n > 18 || (n > 1 && v[0] == '0'))
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (v[i] < '0' || v[i] > '9')
+			return 0;
+	return 1;
+}
+
+/* Is key[0..n) one of the fixed fields, or already written? */
+static int
+log_json_key_taken(const char *key, size_t n, const char *msg,
+    const size_t (*seen)[2], size_t nseen)
+{
+	static const char *const fixed[] = {
+		"ts", "level", "prog", "pid", "msg", "truncated" };
+
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		if (strlen(fixed[i]) == n && memcmp(fixed[i], key, n) == 0)
+			return 1;
+	for (size_t i = 0; i < nseen; i++)
+		if (seen[i][1] == n && memcmp(msg + seen[i][0], key, n) == 0)
+			return 1;
+	return 0;
+}
+
+size_t
+log_json_line(char *dst, size_t dstlen, const char *ts, const char *level,
+    const char *prog, long pid, const char *msg)
+{
+	struct log_jbuf b = { .p = dst };
+	size_t seen[LOG_JSON_MAX_FIELDS][2];      /* key offset, length in msg */
+	size_t nseen = 0, mlen = strlen(msg);
+	char num[32];
+
+	if (dstlen > 0)
+		dst[0] = '\0';
+	if (dstlen <= LOG_JSON_TAIL)
+		return 0;
+	b.lim = dstlen - LOG_JSON_TAIL;
+	snprintf(num, sizeof(num), ",\"pid\":%ld,\"msg\":", pid);
+	if (log_jbuf_raw(&b, "{\"ts\":", 6) < 0 ||
+	    log_jbuf_str(&b, ts, strlen(ts), 0) < 0 ||
+	    log_jbuf_raw(&b, ",\"level\":", 9) < 0 ||
+	    log_jbuf_str(&b, level, strlen(level), 0) < 0 ||
+	    log_jbuf_raw(&b, ",\"prog\":", 8) < 0 ||
+	    log_jbuf_str(&b, prog, strlen(prog), 0) < 0 ||
+	    log_jbuf_raw(&b, num, strlen(num)) < 0 ||
+	    log_jbuf_str(&b, msg, mlen, 1) < 0) {
+		dst[0] = '\0';
+		return 0;
+	}
+
+	/* key=value and key="quoted value" tokens, separated by spaces */
+	for (size_t i = 0; i < mlen && !b.truncated; ) {
+		size_t key = i, k = i, klen, v, vlen, end;
+		int quoted = 0;
+
+		while (k < mlen && log_json_is_keychar((unsigned char)msg[k]))
+			k++;
+		klen = k - key;
+		if (klen == 0 || k >= mlen || msg[k] != '=' ||
+		    !((msg[key] >= 'a' && msg[key] <= 'z') ||
+		    (msg[key] >= 'A' && msg[key] <= 'Z'))) {
+			/* not a pair: skip this token */
+			const char *sp = memchr(msg + i, ' ', mlen - i);
+			i = sp == NULL ? mlen : (size_t)(sp - msg) + 1;
+			continue;
+		}
+		v = k + 1;
+		end = mlen;                       /* where the token ends */
+		if (v < mlen && msg[v] == '"') {
+			/* quoted: up to a '"' that ends the token */
+			for (size_t q = v + 1; q < mlen; q++)
+				if (msg[q] == '"' && (q + 1 == mlen || msg[q + 1] == ' ')) {
+					quoted = 1;
+					end = q + 1;
+					break;
+				}
+		}
+		if (quoted) {
+			v++;
+			vlen = end - 1 - v;
+		} else {
+			/* plain, or an unterminated quote: up to the next space */
+			const char *sp = memchr(msg + v, ' ', mlen - v);
+			end = sp == NULL ? mlen : (size_t)(sp - msg);
+			vlen = end - v;
+		}
+		i = end < mlen ? end + 1 : mlen;
+		if (log_json_key_taken(msg + key, klen, msg,
+		    (const size_t (*)[2])seen, nseen))
+			continue;
+		if (nseen == LOG_JSON_MAX_FIELDS)
+			break;
+
+		size_t mark = b.len;
+		int numeric = !quoted && log_json_is_number(msg + v, vlen);
+		if (log_jbuf_raw(&b, ",\"", 2) < 0 ||
+		    log_jbuf_raw(&b, msg + key, klen) < 0 ||
+		    log_jbuf_raw(&b, "\":", 2) < 0 ||
+		    (numeric ? log_jbuf_raw(&b, msg + v, vlen) :
+		    log_jbuf_str(&b, msg + v, vlen, 0)) < 0) {
+			b.len = mark;                 /* no half field */
+			b.truncated = 1;
+			break;
+		}
+		seen[nseen][0] = key;
+		seen[nseen][1] = klen;
+		nseen++;
+	}
+
+	/* the tail always fits: LOG_JSON_TAIL was kept free */
+	b.lim = dstlen;
+	if (b.truncated)
+		(void)log_jbuf_raw(&b, ",\"truncated\":true", 17);
+	(void)log_jbuf_raw(&b, "}\n", 2);
+	dst[b.len] = '\0';
+	return b.len;
 }

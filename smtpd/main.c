@@ -129,6 +129,7 @@ ternd_reload(struct ternd *t)
 	t->srv.conf = nc;
 	t->srv.tls = ntls;
 	pthread_mutex_unlock(&t->srv.conf_lock);
+	log_set_json(nc->log_json);
 	deliver_pool_set_conf(t->pool, nc);
 	sched_set_conf(t->sched, nc);
 	conf_unref(old);
@@ -217,6 +218,7 @@ main(int argc, char **argv)
 	}
 	if (conf->log_syslog)
 		log_init("ternd", 1, verbose);
+	log_set_json(conf->log_json);
 
 	signal(SIGPIPE, SIG_IGN);
 	if (evthread_use_pthreads() < 0)

@@ -26,6 +26,12 @@ enum log_level { LOG_L_ERR, LOG_L_WARN, LOG_L_INFO, LOG_L_DEBUG };
 
 /* Set the program name, destination and verbosity. Call once, early. */
 void log_init(const char *progname, int use_syslog, int verbose);
+/*
+ * Line format on both destinations: 0 (default) "key=value" text, 1 one JSON
+ * object a line (log-format json; see log_json_line()). May be called again
+ * at any time, e.g. after a reload.
+ */
+void log_set_json(int on);
 /* Set the trace mask at run time. */
 void log_set_trace(unsigned mask);
 unsigned log_trace_mask(void);
@@ -47,5 +53,26 @@ __attribute__((noreturn)) void panic(const char *fmt, ...) TERN_PRINTF(1, 2);
  * with "..." when dst is too small. Returns dst. Pure.
  */
 char *log_escape(char *dst, size_t dstlen, const char *src, size_t len);
+
+/*
+ * Format one log line as a JSON object into dst (size dstlen):
+ *   {"ts":TS,"level":LEVEL,"prog":PROG,"pid":PID,"msg":MSG,KEY:VALUE...}
+ * followed by '\n' and a NUL. Every key=value or key="quoted value" token
+ * of msg (key: a letter, then letters, digits, '_', '-', '.') is also a
+ * field of its own: a number when the value is 1 to 18 digits without a
+ * leading zero, a string otherwise. Keys that repeat, or collide with the
+ * fixed ones, stay in msg only; at most LOG_JSON_MAX_FIELDS are broken out.
+ * Strings escape '"', '\\', every control byte and 0x7f, and each byte not
+ * part of well-formed UTF-8 as \u00XX, so the line is valid JSON and UTF-8.
+ * If dst is too small, msg is cut at a character boundary or fields are
+ * left out, and the object ends with "truncated":true: it stays valid JSON.
+ * (Room for that marker is kept free while writing, so a whole line needs
+ * up to 17 bytes more than its length plus the NUL.)
+ * Returns the line length (with '\n', without the NUL), or 0 (dst "" when
+ * dstlen > 0) if not even the fixed fields fit. Pure: no allocation.
+ */
+#define LOG_JSON_MAX_FIELDS 64
+size_t log_json_line(char *dst, size_t dstlen, const char *ts,
+    const char *level, const char *prog, long pid, const char *msg);
 
 #endif

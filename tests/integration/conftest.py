@@ -30,7 +30,8 @@ sink              (function, factory) sink(host="127.0.0.1", port=None, tls=Fals
 
 certs             (session) test CA + leaf made once with the openssl CLI:
                   .ca_cert, .cert, .key (Path); the leaf is for mx.test, localhost,
-                  *.test, 127.0.0.1 and ::1. .make_leaf(name, sans) makes another one.
+                  *.test, 127.0.0.1 and ::1. .make_leaf(name, sans) makes another one
+                  (key_type="rsa" for an RSA key; tag="x" to keep several per name).
 
 ternd             (function, factory) ternd(**kw) -> a running Ternd. Keywords:
                     listeners=("relay",)   each item is a mode ("relay", "submission"),
@@ -67,6 +68,7 @@ ternd             (function, factory) ternd(**kw) -> a running Ternd. Keywords:
                     .show_body(id) -> bytes of `ternctl show ID --body` (raw, with Received)
                     .show_message(id) -> the same without tern's leading Received header
                                          (fails if it is not there)
+                    .add_user(name, password) -> `ternctl user add` (password on stdin)
                     .check_config() -> CompletedProcess of `ternd -n -c CONF`
                     .start(), .stop(), .kill9(), .restart()
                   .stop() sends SIGTERM and waits 10 s; if ternd is still alive it is
@@ -246,16 +248,21 @@ class Certs:
         subprocess.run([self.openssl] + [str(a) for a in args], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
 
-    def make_leaf(self, name, sans=None):
-        """Leaf cert signed by the test CA: returns (cert Path, key Path)."""
+    def make_leaf(self, name, sans=None, key_type="ec", tag=""):
+        """Leaf cert signed by the test CA: returns (cert Path, key Path).
+        key_type "ec" (P-256, the default) or "rsa" (2048 bits); tag is added to
+        the file names so several leaves for one name can coexist."""
         sans = sans or ["DNS:" + name]
-        key = self.dir / (name + ".key")
-        csr = self.dir / (name + ".csr")
-        cert = self.dir / (name + ".pem")
-        ext = self.dir / (name + ".ext")
+        base = name + tag
+        key = self.dir / (base + ".key")
+        csr = self.dir / (base + ".csr")
+        cert = self.dir / (base + ".pem")
+        ext = self.dir / (base + ".ext")
         ext.write_text("subjectAltName=%s\nbasicConstraints=CA:FALSE\n"
                        "extendedKeyUsage=serverAuth,clientAuth\n" % ",".join(sans))
-        self._run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        keyopts = (["-newkey", "rsa:2048"] if key_type == "rsa" else
+                   ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        self._run("req", *keyopts, "-nodes",
                   "-keyout", key, "-out", csr, "-subj", "/CN=" + name)
         self._run("x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey", self.ca_key,
                   "-CAcreateserial", "-out", cert, "-days", "30", "-extfile", ext)
@@ -517,7 +524,8 @@ class Ternd:
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             text = self.log()
-            if any(" ready " in l or l.endswith(" ready") for l in text.splitlines()):
+            if any(" ready " in l or l.endswith(" ready") or '"msg":"ready ' in l
+                   for l in text.splitlines()):
                 return self
             rc = self.proc.poll()
             if rc is not None:
@@ -625,6 +633,13 @@ class Ternd:
 
     def show_message(self, qid):
         return strip_received(self.show_body(qid))
+
+    def add_user(self, name, password):
+        """`ternctl user add NAME` with the password on stdin (users-db)."""
+        r = self.ternctl("user", "add", name, input=(password + "\n").encode())
+        assert r.returncode == 0, "ternctl user add %s exited %d: %s" % (
+            name, r.returncode, r.stderr.decode(errors="replace"))
+        return r
 
 
 def default_user():
