@@ -1116,3 +1116,70 @@ sched_free(struct sched *s)
 	free(s);
 }
 
+
+/* ================================================================== */
+/*
+ * Operator actions (ctl.h), called on the scheduler thread by
+ * sched_loop.c. Kept in one block at the end: they only reuse the core's
+ * helpers above and change nothing in its paths.
+ */
+
+int
+sched_ctl_busy(const struct sched *s, uint64_t qid)
+{
+	const struct sched_msg *m = sched_msg_find(s, qid);
+
+	return m != NULL && m->state != SCHED_M_IDLE;
+}
+
+void
+sched_ctl_unschedule(struct sched *s, uint64_t qid)
+{
+	struct sched_msg *m = sched_msg_find(s, qid);
+
+	if (m != NULL && m->state == SCHED_M_IDLE)
+		sched_msg_forget(s, m);
+}
+
+void
+sched_ctl_schedule(struct sched *s, uint64_t qid, int64_t when)
+{
+	struct sched_msg *m = sched_msg_find(s, qid);
+
+	if (m == NULL)
+		m = sched_msg_new(s, qid);
+	else if (m->state != SCHED_M_IDLE)
+		return;
+	sched_msg_schedule(s, m, when);
+}
+
+int
+sched_ctl_bounce(struct sched *s, uint64_t qid, int64_t now)
+{
+	struct envelope *env = NULL;
+	struct sched_msg *m;
+	int rc;
+
+	if (sched_ctl_busy(s, qid))
+		return -1;
+	if ((rc = queue_get(s->q, qid, &env)) != 0)
+		return rc;
+	if ((m = sched_msg_find(s, qid)) == NULL)
+		m = sched_msg_new(s, qid);
+	if (m->hpos != SCHED_NOT_IN_HEAP)
+		sched_heap_remove(&s->heap, m->hpos);
+	free(m->perm);
+	m->perm = NULL;
+	m->nperm = 0;
+	for (size_t i = 0; i < env->nrcpt; i++) {
+		if (env->rcpts[i].state != RCPT_PENDING)
+			continue;
+		m->perm = xreallocarray(m->perm, m->nperm + 1, sizeof(*m->perm));
+		m->perm[m->nperm++] = i;
+	}
+	envelope_free(env);
+	m->state = SCHED_M_RUNNING;
+	m->njobs = 0;
+	sched_round_finish(s, m, now);
+	return 0;
+}

@@ -126,6 +126,22 @@ struct sched {
 	pthread_t thr;
 };
 
+/* ---- operator actions (the block at the end of sched.c) ---- */
+
+/* 1 if qid has a round or a DSN commit out (its state may not be changed). */
+int sched_ctl_busy(const struct sched *s, uint64_t qid);
+/* Forget qid if it is known and idle (held, deleted). */
+void sched_ctl_unschedule(struct sched *s, uint64_t qid);
+/* Put qid in the heap at when (learning it if unknown); no-op if busy. */
+void sched_ctl_schedule(struct sched *s, uint64_t qid, int64_t when);
+/*
+ * Fail every pending recipient of the idle message qid now: a round whose
+ * failures are all of them, so the usual bounce path runs (DSN, then
+ * BOUNCED, then removal); the caller has written their status and reply.
+ * 0, 1 no such message, -1 busy or store error.
+ */
+int sched_ctl_bounce(struct sched *s, uint64_t qid, int64_t now);
+
 void sched_heap_push(struct sched_heap *h, int64_t when, uint64_t qid,
     void *item, size_t *pos);
 /* Remove the smallest; 0 if empty. */

@@ -4,9 +4,24 @@
  * glue to the delivery workers (deliver_pool_submit). Kept apart from the
  * core so that the core and its unit test link without the workers.
  *
- * Runs: sched_start/sched_set_conf/sched_stop on the caller's thread; the
- * rest on the scheduler thread. Never blocks the caller beyond the start-up
- * walk of the envelope store and the join at stop.
+ * Runs: sched_start/sched_set_conf/sched_stop/sched_ctl_submit on the
+ * caller's thread; the rest on the scheduler thread. Never blocks the caller
+ * beyond the start-up walk of the envelope store and the join at stop.
+ *
+ * Operator requests (struct ctl_op, tern/ctl.h) arrive as tq calls on the
+ * inbox and run here, on the thread that owns the schedule: each reads the
+ * envelope, refuses a message whose attempt is in flight (sched_ctl_busy),
+ * writes the change (queue_update/queue_remove) and then fixes the schedule,
+ * and answers with ctl_op_reply (posted back to the control loop).
+ *
+ * This file also owns what the operator sees of delivery as it happens
+ * (struct sched_ops, the submit argument of a threaded core): every job's
+ * results come back through a tap queue that counts them (stats) before
+ * sched_apply_result; pause parks the jobs the core hands out (all, or those
+ * with a recipient in a paused domain) instead of giving them to a worker,
+ * and while all delivery is paused no due message is started. Parked jobs
+ * are in flight for the core (they hold their destination's slots) until
+ * resume submits them.
  *
  * Shutdown order (caller): deliver_pool_stop() first (no result arrives
  * later), then sched_stop() (waits for DSN commits in flight), then
@@ -16,17 +31,130 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include <event2/event.h>
 
+#include "tern/ctl.h"
+#include "tern/json.h"
 #include "tern/log.h"
 #include "tern/util.h"
 #include "sched_int.h"
 
+/* The operator's side of a threaded scheduler: its core's submit_arg. */
+struct sched_ops {
+	struct sched *s;                /* borrowed: owns nothing of us */
+	struct deliver_pool *pool;      /* borrowed */
+	struct tq *tap;                 /* owned: results, on the sched loop */
+	int paused_all;
+	char **pdom;                    /* owned: paused domains, lower case */
+	size_t npdom;
+	struct tq_msg *parked;          /* owned jobs, by hdr.next */
+	uint64_t delivered, deferred, bounced;
+	int64_t started;
+	int closing;                    /* stopping: free results, no apply */
+};
+
+static const char *
+sched_ops_domain(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	return at != NULL ? at + 1 : "";
+}
+
+static int
+sched_ops_dom_paused(const struct sched_ops *o, const char *dom)
+{
+	for (size_t i = 0; i < o->npdom; i++)
+		if (strcasecmp(o->pdom[i], dom) == 0)
+			return 1;
+	return 0;
+}
+
+/* 1 if the job must wait: all paused, or one of its recipients' domains. */
+static int
+sched_ops_job_paused(const struct sched_ops *o, const struct dlv_job *j)
+{
+	if (o->paused_all)
+		return 1;
+	if (o->npdom == 0)
+		return 0;
+	if (j->domain != NULL && sched_ops_dom_paused(o, j->domain))
+		return 1;
+	for (size_t k = 0; k < j->nrcpt; k++) {
+		size_t i = j->rcpts[k];
+		if (i < j->env->nrcpt && j->env->rcpts[i].addr != NULL &&
+		    sched_ops_dom_paused(o,
+		    sched_ops_domain(j->env->rcpts[i].addr)))
+			return 1;
+	}
+	return 0;
+}
+
+/* The core hands a job out (scheduler thread). */
 static void
 sched_submit_pool(void *arg, struct dlv_job *j)
 {
-	deliver_pool_submit(arg, j);
+	struct sched_ops *o = arg;
+
+	j->reply = o->tap;
+	if (sched_ops_job_paused(o, j)) {
+		j->hdr.next = o->parked;
+		o->parked = &j->hdr;
+		return;
+	}
+	deliver_pool_submit(o->pool, j);
+}
+
+/* Give the workers the parked jobs no pause holds any more. */
+static void
+sched_ops_unpark(struct sched_ops *o)
+{
+	struct tq_msg **pp = &o->parked;
+
+	while (*pp != NULL) {
+		struct dlv_job *j = (struct dlv_job *)*pp;
+		if (sched_ops_job_paused(o, j)) {
+			pp = &(*pp)->next;
+			continue;
+		}
+		*pp = j->hdr.next;
+		j->hdr.next = NULL;
+		deliver_pool_submit(o->pool, j);
+	}
+}
+
+static void
+sched_ops_kick(struct sched_ops *o)
+{
+	if (o->s->timer != NULL && !o->s->freeing)
+		event_active(o->s->timer, EV_TIMEOUT, 0);
+}
+
+/* Results of jobs: count them, then the core applies them. */
+static void
+sched_ops_tap_cb(struct tq_msg *msg, void *arg)
+{
+	struct sched_ops *o = arg;
+	struct dlv_result *r = (struct dlv_result *)msg;
+
+	if (msg->type != TQ_DELIVERY_RESULT)
+		panic("sched_ops_tap_cb: unexpected message type %d",
+		    (int)msg->type);
+	if (o->closing || o->s->freeing) {
+		dlv_result_free(r);
+		return;
+	}
+	for (size_t i = 0; i < r->n; i++) {
+		switch (r->r[i].cls) {
+		case DLV_OK: o->delivered++; break;
+		case DLV_TEMP: o->deferred++; break;
+		case DLV_PERM: o->bounced++; break;
+		}
+	}
+	sched_apply_result(o->s, r, o->s->clock());
+	sched_ops_kick(o);
 }
 
 static void
@@ -38,7 +166,10 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (s->stopping)
 		return;
-	next = sched_run(s, now);
+	if (((struct sched_ops *)s->submit_arg)->paused_all)
+		next = INT64_MAX;       /* nothing starts; resume kicks us */
+	else
+		next = sched_run(s, now);
 	if (next == INT64_MAX || next - now > SCHED_TIMER_MAX)
 		tv.tv_sec = SCHED_TIMER_MAX;
 	else
@@ -63,7 +194,12 @@ sched_start(struct queue *q, struct conf *conf, struct deliver_pool *pool)
 
 	if (base == NULL)
 		fatalx("sched_start: event_base_new failed");
-	s = sched_new(q, conf, base, sched_submit_pool, pool);
+	struct sched_ops *o = xcalloc(1, sizeof(*o));
+	o->pool = pool;
+	o->started = now_unix();
+	o->tap = tq_new(base, sched_ops_tap_cb, o);
+	s = sched_new(q, conf, base, sched_submit_pool, o);
+	o->s = s;
 	s->own_base = 1;
 	if ((s->timer = evtimer_new(base, sched_timer_cb, s)) == NULL)
 		fatalx("sched_start: evtimer_new failed");
@@ -119,9 +255,11 @@ void
 sched_stop(struct sched *s)
 {
 	struct event_base *base;
+	struct sched_ops *o;
 
 	if (s == NULL)
 		return;
+	o = s->submit_arg;
 	queue_set_notify(s->q, NULL);
 	if (s->running) {
 		tq_call(s->inbox, sched_stop_call, s);
@@ -130,8 +268,350 @@ sched_stop(struct sched *s)
 	if (s->timer != NULL)
 		event_free(s->timer);
 	s->timer = NULL;
+	/* the workers have stopped: no result comes any more */
+	o->closing = 1;
+	tq_free(o->tap);
+	while (o->parked != NULL) {
+		struct tq_msg *j = o->parked;
+		o->parked = j->next;
+		dlv_job_free((struct dlv_job *)j);
+	}
 	base = s->own_base ? s->base : NULL;
-	sched_free(s);
+	sched_free(s);      /* operator requests still queued are answered */
+	for (size_t i = 0; i < o->npdom; i++)
+		free(o->pdom[i]);
+	free(o->pdom);
+	free(o);
 	if (base != NULL)
 		event_base_free(base);
+}
+
+/* ------------------------------------------------------------------ */
+/* operator requests (scheduler thread) */
+
+struct sched_ctl_call {
+	struct sched *s;
+	struct ctl_op *op;              /* owned */
+};
+
+static const char *
+sched_ops_state_text(const char *reason)
+{
+	if (strcmp(reason, "in flight") == 0)
+		return "message is being delivered (attempt in flight, or "
+		    "delivery paused): try again when it returns";
+	if (strcmp(reason, "held") == 0)
+		return "message is held: release it first";
+	if (strcmp(reason, "corrupt") == 0)
+		return "message is corrupt: it cannot be delivered";
+	if (strcmp(reason, "nothing pending") == 0)
+		return "message has no pending recipient";
+	return reason;
+}
+
+static void
+sched_ops_log(const char *qid, const char *what)
+{
+	log_info("id=%s status=%s by=operator", qid, what);
+}
+
+/*
+ * Apply op type t to one message. 0 done; else a CTL_E_* code with
+ * *reason ("gone", "in flight", ...).
+ */
+static int
+sched_ops_one(struct sched_ops *o, enum ctl_op_type t, uint64_t id,
+    int64_t now, const char **reason)
+{
+	struct sched *s = o->s;
+	struct envelope *env = NULL;
+	char qid[QID_STRLEN + 1];
+	size_t npend = 0;
+	int rc, code = 0;
+
+	qid_format(id, qid);
+	if ((rc = queue_get(s->q, id, &env)) == 1) {
+		*reason = "gone";
+		return CTL_E_NOT_FOUND;
+	}
+	if (rc != 0) {
+		*reason = "cannot read the queue";
+		return CTL_E_INTERNAL;
+	}
+	int busy = sched_ctl_busy(s, id);
+	*reason = NULL;
+	switch (t) {
+	case CTL_OP_HOLD:
+		if (busy) {
+			*reason = "in flight";
+			break;
+		}
+		if (!(env->flags & ENV_F_HOLD)) {
+			env->flags |= ENV_F_HOLD;
+			if (queue_update(s->q, env) < 0)
+				goto io;
+			sched_ops_log(qid, "held");
+		}
+		sched_ctl_unschedule(s, id);
+		break;
+	case CTL_OP_RELEASE:
+		if (env->flags & ENV_F_HOLD) {
+			env->flags &= ~ENV_F_HOLD;
+			env->next_attempt = now;
+			if (queue_update(s->q, env) < 0)
+				goto io;
+			sched_ops_log(qid, "released");
+		}
+		if (!(env->flags & ENV_F_CORRUPT))
+			sched_ctl_schedule(s, id, now);
+		break;
+	case CTL_OP_DELETE:
+		if (busy) {
+			*reason = "in flight";
+			break;
+		}
+		for (size_t i = 0; i < env->nrcpt; i++) {
+			if (env->rcpts[i].state != RCPT_PENDING)
+				continue;
+			env->rcpts[i].state = RCPT_DELETED;
+			env->rcpts[i].updated = now;
+		}
+		/* durable as deleted first: a crash before the remove leaves
+		 * a message with nothing pending, removed at the next start */
+		if (queue_update(s->q, env) < 0 ||
+		    (queue_remove(s->q, id) < 0 && errno != ENOENT))
+			goto io;
+		sched_ctl_unschedule(s, id);
+		sched_ops_log(qid, "deleted");
+		break;
+	case CTL_OP_RETRY:
+		if (env->flags & ENV_F_HOLD)
+			*reason = "held";
+		else if (env->flags & ENV_F_CORRUPT)
+			*reason = "corrupt";
+		else if (busy)
+			*reason = "in flight";
+		if (*reason != NULL)
+			break;
+		env->next_attempt = now;
+		if (queue_update(s->q, env) < 0)
+			goto io;
+		sched_ctl_schedule(s, id, now);
+		log_info("id=%s retry now by=operator", qid);
+		break;
+	case CTL_OP_BOUNCE:
+		npend = envelope_pending(env);
+		if (busy) {
+			*reason = "in flight";
+			break;
+		}
+		if (npend == 0) {
+			*reason = "nothing pending";
+			break;
+		}
+		for (size_t i = 0; i < env->nrcpt; i++) {
+			struct env_rcpt *rc2 = &env->rcpts[i];
+			if (rc2->state != RCPT_PENDING)
+				continue;
+			free(rc2->status);
+			free(rc2->last_error);
+			free(rc2->relay);
+			rc2->status = xstrdup("5.0.0");
+			rc2->last_error = xstrdup("bounced by the operator");
+			rc2->relay = NULL;
+			rc2->updated = now;
+		}
+		if (queue_update(s->q, env) < 0)
+			goto io;
+		log_info("id=%s status=bounce nrcpt=%zu by=operator", qid, npend);
+		if (sched_ctl_bounce(s, id, now) != 0)
+			goto io;
+		o->bounced += npend;
+		break;
+	default:
+		panic("sched_ops_one: op %d", (int)t);
+	}
+	if (*reason != NULL)
+		code = CTL_E_STATE;
+	envelope_free(env);
+	return code;
+io:
+	log_warn("id=%s operator request", qid);
+	envelope_free(env);
+	*reason = "cannot update the queue";
+	return CTL_E_INTERNAL;
+}
+
+static void
+sched_ops_paused_write(const struct sched_ops *o, struct json_writer *w)
+{
+	json_key(w, "paused_all");
+	json_put_bool(w, o->paused_all);
+	json_key(w, "paused_domains");
+	json_arr_open(w);
+	for (size_t i = 0; i < o->npdom; i++)
+		json_put_str(w, o->pdom[i]);
+	json_arr_close(w);
+}
+
+static void
+sched_ops_pause(struct sched_ops *o, const struct ctl_op *op)
+{
+	const char *d = op->domain;
+
+	if (op->type == CTL_OP_PAUSE) {
+		if (d[0] == '\0')
+			o->paused_all = 1;
+		else if (!sched_ops_dom_paused(o, d)) {
+			o->pdom = xreallocarray(o->pdom, o->npdom + 1,
+			    sizeof(*o->pdom));
+			o->pdom[o->npdom++] = xstrdup(d);
+		}
+		log_info("delivery paused for=%s by=operator", d[0] ? d : "all");
+		return;
+	}
+	if (d[0] == '\0') {
+		o->paused_all = 0;
+		for (size_t i = 0; i < o->npdom; i++)
+			free(o->pdom[i]);
+		o->npdom = 0;
+	} else {
+		for (size_t i = 0; i < o->npdom; i++) {
+			if (strcasecmp(o->pdom[i], d) == 0) {
+				free(o->pdom[i]);
+				o->pdom[i] = o->pdom[--o->npdom];
+				break;
+			}
+		}
+	}
+	log_info("delivery resumed for=%s by=operator", d[0] ? d : "all");
+	sched_ops_unpark(o);
+}
+
+static void
+sched_ops_stats(struct sched_ops *o, struct json_writer *w)
+{
+	struct queue_stats qs;
+
+	queue_stats(o->s->q, &qs);
+	json_key(w, "running");
+	json_put_bool(w, 1);
+	json_key(w, "uptime");
+	json_put_int(w, now_unix() - o->started);
+	json_key(w, "counters");
+	json_obj_open(w);
+	json_key(w, "accepted");
+	json_put_uint(w, qs.commits);
+	json_key(w, "delivered");
+	json_put_uint(w, o->delivered);
+	json_key(w, "deferred");
+	json_put_uint(w, o->deferred);
+	json_key(w, "bounced");
+	json_put_uint(w, o->bounced);
+	json_obj_close(w);
+	sched_ops_paused_write(o, w);
+	json_key(w, "queue");
+}
+
+static void
+sched_ctl_call(void *arg)
+{
+	struct sched_ctl_call *c = arg;
+	struct sched *s = c->s;
+	struct ctl_op *op = c->op;
+	struct sched_ops *o = s->submit_arg;
+	struct json_writer w;
+	int64_t now = s->clock();
+
+	free(c);
+	if (s->stopping || s->freeing) {
+		ctl_op_fail(op, CTL_E_INTERNAL, "ternd is stopping");
+		return;
+	}
+	json_writer_init(&w);
+	json_obj_open(&w);
+	json_key(&w, "ok");
+	json_put_bool(&w, 1);
+	switch (op->type) {
+	case CTL_OP_PAUSE:
+	case CTL_OP_RESUME:
+		sched_ops_pause(o, op);
+		sched_ops_paused_write(o, &w);
+		break;
+	case CTL_OP_STATS:
+		sched_ops_stats(o, &w);
+		if (ctl_stats_queue_write(&w, s->q) < 0) {
+			json_writer_reset(&w);
+			ctl_op_fail(op, CTL_E_INTERNAL, "cannot read the queue");
+			return;
+		}
+		break;
+	case CTL_OP_HOLD:
+	case CTL_OP_RELEASE:
+	case CTL_OP_DELETE:
+	case CTL_OP_RETRY:
+	case CTL_OP_BOUNCE: {
+		/* skipped ids and their (static) reasons, written after "ids" */
+		uint64_t *skid = xcalloc(op->nids + 1, sizeof(*skid));
+		const char **skr = xcalloc(op->nids + 1, sizeof(*skr));
+		size_t nsk = 0;
+		char qid[QID_STRLEN + 1];
+
+		json_key(&w, "ids");
+		json_arr_open(&w);
+		for (size_t i = 0; i < op->nids; i++) {
+			const char *reason = NULL;
+			int code = sched_ops_one(o, op->type, op->ids[i], now,
+			    &reason);
+			if (code != 0 && op->single) {
+				json_writer_reset(&w);
+				free(skid);
+				free(skr);
+				ctl_op_fail(op, code, code == CTL_E_NOT_FOUND ?
+				    "no such message" :
+				    sched_ops_state_text(reason));
+				sched_ops_kick(o);
+				return;
+			}
+			if (code != 0) {
+				skid[nsk] = op->ids[i];
+				skr[nsk++] = reason;
+				continue;
+			}
+			qid_format(op->ids[i], qid);
+			json_put_str(&w, qid);
+		}
+		json_arr_close(&w);
+		json_key(&w, "skipped");
+		json_arr_open(&w);
+		for (size_t i = 0; i < nsk; i++) {
+			qid_format(skid[i], qid);
+			json_obj_open(&w);
+			json_key(&w, "id");
+			json_put_str(&w, qid);
+			json_key(&w, "reason");
+			json_put_str(&w, skr[i]);
+			json_obj_close(&w);
+		}
+		json_arr_close(&w);
+		free(skid);
+		free(skr);
+		break;
+	}
+	default:
+		panic("sched_ctl_call: op %d", (int)op->type);
+	}
+	json_obj_close(&w);
+	ctl_op_reply(op, &w);
+	sched_ops_kick(o);
+}
+
+void
+sched_ctl_submit(struct sched *s, struct ctl_op *op)
+{
+	struct sched_ctl_call *c = xcalloc(1, sizeof(*c));
+
+	c->s = s;
+	c->op = op;
+	tq_call(s->inbox, sched_ctl_call, c);
 }

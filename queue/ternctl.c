@@ -5,6 +5,11 @@
  *
  *   ternctl [-c FILE] [-s SOCKET] [--json] COMMAND [ARGS]
  *
+ * Filters (queue, delete --all-matching, retry all) go to the server as
+ * "filter" (ctl.h), so the daemon and the offline fallback filter alike.
+ * State-changing commands (hold, release, delete, retry, bounce, pause,
+ * resume, reload) need the daemon; stats without it reports the queue only.
+ *
  * Single-threaded, blocking I/O, short-lived. Reads the configuration with
  * the pure conf_parse() (not conf_load(): an operator in control-group may
  * not read the TLS key, and ternctl needs only queue and control-socket).
@@ -18,7 +23,8 @@
  * terminal control sequences. Raw bodies are written only by "show --body".
  *
  * Exit codes: 0 ok, 1 no such message, 2 usage or configuration error,
- * 3 daemon unreachable (and no read-only fallback possible), 4 other error.
+ * 3 daemon unreachable (and no read-only fallback possible; the message
+ * names the socket), 4 other error (e.g. CTL_E_STATE: message in flight).
  */
 #include <errno.h>
 #include <grp.h>
@@ -50,6 +56,10 @@ enum { TERNCTL_EX_OK, TERNCTL_EX_NOTFOUND, TERNCTL_EX_USAGE,
 #define TERNCTL_C_LOCAL  0x02u      /* read-only: may answer from the queue dir */
 #define TERNCTL_C_BODY   0x04u      /* accepts --body */
 #define TERNCTL_C_USER   0x08u      /* user add|del|list: the users database, not the daemon */
+#define TERNCTL_C_FILTER 0x10u      /* takes --from/--to/--domain/--held/--older-than */
+#define TERNCTL_C_ALL    0x20u      /* ID, or "all" / --all-matching: bulk */
+#define TERNCTL_C_DOMAIN 0x40u      /* takes --domain alone (pause, resume) */
+#define TERNCTL_C_IDOPT  0x80u      /* the ID is optional (with TERNCTL_C_ALL) */
 
 struct ternctl_opts {
 	const char *conf_path;
@@ -59,6 +69,13 @@ struct ternctl_opts {
 	const char *id;
 	const char *user_op;        /* add, del, list */
 	const char *user_name;
+	const char *cmd_name;
+	int all;                    /* "all" or --all-matching */
+	int all_matching;
+	int nfilter;                /* filter options given */
+	const char *from, *to, *domain;
+	int held;
+	int64_t older_than;         /* -1: not given */
 };
 
 /* A parsed response: text and its tokens (both owned). */
@@ -79,12 +96,33 @@ struct ternctl_cmd {
 static int ternctl_print_queue(const struct ternctl_opts *, const struct ternctl_resp *);
 static int ternctl_print_show(const struct ternctl_opts *, const struct ternctl_resp *);
 static int ternctl_print_ping(const struct ternctl_opts *, const struct ternctl_resp *);
+static int ternctl_print_result(const struct ternctl_opts *, const struct ternctl_resp *);
+static int ternctl_print_pause(const struct ternctl_opts *, const struct ternctl_resp *);
+static int ternctl_print_stats(const struct ternctl_opts *, const struct ternctl_resp *);
+static int ternctl_print_done(const struct ternctl_opts *, const struct ternctl_resp *);
+
+#define TERNCTL_FILTERS "[--from TEXT] [--to TEXT] [--domain D] [--held] [--older-than DURATION]"
 
 /* The command grammar. Add a line here and in control.c's ctl_cmds[]. */
 static const struct ternctl_cmd ternctl_cmds[] = {
-	{ "queue", "queue",                TERNCTL_C_LOCAL, ternctl_print_queue },
+	{ "queue", "queue " TERNCTL_FILTERS,
+	  TERNCTL_C_LOCAL | TERNCTL_C_FILTER, ternctl_print_queue },
 	{ "show",  "show <id> [--body]",
 	  TERNCTL_C_ID | TERNCTL_C_LOCAL | TERNCTL_C_BODY, ternctl_print_show },
+	{ "delete", "delete <id> | delete all | delete --all-matching " TERNCTL_FILTERS,
+	  TERNCTL_C_ALL | TERNCTL_C_FILTER, ternctl_print_result },
+	{ "hold",  "hold <id>",            TERNCTL_C_ID, ternctl_print_result },
+	{ "release", "release <id>",       TERNCTL_C_ID, ternctl_print_result },
+	{ "retry", "retry <id> | retry all | retry --domain D  (attempt now)",
+	  TERNCTL_C_ALL | TERNCTL_C_FILTER | TERNCTL_C_IDOPT, ternctl_print_result },
+	{ "bounce", "bounce <id>  (fail all pending recipients, DSN to the sender)",
+	  TERNCTL_C_ID, ternctl_print_result },
+	{ "stats", "stats",                TERNCTL_C_LOCAL, ternctl_print_stats },
+	{ "pause", "pause [--domain D]  (stop handing out deliveries)",
+	  TERNCTL_C_DOMAIN, ternctl_print_pause },
+	{ "resume", "resume [--domain D]  (without --domain: every pause)",
+	  TERNCTL_C_DOMAIN, ternctl_print_pause },
+	{ "reload", "reload",              0, ternctl_print_done },
 	{ "ping",  "ping",                 0, ternctl_print_ping },
 	{ "user",  "user add <name> (password on stdin) | user del <name> | user list",
 	  TERNCTL_C_USER, NULL },
@@ -97,6 +135,27 @@ ternctl_usage(FILE *f)
 	    "commands:\n");
 	for (size_t i = 0; i < sizeof(ternctl_cmds) / sizeof(ternctl_cmds[0]); i++)
 		fprintf(f, "  %s\n", ternctl_cmds[i].usage);
+	fprintf(f,
+	    "filters: --from/--to match a substring of the sender / a pending\n"
+	    "  recipient (case-insensitive); --domain a pending recipient's domain;\n"
+	    "  --held held messages; --older-than N[s|m|h|d] arrived that long ago.\n"
+	    "exit: 0 done, 1 no such message, 2 usage, 3 ternd unreachable, 4 error.\n"
+	    "  queue, show and stats work from the queue directory when ternd is down.\n"
+	    "--json prints the server's response, one object (schema: tern/ctl.h):\n"
+	    "  error   {\"ok\":false,\"error\":TEXT,\"code\":N}\n"
+	    "  queue   {\"ok\":true,\"messages\":[ENV...]}   show {\"ok\":true,\"message\":ENV}\n"
+	    "  ENV     {\"id\",\"arrival\",\"size\",\"sender\",\"recipients\":[RCPT...],\n"
+	    "           \"attempts\",\"next_attempt\",\"last_error\",\"held\",\"corrupt\",\n"
+	    "           \"client\",\"helo\",\"auth_user\"}\n"
+	    "  RCPT    {\"address\",\"state\",\"status\",\"last_error\",\"relay\",\"updated\"}\n"
+	    "  hold, release, delete, retry, bounce\n"
+	    "          {\"ok\":true,\"ids\":[ID...],\"skipped\":[{\"id\",\"reason\"}...]}\n"
+	    "  pause, resume {\"ok\":true,\"paused_all\":BOOL,\"paused_domains\":[D...]}\n"
+	    "  stats   {\"ok\":true,\"running\",\"uptime\",\"counters\":{\"accepted\",\n"
+	    "           \"delivered\",\"deferred\",\"bounced\"}|null,\"paused_all\",\n"
+	    "           \"paused_domains\",\"queue\":{\"messages\",\"pending\",\"held\",\n"
+	    "           \"corrupt\",\"domains\":[{\"domain\",\"messages\",\"recipients\"}...]}}\n"
+	    "  reload  {\"ok\":true}     ping {\"ok\":true,\"version\",\"pid\"}\n");
 }
 
 static void
@@ -292,6 +351,9 @@ ternctl_print_show(const struct ternctl_opts *o, const struct ternctl_resp *r)
 			ternctl_print_kv(r, i, "  ", "status");
 			ternctl_print_kv(r, i, "  ", "last_error");
 			ternctl_print_kv(r, i, "  ", "relay");
+			int64_t up = ternctl_num(r, i, "updated");
+			printf("  updated: %s\n", up == 0 ? "-" :
+			    ternctl_time(up, when, sizeof(when)));
 		}
 	}
 	return TERNCTL_EX_OK;
@@ -303,6 +365,166 @@ ternctl_print_ping(const struct ternctl_opts *o, const struct ternctl_resp *r)
 	printf("ternd is running (pid %lld, protocol %lld)\n",
 	    (long long)ternctl_num(r, 0, "pid"), (long long)ternctl_num(r, 0, "version"));
 	return TERNCTL_EX_OK;
+}
+
+static void
+ternctl_print_idlist(const struct ternctl_resp *r, const char *key,
+    const char *verb)
+{
+	char id[64], reason[128];
+	long a = ternctl_field(r, 0, key);
+
+	if (a < 0 || r->toks[a].type != JSON_ARRAY)
+		return;
+	size_t i = (size_t)a + 1;
+	for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++) {
+		if (r->toks[i].type == JSON_STRING) {
+			char *tmp = xmalloc(r->toks[i].end - r->toks[i].start + 1);
+			long n = json_str_decode(r->p, &r->toks[i], tmp,
+			    r->toks[i].end - r->toks[i].start + 1);
+			log_escape(id, sizeof(id), tmp, n > 0 ? (size_t)n : 0);
+			free(tmp);
+			printf("%s %s\n", verb, id);
+		} else {
+			ternctl_str(r, i, "id", id, sizeof(id), NULL);
+			ternctl_str(r, i, "reason", reason, sizeof(reason), NULL);
+			printf("%s %s (%s)\n", verb, id, reason);
+		}
+	}
+}
+
+static int
+ternctl_print_result(const struct ternctl_opts *o, const struct ternctl_resp *r)
+{
+	static const struct { const char *cmd, *verb; } verbs[] = {
+		{ "delete", "deleted" }, { "hold", "held" },
+		{ "release", "released" }, { "retry", "retrying" },
+		{ "bounce", "bounced" },
+	};
+	const char *verb = "done";
+	long a = ternctl_field(r, 0, "ids"), sk = ternctl_field(r, 0, "skipped");
+
+	if (a < 0 || r->toks[a].type != JSON_ARRAY) {
+		fprintf(stderr, "ternctl: malformed response\n");
+		return TERNCTL_EX_FAIL;
+	}
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		if (strcmp(verbs[i].cmd, o->cmd_name) == 0)
+			verb = verbs[i].verb;
+	ternctl_print_idlist(r, "ids", verb);
+	ternctl_print_idlist(r, "skipped", "skipped");
+	if (o->all) {
+		size_t nsk = sk >= 0 && r->toks[sk].type == JSON_ARRAY ?
+		    r->toks[sk].size : 0;
+		printf("-- %zu message%s %s, %zu skipped\n", r->toks[a].size,
+		    r->toks[a].size == 1 ? "" : "s", verb, nsk);
+	}
+	return TERNCTL_EX_OK;
+}
+
+static void
+ternctl_print_paused(const struct ternctl_resp *r)
+{
+	char d[300];
+	long a = ternctl_field(r, 0, "paused_domains");
+	int any = 0;
+
+	if (ternctl_bool(r, 0, "paused_all"))
+		printf("delivery: paused (all)\n");
+	if (a >= 0 && r->toks[a].type == JSON_ARRAY) {
+		size_t i = (size_t)a + 1;
+		for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++) {
+			char *tmp = xmalloc(r->toks[i].end - r->toks[i].start + 1);
+			long n = json_str_decode(r->p, &r->toks[i], tmp,
+			    r->toks[i].end - r->toks[i].start + 1);
+			log_escape(d, sizeof(d), tmp, n > 0 ? (size_t)n : 0);
+			free(tmp);
+			printf("delivery: paused for %s\n", d);
+			any = 1;
+		}
+	}
+	if (!any && !ternctl_bool(r, 0, "paused_all"))
+		printf("delivery: running\n");
+}
+
+static int
+ternctl_print_pause(const struct ternctl_opts *o, const struct ternctl_resp *r)
+{
+	ternctl_print_paused(r);
+	return TERNCTL_EX_OK;
+}
+
+static int
+ternctl_print_stats(const struct ternctl_opts *o, const struct ternctl_resp *r)
+{
+	long c = ternctl_field(r, 0, "counters"), q = ternctl_field(r, 0, "queue");
+	char d[300];
+
+	if (q < 0 || r->toks[q].type != JSON_OBJECT) {
+		fprintf(stderr, "ternctl: malformed response\n");
+		return TERNCTL_EX_FAIL;
+	}
+	if (c >= 0 && r->toks[c].type == JSON_OBJECT) {
+		printf("uptime: %llds\n", (long long)ternctl_num(r, 0, "uptime"));
+		printf("accepted: %lld\n", (long long)ternctl_num(r, (size_t)c, "accepted"));
+		printf("delivered: %lld\n", (long long)ternctl_num(r, (size_t)c, "delivered"));
+		printf("deferred: %lld\n", (long long)ternctl_num(r, (size_t)c, "deferred"));
+		printf("bounced: %lld\n", (long long)ternctl_num(r, (size_t)c, "bounced"));
+		ternctl_print_paused(r);
+	} else
+		printf("ternd is not running: queue only, no counters\n");
+	printf("queue: %lld messages (%lld pending, %lld held, %lld corrupt)\n",
+	    (long long)ternctl_num(r, (size_t)q, "messages"),
+	    (long long)ternctl_num(r, (size_t)q, "pending"),
+	    (long long)ternctl_num(r, (size_t)q, "held"),
+	    (long long)ternctl_num(r, (size_t)q, "corrupt"));
+	long a = ternctl_field(r, (size_t)q, "domains");
+	if (a >= 0 && r->toks[a].type == JSON_ARRAY) {
+		size_t i = (size_t)a + 1;
+		for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++)
+			printf("  %-40s %6lld messages %6lld recipients\n",
+			    ternctl_str(r, i, "domain", d, sizeof(d), NULL),
+			    (long long)ternctl_num(r, i, "messages"),
+			    (long long)ternctl_num(r, i, "recipients"));
+	}
+	return TERNCTL_EX_OK;
+}
+
+static int
+ternctl_print_done(const struct ternctl_opts *o, const struct ternctl_resp *r)
+{
+	printf("%s: done\n", o->cmd_name);
+	return TERNCTL_EX_OK;
+}
+
+/* "90", "90s", "15m", "2h", "3d" -> seconds; -1 if not a duration. */
+static int64_t
+ternctl_duration(const char *s)
+{
+	char *end;
+	unsigned long long v;
+	int64_t mul = 1;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	if (*end != '\0') {
+		switch (*end) {
+		case 's': mul = 1; break;
+		case 'm': mul = 60; break;
+		case 'h': mul = 3600; break;
+		case 'd': mul = 86400; break;
+		default: return -1;
+		}
+		if (end[1] != '\0')
+			return -1;
+	}
+	if (v > (unsigned long long)INT64_MAX / (unsigned long long)mul / 2)
+		return -1;
+	return (int64_t)v * mul;
 }
 
 /* ---- transport ---- */
@@ -455,18 +677,38 @@ ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
 		{ "json", no_argument, NULL, 'j' },
 		{ "body", no_argument, NULL, 'b' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "from", required_argument, NULL, 'F' },
+		{ "to", required_argument, NULL, 'T' },
+		{ "domain", required_argument, NULL, 'D' },
+		{ "held", no_argument, NULL, 'H' },
+		{ "older-than", required_argument, NULL, 'O' },
+		{ "all-matching", no_argument, NULL, 'A' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const struct ternctl_cmd *cmd = NULL;
 	int ch;
 
 	o->conf_path = TERNCTL_CONF;
+	o->older_than = -1;
 	while ((ch = getopt_long(argc, argv, "c:s:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': o->conf_path = optarg; break;
 		case 's': o->socket_path = optarg; break;
 		case 'j': o->json = 1; break;
 		case 'b': o->body = 1; break;
+		case 'F': o->from = optarg; o->nfilter++; break;
+		case 'T': o->to = optarg; o->nfilter++; break;
+		case 'D': o->domain = optarg; o->nfilter++; break;
+		case 'H': o->held = 1; o->nfilter++; break;
+		case 'A': o->all_matching = 1; break;
+		case 'O':
+			if ((o->older_than = ternctl_duration(optarg)) < 0) {
+				fprintf(stderr, "ternctl: not a duration: %s "
+				    "(N, Ns, Nm, Nh or Nd)\n", optarg);
+				return -1;
+			}
+			o->nfilter++;
+			break;
 		case 'h': ternctl_usage(stdout); exit(TERNCTL_EX_OK);
 		default: goto usage;
 		}
@@ -481,7 +723,27 @@ ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
 		goto usage;
 	}
 	optind++;
-	if (cmd->flags & TERNCTL_C_ID) {
+	o->cmd_name = cmd->name;
+	if (cmd->flags & TERNCTL_C_ALL) {
+		/* <id> | all | --all-matching FILTER (retry: | --domain D) */
+		if (optind < argc && strcmp(argv[optind], "all") == 0) {
+			o->all = 1;
+			optind++;
+		} else if (optind < argc && !o->all_matching) {
+			uint64_t id;
+			o->id = argv[optind++];
+			if (qid_parse(o->id, &id) == -1) {
+				fprintf(stderr, "ternctl: not a queue id: %s\n", o->id);
+				return -1;
+			}
+			if (o->nfilter > 0)
+				goto usage;
+		} else if (o->all_matching ||
+		    ((cmd->flags & TERNCTL_C_IDOPT) && o->nfilter > 0))
+			o->all = 1;
+		else
+			goto usage;
+	} else if (cmd->flags & TERNCTL_C_ID) {
 		uint64_t id;
 		if (optind >= argc)
 			goto usage;
@@ -491,6 +753,12 @@ ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
 			return -1;
 		}
 	}
+	if (o->all_matching && !(cmd->flags & TERNCTL_C_ALL))
+		goto usage;
+	if (o->nfilter > 0 && !(cmd->flags & TERNCTL_C_FILTER) &&
+	    !((cmd->flags & TERNCTL_C_DOMAIN) && o->nfilter == 1 &&
+	    o->domain != NULL))
+		goto usage;
 	if (cmd->flags & TERNCTL_C_USER) {
 		if (optind >= argc)
 			goto usage;
@@ -673,6 +941,38 @@ main(int argc, char **argv)
 	if (o.body) {
 		json_key(&w, "body");
 		json_put_bool(&w, 1);
+	}
+	if (o.all) {
+		json_key(&w, "all");
+		json_put_bool(&w, 1);
+	}
+	if ((cmd->flags & TERNCTL_C_DOMAIN) && o.domain != NULL) {
+		json_key(&w, "domain");
+		json_put_str(&w, o.domain);
+	} else if (o.nfilter > 0) {
+		json_key(&w, "filter");
+		json_obj_open(&w);
+		if (o.from != NULL) {
+			json_key(&w, "from");
+			json_put_str(&w, o.from);
+		}
+		if (o.to != NULL) {
+			json_key(&w, "to");
+			json_put_str(&w, o.to);
+		}
+		if (o.domain != NULL) {
+			json_key(&w, "domain");
+			json_put_str(&w, o.domain);
+		}
+		if (o.held) {
+			json_key(&w, "held");
+			json_put_bool(&w, 1);
+		}
+		if (o.older_than >= 0) {
+			json_key(&w, "older_than");
+			json_put_int(&w, o.older_than);
+		}
+		json_obj_close(&w);
 	}
 	json_obj_close(&w);
 	req = json_writer_finish(&w, &reqlen);

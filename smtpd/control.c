@@ -8,7 +8,10 @@
  * queue_read_body) run on this loop: they are Berkeley DB and segment
  * reads, short and bounded; it never commits, never waits for the
  * committer, and the mutating commands only call struct ctl_hooks, which
- * must hand their work on and return.
+ * must hand their work on and return. A request handed on (struct ctl_op)
+ * holds its connection's later requests until the answer comes back through
+ * the server's answer queue (a tq on this loop); an answer whose connection
+ * has gone meanwhile is dropped by its token (the connection id).
  *
  * Untrusted input: every byte a connected peer sends. A peer is authorised
  * once, at accept, from SO_PEERCRED/SO_PEERGROUPS (never from anything it
@@ -20,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +43,7 @@
 #include "tern/json.h"
 #include "tern/log.h"
 #include "tern/queue.h"
+#include "tern/tq.h"
 #include "tern/util.h"
 
 #define CTL_OUT_HIGH     (1024 * 1024)   /* stop reading above this output */
@@ -47,10 +52,27 @@
 #define CTL_WRITE_TIMEOUT 60
 
 #define CTL_F_CLOSING    0x01u
+#define CTL_F_WAITING    0x02u          /* a ctl_op is out: read no further */
+#define CTL_F_EOF        0x04u          /* peer half-closed while waiting */
+
+/* Where answers of ctl_ops go: shared by the server and its ops. */
+struct ctl_return {
+	pthread_mutex_t mu;
+	struct tq *tq;                  /* owned by the server; NULL once gone */
+	unsigned refs;                  /* under mu */
+};
+
+/* An answer on its way back to the control loop. */
+struct ctl_answer {
+	struct tq_msg hdr;              /* TQ_CTL; reqid = connection id */
+	char *text;                     /* owned: response object, no LF */
+	size_t len;
+};
 
 struct ctl_conn {
 	TAILQ_ENTRY(ctl_conn) entry;
 	struct ctl_server *srv;         /* borrowed: owns us */
+	uint64_t id;                    /* token of its pending op */
 	struct bufferevent *bev;        /* owned */
 	uid_t uid;
 	pid_t pid;
@@ -66,6 +88,8 @@ struct ctl_server {
 	struct queue *q;                /* borrowed, may be NULL */
 	const struct ctl_hooks *hooks;  /* borrowed, may be NULL */
 	gid_t group;                    /* (gid_t)-1: none */
+	struct ctl_return *ret;         /* a reference; ret->tq is ours */
+	uint64_t next_conn_id;
 	unsigned nconns;
 	TAILQ_HEAD(, ctl_conn) conns;
 };
@@ -79,12 +103,16 @@ struct ctl_req {
 	const struct json_tok *toks;
 	struct json_writer *out;
 	uint64_t id;                    /* parsed "id" for CTL_C_ID commands */
+	int has_id;
 	int arg;                        /* the command's table argument */
+	int async;                      /* may hand work on (struct ctl_op) */
+	struct ctl_op *op;              /* out: the op to hand on, owned */
 	const char *error;              /* text for a non-zero return */
 };
 
 #define CTL_C_ID     0x01u          /* needs "id":"<qid>" */
 #define CTL_C_QUEUE  0x02u          /* needs the queue */
+#define CTL_C_IDALL  0x04u          /* "id":"<qid>", or "all":true [+filter] */
 
 struct ctl_cmd {
 	const char *name;
@@ -137,6 +165,8 @@ ctl_envelope_write(struct json_writer *w, const struct envelope *env)
 		json_put_str(w, rc->last_error);
 		json_key(w, "relay");
 		json_put_str(w, rc->relay);
+		json_key(w, "updated");
+		json_put_int(w, rc->updated);
 		json_obj_close(w);
 	}
 	json_arr_close(w);
@@ -171,26 +201,272 @@ ctl_cmd_ping(struct ctl_req *r)
 	return 0;
 }
 
+/* ---- filters (pure) ---- */
+
+void
+ctl_filter_init(struct ctl_filter *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->held = -1;
+	f->older_than = -1;
+}
+
+static int
+ctl_filter_str(const char *p, const struct json_tok *t, char *out,
+    const char **err)
+{
+	long n;
+
+	if (t->type != JSON_STRING) {
+		*err = "filter values \"from\", \"to\", \"domain\" must be strings";
+		return -1;
+	}
+	n = json_str_decode(p, t, out, CTL_FILTER_STR);
+	if (n < 0 || memchr(out, '\0', (size_t)n) != NULL) {
+		*err = "filter string too long or contains NUL";
+		return -1;
+	}
+	return 0;
+}
+
+int
+ctl_filter_parse(const char *p, const struct json_tok *toks, size_t obj,
+    struct ctl_filter *f, const char **err)
+{
+	size_t i = obj + 1;
+
+	ctl_filter_init(f);
+	if (toks[obj].type != JSON_OBJECT) {
+		*err = "\"filter\" must be an object";
+		return -1;
+	}
+	for (size_t k = 0; k < toks[obj].size; k++, i = toks[i + 1].next) {
+		const struct json_tok *key = &toks[i], *v = &toks[i + 1];
+		if (json_str_eq(p, key, "from")) {
+			if (ctl_filter_str(p, v, f->from, err) < 0)
+				return -1;
+		} else if (json_str_eq(p, key, "to")) {
+			if (ctl_filter_str(p, v, f->to, err) < 0)
+				return -1;
+		} else if (json_str_eq(p, key, "domain")) {
+			if (ctl_filter_str(p, v, f->domain, err) < 0)
+				return -1;
+		} else if (json_str_eq(p, key, "held")) {
+			if (v->type != JSON_TRUE && v->type != JSON_FALSE) {
+				*err = "filter \"held\" must be true or false";
+				return -1;
+			}
+			f->held = v->type == JSON_TRUE;
+		} else if (json_str_eq(p, key, "older_than")) {
+			if (v->type != JSON_NUMBER || v->num < 0) {
+				*err = "filter \"older_than\" must be seconds >= 0";
+				return -1;
+			}
+			f->older_than = v->num;
+		} else {
+			*err = "unknown filter key";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static const char *
+ctl_addr_domain(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	return at != NULL ? at + 1 : "";
+}
+
+int
+ctl_filter_match(const struct ctl_filter *f, const struct envelope *env,
+    int64_t now)
+{
+	int to_ok = f->to[0] == '\0', dom_ok = f->domain[0] == '\0';
+
+	if (f->held >= 0 && ((env->flags & ENV_F_HOLD) != 0) != f->held)
+		return 0;
+	if (f->older_than >= 0 && now - env->arrival < f->older_than)
+		return 0;
+	if (f->from[0] != '\0' && (env->sender == NULL ||
+	    strcasestr(env->sender, f->from) == NULL))
+		return 0;
+	for (size_t i = 0; i < env->nrcpt && !(to_ok && dom_ok); i++) {
+		const struct env_rcpt *rc = &env->rcpts[i];
+		if (rc->state != RCPT_PENDING || rc->addr == NULL)
+			continue;
+		if (!to_ok && strcasestr(rc->addr, f->to) != NULL)
+			to_ok = 1;
+		if (!dom_ok && strcasecmp(ctl_addr_domain(rc->addr),
+		    f->domain) == 0)
+			dom_ok = 1;
+	}
+	return to_ok && dom_ok;
+}
+
+/* The request's "filter" (absent: match all). 0, or CTL_E_BAD_REQUEST. */
+static int
+ctl_req_filter(struct ctl_req *r, struct ctl_filter *f)
+{
+	long i = ctl_req_arg(r, "filter");
+
+	ctl_filter_init(f);
+	if (i < 0)
+		return 0;
+	if (ctl_filter_parse(r->p, r->toks, (size_t)i, f, &r->error) < 0)
+		return CTL_E_BAD_REQUEST;
+	return 0;
+}
+
+struct ctl_walk {
+	const struct ctl_filter *f;
+	int64_t now;
+	struct json_writer *w;          /* queue: write matches */
+	uint64_t *ids;                  /* or collect their ids (owned) */
+	size_t nids, cap;
+};
+
 static int
 ctl_queue_walk_cb(void *arg, const struct envelope *env)
 {
-	ctl_envelope_write(arg, env);
+	struct ctl_walk *c = arg;
+
+	if (!ctl_filter_match(c->f, env, c->now))
+		return 0;
+	if (c->w != NULL) {
+		ctl_envelope_write(c->w, env);
+		return 0;
+	}
+	if (c->nids == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 64;
+		c->ids = xreallocarray(c->ids, c->cap, sizeof(*c->ids));
+	}
+	c->ids[c->nids++] = env->id;
 	return 0;
 }
 
 static int
 ctl_cmd_queue(struct ctl_req *r)
 {
+	struct ctl_filter f;
+	struct ctl_walk c = { .f = &f, .now = now_unix(), .w = r->out };
+	int code;
+
+	if ((code = ctl_req_filter(r, &f)) != 0)
+		return code;
 	ctl_reply_ok_open(r->out);
 	json_key(r->out, "messages");
 	json_arr_open(r->out);
-	if (queue_walk(r->q, ctl_queue_walk_cb, r->out) == -1) {
+	if (queue_walk(r->q, ctl_queue_walk_cb, &c) == -1) {
 		r->error = "cannot read the queue";
 		return CTL_E_INTERNAL;
 	}
 	json_arr_close(r->out);
 	json_obj_close(r->out);
 	return 0;
+}
+
+/* ---- stats ---- */
+
+struct ctl_dom {
+	char *name;                     /* owned, lower case */
+	uint64_t msgs, rcpts;
+	uint64_t last;                  /* last message counted */
+};
+
+struct ctl_stats {
+	uint64_t messages, pending, held, corrupt;
+	struct ctl_dom *d;
+	size_t nd, cap;
+};
+
+static int
+ctl_stats_walk_cb(void *arg, const struct envelope *env)
+{
+	struct ctl_stats *st = arg;
+
+	st->messages++;
+	if (env->flags & ENV_F_CORRUPT)
+		st->corrupt++;
+	else if (env->flags & ENV_F_HOLD)
+		st->held++;
+	else
+		st->pending++;
+	for (size_t i = 0; i < env->nrcpt; i++) {
+		const char *dom;
+		size_t k;
+		if (env->rcpts[i].state != RCPT_PENDING || env->rcpts[i].addr == NULL)
+			continue;
+		dom = ctl_addr_domain(env->rcpts[i].addr);
+		for (k = 0; k < st->nd; k++)
+			if (strcasecmp(st->d[k].name, dom) == 0)
+				break;
+		if (k == st->nd) {
+			if (st->nd == st->cap) {
+				st->cap = st->cap ? st->cap * 2 : 16;
+				st->d = xreallocarray(st->d, st->cap, sizeof(*st->d));
+			}
+			st->d[k].name = xstrdup(dom);
+			for (char *c = st->d[k].name; *c != '\0'; c++)
+				if (*c >= 'A' && *c <= 'Z')
+					*c = (char)(*c - 'A' + 'a');
+			st->d[k].msgs = st->d[k].rcpts = 0;
+			st->d[k].last = 0;
+			st->nd++;
+		}
+		st->d[k].rcpts++;
+		if (st->d[k].msgs == 0 || st->d[k].last != env->id) {
+			st->d[k].msgs++;
+			st->d[k].last = env->id;
+		}
+	}
+	return 0;
+}
+
+static int
+ctl_dom_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct ctl_dom *)a)->name,
+	    ((const struct ctl_dom *)b)->name);
+}
+
+int
+ctl_stats_queue_write(struct json_writer *w, struct queue *q)
+{
+	struct ctl_stats st = { 0 };
+	int rc = queue_walk(q, ctl_stats_walk_cb, &st);
+
+	if (st.nd > 1)
+		qsort(st.d, st.nd, sizeof(*st.d), ctl_dom_cmp);
+	if (rc != -1) {
+		json_obj_open(w);
+		json_key(w, "messages");
+		json_put_uint(w, st.messages);
+		json_key(w, "pending");
+		json_put_uint(w, st.pending);
+		json_key(w, "held");
+		json_put_uint(w, st.held);
+		json_key(w, "corrupt");
+		json_put_uint(w, st.corrupt);
+		json_key(w, "domains");
+		json_arr_open(w);
+		for (size_t k = 0; k < st.nd; k++) {
+			json_obj_open(w);
+			json_key(w, "domain");
+			json_put_str(w, st.d[k].name);
+			json_key(w, "messages");
+			json_put_uint(w, st.d[k].msgs);
+			json_key(w, "recipients");
+			json_put_uint(w, st.d[k].rcpts);
+			json_obj_close(w);
+		}
+		json_arr_close(w);
+		json_obj_close(w);
+	}
+	for (size_t k = 0; k < st.nd; k++)
+		free(st.d[k].name);
+	free(st.d);
+	return rc == -1 ? -1 : 0;
 }
 
 static int
@@ -239,56 +515,207 @@ fail:
 	return rc;
 }
 
-/* hold, release, delete, retry, bounce, pause, resume, reload */
-static int
-ctl_cmd_hook(struct ctl_req *r)
-{
-	const struct ctl_hooks *h = r->hooks;
-	int rc = -2;
+/* ---- operations handed on (struct ctl_op) ---- */
 
-	if (h != NULL) {
-		switch (r->arg) {
-		case 0: if (h->hold) rc = h->hold(h->arg, r->id, 1); break;
-		case 1: if (h->hold) rc = h->hold(h->arg, r->id, 0); break;
-		case 2: if (h->remove) rc = h->remove(h->arg, r->id); break;
-		case 3: if (h->retry) rc = h->retry(h->arg, r->id); break;
-		case 4: if (h->bounce) rc = h->bounce(h->arg, r->id); break;
-		case 5: if (h->pause) rc = h->pause(h->arg, 1); break;
-		case 6: if (h->pause) rc = h->pause(h->arg, 0); break;
-		case 7: if (h->reload) rc = h->reload(h->arg); break;
-		default: panic("ctl_cmd_hook: bad table argument %d", r->arg);
-		}
+static void
+ctl_return_unref(struct ctl_return *ret)
+{
+	int last;
+
+	if (ret == NULL)
+		return;
+	pthread_mutex_lock(&ret->mu);
+	last = --ret->refs == 0;
+	pthread_mutex_unlock(&ret->mu);
+	if (last) {
+		pthread_mutex_destroy(&ret->mu);
+		free(ret);
 	}
-	switch (rc) {
-	case 0:
-		ctl_reply_ok_open(r->out);
-		json_obj_close(r->out);
-		return 0;
-	case 1:
-		r->error = "no such message";
-		return CTL_E_NOT_FOUND;
-	case -2:
+}
+
+static void
+ctl_op_free(struct ctl_op *op)
+{
+	if (op == NULL)
+		return;
+	ctl_return_unref(op->ret);
+	free(op->ids);
+	free(op);
+}
+
+/* Post text (owned, or NULL: out of memory) back to the control loop. */
+static void
+ctl_op_post(struct ctl_op *op, char *text, size_t len)
+{
+	struct ctl_return *ret = op->ret;
+	struct ctl_answer *a = xcalloc(1, sizeof(*a));
+
+	a->hdr.type = TQ_CTL;
+	a->hdr.reqid = op->token;
+	a->text = text;
+	a->len = len;
+	if (ret != NULL) {
+		pthread_mutex_lock(&ret->mu);
+		if (ret->tq != NULL) {
+			tq_post(ret->tq, &a->hdr);
+			a = NULL;
+		}
+		pthread_mutex_unlock(&ret->mu);
+	}
+	if (a != NULL) {                /* the server is gone */
+		free(a->text);
+		free(a);
+	}
+	ctl_op_free(op);
+}
+
+void
+ctl_op_reply(struct ctl_op *op, struct json_writer *w)
+{
+	size_t len = 0;
+	char *text = json_writer_finish(w, &len);
+
+	ctl_op_post(op, text, len);
+}
+
+static void ctl_reply_error(struct json_writer *w, int code, const char *text);
+
+void
+ctl_op_fail(struct ctl_op *op, int code, const char *text)
+{
+	struct json_writer w;
+
+	json_writer_init(&w);
+	ctl_reply_error(&w, code, text);
+	ctl_op_reply(op, &w);
+}
+
+/* hold, release, delete, retry, bounce, pause, resume (table arg: type) */
+static int
+ctl_cmd_op(struct ctl_req *r)
+{
+	struct ctl_op *op;
+	long a;
+
+	if (!r->async || r->hooks == NULL || r->hooks->op == NULL) {
 		r->error = "not supported";
 		return CTL_E_UNSUPPORTED;
-	default:
-		r->error = "failed";
+	}
+	op = xcalloc(1, sizeof(*op));
+	op->type = (enum ctl_op_type)r->arg;
+	if (op->type == CTL_OP_PAUSE || op->type == CTL_OP_RESUME) {
+		if ((a = ctl_req_arg(r, "domain")) >= 0) {
+			const char *err = NULL;
+			if (ctl_filter_str(r->p, &r->toks[a], op->domain, &err) < 0 ||
+			    op->domain[0] == '\0') {
+				r->error = "\"domain\" must be a non-empty string";
+				free(op);
+				return CTL_E_BAD_REQUEST;
+			}
+			for (char *c = op->domain; *c != '\0'; c++)
+				if (*c >= 'A' && *c <= 'Z')
+					*c = (char)(*c - 'A' + 'a');
+		}
+	} else if (op->type == CTL_OP_STATS) {
+		/* no arguments */
+	} else if (r->has_id) {
+		op->ids = xcalloc(1, sizeof(*op->ids));
+		op->ids[0] = r->id;
+		op->nids = 1;
+		op->single = 1;
+	} else if ((a = ctl_req_arg(r, "all")) >= 0) {
+		struct ctl_filter f;
+		struct ctl_walk c = { .f = &f, .now = now_unix() };
+		int code;
+		if (r->toks[a].type != JSON_TRUE) {
+			r->error = "\"all\" must be true";
+			free(op);
+			return CTL_E_BAD_REQUEST;
+		}
+		if ((code = ctl_req_filter(r, &f)) != 0) {
+			free(op);
+			return code;
+		}
+		if (r->q == NULL || queue_walk(r->q, ctl_queue_walk_cb, &c) == -1) {
+			r->error = "cannot read the queue";
+			free(c.ids);
+			free(op);
+			return CTL_E_INTERNAL;
+		}
+		op->ids = c.ids;
+		op->nids = c.nids;
+	} else {
+		r->error = "\"id\" or \"all\":true required";
+		free(op);
+		return CTL_E_BAD_REQUEST;
+	}
+	r->op = op;
+	return 0;
+}
+
+/* stats: through the scheduler when it runs here, else the queue only */
+static int
+ctl_cmd_stats(struct ctl_req *r)
+{
+	if (r->async && r->hooks != NULL && r->hooks->op != NULL)
+		return ctl_cmd_op(r);
+	if (r->q == NULL) {
+		r->error = "queue not available";
 		return CTL_E_INTERNAL;
 	}
+	ctl_reply_ok_open(r->out);
+	json_key(r->out, "running");
+	json_put_bool(r->out, 0);
+	json_key(r->out, "uptime");
+	json_put_null(r->out);
+	json_key(r->out, "counters");
+	json_put_null(r->out);
+	json_key(r->out, "paused_all");
+	json_put_bool(r->out, 0);
+	json_key(r->out, "paused_domains");
+	json_arr_open(r->out);
+	json_arr_close(r->out);
+	json_key(r->out, "queue");
+	if (ctl_stats_queue_write(r->out, r->q) == -1) {
+		r->error = "cannot read the queue";
+		return CTL_E_INTERNAL;
+	}
+	json_obj_close(r->out);
+	return 0;
+}
+
+static int
+ctl_cmd_reload(struct ctl_req *r)
+{
+	const struct ctl_hooks *h = r->hooks;
+
+	if (h == NULL || h->reload == NULL) {
+		r->error = "not supported";
+		return CTL_E_UNSUPPORTED;
+	}
+	if (h->reload(h->arg) != 0) {
+		r->error = "reload failed (see the log)";
+		return CTL_E_INTERNAL;
+	}
+	ctl_reply_ok_open(r->out);
+	json_obj_close(r->out);
+	return 0;
 }
 
 /* The command set. Add a line here (and one in ternctl's table). */
 static const struct ctl_cmd ctl_cmds[] = {
-	{ "ping",    ctl_cmd_ping,  0, 0 },
-	{ "queue",   ctl_cmd_queue, CTL_C_QUEUE, 0 },
-	{ "show",    ctl_cmd_show,  CTL_C_QUEUE | CTL_C_ID, 0 },
-	{ "hold",    ctl_cmd_hook,  CTL_C_ID, 0 },
-	{ "release", ctl_cmd_hook,  CTL_C_ID, 1 },
-	{ "delete",  ctl_cmd_hook,  CTL_C_ID, 2 },
-	{ "retry",   ctl_cmd_hook,  CTL_C_ID, 3 },
-	{ "bounce",  ctl_cmd_hook,  CTL_C_ID, 4 },
-	{ "pause",   ctl_cmd_hook,  0, 5 },
-	{ "resume",  ctl_cmd_hook,  0, 6 },
-	{ "reload",  ctl_cmd_hook,  0, 7 },
+	{ "ping",    ctl_cmd_ping,   0, 0 },
+	{ "queue",   ctl_cmd_queue,  CTL_C_QUEUE, 0 },
+	{ "show",    ctl_cmd_show,   CTL_C_QUEUE | CTL_C_ID, 0 },
+	{ "hold",    ctl_cmd_op,     CTL_C_ID, CTL_OP_HOLD },
+	{ "release", ctl_cmd_op,     CTL_C_ID, CTL_OP_RELEASE },
+	{ "delete",  ctl_cmd_op,     CTL_C_IDALL, CTL_OP_DELETE },
+	{ "retry",   ctl_cmd_op,     CTL_C_IDALL, CTL_OP_RETRY },
+	{ "bounce",  ctl_cmd_op,     CTL_C_ID, CTL_OP_BOUNCE },
+	{ "pause",   ctl_cmd_op,     0, CTL_OP_PAUSE },
+	{ "resume",  ctl_cmd_op,     0, CTL_OP_RESUME },
+	{ "stats",   ctl_cmd_stats,  0, CTL_OP_STATS },
+	{ "reload",  ctl_cmd_reload, 0, 0 },
 };
 
 /* Find the command and check its arguments; 0, or a CTL_E_* with r->error. */
@@ -315,7 +742,8 @@ ctl_request_check(struct ctl_req *r, const struct ctl_cmd **cmdp)
 		r->error = "unknown command";
 		return CTL_E_UNKNOWN;
 	}
-	if (cmd->flags & CTL_C_ID) {
+	if ((cmd->flags & CTL_C_ID) || ((cmd->flags & CTL_C_IDALL) &&
+	    ctl_req_arg(r, "id") >= 0)) {
 		long i = ctl_req_arg(r, "id");
 		char buf[QID_STRLEN + 2];
 		if (i < 0 || r->toks[i].type != JSON_STRING ||
@@ -324,6 +752,7 @@ ctl_request_check(struct ctl_req *r, const struct ctl_cmd **cmdp)
 			r->error = "\"id\" must be a queue id (16 hex digits)";
 			return CTL_E_BAD_REQUEST;
 		}
+		r->has_id = 1;
 	}
 	if ((cmd->flags & CTL_C_QUEUE) && r->q == NULL) {
 		r->error = "queue not available";
@@ -348,17 +777,23 @@ ctl_reply_error(struct json_writer *w, int code, const char *text)
 	json_obj_close(w);
 }
 
-int
-ctl_request_handle(struct queue *q, const struct ctl_hooks *hooks,
-    const char *req, size_t len, struct json_writer *out)
+/*
+ * Answer one request into out, or, when async and the command hands work
+ * on, return 0 with *opp set (out then stays empty).
+ */
+static int
+ctl_request_run(struct queue *q, const struct ctl_hooks *hooks,
+    const char *req, size_t len, struct json_writer *out, int async,
+    struct ctl_op **opp)
 {
 	struct json_tok toks[CTL_REQ_TOKENS];
 	struct ctl_req r = { .q = q, .hooks = hooks, .p = req, .toks = toks,
-	    .out = out };
+	    .out = out, .async = async };
 	const struct ctl_cmd *cmd = NULL;
 	size_t used;
 	int code;
 
+	*opp = NULL;
 	json_writer_reset(out);
 	if (json_parse(req, len, toks, CTL_REQ_TOKENS, CTL_REQ_DEPTH, &used) !=
 	    JSON_OK || toks[0].type != JSON_OBJECT) {
@@ -368,6 +803,10 @@ ctl_request_handle(struct queue *q, const struct ctl_hooks *hooks,
 	code = ctl_request_check(&r, &cmd);
 	if (code == 0)
 		code = cmd->fn(&r);
+	if (code == 0 && r.op != NULL) {
+		*opp = r.op;
+		return 0;
+	}
 	if (code != 0)
 		ctl_reply_error(out, code, r.error != NULL ? r.error : "failed");
 	else if (out->failed) {
@@ -375,6 +814,15 @@ ctl_request_handle(struct queue *q, const struct ctl_hooks *hooks,
 		ctl_reply_error(out, code, "out of memory");
 	}
 	return code;
+}
+
+int
+ctl_request_handle(struct queue *q, const struct ctl_hooks *hooks,
+    const char *req, size_t len, struct json_writer *out)
+{
+	struct ctl_op *op;
+
+	return ctl_request_run(q, hooks, req, len, out, 0, &op);
 }
 
 /* ---- connections ---- */
@@ -405,6 +853,25 @@ ctl_conn_send(struct ctl_conn *c, struct json_writer *w)
 	return rc;
 }
 
+/* Give op to the hook; the connection waits for its answer. 0 or -1. */
+static int
+ctl_conn_hand_on(struct ctl_conn *c, struct ctl_op *op)
+{
+	struct ctl_return *ret = c->srv->ret;
+
+	pthread_mutex_lock(&ret->mu);
+	ret->refs++;
+	pthread_mutex_unlock(&ret->mu);
+	op->ret = ret;
+	op->token = c->id;
+	if (c->srv->hooks->op(c->srv->hooks->arg, op) != 0) {
+		ctl_op_free(op);
+		return -1;
+	}
+	c->flags |= CTL_F_WAITING;
+	return 0;
+}
+
 static void
 ctl_conn_error(struct ctl_conn *c, int code, const char *text)
 {
@@ -425,7 +892,7 @@ ctl_conn_process(struct ctl_conn *c)
 	struct json_writer w;
 
 	json_writer_init(&w);
-	while (!(c->flags & CTL_F_CLOSING)) {
+	while (!(c->flags & (CTL_F_CLOSING | CTL_F_WAITING))) {
 		if (evbuffer_get_length(out) > CTL_OUT_HIGH) {
 			/* resumed by ctl_conn_writecb once the peer has read */
 			bufferevent_disable(c->bev, EV_READ);
@@ -448,10 +915,17 @@ ctl_conn_process(struct ctl_conn *c)
 		size_t len = n;
 		if (len > 0 && line[len - 1] == '\r')
 			len--;
-		int code = ctl_request_handle(c->srv->q, c->srv->hooks, line, len, &w);
-		log_trace(TRACE_CTL, "ctl uid=%u pid=%d code=%d", (unsigned)c->uid,
-		    (int)c->pid, code);
+		struct ctl_op *op = NULL;
+		int code = ctl_request_run(c->srv->q, c->srv->hooks, line, len, &w,
+		    1, &op);
+		log_trace(TRACE_CTL, "ctl uid=%u pid=%d code=%d%s", (unsigned)c->uid,
+		    (int)c->pid, code, op != NULL ? " handed on" : "");
 		evbuffer_drain(in, n + 1);
+		if (op != NULL) {
+			if (ctl_conn_hand_on(c, op) == 0)
+				break;          /* answered by ctl_server_answer_cb */
+			ctl_reply_error(&w, CTL_E_INTERNAL, "cannot hand the request on");
+		}
 		if (ctl_conn_send(c, &w) == -1) {
 			log_warnx("ctl uid=%u: cannot queue a response", (unsigned)c->uid);
 			c->flags |= CTL_F_CLOSING;
@@ -498,6 +972,12 @@ ctl_conn_eventcb(struct bufferevent *bev, short what, void *arg)
 	    !(c->flags & CTL_F_CLOSING)) {
 		/* half-closed after its requests: answer them, then close */
 		ctl_conn_process(c);
+		if (c->flags & CTL_F_WAITING) {
+			/* the answer comes later: ctl_server_answer_cb closes */
+			c->flags |= CTL_F_EOF;
+			bufferevent_disable(bev, EV_READ);
+			return;
+		}
 		c->flags |= CTL_F_CLOSING;
 		if (evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
 			bufferevent_disable(bev, EV_READ);
@@ -507,6 +987,49 @@ ctl_conn_eventcb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_TIMEOUT)
 		log_debug("ctl uid=%u: idle timeout", (unsigned)c->uid);
 	ctl_conn_free(c);
+}
+
+/* An op's answer, on the control loop: send it, go on with the input. */
+static void
+ctl_server_answer_cb(struct tq_msg *msg, void *arg)
+{
+	struct ctl_server *s = arg;
+	struct ctl_answer *a = (struct ctl_answer *)msg;
+	struct ctl_conn *c;
+
+	if (msg->type != TQ_CTL)
+		panic("ctl_server_answer_cb: unexpected message type %d",
+		    (int)msg->type);
+	TAILQ_FOREACH(c, &s->conns, entry)
+		if (c->id == msg->reqid && (c->flags & CTL_F_WAITING))
+			break;
+	if (c == NULL) {
+		log_debug("ctl: answer for a connection that has gone, dropped");
+		goto out;
+	}
+	c->flags &= ~CTL_F_WAITING;
+	if (a->text == NULL) {
+		ctl_conn_error(c, CTL_E_INTERNAL, "out of memory");
+	} else {
+		a->text[a->len] = '\n';         /* the NUL slot */
+		if (evbuffer_add(bufferevent_get_output(c->bev), a->text,
+		    a->len + 1) == -1)
+			c->flags |= CTL_F_CLOSING;
+	}
+	if (c->flags & CTL_F_EOF) {
+		ctl_conn_process(c);            /* what it sent before EOF */
+		if (!(c->flags & CTL_F_WAITING))
+			c->flags |= CTL_F_CLOSING;
+	} else if (!(c->flags & CTL_F_CLOSING)) {
+		bufferevent_enable(c->bev, EV_READ);
+		ctl_conn_process(c);
+	}
+	if ((c->flags & CTL_F_CLOSING) &&
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		ctl_conn_free(c);
+out:
+	free(a->text);
+	free(a);
 }
 
 /* 1 if the peer may use the socket. */
@@ -577,6 +1100,7 @@ ctl_server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
 		return;
 	}
 	c->srv = s;
+	c->id = ++s->next_conn_id;
 	c->bev = bev;
 	c->uid = cr.uid;
 	c->pid = cr.pid;
@@ -637,6 +1161,22 @@ ctl_server_unlink_stale(const struct sockaddr_un *sun, char *err, size_t errlen)
 	return 0;
 }
 
+/* Stop answers: later ones are dropped by whoever posts them. */
+static void
+ctl_server_ret_close(struct ctl_server *s)
+{
+	struct ctl_return *ret = s->ret;
+
+	if (ret == NULL)
+		return;
+	pthread_mutex_lock(&ret->mu);
+	tq_free(ret->tq);               /* pending answers: no connection left */
+	ret->tq = NULL;
+	pthread_mutex_unlock(&ret->mu);
+	s->ret = NULL;
+	ctl_return_unref(ret);
+}
+
 struct ctl_server *
 ctl_server_new(struct event_base *base, const char *path, struct queue *q,
     const struct ctl_hooks *hooks, gid_t group, char *err, size_t errlen)
@@ -690,6 +1230,10 @@ ctl_server_new(struct event_base *base, const char *path, struct queue *q,
 	s->hooks = hooks;
 	s->group = group;
 	TAILQ_INIT(&s->conns);
+	s->ret = xcalloc(1, sizeof(*s->ret));
+	pthread_mutex_init(&s->ret->mu, NULL);
+	s->ret->refs = 1;
+	s->ret->tq = tq_new(base, ctl_server_answer_cb, s);
 	s->lev = evconnlistener_new(base, ctl_server_acceptcb, s,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
 	if (s->lev == NULL) {
@@ -699,6 +1243,7 @@ ctl_server_new(struct event_base *base, const char *path, struct queue *q,
 	return s;
 fail:
 	if (s != NULL) {
+		ctl_server_ret_close(s);
 		free(s->path);
 		free(s);
 	}
@@ -719,6 +1264,7 @@ ctl_server_free(struct ctl_server *s)
 		return;
 	while ((c = TAILQ_FIRST(&s->conns)) != NULL)
 		ctl_conn_free(c);
+	ctl_server_ret_close(s);
 	evconnlistener_free(s->lev);
 	/* only our own socket: a successor may have replaced it */
 	if (lstat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)

@@ -17,18 +17,67 @@
  * is not allowed (see ctl_server_new) gets one CTL_E_DENIED line and is
  * closed before anything it sent is read.
  *
- * Commands:
+ * Commands (ternctl prints these objects verbatim with --json):
  *   ping                 -> {"ok":true,"version":1,"pid":N}
- *   queue                -> {"ok":true,"messages":[ENV,...]}   (id order)
+ *   queue ["filter":F]   -> {"ok":true,"messages":[ENV,...]}   (id order)
  *   show  "id":"<qid>"   -> {"ok":true,"message":ENV}
  *         "body":true       ... plus "body":"<base64 of the raw body>"
  *                            (bodies are bytes, not text; base64 keeps
  *                            them exact). A body that cannot be read gives
  *                            {"ok":false,"error":"...","code":CTL_E_INTERNAL}.
- *   hold|release|delete|retry|bounce  "id":"<qid>"   -> {"ok":true}
- *   pause|resume|reload                              -> {"ok":true}
- *             (through struct ctl_hooks; a command whose hook is NULL gets
- *              {"ok":false,"error":"not supported","code":CTL_E_UNSUPPORTED})
+ *   hold|release|bounce "id":"<qid>"                       -> RESULT
+ *   delete|retry        "id":"<qid>" | "all":true ["filter":F] -> RESULT
+ *   pause|resume        ["domain":"<d>"]  (none: all)      -> PAUSE
+ *   stats                                                  -> STATS
+ *   reload                                                 -> {"ok":true}
+ * F (every key optional; a message matches when all given keys match):
+ *   {"from":"<text>"     sender contains text (ASCII case-insensitive)
+ *    "to":"<text>"       a pending recipient contains text
+ *    "domain":"<d>"      a pending recipient's domain is d (case-insensitive)
+ *    "held":true|false   held (ENV_F_HOLD) or not
+ *    "older_than":N}     arrived at least N seconds ago (N >= 0)
+ * RESULT (the messages acted on, and those a bulk request passed over):
+ *   {"ok":true,"ids":["<qid>",...],"skipped":[{"id":"<qid>","reason":"..."}]}
+ *   With one "id", a message that cannot be acted on is an error instead:
+ *   CTL_E_NOT_FOUND, or CTL_E_STATE ("message is being delivered", "message
+ *   is held", ...). Reasons in "skipped": "in flight", "held", "corrupt",
+ *   "gone", "nothing pending".
+ * PAUSE: {"ok":true,"paused_all":bool,"paused_domains":["<d>",...]}
+ * STATS:
+ *   {"ok":true,"running":bool,"uptime":N|null,"counters":C|null,
+ *    "paused_all":bool,"paused_domains":[...],
+ *    "queue":{"messages":N,"pending":N,"held":N,"corrupt":N,
+ *             "domains":[{"domain":"<d>","messages":N,"recipients":N},...]}}
+ *   C = {"accepted":N,"delivered":N,"deferred":N,"bounced":N}, counted since
+ *   ternd started: accepted = messages committed to the queue (DSNs tern
+ *   generates included); delivered/deferred/bounced = recipient results of
+ *   delivery attempts (2xx / 4xx or network / 5xx) plus recipients bounced
+ *   by the operator. "queue": a message is counted once, as corrupt, else
+ *   held, else pending; "domains" counts pending recipients by domain
+ *   (sorted by domain), and the messages that have one there. With the
+ *   daemon down, ternctl answers stats from the queue directory with
+ *   "running":false, "uptime":null and "counters":null.
+ *
+ * Mutating commands (hold, release, delete, retry, bounce, pause, resume,
+ * stats' counters) run on the scheduler's thread: the server hands a struct
+ * ctl_op to ctl_hooks.op and answers when the op is answered (ctl_op_reply);
+ * a connection's later requests wait for that answer, so responses stay in
+ * order. Without an op hook (ternctl's offline fallback, tests) they answer
+ * CTL_E_UNSUPPORTED, except stats, which then reports the queue only.
+ *
+ * Semantics: hold sets ENV_F_HOLD durably and unschedules; release clears it
+ * and schedules now; delete marks the pending recipients RCPT_DELETED, then
+ * removes the message (log "id=... status=deleted by=operator"); retry sets
+ * next_attempt to now (held and corrupt messages are skipped); bounce fails
+ * every pending recipient with 5.0.0 "bounced by the operator" and sends the
+ * DSN to the sender now (no DSN for the null sender). A message whose
+ * delivery attempt (or DSN commit) is in flight is refused by hold, delete
+ * and bounce (CTL_E_STATE; bulk: skipped "in flight"): try again when the
+ * attempt has returned. pause stops handing jobs to the delivery workers
+ * (all, or jobs with a recipient in the domain); attempts already at a
+ * worker go on. A job that became due while paused waits, counted as in
+ * flight, until resume ("resume" without a domain clears every pause).
+ *
  * An id that is not 16 hex digits gets CTL_E_BAD_REQUEST; an unknown id gets
  * {"ok":false,"error":"no such message","code":1}.
  *
@@ -39,7 +88,10 @@
  *    "client":"<ip>"|null,"helo":"..."|null,"auth_user":"..."|null}
  * RCPT:
  *   {"address":"...","state":"pending|sent|bounced|expired|deleted",
- *    "status":"4.4.1"|null,"last_error":"..."|null,"relay":"..."|null}
+ *    "status":"4.4.1"|null,"last_error":"..."|null,"relay":"..."|null,
+ *    "updated":<unix of the last attempt or state change>|0}
+ * The delivery history kept is: the message's "attempts" and "last_error",
+ * and per recipient the latest status, reply (last_error), relay and time.
  * Strings are escaped by the JSON writer (json.h): always valid JSON and
  * UTF-8; bytes that are not UTF-8 appear as \u00XX.
  */
@@ -51,6 +103,11 @@
 #include <sys/types.h>
 
 #include "tern/json.h"
+
+struct ctl_server;
+struct event_base;
+struct queue;
+struct envelope;
 
 #define CTL_PROTO_VERSION 1
 #define CTL_LINE_MAX      (64 * 1024)   /* request line, LF included */
@@ -67,28 +124,82 @@ enum ctl_error {
 	CTL_E_DENIED = 6,           /* peer not allowed */
 	CTL_E_TOO_LONG = 7,         /* request line over CTL_LINE_MAX */
 	CTL_E_INTERNAL = 8,         /* queue read failed, out of memory, ... */
+	CTL_E_STATE = 9,            /* not possible now: in flight, held, ... */
+};
+
+/* ---- operations answered by another thread ---- */
+
+/* A queue filter (F above); strings are decoded copies, "" = not given. */
+#define CTL_FILTER_STR 256
+struct ctl_filter {
+	char from[CTL_FILTER_STR];
+	char to[CTL_FILTER_STR];
+	char domain[CTL_FILTER_STR];
+	int held;                   /* -1 not given, 0, 1 */
+	int64_t older_than;         /* -1 not given, else seconds */
 };
 
 /*
+ * Parse the filter object toks[obj] of request p into f (pure). Unknown
+ * keys, wrong types, strings over CTL_FILTER_STR - 1 bytes and negative
+ * ages are refused: -1 with *err set to a static text. toks[obj] not an
+ * object: -1.
+ */
+int ctl_filter_parse(const char *p, const struct json_tok *toks, size_t obj,
+    struct ctl_filter *f, const char **err);
+void ctl_filter_init(struct ctl_filter *f);     /* matches everything */
+/* 1 if env matches f at time now (unix seconds). Pure. */
+int ctl_filter_match(const struct ctl_filter *f, const struct envelope *env,
+    int64_t now);
+
+enum ctl_op_type {
+	CTL_OP_HOLD = 1,
+	CTL_OP_RELEASE,
+	CTL_OP_DELETE,
+	CTL_OP_RETRY,
+	CTL_OP_BOUNCE,
+	CTL_OP_PAUSE,
+	CTL_OP_RESUME,
+	CTL_OP_STATS,
+};
+
+struct ctl_return;              /* where answers go (control.c) */
+
+/*
+ * One state-changing request, handed by the control server to
+ * ctl_hooks.op. The receiver owns it and must answer it exactly once, from
+ * any thread, with ctl_op_reply() or ctl_op_fail() (which free it).
+ */
+struct ctl_op {
+	enum ctl_op_type type;
+	uint64_t *ids;              /* owned: the messages (HOLD..BOUNCE) */
+	size_t nids;
+	int single;                 /* one "id" was named: see RESULT */
+	char domain[CTL_FILTER_STR];/* PAUSE/RESUME: "" = all */
+	struct ctl_return *ret;     /* a reference */
+	uint64_t token;             /* the waiting request */
+};
+
+/* Answer with the response object in w (finished here; w is reset). */
+void ctl_op_reply(struct ctl_op *op, struct json_writer *w);
+/* Answer {"ok":false,"error":text,"code":code}. */
+void ctl_op_fail(struct ctl_op *op, int code, const char *text);
+/* Write the "queue" object of STATS from a walk of q (any thread). 0 or -1. */
+int ctl_stats_queue_write(struct json_writer *w, struct queue *q);
+
+/*
  * What the daemon can do beyond reading the queue. Each hook runs on the
- * control loop and must not block (hand the work to the owning thread and
- * return). Return 0 done, 1 no such message, -1 failure. A NULL hook makes
- * its command answer "not supported".
+ * control loop and must not block. op takes ownership of the op and hands
+ * it to the thread that owns the state (answer later with ctl_op_reply);
+ * it returns 0, or -1 without taking it. reload returns 0 done, -1 failed.
+ * A NULL hook makes its commands answer "not supported".
  */
 struct ctl_hooks {
-	int (*hold)(void *arg, uint64_t id, int on);   /* hold / release */
-	int (*remove)(void *arg, uint64_t id);         /* delete */
-	int (*retry)(void *arg, uint64_t id);          /* schedule now */
-	int (*bounce)(void *arg, uint64_t id);         /* fail now, send DSN */
-	int (*pause)(void *arg, int on);               /* pause / resume delivery */
+	int (*op)(void *arg, struct ctl_op *op);
 	int (*reload)(void *arg);                      /* as SIGHUP */
 	void *arg;
 };
 
-struct ctl_server;
-struct event_base;
-struct queue;
-struct envelope;
 
 /*
  * Create the control socket at path (a stale socket file there is unlinked
@@ -112,8 +223,9 @@ void ctl_server_free(struct ctl_server *s);
  * Answer one request line req[0..len) (no LF) into out (one JSON object, no
  * LF). The server uses it for every line; ternctl uses it directly on a
  * queue opened read-only when the daemon is down, so both answers are the
- * same bytes. hooks may be NULL. Returns the response's code: 0 for ok,
- * or a CTL_E_* value.
+ * same bytes. hooks may be NULL; commands that need hooks->op answer
+ * CTL_E_UNSUPPORTED here (stats: the queue part only). Returns the
+ * response's code: 0 for ok, or a CTL_E_* value.
  */
 int ctl_request_handle(struct queue *q, const struct ctl_hooks *hooks,
     const char *req, size_t len, struct json_writer *out);

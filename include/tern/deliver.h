@@ -92,6 +92,15 @@ struct tq *sched_inbox(struct sched *s);
 void sched_set_conf(struct sched *s, struct conf *conf);
 void sched_stop(struct sched *s);
 
+struct ctl_op;
+/*
+ * Hand an operator request (tern/ctl.h: hold, release, delete, retry,
+ * bounce, pause, resume, stats) to the scheduler thread, from any thread;
+ * ownership moves. It is applied and answered (ctl_op_reply) there, so the
+ * schedule, the in-flight set and the envelope store never race.
+ */
+void sched_ctl_submit(struct sched *s, struct ctl_op *op);
+
 /*
  * Delay before attempt number `attempt` (1 = the first retry) from the
  * retry schedule, the last step repeating, with up to +-10% jitter from

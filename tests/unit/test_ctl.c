@@ -1,7 +1,8 @@
 /*
  * test_ctl.c - the control server over a real UNIX socket, without a queue:
- * protocol version, command table, hooks, errors, line limit, stale socket
- * handling. (Queue commands are covered end to end by
+ * protocol version, command table, ops handed on (struct ctl_op) and their
+ * answers (in order, or dropped when the client has gone), errors, line
+ * limit, stale socket handling; and the pure filter parser and matcher. (Queue commands are covered end to end by
  * tests/integration/test_ternctl.py.)
  */
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include <stdint.h>
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,7 @@
 #include <event2/event.h>
 
 #include "tern/ctl.h"
+#include "tern/envelope.h"
 #include "tern/json.h"
 #include "tern/util.h"
 
@@ -29,21 +32,72 @@ struct ctl_test {
 	struct event_base *base;
 	struct ctl_server *srv;
 	char path[256];
-	uint64_t hold_id;
-	int hold_on, hold_calls;
+	int op_calls;
+	enum ctl_op_type last_type;
+	uint64_t last_id;
+	int last_single;
+	char last_domain[CTL_FILTER_STR];
+	struct ctl_op *kept;            /* an op answered later by the test */
+	int keep_next;
 };
 
+/*
+ * The op hook: id 1 ok, id 2 a failure, id 0xff not found, id 0xee
+ * refused by the hook itself; pause/resume echo the domain. Answers at once
+ * (posted back to the loop like the scheduler does), or keeps the op.
+ */
 static int
-ctl_test_hold(void *arg, uint64_t id, int on)
+ctl_test_op(void *arg, struct ctl_op *op)
 {
 	struct ctl_test *t = arg;
-	t->hold_id = id;
-	t->hold_on = on;
-	t->hold_calls++;
-	return id == 1 ? 0 : id == 2 ? -1 : 1;
+	struct json_writer w;
+	char qid[QID_STRLEN + 1];
+
+	t->op_calls++;
+	t->last_type = op->type;
+	t->last_id = op->nids > 0 ? op->ids[0] : 0;
+	t->last_single = op->single;
+	snprintf(t->last_domain, sizeof(t->last_domain), "%s", op->domain);
+	if (t->last_id == 0xee)
+		return -1;
+	if (t->keep_next) {
+		t->keep_next = 0;
+		t->kept = op;
+		return 0;
+	}
+	if (t->last_id == 2) {
+		ctl_op_fail(op, CTL_E_STATE, "busy");
+		return 0;
+	}
+	if (t->last_id == 0xff) {
+		ctl_op_fail(op, CTL_E_NOT_FOUND, "no such message");
+		return 0;
+	}
+	json_writer_init(&w);
+	json_obj_open(&w);
+	json_key(&w, "ok");
+	json_put_bool(&w, 1);
+	json_key(&w, "type");
+	json_put_int(&w, op->type);
+	if (op->nids > 0) {
+		json_key(&w, "ids");
+		json_arr_open(&w);
+		for (size_t i = 0; i < op->nids; i++) {
+			qid_format(op->ids[i], qid);
+			json_put_str(&w, qid);
+		}
+		json_arr_close(&w);
+	}
+	if (op->domain[0] != '\0') {
+		json_key(&w, "domain");
+		json_put_str(&w, op->domain);
+	}
+	json_obj_close(&w);
+	ctl_op_reply(op, &w);
+	return 0;
 }
 
-static struct ctl_hooks ctl_test_hooks = { .hold = ctl_test_hold };
+static struct ctl_hooks ctl_test_hooks = { .op = ctl_test_op };
 
 static void
 ctl_test_path(char *buf, size_t len, const char *name)
@@ -150,16 +204,40 @@ test_ctl_requests(void **state)
 		  "{\"ok\":false,\"error\":\"queue not available\",\"code\":8}" },
 		{ "{\"v\":1,\"cmd\":\"show\",\"id\":\"0123\"}",
 		  "{\"ok\":false,\"error\":\"\\\"id\\\" must be a queue id (16 hex digits)\",\"code\":2}" },
-		{ "{\"v\":1,\"cmd\":\"hold\",\"id\":\"0000000000000001\"}", "{\"ok\":true}" },
-		{ "{\"v\":1,\"cmd\":\"release\",\"id\":\"0000000000000001\"}", "{\"ok\":true}" },
+		{ "{\"v\":1,\"cmd\":\"hold\",\"id\":\"0000000000000001\"}",
+		  "{\"ok\":true,\"type\":1,\"ids\":[\"0000000000000001\"]}" },
+		{ "{\"v\":1,\"cmd\":\"release\",\"id\":\"0000000000000001\"}",
+		  "{\"ok\":true,\"type\":2,\"ids\":[\"0000000000000001\"]}" },
 		{ "{\"v\":1,\"cmd\":\"hold\",\"id\":\"0000000000000002\"}",
-		  "{\"ok\":false,\"error\":\"failed\",\"code\":8}" },
+		  "{\"ok\":false,\"error\":\"busy\",\"code\":9}" },
+		{ "{\"v\":1,\"cmd\":\"bounce\",\"id\":\"00000000000000EE\"}",
+		  "{\"ok\":false,\"error\":\"cannot hand the request on\",\"code\":8}" },
 		{ "{\"v\":1,\"cmd\":\"hold\",\"id\":\"00000000000000FF\"}",
 		  "{\"ok\":false,\"error\":\"no such message\",\"code\":1}" },
 		{ "{\"v\":1,\"cmd\":\"hold\"}",
 		  "{\"ok\":false,\"error\":\"\\\"id\\\" must be a queue id (16 hex digits)\",\"code\":2}" },
+		{ "{\"v\":1,\"cmd\":\"hold\",\"all\":true}",
+		  "{\"ok\":false,\"error\":\"\\\"id\\\" must be a queue id (16 hex digits)\",\"code\":2}" },
 		{ "{\"v\":1,\"cmd\":\"delete\",\"id\":\"0000000000000001\"}",
-		  "{\"ok\":false,\"error\":\"not supported\",\"code\":5}" },
+		  "{\"ok\":true,\"type\":3,\"ids\":[\"0000000000000001\"]}" },
+		{ "{\"v\":1,\"cmd\":\"delete\"}",
+		  "{\"ok\":false,\"error\":\"\\\"id\\\" or \\\"all\\\":true required\",\"code\":2}" },
+		{ "{\"v\":1,\"cmd\":\"delete\",\"all\":false}",
+		  "{\"ok\":false,\"error\":\"\\\"all\\\" must be true\",\"code\":2}" },
+		{ "{\"v\":1,\"cmd\":\"retry\",\"all\":true,\"filter\":{\"colour\":\"red\"}}",
+		  "{\"ok\":false,\"error\":\"unknown filter key\",\"code\":2}" },
+		{ "{\"v\":1,\"cmd\":\"retry\",\"all\":true,\"filter\":{\"older_than\":-1}}",
+		  "{\"ok\":false,\"error\":\"filter \\\"older_than\\\" must be seconds >= 0\",\"code\":2}" },
+		{ "{\"v\":1,\"cmd\":\"retry\",\"all\":true}",
+		  "{\"ok\":false,\"error\":\"cannot read the queue\",\"code\":8}" },
+		{ "{\"v\":1,\"cmd\":\"pause\"}", "{\"ok\":true,\"type\":6}" },
+		{ "{\"v\":1,\"cmd\":\"pause\",\"domain\":\"Example.ORG\"}",
+		  "{\"ok\":true,\"type\":6,\"domain\":\"example.org\"}" },
+		{ "{\"v\":1,\"cmd\":\"resume\",\"domain\":\"\"}",
+		  "{\"ok\":false,\"error\":\"\\\"domain\\\" must be a non-empty string\",\"code\":2}" },
+		{ "{\"v\":1,\"cmd\":\"resume\",\"domain\":7}",
+		  "{\"ok\":false,\"error\":\"\\\"domain\\\" must be a non-empty string\",\"code\":2}" },
+		{ "{\"v\":1,\"cmd\":\"stats\"}", "{\"ok\":true,\"type\":8}" },
 		{ "{\"v\":1,\"cmd\":\"reload\"}",
 		  "{\"ok\":false,\"error\":\"not supported\",\"code\":5}" },
 	};
@@ -181,28 +259,33 @@ test_ctl_requests(void **state)
 	assert_false(eof);
 	assert_string_equal(got, want);
 	free(got);
-	/* the hooks saw the right calls: hold 1, release 1, hold 2, hold ff */
-	assert_int_equal(t->hold_calls, 4);
-	assert_true(t->hold_id == 0xff);
-	assert_int_equal(t->hold_on, 1);
+	/* the hook saw every op request that parsed */
+	assert_int_equal(t->op_calls, 9);
+	assert_int_equal(t->last_type, CTL_OP_STATS);
 
-	/* the same answers from ctl_request_handle directly (ternctl's fallback) */
-	for (size_t i = 0; i < n; i++) {
+	/* ctl_request_handle (ternctl's fallback) never hands anything on */
+	const char *sync[][2] = {
+		{ "{\"v\":1,\"cmd\":\"hold\",\"id\":\"0000000000000001\"}",
+		  "{\"ok\":false,\"error\":\"not supported\",\"code\":5}" },
+		{ "{\"v\":1,\"cmd\":\"pause\"}",
+		  "{\"ok\":false,\"error\":\"not supported\",\"code\":5}" },
+		{ "{\"v\":1,\"cmd\":\"stats\"}",
+		  "{\"ok\":false,\"error\":\"queue not available\",\"code\":8}" },
+		{ "{\"v\":1,\"cmd\":\"v\"}",
+		  "{\"ok\":false,\"error\":\"unknown command\",\"code\":4}" },
+	};
+	int calls = t->op_calls;
+	for (size_t i = 0; i < sizeof(sync) / sizeof(sync[0]); i++) {
 		struct json_writer w;
 		size_t len;
 		json_writer_init(&w);
-		int code = ctl_request_handle(NULL, &ctl_test_hooks, cases[i].req,
-		    strlen(cases[i].req), &w);
+		(void)ctl_request_handle(NULL, &ctl_test_hooks, sync[i][0],
+		    strlen(sync[i][0]), &w);
 		char *out = json_writer_finish(&w, &len);
-		/* the server strips one trailing CR, the function does not */
-		if (strchr(cases[i].req, '\r') != NULL) {
-			free(out);
-			continue;
-		}
-		assert_string_equal(out, cases[i].resp);
-		assert_int_equal(code == 0, strstr(cases[i].resp, "\"ok\":true") != NULL);
+		assert_string_equal(out, sync[i][1]);
 		free(out);
 	}
+	assert_int_equal(t->op_calls, calls);
 	close(fd);
 	free(all);
 	free(want);
@@ -292,14 +375,180 @@ test_ctl_socket_file(void **state)
 	event_base_free(b2);
 }
 
+/* An answer given later holds the next request; one for a gone client is dropped. */
+static void
+test_ctl_answer_later(void **state)
+{
+	struct ctl_test *t = *state;
+	struct json_writer w;
+	int fd = ctl_test_connect(t->path), eof;
+	const char *two = "{\"v\":1,\"cmd\":\"hold\",\"id\":\"0000000000000005\"}\n"
+	    "{\"v\":1,\"cmd\":\"ping\"}\n";
+	size_t first = (size_t)(strchr(two, '\n') - two) + 1;
+
+	t->keep_next = 1;
+	assert_int_equal(write_all(fd, two, strlen(two)), 0);
+	char *got = ctl_test_read(t, fd, 1, &eof);
+	assert_string_equal(got, "");           /* the ping waits its turn */
+	free(got);
+	assert_non_null(t->kept);
+	assert_int_equal(t->last_single, 1);
+	assert_true(t->last_id == 5);
+	json_writer_init(&w);
+	json_obj_open(&w);
+	json_key(&w, "ok");
+	json_put_bool(&w, 1);
+	json_obj_close(&w);
+	ctl_op_reply(t->kept, &w);
+	t->kept = NULL;
+	got = ctl_test_read(t, fd, 2, &eof);
+	char want[256];
+	snprintf(want, sizeof(want), "{\"ok\":true}\n{\"ok\":true,\"version\":1,"
+	    "\"pid\":%d}\n", (int)getpid());
+	assert_string_equal(got, want);
+	free(got);
+
+	/* half-close while waiting: the answer still comes, then EOF */
+	t->keep_next = 1;
+	assert_int_equal(write_all(fd, two, first), 0);
+	shutdown(fd, SHUT_WR);
+	got = ctl_test_read(t, fd, 1, &eof);
+	assert_string_equal(got, "");
+	free(got);
+	assert_non_null(t->kept);
+	ctl_op_fail(t->kept, CTL_E_STATE, "later");
+	t->kept = NULL;
+	got = ctl_test_read(t, fd, 1, &eof);
+	assert_string_equal(got, "{\"ok\":false,\"error\":\"later\",\"code\":9}\n");
+	free(got);
+	got = ctl_test_read(t, fd, 1, &eof);
+	assert_true(eof);
+	free(got);
+	close(fd);
+
+	/* the client leaves before the answer: dropped, nothing breaks */
+	fd = ctl_test_connect(t->path);
+	t->keep_next = 1;
+	assert_int_equal(write_all(fd, two, first), 0);
+	got = ctl_test_read(t, fd, 1, &eof);
+	free(got);
+	assert_non_null(t->kept);
+	close(fd);
+	for (int i = 0; i < 20; i++)
+		event_base_loop(t->base, EVLOOP_NONBLOCK);
+	ctl_op_fail(t->kept, CTL_E_STATE, "nobody listens");
+	t->kept = NULL;
+	for (int i = 0; i < 20; i++)
+		event_base_loop(t->base, EVLOOP_NONBLOCK);
+
+	/* an op outliving the server: answered into the void at the end */
+	fd = ctl_test_connect(t->path);
+	t->keep_next = 1;
+	assert_int_equal(write_all(fd, two, first), 0);
+	got = ctl_test_read(t, fd, 1, &eof);
+	free(got);
+	close(fd);
+	assert_non_null(t->kept);
+	ctl_server_free(t->srv);
+	t->srv = NULL;
+	ctl_op_fail(t->kept, CTL_E_INTERNAL, "too late");
+	t->kept = NULL;
+}
+
+static struct envelope *
+ctl_test_env(const char *sender, uint32_t flags, int64_t arrival,
+    const char *r1, int s1, const char *r2, int s2)
+{
+	struct envelope *e = envelope_new();
+	e->sender = strdup(sender);
+	e->flags = flags;
+	e->arrival = arrival;
+	e->rcpts = calloc(2, sizeof(*e->rcpts));
+	e->rcpts[0].addr = strdup(r1);
+	e->rcpts[0].state = (uint8_t)s1;
+	e->rcpts[1].addr = strdup(r2);
+	e->rcpts[1].state = (uint8_t)s2;
+	e->nrcpt = 2;
+	return e;
+}
+
+static void
+test_ctl_filter(void **state)
+{
+	struct envelope *a = ctl_test_env("Alice@Sender.test", 0, 1000,
+	    "bob@example.com", RCPT_PENDING, "erin@Example.ORG", RCPT_SENT);
+	struct envelope *h = ctl_test_env("", ENV_F_HOLD, 5000,
+	    "x@example.org", RCPT_PENDING, "y@example.net", RCPT_DELETED);
+	const struct {
+		const char *filter;
+		int parse_ok, match_a, match_h;
+	} cases[] = {
+		{ "{}", 1, 1, 1 },
+		{ "{\"from\":\"alice\"}", 1, 1, 0 },
+		{ "{\"from\":\"SENDER.TEST\"}", 1, 1, 0 },
+		{ "{\"from\":\"\"}", 1, 1, 1 },
+		{ "{\"to\":\"bob@\"}", 1, 1, 0 },
+		{ "{\"to\":\"erin\"}", 1, 0, 0 },       /* sent: not pending */
+		{ "{\"domain\":\"EXAMPLE.com\"}", 1, 1, 0 },
+		{ "{\"domain\":\"example.org\"}", 1, 0, 1 },
+		{ "{\"domain\":\"example\"}", 1, 0, 0 },   /* whole domain */
+		{ "{\"domain\":\"example.net\"}", 1, 0, 0 },  /* deleted */
+		{ "{\"held\":true}", 1, 0, 1 },
+		{ "{\"held\":false}", 1, 1, 0 },
+		{ "{\"older_than\":0}", 1, 1, 1 },
+		{ "{\"older_than\":5000}", 1, 1, 0 },        /* now = 6000 */
+		{ "{\"older_than\":1000}", 1, 1, 1 },
+		{ "{\"from\":\"alice\",\"held\":true}", 1, 0, 0 },
+		{ "{\"to\":\"x@\",\"domain\":\"example.org\",\"held\":true}", 1, 0, 1 },
+		{ "{\"held\":1}", 0, 0, 0 },
+		{ "{\"older_than\":-5}", 0, 0, 0 },
+		{ "{\"older_than\":\"1h\"}", 0, 0, 0 },
+		{ "{\"from\":7}", 0, 0, 0 },
+		{ "{\"from\":\"a\\u0000b\"}", 0, 0, 0 },
+		{ "{\"size\":1}", 0, 0, 0 },
+		{ "[]", 0, 0, 0 },
+	};
+	char longf[400];
+	snprintf(longf, sizeof(longf), "{\"to\":\"%0300d\"}", 0);
+
+	for (size_t i = 0; i <= sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *p = i < sizeof(cases) / sizeof(cases[0]) ?
+		    cases[i].filter : longf;
+		struct json_tok toks[32];
+		struct ctl_filter f;
+		const char *err = NULL;
+		size_t used;
+		assert_int_equal(json_parse(p, strlen(p), toks, 32, 8, &used), JSON_OK);
+		int rc = ctl_filter_parse(p, toks, 0, &f, &err);
+		if (i == sizeof(cases) / sizeof(cases[0])) {
+			assert_int_equal(rc, -1);   /* over CTL_FILTER_STR */
+			break;
+		}
+		if (!cases[i].parse_ok) {
+			assert_int_equal(rc, -1);
+			assert_non_null(err);
+			continue;
+		}
+		assert_int_equal(rc, 0);
+		assert_int_equal(ctl_filter_match(&f, a, 6000), cases[i].match_a);
+		assert_int_equal(ctl_filter_match(&f, h, 6000), cases[i].match_h);
+	}
+	envelope_free(a);
+	envelope_free(h);
+}
+
 int
 main(void)
 {
+	signal(SIGPIPE, SIG_IGN);       /* as ternd: a gone client is EPIPE */
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_ctl_requests, ctl_test_setup,
 		    ctl_test_teardown),
 		cmocka_unit_test_setup_teardown(test_ctl_line_too_long, ctl_test_setup,
 		    ctl_test_teardown),
+		cmocka_unit_test_setup_teardown(test_ctl_answer_later, ctl_test_setup,
+		    ctl_test_teardown),
+		cmocka_unit_test(test_ctl_filter),
 		cmocka_unit_test_setup_teardown(test_ctl_socket_file, ctl_test_setup,
 		    ctl_test_teardown),
 	};
