@@ -380,7 +380,10 @@ dlv_session_reset_tx(struct dlv_session *s)
 /*
  * The connection broke (EOF, error, timeout, 421) after the session started
  * a transaction. A cached connection that died before the body went out is
- * retried once on a fresh one; otherwise every open recipient is deferred.
+ * retried once on a fresh one; else, before the body went out, the next
+ * address (the next MX) gets the whole transaction, as when connecting
+ * fails (RFC 5321 5.1: a server that is going away is not the message's
+ * fault); otherwise every open recipient is deferred.
  */
 static void
 dlv_session_lost(struct dlv_session *s, const char *status, const char *why)
@@ -402,6 +405,12 @@ dlv_session_lost(struct dlv_session *s, const char *status, const char *why)
 	}
 	snprintf(buf, sizeof(buf), "%s with %s while %s", why,
 	    dlv_session_relay(s), s->waiting ? s->waiting : "talking");
+	if (!(s->flags & DLV_F_BODY_SENT) && s->ti + 1 < s->ntargets) {
+		/* nothing was sent here: redo it all at the next address */
+		dlv_session_reset_tx(s);
+		dlv_session_next(s, DLV_TEMP, status, "%s", buf);
+		return;
+	}
 	dlv_rcpt_set_all(s, DLV_TEMP, status, buf);
 	dlv_conn_free(s->conn);
 	s->conn = NULL;
