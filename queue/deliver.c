@@ -30,6 +30,7 @@
 
 #include "tern/deliver.h"
 #include "tern/log.h"
+#include "tern/metrics.h"
 #include "tern/resolver.h"
 #include "tern/tls.h"
 #include "tern/util.h"
@@ -172,6 +173,8 @@ dlv_conn_new(struct dlv_worker *w, const char *key)
 	c->timer = evtimer_new(w->base, dlv_conn_timercb, c);
 	if (c->timer == NULL)
 		panic("dlv_conn_new: evtimer_new failed");
+	METRIC_INC(out_connections_total);
+	METRIC_INC(out_connections_open);
 	TAILQ_INSERT_TAIL(&w->conns, c, entry);
 	return c;
 }
@@ -182,6 +185,7 @@ dlv_conn_free(struct dlv_conn *c)
 	if (c == NULL)
 		return;
 	TAILQ_REMOVE(&c->w->conns, c, entry);
+	METRIC_DEC(out_connections_open);
 	if (c->bev != NULL)
 		bufferevent_free(c->bev);      /* frees the SSL and the socket */
 	event_free(c->timer);
@@ -207,6 +211,7 @@ dlv_conn_take(struct dlv_worker *w, const char *key)
 		}
 		evtimer_del(c->timer);
 		c->state = DLV_CONN_BUSY;
+		METRIC_INC(out_connections_reused_total);
 		return c;
 	}
 	return NULL;

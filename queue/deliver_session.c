@@ -43,6 +43,7 @@
 #include "tern/deliver.h"
 #include "tern/envelope.h"
 #include "tern/log.h"
+#include "tern/metrics.h"
 #include "tern/queue.h"
 #include "tern/resolver.h"
 #include "tern/smtp_reply.h"
@@ -102,6 +103,7 @@ struct dlv_session {
 	size_t bodylen;
 
 	struct resolver_query *rq;          /* borrowed handle while resolving */
+	uint64_t t_resolve;                 /* now_mono_us() at the lookup, for metrics */
 	struct dlv_target *targets;         /* owned */
 	size_t ntargets, ti;
 
@@ -1122,6 +1124,7 @@ dlv_session_resolved(void *arg, struct mx_result *res)
 	size_t n = 0;
 
 	s->rq = NULL;
+	metrics_observe(&tern_metrics.dns_seconds, now_mono_us() - s->t_resolve);
 	if (res->status != RESOLVER_OK) {
 		dlv_rcpt_set_all(s, res->status == RESOLVER_PERMFAIL ?
 		    DLV_PERM : DLV_TEMP, res->dsn[0] ? res->dsn : "4.4.3",
@@ -1162,6 +1165,7 @@ dlv_session_resolve(struct dlv_session *s)
 		return;
 	}
 	dlv_session_enter(s, DLV_S_RESOLVE);
+	s->t_resolve = now_mono_us();
 	switch (j->route.kind) {
 	case CONF_ROUTE_MX:
 		s->rq = resolver_mx_lookup(r, j->domain, dlv_session_resolved, s);

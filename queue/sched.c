@@ -55,6 +55,7 @@
 
 #include "tern/dsn.h"
 #include "tern/log.h"
+#include "tern/metrics.h"
 #include "tern/smtp.h"
 #include "tern/util.h"
 #include "sched_int.h"
@@ -322,6 +323,12 @@ sched_log_rcpt(const struct envelope *e, const struct env_rcpt *rc,
 	const char *err = rc->last_error ? rc->last_error : "";
 
 	qid_format(e->id, qid);
+	if (strcmp(what, "sent") == 0)
+		METRIC_INC(deliveries_total[METRICS_DLV_SENT]);
+	else if (strcmp(what, "deferred") == 0)
+		METRIC_INC(deliveries_total[METRICS_DLV_DEFERRED]);
+	else if (strcmp(what, "bounced") == 0 || strcmp(what, "expired") == 0)
+		METRIC_INC(deliveries_total[METRICS_DLV_BOUNCED]);
 	log_escape(to, sizeof(to), rc->addr, strlen(rc->addr));
 	if (rc->relay != NULL)
 		log_escape(relay, sizeof(relay), rc->relay, strlen(rc->relay));
@@ -885,6 +892,7 @@ sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now)
 	envelope_add_rcpt(de, env->sender, NULL, 0);
 	m->state = SCHED_M_DSN;
 	s->dsn_pending++;
+	METRIC_INC(dsn_total);
 	queue_commit_submit(s->q, de, sp, s->inbox, m->qid);  /* both move */
 	goto out;
 
