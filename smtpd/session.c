@@ -53,6 +53,7 @@
 #define SMTPD_F_TLS_PENDING 0x80u /* handshake not yet logged */
 #define SMTPD_F_AUTHING  0x100u  /* SASL exchange: lines go to sasl_step() */
 #define SMTPD_F_AUTHCHECK 0x200u /* credentials with the auth pool */
+#define SMTPD_F_TLS_SHUT 0x400u  /* close_notify sent (or not to be sent) */
 
 /* Stop reading while this much reply text waits for a client that doesn't read. */
 #define SMTPD_OUT_MAX    (64 * 1024)
@@ -788,14 +789,25 @@ smtpd_auth_done(struct smtpd_session *s, const struct auth_result *res)
 		r = auth_status_reply(AUTH_OK);
 		smtpd_reply(s, r->code, r->enhanced, "%s", r->text);
 		break;
-	case AUTH_FAIL:
+	case AUTH_FAIL: {
+		/*
+		 * The failure that reaches auth-max-failures is answered as
+		 * slowly as the one before it (the check then says REFUSE,
+		 * with no delay): a guesser learns nothing sooner.
+		 */
+		unsigned before_ms = 0;
+		enum auth_throttle_verdict v;
+		(void)auth_throttle_check(s->srv->auth_throttle,
+		    (struct sockaddr *)&s->peer, now_unix(), &before_ms);
 		auth_throttle_fail(s->srv->auth_throttle,
 		    (struct sockaddr *)&s->peer, now_unix());
 		log_info("session=%016llx client=%s auth=failed user=%s",
 		    (unsigned long long)s->id, s->peer_str, user);
-		if (auth_throttle_check(s->srv->auth_throttle,
-		    (struct sockaddr *)&s->peer, now_unix(), &delay_ms) ==
-		    AUTH_THROTTLE_DELAY && delay_ms > 0) {
+		v = auth_throttle_check(s->srv->auth_throttle,
+		    (struct sockaddr *)&s->peer, now_unix(), &delay_ms);
+		if (v == AUTH_THROTTLE_REFUSE)
+			delay_ms = before_ms;
+		if (v != AUTH_THROTTLE_ALLOW && delay_ms > 0) {
 			/* slow down guessing: answer later, read nothing meanwhile */
 			if (s->auth_delay == NULL)
 				s->auth_delay = evtimer_new(s->loop->base,
@@ -808,6 +820,7 @@ smtpd_auth_done(struct smtpd_session *s, const struct auth_result *res)
 		}
 		smtpd_auth_fail_reply(s);
 		break;
+	}
 	default:
 		log_warnx("session=%016llx client=%s auth=tempfail user=%s",
 		    (unsigned long long)s->id, s->peer_str, user);
@@ -1131,6 +1144,25 @@ smtpd_session_closer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * Once the last reply has gone through TLS, send close_notify (RFC 8446
+ * 6.1; without it OpenSSL 3 clients report "unexpected eof"). With
+ * STARTTLS the alert lands in the underlying socket bufferevent and is
+ * flushed like any reply; with implicit TLS OpenSSL writes it to the
+ * socket itself. Best effort: a peer that is gone is not waited for.
+ */
+static void
+smtpd_session_tls_shutdown(struct smtpd_session *s)
+{
+	if ((s->flags & (SMTPD_F_TLS | SMTPD_F_TLS_PENDING | SMTPD_F_TLS_SHUT)) !=
+	    SMTPD_F_TLS)
+		return;
+	s->flags |= SMTPD_F_TLS_SHUT;
+	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+	if (ssl != NULL && SSL_shutdown(ssl) < 0)
+		ERR_clear_error();
+}
+
+/*
  * A closing session goes once its replies have left: the session's own
  * output buffer and, with STARTTLS, the underlying socket bufferevent's
  * (the TLS filter hands bytes down at once, so its own buffer empties
@@ -1144,6 +1176,8 @@ smtpd_session_reap(struct smtpd_session *s)
 		return;
 	size_t pending = evbuffer_get_length(bufferevent_get_output(s->bev));
 	struct bufferevent *u = bufferevent_get_underlying(s->bev);
+	if (pending == 0 && s->close_waits < 500)
+		smtpd_session_tls_shutdown(s);
 	if (u != NULL)
 		pending += evbuffer_get_length(bufferevent_get_output(u));
 	if (pending == 0 || s->close_waits >= 500) {
@@ -1226,6 +1260,27 @@ smtpd_session_eventcb(struct bufferevent *bev, short what, void *arg)
 			log_info("session=%016llx client=%s lost connection in state %s",
 			    (unsigned long long)s->id, s->peer_str,
 			    smtpd_strstate(s->state));
+		/*
+		 * A handshake refused over STARTTLS has left OpenSSL's alert
+		 * in the underlying socket bufferevent: let it reach the
+		 * client (it tells a TLS 1.1 client "protocol version"), then
+		 * close. No transaction can be in progress (EHLO comes after
+		 * the handshake); no close_notify after a fatal alert.
+		 */
+		struct bufferevent *u = bufferevent_get_underlying(bev);
+		if ((what & BEV_EVENT_ERROR) && u != NULL &&
+		    (s->flags & SMTPD_F_TLS_PENDING) &&
+		    s->state == SMTPD_S_CONNECTED &&
+		    !(s->flags & SMTPD_F_CLOSING) &&
+		    evbuffer_get_length(bufferevent_get_output(u)) > 0) {
+			s->flags |= SMTPD_F_CLOSING | SMTPD_F_TLS_SHUT;
+			bufferevent_disable(bev, EV_READ | EV_WRITE);
+			evbuffer_drain(bufferevent_get_output(bev),
+			    evbuffer_get_length(bufferevent_get_output(bev)));
+			smtpd_enter(s, SMTPD_S_QUIT);
+			smtpd_session_reap(s);
+			return;
+		}
 		smtpd_session_free(s);
 	}
 }
