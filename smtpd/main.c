@@ -78,6 +78,11 @@ ternd_queue_dir(const struct conf *c, const struct passwd *pw)
 		fatal("queue directory %s", c->queue_dir);
 	if (pw != NULL && chown(c->queue_dir, pw->pw_uid, pw->pw_gid) < 0)
 		fatal("chown %s", c->queue_dir);
+	/* a users database made by `ternctl user add` (as root) before the first start */
+	struct stat st;
+	if (pw != NULL && c->users_db != NULL && stat(c->users_db, &st) == 0 &&
+	    st.st_uid == 0 && chown(c->users_db, pw->pw_uid, pw->pw_gid) < 0)
+		fatal("chown %s", c->users_db);
 }
 
 static void

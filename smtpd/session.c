@@ -40,6 +40,7 @@
 #include <openssl/ssl.h>
 
 #include "tern/log.h"
+#include "tern/metrics.h"
 #include "tern/util.h"
 #include "smtpd.h"
 
@@ -286,6 +287,7 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		return -1;
 	}
 	if (!smtpd_may_submit(s)) {
+		METRIC_INC(messages_refused_total[METRICS_REF_AUTH]);
 		smtpd_reply(s, 530, "5.7.0", "Authentication required");
 		return -1;
 	}
@@ -321,6 +323,7 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	    !conf_sender_allowed(s->conf, s->auth_user, mb.addr)) {
 		char esc[SMTP_PATH_MAX * 4 + 4];
 		log_escape(esc, sizeof(esc), mb.addr, mb.len);
+		METRIC_INC(messages_refused_total[METRICS_REF_SENDER]);
 		log_info("session=%016llx client=%s user=%s from=<%s> "
 		    "status=refused reason=sender-not-owned",
 		    (unsigned long long)s->id, s->peer_str, s->auth_user, esc);
@@ -433,6 +436,7 @@ smtpd_cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	}
 	if (!smtpd_may_relay_to(s, &mb)) {
 		log_escape(esc, sizeof(esc), mb.addr, mb.len);
+		METRIC_INC(messages_refused_total[METRICS_REF_RELAY]);
 		log_info("id=%s client=%s to=<%s> status=refused reason=relay-denied",
 		    s->qid, s->peer_str, esc);
 		smtpd_reply(s, 554, "5.7.1", "<%s>: Relay access denied", esc);
@@ -447,6 +451,7 @@ smtpd_cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		}
 	}
 	if (env->nrcpt >= s->conf->max_recipients) {
+		METRIC_INC(messages_refused_total[METRICS_REF_LIMIT]);
 		smtpd_reply(s, 452, "4.5.3", "Error: too many recipients");
 		return 0;   /* not a client error: RFC 5321 4.5.3.1.10 */
 	}
@@ -717,6 +722,7 @@ smtpd_auth_progress(struct smtpd_session *s, enum sasl_status st)
 		if (st == SASL_BAD_CREDS || st == SASL_AUTHZ_DENIED) {
 			auth_throttle_fail(s->srv->auth_throttle,
 			    (struct sockaddr *)&s->peer, now_unix());
+			METRIC_INC(auth_total[0]);
 			log_info("session=%016llx client=%s auth=failed reason=%s",
 			    (unsigned long long)s->id, s->peer_str,
 			    sasl_status_name(st));
@@ -784,6 +790,7 @@ smtpd_auth_done(struct smtpd_session *s, const struct auth_result *res)
 		s->flags |= SMTPD_F_AUTHED;
 		auth_throttle_success(s->srv->auth_throttle,
 		    (struct sockaddr *)&s->peer, now_unix());
+		METRIC_INC(auth_total[1]);
 		log_info("session=%016llx client=%s auth=ok user=%s",
 		    (unsigned long long)s->id, s->peer_str, user);
 		r = auth_status_reply(AUTH_OK);
@@ -801,6 +808,7 @@ smtpd_auth_done(struct smtpd_session *s, const struct auth_result *res)
 		    (struct sockaddr *)&s->peer, now_unix(), &before_ms);
 		auth_throttle_fail(s->srv->auth_throttle,
 		    (struct sockaddr *)&s->peer, now_unix());
+		METRIC_INC(auth_total[0]);
 		log_info("session=%016llx client=%s auth=failed user=%s",
 		    (unsigned long long)s->id, s->peer_str, user);
 		v = auth_throttle_check(s->srv->auth_throttle,
@@ -941,6 +949,7 @@ smtpd_data_end(struct smtpd_session *s)
 
 	if ((seen & (DATA_SEEN_BARE_LF | DATA_SEEN_BARE_CR)) &&
 	    !(tx->df.flags & DATA_F_NORMALIZE)) {
+		METRIC_INC(messages_refused_total[METRICS_REF_CONTENT]);
 		log_info("id=%s client=%s status=refused reason=bare-newline",
 		    s->qid, s->peer_str);
 		smtpd_reply(s, 550, "5.6.0", "Message contains bare CR or LF "
@@ -948,6 +957,7 @@ smtpd_data_end(struct smtpd_session *s)
 		goto refused;
 	}
 	if (seen & DATA_SEEN_LONG) {
+		METRIC_INC(messages_refused_total[METRICS_REF_CONTENT]);
 		log_info("id=%s client=%s status=refused reason=line-too-long",
 		    s->qid, s->peer_str);
 		smtpd_reply(s, 550, "5.6.0", "Message contains a line longer than "
@@ -955,6 +965,7 @@ smtpd_data_end(struct smtpd_session *s)
 		goto refused;
 	}
 	if (tx->too_big) {
+		METRIC_INC(messages_refused_total[METRICS_REF_SIZE]);
 		log_info("id=%s client=%s status=refused reason=too-big",
 		    s->qid, s->peer_str);
 		smtpd_reply(s, 552, "5.3.4", "Message size exceeds fixed limit of "
@@ -966,6 +977,7 @@ smtpd_data_end(struct smtpd_session *s)
 		const char *enh, *text;
 		queue_status_reply(Q_TEMPFAIL, tx->write_errno, &code, &enh, &text);
 		errno = tx->write_errno;
+		METRIC_INC(messages_refused_total[METRICS_REF_QUEUE]);
 		log_warn("id=%s client=%s status=refused reason=spool-write",
 		    s->qid, s->peer_str);
 		smtpd_reply(s, code, enh, "%s", text);
@@ -1002,6 +1014,8 @@ smtpd_commit_done(struct smtpd_session *s, const struct queue_commit_done *d)
 		qid_format(d->qid, qid);
 		s->nmessages++;
 		s->srv->stat_accepted++;
+		METRIC_INC(messages_accepted_total);
+		METRIC_ADD(bytes_accepted_total, s->tx->size);
 		log_info("id=%s from=<%s> size=%llu nrcpt=%zu client=%s proto=%s "
 		    "listener=%s status=queued", qid, s->tx->from,
 		    (unsigned long long)s->tx->size, s->tx->nrcpt, s->peer_str,
@@ -1011,6 +1025,7 @@ smtpd_commit_done(struct smtpd_session *s, const struct queue_commit_done *d)
 		int code;
 		const char *enh, *text;
 		queue_status_reply(d->status, d->err, &code, &enh, &text);
+		METRIC_INC(messages_refused_total[METRICS_REF_QUEUE]);
 		log_warnx("id=%s client=%s status=refused reason=commit-failed "
 		    "error=\"%s\"", s->qid, s->peer_str, strerror(d->err));
 		smtpd_reply(s, code, enh, "%s", text);
@@ -1295,6 +1310,7 @@ smtpd_session_tls_up(struct smtpd_session *s)
 		return;
 	s->flags &= ~SMTPD_F_TLS_PENDING;
 	tls_describe(ssl, desc, sizeof(desc));
+	METRIC_INC(tls_handshakes_total);
 	log_info("session=%016llx client=%s tls=\"%s\"%s",
 	    (unsigned long long)s->id, s->peer_str, desc,
 	    SSL_session_reused(ssl) ? " resumed=yes" : "");
@@ -1378,6 +1394,8 @@ smtpd_session_accept(struct smtpd_loop *loop, int fd, const struct sockaddr *sa,
 	*smtpd_session_slot(loop, s->id) = s;
 	loop->nsessions++;
 	srv->stat_sessions++;
+	METRIC_INC(sessions_total[lc->mode == CONF_LISTEN_SUBMISSION]);
+	METRIC_INC(sessions_open[lc->mode == CONF_LISTEN_SUBMISSION]);
 
 	smtpd_session_setup_bev(s);
 
@@ -1399,6 +1417,7 @@ smtpd_session_free(struct smtpd_session *s)
 	if (*pp == s)
 		*pp = s->hnext;
 	s->loop->nsessions--;
+	METRIC_DEC(sessions_open[s->lc->mode == CONF_LISTEN_SUBMISSION]);
 	log_info("session=%016llx disconnect client=%s messages=%llu",
 	    (unsigned long long)s->id, s->peer_str,
 	    (unsigned long long)s->nmessages);
