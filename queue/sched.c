@@ -650,13 +650,19 @@ sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
 		/* durable first, then the log and anything else */
 		if (queue_update(s->q, env) < 0)
 			log_warn("id=%s scheduler: queue_update", qid);
+		char tls[240], tlsesc[200];
+		if (r->tls != NULL) {
+			log_escape(tlsesc, sizeof(tlsesc), r->tls, strlen(r->tls));
+			snprintf(tls, sizeof(tls), "tls=\"%s\"", tlsesc);
+		} else
+			snprintf(tls, sizeof(tls), "tls=none");
 		for (size_t i = 0; i < r->n; i++) {
 			const struct dlv_rcpt_result *rr = &r->r[i];
 			if (rr->rcpt >= env->nrcpt || rr->cls == DLV_PERM)
 				continue;
 			sched_log_rcpt(env, &env->rcpts[rr->rcpt],
 			    rr->cls == DLV_OK ? "sent" : "deferred",
-			    env->attempts + 1, now, NULL);
+			    env->attempts + 1, now, tls);
 		}
 		envelope_free(env);
 	} else if (rc < 0) {

@@ -43,7 +43,7 @@ step "fuzz targets (${FUZZ_SECONDS}s each)"
     -Dbuildtype=debugoptimized -Db_lundef=false >/dev/null
 ninja -C build-fuzz
 for f in build-fuzz/tests/fuzz/fuzz_*; do
-    [ -x "$f" ] || continue
+    [ -f "$f" ] && [ -x "$f" ] || continue
     name=$(basename "$f" | sed 's/^fuzz_//')
     work=$(mktemp -d)
     [ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$work/"
