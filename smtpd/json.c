@@ -15,49 +15,12 @@
 #include <string.h>
 
 #include "tern/json.h"
+#include "tern/util.h"
 
 #define JSON_W_HAS_VALUE 0x01u      /* level already holds a value */
 #define JSON_W_OBJECT    0x02u      /* level is an object (else array/top) */
 #define JSON_PARSE_DEPTH_CAP 1024u  /* hard bound on recursion */
 
-/*
- * Length of the well-formed UTF-8 sequence at p[0..n) (RFC 3629 table: no
- * overlong forms, no surrogates, nothing above U+10FFFF), or 0.
- */
-static size_t
-json_utf8_len(const unsigned char *p, size_t n)
-{
-	unsigned char c = p[0];
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t need;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		need = 2;
-	else if (c >= 0xe0 && c <= 0xef) {
-		need = 3;
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		need = 4;
-		if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-	} else
-		return 0;
-	if (n < need)
-		return 0;
-	if (p[1] < lo || p[1] > hi)
-		return 0;
-	for (size_t i = 2; i < need; i++)
-		if (p[i] < 0x80 || p[i] > 0xbf)
-			return 0;
-	return need;
-}
 
 /* ---- writer ---- */
 
@@ -217,7 +180,7 @@ json_writer_string(struct json_writer *w, const char *s, size_t n)
 			break;
 		}
 		if (c >= 0x80) {
-			size_t l = json_utf8_len(p + i, n - i);
+			size_t l = utf8_seq_len(p + i, n - i);
 			if (l > 0) {
 				json_writer_add(w, p + i, l);
 				i += l;
@@ -424,7 +387,7 @@ json_parse_string(struct json_parser *ps)
 		if (c < 0x20)
 			return JSON_E_SYNTAX;
 		if (c >= 0x80) {
-			size_t l = json_utf8_len(ps->p + ps->pos, ps->len - ps->pos);
+			size_t l = utf8_seq_len(ps->p + ps->pos, ps->len - ps->pos);
 			if (l == 0)
 				return JSON_E_UTF8;
 			ps->pos += l;
@@ -639,7 +602,7 @@ json_str_next(const unsigned char *p, size_t *i, size_t end, unsigned char out[4
 	unsigned cp, lo;
 
 	if (p[*i] != '\\') {
-		size_t l = json_utf8_len(p + *i, end - *i);
+		size_t l = utf8_seq_len(p + *i, end - *i);
 		if (l == 0)
 			l = 1;                  /* cannot happen after json_parse */
 		memcpy(out, p + *i, l);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "tern/log.h"
+#include "tern/util.h"
 
 static const char *log_progname = "tern";
 static int log_use_syslog;
@@ -272,38 +273,6 @@ log_jbuf_raw(struct log_jbuf *b, const char *s, size_t n)
 	return 0;
 }
 
-/* Length of the well-formed UTF-8 sequence at s (1-4), or 0 if none. */
-static size_t
-log_utf8_seq(const unsigned char *s, size_t n)
-{
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t need;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		need = 2;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		need = 3;
-		if (s[0] == 0xe0)
-			lo = 0xa0;                /* no overlong forms */
-		else if (s[0] == 0xed)
-			hi = 0x9f;                /* no surrogates */
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		need = 4;
-		if (s[0] == 0xf0)
-			lo = 0x90;
-		else if (s[0] == 0xf4)
-			hi = 0x8f;                /* nothing above U+10FFFF */
-	} else
-		return 0;
-	if (n < need || s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < need; i++)
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	return need;
-}
 
 /*
  * Append s[0..n) as a quoted JSON string. partial: cut it (at a character
@@ -339,7 +308,7 @@ log_jbuf_str(struct log_jbuf *b, const char *s, size_t n, int partial)
 		case '\f': esc[1] = 'f';  break;
 		default:
 			if (c >= 0x20 && c != 0x7f &&
-			    (step = log_utf8_seq(u + i, n - i)) != 0) {
+			    (step = utf8_seq_len(u + i, n - i)) != 0) {
 				out = s + i;              /* printable or UTF-8 */
 				olen = step;
 			} else {

@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "tern/smtp.h"
+#include "tern/util.h"
 
 /* Bits for smtp_parse_domain_name(). */
 #define SMTP_PARSE_DOM_UTF8    0x1u  /* U-labels allowed (mailboxes) */
@@ -169,42 +170,12 @@ smtp_parse_u64(const char *s, size_t n, uint64_t *out)
 static int
 smtp_parse_utf8_valid(const unsigned char *s, size_t n)
 {
-	size_t i = 0;
+	size_t i = 0, k;
 
 	while (i < n) {
-		unsigned char c = s[i];
-		size_t k, need;
-		unsigned char lo = 0x80, hi = 0xbf;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf)
-			need = 1;
-		else if (c >= 0xe0 && c <= 0xef) {
-			need = 2;
-			if (c == 0xe0)
-				lo = 0xa0;
-			else if (c == 0xed)
-				hi = 0x9f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			need = 3;
-			if (c == 0xf0)
-				lo = 0x90;
-			else if (c == 0xf4)
-				hi = 0x8f;
-		} else
+		if ((k = utf8_seq_len(s + i, n - i)) == 0)
 			return 0;
-		if (n - i - 1 < need)
-			return 0;
-		for (k = 1; k <= need; k++) {
-			unsigned char cc = s[i + k];
-
-			if (k == 1 ? (cc < lo || cc > hi) : (cc < 0x80 || cc > 0xbf))
-				return 0;
-		}
-		i += need + 1;
+		i += k;
 	}
 	return 1;
 }

@@ -41,6 +41,12 @@ void qid_seen(uint64_t id);
 const char *sockaddr_ntop(const struct sockaddr *sa, char *buf, size_t len);
 uint16_t sockaddr_port(const struct sockaddr *sa);
 
+/*
+ * Length (1-4) of the well-formed UTF-8 sequence at p[0..n) per RFC 3629
+ * (no overlong forms, no surrogates, nothing above U+10FFFF), or 0. Pure.
+ */
+size_t utf8_seq_len(const unsigned char *p, size_t n);
+
 /* ASCII-only case-insensitive compare of two byte ranges (0 if equal). */
 int ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen);
 

@@ -56,6 +56,29 @@ test_crc32c(void **state)
 	assert_true(crc32c(crc32c(0, "1234", 4), "56789", 5) == 0xe3069283U);
 }
 
+static void
+test_utf8_seq_len(void **state)
+{
+	static const struct { const char *s; size_t n, want; } t[] = {
+		{ "a", 1, 1 },
+		{ "\xc3\xa9", 2, 2 },             /* U+00E9 */
+		{ "\xc3", 1, 0 },                 /* truncated */
+		{ "\xc0\xaf", 2, 0 },             /* overlong '/' */
+		{ "\xe0\x80\xaf", 3, 0 },         /* overlong */
+		{ "\xe2\x82\xac", 3, 3 },         /* U+20AC */
+		{ "\xed\xa0\x80", 3, 0 },         /* surrogate U+D800 */
+		{ "\xf0\x9f\x98\x80", 4, 4 },     /* U+1F600 */
+		{ "\xf4\x90\x80\x80", 4, 0 },     /* above U+10FFFF */
+		{ "\xff", 1, 0 },
+		{ "\x80", 1, 0 },                 /* lone continuation */
+		{ "\xe2\x28\xa1", 3, 0 },         /* bad continuation */
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		assert_int_equal(utf8_seq_len((const unsigned char *)t[i].s, t[i].n),
+		    t[i].want);
+	assert_int_equal(utf8_seq_len((const unsigned char *)"", 0), 0);
+}
+
 static int tq_seen[3];
 static int tq_n;
 
@@ -95,6 +118,7 @@ main(void)
 		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_qid),
 		cmocka_unit_test(test_crc32c),
+		cmocka_unit_test(test_utf8_seq_len),
 		cmocka_unit_test(test_tq_order),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
