@@ -42,6 +42,9 @@
 
 #include <netinet/in.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 
 #include "tern/auth.h"
 #include "tern/log.h"
@@ -637,6 +640,102 @@ done:
 	return n;
 }
 
+/* ------------------------------------------------------------------ */
+/* Verified-credentials cache                                         */
+
+/*
+ * A client that logs in again with the same, correct password should not
+ * pay a yescrypt hash (~25 ms of CPU) each time: submission clients often
+ * open a session per message. After a successful check we remember
+ * tag = HMAC-SHA256(secret, user NUL password NUL stored-hash), with a
+ * secret drawn at start and never stored. Only the correct password for
+ * the current stored hash reproduces a tag, so: wrong passwords and unknown
+ * users always take the slow path (nothing about which users exist leaks
+ * through timing); a changed password or a deleted user (new or no stored
+ * hash) no longer matches; entries expire after AUTH_CACHE_TTL seconds.
+ */
+#define AUTH_CACHE_SLOTS 1024
+#define AUTH_CACHE_TTL   600
+
+struct auth_cache_entry {
+	unsigned char tag[32];
+	int64_t expires;          /* 0: empty */
+};
+
+static struct auth_cache_entry auth_cache[AUTH_CACHE_SLOTS];
+static pthread_mutex_t auth_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned char auth_cache_key[32];
+static pthread_once_t auth_cache_once = PTHREAD_ONCE_INIT;
+static int auth_cache_ok;
+static _Atomic uint64_t auth_cache_hits;
+
+static void
+auth_cache_init(void)
+{
+	auth_cache_ok = RAND_bytes(auth_cache_key, sizeof(auth_cache_key)) == 1;
+}
+
+static int
+auth_cache_tag(const char *name, const char *pass, const char *hash,
+    unsigned char tag[32])
+{
+	unsigned char buf[AUTH_USER_MAX + AUTH_PASS_MAX + AUTH_HASH_MAX + 3];
+	size_t nl = strlen(name), pl = strlen(pass), hl = strlen(hash), o = 0;
+	unsigned int tl = 32;
+
+	pthread_once(&auth_cache_once, auth_cache_init);
+	if (!auth_cache_ok || nl + pl + hl + 2 > sizeof(buf))
+		return -1;
+	memcpy(buf + o, name, nl + 1);
+	o += nl + 1;
+	memcpy(buf + o, pass, pl + 1);
+	o += pl + 1;
+	memcpy(buf + o, hash, hl);
+	o += hl;
+	unsigned char *r = HMAC(EVP_sha256(), auth_cache_key,
+	    sizeof(auth_cache_key), buf, o, tag, &tl);
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return r != NULL && tl == 32 ? 0 : -1;
+}
+
+static size_t
+auth_cache_slot(const unsigned char tag[32])
+{
+	size_t h;
+	memcpy(&h, tag, sizeof(h));
+	return h % AUTH_CACHE_SLOTS;
+}
+
+static int
+auth_cache_hit(const unsigned char tag[32])
+{
+	int64_t now = now_unix();
+	int hit;
+	pthread_mutex_lock(&auth_cache_lock);
+	struct auth_cache_entry *e = &auth_cache[auth_cache_slot(tag)];
+	hit = e->expires > now && CRYPTO_memcmp(e->tag, tag, 32) == 0;
+	pthread_mutex_unlock(&auth_cache_lock);
+	if (hit)
+		auth_cache_hits++;
+	return hit;
+}
+
+static void
+auth_cache_put(const unsigned char tag[32])
+{
+	pthread_mutex_lock(&auth_cache_lock);
+	struct auth_cache_entry *e = &auth_cache[auth_cache_slot(tag)];
+	memcpy(e->tag, tag, 32);
+	e->expires = now_unix() + AUTH_CACHE_TTL;
+	pthread_mutex_unlock(&auth_cache_lock);
+}
+
+uint64_t
+auth_cache_hit_count(void)
+{
+	return auth_cache_hits;
+}
+
 enum auth_status
 auth_check(struct auth_db *db, const char *user, const char *pass)
 {
@@ -675,8 +774,16 @@ auth_check(struct auth_db *db, const char *user, const char *pass)
 		return AUTH_TEMPFAIL;
 	}
 	hash[v.size] = '\0';
+	unsigned char tag[32];
+	int have_tag = auth_cache_tag(name, pass, hash, tag) == 0;
+	if (have_tag && auth_cache_hit(tag)) {
+		explicit_bzero(hash, sizeof(hash));
+		return AUTH_OK;
+	}
 	ok = auth_password_verify(pass, hash);
 	explicit_bzero(hash, sizeof(hash));
+	if (ok && have_tag)
+		auth_cache_put(tag);
 	return ok ? AUTH_OK : AUTH_FAIL;
 }
 

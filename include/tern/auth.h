@@ -245,6 +245,14 @@ int auth_user_list(struct auth_db *db, int (*cb)(const char *name, void *arg),
  */
 enum auth_status auth_check(struct auth_db *db, const char *user,
     const char *pass);
+/*
+ * auth_check() remembers a successful check for 10 minutes as an HMAC (with
+ * a secret made at start) of user, password and stored hash, so the same
+ * correct password costs one HMAC instead of a yescrypt hash next time.
+ * Wrong passwords and unknown users are never cached (always one hash); a
+ * password change or deletion invalidates at once. Number of hits so far:
+ */
+uint64_t auth_cache_hit_count(void);
 
 /* ------------------------------------------------------------------ */
 /* Thread pool for auth_check()                                       */

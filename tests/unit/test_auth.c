@@ -241,6 +241,53 @@ test_unknown_user_cost(void **state)
 	unlink(path);
 }
 
+/*
+ * A correct password is remembered: the second check costs no hash. Wrong
+ * passwords are never remembered, and a password change forgets at once.
+ */
+static void
+test_verified_cache(void **state)
+{
+	char path[600], err[256];
+	struct auth_db *db, *ro;
+	uint64_t n0, h0;
+
+	path_in_tmp(path, sizeof(path), "auth_cache.db");
+	unlink(path);
+	db = auth_db_open(path, 1, err, sizeof(err));
+	assert_non_null(db);
+	assert_int_equal(auth_user_set(db, "erin", "first", err, sizeof(err)), 0);
+	ro = auth_db_open(path, 0, err, sizeof(err));
+	assert_non_null(ro);
+
+	n0 = auth_hash_count();
+	h0 = auth_cache_hit_count();
+	assert_int_equal(auth_check(ro, "erin", "first"), AUTH_OK);
+	assert_int_equal(auth_hash_count() - n0, 1);
+	assert_int_equal(auth_check(ro, "ERIN", "first"), AUTH_OK);
+	assert_int_equal(auth_hash_count() - n0, 1);          /* from the cache */
+	assert_int_equal(auth_cache_hit_count() - h0, 1);
+	assert_int_equal(auth_check(ro, "erin", "wrong"), AUTH_FAIL);
+	assert_int_equal(auth_check(ro, "erin", "wrong"), AUTH_FAIL);
+	assert_int_equal(auth_hash_count() - n0, 3);          /* never cached */
+
+	/* a new password: the old one fails (one hash), the new one works */
+	assert_int_equal(auth_user_set(db, "erin", "second", err, sizeof(err)), 0);
+	n0 = auth_hash_count();
+	assert_int_equal(auth_check(ro, "erin", "first"), AUTH_FAIL);
+	assert_int_equal(auth_hash_count() - n0, 1);
+	assert_int_equal(auth_check(ro, "erin", "second"), AUTH_OK);
+	assert_int_equal(auth_check(ro, "erin", "second"), AUTH_OK);
+	assert_int_equal(auth_hash_count() - n0, 2);
+	/* deleted: fails (against the dummy hash) */
+	assert_int_equal(auth_user_del(db, "erin", err, sizeof(err)), 0);
+	assert_int_equal(auth_check(ro, "erin", "second"), AUTH_FAIL);
+	assert_int_equal(auth_hash_count() - n0, 3);
+	auth_db_close(ro);
+	auth_db_close(db);
+	unlink(path);
+}
+
 /* Replace path with a file holding bytes (atomically, like a writer). */
 static void
 replace_file(const char *path, const char *bytes)
@@ -584,6 +631,7 @@ main(void)
 		cmocka_unit_test(test_hash_verify),
 		cmocka_unit_test(test_db_basic),
 		cmocka_unit_test(test_unknown_user_cost),
+		cmocka_unit_test(test_verified_cache),
 		cmocka_unit_test(test_db_reopen),
 		cmocka_unit_test(test_throttle_defaults),
 		cmocka_unit_test(test_throttle_conf_and_evict),
