@@ -340,7 +340,7 @@ deliver_pool_start(struct queue *q, struct conf *conf, unsigned n)
 		w->ssl_ctx = p->ssl_ctx;
 		TAILQ_INIT(&w->conns);
 		TAILQ_INIT(&w->sessions);
-		w->base = event_base_new();
+		w->base = util_event_base_new();
 		if (w->base == NULL)
 			fatalx("delivery: event_base_new failed");
 		w->inbox = tq_new(w->base, dlv_worker_handler, w);

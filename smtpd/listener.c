@@ -296,7 +296,7 @@ smtpd_loops_start(struct smtpd_server *srv)
 		struct smtpd_loop *loop = &srv->loops[k];
 		loop->idx = k;
 		loop->srv = srv;
-		loop->base = event_base_new();
+		loop->base = util_event_base_new();
 		if (loop->base == NULL)
 			fatalx("event_base_new failed");
 		loop->inbox = tq_new(loop->base, smtpd_loop_inbox, loop);

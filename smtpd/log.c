@@ -29,6 +29,16 @@ static const char *log_progname = "tern";
 static int log_use_syslog;
 static int log_verbose;
 static volatile unsigned log_tracebits;
+static pid_t log_pid_cached;
+
+/* The pid, read once (ternd does not fork after log_init). */
+static pid_t
+log_pid(void)
+{
+	if (log_pid_cached == 0)
+		log_pid_cached = getpid();
+	return log_pid_cached;
+}
 static volatile int log_json;
 
 #define LOG_MSG_MAX   4096            /* formatted message, with suffix */
@@ -38,6 +48,7 @@ void
 log_init(const char *progname, int use_syslog, int verbose)
 {
 	log_progname = progname;
+	log_pid_cached = getpid();
 	log_use_syslog = use_syslog;
 	log_verbose = verbose;
 	if (verbose)
@@ -77,7 +88,7 @@ log_emit_json(enum log_level lvl, const char *tbuf, const char *msg)
 {
 	char line[LOG_JSON_MAX];
 	size_t n = log_json_line(line, sizeof(line), tbuf, log_level_names[lvl],
-	    log_progname, (long)getpid(), msg);
+	    log_progname, (long)log_pid(), msg);
 
 	if (n == 0)
 		return;
@@ -125,7 +136,7 @@ log_emit(enum log_level lvl, const char *suffix, const char *fmt, va_list ap)
 	}
 	char line[LOG_MSG_MAX + 104];
 	n = snprintf(line, sizeof(line), "%s %s[%d]: %s%s%s\n", tbuf,
-	    log_progname, (int)getpid(),
+	    log_progname, (int)log_pid(),
 	    lvl <= LOG_L_WARN ? log_level_names[lvl] : "",
 	    lvl <= LOG_L_WARN ? ": " : "", msg);
 	if (n < 0)

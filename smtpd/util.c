@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "tern/log.h"
 #include "tern/util.h"
 
@@ -293,4 +295,22 @@ fsync_dir(const char *dirpath)
 	close(fd);
 	errno = saved;
 	return r;
+}
+
+struct event_base *
+util_event_base_new(void)
+{
+	struct event_config *cfg = event_config_new();
+	struct event_base *base;
+
+	if (cfg == NULL)
+		panic("util_event_base_new: event_config_new failed");
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	base = event_base_new_with_config(cfg);
+	event_config_free(cfg);
+	if (base == NULL)
+		base = event_base_new();
+	if (base == NULL)
+		panic("util_event_base_new: event_base_new failed");
+	return base;
 }

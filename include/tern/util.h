@@ -50,6 +50,14 @@ size_t utf8_seq_len(const unsigned char *p, size_t n);
 /* ASCII-only case-insensitive compare of two byte ranges (0 if equal). */
 int ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen);
 
+struct event_base;
+/*
+ * A new event_base for a busy loop: epoll with the change list, so that
+ * enabling and disabling events within one loop iteration costs no
+ * epoll_ctl() calls of its own. Never NULL (panics).
+ */
+struct event_base *util_event_base_new(void);
+
 /* write() all of buf, retrying on EINTR; 0 or -1 with errno. */
 int write_all(int fd, const void *buf, size_t len);
 /* fsync() the directory that holds path (or path itself if a directory). */
