@@ -4,8 +4,9 @@
  * Any thread. Owns the DB_ENV and the two DB handles (free-threaded:
  * DB_THREAD, so every DBT that BDB fills uses DB_DBT_MALLOC/REALLOC).
  * Read-write: a transactional environment opened with DB_RECOVER (the
- * caller guarantees a single process), commits with DB_TXN_WRITE_NOSYNC,
- * durability by store_flush(); the accept path never waits for it (the
+ * caller guarantees a single process), commits with DB_TXN_NOSYNC (the
+ * log stays in BDB's buffer), durability by store_flush() every 100 ms or
+ * an explicit sync commit; the accept path never waits for it (the
  * segment log is the source of truth for acceptance, doc/queue.md).
  * Read-only: a private (heap) environment with only a buffer pool, both
  * databases opened DB_RDONLY: nothing is written, no recovery is run.
@@ -75,7 +76,8 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 		s->env->set_lg_bsize(s->env, 256u << 10);
 		s->env->set_lg_max(s->env, 8u << 20);
 		s->env->set_lk_detect(s->env, DB_LOCK_DEFAULT);
-		s->env->set_flags(s->env, DB_TXN_WRITE_NOSYNC, 1);
+		/* no write(2) per commit: the housekeeper flushes every 100 ms */
+		s->env->set_flags(s->env, DB_TXN_NOSYNC, 1);
 		envflags = DB_CREATE | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_LOCK |
 		    DB_INIT_MPOOL | DB_THREAD | DB_RECOVER;
 	}
