@@ -687,6 +687,8 @@ queue_hk_recycle(struct queue *q)
 		struct queue_seg *s = &q->segs[i];
 		if (s->live == 0 && s->num != q->cur_num && !s->recycling) {
 			s->recycling = 1;
+			queue_seg_rfd_put(s->rfd);   /* readers still on it keep theirs */
+			s->rfd = NULL;
 			nums[n] = s->num;
 			sizes[n++] = s->size;
 		}

@@ -66,10 +66,20 @@ queue_seg_add(struct queue *q, uint32_t num, uint64_t size)
 }
 
 void
+queue_seg_rfd_put(struct seg_rfd *rf)
+{
+	if (rf != NULL && --rf->refs == 0) {
+		close(rf->fd);
+		free(rf);
+	}
+}
+
+void
 queue_seg_drop(struct queue *q, uint32_t num)
 {
 	for (size_t i = 0; i < q->nsegs; i++) {
 		if (q->segs[i].num == num) {
+			queue_seg_rfd_put(q->segs[i].rfd);
 			memmove(&q->segs[i], &q->segs[i + 1],
 			    (q->nsegs - i - 1) * sizeof(*q->segs));
 			q->nsegs--;
@@ -564,6 +574,8 @@ queue_close(struct queue *q)
 	pthread_mutex_destroy(&q->prep_lock);
 	pthread_cond_destroy(&q->cond);
 	pthread_cond_destroy(&q->hk_cond);
+	for (size_t i = 0; i < q->nsegs; i++)
+		queue_seg_rfd_put(q->segs[i].rfd);
 	free(q->segs);
 	free(q->dir);
 	free(q->segdir);
@@ -716,6 +728,17 @@ queue_walk(struct queue *q, queue_walk_fn *fn, void *arg)
 	return store_walk(q->st, STORE_ENVELOPES, queue_walk_one, &c);
 }
 
+static void
+queue_read_body_release(struct queue *q, struct seg_rfd *rf, int fd)
+{
+	if (rf != NULL) {
+		pthread_mutex_lock(&q->lock);
+		queue_seg_rfd_put(rf);
+		pthread_mutex_unlock(&q->lock);
+	} else if (fd >= 0)
+		close(fd);
+}
+
 int
 queue_read_body(struct queue *q, const struct envelope *env, char **out,
     size_t *len)
@@ -726,6 +749,7 @@ queue_read_body(struct queue *q, const struct envelope *env, char **out,
 	size_t got = 0;
 	int fd = -1, saved;
 	uint32_t crc;
+	struct seg_rfd *rf = NULL;
 
 	*out = NULL;
 	*len = 0;
@@ -734,8 +758,28 @@ queue_read_body(struct queue *q, const struct envelope *env, char **out,
 		errno = EBADMSG;
 		return -1;
 	}
+	/*
+	 * Readers share one fd per segment (open/close per message was two
+	 * system calls of every delivery); a segment being recycled is read
+	 * through a fd of its own, as is everything in read-only mode.
+	 */
 	seg_path(q->segdir, env->seg, path, sizeof(path));
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+	pthread_mutex_lock(&q->lock);
+	struct queue_seg *sg = queue_seg_find(q, env->seg);
+	if (sg != NULL && !sg->recycling) {
+		if (sg->rfd == NULL && (fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+			sg->rfd = xcalloc(1, sizeof(*sg->rfd));
+			sg->rfd->fd = fd;
+			sg->rfd->refs = 1;
+		}
+		if (sg->rfd != NULL) {
+			rf = sg->rfd;
+			rf->refs++;
+		}
+	}
+	pthread_mutex_unlock(&q->lock);
+	fd = rf != NULL ? rf->fd : open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
 		errno = EIO;
 		goto fail;
 	}
@@ -765,14 +809,13 @@ queue_read_body(struct queue *q, const struct envelope *env, char **out,
 		goto fail;
 	}
 	memmove(buf, buf + SEG_HDR_LEN + env->body_off, env->size);
-	close(fd);
+	queue_read_body_release(q, rf, fd);
 	*out = (char *)buf;
 	*len = env->size;
 	return 0;
 fail:
 	saved = errno;
-	if (fd >= 0)
-		close(fd);
+	queue_read_body_release(q, rf, fd);
 	free(buf);
 	errno = saved;
 	return -1;

@@ -97,12 +97,22 @@ struct queue_req {
 
 /* ---- the segment table ---- */
 
+/* A read-only fd of a segment shared by body readers (refs under q->lock). */
+struct seg_rfd {
+	int fd;
+	unsigned refs;          /* the table's reference + one per reader */
+};
+
 struct queue_seg {
 	uint32_t num;
 	uint64_t size;
 	uint64_t live;          /* envelopes pointing into it */
 	int recycling;
+	struct seg_rfd *rfd;    /* owned ref or NULL: cached for queue_read_body */
 };
+
+/* Drop one reference (q->lock held); the last one closes the fd. */
+void queue_seg_rfd_put(struct seg_rfd *rf);
 
 struct queue {
 	char *dir, *segdir, *tmpdir, *dbdir;

@@ -117,12 +117,22 @@ log_emit(enum log_level lvl, const char *suffix, const char *fmt, va_list ap)
 	if (suffix != NULL)
 		snprintf(msg + n, sizeof(msg) - n, ": %s", suffix);
 
+	/* the seconds part changes once a second: format it once per thread */
+	static __thread time_t last_sec = -1;
+	static __thread char last_buf[32];
+	static __thread int last_len;
 	struct timespec ts;
-	struct tm tm;
 	char tbuf[48];
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	n = (int)strftime(tbuf, sizeof(tbuf), "%Y-%m-%dT%H:%M:%S", &tm);
+	if (ts.tv_sec != last_sec) {
+		struct tm tm;
+		gmtime_r(&ts.tv_sec, &tm);
+		last_len = (int)strftime(last_buf, sizeof(last_buf),
+		    "%Y-%m-%dT%H:%M:%S", &tm);
+		last_sec = ts.tv_sec;
+	}
+	memcpy(tbuf, last_buf, (size_t)last_len);
+	n = last_len;
 	snprintf(tbuf + n, sizeof(tbuf) - (size_t)n, ".%03ldZ",
 	    ts.tv_nsec / 1000000);
 
