@@ -39,6 +39,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "tern/hdr_scan.h"
 #include "tern/log.h"
 #include "tern/metrics.h"
 #include "tern/util.h"
@@ -73,7 +74,16 @@ struct smtpd_tx {
 	size_t nrcpt;                 /* for the log, once env has moved */
 	uint64_t size;
 	int too_big;                  /* real size over max-message-size */
+	/* submission fix-ups (RFC 6409 8): the header section is held back */
+	int fixup;                    /* still in the header section */
+	struct hdr_scan hs;
+	char *hbuf;                   /* owned: header bytes held back */
+	size_t hlen, hcap;
+	char msgid_host[SMTP_DOMAIN_MAX + 1];
 };
+
+/* Headers larger than this go through unchanged (no fix-ups). */
+#define SMTPD_FIXUP_MAX (64 * 1024)
 
 struct smtpd_session {
 	uint64_t id;
@@ -198,6 +208,7 @@ smtpd_tx_free(struct smtpd_session *s)
 		return;
 	envelope_free(s->tx->env);
 	spool_free(s->tx->body);
+	free(s->tx->hbuf);
 	free(s->tx);
 	s->tx = NULL;
 	s->qid[0] = '\0';
@@ -484,10 +495,9 @@ smtpd_rfc5322_date(char *buf, size_t len)
 }
 
 static void
-smtpd_data_out(void *arg, const char *p, size_t len)
+smtpd_tx_write(struct smtpd_tx *tx, const char *p, size_t len)
 {
-	struct smtpd_tx *tx = arg;
-	if (tx->too_big || tx->write_errno)
+	if (tx->too_big || tx->write_errno || len == 0)
 		return;
 	if (spool_size(tx->body) + len > tx->declared_size) {
 		/* declared_size holds the limit while streaming, see cmd_data */
@@ -496,6 +506,82 @@ smtpd_data_out(void *arg, const char *p, size_t len)
 	}
 	if (spool_write(tx->body, p, len) < 0)
 		tx->write_errno = errno ? errno : EIO;
+}
+
+/*
+ * Write the held-back header section, adding Date: and Message-ID: where
+ * the client left them out (RFC 6409 8.1, 8.3). sep: the empty line that
+ * ended the section is the last sep bytes of hbuf (0 when the message has
+ * no body), so the new fields go before it.
+ */
+static void
+smtpd_fixup_flush(struct smtpd_tx *tx, size_t sep)
+{
+	char add[512], date[64];
+	size_t n = 0;
+
+	tx->fixup = 0;
+	if (!(tx->hs.flags & HDR_HAVE_DATE)) {
+		smtpd_rfc5322_date(date, sizeof(date));
+		n += (size_t)snprintf(add + n, sizeof(add) - n, "Date: %s\r\n", date);
+	}
+	if (!(tx->hs.flags & HDR_HAVE_MSGID)) {
+		char qid[QID_STRLEN + 1];
+		qid_format(tx->env->id, qid);
+		n += (size_t)snprintf(add + n, sizeof(add) - n,
+		    "Message-ID: <%s.%08x@%s>\r\n", qid, (unsigned)random(),
+		    tx->msgid_host);
+	}
+	if (n >= sizeof(add))
+		n = 0;
+	smtpd_tx_write(tx, tx->hbuf, tx->hlen - sep);
+	smtpd_tx_write(tx, add, n);
+	smtpd_tx_write(tx, tx->hbuf + tx->hlen - sep, sep);
+	free(tx->hbuf);
+	tx->hbuf = NULL;
+	tx->hlen = tx->hcap = 0;
+}
+
+static void
+smtpd_data_out(void *arg, const char *p, size_t len)
+{
+	struct smtpd_tx *tx = arg;
+
+	if (tx->fixup) {
+		size_t n = hdr_scan_feed(&tx->hs, p, len);
+		if (tx->hlen + n > SMTPD_FIXUP_MAX) {
+			/* unusually large header: pass it through untouched */
+			tx->fixup = 0;
+			smtpd_tx_write(tx, tx->hbuf, tx->hlen);
+			free(tx->hbuf);
+			tx->hbuf = NULL;
+			tx->hlen = tx->hcap = 0;
+			smtpd_tx_write(tx, p, len);
+			return;
+		}
+		if (tx->hlen + n > tx->hcap) {
+			size_t cap = tx->hcap ? tx->hcap : 4096;
+			while (cap < tx->hlen + n)
+				cap *= 2;
+			char *nb = realloc(tx->hbuf, cap);
+			if (nb == NULL) {
+				tx->write_errno = ENOMEM;
+				return;
+			}
+			tx->hbuf = nb;
+			tx->hcap = cap;
+		}
+		memcpy(tx->hbuf + tx->hlen, p, n);
+		tx->hlen += n;
+		if (!(tx->hs.flags & HDR_END))
+			return;
+		/* the empty line ending the header section: CRLF or LF */
+		smtpd_fixup_flush(tx, tx->hlen >= 2 &&
+		    tx->hbuf[tx->hlen - 2] == '\r' ? 2 : 1);
+		p += n;
+		len -= n;
+	}
+	smtpd_tx_write(tx, p, len);
 }
 
 static int
@@ -548,6 +634,12 @@ smtpd_cmd_data(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	tx->declared_size = s->conf->max_message_size + (uint64_t)n;
 	data_filter_init(&tx->df, s->conf->bare_newline == CONF_BARE_NORMALIZE ?
 	    DATA_F_NORMALIZE : 0);
+	if (s->lc->mode == CONF_LISTEN_SUBMISSION) {
+		tx->fixup = 1;
+		hdr_scan_init(&tx->hs);
+		snprintf(tx->msgid_host, sizeof(tx->msgid_host), "%s",
+		    s->conf->hostname);
+	}
 	smtpd_enter(s, SMTPD_S_DATA);
 	smtpd_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
 	return 0;
@@ -946,6 +1038,9 @@ smtpd_data_end(struct smtpd_session *s)
 {
 	struct smtpd_tx *tx = s->tx;
 	unsigned seen = tx->df.seen;
+
+	if (tx->fixup)          /* headers only, no body: add at the end */
+		smtpd_fixup_flush(tx, 0);
 
 	if ((seen & (DATA_SEEN_BARE_LF | DATA_SEEN_BARE_CR)) &&
 	    !(tx->df.flags & DATA_F_NORMALIZE)) {

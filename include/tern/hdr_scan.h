@@ -1,0 +1,36 @@
+/*
+ * hdr_scan.h - incremental scanner of a message's header section (RFC 5322
+ * 2.2, 3.6): where it ends, and whether Date: and Message-ID: are present.
+ * Used for the submission fix-ups of RFC 6409 8.1 and 8.3.
+ *
+ * Pure and incremental: no allocation, no I/O; any split of the input gives
+ * the same result. Input is message text as the DATA filter outputs it
+ * (lines end in CRLF; a bare LF is taken as a line end too).
+ */
+#ifndef TERN_HDR_SCAN_H
+#define TERN_HDR_SCAN_H
+
+#include <stddef.h>
+
+#define HDR_HAVE_DATE   0x1u
+#define HDR_HAVE_MSGID  0x2u
+#define HDR_END         0x4u   /* the empty line that ends the header section was seen */
+
+struct hdr_scan {
+	int state;               /* private */
+	unsigned flags;          /* HDR_* */
+	size_t name_len;         /* private */
+	char name[16];           /* private: field name so far */
+};
+
+void hdr_scan_init(struct hdr_scan *h);
+
+/*
+ * Feed p[0..len). Returns how many bytes belong to the header section,
+ * counting the empty line that ends it (then HDR_END is set and later calls
+ * return 0). A field name is recognised case-insensitively at the start of
+ * a line (not on a folded continuation line).
+ */
+size_t hdr_scan_feed(struct hdr_scan *h, const char *p, size_t len);
+
+#endif

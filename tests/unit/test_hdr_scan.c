@@ -1,0 +1,70 @@
+/* test_hdr_scan.c - the header-section scanner, whole and byte by byte. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "tern/hdr_scan.h"
+
+static const struct {
+	const char *in;
+	size_t hdr_len;          /* bytes of the header section incl. the empty line */
+	unsigned flags;
+} cases[] = {
+	{ "Subject: x\r\n\r\nbody\r\n", 14, HDR_END },
+	{ "Date: Sat, 21 Nov 2026 16:40:48 +0000\r\nSubject: x\r\n\r\nb\r\n",
+	  53, HDR_END | HDR_HAVE_DATE },
+	{ "message-ID: <a@b>\r\n\r\n", 21, HDR_END | HDR_HAVE_MSGID },
+	{ "MESSAGE-ID:<a@b>\r\nDATE:x\r\n\r\n", 28,
+	  HDR_END | HDR_HAVE_MSGID | HDR_HAVE_DATE },
+	/* a folded line that starts with "Date:" is not a Date field */
+	{ "Subject: a\r\n Date: no\r\n\r\n", 25, HDR_END },
+	/* "Date" needs its colon; longer names do not match */
+	{ "Dates: x\r\nDate : y\r\nX-Date: z\r\n\r\n", 33, HDR_END },
+	/* no empty line: all of it is header section, not ended */
+	{ "Subject: only headers\r\n", 23, 0 },
+	/* bare LF line ends */
+	{ "Date: x\n\nbody\n", 9, HDR_END | HDR_HAVE_DATE },
+	/* empty message / body starting at once */
+	{ "\r\nbody\r\n", 2, HDR_END },
+	{ "", 0, 0 },
+	/* a lone CR at a line start is not an empty line */
+	{ "\rX: y\r\n\r\n", 9, HDR_END },
+	/* the empty line after a body line in the body is not looked at */
+	{ "A: b\r\n\r\nDate: later\r\n\r\n", 8, HDR_END },
+};
+
+static void
+test_whole_and_bytewise(void **state)
+{
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *in = cases[i].in;
+		size_t len = strlen(in), n, tot = 0;
+		struct hdr_scan h;
+
+		hdr_scan_init(&h);
+		n = hdr_scan_feed(&h, in, len);
+		if (n != cases[i].hdr_len || h.flags != cases[i].flags)
+			fail_msg("case %zu: len %zu flags %u, want %zu %u", i, n,
+			    h.flags, cases[i].hdr_len, cases[i].flags);
+		hdr_scan_init(&h);
+		for (size_t k = 0; k < len; k++)
+			tot += hdr_scan_feed(&h, in + k, 1);
+		assert_int_equal(tot, cases[i].hdr_len);
+		assert_int_equal(h.flags, cases[i].flags);
+		/* after the end, nothing more is taken */
+		if (h.flags & HDR_END)
+			assert_int_equal(hdr_scan_feed(&h, "Date: x\r\n", 9), 0);
+	}
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_whole_and_bytewise),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
