@@ -39,8 +39,9 @@
 
 struct deliver_pool {
 	struct queue *q;                    /* borrowed */
-	pthread_mutex_t lock;               /* guards conf */
+	pthread_mutex_t lock;               /* guards conf and closing */
 	struct conf *conf;                  /* owned reference */
+	int closing;                        /* stopped: submit drops jobs */
 	SSL_CTX *ssl_ctx;                   /* owned; shared by the workers */
 	struct dlv_worker *w;               /* owned array */
 	unsigned n;
@@ -371,7 +372,18 @@ deliver_pool_submit(struct deliver_pool *p, struct dlv_job *j)
 
 	free(key);
 	j->hdr.type = TQ_DELIVERY_JOB;
-	tq_post(p->w[i].inbox, &j->hdr);
+	/*
+	 * The scheduler may still hand out a job while ternd shuts down: once
+	 * the pool is closing the job is dropped (its recipients stay pending
+	 * in the queue and are tried after the restart).
+	 */
+	pthread_mutex_lock(&p->lock);
+	if (!p->closing) {
+		tq_post(p->w[i].inbox, &j->hdr);
+		j = NULL;
+	}
+	pthread_mutex_unlock(&p->lock);
+	dlv_job_free(j);
 }
 
 void
@@ -392,10 +404,20 @@ deliver_pool_stop(struct deliver_pool *p)
 {
 	if (p == NULL)
 		return;
+	pthread_mutex_lock(&p->lock);
+	p->closing = 1;
+	pthread_mutex_unlock(&p->lock);
 	for (unsigned i = 0; i < p->n; i++)
 		tq_call(p->w[i].inbox, dlv_worker_stop_cb, &p->w[i]);
 	for (unsigned i = 0; i < p->n; i++)
 		pthread_join(p->w[i].thread, NULL);
+}
+
+void
+deliver_pool_free(struct deliver_pool *p)
+{
+	if (p == NULL)
+		return;
 	free(p->w);
 	SSL_CTX_free(p->ssl_ctx);
 	conf_unref(p->conf);

@@ -24,8 +24,8 @@
  * resume submits them.
  *
  * Shutdown order (caller): deliver_pool_stop() first (no result arrives
- * later), then sched_stop() (waits for DSN commits in flight), then
- * queue_close(). libevent must be thread-enabled (evthread_use_pthreads):
+ * later; jobs handed out meanwhile are dropped), then sched_stop() (waits
+ * for DSN commits in flight), then deliver_pool_free() and queue_close(). libevent must be thread-enabled (evthread_use_pthreads):
  * workers and the committer post to the inbox from their threads.
  */
 #include <errno.h>

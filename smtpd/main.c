@@ -335,6 +335,7 @@ main(int argc, char **argv)
 	queue_set_notify(t.queue, NULL);
 	deliver_pool_stop(t.pool);
 	sched_stop(t.sched);
+	deliver_pool_free(t.pool);
 	queue_close(t.queue);
 	smtpd_loops_free(srv);
 	auth_pool_stop(srv->auth_pool);

@@ -80,8 +80,14 @@ struct deliver_pool *deliver_pool_start(struct queue *q, struct conf *conf,
 void deliver_pool_submit(struct deliver_pool *p, struct dlv_job *j);
 /* Replace the conf used for new jobs (reload). */
 void deliver_pool_set_conf(struct deliver_pool *p, struct conf *conf);
-/* Stop: abandon in-flight attempts (their recipients stay pending), join. */
+/*
+ * Stop: abandon in-flight attempts (their recipients stay pending), join
+ * the workers. Jobs submitted afterwards are dropped. The pool stays
+ * allocated until deliver_pool_free(), to be called once the scheduler
+ * that submits to it has stopped.
+ */
 void deliver_pool_stop(struct deliver_pool *p);
+void deliver_pool_free(struct deliver_pool *p);
 
 /* ---- scheduler (queue/sched.c) ---- */
 

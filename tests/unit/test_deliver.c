@@ -358,6 +358,7 @@ fx_free(struct fx *f)
 	char cmd[4200];
 
 	deliver_pool_stop(f->pool);
+	deliver_pool_free(f->pool);
 	queue_close(f->q);
 	conf_unref(f->conf);
 	tq_free(f->tq);
