@@ -127,7 +127,9 @@ srv_session(struct srv *sv, int fd)
 
 			if (in_data) {
 				/* everything up to and including CRLF.CRLF */
-				data = realloc(data, datalen + have);
+				char *nd = realloc(data, datalen + have);
+				assert_non_null(nd);
+				data = nd;
 				memcpy(data + datalen, buf, have);
 				datalen += have;
 				have = 0;

@@ -17,46 +17,7 @@
 
 /* --- DNS wire format, built by hand ------------------------------------- */
 
-struct wire {
-	unsigned char b[4096];
-	size_t n;
-};
-
-static void
-w_u8(struct wire *w, unsigned v)
-{
-	assert_true(w->n < sizeof(w->b));
-	w->b[w->n++] = (unsigned char)v;
-}
-
-static void
-w_u16(struct wire *w, unsigned v)
-{
-	w_u8(w, v >> 8 & 0xff);
-	w_u8(w, v & 0xff);
-}
-
-static void
-w_u32(struct wire *w, uint32_t v)
-{
-	w_u16(w, v >> 16);
-	w_u16(w, v & 0xffff);
-}
-
-static void
-w_name(struct wire *w, const char *name)
-{
-	while (*name != '\0' && strcmp(name, ".") != 0) {
-		const char *dot = strchr(name, '.');
-		size_t len = dot ? (size_t)(dot - name) : strlen(name);
-
-		w_u8(w, (unsigned)len);
-		for (size_t i = 0; i < len; i++)
-			w_u8(w, (unsigned char)name[i]);
-		name += len + (dot ? 1 : 0);
-	}
-	w_u8(w, 0);
-}
+#include "dns_wire.h"
 
 static void
 w_reply(struct wire *w, unsigned rcode, const char *qname, unsigned qtype,

@@ -107,39 +107,7 @@ seen_add(const char *name, int type)
 
 /* --- wire format -------------------------------------------------------- */
 
-struct wire {
-	unsigned char b[1500];
-	size_t n;
-};
-
-static void
-w_u8(struct wire *w, unsigned v)
-{
-	if (w->n < sizeof(w->b))
-		w->b[w->n++] = (unsigned char)v;
-}
-
-static void
-w_u16(struct wire *w, unsigned v)
-{
-	w_u8(w, v >> 8 & 0xff);
-	w_u8(w, v & 0xff);
-}
-
-static void
-w_name(struct wire *w, const char *name)
-{
-	while (*name != '\0' && strcmp(name, ".") != 0) {
-		const char *dot = strchr(name, '.');
-		size_t len = dot ? (size_t)(dot - name) : strlen(name);
-
-		w_u8(w, (unsigned)len);
-		for (size_t i = 0; i < len; i++)
-			w_u8(w, (unsigned char)name[i]);
-		name += len + (dot ? 1 : 0);
-	}
-	w_u8(w, 0);
-}
+#include "dns_wire.h"
 
 static void
 w_rr(struct wire *w, const struct zrec *z)
