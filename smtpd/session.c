@@ -343,6 +343,7 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		return -1;
 	}
 	if (p.has_size && p.size > s->conf->max_message_size) {
+		METRIC_INC(messages_refused_total[METRICS_REF_SIZE]);
 		smtpd_reply(s, 552, "5.3.4", "Message size exceeds fixed limit of "
 		    "%llu bytes", (unsigned long long)s->conf->max_message_size);
 		return -1;
