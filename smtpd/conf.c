@@ -577,36 +577,38 @@ conf_set_hostport(struct conf_parser *p, const struct conf_directive *d,
 	return conf_store_string(p, d, argv[0]);
 }
 
+/* A plain number within the directive's bounds, stored as unsigned or u16. */
+static int
+conf_set_number(struct conf_parser *p, const struct conf_directive *d,
+    const char *arg, const char *what, int is_port)
+{
+	uint64_t v;
+
+	if (conf_parse_u64(arg, strlen(arg), &v) == -1) {
+		conf_error(p, "%s: bad %s \"%s\"", d->name, what, arg);
+		return -1;
+	}
+	if (conf_range_check(p, d, d->type, arg, v) == -1)
+		return -1;
+	if (is_port)
+		*(uint16_t *)conf_field(p, d) = (uint16_t)v;
+	else
+		*(unsigned *)conf_field(p, d) = (unsigned)v;
+	return 0;
+}
+
 static int
 conf_set_uint(struct conf_parser *p, const struct conf_directive *d,
     int argc, char **argv)
 {
-	uint64_t v;
-
-	if (conf_parse_u64(argv[0], strlen(argv[0]), &v) == -1) {
-		conf_error(p, "%s: bad number \"%s\"", d->name, argv[0]);
-		return -1;
-	}
-	if (conf_range_check(p, d, d->type, argv[0], v) == -1)
-		return -1;
-	*(unsigned *)conf_field(p, d) = (unsigned)v;
-	return 0;
+	return conf_set_number(p, d, argv[0], "number", 0);
 }
 
 static int
 conf_set_port(struct conf_parser *p, const struct conf_directive *d,
     int argc, char **argv)
 {
-	uint64_t v;
-
-	if (conf_parse_u64(argv[0], strlen(argv[0]), &v) == -1) {
-		conf_error(p, "%s: bad port \"%s\"", d->name, argv[0]);
-		return -1;
-	}
-	if (conf_range_check(p, d, d->type, argv[0], v) == -1)
-		return -1;
-	*(uint16_t *)conf_field(p, d) = (uint16_t)v;
-	return 0;
+	return conf_set_number(p, d, argv[0], "port", 1);
 }
 
 static int
