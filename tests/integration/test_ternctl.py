@@ -219,7 +219,15 @@ def test_protocol(two_messages):
 
 def test_fallback_to_queue_dir(two_messages):
     t, _, id1, id2 = two_messages
-    live = {m["id"]: m for m in t.queue()}
+    # The first delivery attempt (to a refusing port) rewrites each recipient's
+    # status; wait for it so the snapshot is stable (the next retry is minutes away).
+    deadline = time.monotonic() + 20
+    while True:
+        live = {m["id"]: m for m in t.queue()}
+        if all(live[i]["attempts"] >= 1 for i in (id1, id2)):
+            break
+        assert time.monotonic() < deadline, live
+        time.sleep(0.1)
     body1 = t.show_body(id1)
     t.stop()
 
