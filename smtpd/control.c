@@ -286,7 +286,9 @@ ctl_filter_match(const struct ctl_filter *f, const struct envelope *env,
 
 	if (f->held >= 0 && ((env->flags & ENV_F_HOLD) != 0) != f->held)
 		return 0;
-	if (f->older_than >= 0 && now - env->arrival < f->older_than)
+	/* arrival comes from a queue record (any int64): no now - arrival */
+	if (f->older_than >= 0 && (env->arrival > now ||
+	    (uint64_t)now - (uint64_t)env->arrival < (uint64_t)f->older_than))
 		return 0;
 	if (f->from[0] != '\0' && (env->sender == NULL ||
 	    strcasestr(env->sender, f->from) == NULL))

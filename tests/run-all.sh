@@ -1,6 +1,6 @@
 #!/bin/sh
 # tests/run-all.sh - every test of tern, in the order that fails fastest:
-#   1. release-ish build (-Werror) + cmocka unit tests
+#   1. release-ish build (-Werror) + cmocka unit tests, cppcheck
 #   2. integration tests (pytest) against the real ternd of that build
 #   3. ASan+UBSan build: unit + integration tests again
 #   4. libFuzzer targets (clang), a short run each over the seed corpus
@@ -20,6 +20,9 @@ ninja -C build
 
 step "unit tests"
 meson test -C build --print-errorlogs || failed="$failed unit"
+
+step "cppcheck"
+sh tests/cppcheck.sh || failed="$failed cppcheck"
 
 step "integration tests"
 TERN_BUILD_DIR="$top/build" $PY -m pytest -q tests/integration || failed="$failed integration"

@@ -537,6 +537,40 @@ test_ctl_filter(void **state)
 	envelope_free(h);
 }
 
+/* "older_than" against any arrival a queue record may carry (no overflow) */
+static void
+test_ctl_filter_age_extremes(void **state)
+{
+	const struct {
+		int64_t arrival, now, older_than;
+		int match;
+	} cases[] = {
+		{ INT64_MIN, 6000, 0, 1 },
+		{ INT64_MIN, 6000, INT64_MAX, 1 },
+		{ INT64_MIN, INT64_MAX, INT64_MAX, 1 },
+		{ INT64_MAX, 6000, 0, 0 },              /* in the future */
+		{ INT64_MAX, INT64_MAX, 0, 1 },
+		{ INT64_MAX, INT64_MAX, 1, 0 },
+		{ 6000, 6000, 0, 1 },
+		{ 6000, 6000, 1, 0 },
+		{ 6001, 6000, 0, 0 },
+		{ -1, 0, 1, 1 },
+		{ -1, 0, 2, 0 },
+		{ 0, INT64_MAX, INT64_MAX, 1 },
+		{ 1, INT64_MAX, INT64_MAX, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct envelope *e = ctl_test_env("a@b", 0, cases[i].arrival,
+		    "c@d", RCPT_PENDING, "e@f", RCPT_PENDING);
+		struct ctl_filter f;
+		ctl_filter_init(&f);
+		f.older_than = cases[i].older_than;
+		assert_int_equal(ctl_filter_match(&f, e, cases[i].now), cases[i].match);
+		envelope_free(e);
+	}
+}
+
 int
 main(void)
 {
@@ -549,6 +583,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_ctl_answer_later, ctl_test_setup,
 		    ctl_test_teardown),
 		cmocka_unit_test(test_ctl_filter),
+		cmocka_unit_test(test_ctl_filter_age_extremes),
 		cmocka_unit_test_setup_teardown(test_ctl_socket_file, ctl_test_setup,
 		    ctl_test_teardown),
 	};
