@@ -32,7 +32,6 @@
 #include "queue_int.h"
 
 #define QUEUE_DEF_SEGMENT   (64ull << 20)
-#define QUEUE_DEF_SPOOL     (256ull << 10)
 #define QUEUE_MIN_SEGMENT   (64ull << 10)
 
 /* ---- segment table (q->lock held) ---- */
@@ -497,7 +496,8 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 	if (q->segment_size < QUEUE_MIN_SEGMENT)
 		q->segment_size = QUEUE_MIN_SEGMENT;
 	q->segment_size = (q->segment_size + SEG_ALIGN - 1) / SEG_ALIGN * SEG_ALIGN;
-	q->spool_memory = o->spool_memory ? o->spool_memory : QUEUE_DEF_SPOOL;
+	q->spool_memory = o->spool_memory;
+	q->spool_budget = o->spool_budget;
 	q->dir = xstrdup(o->dir);
 	q->segdir = queue_join(o->dir, "segments");
 	q->tmpdir = queue_join(o->dir, "tmp");

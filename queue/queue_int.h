@@ -117,6 +117,8 @@ void queue_seg_rfd_put(struct seg_rfd *rf);
 struct queue {
 	char *dir, *segdir, *tmpdir, *dbdir;
 	uint64_t segment_size, spool_memory;
+	uint64_t spool_budget;          /* cap on spool_inuse */
+	uint64_t spool_inuse;           /* atomic: bytes of all spools' buffers */
 	int readonly;
 	int lockfd;
 	struct store *st;

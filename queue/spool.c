@@ -8,6 +8,13 @@
  * syncs: durability comes from the copy into the segment. Writes to the
  * spill file are plain write()s on a local disk (page cache); never blocks
  * on the network. The bytes are the peer's, stored verbatim.
+ *
+ * Memory budget: the buffers of all spools of a queue together stay within
+ * spool_budget bytes. A buffer reserves what it grows by (an atomic add on
+ * q->spool_inuse, from any session thread); a growth the budget cannot take
+ * spills that body to its file instead, so many sessions in DATA at once
+ * cost disk writes, never unbounded memory. Spilling or freeing returns the
+ * buffer's bytes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,8 +23,19 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tern/metrics.h"
 #include "tern/util.h"
 #include "queue_int.h"
+
+static void
+spool_unreserve(struct spool *s)
+{
+	if (s->cap > 0) {
+		__atomic_sub_fetch(&s->q->spool_inuse, (uint64_t)s->cap,
+		    __ATOMIC_RELAXED);
+		METRIC_ADD(spool_memory_bytes, -(int64_t)s->cap);
+	}
+}
 
 struct spool *
 spool_new(struct queue *q)
@@ -48,10 +66,46 @@ spool_spill(struct spool *s)
 		errno = saved;
 		return -1;
 	}
+	spool_unreserve(s);
 	free(s->mem);
 	s->mem = NULL;
 	s->len = s->cap = 0;
 	s->fd = fd;
+	METRIC_INC(spool_spills_total);
+	return 0;
+}
+
+/*
+ * Make room in memory for len more bytes: 0, or -1 when the body is to go
+ * to its file instead (over spool_memory, over the budget, or no memory).
+ */
+static int
+spool_grow(struct spool *s, size_t len)
+{
+	struct queue *q = s->q;
+	size_t cap = s->cap ? s->cap : 4096;
+	uint64_t delta;
+	char *np;
+
+	if (s->len + len > q->spool_memory)
+		return -1;
+	while (cap < s->len + len)
+		cap *= 2;
+	if (cap > q->spool_memory)
+		cap = q->spool_memory;
+	delta = cap - s->cap;
+	if (__atomic_add_fetch(&q->spool_inuse, delta, __ATOMIC_RELAXED) >
+	    q->spool_budget) {
+		__atomic_sub_fetch(&q->spool_inuse, delta, __ATOMIC_RELAXED);
+		return -1;
+	}
+	if ((np = realloc(s->mem, cap)) == NULL) {
+		__atomic_sub_fetch(&q->spool_inuse, delta, __ATOMIC_RELAXED);
+		return -1;
+	}
+	METRIC_ADD(spool_memory_bytes, (int64_t)delta);
+	s->mem = np;
+	s->cap = cap;
 	return 0;
 }
 
@@ -64,28 +118,13 @@ spool_write(struct spool *s, const void *p, size_t len)
 	}
 	if (len == 0)
 		return 0;
-	if (s->fd < 0 && s->len + len > s->q->spool_memory) {
-		if (spool_spill(s) < 0)
-			goto fail;
-	}
+	if (s->fd < 0 && s->len + len > s->cap && spool_grow(s, len) < 0 &&
+	    spool_spill(s) < 0)
+		goto fail;
 	if (s->fd >= 0) {
 		if (write_all(s->fd, p, len) < 0)
 			goto fail;
 	} else {
-		if (s->len + len > s->cap) {
-			size_t cap = s->cap ? s->cap : 4096;
-			char *np;
-			while (cap < s->len + len)
-				cap *= 2;
-			if (cap > s->q->spool_memory)
-				cap = s->q->spool_memory;
-			if ((np = realloc(s->mem, cap)) == NULL) {
-				errno = ENOMEM;
-				goto fail;
-			}
-			s->mem = np;
-			s->cap = cap;
-		}
 		memcpy(s->mem + s->len, p, len);
 		s->len += len;
 	}
@@ -109,6 +148,7 @@ spool_free(struct spool *s)
 		return;
 	if (s->fd >= 0)
 		close(s->fd);
+	spool_unreserve(s);
 	free(s->mem);
 	free(s);
 }

@@ -258,6 +258,7 @@ main(int argc, char **argv)
 		.dir = conf->queue_dir,
 		.segment_size = conf->segment_size,
 		.spool_memory = conf->spool_memory,
+		.spool_budget = conf->spool_memory_total,
 		.readonly = 0,
 	};
 	uint64_t t0 = now_mono_us();

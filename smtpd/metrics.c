@@ -183,6 +183,14 @@ metrics_render_buf(struct evbuffer *b, struct queue *q)
 		    dlv[i], (unsigned long long)metrics_load(&m->deliveries_total[i]));
 	metrics_counter(b, "tern_dsn_total", "Delivery status notifications "
 	    "(bounces and delay warnings) queued.", metrics_load(&m->dsn_total));
+	metrics_head(b, "tern_spool_memory_bytes", "gauge",
+	    "Memory held by message bodies being received (spool-memory-total "
+	    "caps it).");
+	evbuffer_add_printf(b, "tern_spool_memory_bytes %lld\n",
+	    (long long)metrics_load_i(&m->spool_memory_bytes));
+	metrics_counter(b, "tern_spool_spills_total",
+	    "Message bodies moved from memory to a file while being received.",
+	    metrics_load(&m->spool_spills_total));
 	metrics_histogram(b, "tern_dns_duration_seconds",
 	    "Time to resolve a delivery destination.", &m->dns_seconds);
 	metrics_head(b, "tern_outbound_connections_open", "gauge",

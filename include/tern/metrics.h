@@ -61,6 +61,8 @@ struct metrics {
 	uint64_t out_connections_total;
 	uint64_t out_connections_reused_total;
 	uint64_t dsn_total;
+	int64_t spool_memory_bytes;           /* bodies being received, in memory */
+	uint64_t spool_spills_total;          /* bodies moved to a file */
 };
 
 extern struct metrics tern_metrics;

@@ -32,7 +32,9 @@ struct spool;
 struct queue_opts {
 	const char *dir;            /* queue directory (created if missing) */
 	uint64_t segment_size;      /* bytes per segment file */
-	uint64_t spool_memory;      /* body bytes kept in memory before spilling */
+	uint64_t spool_memory;      /* body bytes kept in memory before spilling
+	                               (per body; 0: every body goes to a file) */
+	uint64_t spool_budget;      /* bodies' memory in all (0: none) */
 	int readonly;               /* ternctl with the daemon stopped: no recovery writes */
 };
 

@@ -223,3 +223,46 @@ def test_sigterm_under_load_loses_no_acknowledged_message(ternd):
     missing = [i for i in acked if i not in queued]
     assert not missing, "acknowledged but lost: %s" % missing[:10]
     assert len(acked) >= 40
+
+
+def test_spool_memory_total_bounds_bodies_in_data(ternd, smtp_raw):
+    """spool-memory-total caps the memory of all bodies being received: with
+    three sessions each 60 KiB into DATA and a 100 KiB budget, the bodies that
+    do not fit go to files, and every message is still queued byte for byte."""
+    mport = free_port()
+    t = ternd(extra_conf="metrics-listen 127.0.0.1:%d\nspool-memory 64K\n"
+                         "spool-memory-total 100K" % mport)
+    s0 = scrape(mport)
+    assert s0["tern_spool_memory_bytes"] == 0 and s0["tern_spool_spills_total"] == 0
+    bodies, conns = [], []
+    for i in range(3):
+        c = smtp_raw(t.port())
+        c.greeting()
+        c.ehlo()
+        c.cmd("MAIL FROM:<a%d@sender.test>" % i, 250)
+        c.cmd("RCPT TO:<u%d@example.com>" % i, 250)
+        c.cmd("DATA", 354)
+        body = b"Subject: part %d\r\n\r\n" % i + \
+            b"".join(b"%d-%05d " % (i, n) + b"x" * 90 + b"\r\n" for n in range(600))
+        assert 55 * 1024 < len(body) < 62 * 1024
+        c.send(body)
+        bodies.append(body)
+        conns.append(c)
+        # in memory while it fits, spilled once the budget is spent
+        want_spills = max(0, i)
+        wait_for(lambda: (lambda m: m["tern_spool_spills_total"] >= want_spills and
+                          m["tern_spool_memory_bytes"] >= 60 * 1024)(scrape(mport)),
+                 what="body %d received" % i)
+    m = scrape(mport)
+    assert m["tern_spool_spills_total"] == 2, m
+    assert 60 * 1024 <= m["tern_spool_memory_bytes"] <= 100 * 1024, m
+    ids = []
+    for c in conns:
+        c.send(b".\r\n")
+        r = c.expect(250)
+        ids.append(re.search(r"queued as ([0-9A-Fa-f]{16})", r.text).group(1).lower())
+        c.cmd("QUIT", 221)
+    for qid, body in zip(ids, bodies):
+        assert t.show_message(qid) == body
+    wait_for(lambda: scrape(mport)["tern_spool_memory_bytes"] == 0,
+             what="spool memory returned")

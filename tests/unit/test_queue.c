@@ -30,6 +30,7 @@
 #include <event2/thread.h>
 
 #include "tern/log.h"
+#include "tern/metrics.h"
 #include "tern/queue.h"
 #include "tern/tq.h"
 #include "tern/util.h"
@@ -228,7 +229,10 @@ rmtree(const char *p)
 static struct queue *
 qopen(const char *dir, uint64_t segsize, uint64_t spoolmem, int readonly)
 {
-	struct queue_opts o = { dir, segsize, spoolmem, readonly };
+	/* spoolmem 0: the daemon's default */
+	struct queue_opts o = { .dir = dir, .segment_size = segsize,
+	    .spool_memory = spoolmem ? spoolmem : 256 << 10,
+	    .spool_budget = 64 << 20, .readonly = readonly };
 	struct queue *q = NULL;
 	char err[256] = "";
 
@@ -718,7 +722,8 @@ test_readonly(void **state)
 	char *dir = mktmp("ro");
 	struct queue *q = qopen(dir, 1 << 20, 0, 0), *ro;
 	struct waiter *w = waiter_new();
-	struct queue_opts o = { dir, 1 << 20, 0, 1 };
+	struct queue_opts o = { .dir = dir, .segment_size = 1 << 20,
+	    .readonly = 1 };
 	char err[256], *before = malloc(65536), *after = malloc(65536);
 	struct envelope *e = NULL;
 	size_t n = 0;
@@ -787,6 +792,89 @@ test_status_reply(void **state)
 	assert_string_equal(text, "Insufficient system storage");
 	queue_status_reply(Q_TEMPFAIL, EIO, &code, &enh, &text);
 	assert_string_equal(text, "Local error in processing; try again later");
+}
+
+static int64_t
+spool_mem_now(void)
+{
+	return __atomic_load_n(&tern_metrics.spool_memory_bytes, __ATOMIC_RELAXED);
+}
+
+static uint64_t
+spool_spills_now(void)
+{
+	return __atomic_load_n(&tern_metrics.spool_spills_total, __ATOMIC_RELAXED);
+}
+
+/*
+ * The bodies' buffers together stay within spool_budget: a body whose growth
+ * the budget cannot take goes to its file, and is committed all the same;
+ * freeing a body returns its memory to the budget.
+ */
+static void
+test_spool_budget(void **state)
+{
+	char *dir = mktmp("budget");
+	struct queue_opts o = { .dir = dir, .segment_size = 1 << 20,
+	    .spool_memory = 64 << 10, .spool_budget = 100 << 10 };
+	struct queue *q = NULL;
+	struct waiter *w = waiter_new();
+	struct spool *s[3];
+	struct envelope *e;
+	char err[256], *b[3];
+	int64_t mem0;
+	uint64_t spills0;
+
+	assert_int_equal(queue_open(&o, &q, err, sizeof(err)), 0);
+	mem0 = spool_mem_now();
+	spills0 = spool_spills_now();
+	for (int i = 0; i < 3; i++) {
+		b[i] = body_make((uint64_t)i + 1, 60 << 10);
+		s[i] = spool_new(q);
+	}
+	/* the first fits: 64K of buffer */
+	for (size_t off = 0; off < 60 << 10; off += 1000)
+		assert_int_equal(spool_write(s[0], b[0] + off,
+		    (60 << 10) - off < 1000 ? (60 << 10) - off : 1000), 0);
+	assert_true(spool_mem_now() - mem0 == 64 << 10);
+	assert_true(spool_spills_now() == spills0);
+	/* the second would take the total past 100K: it spills, and its
+	 * buffer's memory is given back */
+	for (size_t off = 0; off < 60 << 10; off += 1000)
+		assert_int_equal(spool_write(s[1], b[1] + off,
+		    (60 << 10) - off < 1000 ? (60 << 10) - off : 1000), 0);
+	assert_true(spool_spills_now() == spills0 + 1);
+	assert_true(spool_mem_now() - mem0 == 64 << 10);
+	assert_true(spool_size(s[1]) == 60 << 10);
+	/* freeing the first makes room for the third in memory */
+	spool_free(s[0]);
+	assert_true(spool_mem_now() == mem0);
+	assert_int_equal(spool_write(s[2], b[2], 60 << 10), 0);
+	assert_true(spool_spills_now() == spills0 + 1);
+	assert_true(spool_mem_now() - mem0 == 64 << 10);
+
+	/* both bodies, from file and from memory, are queued exactly */
+	for (int i = 1; i < 3; i++) {
+		char rcpt[64];
+		e = envelope_new();
+		e->sender = strdup("sender@example.org");
+		snprintf(rcpt, sizeof(rcpt), "r%d@example.com", i + 1);
+		envelope_add_rcpt(e, rcpt, NULL, 0);
+		queue_commit_submit(q, e, s[i], w->tq, (uint64_t)i);
+	}
+	waiter_wait(w, 2);
+	for (int i = 1; i < 3; i++) {
+		assert_int_equal(w->res[i].st, Q_OK);
+		check_message(q, w->res[i].qid, (uint64_t)i + 1, 60 << 10);
+	}
+	for (int i = 0; i < 3; i++)
+		free(b[i]);
+	queue_close(q);
+	/* the committer freed them: every byte is back */
+	assert_true(spool_mem_now() == mem0);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
 }
 
 static void
@@ -981,6 +1069,7 @@ main(void)
 		cmocka_unit_test(test_oversized),
 		cmocka_unit_test(test_update),
 		cmocka_unit_test(test_readonly),
+		cmocka_unit_test(test_spool_budget),
 		cmocka_unit_test(test_enospc),
 	};
 	const char *bench = getenv("TERN_QUEUE_BENCH");
