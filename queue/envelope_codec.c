@@ -18,11 +18,16 @@
  *   u32 nrcpt            (<= ENV_CODEC_MAX_RCPT)
  *   nrcpt x { str addr, ostr orcpt, u8 state, u8 notify, ostr status,
  *             ostr last_error, ostr relay, i64 updated }
+ *   u32 nhist (<= ENV_HISTORY_MAX)   u32 hist_dropped
+ *   nhist x { i64 when, u32 rcpt (< nrcpt), u8 result, ostr relay,
+ *             ostr status, ostr reply, ostr tls }
  *
  * str = u32 length + bytes (no NUL inside, length <= ENV_CODEC_MAX_STR);
  * ostr = the same, or length 0xffffffff for "absent" (NULL). The record
- * must end exactly after the last recipient: trailing bytes are rejected.
- * The encoding is canonical: decode(x) succeeding implies encode() gives x.
+ * must end exactly after the last field: trailing bytes are rejected.
+ * Version 1 records (no history section) are still decoded; encode always
+ * writes the current version. For current-version input the encoding is
+ * canonical: decode(x) succeeding implies encode() gives x.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -53,6 +58,15 @@ envelope_rcpt_clear(struct env_rcpt *r)
 	free(r->relay);
 }
 
+static void
+envelope_attempt_clear(struct env_attempt *a)
+{
+	free(a->relay);
+	free(a->status);
+	free(a->reply);
+	free(a->tls);
+}
+
 void
 envelope_free(struct envelope *e)
 {
@@ -61,6 +75,9 @@ envelope_free(struct envelope *e)
 	for (size_t i = 0; i < e->nrcpt; i++)
 		envelope_rcpt_clear(&e->rcpts[i]);
 	free(e->rcpts);
+	for (size_t i = 0; i < e->nhist; i++)
+		envelope_attempt_clear(&e->hist[i]);
+	free(e->hist);
 	free(e->sender);
 	free(e->client_addr);
 	free(e->client_helo);
@@ -104,7 +121,81 @@ envelope_dup(const struct envelope *e)
 			r->relay = envelope_strdup_opt(s->relay);
 		}
 	}
+	d->hist = NULL;
+	if (e->nhist > 0) {
+		d->hist = xcalloc(ENV_HISTORY_MAX, sizeof(*d->hist));
+		for (size_t i = 0; i < e->nhist; i++) {
+			const struct env_attempt *s = &e->hist[i];
+			struct env_attempt *a = &d->hist[i];
+			*a = *s;
+			a->relay = envelope_strdup_opt(s->relay);
+			a->status = envelope_strdup_opt(s->status);
+			a->reply = envelope_strdup_opt(s->reply);
+			a->tls = envelope_strdup_opt(s->tls);
+		}
+	}
 	return d;
+}
+
+/* NULL for NULL or ""; else a copy of at most max bytes, not splitting a
+ * UTF-8 sequence */
+static char *
+envelope_strdup_cut(const char *s, size_t max)
+{
+	size_t n;
+
+	if (s == NULL || s[0] == '\0')
+		return NULL;
+	n = strlen(s);
+	if (n > max) {
+		n = max;
+		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+			n--;
+	}
+	return xstrndup(s, n);
+}
+
+void
+envelope_add_attempt(struct envelope *e, int64_t when, size_t rcpt,
+    enum env_result result, const char *relay, const char *status,
+    const char *reply, const char *tls)
+{
+	struct env_attempt *a;
+
+	if (e->nhist >= ENV_HISTORY_MAX) {
+		envelope_attempt_clear(&e->hist[0]);
+		memmove(&e->hist[0], &e->hist[1],
+		    (e->nhist - 1) * sizeof(*e->hist));
+		e->nhist--;
+		if (e->hist_dropped < UINT32_MAX)
+			e->hist_dropped++;
+	}
+	if (e->hist == NULL)
+		e->hist = xcalloc(ENV_HISTORY_MAX, sizeof(*e->hist));
+	a = &e->hist[e->nhist++];
+	a->when = when;
+	a->rcpt = (uint32_t)rcpt;
+	a->result = (uint8_t)result;
+	a->relay = envelope_strdup_cut(relay, ENV_HISTORY_TEXT);
+	a->status = envelope_strdup_cut(status, 32);
+	a->reply = envelope_strdup_cut(reply, ENV_HISTORY_TEXT);
+	a->tls = envelope_strdup_cut(tls, ENV_HISTORY_TEXT);
+}
+
+const char *
+env_result_name(enum env_result r)
+{
+	switch (r) {
+	case ENV_RES_SENT:
+		return "sent";
+	case ENV_RES_DEFERRED:
+		return "deferred";
+	case ENV_RES_BOUNCED:
+		return "bounced";
+	case ENV_RES_EXPIRED:
+		return "expired";
+	}
+	return "unknown";
 }
 
 size_t
@@ -267,6 +358,23 @@ envelope_encode(const struct envelope *e, uint8_t **out, size_t *outlen)
 		envelope_put_str(&w, r->relay, 1);
 		envelope_put_u64(&w, (uint64_t)r->updated);
 	}
+	if (e->nhist > ENV_HISTORY_MAX) {
+		free(w.p);
+		errno = EINVAL;
+		return -1;
+	}
+	envelope_put_u32(&w, (uint32_t)e->nhist);
+	envelope_put_u32(&w, e->hist_dropped);
+	for (size_t i = 0; i < e->nhist; i++) {
+		const struct env_attempt *a = &e->hist[i];
+		envelope_put_u64(&w, (uint64_t)a->when);
+		envelope_put_u32(&w, a->rcpt);
+		envelope_put_u8(&w, a->result);
+		envelope_put_str(&w, a->relay, 1);
+		envelope_put_str(&w, a->status, 1);
+		envelope_put_str(&w, a->reply, 1);
+		envelope_put_str(&w, a->tls, 1);
+	}
 	if (w.err) {
 		free(w.p);
 		errno = w.err;
@@ -364,6 +472,41 @@ envelope_get_str(struct envelope_rbuf *r, char **out, int optional)
 	*out = s;
 }
 
+/* the history section (version 2); -1 with r->st set on error */
+static int
+envelope_decode_history(struct envelope_rbuf *r, struct envelope *e)
+{
+	uint32_t n = envelope_get_u32(r);
+
+	e->hist_dropped = envelope_get_u32(r);
+	if (r->st != ENV_DECODE_OK)
+		return -1;
+	if (n > ENV_HISTORY_MAX) {
+		r->st = ENV_DECODE_BAD_FIELD;
+		return -1;
+	}
+	if (n > 0 && (e->hist = calloc(ENV_HISTORY_MAX,
+	    sizeof(*e->hist))) == NULL) {
+		r->st = ENV_DECODE_NOMEM;
+		return -1;
+	}
+	for (uint32_t i = 0; i < n && r->st == ENV_DECODE_OK; i++) {
+		struct env_attempt *a = &e->hist[i];
+		e->nhist = (size_t)i + 1;   /* so envelope_free() frees it */
+		a->when = (int64_t)envelope_get_u64(r);
+		a->rcpt = envelope_get_u32(r);
+		a->result = envelope_get_u8(r);
+		envelope_get_str(r, &a->relay, 1);
+		envelope_get_str(r, &a->status, 1);
+		envelope_get_str(r, &a->reply, 1);
+		envelope_get_str(r, &a->tls, 1);
+		if (r->st == ENV_DECODE_OK && (a->rcpt >= e->nrcpt ||
+		    a->result > ENV_RES_EXPIRED))
+			r->st = ENV_DECODE_BAD_FIELD;
+	}
+	return r->st == ENV_DECODE_OK ? 0 : -1;
+}
+
 enum envelope_decode_status
 envelope_decode(const uint8_t *buf, size_t len, struct envelope **out)
 {
@@ -376,7 +519,7 @@ envelope_decode(const uint8_t *buf, size_t len, struct envelope **out)
 	if (len < 1)
 		return ENV_DECODE_TRUNCATED;
 	version = envelope_get_u8(&r);
-	if (version != ENVELOPE_VERSION)
+	if (version != ENVELOPE_VERSION && version != 1)
 		return ENV_DECODE_BAD_VERSION;
 	if ((e = calloc(1, sizeof(*e))) == NULL)
 		return ENV_DECODE_NOMEM;
@@ -429,6 +572,8 @@ envelope_decode(const uint8_t *buf, size_t len, struct envelope **out)
 			r.st = ENV_DECODE_BAD_FIELD;
 	}
 	if (r.st != ENV_DECODE_OK)
+		goto fail;
+	if (version >= 2 && envelope_decode_history(&r, e) < 0)
 		goto fail;
 	if (r.pos != r.len) {
 		r.st = ENV_DECODE_BAD_FIELD;   /* trailing garbage */

@@ -314,21 +314,22 @@ sched_rand64(struct sched *s)
 /* ------------------------------------------------------------------ */
 /* logging */
 
+/* One log line per recipient result; counts it (stats, metrics). */
 static void
-sched_log_rcpt(const struct envelope *e, const struct env_rcpt *rc,
-    const char *what, unsigned attempts, int64_t now, const char *extra)
+sched_log_rcpt(struct sched *s, const struct envelope *e,
+    const struct env_rcpt *rc, enum env_result res, unsigned attempts,
+    int64_t now, const char *extra)
 {
+	static const enum metrics_delivery mres[] = { METRICS_DLV_SENT,
+	    METRICS_DLV_DEFERRED, METRICS_DLV_BOUNCED, METRICS_DLV_EXPIRED };
 	char qid[QID_STRLEN + 1], to[512], relay[300], reason[1100];
 	const char *st = rc->status ? rc->status : "-";
 	const char *err = rc->last_error ? rc->last_error : "";
+	const char *what = env_result_name(res);
 
 	qid_format(e->id, qid);
-	if (strcmp(what, "sent") == 0)
-		METRIC_INC(deliveries_total[METRICS_DLV_SENT]);
-	else if (strcmp(what, "deferred") == 0)
-		METRIC_INC(deliveries_total[METRICS_DLV_DEFERRED]);
-	else if (strcmp(what, "bounced") == 0 || strcmp(what, "expired") == 0)
-		METRIC_INC(deliveries_total[METRICS_DLV_BOUNCED]);
+	s->nres[res]++;
+	METRIC_INC(deliveries_total[mres[res]]);
 	log_escape(to, sizeof(to), rc->addr, strlen(rc->addr));
 	if (rc->relay != NULL)
 		log_escape(relay, sizeof(relay), rc->relay, strlen(rc->relay));
@@ -631,6 +632,10 @@ sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
 			sched_set_str(&rcp->last_error, rr->reply);
 			sched_set_str(&rcp->relay, r->relay);
 			rcp->updated = now;
+			envelope_add_attempt(env, now, rr->rcpt,
+			    rr->cls == DLV_OK ? ENV_RES_SENT : rr->cls == DLV_TEMP ?
+			    ENV_RES_DEFERRED : ENV_RES_BOUNCED, r->relay,
+			    rr->status, rr->reply, r->tls);
 			switch (rr->cls) {
 			case DLV_OK:
 				rcp->state = RCPT_SENT;
@@ -667,8 +672,8 @@ sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
 			const struct dlv_rcpt_result *rr = &r->r[i];
 			if (rr->rcpt >= env->nrcpt || rr->cls == DLV_PERM)
 				continue;
-			sched_log_rcpt(env, &env->rcpts[rr->rcpt],
-			    rr->cls == DLV_OK ? "sent" : "deferred",
+			sched_log_rcpt(s, env, &env->rcpts[rr->rcpt],
+			    rr->cls == DLV_OK ? ENV_RES_SENT : ENV_RES_DEFERRED,
 			    env->attempts + 1, now, tls);
 		}
 		if (!last) {
@@ -737,6 +742,8 @@ sched_finalize(struct sched *s, struct sched_msg *m, struct envelope *env,
 		sched_set_str(&rc->status, "4.4.7");
 		if (rc->last_error == NULL)
 			rc->last_error = xstrdup("delivery time expired");
+		envelope_add_attempt(env, now, m->expired[i], ENV_RES_EXPIRED,
+		    NULL, "4.4.7", "delivery time expired", NULL);
 	}
 	if (m->warn)
 		env->flags |= ENV_F_WARNED;
@@ -753,12 +760,13 @@ sched_finalize(struct sched *s, struct sched_msg *m, struct envelope *env,
 	}
 	for (size_t i = 0; i < m->nperm; i++)
 		if (env->rcpts[m->perm[i]].state == RCPT_BOUNCED)
-			sched_log_rcpt(env, &env->rcpts[m->perm[i]], "bounced",
+			sched_log_rcpt(s, env, &env->rcpts[m->perm[i]],
+			    ENV_RES_BOUNCED,
 			    env->attempts, now, extra);
 	for (size_t i = 0; i < m->nexpired; i++)
 		if (env->rcpts[m->expired[i]].state == RCPT_EXPIRED)
-			sched_log_rcpt(env, &env->rcpts[m->expired[i]],
-			    "expired", env->attempts, now, extra);
+			sched_log_rcpt(s, env, &env->rcpts[m->expired[i]],
+			    ENV_RES_EXPIRED, env->attempts, now, extra);
 	if (m->warn && dsn != 0)
 		log_info("id=%s delay warning sent dsn_id=%s", qid, extra + 7);
 

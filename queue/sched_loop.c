@@ -38,6 +38,7 @@
 
 #include "tern/ctl.h"
 #include "tern/json.h"
+#include "tern/metrics.h"
 #include "tern/log.h"
 #include "tern/util.h"
 #include "sched_int.h"
@@ -51,7 +52,6 @@ struct sched_ops {
 	char **pdom;                    /* owned: paused domains, lower case */
 	size_t npdom;
 	struct tq_msg *parked;          /* owned jobs, by hdr.next */
-	uint64_t delivered, deferred, bounced;
 	int64_t started;
 	int closing;                    /* stopping: free results, no apply */
 };
@@ -145,13 +145,6 @@ sched_ops_tap_cb(struct tq_msg *msg, void *arg)
 	if (o->closing || o->s->freeing) {
 		dlv_result_free(r);
 		return;
-	}
-	for (size_t i = 0; i < r->n; i++) {
-		switch (r->r[i].cls) {
-		case DLV_OK: o->delivered++; break;
-		case DLV_TEMP: o->deferred++; break;
-		case DLV_PERM: o->bounced++; break;
-		}
 	}
 	sched_apply_result(o->s, r, o->s->clock());
 	sched_ops_kick(o);
@@ -420,13 +413,14 @@ sched_ops_one(struct sched_ops *o, enum ctl_op_type t, uint64_t id,
 			rc2->last_error = xstrdup("bounced by the operator");
 			rc2->relay = NULL;
 			rc2->updated = now;
+			envelope_add_attempt(env, now, i, ENV_RES_BOUNCED, NULL,
+			    "5.0.0", "bounced by the operator", NULL);
 		}
 		if (queue_update(s->q, env) < 0)
 			goto io;
 		log_info("id=%s status=bounce nrcpt=%zu by=operator", qid, npend);
 		if (sched_ctl_bounce(s, id, now) != 0)
 			goto io;
-		o->bounced += npend;
 		break;
 	default:
 		panic("sched_ops_one: op %d", (int)t);
@@ -491,9 +485,6 @@ sched_ops_pause(struct sched_ops *o, const struct ctl_op *op)
 static void
 sched_ops_stats(struct sched_ops *o, struct json_writer *w)
 {
-	struct queue_stats qs;
-
-	queue_stats(o->s->q, &qs);
 	json_key(w, "running");
 	json_put_bool(w, 1);
 	json_key(w, "uptime");
@@ -501,13 +492,19 @@ sched_ops_stats(struct sched_ops *o, struct json_writer *w)
 	json_key(w, "counters");
 	json_obj_open(w);
 	json_key(w, "accepted");
-	json_put_uint(w, qs.commits);
+	json_put_uint(w, __atomic_load_n(&tern_metrics.messages_accepted_total,
+	    __ATOMIC_RELAXED));
 	json_key(w, "delivered");
-	json_put_uint(w, o->delivered);
+	json_put_uint(w, o->s->nres[ENV_RES_SENT]);
 	json_key(w, "deferred");
-	json_put_uint(w, o->deferred);
+	json_put_uint(w, o->s->nres[ENV_RES_DEFERRED]);
 	json_key(w, "bounced");
-	json_put_uint(w, o->bounced);
+	json_put_uint(w, o->s->nres[ENV_RES_BOUNCED]);
+	json_key(w, "expired");
+	json_put_uint(w, o->s->nres[ENV_RES_EXPIRED]);
+	json_key(w, "dsn");
+	json_put_uint(w, __atomic_load_n(&tern_metrics.dsn_total,
+	    __ATOMIC_RELAXED));
 	json_obj_close(w);
 	sched_ops_paused_write(o, w);
 	json_key(w, "queue");

@@ -143,18 +143,20 @@ ternctl_usage(FILE *f)
 	    "  queue, show and stats work from the queue directory when ternd is down.\n"
 	    "--json prints the server's response, one object (schema: tern/ctl.h):\n"
 	    "  error   {\"ok\":false,\"error\":TEXT,\"code\":N}\n"
-	    "  queue   {\"ok\":true,\"messages\":[ENV...]}   show {\"ok\":true,\"message\":ENV}\n"
+	    "  queue   {\"ok\":true,\"messages\":[ENV...]}\n"
+	    "  show    {\"ok\":true,\"message\":ENV+{\"history\":[HIST...],\"history_dropped\"}}\n"
 	    "  ENV     {\"id\",\"arrival\",\"size\",\"sender\",\"recipients\":[RCPT...],\n"
 	    "           \"attempts\",\"next_attempt\",\"last_error\",\"held\",\"corrupt\",\n"
 	    "           \"client\",\"helo\",\"auth_user\"}\n"
 	    "  RCPT    {\"address\",\"state\",\"status\",\"last_error\",\"relay\",\"updated\"}\n"
+	    "  HIST    {\"time\",\"recipient\",\"result\",\"status\",\"relay\",\"reply\",\"tls\"}\n"
 	    "  hold, release, delete, retry, bounce\n"
 	    "          {\"ok\":true,\"ids\":[ID...],\"skipped\":[{\"id\",\"reason\"}...]}\n"
 	    "  pause, resume {\"ok\":true,\"paused_all\":BOOL,\"paused_domains\":[D...]}\n"
 	    "  stats   {\"ok\":true,\"running\",\"uptime\",\"counters\":{\"accepted\",\n"
-	    "           \"delivered\",\"deferred\",\"bounced\"}|null,\"paused_all\",\n"
-	    "           \"paused_domains\",\"queue\":{\"messages\",\"pending\",\"held\",\n"
-	    "           \"corrupt\",\"domains\":[{\"domain\",\"messages\",\"recipients\"}...]}}\n"
+	    "           \"delivered\",\"deferred\",\"bounced\",\"expired\",\"dsn\"}|null,\n"
+	    "           \"paused_all\",\"paused_domains\",\"queue\":{\"messages\",\"pending\",\n"
+	    "           \"held\",\"corrupt\",\"domains\":[{\"domain\",\"messages\",\"recipients\"}...]}}\n"
 	    "  reload  {\"ok\":true}     ping {\"ok\":true,\"version\",\"pid\"}\n");
 }
 
@@ -313,6 +315,41 @@ ternctl_body_write(const struct ternctl_resp *r)
 	return rc;
 }
 
+/* "history:" then per entry: TIME RESULT <rcpt> status= relay= [tls=], and
+ * the reply indented on the next line */
+static void
+ternctl_print_history(const struct ternctl_resp *r, size_t e)
+{
+	char rcpt[1024], res[32], st[64], relay[512], tls[256], reply[1024];
+	char when[32];
+	long a = ternctl_field(r, e, "history");
+	int64_t dropped = ternctl_num(r, e, "history_dropped");
+	int has_tls, has_reply;
+
+	if (a < 0 || r->toks[a].type != JSON_ARRAY)
+		return;
+	if (dropped > 0)
+		printf("history: (%lld older entries not kept)\n",
+		    (long long)dropped);
+	else
+		printf("history:%s\n", r->toks[a].size == 0 ? " -" : "");
+	size_t i = (size_t)a + 1;
+	for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++) {
+		ternctl_str(r, i, "recipient", rcpt, sizeof(rcpt), NULL);
+		ternctl_str(r, i, "result", res, sizeof(res), NULL);
+		ternctl_str(r, i, "status", st, sizeof(st), NULL);
+		ternctl_str(r, i, "relay", relay, sizeof(relay), NULL);
+		ternctl_str(r, i, "tls", tls, sizeof(tls), &has_tls);
+		ternctl_str(r, i, "reply", reply, sizeof(reply), &has_reply);
+		printf("  %s %s <%s> status=%s relay=%s%s%s\n",
+		    ternctl_time(ternctl_num(r, i, "time"), when, sizeof(when)),
+		    res, rcpt, st[0] ? st : "-", relay[0] ? relay : "none",
+		    has_tls ? " tls=" : "", has_tls ? tls : "");
+		if (has_reply)
+			printf("    %s\n", reply);
+	}
+}
+
 static int
 ternctl_print_show(const struct ternctl_opts *o, const struct ternctl_resp *r)
 {
@@ -356,6 +393,7 @@ ternctl_print_show(const struct ternctl_opts *o, const struct ternctl_resp *r)
 			    ternctl_time(up, when, sizeof(when)));
 		}
 	}
+	ternctl_print_history(r, e);
 	return TERNCTL_EX_OK;
 }
 
@@ -470,6 +508,8 @@ ternctl_print_stats(const struct ternctl_opts *o, const struct ternctl_resp *r)
 		printf("delivered: %lld\n", (long long)ternctl_num(r, (size_t)c, "delivered"));
 		printf("deferred: %lld\n", (long long)ternctl_num(r, (size_t)c, "deferred"));
 		printf("bounced: %lld\n", (long long)ternctl_num(r, (size_t)c, "bounced"));
+		printf("expired: %lld\n", (long long)ternctl_num(r, (size_t)c, "expired"));
+		printf("dsn: %lld\n", (long long)ternctl_num(r, (size_t)c, "dsn"));
 		ternctl_print_paused(r);
 	} else
 		printf("ternd is not running: queue only, no counters\n");

@@ -136,7 +136,8 @@ ctl_req_arg(const struct ctl_req *r, const char *key)
 }
 
 void
-ctl_envelope_write(struct json_writer *w, const struct envelope *env)
+ctl_envelope_write(struct json_writer *w, const struct envelope *env,
+    int history)
 {
 	char qid[QID_STRLEN + 1];
 
@@ -186,6 +187,34 @@ ctl_envelope_write(struct json_writer *w, const struct envelope *env)
 	json_put_str(w, env->client_helo);
 	json_key(w, "auth_user");
 	json_put_str(w, env->auth_user);
+	if (history) {
+		json_key(w, "history");
+		json_arr_open(w);
+		for (size_t i = 0; i < env->nhist; i++) {
+			const struct env_attempt *a = &env->hist[i];
+			json_obj_open(w);
+			json_key(w, "time");
+			json_put_int(w, a->when);
+			json_key(w, "recipient");
+			json_put_str(w, a->rcpt < env->nrcpt &&
+			    env->rcpts[a->rcpt].addr != NULL ?
+			    env->rcpts[a->rcpt].addr : "");
+			json_key(w, "result");
+			json_put_str(w, env_result_name((enum env_result)a->result));
+			json_key(w, "status");
+			json_put_str(w, a->status);
+			json_key(w, "relay");
+			json_put_str(w, a->relay);
+			json_key(w, "reply");
+			json_put_str(w, a->reply);
+			json_key(w, "tls");
+			json_put_str(w, a->tls);
+			json_obj_close(w);
+		}
+		json_arr_close(w);
+		json_key(w, "history_dropped");
+		json_put_uint(w, env->hist_dropped);
+	}
 	json_obj_close(w);
 }
 
@@ -336,7 +365,7 @@ ctl_queue_walk_cb(void *arg, const struct envelope *env)
 	if (!ctl_filter_match(c->f, env, c->now))
 		return 0;
 	if (c->w != NULL) {
-		ctl_envelope_write(c->w, env);
+		ctl_envelope_write(c->w, env, 0);
 		return 0;
 	}
 	if (c->nids == c->cap) {
@@ -504,7 +533,7 @@ ctl_cmd_show(struct ctl_req *r)
 	}
 	ctl_reply_ok_open(r->out);
 	json_key(r->out, "message");
-	ctl_envelope_write(r->out, env);
+	ctl_envelope_write(r->out, env, 1);
 	if (want_body) {
 		json_key(r->out, "body");
 		json_put_base64(r->out, body, bodylen);

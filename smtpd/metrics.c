@@ -138,7 +138,7 @@ metrics_render_buf(struct evbuffer *b, struct queue *q)
 	static const char *modes[] = { "relay", "submission" };
 	static const char *refusals[] = { "relay_denied", "auth", "sender",
 	    "size", "content", "queue", "limit" };
-	static const char *dlv[] = { "sent", "deferred", "bounced" };
+	static const char *dlv[] = { "sent", "deferred", "bounced", "expired" };
 	struct metrics *m = &tern_metrics;
 
 	metrics_head(b, "tern_sessions_total", "counter",

@@ -20,7 +20,7 @@
  * Commands (ternctl prints these objects verbatim with --json):
  *   ping                 -> {"ok":true,"version":1,"pid":N}
  *   queue ["filter":F]   -> {"ok":true,"messages":[ENV,...]}   (id order)
- *   show  "id":"<qid>"   -> {"ok":true,"message":ENV}
+ *   show  "id":"<qid>"   -> {"ok":true,"message":ENV+HIST}
  *         "body":true       ... plus "body":"<base64 of the raw body>"
  *                            (bodies are bytes, not text; base64 keeps
  *                            them exact). A body that cannot be read gives
@@ -48,11 +48,15 @@
  *    "paused_all":bool,"paused_domains":[...],
  *    "queue":{"messages":N,"pending":N,"held":N,"corrupt":N,
  *             "domains":[{"domain":"<d>","messages":N,"recipients":N},...]}}
- *   C = {"accepted":N,"delivered":N,"deferred":N,"bounced":N}, counted since
- *   ternd started: accepted = messages committed to the queue (DSNs tern
- *   generates included); delivered/deferred/bounced = recipient results of
- *   delivery attempts (2xx / 4xx or network / 5xx) plus recipients bounced
- *   by the operator. "queue": a message is counted once, as corrupt, else
+ *   C = {"accepted":N,"delivered":N,"deferred":N,"bounced":N,"expired":N,
+ *   "dsn":N}, counted since ternd started: accepted = messages received
+ *   and answered 250 (the DSNs tern generates are counted in "dsn", not
+ *   here); delivered/deferred = recipient results of delivery attempts
+ *   (2xx / 4xx, network or DNS trouble); bounced = recipients failed for
+ *   good (5xx, or by the operator); expired = recipients that reached
+ *   max-queue-lifetime. The same numbers as /metrics'
+ *   tern_messages_accepted_total, tern_deliveries_total{result=...} and
+ *   tern_dsn_total. "queue": a message is counted once, as corrupt, else
  *   held, else pending; "domains" counts pending recipients by domain
  *   (sorted by domain), and the messages that have one there. With the
  *   daemon down, ternctl answers stats from the queue directory with
@@ -90,8 +94,12 @@
  *   {"address":"...","state":"pending|sent|bounced|expired|deleted",
  *    "status":"4.4.1"|null,"last_error":"..."|null,"relay":"..."|null,
  *    "updated":<unix of the last attempt or state change>|0}
- * The delivery history kept is: the message's "attempts" and "last_error",
- * and per recipient the latest status, reply (last_error), relay and time.
+ * HIST (show only) adds to ENV the delivery history, oldest first:
+ *   "history":[{"time":<unix>,"recipient":"...","result":"sent|deferred|
+ *     bounced|expired","status":"4.4.1"|null,"relay":"..."|null,
+ *     "reply":"..."|null,"tls":"TLSv1.3 ..."|null},...],
+ *   "history_dropped":N   (older entries not kept: at most ENV_HISTORY_MAX
+ *                          are; the log has every attempt)
  * Strings are escaped by the JSON writer (json.h): always valid JSON and
  * UTF-8; bytes that are not UTF-8 appear as \u00XX.
  */
@@ -230,7 +238,8 @@ void ctl_server_free(struct ctl_server *s);
 int ctl_request_handle(struct queue *q, const struct ctl_hooks *hooks,
     const char *req, size_t len, struct json_writer *out);
 
-/* Write one envelope as ENV (above). */
-void ctl_envelope_write(struct json_writer *w, const struct envelope *env);
+/* Write one envelope as ENV (above); with history, as ENV+HIST. */
+void ctl_envelope_write(struct json_writer *w, const struct envelope *env,
+    int history);
 
 #endif

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ENVELOPE_VERSION 1
+#define ENVELOPE_VERSION 2     /* 1: the same without the history; still read */
 
 enum rcpt_state {
 	RCPT_PENDING = 0,   /* not yet delivered (maybe deferred) */
@@ -33,6 +33,30 @@ struct env_rcpt {
 	char *last_error;   /* owned or NULL: last reply or reason text */
 	char *relay;        /* owned or NULL: host[addr]:port of last attempt */
 	int64_t updated;    /* unix seconds of last state change */
+};
+
+/*
+ * Delivery history: one entry per recipient per attempt outcome, newest
+ * last, at most ENV_HISTORY_MAX (older entries are dropped and counted).
+ * The per-recipient fields above hold only the latest result.
+ */
+enum env_result {
+	ENV_RES_SENT = 0,
+	ENV_RES_DEFERRED,
+	ENV_RES_BOUNCED,
+	ENV_RES_EXPIRED,
+};
+#define ENV_HISTORY_MAX     32
+#define ENV_HISTORY_TEXT    400     /* longer reply texts are cut */
+
+struct env_attempt {
+	int64_t when;       /* unix seconds */
+	uint32_t rcpt;      /* index into rcpts */
+	uint8_t result;     /* enum env_result */
+	char *relay;        /* owned or NULL: host[addr]:port */
+	char *status;       /* owned or NULL: enhanced status */
+	char *reply;        /* owned or NULL: reply or reason, cut */
+	char *tls;          /* owned or NULL: "TLSv1.3 cipher" */
 };
 
 /* envelope flags */
@@ -69,6 +93,10 @@ struct envelope {
 	uint32_t attempts;
 	int64_t next_attempt;       /* unix seconds; 0 = now */
 	char *last_error;           /* owned or NULL: last message-level error */
+
+	struct env_attempt *hist;   /* owned array, oldest first */
+	size_t nhist;               /* <= ENV_HISTORY_MAX */
+	uint32_t hist_dropped;      /* older entries no longer kept */
 };
 
 struct envelope *envelope_new(void);               /* zeroed, owned by caller */
@@ -77,6 +105,14 @@ struct envelope *envelope_dup(const struct envelope *e);
 /* Append a recipient (copies addr and orcpt); returns its index. */
 size_t envelope_add_rcpt(struct envelope *e, const char *addr, const char *orcpt,
     unsigned notify);
+/*
+ * Append a history entry for recipient rcpt (strings copied, reply cut to
+ * ENV_HISTORY_TEXT bytes); drops the oldest entry when full.
+ */
+void envelope_add_attempt(struct envelope *e, int64_t when, size_t rcpt,
+    enum env_result result, const char *relay, const char *status,
+    const char *reply, const char *tls);
+const char *env_result_name(enum env_result r);    /* "sent", "deferred", ... */
 /* Number of recipients still RCPT_PENDING. */
 size_t envelope_pending(const struct envelope *e);
 

@@ -14,6 +14,7 @@ test_delivery_*.py.
 
 import asyncio
 import email
+import json
 import email.policy
 import re
 import socket
@@ -461,6 +462,13 @@ def test_delay_warning_then_expiry(env):
     a = attempts(t.log(), qid)
     assert a[-1]["status"] == "expired", a
     assert all(x["status"] == "deferred" for x in a[:-1]), a
+    # ternctl stats counts the expiry as such, and the DSNs apart from
+    # what clients sent (their deliveries are deliveries)
+    r = t.ternctl("stats", "--json")
+    assert r.returncode == 0, r.stderr
+    c = json.loads(r.stdout)["counters"]
+    assert c == {"accepted": 1, "delivered": 2, "deferred": len(a) - 1,
+                 "bounced": 0, "expired": 1, "dsn": 2}, (c, a)
 
 
 def test_null_sender_never_gets_a_dsn(env):

@@ -159,6 +159,60 @@ def test_hold_release(world):
     wait_until(lambda: t.queue() == [], what="empty queue")
 
 
+def test_show_history(world):
+    """show keeps one entry per recipient per attempt: result, status, relay,
+    reply; the same from the queue directory with ternd stopped."""
+    t, s = world
+    s.mail_reply = None
+    s.rcpt_reply["later@example.com"] = "450 4.2.1 mailbox busy"
+    t0 = int(time.time())
+    m = submit(t, "alice@sender.test", ["ok@example.com", "later@example.com"])
+    s.wait_for(1)
+    wait_attempted(t, [m])
+    assert ctlj(t, "retry", m) == {"ok": True, "ids": [m], "skipped": []}
+    wait_until(lambda: ctlj(t, "show", m)["message"]["attempts"] >= 2,
+               what="second attempt")
+    doc = ctlj(t, "show", m)["message"]
+    hist = doc["history"]
+    assert doc["history_dropped"] == 0
+    assert [(h["recipient"], h["result"]) for h in hist] == [
+        ("ok@example.com", "sent"), ("later@example.com", "deferred"),
+        ("later@example.com", "deferred")], hist
+    assert hist[0]["status"].startswith("2.")
+    for h in hist:
+        assert set(h) == {"time", "recipient", "result", "status", "relay",
+                          "reply", "tls"}
+        assert t0 <= h["time"] <= time.time() + 1
+        assert h["relay"] == "127.0.0.1[127.0.0.1]:%d" % s.port, h
+        assert h["tls"] is None
+    assert hist[0]["time"] <= hist[1]["time"] <= hist[2]["time"]
+    for h in hist[1:]:
+        assert h["status"] == "4.2.1" and "mailbox busy" in h["reply"], h
+    # the queue listing stays lean: no history there
+    (q,) = [x for x in t.queue() if x["id"] == m]
+    assert "history" not in q
+
+    out = ctl(t, "show", m).stdout.decode()
+    lines = out[out.index("history:"):].splitlines()
+    assert lines[0] == "history:"
+    assert re.match(r"  \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ sent <ok@example.com> "
+                    r"status=2\.\d\.\d relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d$" % s.port,
+                    lines[1]), lines
+    assert " deferred <later@example.com> status=4.2.1 " in lines[3], lines
+    assert "mailbox busy" in lines[4] and lines[4].startswith("    ")
+    assert len([l for l in lines if " deferred <" in l]) == 2
+
+    c = ctlj(t, "stats")["counters"]
+    assert c == {"accepted": 1, "delivered": 1, "deferred": 2, "bounced": 0,
+                 "expired": 0, "dsn": 0}, c
+
+    # with ternd stopped, show reads the same history from the queue directory
+    t.stop()
+    r = t.ternctl("show", m, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["message"]["history"] == hist
+
+
 def test_retry_now_despite_long_schedule(world):
     t, s = world
     m1 = submit(t, "alice@sender.test", ["bob@example.com"])
@@ -230,7 +284,9 @@ def test_bounce_sends_dsn(world):
     assert "Final-Recipient: rfc822;bob@example.com" in text.replace("; ", ";")
     wait_until(lambda: m not in {x["id"] for x in t.queue()}, what="bounced gone")
     assert delivered_to(s) == []
-    assert ctlj(t, "stats")["counters"]["bounced"] == 2
+    c = ctlj(t, "stats")["counters"]
+    # the DSN is counted as a DSN, not as an accepted message
+    assert (c["bounced"], c["dsn"], c["accepted"], c["expired"]) == (2, 1, 1, 0), c
     ctlj(t, "bounce", m, rc=1)
 
 
@@ -287,13 +343,14 @@ def test_stats_numbers(ternd, sink):
     doc = ctlj(t, "stats")
     assert doc["running"] is True and doc["uptime"] >= 0
     assert doc["counters"] == {"accepted": 3, "delivered": 3, "deferred": 2,
-                               "bounced": 0}
+                               "bounced": 0, "expired": 0, "dsn": 0}
     assert doc["paused_all"] is False and doc["paused_domains"] == []
     assert doc["queue"] == {"messages": 1, "pending": 0, "held": 1, "corrupt": 0,
                             "domains": [{"domain": "example.net", "messages": 1,
                                          "recipients": 2}]}
     out = ctl(t, "stats").stdout.decode()
     for line in ("accepted: 3", "delivered: 3", "deferred: 2", "bounced: 0",
+                 "expired: 0", "dsn: 0",
                  "queue: 1 messages (0 pending, 1 held, 0 corrupt)"):
         assert line in out, out
     assert re.search(r"example\.net\s+1 messages\s+2 recipients", out)

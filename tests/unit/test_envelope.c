@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -41,6 +42,13 @@ sample(void)
 	e->rcpts[1].status = strdup("2.0.0");
 	e->rcpts[1].relay = strdup("mx[192.0.2.1]:25");
 	e->rcpts[1].updated = 1700000100;
+	envelope_add_attempt(e, 1700000050, 1, ENV_RES_DEFERRED, "mx[192.0.2.1]:25",
+	    "4.2.0", "451 4.2.0 greylisted", NULL);
+	envelope_add_attempt(e, 1700000100, 1, ENV_RES_SENT, "mx[192.0.2.1]:25",
+	    "2.0.0", "250 ok", "TLSv1.3 TLS_AES_256_GCM_SHA384");
+	envelope_add_attempt(e, 1700000100, 0, ENV_RES_DEFERRED, NULL, "4.4.3",
+	    "", NULL);
+	e->hist_dropped = 7;
 	return e;
 }
 
@@ -78,6 +86,17 @@ assert_same(const struct envelope *a, const struct envelope *b)
 		assert_int_equal(a->rcpts[i].notify, b->rcpts[i].notify);
 		assert_true(a->rcpts[i].updated == b->rcpts[i].updated);
 	}
+	assert_int_equal(a->nhist, b->nhist);
+	assert_int_equal(a->hist_dropped, b->hist_dropped);
+	for (size_t i = 0; i < a->nhist; i++) {
+		assert_true(a->hist[i].when == b->hist[i].when);
+		assert_int_equal(a->hist[i].rcpt, b->hist[i].rcpt);
+		assert_int_equal(a->hist[i].result, b->hist[i].result);
+		OPTSTR(a->hist[i].relay, b->hist[i].relay);
+		OPTSTR(a->hist[i].status, b->hist[i].status);
+		OPTSTR(a->hist[i].reply, b->hist[i].reply);
+		OPTSTR(a->hist[i].tls, b->hist[i].tls);
+	}
 }
 
 static void
@@ -95,11 +114,20 @@ test_roundtrip(void **state)
 	assert_int_equal(envelope_encode(d, &buf2, &len2), 0);
 	assert_int_equal(len, len2);
 	assert_memory_equal(buf, buf2, len);
-	/* dup is deep */
+	/* an empty reply is stored as absent */
+	assert_int_equal(d->nhist, 3);
+	assert_null(d->hist[2].reply);
+	assert_string_equal(d->hist[1].tls, "TLSv1.3 TLS_AES_256_GCM_SHA384");
+	/* dup is deep, history included, and can grow */
 	c = envelope_dup(e);
 	assert_ptr_not_equal(c->sender, e->sender);
 	assert_ptr_not_equal(c->rcpts, e->rcpts);
+	assert_ptr_not_equal(c->hist, e->hist);
+	assert_ptr_not_equal(c->hist[0].reply, e->hist[0].reply);
 	assert_same(e, c);
+	for (int i = 0; i < ENV_HISTORY_MAX; i++)
+		envelope_add_attempt(c, 1, 0, ENV_RES_SENT, "r", "2.0.0", "ok", NULL);
+	assert_int_equal(c->nhist, ENV_HISTORY_MAX);
 	envelope_free(c);
 	envelope_free(d);
 	free(buf);
@@ -131,6 +159,56 @@ test_helpers(void **state)
 	assert_string_equal(rcpt_state_name(RCPT_EXPIRED), "expired");
 	assert_string_equal(rcpt_state_name(RCPT_DELETED), "deleted");
 	assert_string_equal(rcpt_state_name((enum rcpt_state)42), "unknown");
+	assert_string_equal(env_result_name(ENV_RES_SENT), "sent");
+	assert_string_equal(env_result_name(ENV_RES_DEFERRED), "deferred");
+	assert_string_equal(env_result_name(ENV_RES_BOUNCED), "bounced");
+	assert_string_equal(env_result_name(ENV_RES_EXPIRED), "expired");
+	assert_string_equal(env_result_name((enum env_result)9), "unknown");
+	envelope_free(e);
+}
+
+/* The history keeps the newest ENV_HISTORY_MAX entries and cuts long texts. */
+static void
+test_history(void **state)
+{
+	struct envelope *e = envelope_new(), *d = NULL;
+	char reply[1000], num[16];
+	uint8_t *buf;
+	size_t len;
+
+	e->sender = strdup("");
+	envelope_add_rcpt(e, "a@example.com", NULL, 0);
+	envelope_add_rcpt(e, "b@example.com", NULL, 0);
+	for (int i = 0; i < ENV_HISTORY_MAX + 5; i++) {
+		snprintf(num, sizeof(num), "%d", i);
+		envelope_add_attempt(e, 1000 + i, (size_t)(i % 2),
+		    i % 3 ? ENV_RES_DEFERRED : ENV_RES_BOUNCED, num, "4.0.0",
+		    num, NULL);
+	}
+	assert_int_equal(e->nhist, ENV_HISTORY_MAX);
+	assert_int_equal(e->hist_dropped, 5);
+	assert_true(e->hist[0].when == 1005);
+	assert_string_equal(e->hist[0].relay, "5");
+	assert_true(e->hist[ENV_HISTORY_MAX - 1].when == 1000 + ENV_HISTORY_MAX + 4);
+	assert_int_equal(e->hist[0].rcpt, 1);
+
+	/* a reply over the limit is cut, never inside a UTF-8 sequence */
+	memset(reply, 'x', sizeof(reply) - 1);
+	reply[sizeof(reply) - 1] = '\0';
+	reply[ENV_HISTORY_TEXT - 1] = (char)0xc3;   /* a 2-byte sequence across */
+	reply[ENV_HISTORY_TEXT] = (char)0xa9;       /* the cut */
+	envelope_add_attempt(e, 2000, 0, ENV_RES_EXPIRED, NULL, NULL, reply, NULL);
+	assert_int_equal(strlen(e->hist[ENV_HISTORY_MAX - 1].reply),
+	    ENV_HISTORY_TEXT - 1);
+	assert_int_equal(e->hist_dropped, 6);
+
+	assert_int_equal(envelope_encode(e, &buf, &len), 0);
+	assert_int_equal(envelope_decode(buf, len, &d), ENV_DECODE_OK);
+	assert_int_equal(d->nhist, ENV_HISTORY_MAX);
+	assert_int_equal(d->hist[ENV_HISTORY_MAX - 1].result, ENV_RES_EXPIRED);
+	assert_null(d->hist[ENV_HISTORY_MAX - 1].relay);
+	envelope_free(d);
+	free(buf);
 	envelope_free(e);
 }
 
@@ -168,14 +246,15 @@ struct decode_case {
 	enum envelope_decode_status want;
 };
 
-enum { K_EMPTY, K_VERSION0, K_VERSION2, K_TRAILING, K_NUL_SENDER,
+enum { K_EMPTY, K_VERSION0, K_VERSION3, K_TRAILING, K_NUL_SENDER,
 	K_LONG_SENDER, K_ABSENT_SENDER, K_HUGE_STRLEN_SHORT, K_NRCPT_MAX,
-	K_NRCPT_SHORT, K_BAD_STATE, K_NUL_RCPT, K_ABSENT_RCPT };
+	K_NRCPT_SHORT, K_BAD_STATE, K_NUL_RCPT, K_ABSENT_RCPT, K_NHIST_MAX,
+	K_NHIST_SHORT, K_HIST_RCPT, K_HIST_RESULT, K_V1_WITH_HIST };
 
 static const struct decode_case decode_cases[] = {
 	{ "empty", K_EMPTY, ENV_DECODE_TRUNCATED },
 	{ "version 0", K_VERSION0, ENV_DECODE_BAD_VERSION },
-	{ "version 2", K_VERSION2, ENV_DECODE_BAD_VERSION },
+	{ "version 3", K_VERSION3, ENV_DECODE_BAD_VERSION },
 	{ "trailing garbage", K_TRAILING, ENV_DECODE_BAD_FIELD },
 	{ "NUL in sender", K_NUL_SENDER, ENV_DECODE_BAD_FIELD },
 	{ "sender over limit", K_LONG_SENDER, ENV_DECODE_BAD_FIELD },
@@ -186,6 +265,11 @@ static const struct decode_case decode_cases[] = {
 	{ "recipient state out of range", K_BAD_STATE, ENV_DECODE_BAD_FIELD },
 	{ "NUL in recipient", K_NUL_RCPT, ENV_DECODE_BAD_FIELD },
 	{ "recipient address absent", K_ABSENT_RCPT, ENV_DECODE_BAD_FIELD },
+	{ "too many history entries", K_NHIST_MAX, ENV_DECODE_BAD_FIELD },
+	{ "more history than bytes", K_NHIST_SHORT, ENV_DECODE_TRUNCATED },
+	{ "history names no recipient", K_HIST_RCPT, ENV_DECODE_BAD_FIELD },
+	{ "history result out of range", K_HIST_RESULT, ENV_DECODE_BAD_FIELD },
+	{ "version 1 with a history", K_V1_WITH_HIST, ENV_DECODE_BAD_FIELD },
 };
 
 static void
@@ -199,11 +283,14 @@ test_decode_failures(void **state)
 	size_t nrcpt_at = sender_at + 2 + 6 * 4;
 	size_t rcpt_at = nrcpt_at + 4;
 	size_t state_at = rcpt_at + 4 + 1 + 4;
+	size_t nhist_at = state_at + 1 + 1 + 3 * 4 + 8;
+	size_t hist_at = nhist_at + 8;
 
 	e->sender = strdup("ab");
 	envelope_add_rcpt(e, "x", NULL, 0);
+	envelope_add_attempt(e, 5, 0, ENV_RES_SENT, NULL, NULL, NULL, NULL);
 	assert_int_equal(envelope_encode(e, &buf, &len), 0);
-	assert_int_equal(len, state_at + 1 + 1 + 3 * 4 + 8);
+	assert_int_equal(len, hist_at + 8 + 4 + 1 + 4 * 4);
 
 	for (size_t i = 0; i < sizeof(decode_cases) / sizeof(decode_cases[0]); i++) {
 		const struct decode_case *c = &decode_cases[i];
@@ -213,17 +300,22 @@ test_decode_failures(void **state)
 		switch (c->kind) {
 		case K_EMPTY: mlen = 0; break;
 		case K_VERSION0: m[0] = 0; break;
-		case K_VERSION2: m[0] = 2; break;
+		case K_VERSION3: m[0] = 3; break;
 		case K_TRAILING: m[mlen++] = 0; break;
 		case K_NUL_SENDER: m[sender_at + 1] = 0; break;
 		case K_LONG_SENDER: put32(m + sender_len_at, 70000); break;
 		case K_ABSENT_SENDER: put32(m + sender_len_at, 0xffffffffu); break;
 		case K_HUGE_STRLEN_SHORT: put32(m + sender_len_at, 60000); break;
 		case K_NRCPT_MAX: put32(m + nrcpt_at, 200000); break;
-		case K_NRCPT_SHORT: put32(m + nrcpt_at, 2); break;
+		case K_NRCPT_SHORT: put32(m + nrcpt_at, 100); break;
 		case K_BAD_STATE: m[state_at] = RCPT_DELETED + 1; break;
 		case K_NUL_RCPT: m[rcpt_at + 4] = 0; break;
 		case K_ABSENT_RCPT: put32(m + rcpt_at, 0xffffffffu); break;
+		case K_NHIST_MAX: put32(m + nhist_at, ENV_HISTORY_MAX + 1); break;
+		case K_NHIST_SHORT: put32(m + nhist_at, 2); break;
+		case K_HIST_RCPT: put32(m + hist_at + 8, 1); break;
+		case K_HIST_RESULT: m[hist_at + 12] = ENV_RES_EXPIRED + 1; break;
+		case K_V1_WITH_HIST: m[0] = 1; break;
 		}
 		d = (struct envelope *)1;
 		enum envelope_decode_status st = envelope_decode(m, mlen, &d);
@@ -243,6 +335,28 @@ test_decode_failures(void **state)
 	/* and the unmodified record decodes */
 	assert_int_equal(envelope_decode(buf, len, &d), ENV_DECODE_OK);
 	envelope_free(d);
+
+	/* a version 1 record (no history section) still decodes, and is
+	 * written back in the current version */
+	m = malloc(len);
+	memcpy(m, buf, nhist_at);
+	m[0] = 1;
+	d = NULL;
+	assert_int_equal(envelope_decode(m, nhist_at, &d), ENV_DECODE_OK);
+	assert_int_equal(d->nhist, 0);
+	assert_int_equal(d->nrcpt, 1);
+	assert_string_equal(d->rcpts[0].addr, "x");
+	{
+		uint8_t *b2;
+		size_t l2;
+		assert_int_equal(envelope_encode(d, &b2, &l2), 0);
+		assert_int_equal(b2[0], ENVELOPE_VERSION);
+		assert_int_equal(l2, nhist_at + 8);
+		assert_memory_equal(b2 + 1, m + 1, nhist_at - 1);
+		free(b2);
+	}
+	envelope_free(d);
+	free(m);
 	free(buf);
 	envelope_free(e);
 }
@@ -253,6 +367,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_helpers),
+		cmocka_unit_test(test_history),
 		cmocka_unit_test(test_encode_limits),
 		cmocka_unit_test(test_decode_failures),
 	};
