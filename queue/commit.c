@@ -9,7 +9,10 @@
  *    arrives during the sync is the next batch: no timers.
  *  - housekeeping: every 100 ms a BDB log flush, then recycling of the
  *    segments that the now-durable index no longer points into; keeps one
- *    prepared spare segment; checkpoints and removes BDB logs every 5 s.
+ *    prepared spare segment; checkpoints and removes BDB logs every 5 s;
+ *    once a second, copy-forward: the live records of an old segment that
+ *    is mostly dead are committed again (same id, same envelope) through
+ *    the committer, so that a few deferred messages never pin a segment.
  * Sessions only ever take q->lock for an append (queue_commit_submit).
  *
  * Why each step of queue_commit_batch() is crash-safe:
@@ -26,6 +29,13 @@
  *     the next batch, so recovery never indexes the failed bytes; the sync
  *     is never retried. If even that commit fails, the queue refuses every
  *     further commit until restarted (q->broken).
+ * A copied-forward record (reloc_seg != 0) takes the same steps, then in
+ * step 4's transaction moves only the index entry's location, and only if
+ * the entry still points at the record copied (else the copy is dead). The
+ * old segment is recycled after the log flush that made the move durable;
+ * until then the old record is what the index points to, and recovery
+ * skips the copy (its id is indexed). A reader holding the old location
+ * re-reads the index (queue_read_body).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -49,14 +59,17 @@
 static void
 queue_commit_reply(struct queue_req *r, enum q_status st, int err, uint64_t qid)
 {
-	struct queue_commit_done *d = xcalloc(1, sizeof(*d));
+	struct queue_commit_done *d;
 
+	r->done = 1;
+	if (r->reply == NULL)           /* copy-forward: nobody waits */
+		return;
+	d = xcalloc(1, sizeof(*d));
 	d->hdr.type = TQ_COMMIT_DONE;
 	d->hdr.reqid = r->reqid;
 	d->status = st;
 	d->err = err;
 	d->qid = qid;
-	r->done = 1;
 	tq_post(r->reply, &d->hdr);
 }
 
@@ -400,6 +413,44 @@ fail:
 	return -1;
 }
 
+/*
+ * A copied-forward record: in t, point the index entry at it if the entry
+ * still points at the record copied (r->reloc_moved = 1); else leave it.
+ */
+static int
+queue_commit_index_reloc(struct queue *q, struct store_txn *t,
+    struct queue_req *r)
+{
+	struct envelope *cur = NULL;
+	const struct envelope *e = r->env;
+	uint8_t key[8];
+	void *v = NULL;
+	size_t vlen;
+	int rc;
+
+	r->reloc_moved = 0;
+	queue_be64(key, e->id);
+	rc = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
+	if (rc == STORE_NOTFOUND)
+		return 0;                       /* gone meanwhile: the copy is dead */
+	if (rc != 0)
+		return rc;
+	if (envelope_decode(v, vlen, &cur) == ENV_DECODE_OK &&
+	    cur->seg == r->reloc_seg && cur->off == r->reloc_off &&
+	    !(cur->flags & ENV_F_CORRUPT)) {
+		cur->seg = e->seg;
+		cur->off = e->off;
+		cur->rec_len = e->rec_len;
+		cur->body_off = e->body_off;
+		cur->crc = e->crc;
+		rc = queue_index_put(q, t, cur);
+		r->reloc_moved = rc == 0;
+	}
+	envelope_free(cur);
+	free(v);
+	return rc;
+}
+
 /* Index the group in BDB: one transaction, no log sync. */
 static void
 queue_commit_index(struct queue *q, struct queue_req **g, size_t n, uint64_t end)
@@ -413,7 +464,9 @@ queue_commit_index(struct queue *q, struct queue_req **g, size_t n, uint64_t end
 			break;
 		rc = 0;
 		for (size_t i = 0; i < n && rc == 0; i++)
-			rc = queue_index_put(q, t, g[i]->env);
+			rc = g[i]->reloc_seg != 0 ?
+			    queue_commit_index_reloc(q, t, g[i]) :
+			    queue_index_put(q, t, g[i]->env);
 		if (rc == 0 && !q->index_stuck) {
 			queue_be32(v, q->cur_num);
 			queue_be64(v + 4, end);
@@ -441,8 +494,22 @@ queue_commit_index(struct queue *q, struct queue_req **g, size_t n, uint64_t end
 	}
 	pthread_mutex_lock(&q->lock);
 	struct tq *notify = q->notify;
+	/* a copy that took over: the old record is dead; else the copy is */
+	for (size_t i = 0; i < n; i++) {
+		struct queue_req *r = g[i];
+		if (r->reloc_seg == 0)
+			continue;
+		if (r->reloc_moved) {
+			queue_seg_unref(q, r->reloc_seg, r->reloc_len);
+			q->relocated++;
+			METRIC_INC(queue_copied_forward_total);
+		} else
+			queue_seg_unref(q, r->env->seg, r->rec_len);
+	}
 	pthread_mutex_unlock(&q->lock);
 	for (size_t i = 0; notify != NULL && i < n; i++) {
+		if (g[i]->reloc_seg != 0)
+			continue;
 		struct queue_new_message *m = xcalloc(1, sizeof(*m));
 		m->hdr.type = TQ_NEW_MESSAGE;
 		m->hdr.reqid = g[i]->env->id;
@@ -509,19 +576,28 @@ queue_commit_group(struct queue *q, struct queue_req **g, size_t n)
 		goto fail;
 	}
 	q->cur_pos = off;
+	size_t nnew = 0;
+	for (size_t i = 0; i < n; i++)
+		nnew += g[i]->reloc_seg == 0;
 	pthread_mutex_lock(&q->lock);
-	q->commits += n;
+	q->commits += nnew;
 	q->batches++;
 	struct queue_seg *sg = queue_seg_find(q, q->cur_num);
-	if (sg != NULL)
+	if (sg != NULL) {
 		sg->live += n;
+		sg->live_bytes += off - start;
+	}
 	pthread_mutex_unlock(&q->lock);
 
 	/* 3. the records are durable: answer every session */
 	uint64_t now = now_mono_us();
-	metrics_observe(&tern_metrics.commit_batch_size, (uint64_t)n * 1000000u);
+	if (nnew > 0)
+		metrics_observe(&tern_metrics.commit_batch_size,
+		    (uint64_t)nnew * 1000000u);
 	for (size_t i = 0; i < n; i++) {
-		metrics_observe(&tern_metrics.commit_seconds, now - g[i]->t_submit);
+		if (g[i]->reloc_seg == 0)
+			metrics_observe(&tern_metrics.commit_seconds,
+			    now - g[i]->t_submit);
 		queue_commit_reply(g[i], Q_OK, 0, g[i]->env->id);
 	}
 	log_trace(TRACE_QUEUE, "queue: batch=%zu segment=%08x end=%llu", n,
@@ -715,6 +791,133 @@ queue_hk_recycle(struct queue *q)
 	}
 }
 
+/*
+ * Copy-forward. A segment other than the current one whose live records
+ * fill at most a quarter of it is emptied by committing its live records
+ * again; at most QUEUE_CF_BYTES per pass, one segment per pass, and a
+ * segment is looked at again QUEUE_CF_AGAIN seconds later at the earliest
+ * (the moves land in the index only after the committer's next batch).
+ */
+#define QUEUE_CF_LIVE_PCT   25
+#define QUEUE_CF_BYTES      (32ull << 20)
+#define QUEUE_CF_AGAIN      10
+
+struct queue_cf_walk {
+	uint32_t seg;
+	struct envelope **v;
+	size_t n, cap;
+	uint64_t bytes;
+};
+
+static int
+queue_cf_walk_cb(void *arg, const void *key, size_t klen, const void *val,
+    size_t vlen)
+{
+	struct queue_cf_walk *w = arg;
+	struct envelope *e = NULL;
+
+	if (klen != 8 || envelope_decode(val, vlen, &e) != ENV_DECODE_OK)
+		return 0;
+	if (e->seg != w->seg || (e->flags & ENV_F_CORRUPT)) {
+		envelope_free(e);
+		return 0;
+	}
+	if (w->n == w->cap) {
+		w->cap = w->cap ? w->cap * 2 : 64;
+		w->v = xreallocarray(w->v, w->cap, sizeof(*w->v));
+	}
+	w->v[w->n++] = e;
+	w->bytes += e->rec_len;
+	return w->bytes >= QUEUE_CF_BYTES;      /* enough for one pass */
+}
+
+/* Hand one live record to the committer to be written again: 0, -1 error,
+ * 1 the queue is stopping (e is still the caller's in both). */
+static int
+queue_cf_submit(struct queue *q, struct envelope *e)
+{
+	struct queue_req *r;
+	struct spool *sp;
+	char *body = NULL;
+	size_t len = 0;
+
+	if (queue_read_body(q, e, &body, &len) < 0)
+		return -1;
+	sp = spool_new(q);
+	if (spool_write(sp, body, len) < 0) {
+		free(body);
+		spool_free(sp);
+		return -1;
+	}
+	free(body);
+	r = xcalloc(1, sizeof(*r));
+	r->env = e;
+	r->body = sp;
+	r->reloc_seg = e->seg;
+	r->reloc_off = e->off;
+	r->reloc_len = e->rec_len;
+	r->t_submit = now_mono_us();
+	pthread_mutex_lock(&q->lock);
+	if (q->stopping || q->broken) {
+		pthread_mutex_unlock(&q->lock);
+		r->env = NULL;          /* the caller still owns e */
+		queue_req_free(r);
+		return 1;
+	}
+	*q->tailp = r;
+	q->tailp = &r->next;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	return 0;
+}
+
+static void
+queue_hk_copy_forward(struct queue *q)
+{
+	struct queue_cf_walk w = { 0 };
+	int64_t now = (int64_t)(now_mono_us() / 1000000u);
+	size_t sent = 0;
+	uint64_t bytes = 0;
+	int stop = 0;
+
+	pthread_mutex_lock(&q->lock);
+	for (size_t i = 0; i < q->nsegs; i++) {
+		struct queue_seg *sg = &q->segs[i];
+		if (sg->num == q->cur_num || sg->recycling || sg->live == 0 ||
+		    sg->cf_next > now ||
+		    sg->live_bytes * 100 > sg->size * QUEUE_CF_LIVE_PCT)
+			continue;
+		sg->cf_next = now + QUEUE_CF_AGAIN;
+		w.seg = sg->num;
+		break;
+	}
+	pthread_mutex_unlock(&q->lock);
+	if (w.seg == 0)
+		return;
+	if (store_walk(q->st, STORE_ENVELOPES, queue_cf_walk_cb, &w) < 0)
+		log_warn("queue: copy-forward: index walk");
+	for (size_t i = 0; i < w.n; i++) {
+		uint64_t len = w.v[i]->rec_len;
+		int rc = stop ? 1 : queue_cf_submit(q, w.v[i]);
+		if (rc != 0) {
+			char qid[QID_STRLEN + 1];
+			qid_format(w.v[i]->id, qid);
+			if (rc < 0)
+				log_warn("queue: id=%s copy-forward from "
+				    "segment=%08x", qid, w.seg);
+			stop = rc > 0;
+			envelope_free(w.v[i]);
+			continue;
+		}
+		sent++;
+		bytes += len;
+	}
+	free(w.v);
+	if (sent > 0)
+		log_info("queue: copy-forward segment=%08x records=%zu bytes=%llu",
+		    w.seg, sent, (unsigned long long)bytes);
+}
+
 static void *
 queue_hk_main(void *arg)
 {
@@ -742,6 +945,8 @@ queue_hk_main(void *arg)
 		if (store_flush(q->st) < 0)
 			log_warn("queue: bdb log flush");
 		queue_hk_recycle(q);
+		if (tick % 10 == 0)
+			queue_hk_copy_forward(q);
 		/* keep one spare ready; after a failure retry every 5 s */
 		if (!spare && tick >= next_prep && queue_spare_prepare(q) < 0) {
 			log_warn("queue: cannot prepare a spare segment");

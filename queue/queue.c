@@ -74,6 +74,17 @@ queue_seg_rfd_put(struct seg_rfd *rf)
 }
 
 void
+queue_seg_unref(struct queue *q, uint32_t num, uint64_t rec_len)
+{
+	struct queue_seg *s = queue_seg_find(q, num);
+
+	if (s == NULL || s->live == 0)
+		return;
+	s->live--;
+	s->live_bytes = s->live_bytes > rec_len ? s->live_bytes - rec_len : 0;
+}
+
+void
 queue_seg_drop(struct queue *q, uint32_t num)
 {
 	for (size_t i = 0; i < q->nsegs; i++) {
@@ -340,8 +351,10 @@ queue_rec_verify(void *arg, const void *key, size_t klen, const void *val,
 		rc->corrupt++;
 		return 0;
 	}
-	if ((sg = queue_seg_find(q, e->seg)) != NULL)
+	if ((sg = queue_seg_find(q, e->seg)) != NULL) {
 		sg->live++;
+		sg->live_bytes += e->rec_len;
+	}
 	if (e->flags & ENV_F_CORRUPT) {
 		rc->corrupt++;
 		envelope_free(e);
@@ -614,7 +627,7 @@ queue_get(struct queue *q, uint64_t id, struct envelope **out)
 /* Read-modify-write of one envelope: fn decides on the decoded copy. */
 static int
 queue_rmw(struct queue *q, uint64_t id, const struct envelope *repl,
-    uint32_t *seg_removed)
+    uint32_t *seg_removed, uint64_t *len_removed)
 {
 	uint8_t key[8];
 	int rc = -1;
@@ -651,8 +664,10 @@ queue_rmw(struct queue *q, uint64_t id, const struct envelope *repl,
 			envelope_free(e);
 		} else if (rc == 0) {
 			rc = store_del(q->st, t, STORE_ENVELOPES, key, 8);
-			if (rc == 0 && seg_removed != NULL)
+			if (rc == 0 && seg_removed != NULL) {
 				*seg_removed = cur != NULL ? cur->seg : 0;
+				*len_removed = cur != NULL ? cur->rec_len : 0;
+			}
 		}
 		envelope_free(cur);
 		if (rc == 0)
@@ -672,25 +687,24 @@ queue_update(struct queue *q, const struct envelope *env)
 		errno = EROFS;
 		return -1;
 	}
-	return queue_rmw(q, env->id, env, NULL);
+	return queue_rmw(q, env->id, env, NULL, NULL);
 }
 
 int
 queue_remove(struct queue *q, uint64_t id)
 {
 	uint32_t seg = 0;
-	struct queue_seg *s;
+	uint64_t len = 0;
 
 	if (q->readonly) {
 		errno = EROFS;
 		return -1;
 	}
-	if (queue_rmw(q, id, NULL, &seg) < 0)
+	if (queue_rmw(q, id, NULL, &seg, &len) < 0)
 		return -1;
 	/* the segment is recycled by housekeeping after the next log flush */
 	pthread_mutex_lock(&q->lock);
-	if ((s = queue_seg_find(q, seg)) != NULL && s->live > 0)
-		s->live--;
+	queue_seg_unref(q, seg, len);
 	pthread_mutex_unlock(&q->lock);
 	return 0;
 }
@@ -739,8 +753,8 @@ queue_read_body_release(struct queue *q, struct seg_rfd *rf, int fd)
 		close(fd);
 }
 
-int
-queue_read_body(struct queue *q, const struct envelope *env, char **out,
+static int
+queue_read_body_at(struct queue *q, const struct envelope *env, char **out,
     size_t *len)
 {
 	char path[4096];
@@ -819,6 +833,31 @@ fail:
 	free(buf);
 	errno = saved;
 	return -1;
+}
+
+/*
+ * env's location may be stale: copy-forward moves a record and recycles the
+ * old segment. When the read fails, the index is asked once more and a new
+ * location is tried.
+ */
+int
+queue_read_body(struct queue *q, const struct envelope *env, char **out,
+    size_t *len)
+{
+	struct envelope *cur = NULL;
+	int rc, saved;
+
+	if ((rc = queue_read_body_at(q, env, out, len)) == 0)
+		return 0;
+	saved = errno;
+	if (queue_get(q, env->id, &cur) == 0 && (cur->seg != env->seg ||
+	    cur->off != env->off) && !(cur->flags & ENV_F_CORRUPT)) {
+		rc = queue_read_body_at(q, cur, out, len);
+		saved = errno;
+	}
+	envelope_free(cur);
+	errno = saved;
+	return rc;
 }
 
 static int

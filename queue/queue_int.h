@@ -93,6 +93,10 @@ struct queue_req {
 	uint64_t t_submit;      /* now_mono_us() at submit, for the latency metric */
 	uint32_t crc;
 	int done;               /* reply already posted (failed early) */
+	/* copy-forward: the record this one replaces (reloc_seg 0: a new message) */
+	uint32_t reloc_seg;
+	uint64_t reloc_off, reloc_len;
+	int reloc_moved;        /* the index now points here */
 };
 
 /* ---- the segment table ---- */
@@ -107,6 +111,8 @@ struct queue_seg {
 	uint32_t num;
 	uint64_t size;
 	uint64_t live;          /* envelopes pointing into it */
+	uint64_t live_bytes;    /* their records' bytes */
+	int64_t cf_next;        /* copy-forward: not before (mono seconds) */
 	int recycling;
 	struct seg_rfd *rfd;    /* owned ref or NULL: cached for queue_read_body */
 };
@@ -131,6 +137,7 @@ struct queue {
 	int stopping, hk_stop, threads;
 	struct tq *notify;              /* borrowed */
 	uint64_t commits, batches;
+	uint64_t relocated;             /* records copied forward */
 	struct queue_seg *segs;         /* sorted by num */
 	size_t nsegs;
 	uint32_t cur_num;               /* 0: no current segment */
@@ -163,6 +170,8 @@ uint64_t queue_get_be64(const uint8_t *p);
 struct queue_seg *queue_seg_find(struct queue *q, uint32_t num);
 struct queue_seg *queue_seg_add(struct queue *q, uint32_t num, uint64_t size);
 void queue_seg_drop(struct queue *q, uint32_t num);
+/* One envelope of rec_len bytes no longer points into segment num. */
+void queue_seg_unref(struct queue *q, uint32_t num, uint64_t rec_len);
 
 /* queue.c: store the envelope (location fields set) in t. */
 int queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e);

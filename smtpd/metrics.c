@@ -191,6 +191,9 @@ metrics_render_buf(struct evbuffer *b, struct queue *q)
 	metrics_counter(b, "tern_spool_spills_total",
 	    "Message bodies moved from memory to a file while being received.",
 	    metrics_load(&m->spool_spills_total));
+	metrics_counter(b, "tern_queue_copied_forward_total",
+	    "Queued messages rewritten out of mostly empty old segment files.",
+	    metrics_load(&m->queue_copied_forward_total));
 	metrics_histogram(b, "tern_dns_duration_seconds",
 	    "Time to resolve a delivery destination.", &m->dns_seconds);
 	metrics_head(b, "tern_outbound_connections_open", "gauge",

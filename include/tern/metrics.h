@@ -63,6 +63,7 @@ struct metrics {
 	uint64_t dsn_total;
 	int64_t spool_memory_bytes;           /* bodies being received, in memory */
 	uint64_t spool_spills_total;          /* bodies moved to a file */
+	uint64_t queue_copied_forward_total;  /* records moved out of old segments */
 };
 
 extern struct metrics tern_metrics;

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -627,6 +628,198 @@ test_remove_recycle(void **state)
 	free(dir);
 }
 
+/*
+ * Copy-forward: segments that hold only a few live records are emptied by
+ * writing those records again; the envelopes' state is kept, old locations
+ * still read (the index is asked again), and a restart finds the same.
+ */
+static void
+test_copy_forward(void **state)
+{
+	char *dir = mktmp("cf"), segdir[4200];
+	struct queue *q = qopen(dir, 64 << 10, 0, 0);
+	struct waiter *w = waiter_new();
+	struct envelope *e = NULL, *stale = NULL;
+	uint32_t first_seg, last_seg, seen = 0;
+	uint64_t keep[30];
+	size_t nkeep = 0, inlast = 0;
+	int moved = 0;
+
+	qnotify(q, w);
+	snprintf(segdir, sizeof(segdir), "%s/segments", dir);
+	for (uint64_t r = 0; r < 30; r++)
+		submit(q, w->tq, r, 10000);
+	waiter_wait(w, 30);
+	assert_int_equal(queue_get(q, w->res[0].qid, &e), 0);
+	first_seg = e->seg;
+	envelope_free(e);
+	assert_int_equal(queue_get(q, w->res[29].qid, &e), 0);
+	last_seg = e->seg;
+	envelope_free(e);
+	assert_true(last_seg >= first_seg + 3);
+
+	/* keep the first message of every older segment, remove the rest */
+	for (uint64_t r = 0; r < 30; r++) {
+		assert_int_equal(queue_get(q, w->res[r].qid, &e), 0);
+		if (e->seg != last_seg && e->seg != seen) {
+			seen = e->seg;
+			keep[nkeep++] = r;
+		} else if (e->seg != last_seg)
+			assert_int_equal(queue_remove(q, w->res[r].qid), 0);
+		else
+			inlast++;
+		envelope_free(e);
+	}
+	assert_true(nkeep >= 3);
+	/* state written meanwhile is kept by the move */
+	assert_int_equal(queue_get(q, w->res[keep[0]].qid, &stale), 0);
+	e = envelope_dup(stale);
+	e->attempts = 7;
+	e->next_attempt = 12345;
+	assert_int_equal(queue_update(q, e), 0);
+	envelope_free(e);
+
+	/* housekeeping moves them (one segment a second) and recycles */
+	for (int i = 0; i < 150 && !moved; i++) {
+		usleep(100000);
+		moved = 1;
+		for (size_t k = 0; k < nkeep && moved; k++) {
+			assert_int_equal(queue_get(q, w->res[keep[k]].qid, &e), 0);
+			moved = e->seg >= last_seg;
+			envelope_free(e);
+		}
+		if (moved)
+			moved = count_files(segdir, ".seg") <= 2;
+	}
+	assert_true(moved);
+	for (size_t k = 0; k < nkeep; k++)
+		check_message(q, w->res[keep[k]].qid, keep[k], 10000);
+	assert_int_equal(queue_get(q, w->res[keep[0]].qid, &e), 0);
+	assert_int_equal(e->attempts, 7);
+	assert_true(e->next_attempt == 12345);
+	assert_true(e->seg != stale->seg);
+	envelope_free(e);
+	/* a reader holding the old location still gets the body */
+	{
+		char *body = NULL, *want = body_make(keep[0], 10000);
+		size_t len;
+		assert_int_equal(queue_read_body(q, stale, &body, &len), 0);
+		assert_int_equal(len, 10000);
+		assert_memory_equal(body, want, 10000);
+		free(body);
+		free(want);
+	}
+	envelope_free(stale);
+	assert_int_equal(count_messages(q), nkeep + inlast);
+	queue_close(q);
+
+	/* a restart finds every kept message, nowhere near the old segments */
+	q = qopen(dir, 64 << 10, 0, 0);
+	assert_int_equal(count_messages(q), nkeep + inlast);
+	for (size_t k = 0; k < nkeep; k++) {
+		assert_int_equal(queue_get(q, w->res[keep[k]].qid, &e), 0);
+		assert_true(e->seg >= last_seg);
+		assert_int_equal(e->flags & ENV_F_CORRUPT, 0);
+		envelope_free(e);
+		check_message(q, w->res[keep[k]].qid, keep[k], 10000);
+	}
+	queue_close(q);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+}
+
+/* kill -9 at several moments around a copy-forward: nothing live is lost,
+ * nothing removed (and flushed) comes back, no body is held as corrupt */
+static void
+test_copy_forward_crash(void **state)
+{
+	static const unsigned delays_ms[] = { 0, 30, 120, 400 };
+
+	for (size_t d = 0; d < sizeof(delays_ms) / sizeof(delays_ms[0]); d++) {
+		char *dir = mktmp("cfcrash");
+		uint64_t pairs[2 * 30];
+		size_t npairs = 0;
+		ssize_t n;
+		int fds[2], status;
+		pid_t pid;
+
+		assert_int_equal(pipe(fds), 0);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			struct queue *q = qopen(dir, 64 << 10, 0, 0);
+			struct waiter *w = waiter_new();
+			struct envelope *e;
+			uint32_t last_seg, seen = 0, first = 0;
+			uint64_t firstq = 0;
+
+			close(fds[0]);
+			qnotify(q, w);          /* wait for indexed, not only durable */
+			for (uint64_t r = 0; r < 30; r++)
+				submit(q, w->tq, r, 10000);
+			waiter_wait(w, 30);
+			if (queue_get(q, w->res[29].qid, &e) != 0)
+				_exit(3);
+			last_seg = e->seg;
+			envelope_free(e);
+			for (uint64_t r = 0; r < 30; r++) {
+				uint64_t p[2] = { r, w->res[r].qid };
+				if (queue_get(q, w->res[r].qid, &e) != 0)
+					_exit(3);
+				if (e->seg != last_seg && e->seg != seen) {
+					seen = e->seg;
+					if (first == 0) {
+						first = e->seg;
+						firstq = p[1];
+					}
+				} else if (e->seg != last_seg) {
+					if (queue_remove(q, p[1]) != 0)
+						_exit(4);
+					envelope_free(e);
+					continue;
+				}
+				envelope_free(e);
+				if (write(fds[1], p, sizeof(p)) != sizeof(p))
+					_exit(5);
+			}
+			close(fds[1]);
+			usleep(300000);          /* the removals are flushed */
+			for (int i = 0; i < 500; i++) {
+				if (queue_get(q, firstq, &e) != 0)
+					_exit(6);
+				int gone = e->seg != first;
+				envelope_free(e);
+				if (gone)
+					break;
+				usleep(10000);
+			}
+			usleep(delays_ms[d] * 1000u);
+			kill(getpid(), SIGKILL);
+			_exit(7);
+		}
+		close(fds[1]);
+		while ((n = read(fds[0], &pairs[2 * npairs],
+		    2 * sizeof(uint64_t))) > 0) {
+			assert_int_equal(n, 2 * sizeof(uint64_t));
+			npairs++;
+		}
+		close(fds[0]);
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+			fail_msg("child: status %#x", status);
+		assert_true(npairs >= 6);
+
+		struct queue *q = qopen(dir, 64 << 10, 0, 0);
+		assert_int_equal(count_messages(q), npairs);
+		for (size_t i = 0; i < npairs; i++)
+			check_message(q, pairs[2 * i + 1], pairs[2 * i], 10000);
+		queue_close(q);
+		rmtree(dir);
+		free(dir);
+	}
+}
+
 static void
 test_oversized(void **state)
 {
@@ -1066,6 +1259,8 @@ main(void)
 		cmocka_unit_test(test_torn_flip_unindexed),
 		cmocka_unit_test(test_torn_flip_indexed),
 		cmocka_unit_test(test_remove_recycle),
+		cmocka_unit_test(test_copy_forward),
+		cmocka_unit_test(test_copy_forward_crash),
 		cmocka_unit_test(test_oversized),
 		cmocka_unit_test(test_update),
 		cmocka_unit_test(test_readonly),
