@@ -1019,6 +1019,7 @@ test_spool_budget(void **state)
 	uint64_t spills0;
 
 	assert_int_equal(queue_open(&o, &q, err, sizeof(err)), 0);
+	qnotify(q, w);          /* waiter_wait: until indexed, not only durable */
 	mem0 = spool_mem_now();
 	spills0 = spool_spills_now();
 	for (int i = 0; i < 3; i++) {
