@@ -46,6 +46,7 @@
 #include "tern/metrics.h"
 #include "tern/queue.h"
 #include "tern/resolver.h"
+#include "tern/smtp.h"
 #include "tern/smtp_reply.h"
 #include "tern/tls.h"
 #include "tern/util.h"
@@ -299,6 +300,7 @@ dlv_session_done(struct dlv_session *s, int reusable)
 	if (c != NULL) {
 		r->relay = c->relay != NULL ? xstrdup(c->relay) : NULL;
 		r->tls = c->tls != NULL ? xstrdup(c->tls) : NULL;
+		r->peer_dsn = (c->ehlo.ext & SMTP_EXT_DSN) != 0;
 	} else if (s->have_err && s->ntargets > 0) {
 		/* no connection left: name the last address tried */
 		char a[64];
@@ -463,6 +465,39 @@ dlv_tx_arm(struct dlv_session *s)
 		dlv_session_arm(s, s->to.data_init, "waiting for the DATA reply");
 }
 
+/*
+ * RFC 3461 parameters for a next hop that offers DSN: what our client gave
+ * is passed on as given (ENVID and ORCPT are kept in xtext form, and bounded
+ * by the parser: 100 and 266 octets).
+ */
+static void
+dlv_dsn_mail_params(const struct envelope *env, char *out, size_t len)
+{
+	snprintf(out, len, "%s%s%s",
+	    (env->flags & ENV_F_RET_HDRS) ? " RET=HDRS" :
+	    (env->flags & ENV_F_RET_FULL) ? " RET=FULL" : "",
+	    env->envid != NULL ? " ENVID=" : "",
+	    env->envid != NULL ? env->envid : "");
+}
+
+static void
+dlv_dsn_rcpt_params(const struct env_rcpt *rc, char *out, size_t len)
+{
+	static const struct { unsigned bit; const char *name; } kw[] = {
+		{ SMTP_NOTIFY_NEVER, "NEVER" }, { SMTP_NOTIFY_SUCCESS, "SUCCESS" },
+		{ SMTP_NOTIFY_FAILURE, "FAILURE" }, { SMTP_NOTIFY_DELAY, "DELAY" },
+	};
+	size_t n = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < sizeof(kw) / sizeof(kw[0]) && n < len; i++)
+		if (rc->notify & kw[i].bit)
+			n += (size_t)snprintf(out + n, len - n, "%s%s",
+			    n == 0 ? " NOTIFY=" : ",", kw[i].name);
+	if (rc->orcpt != NULL && n < len)
+		snprintf(out + n, len - n, " ORCPT=%s", rc->orcpt);
+}
+
 /* Send what the cursors allow: everything with PIPELINING, else one. */
 static void
 dlv_tx_send(struct dlv_session *s)
@@ -474,7 +509,7 @@ dlv_tx_send(struct dlv_session *s)
 		if (!(s->flags & DLV_F_PIPELINING) && s->send_idx != s->recv_idx)
 			break;
 		if (s->send_idx == 0) {
-			char size[40] = "";
+			char size[40] = "", dsn[128] = "";
 			const char *body = "", *utf8 = "";
 
 			if (e->ext & SMTP_EXT_SIZE)
@@ -487,12 +522,18 @@ dlv_tx_send(struct dlv_session *s)
 			if ((env->flags & ENV_F_SMTPUTF8) &&
 			    (e->ext & SMTP_EXT_SMTPUTF8))
 				utf8 = " SMTPUTF8";
-			dlv_session_send(s, "MAIL FROM:<%s>%s%s%s", env->sender,
-			    size, body, utf8);
+			if (e->ext & SMTP_EXT_DSN)
+				dlv_dsn_mail_params(env, dsn, sizeof(dsn));
+			dlv_session_send(s, "MAIL FROM:<%s>%s%s%s%s",
+			    env->sender, size, body, utf8, dsn);
 		} else if (s->send_idx <= s->nsend) {
 			size_t i = s->sendlist[s->send_idx - 1];
-			dlv_session_send(s, "RCPT TO:<%s>",
-			    env->rcpts[s->job->rcpts[i]].addr);
+			const struct env_rcpt *rc = &env->rcpts[s->job->rcpts[i]];
+			char dsn[400] = "";
+
+			if (e->ext & SMTP_EXT_DSN)
+				dlv_dsn_rcpt_params(rc, dsn, sizeof(dsn));
+			dlv_session_send(s, "RCPT TO:<%s>%s", rc->addr, dsn);
 		} else {
 			dlv_session_send(s, "DATA");
 		}

@@ -301,6 +301,7 @@ dsn_human_rcpt(struct dsn_buf *b, const struct dsn_rcpt *r, const char *addr,
 	else
 		dsn_buf_printf(&line, " %s (status %s)",
 		    r->action == DSN_ACTION_DELAYED ? "delivery delayed" :
+		    r->action == DSN_ACTION_RELAYED ? "relayed" :
 		    "delivery failed", r->status ? r->status : "unknown");
 	if (line.err) {
 		b->err = 1;
@@ -320,7 +321,7 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 	struct dsn_buf b = { 0 };
 	char *hdrs = NULL, *host = NULL, *sender = NULL, *envid = NULL;
 	char bnd[80], date[64], arr[64];
-	size_t hlen = 0, nfailed = 0;
+	size_t hlen = 0, nfailed = 0, ndelayed = 0;
 	unsigned fl = 0;
 	uint64_t rnd = m->rnd;
 	enum dsn_status st = DSN_NOMEM;
@@ -332,9 +333,12 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 		return DSN_NULL_SENDER;
 	if (m->nrcpt == 0)
 		return DSN_NO_RCPT;
-	for (size_t i = 0; i < m->nrcpt; i++)
+	for (size_t i = 0; i < m->nrcpt; i++) {
 		if (m->rcpts[i].action == DSN_ACTION_FAILED)
 			nfailed++;
+		else if (m->rcpts[i].action == DSN_ACTION_DELAYED)
+			ndelayed++;
+	}
 
 	if ((hdrs = malloc(DSN_HEADERS_MAX)) == NULL)
 		goto fail;
@@ -362,8 +366,9 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 	    host);
 	dsn_buf_printf(&b, "To: <%s>\r\n", sender);
 	dsn_buf_printf(&b, "Subject: %s\r\n", nfailed > 0 ?
-	    "Undelivered Mail Returned to Sender" :
-	    "Delayed Mail (still being retried)");
+	    "Undelivered Mail Returned to Sender" : ndelayed > 0 ?
+	    "Delayed Mail (still being retried)" :
+	    "Relayed Mail (no delivery report to follow)");
 	dsn_buf_printf(&b, "Date: %s\r\n", date);
 	dsn_buf_printf(&b, "Message-ID: <%016llx.%016llx.dsn@%s>\r\n",
 	    (unsigned long long)m->qid, (unsigned long long)m->rnd, host);
@@ -385,9 +390,9 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 		    "message could not\r\nbe delivered to one or more "
 		    "recipients. Its header is attached below.\r\n\r\n");
 	}
-	for (int pass = 0; pass < 2; pass++) {
+	for (int pass = 0; pass < 3; pass++) {
 		enum dsn_action want = pass == 0 ? DSN_ACTION_FAILED :
-		    DSN_ACTION_DELAYED;
+		    pass == 1 ? DSN_ACTION_DELAYED : DSN_ACTION_RELAYED;
 		int any = 0;
 		for (size_t i = 0; i < m->nrcpt; i++) {
 			const struct dsn_rcpt *r = &m->rcpts[i];
@@ -407,6 +412,12 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 				dsn_buf_str(&b, "; you do not need to resend "
 				    "it.\r\n\r\n");
 			}
+			if (want == DSN_ACTION_RELAYED && !any)
+				dsn_buf_str(&b, "Your message was passed on to "
+				    "the recipients below. You asked\r\nto be told "
+				    "of its delivery, but the next mail system does "
+				    "not\r\nsend delivery reports, so no further "
+				    "notice will follow.\r\n\r\n");
 			any = 1;
 			a = dsn_clean(r->addr, 512, 1, NULL);
 			mta = dsn_clean(r->remote_mta, 255, 1, NULL);
@@ -435,6 +446,7 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		const struct dsn_rcpt *r = &m->rcpts[i];
 		int delayed = r->action == DSN_ACTION_DELAYED;
+		int relayed = r->action == DSN_ACTION_RELAYED;
 		char *a = dsn_clean(r->addr, 512, 0, &fl);
 		char *o = r->orcpt ? dsn_clean(r->orcpt, 512, 0, &fl) : NULL;
 		char *s = dsn_clean(r->status, 15, 1, NULL);
@@ -452,9 +464,9 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 				    strchr(o, ';') ? "" : "rfc822; ", o);
 			dsn_buf_printf(&b, "Final-Recipient: rfc822; %s\r\n", a);
 			dsn_buf_printf(&b, "Action: %s\r\n",
-			    delayed ? "delayed" : "failed");
+			    delayed ? "delayed" : relayed ? "relayed" : "failed");
 			dsn_buf_printf(&b, "Status: %s\r\n", s[0] ? s :
-			    delayed ? "4.0.0" : "5.0.0");
+			    delayed ? "4.0.0" : relayed ? "2.0.0" : "5.0.0");
 			if (mta[0] != '\0')
 				dsn_buf_printf(&b, "Remote-MTA: dns; %s\r\n", mta);
 			if (dg[0] != '\0') {

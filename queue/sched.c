@@ -280,6 +280,7 @@ sched_msg_forget(struct sched *s, struct sched_msg *m)
 	s->nmsg--;
 	free(m->perm);
 	free(m->expired);
+	free(m->relayed);
 	free(m);
 }
 
@@ -527,7 +528,7 @@ sched_msg_start(struct sched *s, struct sched_msg *m, int64_t now)
 
 	m->state = SCHED_M_RUNNING;
 	m->njobs = (unsigned)ng;
-	m->nperm = 0;
+	m->nperm = m->nrelayed = 0;
 	for (size_t k = 0; k < ng; k++) {
 		struct dlv_job *j = xcalloc(1, sizeof(*j));
 		struct sched_dest *d = sched_dest_get(s, g[k].key);
@@ -639,6 +640,14 @@ sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
 			switch (rr->cls) {
 			case DLV_OK:
 				rcp->state = RCPT_SENT;
+				/* RFC 3461 4.2: a hop without DSN cannot report
+				 * success; we say that we relayed it */
+				if (!r->peer_dsn &&
+				    (rcp->notify & SMTP_NOTIFY_SUCCESS)) {
+					m->relayed = xreallocarray(m->relayed,
+					    m->nrelayed + 1, sizeof(*m->relayed));
+					m->relayed[m->nrelayed++] = rr->rcpt;
+				}
 				break;
 			case DLV_TEMP:
 				break;
@@ -769,8 +778,11 @@ sched_finalize(struct sched *s, struct sched_msg *m, struct envelope *env,
 			    ENV_RES_EXPIRED, env->attempts, now, extra);
 	if (m->warn && dsn != 0)
 		log_info("id=%s delay warning sent dsn_id=%s", qid, extra + 7);
+	if (m->nrelayed > 0 && dsn != 0)
+		log_info("id=%s relayed notice sent nrcpt=%zu dsn_id=%s", qid,
+		    m->nrelayed, extra + 7);
 
-	m->nperm = m->nexpired = 0;
+	m->nperm = m->nexpired = m->nrelayed = 0;
 	m->warn = 0;
 	if (envelope_pending(env) == 0) {
 		if (queue_remove(s->q, env->id) < 0 && errno != ENOENT)
@@ -808,7 +820,7 @@ sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now,
 			return;
 		}
 		log_warn("id=%s scheduler: cannot read the envelope", qid);
-		m->nperm = 0;
+		m->nperm = m->nrelayed = 0;
 		sched_msg_schedule(s, m, now + SCHED_RETRY_ERR);
 		return;
 	}
@@ -842,10 +854,10 @@ sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now,
 	 * (1) the round's counters, failures still pending. A message with
 	 * nothing left to do is removed by sched_finalize() instead.
 	 */
-	if ((npend > 0 || m->nperm > 0 || m->nexpired > 0 || warn) &&
-	    queue_update(s->q, env) < 0)
+	if ((npend > 0 || m->nperm > 0 || m->nexpired > 0 || m->nrelayed > 0 ||
+	    warn) && queue_update(s->q, env) < 0)
 		log_warn("id=%s scheduler: queue_update", qid);
-	if (m->nperm == 0 && m->nexpired == 0 && !warn) {
+	if (m->nperm == 0 && m->nexpired == 0 && m->nrelayed == 0 && !warn) {
 		sched_finalize(s, m, env, now, 0, "none needed");
 		goto out;
 	}
@@ -861,17 +873,20 @@ sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now,
 		int perm = sched_idx_in(m->perm, m->nperm, i);
 		int exp = sched_idx_in(m->expired, m->nexpired, i);
 		int del = warn && rc2->state == RCPT_PENDING && !perm;
+		int rel = sched_idx_in(m->relayed, m->nrelayed, i);
 		struct dsn_rcpt *d = &dr[nd];
 
-		if (!perm && !exp && !del)
+		if (!perm && !exp && !del && !rel)
 			continue;
-		if (!sched_notify_ok(rc2->notify, del ? SMTP_NOTIFY_DELAY :
-		    SMTP_NOTIFY_FAILURE))
+		if (!sched_notify_ok(rc2->notify, rel ? SMTP_NOTIFY_SUCCESS :
+		    del ? SMTP_NOTIFY_DELAY : SMTP_NOTIFY_FAILURE))
 			continue;
 		d->addr = rc2->addr;
 		d->orcpt = rc2->orcpt;
-		d->action = del ? DSN_ACTION_DELAYED : DSN_ACTION_FAILED;
-		d->status = exp ? "4.4.7" : rc2->status;
+		d->action = rel ? DSN_ACTION_RELAYED : del ? DSN_ACTION_DELAYED :
+		    DSN_ACTION_FAILED;
+		d->status = exp ? "4.4.7" : rel && (rc2->status == NULL ||
+		    rc2->status[0] != '2') ? "2.0.0" : rc2->status;
 		d->remote_mta = rc2->relay;
 		d->diag = exp && rc2->last_error == NULL ?
 		    "delivery time expired" : rc2->last_error;
@@ -931,7 +946,7 @@ sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now,
 	goto out;
 
 keep:
-	m->nperm = m->nexpired = 0;
+	m->nperm = m->nexpired = m->nrelayed = 0;
 	m->warn = 0;
 	sched_msg_schedule(s, m, env->next_attempt);
 out:
@@ -965,7 +980,7 @@ sched_dsn_done(struct sched *s, const struct queue_commit_done *d,
 			sched_msg_forget(s, m);
 			return;
 		}
-		m->nperm = m->nexpired = 0;
+		m->nperm = m->nexpired = m->nrelayed = 0;
 		m->warn = 0;
 		sched_msg_schedule(s, m, now + SCHED_RETRY_ERR);
 		return;
@@ -974,7 +989,7 @@ sched_dsn_done(struct sched *s, const struct queue_commit_done *d,
 		errno = d->err;
 		log_warn("id=%s scheduler: DSN not queued; failures stay "
 		    "pending", qid);
-		m->nperm = m->nexpired = 0;
+		m->nperm = m->nexpired = m->nrelayed = 0;
 		m->warn = 0;
 		sched_msg_schedule(s, m, env->next_attempt);
 	} else {
@@ -1148,6 +1163,7 @@ sched_free(struct sched *s)
 			mn = m->hnext;
 			free(m->perm);
 			free(m->expired);
+			free(m->relayed);
 			free(m);
 		}
 	}

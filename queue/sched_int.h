@@ -81,6 +81,8 @@ struct sched_msg {
 	unsigned njobs;
 	size_t *perm, nperm;            /* round: permanent failures */
 	size_t *expired, nexpired;      /* SCHED_M_DSN: expiring recipients */
+	size_t *relayed, nrelayed;      /* round: sent with NOTIFY=SUCCESS to a
+	                                   hop without DSN ("relayed" DSN) */
 	int warn;                       /* SCHED_M_DSN: the delay warning */
 };
 

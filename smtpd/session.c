@@ -269,6 +269,7 @@ smtpd_cmd_helo(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	    (unsigned long long)s->conf->max_message_size);
 	evbuffer_add_printf(out, "250-8BITMIME\r\n");
 	evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
+	evbuffer_add_printf(out, "250-DSN\r\n");
 	if (smtpd_starttls_offered(s))
 		evbuffer_add_printf(out, "250-STARTTLS\r\n");
 	if (smtpd_auth_offered(s))
@@ -374,6 +375,8 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		env->flags |= ENV_F_8BIT;
 	if (p.ret == 'H')
 		env->flags |= ENV_F_RET_HDRS;
+	else if (p.ret == 'F')
+		env->flags |= ENV_F_RET_FULL;
 	if (env->sender == NULL || env->client_addr == NULL ||
 	    env->client_helo == NULL || env->listener == NULL ||
 	    (p.envid[0] && env->envid == NULL)) {

@@ -18,6 +18,8 @@
 enum dsn_action {
 	DSN_ACTION_FAILED,      /* Action: failed (bounce, expiry) */
 	DSN_ACTION_DELAYED,     /* Action: delayed (delay warning) */
+	DSN_ACTION_RELAYED,     /* Action: relayed (NOTIFY=SUCCESS, next hop
+	                           without DSN: RFC 3461 4.2) */
 };
 
 struct dsn_rcpt {
@@ -63,7 +65,8 @@ enum dsn_status {
  * text/rfc822-headers (the body is never returned). CRLF line ends, no line
  * over 998 octets, every peer text stripped of control characters and
  * folded. Subject "Undelivered Mail Returned to Sender" when any recipient
- * failed, else "Delayed Mail (still being retried)". On DSN_OK *out (caller
+ * failed, else "Delayed Mail (still being retried)" when any is delayed,
+ * else "Relayed Mail (no delivery report to follow)". On DSN_OK *out (caller
  * frees) holds *outlen bytes and *flags the DSN_F_* bits.
  */
 enum dsn_status dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,

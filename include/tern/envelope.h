@@ -67,6 +67,7 @@ struct env_attempt {
 #define ENV_F_DSN       0x10u  /* this message is itself a bounce (sender <>) */
 #define ENV_F_WARNED    0x20u  /* delay-warning DSN already sent */
 #define ENV_F_RET_HDRS  0x40u  /* RET=HDRS */
+#define ENV_F_RET_FULL  0x80u  /* RET=FULL (passed on to a DSN-capable hop) */
 
 struct envelope {
 	uint64_t id;

@@ -18,6 +18,10 @@ Behaviour knobs (set any time, from the test thread):
         # and the final dot were received). s.release() lets hung sessions go
         # on; stop() cancels them.
 
+    s.dsn = True      # offer DSN (RFC 3461) in EHLO and take its parameters:
+        # msgs[0].dsn_mail lists MAIL's RET=/ENVID= as sent, msgs[0].dsn_rcpt
+        # one list per accepted recipient of its NOTIFY=/ORCPT= as sent
+
 Only recipients accepted with 250 are recorded in rcpt_tos; refused ones are
 in SinkMessage.refused. s.sessions counts connections; s.ehlo_names lists the
 EHLO/HELO names in order.
@@ -44,6 +48,8 @@ class SinkMessage:
         self.peer = peer
         self.tls = tls
         self.ehlo = ehlo
+        self.dsn_mail = []
+        self.dsn_rcpt = []
 
     def __repr__(self):
         return "<SinkMessage from=%r to=%r %d bytes>" % (self.mail_from, self.rcpt_tos,
@@ -67,6 +73,8 @@ class _Handler:
         self.sink._note_ehlo(hostname)
         await self._maybe_hang("ehlo")
         session.host_name = hostname
+        if self.sink.dsn:
+            responses.insert(len(responses) - 1, "250-DSN")
         return responses
 
     async def handle_HELO(self, server, session, envelope, hostname):
@@ -97,6 +105,9 @@ class _Handler:
         if not hasattr(envelope, "rcpt_opts"):
             envelope.rcpt_opts = []
         envelope.rcpt_opts.append(rcpt_options)
+        if not hasattr(envelope, "dsn_rcpt"):
+            envelope.dsn_rcpt = []
+        envelope.dsn_rcpt.append(server.dsn_pending_rcpt)
         return reply or "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
@@ -121,11 +132,37 @@ class _Handler:
             tls=session.ssl is not None,
             ehlo=session.host_name,
         )
+        msg.dsn_mail = list(getattr(envelope, "dsn_mail", []))
+        msg.dsn_rcpt = list(getattr(envelope, "dsn_rcpt", []))
         self.sink._add(msg)
         return reply or "250 2.0.0 OK: received"
 
 
+def _split_params(arg, names):
+    """arg without the parameters named (as sent), and those parameters."""
+    keep, taken = [], []
+    for word in arg.split(" "):
+        (taken if word.split("=", 1)[0].upper() in names else keep).append(word)
+    return " ".join(keep), taken
+
+
 class _SinkSMTP(SMTP):
+    dsn_pending_rcpt = []
+
+    # aiosmtpd refuses parameters it does not know (555): with s.dsn the
+    # DSN ones are taken out first and recorded as sent (case kept)
+    async def smtp_MAIL(self, arg):
+        if self.event_handler.sink.dsn and arg:
+            arg, taken = _split_params(arg, ("RET", "ENVID"))
+            self.envelope.dsn_mail = taken
+        return await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg):
+        self.dsn_pending_rcpt = []
+        if self.event_handler.sink.dsn and arg:
+            arg, self.dsn_pending_rcpt = _split_params(arg, ("NOTIFY", "ORCPT"))
+        return await super().smtp_RCPT(arg)
+
     async def _handle_client(self):
         sink = self.event_handler.sink
         sink._note_session()
@@ -165,6 +202,7 @@ class Sink:
         self.data_reply = None
         self.hang = None
         self.hang_limit = 120.0
+        self.dsn = False
         self.messages = []
         self.refused_data = []
         self.sessions = 0

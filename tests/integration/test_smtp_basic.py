@@ -63,7 +63,7 @@ def test_ehlo_keywords(ternd, smtp_raw):
     r = c.cmd("EHLO client.test", 250)
     assert r.lines[0].split()[0] == "mx.test", r
     kws = {l.split()[0].upper(): l.split()[1:] for l in r.lines[1:]}
-    for k in ("PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES"):
+    for k in ("PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES", "DSN"):
         assert k in kws, "EHLO lacks %s: %r" % (k, r)
     assert kws["SIZE"] == [str(1024 * 1024)], r
     assert "STARTTLS" not in kws, "plain listener must not offer STARTTLS: %r" % r

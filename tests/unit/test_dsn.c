@@ -352,6 +352,58 @@ test_delayed_only(void **state)
 	free(out);
 }
 
+/* NOTIFY=SUCCESS through a hop without DSN: "relayed", 2.x, its own subject
+ * and text; next to a failure the failure decides the subject */
+static void
+test_relayed(void **state)
+{
+	struct dsn_rcpt r[2] = {
+		{ .addr = "d@x.example", .orcpt = "rfc822;D@x.example",
+		  .action = DSN_ACTION_RELAYED, .status = "2.0.0",
+		  .remote_mta = "mx.x.example[192.0.2.7]:25",
+		  .diag = "250 2.0.0 queued as 42", .diag_smtp = 1,
+		  .last_attempt = T_NOW },
+		{ .addr = "e@x.example", .action = DSN_ACTION_FAILED,
+		  .status = "5.1.1", .diag = "550 5.1.1 no such user",
+		  .remote_mta = "mx.x.example", .diag_smtp = 1 },
+	};
+	struct dsn_msg m = { .hostname = "h", .qid = 1, .sender = "s@y",
+	    .now = T_NOW, .rcpts = r, .nrcpt = 1 };
+	struct part p[4];
+	const char *h;
+	size_t len, hl;
+	unsigned fl;
+	char bnd[128], *out;
+	(void)state;
+
+	out = build(&m, &len, &fl);
+	assert_int_equal(split(out, len, &h, &hl, p, 4, bnd, sizeof(bnd)), 3);
+	assert_field(h, hl, "Subject", "Relayed Mail (no delivery report to follow)");
+	assert_field(p[1].body, p[1].bodylen, "Action", "relayed");
+	assert_field(p[1].body, p[1].bodylen, "Status", "2.0.0");
+	assert_field(p[1].body, p[1].bodylen, "Diagnostic-Code",
+	    "smtp; 250 2.0.0 queued as 42");
+	assert_non_null(memmem(p[0].body, p[0].bodylen, "passed on to", 12));
+	assert_non_null(memmem(p[0].body, p[0].bodylen, "<d@x.example>", 13));
+	assert_null(memmem(p[0].body, p[0].bodylen, "I'm sorry", 9));
+	free(out);
+
+	/* a relayed status left empty is reported as 2.0.0 */
+	r[0].status = NULL;
+	out = build(&m, &len, &fl);
+	assert_int_equal(split(out, len, &h, &hl, p, 4, bnd, sizeof(bnd)), 3);
+	assert_field(p[1].body, p[1].bodylen, "Status", "2.0.0");
+	free(out);
+
+	m.nrcpt = 2;
+	out = build(&m, &len, &fl);
+	assert_int_equal(split(out, len, &h, &hl, p, 4, bnd, sizeof(bnd)), 3);
+	assert_field(h, hl, "Subject", "Undelivered Mail Returned to Sender");
+	assert_int_equal(count_field(p[1].body, p[1].bodylen, "Action: relayed"), 1);
+	assert_int_equal(count_field(p[1].body, p[1].bodylen, "Action: failed"), 1);
+	free(out);
+}
+
 static void
 test_refusals(void **state)
 {
@@ -541,6 +593,7 @@ main(void)
 		cmocka_unit_test(test_one_rcpt),
 		cmocka_unit_test(test_three_rcpts_envid_orcpt),
 		cmocka_unit_test(test_delayed_only),
+		cmocka_unit_test(test_relayed),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_long_hostile_diag),
 		cmocka_unit_test(test_boundary_collision),
