@@ -91,7 +91,7 @@ struct ctl_server {
 	struct ctl_return *ret;         /* a reference; ret->tq is ours */
 	uint64_t next_conn_id;
 	unsigned nconns;
-	TAILQ_HEAD(, ctl_conn) conns;
+	TAILQ_HEAD(ctl_conn_list, ctl_conn) conns;
 };
 
 /* ---- request handling (no I/O besides queue reads) ---- */
@@ -1021,6 +1021,18 @@ ctl_conn_eventcb(struct bufferevent *bev, short what, void *arg)
 }
 
 /* An op's answer, on the control loop: send it, go on with the input. */
+/* The connection id waiting for an answer, or NULL (it has gone). */
+static struct ctl_conn *
+ctl_conn_waiting(struct ctl_server *s, uint64_t id)
+{
+	struct ctl_conn *c;
+
+	TAILQ_FOREACH(c, &s->conns, entry)
+		if (c->id == id && (c->flags & CTL_F_WAITING))
+			return c;
+	return NULL;
+}
+
 static void
 ctl_server_answer_cb(struct tq_msg *msg, void *arg)
 {
@@ -1031,10 +1043,7 @@ ctl_server_answer_cb(struct tq_msg *msg, void *arg)
 	if (msg->type != TQ_CTL)
 		panic("ctl_server_answer_cb: unexpected message type %d",
 		    (int)msg->type);
-	TAILQ_FOREACH(c, &s->conns, entry)
-		if (c->id == msg->reqid && (c->flags & CTL_F_WAITING))
-			break;
-	if (c == NULL) {
+	if ((c = ctl_conn_waiting(s, msg->reqid)) == NULL) {
 		log_debug("ctl: answer for a connection that has gone, dropped");
 		goto out;
 	}
