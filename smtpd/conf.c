@@ -315,8 +315,16 @@ conf_field(struct conf_parser *p, const struct conf_directive *d)
 /* ------------------------------------------------------------------ */
 /* public value parsers */
 
-int
-conf_parse_size(const char *s, size_t len, uint64_t *out)
+/* One unit suffix letter and what it multiplies by; a 0 letter ends a table. */
+struct conf_unit {
+	char c;
+	uint64_t mul;
+};
+
+/* Digits, then at most one suffix from units; the product must be <= max. */
+static int
+conf_parse_scaled(const char *s, size_t len, const struct conf_unit *units,
+    uint64_t max, uint64_t *out)
 {
 	size_t n = 0;
 	uint64_t v, mul = 1;
@@ -326,43 +334,42 @@ conf_parse_size(const char *s, size_t len, uint64_t *out)
 	if (conf_parse_u64(s, n, &v) == -1)
 		return -1;
 	if (len - n == 1) {
-		switch (s[n]) {
-		case 'K': case 'k': mul = 1ULL << 10; break;
-		case 'M': case 'm': mul = 1ULL << 20; break;
-		case 'G': case 'g': mul = 1ULL << 30; break;
-		default: return -1;
-		}
+		for (mul = 0; units->c != '\0'; units++)
+			if (units->c == s[n])
+				mul = units->mul;
+		if (mul == 0)
+			return -1;
 	} else if (len != n)
 		return -1;
-	if (v > UINT64_MAX / mul)
+	if (v > max / mul)
 		return -1;
 	*out = v * mul;
 	return 0;
 }
 
 int
+conf_parse_size(const char *s, size_t len, uint64_t *out)
+{
+	static const struct conf_unit units[] = {
+		{ 'K', 1ULL << 10 }, { 'k', 1ULL << 10 }, { 'M', 1ULL << 20 },
+		{ 'm', 1ULL << 20 }, { 'G', 1ULL << 30 }, { 'g', 1ULL << 30 },
+		{ '\0', 0 },
+	};
+
+	return conf_parse_scaled(s, len, units, UINT64_MAX, out);
+}
+
+int
 conf_parse_duration(const char *s, size_t len, unsigned *out)
 {
-	size_t n = 0;
-	uint64_t v, mul = 1;
+	static const struct conf_unit units[] = {
+		{ 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 }, { '\0', 0 },
+	};
+	uint64_t v;
 
-	while (n < len && conf_isdigit((unsigned char)s[n]))
-		n++;
-	if (conf_parse_u64(s, n, &v) == -1)
+	if (conf_parse_scaled(s, len, units, UINT_MAX, &v) == -1)
 		return -1;
-	if (len - n == 1) {
-		switch (s[n]) {
-		case 's': mul = 1; break;
-		case 'm': mul = 60; break;
-		case 'h': mul = 3600; break;
-		case 'd': mul = 86400; break;
-		default: return -1;
-		}
-	} else if (len != n)
-		return -1;
-	if (v > UINT_MAX / mul)
-		return -1;
-	*out = (unsigned)(v * mul);
+	*out = (unsigned)v;
 	return 0;
 }
 
