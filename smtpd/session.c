@@ -737,7 +737,7 @@ smtpd_cmd_starttls(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	}
 	struct tls_server *t = smtpd_tls_get(s->srv);
 	SSL *ssl = t ? tls_server_ssl_new(t) : NULL;
-	tls_server_unref(t);   /* the SSL holds its own reference on the ctx */
+	tls_server_unref(t);   /* the SSL holds its own reference */
 	if (ssl == NULL) {
 		smtpd_reply(s, 454, "4.7.0", "TLS not available due to temporary reason");
 		return 0;
@@ -1254,7 +1254,10 @@ static void smtpd_session_reap(struct smtpd_session *s);
 static void
 smtpd_session_closer_cb(evutil_socket_t fd, short what, void *arg)
 {
-	smtpd_session_reap(arg);
+	struct smtpd_session *s = arg;
+
+	s->close_waits++;
+	smtpd_session_reap(s);
 }
 
 /*
@@ -1280,8 +1283,12 @@ smtpd_session_tls_shutdown(struct smtpd_session *s)
  * A closing session goes once its replies have left: the session's own
  * output buffer and, with STARTTLS, the underlying socket bufferevent's
  * (the TLS filter hands bytes down at once, so its own buffer empties
- * before anything is on the wire). Waits at most ~5 s for a peer that does
- * not read.
+ * before anything is on the wire). Waits at most ~5 s (500 closer ticks)
+ * for a peer that does not read, and not at all while the TLS handshake
+ * has not completed (unless the handshake failed and its alert is on the
+ * way: TLS_SHUT): nothing can be sent before it, and a client that never
+ * sends its ClientHello would otherwise hold the session (and a SIGTERM)
+ * until the idle timeout.
  */
 static void
 smtpd_session_reap(struct smtpd_session *s)
@@ -1294,19 +1301,19 @@ smtpd_session_reap(struct smtpd_session *s)
 		smtpd_session_tls_shutdown(s);
 	if (u != NULL)
 		pending += evbuffer_get_length(bufferevent_get_output(u));
-	if (pending == 0 || s->close_waits >= 500) {
+	if (pending == 0 || s->close_waits >= 500 ||
+	    (s->flags & (SMTPD_F_TLS_PENDING | SMTPD_F_TLS_SHUT)) ==
+	    SMTPD_F_TLS_PENDING) {
 		smtpd_session_free(s);
 		return;
 	}
-	if (u == NULL)
-		return;   /* the write callback calls again once drained */
+	/* the write callback calls again once drained; the timer bounds it */
 	if (s->closer == NULL &&
 	    (s->closer = evtimer_new(s->loop->base, smtpd_session_closer_cb, s)) == NULL) {
 		smtpd_session_free(s);
 		return;
 	}
 	struct timeval tv = { 0, 10000 };
-	s->close_waits++;
 	evtimer_add(s->closer, &tv);
 }
 

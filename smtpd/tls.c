@@ -9,6 +9,7 @@
  * RFC 8314 (implicit TLS), RFC 3207 (STARTTLS), RFC 7525/9325 (TLS 1.2+,
  * AEAD with forward secrecy).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,28 @@ struct tls_server {
 	size_t nctx;
 };
 
+/*
+ * Every server SSL holds a reference on the tls_server it came from (in its
+ * ex_data, dropped by SSL_free): the SNI callback of a handshake that starts
+ * after a reload still finds the contexts it may switch to.
+ */
+static int tls_ssl_idx = -1;
+static pthread_once_t tls_ssl_idx_once = PTHREAD_ONCE_INIT;
+
+static void
+tls_ssl_ref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+    long argl, void *argp)
+{
+	tls_server_unref(ptr);
+}
+
+static void
+tls_ssl_idx_init(void)
+{
+	tls_ssl_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL,
+	    tls_ssl_ref_free);
+}
+
 static void
 tls_err(char *err, size_t errlen, const char *what, const char *file)
 {
@@ -50,9 +73,9 @@ tls_err(char *err, size_t errlen, const char *what, const char *file)
 static int
 tls_sni_cb(SSL *ssl, int *alert, void *arg)
 {
-	struct tls_server *t = arg;
+	struct tls_server *t = SSL_get_ex_data(ssl, tls_ssl_idx);
 	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-	if (name == NULL || t->nctx < 2)
+	if (t == NULL || name == NULL || t->nctx < 2)
 		return SSL_TLSEXT_ERR_OK;
 	for (size_t i = 0; i < t->nctx; i++) {
 		X509 *x = SSL_CTX_get0_certificate(t->ctx[i]);
@@ -66,7 +89,7 @@ tls_sni_cb(SSL *ssl, int *alert, void *arg)
 }
 
 static SSL_CTX *
-tls_server_ctx_new(struct tls_server *t, char *err, size_t errlen)
+tls_server_ctx_new(char *err, size_t errlen)
 {
 	static const unsigned char sid_ctx[] = "tern";
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -88,7 +111,6 @@ tls_server_ctx_new(struct tls_server *t, char *err, size_t errlen)
 	SSL_CTX_sess_set_cache_size(ctx, 20000);
 	SSL_CTX_set_timeout(ctx, 3600);
 	SSL_CTX_set_tlsext_servername_callback(ctx, tls_sni_cb);
-	SSL_CTX_set_tlsext_servername_arg(ctx, t);
 	/* Partial writes let libevent hand OpenSSL less than a whole record. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
@@ -143,7 +165,7 @@ tls_server_new(const struct conf *c, char *err, size_t errlen)
 				snprintf(err, errlen, "too many certificate pairs");
 				goto fail;
 			}
-			if ((t->ctx[k] = tls_server_ctx_new(t, err, errlen)) == NULL)
+			if ((t->ctx[k] = tls_server_ctx_new(err, errlen)) == NULL)
 				goto fail;
 			t->nctx++;
 		}
@@ -195,7 +217,17 @@ tls_server_unref(struct tls_server *t)
 SSL *
 tls_server_ssl_new(struct tls_server *t)
 {
-	return SSL_new(t->ctx[0]);
+	SSL *ssl;
+
+	pthread_once(&tls_ssl_idx_once, tls_ssl_idx_init);
+	if (tls_ssl_idx < 0 || (ssl = SSL_new(t->ctx[0])) == NULL)
+		return NULL;
+	if (SSL_set_ex_data(ssl, tls_ssl_idx, tls_server_ref(t)) != 1) {
+		tls_server_unref(t);
+		SSL_free(ssl);
+		return NULL;
+	}
+	return ssl;
 }
 
 SSL_CTX *

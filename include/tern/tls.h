@@ -27,7 +27,11 @@ struct tls_server;
 struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen);
 struct tls_server *tls_server_ref(struct tls_server *t);
 void tls_server_unref(struct tls_server *t);          /* NULL is a no-op */
-/* New server SSL object (caller owns), or NULL. */
+/*
+ * New server SSL object (caller owns), or NULL. It holds a reference on t
+ * until SSL_free(), so a handshake still picks among t's certificates (SNI)
+ * after a reload dropped t.
+ */
 struct ssl_st *tls_server_ssl_new(struct tls_server *t);
 
 /*

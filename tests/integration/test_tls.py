@@ -367,23 +367,81 @@ def _runtime_readable_dir():
     return d
 
 
+def _start_reloadable(ternd, certs, d, extra_pairs=()):
+    """A ternd whose key (copied into d) and conf its run-time user can read
+    again on SIGHUP; returns (t, cert, key, user, pw)."""
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    shutil.copy(certs.cert, cert)
+    shutil.copy(certs.key, key)
+    user, pw = default_user(), None
+    if user:
+        pw = pwd.getpwnam(user)
+        os.chown(key, pw.pw_uid, pw.pw_gid)
+    os.chmod(key, 0o600)
+    t = start(ternd, certs, pairs=[(cert, key)] + list(extra_pairs))
+    # ternd re-reads its conf as the run-time user: let it reach the file
+    p = os.path.dirname(t.conf_path)
+    while p not in ("/", "/tmp"):
+        os.chmod(p, os.stat(p).st_mode | 0o001)
+        p = os.path.dirname(p)
+    return t, cert, key, user, pw
+
+
+def test_handshake_begun_before_a_reload_finishes_after_it(ternd, certs):
+    """A TLS connection accepted before SIGHUP whose ClientHello (with SNI)
+    arrives after the reload dropped the old contexts: the handshake still
+    picks among the certificates it started with."""
+    d = _runtime_readable_dir()
+    try:
+        leaf = certs.make_leaf("other.example", ["DNS:other.example"])
+        other = (os.path.join(d, "other.pem"), os.path.join(d, "other.key"))
+        for src, dst in zip(leaf, other):
+            shutil.copy(src, dst)
+            os.chmod(dst, 0o644)        # the run-time user reads it on reload
+        t, _, _, _, _ = _start_reloadable(ternd, certs, d, extra_pairs=[other])
+        pending = [socket.create_connection(("127.0.0.1", t.port("tls")), timeout=10)
+                   for _ in range(2)]
+        time.sleep(0.3)                 # accepted: their SSL objects exist
+        os.kill(t.pid, signal.SIGHUP)
+        t.wait_log(r"reload done")
+        os.kill(t.pid, signal.SIGHUP)   # and the contexts after that one too
+        t.wait_log(r"reload done(.|\n)*reload done")
+        for s, sni, der in ((pending[0], "other.example", der_of(other[0])),
+                            (pending[1], "localhost", der_of(certs.cert))):
+            tls = ctx_for(certs).wrap_socket(s, server_hostname=sni)
+            assert tls.getpeercert(binary_form=True) == der
+            tls.sendall(b"EHLO client.test\r\n")
+            assert tls.recv(4096).startswith(b"220")
+            tls.close()
+        assert t.pid and os.kill(t.pid, 0) is None      # still running
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_sigterm_does_not_wait_for_a_handshake_that_never_starts(ternd, certs):
+    """Connections that never send their ClientHello (implicit TLS, and
+    after STARTTLS's 220) do not hold a SIGTERM: no reply can reach them."""
+    t = start(ternd, certs)
+    silent = socket.create_connection(("127.0.0.1", t.port("tls")), timeout=10)
+    s = socket.create_connection(("127.0.0.1", t.port("relay")), timeout=10)
+    f = s.makefile("rb")
+    assert f.readline().startswith(b"220")
+    s.sendall(b"EHLO client.test\r\nSTARTTLS\r\n")
+    while not f.readline().startswith(b"220 "):
+        pass
+    t.wait_log(r"session=\S+ connect client=127\.0\.0\.1 listener=127\.0\.0\.1:%d"
+               % t.port("tls"))
+    t0 = time.monotonic()
+    t.stop()
+    assert time.monotonic() - t0 < 3, "SIGTERM waited for silent TLS clients"
+    silent.close()
+    s.close()
+
+
 def test_certificate_reload_on_sighup(ternd, certs, smtp_raw):
     d = _runtime_readable_dir()
     try:
-        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-        shutil.copy(certs.cert, cert)
-        shutil.copy(certs.key, key)
-        user = default_user()
-        if user:
-            pw = pwd.getpwnam(user)
-            os.chown(key, pw.pw_uid, pw.pw_gid)
-        os.chmod(key, 0o600)
-        t = start(ternd, certs, pairs=[(cert, key)])
-        # ternd re-reads its conf as the run-time user: let it reach the file
-        p = os.path.dirname(t.conf_path)
-        while p not in ("/", "/tmp"):
-            os.chmod(p, os.stat(p).st_mode | 0o001)
-            p = os.path.dirname(p)
+        t, cert, key, user, pw = _start_reloadable(ternd, certs, d)
         old_der = der_of(certs.cert)
 
         # a session opened before the reload, in the middle of a transaction
