@@ -190,6 +190,22 @@ struct smtpd_accept_arg {
 	char spec[128];            /* listener spec as bound */
 };
 
+/* Answer a connection we do not take, log why (if reason), close it. */
+static void
+smtpd_accept_refuse(evutil_socket_t fd, const char *reply, const char *reason,
+    const struct sockaddr *sa)
+{
+	char line[128], addr[64];
+	int n = snprintf(line, sizeof(line), "%s\r\n", reply);
+	ssize_t w = write(fd, line, (size_t)n);
+
+	(void)w;                /* best effort: the peer may be gone */
+	if (reason != NULL)
+		log_info("connect client=%s refused reason=%s",
+		    sockaddr_ntop(sa, addr, sizeof(addr)), reason);
+	close(fd);
+}
+
 static void
 smtpd_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
@@ -198,43 +214,11 @@ smtpd_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	struct smtpd_loop *loop = aa->loop;
 	struct smtpd_server *srv = loop->srv;
 	struct conf *conf = smtpd_conf_get(srv);
-	char addr[64];
 	int one = 1;
 
 	/* Replies are written whole; don't let Nagle hold them back. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
-	if (loop->stopping) {
-		static const char msg[] = "421 4.3.2 Service shutting down\r\n";
-		ssize_t w = write(fd, msg, sizeof(msg) - 1);
-		(void)w;
-		close(fd);
-		conf_unref(conf);
-		return;
-	}
-	if (srv->nconnections >= conf->max_connections) {
-		static const char msg[] = "421 4.7.0 Too many connections, "
-		    "try again later\r\n";
-		ssize_t w = write(fd, msg, sizeof(msg) - 1);
-		(void)w;
-		log_info("connect client=%s refused reason=max-connections",
-		    sockaddr_ntop(sa, addr, sizeof(addr)));
-		close(fd);
-		conf_unref(conf);
-		return;
-	}
-	if (smtpd_connlimit_take(srv, sa, conf->max_connections_per_ip) < 0) {
-		static const char msg[] = "421 4.7.0 Too many connections from "
-		    "your address\r\n";
-		ssize_t w = write(fd, msg, sizeof(msg) - 1);
-		(void)w;
-		log_info("connect client=%s refused reason=max-connections-per-ip",
-		    sockaddr_ntop(sa, addr, sizeof(addr)));
-		close(fd);
-		conf_unref(conf);
-		return;
-	}
-	srv->nconnections++;
 	/*
 	 * Sockets stay as bound at start; a reloaded conf supplies the
 	 * listener's settings, matched by its spec ("127.0.0.1:25").
@@ -245,18 +229,30 @@ smtpd_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 			lc = &conf->listen[i];
 			break;
 		}
+	if (loop->stopping) {
+		smtpd_accept_refuse(fd, "421 4.3.2 Service shutting down", NULL, sa);
+		goto out;
+	}
 	if (lc == NULL) {
 		/* removed by a reload: keep the mode it was started with */
-		static const char msg[] = "421 4.3.2 Listener disabled\r\n";
-		ssize_t w = write(fd, msg, sizeof(msg) - 1);
-		(void)w;
-		close(fd);
-		smtpd_connlimit_put(srv, sa);
-		srv->nconnections--;
-		conf_unref(conf);
-		return;
+		smtpd_accept_refuse(fd, "421 4.3.2 Listener disabled", NULL, sa);
+		goto out;
 	}
+	if (srv->nconnections >= conf->max_connections) {
+		smtpd_accept_refuse(fd, "421 4.7.0 Too many connections, try "
+		    "again later", "max-connections", sa);
+		goto out;
+	}
+	if (smtpd_connlimit_take(srv, sa, conf->max_connections_per_ip) < 0) {
+		smtpd_accept_refuse(fd, "421 4.7.0 Too many connections from "
+		    "your address", "max-connections-per-ip", sa);
+		goto out;
+	}
+	srv->nconnections++;
 	smtpd_session_accept(loop, fd, sa, (socklen_t)salen, lc, conf);
+	return;
+out:
+	conf_unref(conf);
 }
 
 static void
@@ -283,7 +279,6 @@ smtpd_loop_main(void *arg)
 {
 	struct smtpd_loop *loop = arg;
 	event_base_dispatch(loop->base);
-	loop->srv->nloops_running--;
 	return NULL;
 }
 
@@ -294,7 +289,6 @@ smtpd_loops_start(struct smtpd_server *srv)
 	srv->loops = xcalloc(srv->nloops, sizeof(struct smtpd_loop));
 	for (unsigned k = 0; k < srv->nloops; k++) {
 		struct smtpd_loop *loop = &srv->loops[k];
-		loop->idx = k;
 		loop->srv = srv;
 		loop->base = util_event_base_new();
 		if (loop->base == NULL)
@@ -318,7 +312,6 @@ smtpd_loops_start(struct smtpd_server *srv)
 		}
 	}
 	for (unsigned k = 0; k < srv->nloops; k++) {
-		srv->nloops_running++;
 		if (pthread_create(&srv->loops[k].thread, NULL, smtpd_loop_main,
 		    &srv->loops[k]) != 0)
 			fatalx("pthread_create failed");

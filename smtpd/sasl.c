@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "tern/auth.h"
+#include "tern/util.h"
 
 /* Private LOGIN/PLAIN steps (struct sasl.step). */
 #define SASL_STEP_RESPONSE  0   /* PLAIN: waiting for the message */
@@ -141,18 +142,7 @@ sasl_mech_char(unsigned char c)
 static int
 sasl_name_eq(const char *a, size_t alen, const char *b)
 {
-	size_t i, blen = strlen(b);
-
-	if (alen != blen)
-		return 0;
-	for (i = 0; i < alen; i++) {
-		unsigned char c = (unsigned char)a[i];
-		if (c >= 'a' && c <= 'z')
-			c = (unsigned char)(c - 'a' + 'A');
-		if (c != (unsigned char)b[i])
-			return 0;
-	}
-	return 1;
+	return ascii_casecmp_n(a, alen, b, strlen(b)) == 0;
 }
 
 enum sasl_status

@@ -350,41 +350,24 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		return -1;
 	}
 
-	struct smtpd_tx *tx = calloc(1, sizeof(*tx));
+	/* bounded bookkeeping (SMTP limits): the x* allocators (util.h) */
+	struct smtpd_tx *tx = xcalloc(1, sizeof(*tx));
 	struct envelope *env = envelope_new();
-	if (tx == NULL || env == NULL) {
-		free(tx);
-		envelope_free(env);
-		smtpd_reply(s, 451, "4.3.0", "Out of memory, try again later");
-		return -1;
-	}
 	env->id = qid_new();
-	env->sender = strdup(mb.addr);
-	env->client_addr = strdup(s->peer_str);
-	env->client_helo = strdup(s->helo);
-	env->listener = strdup(s->lc->spec);
-	if (s->auth_user != NULL && (env->auth_user = strdup(s->auth_user)) == NULL) {
-		free(tx);
-		envelope_free(env);
-		smtpd_reply(s, 451, "4.3.0", "Out of memory, try again later");
-		return -1;
-	}
+	env->sender = xstrdup(mb.addr);
+	env->client_addr = xstrdup(s->peer_str);
+	env->client_helo = xstrdup(s->helo);
+	env->listener = xstrdup(s->lc->spec);
+	if (s->auth_user != NULL)
+		env->auth_user = xstrdup(s->auth_user);
 	if (p.envid[0])
-		env->envid = strdup(p.envid);
+		env->envid = xstrdup(p.envid);
 	if (p.body == SMTP_BODY_8BITMIME)
 		env->flags |= ENV_F_8BIT;
 	if (p.ret == 'H')
 		env->flags |= ENV_F_RET_HDRS;
 	else if (p.ret == 'F')
 		env->flags |= ENV_F_RET_FULL;
-	if (env->sender == NULL || env->client_addr == NULL ||
-	    env->client_helo == NULL || env->listener == NULL ||
-	    (p.envid[0] && env->envid == NULL)) {
-		free(tx);
-		envelope_free(env);
-		smtpd_reply(s, 451, "4.3.0", "Out of memory, try again later");
-		return -1;
-	}
 	tx->env = env;
 	tx->declared_size = p.size;
 	s->tx = tx;
@@ -1112,7 +1095,6 @@ smtpd_commit_done(struct smtpd_session *s, const struct queue_commit_done *d)
 	if (d->status == Q_OK) {
 		qid_format(d->qid, qid);
 		s->nmessages++;
-		s->srv->stat_accepted++;
 		METRIC_INC(messages_accepted_total);
 		METRIC_ADD(bytes_accepted_total, s->tx->size);
 		log_info("id=%s from=<%s> size=%llu nrcpt=%zu client=%s proto=%s "
@@ -1354,6 +1336,12 @@ smtpd_session_eventcb(struct bufferevent *bev, short what, void *arg)
 			smtpd_session_free(s);
 			return;
 		}
+		if (s->state == SMTPD_S_COMMIT) {
+			/* a slow disk, not an idle client: the commit answers;
+			 * libevent disabled reading on the timeout, restore it */
+			bufferevent_enable(bev, EV_READ);
+			return;
+		}
 		log_info("session=%016llx client=%s idle timeout in state %s",
 		    (unsigned long long)s->id, s->peer_str,
 		    smtpd_strstate(s->state));
@@ -1426,8 +1414,14 @@ static void
 smtpd_session_lifetime_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtpd_session *s = arg;
-	if (s->state == SMTPD_S_COMMIT || (s->flags & SMTPD_F_CLOSING))
-		return;   /* answered when the commit is done */
+	if (s->flags & SMTPD_F_CLOSING)
+		return;
+	if (s->state == SMTPD_S_COMMIT) {
+		/* the commit answers first; the limit applies right after */
+		struct timeval tv = { 1, 0 };
+		evtimer_add(s->lifetime, &tv);
+		return;
+	}
 	log_info("session=%016llx client=%s session timeout",
 	    (unsigned long long)s->id, s->peer_str);
 	smtpd_reply(s, 421, "4.4.2", "%s Error: session time limit exceeded",
@@ -1499,7 +1493,6 @@ smtpd_session_accept(struct smtpd_loop *loop, int fd, const struct sockaddr *sa,
 	}
 	*smtpd_session_slot(loop, s->id) = s;
 	loop->nsessions++;
-	srv->stat_sessions++;
 	METRIC_INC(sessions_total[lc->mode == CONF_LISTEN_SUBMISSION]);
 	METRIC_INC(sessions_open[lc->mode == CONF_LISTEN_SUBMISSION]);
 

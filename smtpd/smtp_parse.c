@@ -96,12 +96,6 @@ smtp_parse_is_hex(unsigned char c)
 	    (c >= 'A' && c <= 'F');
 }
 
-static unsigned char
-smtp_parse_lower(unsigned char c)
-{
-	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
-}
-
 /* RFC 5322 atext. */
 static int
 smtp_parse_is_atext(unsigned char c)
@@ -123,15 +117,7 @@ smtp_parse_is_atext(unsigned char c)
 static int
 smtp_parse_ieq(const char *s, size_t n, const char *lit)
 {
-	size_t i, ll = strlen(lit);
-
-	if (n != ll)
-		return 0;
-	for (i = 0; i < n; i++)
-		if (smtp_parse_lower((unsigned char)s[i]) !=
-		    smtp_parse_lower((unsigned char)lit[i]))
-			return 0;
-	return 1;
+	return ascii_casecmp_n(s, n, lit, strlen(lit)) == 0;
 }
 
 /* s[0..n) starts with the ASCII literal lit, ignoring case. */

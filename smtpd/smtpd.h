@@ -34,7 +34,6 @@ struct smtpd_accept_arg;
 #define SMTPD_SESSION_BUCKETS 4096
 
 struct smtpd_loop {
-	unsigned idx;
 	struct smtpd_server *srv;         /* borrowed: outlives the loop */
 	struct event_base *base;          /* owned */
 	pthread_t thread;
@@ -65,9 +64,6 @@ struct smtpd_server {
 	struct auth_throttle *auth_throttle; /* owned or NULL */
 	_Atomic uint64_t next_session_id;
 	_Atomic unsigned nconnections;
-	_Atomic int nloops_running;
-	_Atomic uint64_t stat_accepted;   /* messages queued since start */
-	_Atomic uint64_t stat_sessions;
 };
 
 /* ---- listener.c ---- */
