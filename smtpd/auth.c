@@ -163,16 +163,11 @@ auth_dummy_init(void)
 	unsigned char rnd[16];
 	char phrase[sizeof(rnd) * 2 + 1];
 	size_t i;
-	int fd;
 
 	/* The phrase does not matter (no user maps to it); make it random. */
 	memset(rnd, 0x5a, sizeof(rnd));
-	fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		if (read(fd, rnd, sizeof(rnd)) < 0)
-			log_debug("auth: /dev/urandom read failed");
-		close(fd);
-	}
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		log_debug("auth: RAND_bytes failed; a fixed dummy phrase");
 	for (i = 0; i < sizeof(rnd); i++)
 		snprintf(phrase + 2 * i, 3, "%02x", rnd[i]);
 	if (auth_password_hash(phrase, auth_dummy, sizeof(auth_dummy)) != 0)
@@ -1003,6 +998,20 @@ auth_thr_find(struct auth_throttle *t, const unsigned char *key)
 	return NULL;
 }
 
+/* The entry of key, or NULL when there is none or its window has passed
+ * (the expired entry is cleared). */
+static struct auth_thr_entry *
+auth_thr_live(struct auth_throttle *t, const unsigned char *key, int64_t now)
+{
+	struct auth_thr_entry *e = auth_thr_find(t, key);
+
+	if (e != NULL && auth_thr_expired(t, e, now)) {
+		memset(e, 0, sizeof(*e));
+		e = NULL;
+	}
+	return e;
+}
+
 /* A free slot, else an expired one, else the least recently updated. */
 static struct auth_thr_entry *
 auth_thr_slot(struct auth_throttle *t, int64_t now)
@@ -1065,11 +1074,7 @@ auth_throttle_check(struct auth_throttle *t, const struct sockaddr *sa,
 	if (auth_thr_key(sa, key) != 0)
 		return AUTH_THROTTLE_ALLOW;
 	pthread_mutex_lock(&t->lock);
-	e = auth_thr_find(t, key);
-	if (e != NULL && auth_thr_expired(t, e, now)) {
-		memset(e, 0, sizeof(*e));
-		e = NULL;
-	}
+	e = auth_thr_live(t, key, now);
 	if (e != NULL && e->count >= t->conf.max_failures) {
 		v = AUTH_THROTTLE_REFUSE;
 	} else if (e != NULL && e->count >= t->conf.delay_after) {
@@ -1092,10 +1097,7 @@ auth_throttle_fail(struct auth_throttle *t, const struct sockaddr *sa,
 	if (auth_thr_key(sa, key) != 0)
 		return;
 	pthread_mutex_lock(&t->lock);
-	e = auth_thr_find(t, key);
-	if (e != NULL && auth_thr_expired(t, e, now))
-		memset(e, 0, sizeof(*e));
-	if (e == NULL || !e->used) {
+	if ((e = auth_thr_live(t, key, now)) == NULL) {
 		e = auth_thr_slot(t, now);
 		memset(e, 0, sizeof(*e));
 		memcpy(e->key, key, AUTH_THR_KEYLEN);
