@@ -453,13 +453,6 @@ sched_dest_key(const struct conf_route *r, const char *domain)
 	return k;
 }
 
-static const char *
-sched_rcpt_domain(const char *addr)
-{
-	const char *at = strrchr(addr, '@');
-	return at != NULL ? at + 1 : "";
-}
-
 /* ------------------------------------------------------------------ */
 /* rounds */
 
@@ -506,7 +499,7 @@ sched_msg_start(struct sched *s, struct sched_msg *m, int64_t now)
 
 		if (env->rcpts[i].state != RCPT_PENDING)
 			continue;
-		dom = sched_rcpt_domain(env->rcpts[i].addr);
+		dom = addr_domain(env->rcpts[i].addr);
 		r = conf_route_for(s->conf, dom, strlen(dom));
 		key = sched_dest_key(r, dom);
 		for (k = 0; k < ng; k++)
@@ -539,7 +532,7 @@ sched_msg_start(struct sched *s, struct sched_msg *m, int64_t now)
 		j->rcpts = g[k].idx;
 		j->nrcpt = g[k].n;
 		/* a shared static route: the first recipient's domain */
-		j->domain = xstrdup(sched_rcpt_domain(env->rcpts[g[k].idx[0]].addr));
+		j->domain = xstrdup(addr_domain(env->rcpts[g[k].idx[0]].addr));
 		j->route = *g[k].route;
 		j->route.domain = xstrdup(g[k].route->domain);
 		j->route.host = g[k].route->host ? xstrdup(g[k].route->host) :

@@ -56,13 +56,6 @@ struct sched_ops {
 	int closing;                    /* stopping: free results, no apply */
 };
 
-static const char *
-sched_ops_domain(const char *addr)
-{
-	const char *at = strrchr(addr, '@');
-	return at != NULL ? at + 1 : "";
-}
-
 static int
 sched_ops_dom_paused(const struct sched_ops *o, const char *dom)
 {
@@ -86,7 +79,7 @@ sched_ops_job_paused(const struct sched_ops *o, const struct dlv_job *j)
 		size_t i = j->rcpts[k];
 		if (i < j->env->nrcpt && j->env->rcpts[i].addr != NULL &&
 		    sched_ops_dom_paused(o,
-		    sched_ops_domain(j->env->rcpts[i].addr)))
+		    addr_domain(j->env->rcpts[i].addr)))
 			return 1;
 	}
 	return 0;

@@ -174,28 +174,34 @@ ternctl_field(const struct ternctl_resp *r, size_t obj, const char *key)
 	return json_obj_find(r->p, r->toks, obj, key);
 }
 
+/* Token i, a string, decoded and made printable in buf: 1, or 0 ("")
+ * when it is not a valid string. */
+static int
+ternctl_tok_str(const struct ternctl_resp *r, long i, char *buf, size_t buflen)
+{
+	char *tmp;
+	long n;
+
+	buf[0] = '\0';
+	if (i < 0 || r->toks[i].type != JSON_STRING)
+		return 0;
+	tmp = xmalloc(r->toks[i].end - r->toks[i].start + 1);
+	n = json_str_decode(r->p, &r->toks[i], tmp, r->toks[i].end - r->toks[i].start + 1);
+	if (n >= 0)
+		log_escape(buf, buflen, tmp, (size_t)n);
+	free(tmp);
+	return n >= 0;
+}
+
 /* A string field, decoded and made printable, in buf; "" if missing/null. */
 static const char *
 ternctl_str(const struct ternctl_resp *r, size_t obj, const char *key,
     char *buf, size_t buflen, int *present)
 {
-	long i = ternctl_field(r, obj, key);
-	char *tmp;
-	long n;
+	int ok = ternctl_tok_str(r, ternctl_field(r, obj, key), buf, buflen);
 
 	if (present != NULL)
-		*present = 0;
-	buf[0] = '\0';
-	if (i < 0 || r->toks[i].type != JSON_STRING)
-		return buf;
-	tmp = xmalloc(r->toks[i].end - r->toks[i].start + 1);
-	n = json_str_decode(r->p, &r->toks[i], tmp, r->toks[i].end - r->toks[i].start + 1);
-	if (n >= 0) {
-		log_escape(buf, buflen, tmp, (size_t)n);
-		if (present != NULL)
-			*present = 1;
-	}
-	free(tmp);
+		*present = ok;
 	return buf;
 }
 
@@ -417,11 +423,7 @@ ternctl_print_idlist(const struct ternctl_resp *r, const char *key,
 	size_t i = (size_t)a + 1;
 	for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++) {
 		if (r->toks[i].type == JSON_STRING) {
-			char *tmp = xmalloc(r->toks[i].end - r->toks[i].start + 1);
-			long n = json_str_decode(r->p, &r->toks[i], tmp,
-			    r->toks[i].end - r->toks[i].start + 1);
-			log_escape(id, sizeof(id), tmp, n > 0 ? (size_t)n : 0);
-			free(tmp);
+			ternctl_tok_str(r, (long)i, id, sizeof(id));
 			printf("%s %s\n", verb, id);
 		} else {
 			ternctl_str(r, i, "id", id, sizeof(id), NULL);
@@ -472,11 +474,7 @@ ternctl_print_paused(const struct ternctl_resp *r)
 	if (a >= 0 && r->toks[a].type == JSON_ARRAY) {
 		size_t i = (size_t)a + 1;
 		for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++) {
-			char *tmp = xmalloc(r->toks[i].end - r->toks[i].start + 1);
-			long n = json_str_decode(r->p, &r->toks[i], tmp,
-			    r->toks[i].end - r->toks[i].start + 1);
-			log_escape(d, sizeof(d), tmp, n > 0 ? (size_t)n : 0);
-			free(tmp);
+			ternctl_tok_str(r, (long)i, d, sizeof(d));
 			printf("delivery: paused for %s\n", d);
 			any = 1;
 		}
@@ -535,36 +533,6 @@ ternctl_print_done(const struct ternctl_opts *o, const struct ternctl_resp *r)
 {
 	printf("%s: done\n", o->cmd_name);
 	return TERNCTL_EX_OK;
-}
-
-/* "90", "90s", "15m", "2h", "3d" -> seconds; -1 if not a duration. */
-static int64_t
-ternctl_duration(const char *s)
-{
-	char *end;
-	unsigned long long v;
-	int64_t mul = 1;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0)
-		return -1;
-	if (*end != '\0') {
-		switch (*end) {
-		case 's': mul = 1; break;
-		case 'm': mul = 60; break;
-		case 'h': mul = 3600; break;
-		case 'd': mul = 86400; break;
-		default: return -1;
-		}
-		if (end[1] != '\0')
-			return -1;
-	}
-	if (v > (unsigned long long)INT64_MAX / (unsigned long long)mul / 2)
-		return -1;
-	return (int64_t)v * mul;
 }
 
 /* ---- transport ---- */
@@ -741,14 +709,17 @@ ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
 		case 'D': o->domain = optarg; o->nfilter++; break;
 		case 'H': o->held = 1; o->nfilter++; break;
 		case 'A': o->all_matching = 1; break;
-		case 'O':
-			if ((o->older_than = ternctl_duration(optarg)) < 0) {
+		case 'O': {
+			unsigned secs;
+			if (conf_parse_duration(optarg, strlen(optarg), &secs) < 0) {
 				fprintf(stderr, "ternctl: not a duration: %s "
 				    "(N, Ns, Nm, Nh or Nd)\n", optarg);
 				return -1;
 			}
+			o->older_than = secs;
 			o->nfilter++;
 			break;
+		}
 		case 'h': ternctl_usage(stdout); exit(TERNCTL_EX_OK);
 		default: goto usage;
 		}

@@ -135,7 +135,8 @@ ctl_req_arg(const struct ctl_req *r, const char *key)
 	return json_obj_find(r->p, r->toks, 0, key);
 }
 
-void
+/* Write one envelope as ENV (ctl.h); with history, as ENV+HIST. */
+static void
 ctl_envelope_write(struct json_writer *w, const struct envelope *env,
     int history)
 {
@@ -300,13 +301,6 @@ ctl_filter_parse(const char *p, const struct json_tok *toks, size_t obj,
 	return 0;
 }
 
-static const char *
-ctl_addr_domain(const char *addr)
-{
-	const char *at = strrchr(addr, '@');
-	return at != NULL ? at + 1 : "";
-}
-
 int
 ctl_filter_match(const struct ctl_filter *f, const struct envelope *env,
     int64_t now)
@@ -328,7 +322,7 @@ ctl_filter_match(const struct ctl_filter *f, const struct envelope *env,
 			continue;
 		if (!to_ok && strcasestr(rc->addr, f->to) != NULL)
 			to_ok = 1;
-		if (!dom_ok && strcasecmp(ctl_addr_domain(rc->addr),
+		if (!dom_ok && strcasecmp(addr_domain(rc->addr),
 		    f->domain) == 0)
 			dom_ok = 1;
 	}
@@ -399,16 +393,16 @@ ctl_cmd_queue(struct ctl_req *r)
 
 /* ---- stats ---- */
 
-struct ctl_dom {
-	char *name;                     /* owned, lower case */
-	uint64_t msgs, rcpts;
-	uint64_t last;                  /* last message counted */
+/* One pending recipient's domain (lower case) and its message. */
+struct ctl_dom_rcpt {
+	char *dom;                      /* owned */
+	uint64_t id;
 };
 
 struct ctl_stats {
 	uint64_t messages, pending, held, corrupt;
-	struct ctl_dom *d;
-	size_t nd, cap;
+	struct ctl_dom_rcpt *r;         /* every pending recipient */
+	size_t nr, cap;
 };
 
 static int
@@ -424,51 +418,43 @@ ctl_stats_walk_cb(void *arg, const struct envelope *env)
 	else
 		st->pending++;
 	for (size_t i = 0; i < env->nrcpt; i++) {
-		const char *dom;
-		size_t k;
 		if (env->rcpts[i].state != RCPT_PENDING || env->rcpts[i].addr == NULL)
 			continue;
-		dom = ctl_addr_domain(env->rcpts[i].addr);
-		for (k = 0; k < st->nd; k++)
-			if (strcasecmp(st->d[k].name, dom) == 0)
-				break;
-		if (k == st->nd) {
-			if (st->nd == st->cap) {
-				st->cap = st->cap ? st->cap * 2 : 16;
-				st->d = xreallocarray(st->d, st->cap, sizeof(*st->d));
-			}
-			st->d[k].name = xstrdup(dom);
-			for (char *c = st->d[k].name; *c != '\0'; c++)
-				if (*c >= 'A' && *c <= 'Z')
-					*c = (char)(*c - 'A' + 'a');
-			st->d[k].msgs = st->d[k].rcpts = 0;
-			st->d[k].last = 0;
-			st->nd++;
+		if (st->nr == st->cap) {
+			st->cap = st->cap ? st->cap * 2 : 64;
+			st->r = xreallocarray(st->r, st->cap, sizeof(*st->r));
 		}
-		st->d[k].rcpts++;
-		if (st->d[k].msgs == 0 || st->d[k].last != env->id) {
-			st->d[k].msgs++;
-			st->d[k].last = env->id;
-		}
+		st->r[st->nr].dom = xstrdup(addr_domain(env->rcpts[i].addr));
+		for (char *c = st->r[st->nr].dom; *c != '\0'; c++)
+			if (*c >= 'A' && *c <= 'Z')
+				*c = (char)(*c - 'A' + 'a');
+		st->r[st->nr++].id = env->id;
 	}
 	return 0;
 }
 
 static int
-ctl_dom_cmp(const void *a, const void *b)
+ctl_dom_rcpt_cmp(const void *a, const void *b)
 {
-	return strcmp(((const struct ctl_dom *)a)->name,
-	    ((const struct ctl_dom *)b)->name);
+	const struct ctl_dom_rcpt *x = a, *y = b;
+	int c = strcmp(x->dom, y->dom);
+
+	return c != 0 ? c : x->id < y->id ? -1 : x->id > y->id;
 }
 
+/*
+ * The queue part of STATS. Pending recipients are sorted by (domain, id)
+ * and counted in runs: O(R log R), where a table searched per recipient
+ * was O(R x domains).
+ */
 int
 ctl_stats_queue_write(struct json_writer *w, struct queue *q)
 {
 	struct ctl_stats st = { 0 };
 	int rc = queue_walk(q, ctl_stats_walk_cb, &st);
 
-	if (st.nd > 1)
-		qsort(st.d, st.nd, sizeof(*st.d), ctl_dom_cmp);
+	if (st.nr > 1)
+		qsort(st.r, st.nr, sizeof(*st.r), ctl_dom_rcpt_cmp);
 	if (rc != -1) {
 		json_obj_open(w);
 		json_key(w, "messages");
@@ -481,22 +467,26 @@ ctl_stats_queue_write(struct json_writer *w, struct queue *q)
 		json_put_uint(w, st.corrupt);
 		json_key(w, "domains");
 		json_arr_open(w);
-		for (size_t k = 0; k < st.nd; k++) {
+		for (size_t k = 0, end; k < st.nr; k = end) {
+			uint64_t msgs = 1;
+			for (end = k + 1; end < st.nr &&
+			    strcmp(st.r[end].dom, st.r[k].dom) == 0; end++)
+				msgs += st.r[end].id != st.r[end - 1].id;
 			json_obj_open(w);
 			json_key(w, "domain");
-			json_put_str(w, st.d[k].name);
+			json_put_str(w, st.r[k].dom);
 			json_key(w, "messages");
-			json_put_uint(w, st.d[k].msgs);
+			json_put_uint(w, msgs);
 			json_key(w, "recipients");
-			json_put_uint(w, st.d[k].rcpts);
+			json_put_uint(w, end - k);
 			json_obj_close(w);
 		}
 		json_arr_close(w);
 		json_obj_close(w);
 	}
-	for (size_t k = 0; k < st.nd; k++)
-		free(st.d[k].name);
-	free(st.d);
+	for (size_t k = 0; k < st.nr; k++)
+		free(st.r[k].dom);
+	free(st.r);
 	return rc == -1 ? -1 : 0;
 }
 

@@ -63,12 +63,6 @@ log_set_json(int on)
 	log_json = on != 0;
 }
 
-void
-log_set_trace(unsigned mask)
-{
-	log_tracebits = mask;
-}
-
 unsigned
 log_trace_mask(void)
 {

@@ -227,23 +227,6 @@ metrics_render_buf(struct evbuffer *b, struct queue *q)
 	}
 }
 
-char *
-metrics_render(struct queue *q, size_t *len)
-{
-	struct evbuffer *b = evbuffer_new();
-	if (b == NULL)
-		return NULL;
-	metrics_render_buf(b, q);
-	*len = evbuffer_get_length(b);
-	char *out = malloc(*len + 1);
-	if (out != NULL) {
-		evbuffer_remove(b, out, *len);
-		out[*len] = '\0';
-	}
-	evbuffer_free(b);
-	return out;
-}
-
 struct metrics_server {
 	struct evhttp *http;
 	struct queue *q;              /* borrowed */

@@ -250,6 +250,13 @@ utf8_seq_len(const unsigned char *p, size_t n)
 	return need;
 }
 
+const char *
+addr_domain(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	return at != NULL ? at + 1 : "";
+}
+
 int
 ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen)
 {

@@ -238,8 +238,4 @@ void ctl_server_free(struct ctl_server *s);
 int ctl_request_handle(struct queue *q, const struct ctl_hooks *hooks,
     const char *req, size_t len, struct json_writer *out);
 
-/* Write one envelope as ENV (above); with history, as ENV+HIST. */
-void ctl_envelope_write(struct json_writer *w, const struct envelope *env,
-    int history);
-
 #endif

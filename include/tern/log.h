@@ -32,8 +32,7 @@ void log_init(const char *progname, int use_syslog, int verbose);
  * at any time, e.g. after a reload.
  */
 void log_set_json(int on);
-/* Set the trace mask at run time. */
-void log_set_trace(unsigned mask);
+/* The trace mask (-v sets every bit). */
 unsigned log_trace_mask(void);
 
 void log_warn(const char *fmt, ...) TERN_PRINTF(1, 2);   /* appends strerror(errno) */

@@ -78,13 +78,6 @@ extern struct metrics tern_metrics;
 /* Record one observation (value in base units * 1e6, e.g. microseconds). */
 void metrics_observe(struct metrics_hist *h, uint64_t value_e6);
 
-/*
- * Write the whole exposition into buf (malloc'd, *len; caller frees). The
- * queue, if given, adds queue size by state (a walk of the index). Pure
- * apart from reading the counters and the queue.
- */
-char *metrics_render(struct queue *q, size_t *len);
-
 struct metrics_server;
 /* Serve GET /metrics on addr ("127.0.0.1:9100") on base. NULL + err on failure. */
 struct metrics_server *metrics_server_new(struct event_base *base,

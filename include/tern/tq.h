@@ -19,7 +19,7 @@ enum tq_type {
 	TQ_NEW_MESSAGE,       /* committer -> scheduler: a message was queued */
 	TQ_DELIVERY_JOB,      /* scheduler -> delivery worker */
 	TQ_DELIVERY_RESULT,   /* delivery worker -> scheduler */
-	TQ_CTL,               /* control -> scheduler */
+	TQ_CTL,               /* answers to the control server (ctl_op) */
 	TQ_STOP,              /* any -> loop: stop */
 	TQ_CALL,              /* run a function on the loop: struct tq_call */
 	TQ_AUTH_DONE,         /* auth pool -> session loop: struct auth_result */

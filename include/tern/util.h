@@ -49,6 +49,8 @@ size_t utf8_seq_len(const unsigned char *p, size_t n);
 
 /* ASCII-only case-insensitive compare of two byte ranges (0 if equal). */
 int ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen);
+/* The domain of "local@domain" (after the last '@'), "" without one. */
+const char *addr_domain(const char *addr);
 
 struct event_base;
 /*
