@@ -34,7 +34,9 @@
  * the entry still points at the record copied (else the copy is dead). The
  * old segment is recycled after the log flush that made the move durable;
  * until then the old record is what the index points to, and recovery
- * skips the copy (its id is indexed). A reader holding the old location
+ * skips the copy (its id is indexed). A copy's record envelope carries
+ * ENV_F_COPY, so that recovery never brings back, through a copy, a message
+ * removed while the copy was in flight. A reader holding the old location
  * re-reads the index (queue_read_body).
  */
 #include <errno.h>
@@ -61,7 +63,6 @@ queue_commit_reply(struct queue_req *r, enum q_status st, int err, uint64_t qid)
 {
 	struct queue_commit_done *d;
 
-	r->done = 1;
 	if (r->reply == NULL)           /* copy-forward: nobody waits */
 		return;
 	d = xcalloc(1, sizeof(*d));
@@ -490,6 +491,12 @@ queue_commit_index(struct queue *q, struct queue_req **g, size_t n, uint64_t end
 		q->index_stuck = 1;
 		log_warnx("queue: indexing %zu committed messages failed; the "
 		    "recovery scan at the next start will index them", n);
+		/* no copy took over: each is dead space in the current segment */
+		pthread_mutex_lock(&q->lock);
+		for (size_t i = 0; i < n; i++)
+			if (g[i]->reloc_seg != 0)
+				queue_seg_unref(q, g[i]->env->seg, g[i]->rec_len);
+		pthread_mutex_unlock(&q->lock);
 		return;
 	}
 	pthread_mutex_lock(&q->lock);
@@ -501,7 +508,6 @@ queue_commit_index(struct queue *q, struct queue_req **g, size_t n, uint64_t end
 			continue;
 		if (r->reloc_moved) {
 			queue_seg_unref(q, r->reloc_seg, r->reloc_len);
-			q->relocated++;
 			METRIC_INC(queue_copied_forward_total);
 		} else
 			queue_seg_unref(q, r->env->seg, r->rec_len);
@@ -537,7 +543,6 @@ queue_commit_group(struct queue *q, struct queue_req **g, size_t n)
 		struct seg_hdr h;
 		uint32_t crc;
 
-		r->off = off;
 		r->env->seg = q->cur_num;
 		r->env->off = off;
 		h.magic = SEG_MAGIC;
@@ -556,7 +561,6 @@ queue_commit_group(struct queue *q, struct queue_req **g, size_t n)
 			crc = crc32c(crc, b->mem, b->len);
 		h.crc = crc;
 		seg_hdr_encode(&h, r->head);
-		r->crc = crc;
 		r->env->crc = crc;
 		if (queue_iovw_add(&w, r->head, r->headlen, off) < 0)
 			goto fail;
@@ -639,6 +643,8 @@ queue_commit_prepare(struct queue *q, struct queue_req *r)
 	r->seq = q->last_id;
 	if (e->arrival == 0)
 		e->arrival = now_unix();
+	if (r->reloc_seg != 0)
+		e->flags |= ENV_F_COPY;         /* in the record only */
 	e->size = r->body->size;
 	e->seg = 0;
 	e->off = 0;
@@ -656,7 +662,9 @@ queue_commit_prepare(struct queue *q, struct queue_req *r)
 			queue_commit_reply(r, Q_PERMFAIL, EINVAL, 0);
 		return -1;
 	}
-	if ((uint64_t)enclen + 4 + e->size > UINT32_MAX - SEG_HDR_LEN - SEG_ALIGN) {
+	/* what the reader (seg_record_read) would refuse is never written */
+	if (enclen > SEG_ENV_MAX ||
+	    (uint64_t)enclen + 4 + e->size > UINT32_MAX - SEG_HDR_LEN - SEG_ALIGN) {
 		free(enc);
 		queue_commit_reply(r, Q_PERMFAIL, EFBIG, 0);
 		return -1;
@@ -801,6 +809,7 @@ queue_hk_recycle(struct queue *q)
 #define QUEUE_CF_LIVE_PCT   25
 #define QUEUE_CF_BYTES      (32ull << 20)
 #define QUEUE_CF_AGAIN      10
+#define QUEUE_CF_IDLE       3600        /* after a pass that moved nothing */
 
 struct queue_cf_walk {
 	uint32_t seg;
@@ -815,13 +824,13 @@ queue_cf_walk_cb(void *arg, const void *key, size_t klen, const void *val,
 {
 	struct queue_cf_walk *w = arg;
 	struct envelope *e = NULL;
+	uint32_t flags, seg;
 
-	if (klen != 8 || envelope_decode(val, vlen, &e) != ENV_DECODE_OK)
+	/* most entries live elsewhere: look before decoding */
+	if (klen != 8 || envelope_peek(val, vlen, &flags, &seg) < 0 ||
+	    seg != w->seg || (flags & ENV_F_CORRUPT) ||
+	    envelope_decode(val, vlen, &e) != ENV_DECODE_OK)
 		return 0;
-	if (e->seg != w->seg || (e->flags & ENV_F_CORRUPT)) {
-		envelope_free(e);
-		return 0;
-	}
 	if (w->n == w->cap) {
 		w->cap = w->cap ? w->cap * 2 : 64;
 		w->v = xreallocarray(w->v, w->cap, sizeof(*w->v));
@@ -843,13 +852,7 @@ queue_cf_submit(struct queue *q, struct envelope *e)
 
 	if (queue_read_body(q, e, &body, &len) < 0)
 		return -1;
-	sp = spool_new(q);
-	if (spool_write(sp, body, len) < 0) {
-		free(body);
-		spool_free(sp);
-		return -1;
-	}
-	free(body);
+	sp = spool_adopt(q, body, len);
 	r = xcalloc(1, sizeof(*r));
 	r->env = e;
 	r->body = sp;
@@ -913,9 +916,18 @@ queue_hk_copy_forward(struct queue *q)
 		bytes += len;
 	}
 	free(w.v);
-	if (sent > 0)
+	if (sent > 0) {
 		log_info("queue: copy-forward segment=%08x records=%zu bytes=%llu",
 		    w.seg, sent, (unsigned long long)bytes);
+	} else if (!stop) {
+		/* what pins it cannot be moved (held corrupt, unreadable):
+		 * do not walk the index for it every few seconds */
+		pthread_mutex_lock(&q->lock);
+		struct queue_seg *sg = queue_seg_find(q, w.seg);
+		if (sg != NULL)
+			sg->cf_next = now + QUEUE_CF_IDLE;
+		pthread_mutex_unlock(&q->lock);
+	}
 }
 
 static void *

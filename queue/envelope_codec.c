@@ -385,6 +385,21 @@ envelope_encode(const struct envelope *e, uint8_t **out, size_t *outlen)
 	return 0;
 }
 
+int
+envelope_peek(const uint8_t *buf, size_t len, uint32_t *flags, uint32_t *seg)
+{
+	/* version, flags, id, arrival, size: then seg */
+	const size_t seg_at = 1 + 4 + 8 + 8 + 8;
+
+	if (len < seg_at + 4 || (buf[0] != ENVELOPE_VERSION && buf[0] != 1))
+		return -1;
+	*flags = (uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 |
+	    (uint32_t)buf[3] << 8 | buf[4];
+	*seg = (uint32_t)buf[seg_at] << 24 | (uint32_t)buf[seg_at + 1] << 16 |
+	    (uint32_t)buf[seg_at + 2] << 8 | buf[seg_at + 3];
+	return 0;
+}
+
 /* ---- decoding: a cursor over buf[0..len), never reads past it ---- */
 
 struct envelope_rbuf {

@@ -150,6 +150,7 @@ struct queue_recovery {
 	int *fds;               /* parallel to q->segs during recovery */
 	uint64_t max_id;
 	uint64_t scanned, indexed, damaged, corrupt;
+	int have_index;         /* an indexed position was recorded */
 };
 
 static int
@@ -297,6 +298,20 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 			store_abort(t);
 			return -1;
 		}
+		/*
+		 * A copy-forward record whose id the index lacks is the copy
+		 * of a message removed after the copy was made (its original
+		 * was indexed durably before any copy): not brought back.
+		 * Only a lost index (no position recorded) takes copies.
+		 */
+		if (r == STORE_NOTFOUND && (e->flags & ENV_F_COPY) &&
+		    rc->have_index) {
+			log_debug("queue: id=%s segment=%08x offset=%llu: copy of a "
+			    "removed message, skipped", qid, num,
+			    (unsigned long long)off);
+			r = 0;
+		}
+		e->flags &= ~ENV_F_COPY;
 		if (r == STORE_NOTFOUND) {
 			if (st == SEG_REC_DAMAGED) {
 				e->flags |= ENV_F_CORRUPT;
@@ -402,6 +417,7 @@ queue_recover(struct queue *q, char *err, size_t errlen)
 	queue_rec_cleandir(q->segdir, ".tmp");
 	queue_rec_cleandir(q->tmpdir, NULL);
 	if (queue_meta_get(q, META_INDEXED, strlen(META_INDEXED), v, 12) == 0) {
+		rc.have_index = 1;
 		iseg = queue_get_be32(v);
 		ioff = queue_get_be64(v + 4);
 	}

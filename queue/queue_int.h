@@ -20,13 +20,14 @@
 #define SEG_VERSION     1
 #define SEG_HDR_LEN     28u
 #define SEG_ALIGN       4096u           /* oversized segments round up to this */
+#define SEG_ENV_MAX     (4u << 20)      /* largest envelope a record may carry */
 
 struct seg_hdr {
 	uint32_t magic;
 	uint16_t version;
 	uint16_t flags;         /* 0; reserved */
 	uint32_t epoch;         /* == segment number */
-	uint64_t seq;           /* == queue id; strictly increasing in a segment */
+	uint64_t seq;           /* log order, strictly increasing in a segment */
 	uint32_t payload_len;
 	uint32_t crc;           /* crc32c(header with crc = 0, payload) */
 };
@@ -77,6 +78,12 @@ struct spool {
 	int err;                /* sticky errno after a failed write */
 };
 
+/*
+ * A finished body already in memory (buf, len; malloc'd, ownership moves):
+ * for copy-forward, outside the budget of bodies being received.
+ */
+struct spool *spool_adopt(struct queue *q, char *buf, size_t len);
+
 /* ---- requests in flight to the committer ---- */
 
 struct queue_req {
@@ -88,11 +95,8 @@ struct queue_req {
 	uint8_t *head;          /* owned: record header + u32 envlen + envelope */
 	size_t headlen;
 	uint64_t rec_len;
-	uint64_t off;
 	uint64_t seq;           /* record sequence number (log order) */
 	uint64_t t_submit;      /* now_mono_us() at submit, for the latency metric */
-	uint32_t crc;
-	int done;               /* reply already posted (failed early) */
 	/* copy-forward: the record this one replaces (reloc_seg 0: a new message) */
 	uint32_t reloc_seg;
 	uint64_t reloc_off, reloc_len;
@@ -137,7 +141,6 @@ struct queue {
 	int stopping, hk_stop, threads;
 	struct tq *notify;              /* borrowed */
 	uint64_t commits, batches;
-	uint64_t relocated;             /* records copied forward */
 	struct queue_seg *segs;         /* sorted by num */
 	size_t nsegs;
 	uint32_t cur_num;               /* 0: no current segment */

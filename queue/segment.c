@@ -21,7 +21,6 @@
 #include "tern/util.h"
 #include "queue_int.h"
 
-#define SEG_ENV_MAX     (4u << 20)      /* an envelope record is far smaller */
 #define SEG_CHUNK       (1u << 20)
 
 void

@@ -46,6 +46,17 @@ spool_new(struct queue *q)
 	return s;
 }
 
+struct spool *
+spool_adopt(struct queue *q, char *buf, size_t len)
+{
+	struct spool *s = spool_new(q);
+
+	s->mem = buf;           /* cap stays 0: nothing reserved, nothing returned */
+	s->len = len;
+	s->size = len;
+	return s;
+}
+
 static int
 spool_spill(struct spool *s)
 {

@@ -68,6 +68,8 @@ struct env_attempt {
 #define ENV_F_WARNED    0x20u  /* delay-warning DSN already sent */
 #define ENV_F_RET_HDRS  0x40u  /* RET=HDRS */
 #define ENV_F_RET_FULL  0x80u  /* RET=FULL (passed on to a DSN-capable hop) */
+#define ENV_F_COPY      0x100u /* a copy-forward record (segment only, never
+                                  in the index): see queue_rec_scan() */
 
 struct envelope {
 	uint64_t id;
@@ -122,6 +124,13 @@ size_t envelope_pending(const struct envelope *e);
  * Returns 0, or -1 if a field is too large for the format.
  */
 int envelope_encode(const struct envelope *e, uint8_t **out, size_t *outlen);
+
+/*
+ * The flags and segment of an encoded envelope without decoding it (the
+ * fixed-width prefix): 0, or -1 if buf is too short or of no known version.
+ */
+int envelope_peek(const uint8_t *buf, size_t len, uint32_t *flags,
+    uint32_t *seg);
 
 enum envelope_decode_status {
 	ENV_DECODE_OK = 0,
