@@ -1166,6 +1166,9 @@ dlv_session_resolved(void *arg, struct mx_result *res)
 
 	s->rq = NULL;
 	metrics_observe(&tern_metrics.dns_seconds, now_mono_us() - s->t_resolve);
+	/* MX routing never hands mail back to ourselves (RFC 5321 5.1) */
+	if (res->status == RESOLVER_OK && s->job->route.kind != CONF_ROUTE_HOST)
+		mx_result_drop_self(res, s->conf->hostname);
 	if (res->status != RESOLVER_OK) {
 		dlv_rcpt_set_all(s, res->status == RESOLVER_PERMFAIL ?
 		    DLV_PERM : DLV_TEMP, res->dsn[0] ? res->dsn : "4.4.3",
@@ -1209,7 +1212,10 @@ dlv_session_resolve(struct dlv_session *s)
 	s->t_resolve = now_mono_us();
 	switch (j->route.kind) {
 	case CONF_ROUTE_MX:
-		s->rq = resolver_mx_lookup(r, j->domain, dlv_session_resolved, s);
+		/* an address literal (user@[192.0.2.1]) names its host */
+		s->rq = j->domain[0] == '[' ?
+		    resolver_host_lookup(r, j->domain, dlv_session_resolved, s) :
+		    resolver_mx_lookup(r, j->domain, dlv_session_resolved, s);
 		break;
 	case CONF_ROUTE_HOST_MX:
 		s->rq = j->route.host == NULL ? NULL : resolver_mx_lookup(r,

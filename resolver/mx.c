@@ -17,12 +17,14 @@
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <ares.h>
 
 #include "tern/log.h"
 #include "tern/resolver.h"
+#include "tern/util.h"
 
 static void mx_reason(char *dst, size_t len, const char *fmt, ...)
     TERN_PRINTF(3, 4);
@@ -409,6 +411,49 @@ mx_host_classify(struct mx_host *h, int st4, int st6)
 	}
 	mx_reason(h->reason, sizeof(h->reason), "no address for %s (A: %s, "
 	    "AAAA: %s)", h->name, mx_family_status(st4), mx_family_status(st6));
+}
+
+/* a and b name the same host: ASCII case and one trailing dot ignored */
+static int
+mx_same_host(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+
+	if (la > 0 && a[la - 1] == '.')
+		la--;
+	if (lb > 0 && b[lb - 1] == '.')
+		lb--;
+	return la > 0 && ascii_casecmp_n(a, la, b, lb) == 0;
+}
+
+size_t
+mx_result_drop_self(struct mx_result *res, const char *self)
+{
+	size_t i, cut, dropped;
+
+	if (self == NULL)
+		return 0;
+	for (i = 0; i < res->nhosts; i++)
+		if (mx_same_host(res->hosts[i].name, self))
+			break;
+	if (i == res->nhosts)
+		return 0;
+	/* hosts are sorted by preference: the rest from the first equal one */
+	for (cut = 0; cut < res->nhosts &&
+	    res->hosts[cut].pref < res->hosts[i].pref; cut++)
+		;
+	for (size_t k = cut; k < res->nhosts; k++)
+		free(res->hosts[k].addrs);
+	dropped = res->nhosts - cut;
+	res->nhosts = cut;
+	if (cut == 0) {
+		res->status = RESOLVER_PERMFAIL;
+		mx_set_dsn(res->dsn, "5.4.6");
+		mx_reason(res->reason, sizeof(res->reason),
+		    "mail for %s loops back to myself", res->query);
+	} else
+		mx_result_classify(res);
+	return dropped;
 }
 
 void

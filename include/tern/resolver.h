@@ -218,4 +218,12 @@ const char *mx_ares_strstatus(int ares_status);
 void mx_host_classify(struct mx_host *h, int st4, int st6);
 void mx_result_classify(struct mx_result *res);
 
+/*
+ * RFC 5321 5.1: when self (our own host name; ASCII case and a trailing dot
+ * ignored) is among res's hosts, drop it and every host with a preference
+ * not better than its own, then classify again. Returns how many hosts were
+ * dropped; all of them (nhosts 0) means the mail would loop back to us.
+ */
+size_t mx_result_drop_self(struct mx_result *res, const char *self);
+
 #endif

@@ -318,6 +318,45 @@ def test_null_mx_bounces(env):
                      r"status=sent" % re.escape(SENDER), t.log()), t.log()
 
 
+def test_mx_pointing_at_ourselves_bounces_as_a_loop(env):
+    """RFC 5321 5.1: ternd (hostname mx.test) drops itself and every MX not
+    preferred to it; a better MX still gets the mail, none left is 5.4.6."""
+    env.zone_add({"loop.test": {"MX": [(10, "mx.test.")]},
+                  "mx.test": {"A": ["127.0.0.4"]},
+                  "backup.test": {"MX": [(5, "mx1.backup.test"), (10, "mx.test"),
+                                         (20, "mx3.backup.test")]},
+                  "mx1.backup.test": {"A": ["127.0.0.3"]},
+                  "mx3.backup.test": {"A": ["127.0.0.5"]}})
+    ours = env.sink("127.0.0.4")         # would receive the looping mail
+    good = env.sink("127.0.0.3")
+    after = env.sink("127.0.0.5")
+    d = env.dsn_sink
+    t = env.start()
+    assert "hostname mx.test" in t.conf_text
+    q1 = env.send("erin@loop.test", subject="loops")
+    (bounce,) = d.wait_for(1)
+    check_bounce_dsn(bounce, q1, "erin@loop.test", "5.4.6", "loops")
+    assert "loops back to myself" in bounce.data.decode(errors="replace")
+    q2 = env.send("fay@backup.test", subject="backup")
+    good.wait_for(1)
+    env.wait_gone([q1, q2])
+    assert ours.messages == [] and after.messages == []
+    assert [x["dsn"] for x in attempts(t.log(), q1)] == ["5.4.6"]
+
+
+def test_address_literal_is_delivered_to_that_address(env):
+    """user@[127.0.0.3] names its host: no MX lookup of "[127.0.0.3]"."""
+    s = env.sink("127.0.0.3")
+    t = env.start()
+    qid = env.send("gus@[127.0.0.3]", subject="literal")
+    (m,) = s.wait_for(1)
+    assert m.rcpt_tos == ["gus@[127.0.0.3]"]
+    env.wait_gone([qid])
+    a = attempts(t.log(), qid)
+    assert [x["status"] for x in a] == ["sent"], a
+    assert not [q for q in env.dns.queries if "[" in q[0]], env.dns.queries
+
+
 def test_nxdomain_bounces(env):
     d = env.dsn_sink
     t = env.start()

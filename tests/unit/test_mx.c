@@ -554,10 +554,69 @@ test_result_classify(void **state)
 	}
 }
 
+/* RFC 5321 5.1: ourselves and every MX not preferred to us are dropped. */
+static void
+test_drop_self(void **state)
+{
+	static const struct {
+		const char *self;
+		unsigned n;
+		const char *names[4];
+		unsigned prefs[4];
+		size_t want_left;
+		enum resolver_status want;
+		const char *dsn;
+	} cases[] = {
+		{ "mx.test", 3, { "a.example", "mx.test", "b.example" },
+		  { 10, 20, 20 }, 1, RESOLVER_OK, "2.0.0" },
+		{ "MX.Test.", 3, { "mx.test", "a.example", "b.example" },
+		  { 10, 20, 30 }, 0, RESOLVER_PERMFAIL, "5.4.6" },
+		{ "mx.test", 2, { "a.example", "b.example" },
+		  { 10, 20 }, 2, RESOLVER_OK, "2.0.0" },
+		{ "mx.test", 3, { "a.example", "b.example", "mx.test." },
+		  { 10, 10, 10 }, 0, RESOLVER_PERMFAIL, "5.4.6" },
+		{ "mx.test", 2, { "a.example", "mx.testx" },
+		  { 10, 20 }, 2, RESOLVER_OK, "2.0.0" },
+		{ NULL, 1, { "mx.test" }, { 10 }, 1, RESOLVER_OK, "2.0.0" },
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct mx_result res;
+		struct mx_host hosts[4];
+
+		memset(&res, 0, sizeof(res));
+		memset(hosts, 0, sizeof(hosts));
+		strcpy(res.query, "example.org");
+		res.status = RESOLVER_OK;
+		strcpy(res.dsn, "2.0.0");
+		res.hosts = hosts;
+		res.nhosts = cases[i].n;
+		for (unsigned j = 0; j < cases[i].n; j++) {
+			strcpy(hosts[j].name, cases[i].names[j]);
+			hosts[j].pref = (uint16_t)cases[i].prefs[j];
+			hosts[j].addrs = calloc(1, sizeof(*hosts[j].addrs));
+			hosts[j].naddrs = 1;
+			hosts[j].status = RESOLVER_OK;
+		}
+		size_t dropped = mx_result_drop_self(&res, cases[i].self);
+		if (res.nhosts != cases[i].want_left)
+			fail_msg("case %zu: %zu hosts left", i, res.nhosts);
+		assert_int_equal(dropped, cases[i].n - cases[i].want_left);
+		assert_int_equal(res.status, cases[i].want);
+		assert_string_equal(res.dsn, cases[i].dsn);
+		if (cases[i].want != RESOLVER_OK)
+			assert_non_null(strstr(res.reason, "loops back"));
+		for (size_t j = 0; j < res.nhosts; j++)
+			free(hosts[j].addrs);
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_drop_self),
 		cmocka_unit_test(test_plan_table),
 		cmocka_unit_test(test_plan_many_keeps_lowest),
 		cmocka_unit_test(test_plan_from_list_direct),
