@@ -284,9 +284,19 @@ sched_msg_forget(struct sched *s, struct sched_msg *m)
 	free(m);
 }
 
+/* Forget a round's outcome (failures, expiries, relayed, warning). */
+static void
+sched_msg_round_clear(struct sched_msg *m)
+{
+	m->nperm = m->nexpired = m->nrelayed = 0;
+	m->warn = 0;
+}
+
+/* Idle again, due at when; whatever the last round found is done with. */
 static void
 sched_msg_schedule(struct sched *s, struct sched_msg *m, int64_t when)
 {
+	sched_msg_round_clear(m);
 	if (m->hpos != SCHED_NOT_IN_HEAP)
 		sched_heap_remove(&s->heap, m->hpos);
 	m->state = SCHED_M_IDLE;
@@ -317,7 +327,7 @@ sched_rand64(struct sched *s)
 
 /* One log line per recipient result; counts it (stats, metrics). */
 static void
-sched_log_rcpt(struct sched *s, const struct envelope *e,
+sched_log_rcpt(const struct envelope *e,
     const struct env_rcpt *rc, enum env_result res, unsigned attempts,
     int64_t now, const char *extra)
 {
@@ -329,7 +339,6 @@ sched_log_rcpt(struct sched *s, const struct envelope *e,
 	const char *what = env_result_name(res);
 
 	qid_format(e->id, qid);
-	s->nres[res]++;
 	METRIC_INC(deliveries_total[mres[res]]);
 	log_escape(to, sizeof(to), rc->addr, strlen(rc->addr));
 	if (rc->relay != NULL)
@@ -521,7 +530,7 @@ sched_msg_start(struct sched *s, struct sched_msg *m, int64_t now)
 
 	m->state = SCHED_M_RUNNING;
 	m->njobs = (unsigned)ng;
-	m->nperm = m->nrelayed = 0;
+	sched_msg_round_clear(m);
 	for (size_t k = 0; k < ng; k++) {
 		struct dlv_job *j = xcalloc(1, sizeof(*j));
 		struct sched_dest *d = sched_dest_get(s, g[k].key);
@@ -626,10 +635,13 @@ sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
 			sched_set_str(&rcp->last_error, rr->reply);
 			sched_set_str(&rcp->relay, r->relay);
 			rcp->updated = now;
-			envelope_add_attempt(env, now, rr->rcpt,
-			    rr->cls == DLV_OK ? ENV_RES_SENT : rr->cls == DLV_TEMP ?
-			    ENV_RES_DEFERRED : ENV_RES_BOUNCED, r->relay,
-			    rr->status, rr->reply, r->tls);
+			/* a 5xx enters the history when it is bounced
+			 * (sched_finalize), once its DSN is queued */
+			if (rr->cls != DLV_PERM)
+				envelope_add_attempt(env, now, rr->rcpt,
+				    rr->cls == DLV_OK ? ENV_RES_SENT :
+				    ENV_RES_DEFERRED, r->relay, rr->status,
+				    rr->reply, r->tls);
 			switch (rr->cls) {
 			case DLV_OK:
 				rcp->state = RCPT_SENT;
@@ -674,7 +686,7 @@ sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
 			const struct dlv_rcpt_result *rr = &r->r[i];
 			if (rr->rcpt >= env->nrcpt || rr->cls == DLV_PERM)
 				continue;
-			sched_log_rcpt(s, env, &env->rcpts[rr->rcpt],
+			sched_log_rcpt(env, &env->rcpts[rr->rcpt],
 			    rr->cls == DLV_OK ? ENV_RES_SENT : ENV_RES_DEFERRED,
 			    env->attempts + 1, now, tls);
 		}
@@ -734,6 +746,8 @@ sched_finalize(struct sched *s, struct sched_msg *m, struct envelope *env,
 			continue;
 		rc->state = RCPT_BOUNCED;
 		rc->updated = now;
+		envelope_add_attempt(env, now, m->perm[i], ENV_RES_BOUNCED,
+		    rc->relay, rc->status, rc->last_error, NULL);
 	}
 	for (size_t i = 0; i < m->nexpired; i++) {
 		struct env_rcpt *rc = &env->rcpts[m->expired[i]];
@@ -762,12 +776,12 @@ sched_finalize(struct sched *s, struct sched_msg *m, struct envelope *env,
 	}
 	for (size_t i = 0; i < m->nperm; i++)
 		if (env->rcpts[m->perm[i]].state == RCPT_BOUNCED)
-			sched_log_rcpt(s, env, &env->rcpts[m->perm[i]],
+			sched_log_rcpt(env, &env->rcpts[m->perm[i]],
 			    ENV_RES_BOUNCED,
 			    env->attempts, now, extra);
 	for (size_t i = 0; i < m->nexpired; i++)
 		if (env->rcpts[m->expired[i]].state == RCPT_EXPIRED)
-			sched_log_rcpt(s, env, &env->rcpts[m->expired[i]],
+			sched_log_rcpt(env, &env->rcpts[m->expired[i]],
 			    ENV_RES_EXPIRED, env->attempts, now, extra);
 	if (m->warn && dsn != 0)
 		log_info("id=%s delay warning sent dsn_id=%s", qid, extra + 7);
@@ -775,8 +789,6 @@ sched_finalize(struct sched *s, struct sched_msg *m, struct envelope *env,
 		log_info("id=%s relayed notice sent nrcpt=%zu dsn_id=%s", qid,
 		    m->nrelayed, extra + 7);
 
-	m->nperm = m->nexpired = m->nrelayed = 0;
-	m->warn = 0;
 	if (envelope_pending(env) == 0) {
 		if (queue_remove(s->q, env->id) < 0 && errno != ENOENT)
 			log_warn("id=%s scheduler: queue_remove", qid);
@@ -788,6 +800,21 @@ sched_finalize(struct sched *s, struct sched_msg *m, struct envelope *env,
 	} else {
 		sched_msg_schedule(s, m, env->next_attempt);
 	}
+}
+
+/*
+ * The DSN of a round could not be queued: failures stay pending and are
+ * tried again; a message with nothing pending (only a relayed notice was
+ * due) is finished now rather than kept in the queue until its next turn.
+ */
+static void
+sched_round_keep(struct sched *s, struct sched_msg *m, struct envelope *env,
+    int64_t now)
+{
+	if (envelope_pending(env) == 0)
+		sched_finalize(s, m, env, now, 0, "DSN not queued");
+	else
+		sched_msg_schedule(s, m, env->next_attempt);
 }
 
 /* End of a round: counters, expiry, warning, DSN. */
@@ -813,7 +840,6 @@ sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now,
 			return;
 		}
 		log_warn("id=%s scheduler: cannot read the envelope", qid);
-		m->nperm = m->nrelayed = 0;
 		sched_msg_schedule(s, m, now + SCHED_RETRY_ERR);
 		return;
 	}
@@ -939,9 +965,7 @@ sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now,
 	goto out;
 
 keep:
-	m->nperm = m->nexpired = m->nrelayed = 0;
-	m->warn = 0;
-	sched_msg_schedule(s, m, env->next_attempt);
+	sched_round_keep(s, m, env, now);
 out:
 	free(dsn);
 	free(body);
@@ -973,18 +997,13 @@ sched_dsn_done(struct sched *s, const struct queue_commit_done *d,
 			sched_msg_forget(s, m);
 			return;
 		}
-		m->nperm = m->nexpired = m->nrelayed = 0;
-		m->warn = 0;
 		sched_msg_schedule(s, m, now + SCHED_RETRY_ERR);
 		return;
 	}
 	if (d->status != Q_OK) {
 		errno = d->err;
-		log_warn("id=%s scheduler: DSN not queued; failures stay "
-		    "pending", qid);
-		m->nperm = m->nexpired = m->nrelayed = 0;
-		m->warn = 0;
-		sched_msg_schedule(s, m, env->next_attempt);
+		log_warn("id=%s scheduler: DSN not queued", qid);
+		sched_round_keep(s, m, env, now);
 	} else {
 		sched_finalize(s, m, env, now, d->qid, NULL);
 	}

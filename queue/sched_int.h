@@ -121,8 +121,6 @@ struct sched {
 	uint64_t rnd;
 	int64_t (*clock)(void);
 	int freeing;
-	/* recipient results since start, by enum env_result (ternctl stats) */
-	uint64_t nres[ENV_RES_EXPIRED + 1];
 
 	/* thread mode (sched_start) */
 	int own_base, stopping, running;

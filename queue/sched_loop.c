@@ -15,9 +15,8 @@
  * and answers with ctl_op_reply (posted back to the control loop).
  *
  * This file also owns what the operator sees of delivery as it happens
- * (struct sched_ops, the submit argument of a threaded core): every job's
- * results come back through a tap queue that counts them (stats) before
- * sched_apply_result; pause parks the jobs the core hands out (all, or those
+ * (struct sched_ops, the submit argument of a threaded core): pause parks
+ * the jobs the core hands out (all, or those
  * with a recipient in a paused domain) instead of giving them to a worker,
  * and while all delivery is paused no due message is started. Parked jobs
  * are in flight for the core (they hold their destination's slots) until
@@ -47,13 +46,11 @@
 struct sched_ops {
 	struct sched *s;                /* borrowed: owns nothing of us */
 	struct deliver_pool *pool;      /* borrowed */
-	struct tq *tap;                 /* owned: results, on the sched loop */
 	int paused_all;
 	char **pdom;                    /* owned: paused domains, lower case */
 	size_t npdom;
 	struct tq_msg *parked;          /* owned jobs, by hdr.next */
 	int64_t started;
-	int closing;                    /* stopping: free results, no apply */
 };
 
 static int
@@ -91,7 +88,6 @@ sched_submit_pool(void *arg, struct dlv_job *j)
 {
 	struct sched_ops *o = arg;
 
-	j->reply = o->tap;
 	if (sched_ops_job_paused(o, j)) {
 		j->hdr.next = o->parked;
 		o->parked = &j->hdr;
@@ -123,24 +119,6 @@ sched_ops_kick(struct sched_ops *o)
 {
 	if (o->s->timer != NULL && !o->s->freeing)
 		event_active(o->s->timer, EV_TIMEOUT, 0);
-}
-
-/* Results of jobs: count them, then the core applies them. */
-static void
-sched_ops_tap_cb(struct tq_msg *msg, void *arg)
-{
-	struct sched_ops *o = arg;
-	struct dlv_result *r = (struct dlv_result *)msg;
-
-	if (msg->type != TQ_DELIVERY_RESULT)
-		panic("sched_ops_tap_cb: unexpected message type %d",
-		    (int)msg->type);
-	if (o->closing || o->s->freeing) {
-		dlv_result_free(r);
-		return;
-	}
-	sched_apply_result(o->s, r, o->s->clock());
-	sched_ops_kick(o);
 }
 
 static void
@@ -183,7 +161,6 @@ sched_start(struct queue *q, struct conf *conf, struct deliver_pool *pool)
 	struct sched_ops *o = xcalloc(1, sizeof(*o));
 	o->pool = pool;
 	o->started = now_unix();
-	o->tap = tq_new(base, sched_ops_tap_cb, o);
 	s = sched_new(q, conf, base, sched_submit_pool, o);
 	o->s = s;
 	s->own_base = 1;
@@ -255,8 +232,6 @@ sched_stop(struct sched *s)
 		event_free(s->timer);
 	s->timer = NULL;
 	/* the workers have stopped: no result comes any more */
-	o->closing = 1;
-	tq_free(o->tap);
 	while (o->parked != NULL) {
 		struct tq_msg *j = o->parked;
 		o->parked = j->next;
@@ -406,8 +381,6 @@ sched_ops_one(struct sched_ops *o, enum ctl_op_type t, uint64_t id,
 			rc2->last_error = xstrdup("bounced by the operator");
 			rc2->relay = NULL;
 			rc2->updated = now;
-			envelope_add_attempt(env, now, i, ENV_RES_BOUNCED, NULL,
-			    "5.0.0", "bounced by the operator", NULL);
 		}
 		if (queue_update(s->q, env) < 0)
 			goto io;
@@ -475,6 +448,13 @@ sched_ops_pause(struct sched_ops *o, const struct ctl_op *op)
 	sched_ops_unpark(o);
 }
 
+static uint64_t
+sched_ops_count(enum metrics_delivery d)
+{
+	return __atomic_load_n(&tern_metrics.deliveries_total[d],
+	    __ATOMIC_RELAXED);
+}
+
 static void
 sched_ops_stats(struct sched_ops *o, struct json_writer *w)
 {
@@ -487,14 +467,15 @@ sched_ops_stats(struct sched_ops *o, struct json_writer *w)
 	json_key(w, "accepted");
 	json_put_uint(w, __atomic_load_n(&tern_metrics.messages_accepted_total,
 	    __ATOMIC_RELAXED));
+	/* the scheduler counts them in tern_metrics (sched_log_rcpt) */
 	json_key(w, "delivered");
-	json_put_uint(w, o->s->nres[ENV_RES_SENT]);
+	json_put_uint(w, sched_ops_count(METRICS_DLV_SENT));
 	json_key(w, "deferred");
-	json_put_uint(w, o->s->nres[ENV_RES_DEFERRED]);
+	json_put_uint(w, sched_ops_count(METRICS_DLV_DEFERRED));
 	json_key(w, "bounced");
-	json_put_uint(w, o->s->nres[ENV_RES_BOUNCED]);
+	json_put_uint(w, sched_ops_count(METRICS_DLV_BOUNCED));
 	json_key(w, "expired");
-	json_put_uint(w, o->s->nres[ENV_RES_EXPIRED]);
+	json_put_uint(w, sched_ops_count(METRICS_DLV_EXPIRED));
 	json_key(w, "dsn");
 	json_put_uint(w, __atomic_load_n(&tern_metrics.dsn_total,
 	    __ATOMIC_RELAXED));
