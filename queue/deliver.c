@@ -15,8 +15,9 @@
  * is idle (a 421, EOF) closes it. Expiry sends QUIT.
  *
  * Never blocks the loop except for queue_read_body() of one message (a
- * file read). Never touches the envelope store. Peer input is handled in
- * deliver_session.c.
+ * file read, once a connection is ready for it). Touches the envelope store
+ * only through that call, when copy-forward moved the record (one index
+ * read for the new location). Peer input is handled in deliver_session.c.
  */
 #include <pthread.h>
 #include <stdio.h>

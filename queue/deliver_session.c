@@ -4,8 +4,8 @@
  * STARTTLS, RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 3463 status codes).
  *
  * Runs on one delivery worker loop (deliver.c); never blocks except for
- * reading the queued body once at the start; never touches the envelope
- * store. Owns the job, the body copy and, while it talks, one connection
+ * reading the queued body once, when a connection is ready for MAIL (see
+ * deliver.c on the envelope store). Owns the job, the body copy and, while it talks, one connection
  * (struct dlv_conn, handed back to the worker's cache or closed at the end).
  *
  * Untrusted input: every byte the remote server sends. Replies go through
@@ -542,11 +542,25 @@ dlv_tx_send(struct dlv_session *s)
 	dlv_tx_arm(s);
 }
 
+/*
+ * A connection is ready for MAIL. The body is read only now: an attempt
+ * that finds no next hop (DNS, connect) costs no disk read.
+ */
 static void
 dlv_tx_start(struct dlv_session *s)
 {
 	const struct smtp_ehlo *e = &s->conn->ehlo;
 
+	if (s->body == NULL && queue_read_body(s->w->q, s->job->env, &s->body,
+	    &s->bodylen) == -1) {
+		char why[200];
+		snprintf(why, sizeof(why), "cannot read the queued message: %s",
+		    strerror(errno));
+		s->body = NULL;
+		dlv_rcpt_set_all(s, DLV_TEMP, "4.3.0", why);
+		dlv_session_done(s, 1);     /* nothing was sent: reusable */
+		return;
+	}
 	if ((e->ext & SMTP_EXT_SIZE) && e->size > 0 && s->bodylen > e->size) {
 		char buf[300];
 		snprintf(buf, sizeof(buf), "message size %zu exceeds size "
@@ -1285,15 +1299,6 @@ dlv_session_start(struct dlv_worker *w, struct dlv_job *job)
 			s->sendlist[s->nsend++] = i;
 	}
 	if (s->nsend == 0) {
-		dlv_session_done(s, 0);
-		return;
-	}
-	if (queue_read_body(w->q, env, &s->body, &s->bodylen) == -1) {
-		char why[200];
-		snprintf(why, sizeof(why), "cannot read the queued message: %s",
-		    strerror(errno));
-		s->body = NULL;
-		dlv_rcpt_set_all(s, DLV_TEMP, "4.3.0", why);
 		dlv_session_done(s, 0);
 		return;
 	}
