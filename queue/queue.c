@@ -358,7 +358,9 @@ queue_rec_verify(void *arg, const void *key, size_t klen, const void *val,
 	if (klen != 8)
 		return 0;
 	id = queue_get_be64(key);
-	if (id > rc->max_id)
+	/* a placeholder's key (seq | SEG_PLACEHOLDER_ID) is no id to count
+	 * from: every id given out after it would carry that bit too */
+	if (!(id & SEG_PLACEHOLDER_ID) && id > rc->max_id)
 		rc->max_id = id;
 	qid_format(id, qid);
 	if (envelope_decode(val, vlen, &e) != ENV_DECODE_OK) {
