@@ -320,12 +320,23 @@ def test_pause_resume(ternd, sink):
     time.sleep(1.5)
     assert delivered_to(s) == ["bob@example.com", "dave@example.com"]
     assert [x["id"] for x in t.queue()] == [m2]
+    # it was m3 that went out (to its example.com recipient) during the
+    # example.org pause, and m2 had no attempt at all, not even a deferral
+    log = t.log()
+    assert re.search(r"id=%s to=<dave@example\.com> .*status=sent" % m3, log, re.I), \
+        log[-2000:]
+    assert not re.search(r"id=%s to=\S+ relay=\S+ dsn=\S+ status=" % m2, log, re.I), \
+        log[-2000:]
     assert ctlj(t, "stats")["paused_domains"] == ["example.org"]
     doc = ctlj(t, "resume", "--domain", "example.org")
     assert doc == {"ok": True, "paused_all": False, "paused_domains": []}
     s.wait_for(3)
     assert delivered_to(s)[-1] == "erin@example.org"
-    assert m3
+    wait_until(lambda: t.queue() == [], what="m2 delivered after resume")
+    # m3 went out once, before the resume; it is not sent again
+    assert delivered_to(s).count("dave@example.com") == 1
+    assert len(re.findall(r"id=%s to=<dave@example\.com> .*status=sent" % m3,
+                          t.log(), re.I)) == 1
 
 
 def test_stats_numbers(ternd, sink):
