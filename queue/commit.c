@@ -553,7 +553,8 @@ queue_commit_group(struct queue *q, struct queue_req **g, size_t n)
 		h.payload_len = (uint32_t)(r->rec_len - SEG_HDR_LEN);
 		h.crc = 0;
 		seg_hdr_encode(&h, r->head);
-		crc = crc32c(0, r->head, r->headlen);  /* crc field still 0 */
+		/* crc field still 0 */
+		crc = crc32c(q->crc_salt, r->head, r->headlen);
 		if (b->fd >= 0) {
 			if (queue_copy_spilled(q, b, off + r->headlen, &crc) < 0)
 				goto fail;

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -264,7 +265,8 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 		const char *why;
 		uint64_t rec_len;
 		uint64_t seq = 0;
-		enum seg_rec_status st = seg_record_read(fd, num, off, limit, prev,
+		enum seg_rec_status st = seg_record_read(fd, num, q->crc_salt, off,
+		    limit, prev,
 		    &e, &rec_len, &seq, &why);
 		void *v = NULL;
 		size_t vlen;
@@ -378,7 +380,8 @@ queue_rec_verify(void *arg, const void *key, size_t klen, const void *val,
 		return 0;
 	}
 	if (sg != NULL && (fd = queue_rec_fd(rc, e->seg, &size)) >= 0) {
-		enum seg_rec_status st = seg_record_read(fd, e->seg, e->off, size,
+		enum seg_rec_status st = seg_record_read(fd, e->seg, q->crc_salt,
+		    e->off, size,
 		    0, &r, &rec_len, NULL, &why);
 		if (st != SEG_REC_OK)
 			bad = 1;
@@ -407,6 +410,64 @@ queue_rec_verify(void *arg, const void *key, size_t klen, const void *val,
 	return 0;
 }
 
+static char *queue_join(const char *a, const char *b);
+
+/*
+ * The CRC salt lives in <dir>/salt (8 hex digits), apart from the index so
+ * that a rebuilt index still reads the records. Called once the segment
+ * files are listed: a queue with no segment yet gets a new random salt,
+ * made durable before any record; one with segments but no salt file
+ * predates salts: 0.
+ */
+static int
+queue_salt_load(struct queue *q)
+{
+	char *path = queue_join(q->dir, "salt"), *tmp = NULL, buf[16];
+	ssize_t n;
+	int fd, ret = -1;
+
+	q->crc_salt = 0;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		buf[n > 0 ? n : 0] = '\0';
+		if (n != 8 || sscanf(buf, "%8x", &q->crc_salt) != 1) {
+			errno = EINVAL;
+			goto out;
+		}
+		ret = 0;
+		goto out;
+	}
+	if (errno != ENOENT)
+		goto out;
+	ret = 0;
+	if (q->readonly || q->nsegs > 0)
+		goto out;       /* a queue older than salts */
+	while (q->crc_salt == 0)
+		if (getrandom(&q->crc_salt, sizeof(q->crc_salt), 0) !=
+		    (ssize_t)sizeof(q->crc_salt)) {
+			ret = -1;
+			goto out;
+		}
+	ret = -1;
+	tmp = queue_join(q->dir, "salt.tmp");
+	snprintf(buf, sizeof(buf), "%08x", q->crc_salt);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+		goto out;
+	if (write_all(fd, buf, 8) < 0 || fsync(fd) < 0) {
+		close(fd);
+		goto out;
+	}
+	close(fd);
+	if (rename(tmp, path) < 0 || fsync_dir(q->dir) < 0)
+		goto out;
+	ret = 0;
+out:
+	free(tmp);
+	free(path);
+	return ret;
+}
+
 static int
 queue_recover(struct queue *q, char *err, size_t errlen)
 {
@@ -429,6 +490,10 @@ queue_recover(struct queue *q, char *err, size_t errlen)
 		next_seg = queue_get_be32(v);
 	if (queue_rec_list(q, &max_num) < 0) {
 		snprintf(err, errlen, "%s: %s", q->segdir, strerror(errno));
+		return -1;
+	}
+	if (queue_salt_load(q) < 0) {
+		snprintf(err, errlen, "%s/salt: %s", q->dir, strerror(errno));
 		return -1;
 	}
 	rc.fds = xcalloc(q->nsegs ? q->nsegs : 1, sizeof(int));
@@ -566,6 +631,10 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 		uint32_t max_num;
 		if (queue_rec_list(q, &max_num) < 0) {
 			snprintf(err, errlen, "%s: %s", q->segdir, strerror(errno));
+			goto fail;
+		}
+		if (queue_salt_load(q) < 0) {
+			snprintf(err, errlen, "%s/salt: %s", q->dir, strerror(errno));
 			goto fail;
 		}
 	} else {
@@ -831,7 +900,7 @@ queue_read_body_at(struct queue *q, const struct envelope *env, char **out,
 	seg_hdr_decode(buf, &h);
 	memcpy(hb, buf, SEG_HDR_LEN);
 	memset(hb + 24, 0, 4);
-	crc = crc32c(crc32c(0, hb, SEG_HDR_LEN), buf + SEG_HDR_LEN,
+	crc = crc32c(crc32c(q->crc_salt, hb, SEG_HDR_LEN), buf + SEG_HDR_LEN,
 	    env->rec_len - SEG_HDR_LEN);
 	if (h.magic != SEG_MAGIC || h.version != SEG_VERSION ||
 	    h.epoch != env->seg ||

@@ -29,7 +29,8 @@ struct seg_hdr {
 	uint32_t epoch;         /* == segment number */
 	uint64_t seq;           /* log order, strictly increasing in a segment */
 	uint32_t payload_len;
-	uint32_t crc;           /* crc32c(header with crc = 0, payload) */
+	uint32_t crc;           /* crc32c from the queue's salt over the header
+	                           (crc = 0) and the payload */
 };
 
 void seg_hdr_encode(const struct seg_hdr *h, uint8_t out[SEG_HDR_LEN]);
@@ -50,9 +51,9 @@ enum seg_rec_status {
  * the decoded envelope with its location fields (seg, off, rec_len,
  * body_off, crc) set from the record; *reason says what is wrong otherwise.
  */
-enum seg_rec_status seg_record_read(int fd, uint32_t num, uint64_t off,
-    uint64_t limit, uint64_t prev_seq, struct envelope **env, uint64_t *rec_len,
-    uint64_t *seqp, const char **reason);
+enum seg_rec_status seg_record_read(int fd, uint32_t num, uint32_t salt,
+    uint64_t off, uint64_t limit, uint64_t prev_seq, struct envelope **env,
+    uint64_t *rec_len, uint64_t *seqp, const char **reason);
 
 /*
  * Queue ids are given at MAIL time (qid_new(): microseconds, < 2^63), so
@@ -128,6 +129,13 @@ struct queue {
 	char *dir, *segdir, *tmpdir, *dbdir;
 	uint64_t segment_size, spool_memory;
 	uint64_t spool_budget;          /* cap on spool_inuse */
+	/*
+	 * Records' CRCs start from this per-queue random value (<dir>/salt,
+	 * made with the queue; 0 for a queue made before it existed): bytes a
+	 * sender put in a body cannot pass for a record when a recycled file
+	 * is scanned.
+	 */
+	uint32_t crc_salt;
 	uint64_t spool_inuse;           /* atomic: bytes of all spools' buffers */
 	int readonly;
 	int lockfd;

@@ -170,9 +170,9 @@ seg_placeholder(uint64_t id)
 }
 
 enum seg_rec_status
-seg_record_read(int fd, uint32_t num, uint64_t off, uint64_t limit,
-    uint64_t prev_seq, struct envelope **envp, uint64_t *rec_lenp,
-    uint64_t *seqp, const char **reason)
+seg_record_read(int fd, uint32_t num, uint32_t salt, uint64_t off,
+    uint64_t limit, uint64_t prev_seq, struct envelope **envp,
+    uint64_t *rec_lenp, uint64_t *seqp, const char **reason)
 {
 	uint8_t hb[SEG_HDR_LEN], lb[4], *buf = NULL;
 	struct seg_hdr h;
@@ -259,7 +259,7 @@ seg_record_read(int fd, uint32_t num, uint64_t off, uint64_t limit,
 		/* stream the CRC over the whole payload */
 		uint64_t pos = 0;
 		hb[24] = hb[25] = hb[26] = hb[27] = 0;
-		crc = crc32c(0, hb, SEG_HDR_LEN);
+		crc = crc32c(salt, hb, SEG_HDR_LEN);
 		if ((buf = malloc(SEG_CHUNK)) == NULL) {
 			*reason = "out of memory";
 			envelope_free(env);

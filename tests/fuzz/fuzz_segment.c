@@ -81,7 +81,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct envelope *env = (struct envelope *)1;
 		const char *reason = NULL;
 		uint64_t rec_len = 1, seq = 0;
-		enum seg_rec_status st = seg_record_read(seg_fd, FUZZ_SEG_NUM,
+		/* CRC salt 0: the seeds' records were written unsalted */
+		enum seg_rec_status st = seg_record_read(seg_fd, FUZZ_SEG_NUM, 0,
 		    off, size, prev, &env, &rec_len, &seq, &reason);
 
 		if (reason == NULL || reason[0] == '\0')

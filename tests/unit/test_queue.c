@@ -35,6 +35,7 @@
 #include "tern/queue.h"
 #include "tern/tq.h"
 #include "tern/util.h"
+#include "queue_int.h"      /* record format: the forged-record tests */
 
 #define MAXREQ 1024
 
@@ -1122,6 +1123,122 @@ test_copy_forward_crash(void **state)
 	}
 }
 
+/*
+ * Forge one record after the end of the log of a queue holding message A,
+ * as recovery will find it: id, envelope flags, CRC salt as given. Returns
+ * what the reopened queue holds under id (queue_get: 0 found, 1 not).
+ */
+static int
+forged_record_recovered(const char *tag, uint32_t env_flags, int wrong_salt,
+    struct envelope **found)
+{
+	char *dir = mktmp(tag), path[4300], segdir[4200], saltbuf[16] = "";
+	struct queue *q = qopen(dir, 1 << 20, 0, 0);
+	struct waiter *w = waiter_new();
+	struct envelope *a = NULL, *e = envelope_new();
+	static const char body[] = "Subject: forged\r\n\r\nnot sent by anyone\r\n";
+	uint8_t *enc, *rec, hb[SEG_HDR_LEN];
+	size_t enclen, payload, len;
+	uint32_t salt = 0, crc;
+	uint64_t id;
+	struct seg_hdr h;
+	int fd, rc;
+
+	qnotify(q, w);
+	submit(q, w->tq, 1, 500);
+	waiter_wait(w, 1);
+	assert_int_equal(queue_get(q, w->res[1].qid, &a), 0);
+	queue_close(q);
+
+	/* the salt file a new queue gets: 8 hex digits */
+	snprintf(path, sizeof(path), "%s/salt", dir);
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(read(fd, saltbuf, sizeof(saltbuf) - 1), 8);
+	close(fd);
+	assert_int_equal(sscanf(saltbuf, "%8x", &salt), 1);
+	assert_true(salt != 0);
+
+	id = a->id + 777;
+	e->id = id;
+	e->flags = env_flags;
+	e->sender = strdup("forger@example.org");
+	e->arrival = 1;
+	e->size = sizeof(body) - 1;
+	envelope_add_rcpt(e, "victim@example.com", NULL, 0);
+	assert_int_equal(envelope_encode(e, &enc, &enclen), 0);
+	payload = 4 + enclen + e->size;
+	len = SEG_HDR_LEN + payload;
+	rec = calloc(1, len);
+	queue_be32(rec + SEG_HDR_LEN, (uint32_t)enclen);
+	memcpy(rec + SEG_HDR_LEN + 4, enc, enclen);
+	memcpy(rec + SEG_HDR_LEN + 4 + enclen, body, e->size);
+	memset(&h, 0, sizeof(h));
+	h.magic = SEG_MAGIC;
+	h.version = SEG_VERSION;
+	h.epoch = a->seg;
+	h.seq = a->id + (1ull << 40);   /* above A's (ids are microseconds) */
+	h.payload_len = (uint32_t)payload;
+	seg_hdr_encode(&h, hb);
+	crc = crc32c(crc32c(wrong_salt ? 0 : salt, hb, SEG_HDR_LEN),
+	    rec + SEG_HDR_LEN, payload);
+	h.crc = crc;
+	seg_hdr_encode(&h, rec);
+	snprintf(segdir, sizeof(segdir), "%s/segments", dir);
+	seg_path(segdir, a->seg, path, sizeof(path));
+	fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, rec, len, (off_t)(a->off + a->rec_len)),
+	    (ssize_t)len);
+	close(fd);
+
+	q = qopen(dir, 1 << 20, 0, 0);
+	rc = queue_get(q, id, found);
+	check_message(q, w->res[1].qid, 1, 500);        /* A is untouched */
+	queue_close(q);
+	free(rec);
+	free(enc);
+	envelope_free(e);
+	envelope_free(a);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+	return rc;
+}
+
+/*
+ * A copy-forward record whose id the index lacks is the copy of a removed
+ * message: recovery does not bring it back (a plain record, the control,
+ * it does index).
+ */
+static void
+test_copy_of_removed_not_recovered(void **state)
+{
+	struct envelope *e = NULL;
+
+	assert_int_equal(forged_record_recovered("cfplain", 0, 0, &e), 0);
+	assert_int_equal(e->flags & (ENV_F_CORRUPT | ENV_F_COPY), 0);
+	envelope_free(e);
+	e = NULL;
+	assert_int_equal(forged_record_recovered("cfcopy", ENV_F_COPY, 0, &e), 1);
+	assert_null(e);
+}
+
+/*
+ * Records carry CRCs from the queue's random salt: a record whose CRC was
+ * made without it (as bytes a sender put in a body, later found in a
+ * recycled file, would be) is never taken as a message: held as corrupt.
+ */
+static void
+test_crc_salt(void **state)
+{
+	struct envelope *e = NULL;
+
+	assert_int_equal(forged_record_recovered("saltbad", 0, 1, &e), 0);
+	assert_true(e->flags & ENV_F_CORRUPT);
+	envelope_free(e);
+}
+
 static void
 test_oversized(void **state)
 {
@@ -1573,6 +1690,8 @@ main(void)
 		cmocka_unit_test(test_remove_recycle),
 		cmocka_unit_test(test_copy_forward),
 		cmocka_unit_test(test_copy_forward_crash),
+		cmocka_unit_test(test_copy_of_removed_not_recovered),
+		cmocka_unit_test(test_crc_salt),
 		cmocka_unit_test(test_oversized),
 		cmocka_unit_test(test_update),
 		cmocka_unit_test(test_readonly),
