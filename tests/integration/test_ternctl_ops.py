@@ -213,6 +213,25 @@ def test_show_history(world):
     assert json.loads(r.stdout)["message"]["history"] == hist
 
 
+def test_history_has_a_bounce_once_it_is_bounced(world):
+    """A 5xx enters the history as "bounced" when the recipient is bounced
+    (its DSN queued), after the attempt's other results."""
+    t, s = world
+    s.mail_reply = None
+    s.rcpt_reply["gone@example.com"] = "550 5.1.1 no such user"
+    s.rcpt_reply["later@example.com"] = "450 4.2.1 mailbox busy"
+    m = submit(t, "alice@sender.test", ["gone@example.com", "later@example.com"])
+    wait_until(lambda: [x for x in s.messages if x.mail_from in ("", "<>")],
+               what="the bounce")
+    wait_until(lambda: ctlj(t, "show", m)["message"]["recipients"][0]["state"]
+               == "bounced", what="gone@ bounced")
+    hist = ctlj(t, "show", m)["message"]["history"]
+    assert [(h["recipient"], h["result"]) for h in hist] == [
+        ("later@example.com", "deferred"), ("gone@example.com", "bounced")], hist
+    assert hist[1]["status"] == "5.1.1" and "no such user" in hist[1]["reply"]
+    assert hist[1]["relay"] == "127.0.0.1[127.0.0.1]:%d" % s.port
+
+
 def test_retry_now_despite_long_schedule(world):
     t, s = world
     m1 = submit(t, "alice@sender.test", ["bob@example.com"])
@@ -349,27 +368,34 @@ def test_stats_numbers(ternd, sink):
     wait_until(lambda: t.queue() == [], what="delivered")
     s.mail_reply = TEMPFAIL
     m = submit(t, "alice@sender.test", ["d@example.net", "e@example.net"])
-    wait_attempted(t, [m])
+    # domains are counted case-insensitively, messages once per domain
+    m2 = submit(t, "alice@sender.test", ["f@Example.NET", "g@example.org"])
+    wait_attempted(t, [m, m2])
     ctlj(t, "hold", m)
     doc = ctlj(t, "stats")
     assert doc["running"] is True and doc["uptime"] >= 0
-    assert doc["counters"] == {"accepted": 3, "delivered": 3, "deferred": 2,
+    assert doc["counters"] == {"accepted": 4, "delivered": 3, "deferred": 4,
                                "bounced": 0, "expired": 0, "dsn": 0}
     assert doc["paused_all"] is False and doc["paused_domains"] == []
-    assert doc["queue"] == {"messages": 1, "pending": 0, "held": 1, "corrupt": 0,
-                            "domains": [{"domain": "example.net", "messages": 1,
-                                         "recipients": 2}]}
+    assert doc["queue"] == {"messages": 2, "pending": 1, "held": 1, "corrupt": 0,
+                            "domains": [{"domain": "example.net", "messages": 2,
+                                         "recipients": 3},
+                                        {"domain": "example.org", "messages": 1,
+                                         "recipients": 1}]}
     out = ctl(t, "stats").stdout.decode()
-    for line in ("accepted: 3", "delivered: 3", "deferred: 2", "bounced: 0",
+    for line in ("accepted: 4", "delivered: 3", "deferred: 4", "bounced: 0",
                  "expired: 0", "dsn: 0",
-                 "queue: 1 messages (0 pending, 1 held, 0 corrupt)"):
+                 "queue: 2 messages (1 pending, 1 held, 0 corrupt)"):
         assert line in out, out
-    assert re.search(r"example\.net\s+1 messages\s+2 recipients", out)
+    assert re.search(r"example\.net\s+2 messages\s+3 recipients", out)
+    assert re.search(r"example\.org\s+1 messages\s+1 recipients", out)
 
     t.stop()
     doc = ctlj(t, "stats")
     assert doc["running"] is False and doc["counters"] is None
-    assert doc["queue"]["held"] == 1 and doc["queue"]["messages"] == 1
+    assert doc["queue"]["held"] == 1 and doc["queue"]["messages"] == 2
+    assert doc["queue"]["domains"][0] == {"domain": "example.net", "messages": 2,
+                                          "recipients": 3}
     assert "not running" in ctl(t, "stats").stdout.decode()
 
 
