@@ -1,6 +1,8 @@
 #!/bin/sh
 # tests/run-all.sh - every test of tern, in the order that fails fastest:
-#   1. release-ish build (-Werror) + cmocka unit tests, cppcheck
+#   1. debugoptimized build (-Werror) + cmocka unit tests, cppcheck, and a
+#      --buildtype=release build (-O3, NDEBUG) with its unit tests, as a
+#      packager would build it
 #   2. integration tests (pytest) against the real ternd of that build
 #   3. ASan+UBSan build: unit + integration tests again
 #   4. libFuzzer targets (clang), a short run each over the seed corpus
@@ -23,6 +25,15 @@ meson test -C build --print-errorlogs || failed="$failed unit"
 
 step "cppcheck"
 sh tests/cppcheck.sh || failed="$failed cppcheck"
+
+step "release build (build-release/) and its unit tests"
+[ -f build-release/build.ninja ] || meson setup build-release \
+    --buildtype=release >/dev/null
+if ninja -C build-release; then
+    meson test -C build-release --print-errorlogs || failed="$failed unit-release"
+else
+    failed="$failed build-release"
+fi
 
 step "integration tests"
 TERN_BUILD_DIR="$top/build" $PY -m pytest -q tests/integration || failed="$failed integration"

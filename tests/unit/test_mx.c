@@ -139,9 +139,9 @@ build_reply(struct wire *w, enum reply_kind k, const char *d)
 {
 	char name[64];
 
+	w->n = 0;
 	switch (k) {
 	case R_NONE:
-		w->n = 0;
 		break;
 	case R_TWO_PREFS:
 		w_reply(w, 0, d, 15, 2);
