@@ -1170,6 +1170,29 @@ smtpd_line_max(const struct smtpd_session *s, struct evbuffer *in)
 }
 
 /*
+ * Answer a line over its limit (already drained, or being discarded up to
+ * its LF). A line of an AUTH exchange (a SASL response, or the AUTH command
+ * with its initial response) ends the exchange with RFC 4954's 500 5.5.6:
+ * the line after it is a command again, never taken as a SASL response.
+ */
+static void
+smtpd_line_too_long(struct smtpd_session *s, size_t maxline)
+{
+	if (maxline == SASL_LINE_MAX) {
+		const struct sasl_reply *r = sasl_status_reply(SASL_TOO_LONG);
+		int exchange = (s->flags & SMTPD_F_AUTHING) != 0;
+		s->flags &= ~SMTPD_F_AUTHING;
+		sasl_wipe(&s->sasl);
+		log_info("session=%016llx client=%s auth=aborted reason=line-too-long "
+		    "in=%s", (unsigned long long)s->id, s->peer_str,
+		    exchange ? "response" : "command");
+		smtpd_reply(s, r->code, r->enhanced, "%s", r->text);
+	} else
+		smtpd_reply(s, 500, "5.5.2", "Error: line too long");
+	smtpd_error(s);
+}
+
+/*
  * Consume every complete command in the input buffer (pipelining). The
  * line limit is enforced before the buffer can grow past it: a line longer
  * than SMTP_CMD_MAX is discarded up to its LF and answered 500 5.5.2.
@@ -1206,8 +1229,7 @@ smtpd_session_process(struct smtpd_session *s)
 				evbuffer_drain(in, have);
 				if (!(s->flags & SMTPD_F_DISCARD)) {
 					s->flags |= SMTPD_F_DISCARD;
-					smtpd_reply(s, 500, "5.5.2", "Error: line too long");
-					smtpd_error(s);
+					smtpd_line_too_long(s, maxline);
 				}
 			}
 			return;
@@ -1221,8 +1243,7 @@ smtpd_session_process(struct smtpd_session *s)
 		}
 		if (len + 1 > maxline) {
 			evbuffer_drain(in, len + 1);
-			smtpd_reply(s, 500, "5.5.2", "Error: line too long");
-			smtpd_error(s);
+			smtpd_line_too_long(s, maxline);
 			continue;
 		}
 		evbuffer_remove(in, line, len + 1);
