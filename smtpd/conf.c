@@ -1157,6 +1157,8 @@ static const struct conf_directive conf_table[] = {
 	D_UINT("max-connections", "1000", 1, 1000000, max_connections),
 	D_UINT("max-connections-per-ip", "20", 1, 1000000,
 	    max_connections_per_ip),
+	D_UINT("max-connections-per-ip-trusted", "0", 0, 1000000,
+	    max_connections_per_ip_trusted),
 	D_UINT("max-errors", "10", 1, 1000, max_errors),
 	D_DUR("idle-timeout", "5m", 1, DAY, idle_timeout),
 	D_DUR("session-timeout", "1h", 1, 7 * DAY, session_timeout),

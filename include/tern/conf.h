@@ -111,6 +111,7 @@ struct conf {
 	unsigned max_recipients;      /* default 100 */
 	unsigned max_connections;     /* total inbound, default 1000 */
 	unsigned max_connections_per_ip;  /* default 20 */
+	unsigned max_connections_per_ip_trusted;  /* trusted-networks; 0 = none */
 	unsigned max_errors;          /* bad commands before 421, default 10 */
 	unsigned idle_timeout;        /* seconds, default 300 (RFC 5321 4.5.3.2.7) */
 	unsigned session_timeout;     /* seconds, whole session, default 3600 */
