@@ -24,6 +24,12 @@ def overlong(n):
     return ("QUFB" * (n // 4 + 1))[:n]
 
 
+def tls_session(ternd, certs, smtp_raw):
+    """A ternd with users (test_auth.start) and a raw client after STARTTLS."""
+    t = start(ternd, certs)
+    return t, raw_tls(smtp_raw, certs, t.port("sub"))
+
+
 def send_split(r, data, chunk, pause=0.005):
     """Send data in many small TCP segments (Nagle off), pacing the writes."""
     r.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -48,8 +54,7 @@ def after_exchange_is_a_command(t, r):
                          ids=["just-over", "over", "over-64k", "far-over"])
 def test_overlong_plain_response_ends_exchange(ternd, certs, smtp_raw, length):
     # LINE_MAX - 1 characters + CRLF is one octet over the limit
-    t = start(ternd, certs)
-    r = raw_tls(smtp_raw, certs, t.port("sub"))
+    t, r = tls_session(ternd, certs, smtp_raw)
     r.cmd("AUTH PLAIN", 334)
     r.send(overlong(length) + "\r\n")
     rep = r.expect(500, "5.5.6")
@@ -60,8 +65,7 @@ def test_overlong_plain_response_ends_exchange(ternd, certs, smtp_raw, length):
 def test_longest_response_is_still_read_as_a_response(ternd, certs, smtp_raw):
     # at the limit (the longest base64 that fits): the SASL layer itself
     # answers (decoded too long), and the exchange is over as well
-    t = start(ternd, certs)
-    r = raw_tls(smtp_raw, certs, t.port("sub"))
+    t, r = tls_session(ternd, certs, smtp_raw)
     r.cmd("AUTH PLAIN", 334)
     r.send(overlong((LINE_MAX - 2) // 4 * 4) + "\r\n")
     r.expect(500, "5.5.6")
@@ -71,8 +75,7 @@ def test_longest_response_is_still_read_as_a_response(ternd, certs, smtp_raw):
 
 @pytest.mark.parametrize("chunk", [700, 4096])
 def test_overlong_response_split_over_many_reads(ternd, certs, smtp_raw, chunk):
-    t = start(ternd, certs)
-    r = raw_tls(smtp_raw, certs, t.port("sub"))
+    t, r = tls_session(ternd, certs, smtp_raw)
     r.cmd("AUTH PLAIN", 334)
     send_split(r, (overlong(3 * LINE_MAX) + "\r\n").encode(), chunk)
     r.expect(500, "5.5.6")
@@ -80,8 +83,7 @@ def test_overlong_response_split_over_many_reads(ternd, certs, smtp_raw, chunk):
 
 
 def test_overlong_login_password_ends_exchange(ternd, certs, smtp_raw):
-    t = start(ternd, certs)
-    r = raw_tls(smtp_raw, certs, t.port("sub"))
+    t, r = tls_session(ternd, certs, smtp_raw)
     r.cmd("AUTH LOGIN", 334)
     r.cmd(b64(USER), 334)
     r.send(overlong(2 * LINE_MAX) + "\r\n")
@@ -93,8 +95,7 @@ def test_overlong_login_password_ends_exchange(ternd, certs, smtp_raw):
 
 def test_overlong_auth_command_line(ternd, certs, smtp_raw):
     # the AUTH command with an initial response over the limit: the same answer
-    t = start(ternd, certs)
-    r = raw_tls(smtp_raw, certs, t.port("sub"))
+    t, r = tls_session(ternd, certs, smtp_raw)
     r.send("AUTH PLAIN " + overlong(LINE_MAX) + "\r\n")
     r.expect(500, "5.5.6")
     after_exchange_is_a_command(t, r)
@@ -102,8 +103,7 @@ def test_overlong_auth_command_line(ternd, certs, smtp_raw):
 
 def test_pipelined_line_after_overlong_response(ternd, certs, smtp_raw):
     # the next command arrives in the same TCP segment as the overlong tail
-    t = start(ternd, certs)
-    r = raw_tls(smtp_raw, certs, t.port("sub"))
+    t, r = tls_session(ternd, certs, smtp_raw)
     r.cmd("AUTH PLAIN", 334)
     r.send(overlong(LINE_MAX + 10) + "\r\nNOOP\r\n")
     r.expect(500, "5.5.6")
