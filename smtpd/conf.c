@@ -1157,9 +1157,14 @@ static const struct conf_directive conf_table[] = {
 	D_UINT("max-connections", "1000", 1, 1000000, max_connections),
 	D_UINT("max-connections-per-ip", "20", 1, 1000000,
 	    max_connections_per_ip),
+	D_UINT("max-connections-per-ip-trusted", "0", 0, 1000000,
+	    max_connections_per_ip_trusted),
 	D_UINT("max-errors", "10", 1, 1000, max_errors),
 	D_DUR("idle-timeout", "5m", 1, DAY, idle_timeout),
 	D_DUR("session-timeout", "1h", 1, 7 * DAY, session_timeout),
+	D_DUR("command-deadline", "0", 0, DAY, command_deadline),
+	D_SIZE("data-min-rate", "500", 1, 1 * GB, data_min_rate),
+	D_DUR("greet-delay", "0", 0, 60, greet_delay),
 	D_WORD("bare-newline", "reject", conf_words_bare, bare_newline,
 	    "reject|normalize"),
 
@@ -1646,6 +1651,14 @@ conf_cidr_match(const struct conf_cidr *n, int family, const uint8_t *a)
 	if (rest == 0)
 		return 1;
 	return (a[full] & (uint8_t)(0xffu << (8 - rest))) == n->addr[full];
+}
+
+unsigned
+conf_command_deadline(const struct conf *c)
+{
+	if (c->command_deadline != 0)
+		return c->command_deadline;
+	return c->idle_timeout > UINT_MAX / 2 ? UINT_MAX : 2 * c->idle_timeout;
 }
 
 int

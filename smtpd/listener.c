@@ -243,7 +243,15 @@ smtpd_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		    "again later", "max-connections", sa);
 		goto out;
 	}
-	if (smtpd_connlimit_take(srv, sa, conf->max_connections_per_ip) < 0) {
+	/*
+	 * Clients in trusted-networks (application servers, the local host)
+	 * have their own per-address cap, none by default; max-connections
+	 * above still bounds them. They are counted all the same, so a
+	 * reload that changes trusted-networks releases slots correctly.
+	 */
+	unsigned perip = conf_is_trusted(conf, sa) ?
+	    conf->max_connections_per_ip_trusted : conf->max_connections_per_ip;
+	if (smtpd_connlimit_take(srv, sa, perip) < 0) {
 		smtpd_accept_refuse(fd, "421 4.7.0 Too many connections from "
 		    "your address", "max-connections-per-ip", sa);
 		goto out;

@@ -160,6 +160,9 @@ metrics_render_buf(struct evbuffer *b, struct queue *q)
 	    (unsigned long long)metrics_load(&m->auth_total[0]));
 	evbuffer_add_printf(b, "tern_auth_total{result=\"ok\"} %llu\n",
 	    (unsigned long long)metrics_load(&m->auth_total[1]));
+	metrics_counter(b, "tern_early_talkers_total",
+	    "Relay clients refused (554 5.5.1) for sending before the greeting.",
+	    metrics_load(&m->early_talkers_total));
 	metrics_counter(b, "tern_messages_accepted_total",
 	    "Messages accepted (durable, answered 250).",
 	    metrics_load(&m->messages_accepted_total));

@@ -378,7 +378,7 @@ sasl_status_reply(enum sasl_status st)
 	static const struct sasl_reply r_cancel = { 501, "5.0.0",
 	    "Authentication cancelled" };
 	static const struct sasl_reply r_long = { 500, "5.5.6",
-	    "Authentication exchange line is too long" };
+	    "Authentication Exchange line is too long" };
 	static const struct sasl_reply r_creds = { 535, "5.7.8",
 	    "Authentication credentials invalid" };
 

@@ -23,6 +23,11 @@
  * reading from the socket once it holds 256 KiB. (EV_READ is never toggled
  * on a live session: on a STARTTLS filter bufferevent, libevent 2.1 can
  * report a false EOF when reading is re-enabled.)
+ *
+ * Time limits: idle-timeout (any byte resets it), command-deadline per
+ * request (a command line, or the DATA phase stretched by data-min-rate),
+ * session-timeout for the whole session. On relay listeners greet-delay
+ * holds the 220 back, and a client that talks before it is refused.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -56,6 +61,7 @@
 #define SMTPD_F_AUTHING  0x100u  /* SASL exchange: lines go to sasl_step() */
 #define SMTPD_F_AUTHCHECK 0x200u /* credentials with the auth pool */
 #define SMTPD_F_TLS_SHUT 0x400u  /* close_notify sent (or not to be sent) */
+#define SMTPD_F_GREETING 0x800u  /* greet-delay: 220 not sent yet */
 
 /* Stop reading while this much reply text waits for a client that doesn't read. */
 #define SMTPD_OUT_MAX    (64 * 1024)
@@ -94,6 +100,10 @@ struct smtpd_session {
 	const struct conf_listen *lc; /* borrowed: inside conf */
 	struct bufferevent *bev;      /* owned */
 	struct event *lifetime;       /* owned: session-timeout timer */
+	struct event *deadline;       /* owned or NULL: command-deadline timer */
+	struct event *greet;          /* owned or NULL: greet-delay timer */
+	uint64_t req_start_us;        /* monotonic: began waiting for a request */
+	uint64_t req_bytes;           /* DATA bytes read since req_start_us */
 	struct sockaddr_storage peer;
 	char peer_str[64];
 	enum smtpd_state state;
@@ -118,6 +128,9 @@ struct smtpd_cmd {
 
 static void smtpd_session_free(struct smtpd_session *s);
 static void smtpd_session_process(struct smtpd_session *s);
+static void smtpd_request_begin(struct smtpd_session *s);
+static int smtpd_session_busy(const struct smtpd_session *s);
+static void smtpd_early_talker(struct smtpd_session *s, size_t nbytes);
 
 static const char *smtpd_state_names[] = {
 	"CONNECTED", "READY", "MAIL", "RCPT", "DATA", "COMMIT", "QUIT",
@@ -767,6 +780,7 @@ smtpd_auth_delay_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtpd_session *s = arg;
 	smtpd_auth_fail_reply(s);
+	smtpd_request_begin(s);
 	smtpd_session_process(s);
 }
 
@@ -915,6 +929,7 @@ smtpd_auth_done(struct smtpd_session *s, const struct auth_result *res)
 		smtpd_reply(s, r->code, r->enhanced, "%s", r->text);
 		break;
 	}
+	smtpd_request_begin(s);
 	smtpd_session_process(s);
 }
 
@@ -1117,6 +1132,7 @@ smtpd_commit_done(struct smtpd_session *s, const struct queue_commit_done *d)
 		smtpd_reply(s, 421, "4.3.2", "%s Service shutting down",
 		    s->conf->hostname);
 	/* Pipelined commands may be waiting in the input buffer already. */
+	smtpd_request_begin(s);
 	smtpd_session_process(s);
 }
 
@@ -1147,6 +1163,7 @@ smtpd_read_data(struct smtpd_session *s)
 				break;
 		}
 		evbuffer_drain(in, used);
+		s->req_bytes += used;
 		if (st == DATA_END) {
 			smtpd_data_end(s);
 			return;
@@ -1167,6 +1184,29 @@ smtpd_line_max(const struct smtpd_session *s, struct evbuffer *in)
 	    ascii_casecmp_n(head, 5, "AUTH ", 5) == 0)
 		return SASL_LINE_MAX;
 	return SMTP_CMD_MAX;
+}
+
+/*
+ * Answer a line over its limit (already drained, or being discarded up to
+ * its LF). A line of an AUTH exchange (a SASL response, or the AUTH command
+ * with its initial response) ends the exchange with RFC 4954's 500 5.5.6:
+ * the line after it is a command again, never taken as a SASL response.
+ */
+static void
+smtpd_line_too_long(struct smtpd_session *s, size_t maxline)
+{
+	if (maxline == SASL_LINE_MAX) {
+		const struct sasl_reply *r = sasl_status_reply(SASL_TOO_LONG);
+		int exchange = (s->flags & SMTPD_F_AUTHING) != 0;
+		s->flags &= ~SMTPD_F_AUTHING;
+		sasl_wipe(&s->sasl);
+		log_info("session=%016llx client=%s auth=aborted reason=line-too-long "
+		    "in=%s", (unsigned long long)s->id, s->peer_str,
+		    exchange ? "response" : "command");
+		smtpd_reply(s, r->code, r->enhanced, "%s", r->text);
+	} else
+		smtpd_reply(s, 500, "5.5.2", "Error: line too long");
+	smtpd_error(s);
 }
 
 /*
@@ -1191,11 +1231,15 @@ smtpd_session_process(struct smtpd_session *s)
 			smtpd_read_data(s);
 			if (s->state == SMTPD_S_DATA)
 				return;        /* need more bytes */
+			smtpd_request_begin(s);
 			continue;
 		}
-		if (s->state == SMTPD_S_COMMIT ||
-		    (s->flags & SMTPD_F_AUTHCHECK) || (s->auth_delay != NULL &&
-		    evtimer_pending(s->auth_delay, NULL)))
+		if (s->flags & SMTPD_F_GREETING) {
+			if (evbuffer_get_length(in) > 0)
+				smtpd_early_talker(s, evbuffer_get_length(in));
+			return;            /* the greet-delay timer sends the 220 */
+		}
+		if (smtpd_session_busy(s))
 			return;            /* resumed by a commit or auth result */
 		size_t maxline = smtpd_line_max(s, in);
 
@@ -1206,8 +1250,7 @@ smtpd_session_process(struct smtpd_session *s)
 				evbuffer_drain(in, have);
 				if (!(s->flags & SMTPD_F_DISCARD)) {
 					s->flags |= SMTPD_F_DISCARD;
-					smtpd_reply(s, 500, "5.5.2", "Error: line too long");
-					smtpd_error(s);
+					smtpd_line_too_long(s, maxline);
 				}
 			}
 			return;
@@ -1221,13 +1264,14 @@ smtpd_session_process(struct smtpd_session *s)
 		}
 		if (len + 1 > maxline) {
 			evbuffer_drain(in, len + 1);
-			smtpd_reply(s, 500, "5.5.2", "Error: line too long");
-			smtpd_error(s);
+			smtpd_line_too_long(s, maxline);
+			smtpd_request_begin(s);
 			continue;
 		}
 		evbuffer_remove(in, line, len + 1);
 		line[len] = '\0';
 		smtpd_dispatch(s, line, len);
+		smtpd_request_begin(s);
 	}
 }
 
@@ -1429,6 +1473,163 @@ smtpd_session_lifetime_cb(evutil_socket_t fd, short what, void *arg)
 	smtpd_session_reap(s);
 }
 
+/* ---- per-request deadline ---- */
+
+/*
+ * Each request (a command line, or the whole DATA phase) must arrive within
+ * command-deadline of the moment the session began waiting for it; in DATA
+ * every data-min-rate bytes received add one second (Postfix's
+ * smtpd_per_request_deadline and smtpd_min_data_rate). A client that drips
+ * one byte at a time, each within idle-timeout, is closed with 421 4.4.2
+ * instead of holding a connection slot for session-timeout. The timer is
+ * lazy: starting a request only records the time; the timer fires at the
+ * earliest deadline possible, recomputes it, and sleeps again if the
+ * request is not late. Time tern spends working (commit, password check,
+ * the slowed answer to a failed AUTH, greet-delay) does not count.
+ */
+static void
+smtpd_request_begin(struct smtpd_session *s)
+{
+	s->req_start_us = now_mono_us();
+	s->req_bytes = 0;
+}
+
+static uint64_t
+smtpd_request_deadline_us(const struct smtpd_session *s)
+{
+	uint64_t us = (uint64_t)conf_command_deadline(s->conf) * 1000000u;
+	if (s->state == SMTPD_S_DATA)   /* bytes <= 4G: no overflow */
+		us += s->req_bytes * 1000000u / s->conf->data_min_rate;
+	return s->req_start_us + us;
+}
+
+static void
+smtpd_deadline_arm(struct smtpd_session *s, uint64_t at_us)
+{
+	uint64_t now = now_mono_us(), d = at_us > now ? at_us - now : 0;
+	struct timeval tv = { (time_t)(d / 1000000u),
+	    (suseconds_t)(d % 1000000u) };
+	evtimer_add(s->deadline, &tv);
+}
+
+/* Waiting for tern (commit, auth pool, slowed 535), not for the client. */
+static int
+smtpd_session_busy(const struct smtpd_session *s)
+{
+	return s->state == SMTPD_S_COMMIT || (s->flags & SMTPD_F_AUTHCHECK) ||
+	    (s->auth_delay != NULL && evtimer_pending(s->auth_delay, NULL));
+}
+
+static void
+smtpd_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	if (s->flags & SMTPD_F_CLOSING)
+		return;
+	if (smtpd_session_busy(s) || (s->flags & SMTPD_F_GREETING))
+		smtpd_request_begin(s);
+	uint64_t at = smtpd_request_deadline_us(s);
+	if (now_mono_us() < at) {
+		smtpd_deadline_arm(s, at);
+		return;
+	}
+	log_info("session=%016llx client=%s command deadline exceeded in state "
+	    "%s bytes=%llu", (unsigned long long)s->id, s->peer_str,
+	    smtpd_strstate(s->state), (unsigned long long)s->req_bytes);
+	smtpd_reply(s, 421, "4.4.2", "%s Error: command deadline exceeded",
+	    s->conf->hostname);
+	smtpd_session_reap(s);
+}
+
+/* ---- greeting, early talkers ---- */
+
+/*
+ * Early talkers (postscreen's pregreet test): on a relay listener (not one
+ * with implicit TLS, where the client speaks first) a client must not send
+ * before the 220. With greet-delay the 220 waits that long and any byte
+ * sent meanwhile is refused; with greet-delay 0 there is no pause, and only
+ * bytes already on the socket when the 220 is written are. Submission
+ * listeners are never delayed: their clients are known users.
+ */
+static int
+smtpd_pregreet_applies(const struct smtpd_session *s)
+{
+	return s->lc->mode == CONF_LISTEN_RELAY && s->lc->tls != CONF_TLS_IMPLICIT;
+}
+
+/* Answer 554 instead of 220, count it, close. */
+static void
+smtpd_early_talker(struct smtpd_session *s, size_t nbytes)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+
+	evbuffer_drain(in, evbuffer_get_length(in));
+	s->flags &= ~SMTPD_F_GREETING;
+	METRIC_INC(early_talkers_total);
+	log_info("session=%016llx client=%s status=refused reason=early-talker "
+	    "bytes=%zu", (unsigned long long)s->id, s->peer_str, nbytes);
+	smtpd_reply(s, 554, "5.5.1", "%s Error: protocol error: client sent data "
+	    "before the greeting", s->conf->hostname);
+	s->flags |= SMTPD_F_CLOSING;
+	smtpd_enter(s, SMTPD_S_QUIT);
+}
+
+/* Send the 220, unless the client has already talked. */
+static void
+smtpd_greet(struct smtpd_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct timeval idle = { s->conf->idle_timeout, 0 };
+	char c;
+	ssize_t n;
+
+	s->flags &= ~SMTPD_F_GREETING;
+	if (smtpd_pregreet_applies(s)) {
+		if (evbuffer_get_length(in) > 0) {
+			smtpd_early_talker(s, evbuffer_get_length(in));
+			return;
+		}
+		n = recv(bufferevent_getfd(s->bev), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+		if (n > 0) {
+			smtpd_early_talker(s, (size_t)n);
+			return;
+		}
+	}
+	bufferevent_set_timeouts(s->bev, &idle, &idle);  /* from now on */
+	smtpd_request_begin(s);
+	smtpd_reply(s, 220, NULL, "%s ESMTP tern", s->conf->hostname);
+}
+
+static void
+smtpd_greet_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+
+	if (s->flags & SMTPD_F_CLOSING)
+		return;
+	smtpd_greet(s);
+	smtpd_session_reap(s);
+}
+
+/* Greet now, or after greet-delay (a timer; reading goes on meanwhile). */
+static void
+smtpd_greet_start(struct smtpd_session *s)
+{
+	struct timeval wait = { s->conf->greet_delay, 0 };
+	struct timeval idle = { s->conf->idle_timeout, 0 };
+
+	if (s->conf->greet_delay == 0 || !smtpd_pregreet_applies(s) ||
+	    (s->greet = evtimer_new(s->loop->base, smtpd_greet_cb, s)) == NULL) {
+		smtpd_greet(s);
+		return;
+	}
+	s->flags |= SMTPD_F_GREETING;
+	/* the pause is ours: no idle timeout until the 220 is out */
+	bufferevent_set_timeouts(s->bev, NULL, &idle);
+	evtimer_add(s->greet, &wait);
+}
+
 /* ---- life cycle ---- */
 
 static struct smtpd_session **
@@ -1503,10 +1704,15 @@ smtpd_session_accept(struct smtpd_loop *loop, int fd, const struct sockaddr *sa,
 	if (s->lifetime != NULL)
 		evtimer_add(s->lifetime, &life);
 
+	s->deadline = evtimer_new(loop->base, smtpd_deadline_cb, s);
+	smtpd_request_begin(s);
+	if (s->deadline != NULL)
+		smtpd_deadline_arm(s, smtpd_request_deadline_us(s));
+
 	log_info("session=%016llx connect client=%s listener=%s mode=%s",
 	    (unsigned long long)s->id, s->peer_str, lc->spec,
 	    conf_listen_mode_name(lc->mode));
-	smtpd_reply(s, 220, NULL, "%s ESMTP tern", conf->hostname);
+	smtpd_greet_start(s);
 }
 
 static void
@@ -1529,6 +1735,10 @@ smtpd_session_free(struct smtpd_session *s)
 		event_free(s->closer);
 	if (s->lifetime != NULL)
 		event_free(s->lifetime);
+	if (s->deadline != NULL)
+		event_free(s->deadline);
+	if (s->greet != NULL)
+		event_free(s->greet);
 	bufferevent_free(s->bev);
 	smtpd_connlimit_put(s->srv, (struct sockaddr *)&s->peer);
 	s->srv->nconnections--;

@@ -29,7 +29,9 @@
  *   SASL_UNKNOWN_MECH  504 5.5.4  mechanism not PLAIN or LOGIN
  *   SASL_BAD_BASE64    501 5.5.2  response is not strict base64
  *   SASL_CANCELLED     501 5.0.0  client sent "*"
- *   SASL_TOO_LONG      500 5.5.6  decoded response or a field over its limit
+ *   SASL_TOO_LONG      500 5.5.6  decoded response or a field over its limit,
+ *                                 or an AUTH line over SASL_LINE_MAX (the
+ *                                 session ends the exchange)
  *   SASL_BAD_CREDS     535 5.7.8  PLAIN message malformed (missing NUL,
  *                                 NUL inside a field, empty user or
  *                                 password): treated as a failed attempt

@@ -111,9 +111,18 @@ struct conf {
 	unsigned max_recipients;      /* default 100 */
 	unsigned max_connections;     /* total inbound, default 1000 */
 	unsigned max_connections_per_ip;  /* default 20 */
+	unsigned max_connections_per_ip_trusted;  /* trusted-networks; 0 = none */
 	unsigned max_errors;          /* bad commands before 421, default 10 */
 	unsigned idle_timeout;        /* seconds, default 300 (RFC 5321 4.5.3.2.7) */
 	unsigned session_timeout;     /* seconds, whole session, default 3600 */
+	unsigned command_deadline;    /* seconds per command line, and the floor
+	                                 of the DATA phase; 0 (default) =
+	                                 2 x idle_timeout: see
+	                                 conf_command_deadline() */
+	uint64_t data_min_rate;       /* bytes/s that extend the DATA deadline,
+	                                 default 500 */
+	unsigned greet_delay;         /* seconds relay clients wait for 220 and
+	                                 must stay silent; default 0 */
 	enum conf_bare_newline bare_newline;  /* default reject */
 
 	unsigned session_threads;     /* 0 = one per core */
@@ -177,6 +186,8 @@ int conf_parse_cidr(const char *s, size_t len, struct conf_cidr *out);
 
 /* Lookups (pure over the conf). */
 int conf_is_trusted(const struct conf *c, const struct sockaddr *sa);
+/* command-deadline in seconds: as set, or 2 x idle-timeout when 0. */
+unsigned conf_command_deadline(const struct conf *c);
 /* domain: as in the address, any case, no trailing dot. 1 if relayed for. */
 int conf_is_relay_domain(const struct conf *c, const char *domain, size_t len);
 /* Route for a recipient domain; never NULL (falls back to a static "* mx"). */

@@ -50,6 +50,7 @@ struct metrics {
 	int64_t sessions_open[METRICS_NMODES];
 	uint64_t tls_handshakes_total;
 	uint64_t auth_total[2];               /* [0] failed, [1] ok */
+	uint64_t early_talkers_total;         /* relay clients that sent before 220 */
 	uint64_t messages_accepted_total;
 	uint64_t messages_refused_total[METRICS_NREFUSALS];
 	uint64_t bytes_accepted_total;

@@ -77,8 +77,9 @@ ternd             (function, factory) ternd(**kw) -> a running Ternd. Keywords:
                   way; one that died on its own fails the test; sanitizer reports in the
                   log fail the test.
 
-smtp_raw          (function, factory) smtp_raw(port, host="127.0.0.1", timeout=10)
-                  -> RawSMTP, a line-level client for exact-byte tests:
+smtp_raw          (function, factory) smtp_raw(port, host="127.0.0.1", timeout=10,
+                  source=None) -> RawSMTP, a line-level client for exact-byte tests
+                  (source: a local address to connect from, e.g. "127.0.0.5"):
                     .send(bytes|str), .reply() -> Reply(code, enh, lines, text),
                     .expect(code, enh=None) -> Reply (asserts), .cmd(line, code=None,
                     enh=None) (sends line+CRLF, reads one reply), .greeting(),
@@ -292,8 +293,9 @@ class Reply:
 
 
 class RawSMTP:
-    def __init__(self, port, host="127.0.0.1", timeout=10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=10.0, source=None):
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.timeout = timeout
         self.buf = b""
         self.eof = False
@@ -390,8 +392,8 @@ class RawSMTP:
 def smtp_raw():
     conns = []
 
-    def make(port, host="127.0.0.1", timeout=10.0):
-        c = RawSMTP(port, host, timeout)
+    def make(port, host="127.0.0.1", timeout=10.0, source=None):
+        c = RawSMTP(port, host, timeout, source)
         conns.append(c)
         return c
 

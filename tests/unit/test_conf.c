@@ -377,9 +377,14 @@ test_defaults(void **state)
 	assert_int_equal(c->max_recipients, 100);
 	assert_int_equal(c->max_connections, 1000);
 	assert_int_equal(c->max_connections_per_ip, 20);
+	assert_int_equal(c->max_connections_per_ip_trusted, 0);
 	assert_int_equal(c->max_errors, 10);
 	assert_int_equal(c->idle_timeout, 300);
 	assert_int_equal(c->session_timeout, 3600);
+	assert_int_equal(c->command_deadline, 0);
+	assert_int_equal(conf_command_deadline(c), 600);   /* 2 x idle-timeout */
+	assert_true(c->data_min_rate == 500);
+	assert_int_equal(c->greet_delay, 0);
 	assert_int_equal(c->bare_newline, CONF_BARE_REJECT);
 	assert_int_equal(c->session_threads, 0);
 	assert_int_equal(c->delivery_threads, 0);
@@ -1257,6 +1262,25 @@ refcount_thread(void *arg)
 }
 
 static void
+test_command_deadline(void **state)
+{
+	struct conf *c = parse_ok(LISTEN "idle-timeout 7s\n");
+	assert_int_equal(conf_command_deadline(c), 14);
+	conf_unref(c);
+	c = parse_ok(LISTEN "idle-timeout 7s\ncommand-deadline 3s\n"
+	    "data-min-rate 2K\ngreet-delay 1m\n"
+	    "max-connections-per-ip-trusted 50\n");
+	assert_int_equal(conf_command_deadline(c), 3);
+	assert_true(c->data_min_rate == 2048);
+	assert_int_equal(c->greet_delay, 60);
+	assert_int_equal(c->max_connections_per_ip_trusted, 50);
+	conf_unref(c);
+	c = parse_ok(LISTEN "idle-timeout 1d\n");
+	assert_int_equal(conf_command_deadline(c), 2 * 86400);
+	conf_unref(c);
+}
+
+static void
 test_refcount(void **state)
 {
 	struct conf *c = parse_ok(full_conf);
@@ -1303,6 +1327,7 @@ main(void)
 		cmocka_unit_test(test_relay_domain),
 		cmocka_unit_test(test_route_for),
 		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_command_deadline),
 		cmocka_unit_test(test_refcount),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
