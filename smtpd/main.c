@@ -13,6 +13,7 @@
  * sessions, close the queue); SIGHUP reloads the config (listeners stay).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
@@ -70,6 +71,31 @@ ternd_usage(void)
 	exit(2);
 }
 
+/*
+ * A users database made by `ternctl user add` as root before the first start
+ * (in a root-owned directory) goes to the run-time user. Opened without
+ * following a symlink: the queue directory belongs to that user, who must
+ * not be able to point root's chown at another file.
+ */
+static void
+ternd_users_db_chown(const char *path, const struct passwd *pw)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY |
+	    O_NONBLOCK);
+
+	if (fd < 0) {
+		if (errno != ENOENT)
+			log_warn("users-db %s: not given to user %s", path,
+			    pw->pw_name);
+		return;
+	}
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == 0 &&
+	    fchown(fd, pw->pw_uid, pw->pw_gid) < 0)
+		fatal("chown %s", path);
+	close(fd);
+}
+
 /* Create the queue directory if needed and give it to the run-time user. */
 static void
 ternd_queue_dir(const struct conf *c, const struct passwd *pw)
@@ -78,11 +104,8 @@ ternd_queue_dir(const struct conf *c, const struct passwd *pw)
 		fatal("queue directory %s", c->queue_dir);
 	if (pw != NULL && chown(c->queue_dir, pw->pw_uid, pw->pw_gid) < 0)
 		fatal("chown %s", c->queue_dir);
-	/* a users database made by `ternctl user add` (as root) before the first start */
-	struct stat st;
-	if (pw != NULL && c->users_db != NULL && stat(c->users_db, &st) == 0 &&
-	    st.st_uid == 0 && chown(c->users_db, pw->pw_uid, pw->pw_gid) < 0)
-		fatal("chown %s", c->users_db);
+	if (pw != NULL && c->users_db != NULL)
+		ternd_users_db_chown(c->users_db, pw);
 }
 
 static void
