@@ -117,3 +117,171 @@ def test_ternd_start_does_not_chown_a_planted_users_db_target(ternd, tmp_path, p
     assert (st.st_uid, st.st_gid) == (0, 0), \
         "ternd (as root at start) gave %s to uid %d" % (victim, st.st_uid)
     t.wait_log(r"users-db .*users\.db: not given to user")
+
+
+# ---------------------------------------------------------------- the privileged helper
+
+def proc_status(pid):
+    """/proc/PID/status as a dict of str (None once the process is gone)."""
+    try:
+        text = open("/proc/%d/status" % pid).read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return dict(l.split(":", 1) for l in text.splitlines() if ":" in l)
+
+
+def uids(st):
+    return [int(x) for x in st["Uid"].split()]
+
+
+def served_der(port):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def der_of(pem_path):
+    text = Path(pem_path).read_text()
+    return ssl.PEM_cert_to_DER_cert(text[:text.index("-----END CERTIFICATE-----") + 25])
+
+
+def put_root_only(src, dst, mode):
+    """Replace dst atomically (as an ACME client does) by a root-owned copy of src."""
+    tmp = str(dst) + ".tmp"
+    shutil.copy(str(src), tmp)
+    os.chown(tmp, 0, 0)
+    os.chmod(tmp, mode)
+    os.rename(tmp, str(dst))
+
+
+def start_root_key(ternd, certs, pubdir):
+    """ternd (implicit TLS listener "tls") whose key is 0600 root; the daemon's
+    user can reach its conf (it re-reads it on reload) but not the key."""
+    cert, key = pubdir / "cert.pem", pubdir / "key.pem"
+    put_root_only(certs.cert, cert, 0o644)
+    put_root_only(certs.key, key, 0o600)
+    t = ternd(listeners=[("tls", "relay tls")],
+              extra_conf="tls-cert %s\ntls-key %s\n" % (cert, key))
+    p = os.path.dirname(t.conf_path)
+    while p not in ("/", "/tmp"):
+        os.chmod(p, os.stat(p).st_mode | 0o001)
+        p = os.path.dirname(p)
+    helper = int(t.wait_log(r"privileged helper pid=(\d+) started").group(1))
+    return t, cert, key, helper
+
+
+def reloads(t, what):
+    return len(re.findall(r"reload " + what, t.log()))
+
+
+def sighup_and_wait(t, what):
+    """SIGHUP, then wait until one more "reload done" / "reload failed" is logged."""
+    n = reloads(t, what)
+    os.kill(t.pid, signal.SIGHUP)
+    t.wait_log(r"(?s)" + r".*".join(["reload " + what] * (n + 1)))
+
+
+def test_reload_reads_root_only_key_through_the_helper(ternd, certs, pubdir):
+    pw = need_root()
+    t, cert, key, helper = start_root_key(ternd, certs, pubdir)
+    # the helper is root and a child of ternd; the daemon is not root
+    hs, ds = proc_status(helper), proc_status(t.pid)
+    assert hs is not None and int(hs["PPid"]) == t.pid
+    assert uids(hs) == [0, 0, 0, 0]
+    assert uids(ds) == [pw.pw_uid] * 4
+    old_der = der_of(cert)
+    assert served_der(t.port("tls")) == old_der
+
+    new_cert, new_key = certs.make_leaf("mx.test", ["DNS:mx.test", "DNS:localhost"],
+                                        tag="-privsep")
+    put_root_only(new_cert, cert, 0o644)
+    put_root_only(new_key, key, 0o600)
+    new_der = der_of(new_cert)
+    assert new_der != old_der
+    sighup_and_wait(t, "done")
+    assert reloads(t, "failed") == 0, t.log()
+    t.wait_log(r"reload: 1 certificate pair read by the privileged helper")
+    assert served_der(t.port("tls")) == new_der
+
+    # a broken new key: refused with a log line, the running certificate stays
+    Path(key).write_text("not a key\n")
+    sighup_and_wait(t, "failed")
+    assert re.search(r"reload failed: tls-key %s: " % re.escape(str(key)), t.log())
+    assert served_der(t.port("tls")) == new_der
+
+    # a key that does not match the certificate: the same
+    put_root_only(certs.key, key, 0o600)
+    sighup_and_wait(t, "failed")
+    assert "does not match tls-cert" in t.log()
+    assert served_der(t.port("tls")) == new_der
+
+    # `ternctl reload` takes the same path
+    put_root_only(new_key, key, 0o600)
+    r = t.ternctl("reload")
+    assert r.returncode == 0, r.stderr
+    assert reloads(t, "done") == 2
+    assert served_der(t.port("tls")) == new_der
+
+
+def test_helper_refuses_a_configuration_the_daemon_user_could_write(ternd, certs, pubdir):
+    """A configuration file the daemon's user could edit would let a
+    compromised daemon name any file as a key: the helper refuses it."""
+    pw = need_root()
+    t, cert, key, helper = start_root_key(ternd, certs, pubdir)
+    os.chown(t.conf_path, pw.pw_uid, pw.pw_gid)
+    os.kill(t.pid, signal.SIGHUP)
+    t.wait_log(r"reload failed: .*tern\.conf: not owned by root, or writable by others")
+    assert served_der(t.port("tls")) == der_of(cert)
+    os.chown(t.conf_path, 0, 0)
+    os.chmod(t.conf_path, 0o646)
+    sighup_and_wait(t, "failed")
+    assert reloads(t, "failed") == 2 and reloads(t, "done") == 0
+
+
+def test_helper_dies_with_the_daemon(ternd, certs, pubdir):
+    need_root()
+    t, cert, key, helper = start_root_key(ternd, certs, pubdir)
+    assert proc_status(helper) is not None
+    t.kill9()
+    deadline = time.monotonic() + 5
+    while True:
+        st = proc_status(helper)
+        if st is None or st["State"].strip().startswith(("Z", "X")):
+            break
+        assert time.monotonic() < deadline, \
+            "helper pid %d still alive 5 s after ternd was SIGKILLed: %r" % (
+                helper, st["State"])
+        time.sleep(0.02)
+
+
+def test_helper_exits_when_ternd_stops(ternd, certs, pubdir):
+    need_root()
+    t, cert, key, helper = start_root_key(ternd, certs, pubdir)
+    t.stop()
+    st = proc_status(helper)
+    assert st is None or st["State"].strip().startswith(("Z", "X"))
+
+
+# ---------------------------------------------------------------- hardening
+
+def test_running_daemon_is_hardened(ternd, certs, pubdir):
+    pw = need_root()
+    t, cert, key, helper = start_root_key(ternd, certs, pubdir)
+    st = proc_status(t.pid)
+    assert st["NoNewPrivs"].strip() == "1"
+    for field in ("CapBnd", "CapEff", "CapPrm", "CapInh", "CapAmb"):
+        assert int(st[field], 16) == 0, (field, st[field])
+    assert 0 not in uids(st) and uids(st) == [pw.pw_uid] * 4
+    assert 0 not in [int(x) for x in st["Gid"].split()]
+    assert st["Groups"].split() == [str(pw.pw_gid)]
+    # the helper keeps root and what it needs to read root's files
+    hs = proc_status(helper)
+    assert uids(hs) == [0, 0, 0, 0] and int(hs["CapBnd"], 16) != 0
+    # and every thread of the daemon, not just the main one
+    for tid in os.listdir("/proc/%d/task" % t.pid):
+        ts = open("/proc/%d/task/%s/status" % (t.pid, tid)).read()
+        assert re.search(r"^NoNewPrivs:\s+1$", ts, re.M), tid
+        assert re.search(r"^CapBnd:\s+0+$", ts, re.M), tid
