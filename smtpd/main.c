@@ -1,10 +1,12 @@
 /*
  * main.c - ternd: start-up, privilege drop, signals, shutdown.
  *
- * Order of start-up (DESIGN.md 3): parse and check the config; bind every
- * listener (root may be needed for ports < 1024); create the queue
- * directory and hand it to the run-time user; drop privileges (setgroups,
- * setgid, setuid, then verify that root cannot be regained); open the
+ * Order of start-up: parse and check the config; as root, fork the
+ * privileged helper (privhelper.c: it re-reads certificate and key files
+ * for reloads); bind every listener (root may be needed for ports < 1024);
+ * create the queue directory and hand it to the run-time user; drop
+ * privileges (empty the capability bounding set, setgroups, setgid, setuid,
+ * then verify that root cannot be regained); set no_new_privs; open the
  * queue, which runs recovery before any listener accepts; start the session
  * loops; log "ready". ternd runs in the foreground (systemd style).
  *
