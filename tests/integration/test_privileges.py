@@ -9,7 +9,8 @@ as root; elsewhere these tests skip when not root, and fail under CI=true):
   one with a log line); the helper is root, the daemon is not, and the helper
   dies with the daemon;
 - hardening of the running daemon: NoNewPrivs, an empty capability bounding
-  set, a non-root uid (/proc/PID/status).
+  set, a non-root uid (/proc/PID/status);
+- started as an ordinary user: no helper, the reload reads the files itself.
 """
 
 import os
@@ -285,3 +286,54 @@ def test_running_daemon_is_hardened(ternd, certs, pubdir):
         ts = open("/proc/%d/task/%s/status" % (t.pid, tid)).read()
         assert re.search(r"^NoNewPrivs:\s+1$", ts, re.M), tid
         assert re.search(r"^CapBnd:\s+0+$", ts, re.M), tid
+
+
+def test_started_unprivileged_no_helper_and_reload_reads_the_files(ternd, certs, pubdir):
+    """ternd started as an ordinary user: no helper (nothing to keep), the
+    reload reads the files with that user's rights, no_new_privs is set."""
+    pw = need_root()
+    q = pubdir / "queue"
+    q.mkdir()
+    os.chown(q, pw.pw_uid, pw.pw_gid)
+    cert, key = pubdir / "cert.pem", pubdir / "key.pem"
+    for src, dst in ((certs.cert, cert), (certs.key, key)):
+        shutil.copy(str(src), str(dst))
+        os.chown(dst, pw.pw_uid, pw.pw_gid)
+    os.chmod(key, 0o600)
+    t = ternd(start=False, user=None, queue_dir=str(q), listeners=[("tls", "relay tls")],
+              extra_conf="tls-cert %s\ntls-key %s\n" % (cert, key))
+    conf = pubdir / "tern.conf"
+    conf.write_text(t.conf_text)
+    log_path = pubdir / "ternd.log"
+    with open(log_path, "wb") as logf:
+        proc = subprocess.Popen([str(t.bins.ternd), "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                stdout=logf, stderr=logf, env=t.env, cwd=str(pubdir),
+                                user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
+
+    def wait_for(pattern, n=1):
+        deadline = time.monotonic() + 15
+        while len(re.findall(pattern, log_path.read_text(errors="replace"))) < n:
+            assert proc.poll() is None, "ternd exited:\n" + log_path.read_text()
+            assert time.monotonic() < deadline, "no %r:\n%s" % (pattern, log_path.read_text())
+            time.sleep(0.05)
+
+    try:
+        wait_for(r" ready ")
+        st = proc_status(proc.pid)
+        assert st["NoNewPrivs"].strip() == "1" and uids(st) == [pw.pw_uid] * 4
+        assert "privileged helper" not in log_path.read_text()
+        new_cert, new_key = certs.make_leaf("mx.test", ["DNS:mx.test"], tag="-unpriv")
+        for src, dst in ((new_cert, cert), (new_key, key)):
+            shutil.copy(str(src), str(dst))
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for(r"reload done")
+        assert served_der(t.port("tls")) == der_of(new_cert)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail("ternd did not stop on SIGTERM")
+    assert rc == 0, log_path.read_text()
