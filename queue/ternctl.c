@@ -605,6 +605,23 @@ fail:
 	return -1;
 }
 
+/*
+ * Root becomes the owner of a directory (uid and gid, no other groups) for
+ * good before touching anything in it: that owner, the daemon's user, could
+ * have planted symlinks there, and root following them would write anywhere.
+ * Exits when the switch fails.
+ */
+static void
+ternctl_become_owner(const struct stat *st, const char *dir)
+{
+	gid_t g = st->st_gid;
+
+	if (setgroups(1, &g) != 0 || setresgid(g, g, g) != 0 ||
+	    setresuid(st->st_uid, st->st_uid, st->st_uid) != 0)
+		fatal("cannot become the owner (uid %u) of %s",
+		    (unsigned)st->st_uid, dir);
+}
+
 /* Answer from the queue directory. 0, or -1 (queue cannot be opened). */
 static int
 ternctl_local(const struct conf *cf, const char *req, size_t reqlen,
@@ -633,13 +650,8 @@ ternctl_local(const struct conf *cf, const char *req, size_t reqlen,
 	 * up owned by root. Otherwise read the index as it stands.
 	 */
 	if (geteuid() == 0 && st.st_uid != 0) {
-		gid_t g = st.st_gid;
-		if (setgroups(1, &g) == 0 && setresgid(g, g, g) == 0 &&
-		    setresuid(st.st_uid, st.st_uid, st.st_uid) == 0)
-			qo.readonly = 0;
-		else
-			fatal("cannot become the queue owner uid %u",
-			    (unsigned)st.st_uid);
+		ternctl_become_owner(&st, cf->queue_dir);
+		qo.readonly = 0;
 	} else if (geteuid() == st.st_uid)
 		qo.readonly = 0;
 	if (queue_open(&qo, &q, err, sizeof(err)) == -1) {
@@ -802,6 +814,32 @@ ternctl_user_list_cb(const char *name, void *arg)
 }
 
 /*
+ * Run as root, user add|del|list first become the owner of the directory
+ * that holds the users database when that owner is not root (the queue
+ * directory, owned by the daemon's user): the files are then made, locked
+ * and replaced with that user's rights only, and a new users.db belongs to
+ * it. A root-owned directory (or none yet) keeps root, and auth.c refuses
+ * symlinks there.
+ */
+static void
+ternctl_user_drop(const char *users_db)
+{
+	char *dir = xstrdup(users_db), *slash = strrchr(dir, '/');
+	struct stat st;
+
+	if (slash == NULL)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	if (geteuid() == 0 && stat(dir, &st) == 0 && S_ISDIR(st.st_mode) &&
+	    st.st_uid != 0)
+		ternctl_become_owner(&st, dir);
+	free(dir);
+}
+
+/*
  * user add|del|list: works on the users database file directly (atomic
  * replace; ternd notices the new file at its next AUTH), so it needs write
  * access to the queue directory but not a running daemon.
@@ -811,9 +849,11 @@ ternctl_user(const struct ternctl_opts *o, const struct conf *cf)
 {
 	char err[512], pass[AUTH_PASS_MAX + 2];
 	int rc = TERNCTL_EX_FAIL;
-	struct auth_db *db = auth_db_open(cf->users_db,
-	    strcmp(o->user_op, "list") != 0, err, sizeof(err));
+	struct auth_db *db;
 
+	ternctl_user_drop(cf->users_db);
+	db = auth_db_open(cf->users_db, strcmp(o->user_op, "list") != 0, err,
+	    sizeof(err));
 	if (db == NULL) {
 		fprintf(stderr, "ternctl: %s: %s\n", cf->users_db, err);
 		return TERNCTL_EX_FAIL;

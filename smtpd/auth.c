@@ -375,6 +375,58 @@ auth_db_close(struct auth_db *db)
 }
 
 /*
+ * The directory of the user file may be writable by the daemon's user while
+ * ternctl runs as root: open the lock file without following a symlink, and
+ * only if it is a plain file with one link, so a planted name cannot make
+ * root create, truncate or lock a file elsewhere. Returns the locked fd or
+ * -1 with err.
+ */
+static int
+auth_db_open_lock(const char *lockpath, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
+	    O_NOCTTY | O_NONBLOCK, 0600);
+
+	if (fd < 0) {
+		auth_seterr(err, errlen, "%s: %s%s", lockpath, strerror(errno),
+		    errno == ELOOP ? " (a symbolic link: refused)" : "");
+		return -1;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+		auth_seterr(err, errlen, "%s: not a plain file: refused",
+		    lockpath);
+		close(fd);
+		return -1;
+	}
+	if (flock(fd, LOCK_EX) != 0) {
+		auth_seterr(err, errlen, "%s: %s", lockpath, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* The user file, when present, must be a plain file, not a symlink. */
+static int
+auth_db_check_plain(const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (lstat(path, &st) != 0) {
+		if (errno == ENOENT)
+			return 0;
+		auth_seterr(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		auth_seterr(err, errlen, "%s: not a plain file: refused", path);
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * Replace the file with a copy in which name is set to hash (hash != NULL)
  * or removed (hash == NULL). Steps, and why a crash anywhere is safe:
  *  1. flock "<path>.lock": one writer at a time (a lost update otherwise);
@@ -394,7 +446,7 @@ auth_db_rewrite(struct auth_db *db, const char *name, const char *hash,
 	DB *old = NULL, *new = NULL;
 	DBC *cur = NULL;
 	DBT k, v;
-	struct stat ost, dst;
+	struct stat ost, dst, nst;
 	int lockfd = -1, fd = -1, have_ost = 0, found = 0, made = 0, renamed = 0;
 	int rc = -1, ret;
 	size_t nlen = strlen(name), plen = strlen(db->path);
@@ -413,11 +465,11 @@ auth_db_rewrite(struct auth_db *db, const char *name, const char *hash,
 		*slash = '\0';
 
 	/* 1 */
-	lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (lockfd < 0 || flock(lockfd, LOCK_EX) != 0) {
-		auth_seterr(err, errlen, "%s: %s", lockpath, strerror(errno));
+	lockfd = auth_db_open_lock(lockpath, err, errlen);
+	if (lockfd < 0)
 		goto fail;
-	}
+	if (auth_db_check_plain(db->path, err, errlen) != 0)
+		goto fail;
 
 	/* 2 */
 	if (unlink(tmppath) != 0 && errno != ENOENT) {
@@ -433,6 +485,11 @@ auth_db_rewrite(struct auth_db *db, const char *name, const char *hash,
 	    errlen) != 0)
 		goto fail;
 	made = 1;
+	if (new->fd(new, &fd) != 0 || fstat(fd, &nst) != 0) {
+		fd = -1;
+		goto fail_io;
+	}
+	fd = -1;
 	if (old != NULL) {
 		ret = old->cursor(old, NULL, &cur, 0);
 		if (ret != 0) {
@@ -486,9 +543,17 @@ auth_db_rewrite(struct auth_db *db, const char *name, const char *hash,
 		auth_seterr(err, errlen, "%s: sync/close failed", tmppath);
 		goto fail;
 	}
-	fd = open(tmppath, O_RDONLY | O_CLOEXEC);
+	/* the very file made above, not whatever another user put there since */
+	fd = open(tmppath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
 	if (fd < 0)
 		goto fail_io;
+	if (fstat(fd, &dst) != 0)
+		goto fail_io;
+	if (dst.st_dev != nst.st_dev || dst.st_ino != nst.st_ino) {
+		auth_seterr(err, errlen, "%s: replaced while being written",
+		    tmppath);
+		goto fail;
+	}
 	if (have_ost) {
 		if (geteuid() == 0 && fchown(fd, ost.st_uid, ost.st_gid) != 0)
 			goto fail_io;

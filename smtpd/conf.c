@@ -1567,6 +1567,13 @@ conf_check_readable(struct conf_parser *p, int line, const char *what,
 int
 conf_load(const char *path, struct conf **out, conf_err_fn *err, void *arg)
 {
+	return conf_load_flags(path, 0, out, err, arg);
+}
+
+int
+conf_load_flags(const char *path, unsigned flags, struct conf **out,
+    conf_err_fn *err, void *arg)
+{
 	struct conf_parser p;
 	struct conf *c;
 	char *buf = NULL;
@@ -1586,7 +1593,7 @@ conf_load(const char *path, struct conf **out, conf_err_fn *err, void *arg)
 	free(buf);
 	conf_finish(&p);
 
-	for (size_t i = 0; i < c->ntls; i++) {
+	for (size_t i = 0; i < c->ntls && !(flags & CONF_LOAD_NO_TLS_FILES); i++) {
 		conf_check_readable(&p, c->tls[i].cert_line, "tls-cert",
 		    c->tls[i].cert);
 		conf_check_readable(&p, c->tls[i].key_line, "tls-key",

@@ -31,7 +31,7 @@ static int log_verbose;
 static volatile unsigned log_tracebits;
 static pid_t log_pid_cached;
 
-/* The pid, read once (ternd does not fork after log_init). */
+/* The pid, read once (the only child, the privileged helper, never logs). */
 static pid_t
 log_pid(void)
 {

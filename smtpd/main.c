@@ -1,10 +1,12 @@
 /*
  * main.c - ternd: start-up, privilege drop, signals, shutdown.
  *
- * Order of start-up (DESIGN.md 3): parse and check the config; bind every
- * listener (root may be needed for ports < 1024); create the queue
- * directory and hand it to the run-time user; drop privileges (setgroups,
- * setgid, setuid, then verify that root cannot be regained); open the
+ * Order of start-up: parse and check the config; as root, fork the
+ * privileged helper (privhelper.c: it re-reads certificate and key files
+ * for reloads); bind every listener (root may be needed for ports < 1024);
+ * create the queue directory and hand it to the run-time user; drop
+ * privileges (empty the capability bounding set, setgroups, setgid, setuid,
+ * then verify that root cannot be regained); set no_new_privs; open the
  * queue, which runs recovery before any listener accepts; start the session
  * loops; log "ready". ternd runs in the foreground (systemd style).
  *
@@ -13,6 +15,7 @@
  * sessions, close the queue); SIGHUP reloads the config (listeners stay).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
@@ -20,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,6 +38,7 @@
 #include "tern/queue.h"
 #include "tern/tls.h"
 #include "tern/util.h"
+#include "privhelper.h"
 #include "smtpd.h"
 
 #define TERND_DEFAULT_CONF "/etc/tern/tern.conf"
@@ -48,6 +53,7 @@ struct ternd {
 	struct deliver_pool *pool;
 	struct metrics_server *metrics;
 	struct sched *sched;
+	struct privhelper *helper;      /* root helper for reloads, or NULL */
 };
 
 static void
@@ -70,6 +76,31 @@ ternd_usage(void)
 	exit(2);
 }
 
+/*
+ * A users database made by `ternctl user add` as root before the first start
+ * (in a root-owned directory) goes to the run-time user. Opened without
+ * following a symlink: the queue directory belongs to that user, who must
+ * not be able to point root's chown at another file.
+ */
+static void
+ternd_users_db_chown(const char *path, const struct passwd *pw)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY |
+	    O_NONBLOCK);
+
+	if (fd < 0) {
+		if (errno != ENOENT)
+			log_warn("users-db %s: not given to user %s", path,
+			    pw->pw_name);
+		return;
+	}
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == 0 &&
+	    fchown(fd, pw->pw_uid, pw->pw_gid) < 0)
+		fatal("chown %s", path);
+	close(fd);
+}
+
 /* Create the queue directory if needed and give it to the run-time user. */
 static void
 ternd_queue_dir(const struct conf *c, const struct passwd *pw)
@@ -78,17 +109,41 @@ ternd_queue_dir(const struct conf *c, const struct passwd *pw)
 		fatal("queue directory %s", c->queue_dir);
 	if (pw != NULL && chown(c->queue_dir, pw->pw_uid, pw->pw_gid) < 0)
 		fatal("chown %s", c->queue_dir);
-	/* a users database made by `ternctl user add` (as root) before the first start */
-	struct stat st;
-	if (pw != NULL && c->users_db != NULL && stat(c->users_db, &st) == 0 &&
-	    st.st_uid == 0 && chown(c->users_db, pw->pw_uid, pw->pw_gid) < 0)
-		fatal("chown %s", c->users_db);
+	if (pw != NULL && c->users_db != NULL)
+		ternd_users_db_chown(c->users_db, pw);
+}
+
+/*
+ * Empty the capability bounding set while root still has CAP_SETPCAP:
+ * whatever this process runs later can never gain a capability again, even
+ * through a set-uid or file-capability binary. Where it is not allowed (a
+ * container or unit without CAP_SETPCAP) say so and go on: the setresuid()
+ * below clears the effective and permitted sets anyway.
+ */
+static void
+ternd_capbset_clear(void)
+{
+	for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+			log_warn("capability bounding set not emptied "
+			    "(capability %d)", cap);
+			return;
+		}
+}
+
+/* No exec of this process or its children may gain privileges again. */
+static void
+ternd_no_new_privs(void)
+{
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		fatal("prctl(PR_SET_NO_NEW_PRIVS)");
 }
 
 static void
 ternd_drop_privileges(const struct passwd *pw)
 {
 	gid_t gid = pw->pw_gid;
+	ternd_capbset_clear();
 	if (setgroups(1, &gid) < 0)
 		fatal("setgroups");
 	if (setresgid(gid, gid, gid) < 0)
@@ -106,6 +161,35 @@ ternd_drop_privileges(const struct passwd *pw)
 }
 
 /*
+ * TLS contexts for a reload. Started as root, the privileged helper reads
+ * the files (they may be root's alone); started unprivileged, or once the
+ * helper is gone, they are read here with the daemon's rights.
+ */
+static struct tls_server *
+ternd_reload_tls(struct ternd *t, const struct conf *nc, char *err,
+    size_t errlen)
+{
+	struct tls_pem *pems;
+	struct tls_server *ntls;
+
+	if (t->helper == NULL || !privhelper_alive(t->helper))
+		return tls_server_new(nc, err, errlen);
+	if (privhelper_tls_fetch(t->helper, nc, &pems, err, errlen) != 0) {
+		if (!privhelper_alive(t->helper))
+			log_warnx("privileged helper pid=%d lost: certificate "
+			    "files are read as user from now on",
+			    (int)privhelper_pid(t->helper));
+		return NULL;
+	}
+	ntls = tls_server_new_pem(nc, pems, err, errlen);
+	tls_pems_free(pems, nc->ntls);
+	if (ntls != NULL)
+		log_info("reload: %zu certificate pair%s read by the privileged "
+		    "helper", nc->ntls, nc->ntls == 1 ? "" : "s");
+	return ntls;
+}
+
+/*
  * Re-read the configuration and certificates; on any error keep the
  * running ones. Listeners stay as bound. Returns 0 or -1.
  */
@@ -117,11 +201,15 @@ ternd_reload(struct ternd *t)
 	struct tls_server *ntls = NULL;
 	char err[512];
 	log_info("reloading %s", t->conf_path);
-	if (conf_load(t->conf_path, &nc, ternd_conf_err, &to_log) != 0) {
+	/* with the helper, the certificate and key files are its to open */
+	unsigned flags = t->helper != NULL && privhelper_alive(t->helper) ?
+	    CONF_LOAD_NO_TLS_FILES : 0;
+	if (conf_load_flags(t->conf_path, flags, &nc, ternd_conf_err,
+	    &to_log) != 0) {
 		log_warnx("reload failed: keeping the running configuration");
 		return -1;
 	}
-	if (nc->ntls > 0 && (ntls = tls_server_new(nc, err,
+	if (nc->ntls > 0 && (ntls = ternd_reload_tls(t, nc, err,
 	    sizeof(err))) == NULL) {
 		log_warnx("reload failed: %s: keeping the running "
 		    "configuration", err);
@@ -238,6 +326,15 @@ main(int argc, char **argv)
 			fatalx("%s: user %s does not exist", t.conf_path, conf->user);
 	}
 
+	/* before any thread, any listener and the drop: see privhelper.c */
+	if (pw != NULL && pw->pw_uid != 0) {
+		if ((t.helper = privhelper_start(t.conf_path, err,
+		    sizeof(err))) == NULL)
+			fatalx("privileged helper: %s", err);
+		log_info("privileged helper pid=%d started: it reads tls-cert "
+		    "and tls-key files for reloads", (int)privhelper_pid(t.helper));
+	}
+
 	struct smtpd_server *srv = &t.srv;
 	pthread_mutex_init(&srv->conf_lock, NULL);
 	srv->conf = conf;
@@ -253,6 +350,7 @@ main(int argc, char **argv)
 	ternd_queue_dir(conf, pw);
 	if (pw != NULL)
 		ternd_drop_privileges(pw);
+	ternd_no_new_privs();
 
 	struct queue_opts qo = {
 		.dir = conf->queue_dir,
@@ -348,6 +446,7 @@ main(int argc, char **argv)
 	conf_unref(srv->conf);
 	tls_server_unref(srv->tls);
 	pthread_mutex_destroy(&srv->conf_lock);
+	privhelper_free(t.helper);
 	log_info("stopped");
 	return 0;
 }

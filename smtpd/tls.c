@@ -3,18 +3,29 @@
  *
  * Runs in main() at start-up and at SIGHUP (building contexts), and on any
  * thread afterwards (SSL objects from an immutable context are thread-safe
- * to create). Reads certificate and key files; never sees peer bytes
- * itself (OpenSSL does), except the SNI name, compared with X509_check_host.
+ * to create). Reads certificate and key files (tls_pem_read, also used by
+ * the privileged helper) or takes their PEM bytes from memory; never sees
+ * peer bytes itself (OpenSSL does), except the SNI name, compared with
+ * X509_check_host. Key bytes are wiped when freed; an encrypted key is
+ * refused (no pass phrase prompt).
  *
  * RFC 8314 (implicit TLS), RFC 3207 (STARTTLS), RFC 7525/9325 (TLS 1.2+,
  * AEAD with forward secrecy).
  */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -117,74 +128,250 @@ tls_server_ctx_new(char *err, size_t errlen)
 	return ctx;
 }
 
+/* ------------------------------------------------------------------ */
+/* PEM bytes: read from files, or handed over by the privileged helper */
+
+int
+tls_pem_read(const char *path, char **out, size_t *outlen, char *err,
+    size_t errlen)
+{
+	struct stat st = { 0 };
+	char *buf = NULL;
+	size_t len = 0;
+	ssize_t r = 0;
+	int fd;
+
+	/* O_NONBLOCK: a FIFO named as a key must not hang the reader */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s", strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    st.st_size > TLS_PEM_MAX) {
+		snprintf(err, errlen, "%s", S_ISREG(st.st_mode) ?
+		    "larger than 1 MiB" : "not a regular file");
+		close(fd);
+		return -1;
+	}
+	buf = xmalloc((size_t)st.st_size + 1);
+	while (len <= (size_t)st.st_size) {
+		r = read(fd, buf + len, (size_t)st.st_size + 1 - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+	}
+	if (r < 0 || len > (size_t)st.st_size) {
+		snprintf(err, errlen, "%s", r < 0 ? strerror(errno) :
+		    "changed while being read");
+		close(fd);
+		OPENSSL_cleanse(buf, len);
+		free(buf);
+		return -1;
+	}
+	close(fd);
+	*out = buf;
+	*outlen = len;
+	return 0;
+}
+
+int
+tls_pems_load(const struct conf *c, struct tls_pem **out, char *err,
+    size_t errlen)
+{
+	struct tls_pem *pems = xcalloc(c->ntls ? c->ntls : 1, sizeof(*pems));
+	char why[256];
+
+	for (size_t i = 0; i < c->ntls; i++) {
+		if (tls_pem_read(c->tls[i].cert, &pems[i].cert,
+		    &pems[i].cert_len, why, sizeof(why)) != 0) {
+			snprintf(err, errlen, "tls-cert %s: %s", c->tls[i].cert, why);
+			tls_pems_free(pems, c->ntls);
+			return -1;
+		}
+		if (tls_pem_read(c->tls[i].key, &pems[i].key,
+		    &pems[i].key_len, why, sizeof(why)) != 0) {
+			snprintf(err, errlen, "tls-key %s: %s", c->tls[i].key, why);
+			tls_pems_free(pems, c->ntls);
+			return -1;
+		}
+	}
+	*out = pems;
+	return 0;
+}
+
+void
+tls_pems_free(struct tls_pem *pems, size_t n)
+{
+	if (pems == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(pems[i].cert);
+		if (pems[i].key != NULL)
+			OPENSSL_cleanse(pems[i].key, pems[i].key_len);
+		free(pems[i].key);
+	}
+	free(pems);
+}
+
+/* Never prompt for a pass phrase: encrypted keys are refused. */
+static int
+tls_no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	return -1;
+}
+
+/*
+ * One pair in memory: the leaf (first certificate), its chain (the rest, in
+ * order) and the key, which must match the leaf. 0, or -1 with err.
+ */
+struct tls_pair_parsed {
+	X509 *leaf;
+	STACK_OF(X509) *chain;
+	EVP_PKEY *key;
+};
+
+static void
+tls_pair_parsed_free(struct tls_pair_parsed *pp)
+{
+	X509_free(pp->leaf);
+	sk_X509_pop_free(pp->chain, X509_free);
+	EVP_PKEY_free(pp->key);
+	memset(pp, 0, sizeof(*pp));
+}
+
+static int
+tls_pair_parse(const struct conf_tls_pair *p, const struct tls_pem *m,
+    struct tls_pair_parsed *pp, char *err, size_t errlen)
+{
+	BIO *b;
+	X509 *x;
+
+	memset(pp, 0, sizeof(*pp));
+	if (m->cert_len > INT_MAX || m->key_len > INT_MAX ||
+	    (b = BIO_new_mem_buf(m->cert, (int)m->cert_len)) == NULL) {
+		tls_err(err, errlen, "tls-cert", p->cert);
+		return -1;
+	}
+	pp->leaf = PEM_read_bio_X509_AUX(b, NULL, tls_no_passphrase, NULL);
+	pp->chain = sk_X509_new_null();
+	while (pp->leaf != NULL && pp->chain != NULL &&
+	    (x = PEM_read_bio_X509(b, NULL, tls_no_passphrase, NULL)) != NULL)
+		if (sk_X509_push(pp->chain, x) == 0) {
+			X509_free(x);
+			break;
+		}
+	BIO_free(b);
+	unsigned long e = ERR_peek_last_error();
+	if (pp->leaf == NULL || pp->chain == NULL ||
+	    !(ERR_GET_LIB(e) == ERR_LIB_PEM &&
+	    ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
+		tls_err(err, errlen, "tls-cert", p->cert);
+		tls_pair_parsed_free(pp);
+		return -1;
+	}
+	ERR_clear_error();
+	if ((b = BIO_new_mem_buf(m->key, (int)m->key_len)) == NULL ||
+	    (pp->key = PEM_read_bio_PrivateKey(b, NULL, tls_no_passphrase,
+	    NULL)) == NULL) {
+		BIO_free(b);
+		tls_err(err, errlen, "tls-key", p->key);
+		tls_pair_parsed_free(pp);
+		return -1;
+	}
+	BIO_free(b);
+	if (X509_check_private_key(pp->leaf, pp->key) != 1) {
+		ERR_clear_error();
+		snprintf(err, errlen, "tls-key %s does not match tls-cert %s",
+		    p->key, p->cert);
+		tls_pair_parsed_free(pp);
+		return -1;
+	}
+	return 0;
+}
+
+/* Install a parsed pair as the context's certificate of its key type. */
+static int
+tls_ctx_use_pair(SSL_CTX *ctx, const struct conf_tls_pair *p,
+    const struct tls_pair_parsed *pp, char *err, size_t errlen)
+{
+	if (SSL_CTX_use_certificate(ctx, pp->leaf) != 1 ||
+	    SSL_CTX_clear_chain_certs(ctx) != 1) {
+		tls_err(err, errlen, "tls-cert", p->cert);
+		return -1;
+	}
+	for (int i = 0; i < sk_X509_num(pp->chain); i++)
+		if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(pp->chain, i)) != 1) {
+			tls_err(err, errlen, "tls-cert", p->cert);
+			return -1;
+		}
+	if (SSL_CTX_use_PrivateKey(ctx, pp->key) != 1) {
+		tls_err(err, errlen, "tls-key", p->key);
+		return -1;
+	}
+	return 0;
+}
+
+/* The context that takes a key of this type: the first without one. */
+static int
+tls_server_slot(struct tls_server *t, int type, size_t *kout, int *slotout,
+    char *err, size_t errlen)
+{
+	size_t k;
+
+	for (k = 0; k < t->nctx; k++) {
+		int taken = 0;
+		for (int j = 0; j < 4; j++)
+			if (t->keytypes[k][j] == type)
+				taken = 1;
+		if (!taken)
+			break;
+	}
+	if (k == t->nctx) {
+		if (t->nctx == TLS_MAX_CTX) {
+			snprintf(err, errlen, "too many certificate pairs");
+			return -1;
+		}
+		if ((t->ctx[k] = tls_server_ctx_new(err, errlen)) == NULL)
+			return -1;
+		t->nctx++;
+	}
+	int slot;
+	for (slot = 0; slot < 4 && t->keytypes[k][slot] != 0; slot++)
+		;
+	if (slot == 4) {
+		snprintf(err, errlen, "too many key types for one name");
+		return -1;
+	}
+	*kout = k;
+	*slotout = slot;
+	return 0;
+}
+
 struct tls_server *
-tls_server_new(const struct conf *c, char *err, size_t errlen)
+tls_server_new_pem(const struct conf *c, const struct tls_pem *pems,
+    char *err, size_t errlen)
 {
 	struct tls_server *t = xcalloc(1, sizeof(*t));
+	struct tls_pair_parsed pp;
 	t->refcnt = 1;
 
 	for (size_t i = 0; i < c->ntls; i++) {
 		const struct conf_tls_pair *p = &c->tls[i];
-		SSL_CTX *tmp = SSL_CTX_new(TLS_server_method());
-		if (tmp == NULL) {
-			tls_err(err, errlen, "SSL_CTX_new", "");
-			goto fail;
-		}
-		/* Load into a scratch context first to learn the key type. */
-		if (SSL_CTX_use_certificate_chain_file(tmp, p->cert) != 1) {
-			tls_err(err, errlen, "tls-cert", p->cert);
-			SSL_CTX_free(tmp);
-			goto fail;
-		}
-		if (SSL_CTX_use_PrivateKey_file(tmp, p->key, SSL_FILETYPE_PEM) != 1) {
-			tls_err(err, errlen, "tls-key", p->key);
-			SSL_CTX_free(tmp);
-			goto fail;
-		}
-		if (SSL_CTX_check_private_key(tmp) != 1) {
-			snprintf(err, errlen, "tls-key %s does not match tls-cert %s",
-			    p->key, p->cert);
-			SSL_CTX_free(tmp);
-			goto fail;
-		}
-		int type = EVP_PKEY_base_id(SSL_CTX_get0_privatekey(tmp));
-		SSL_CTX_free(tmp);
-
-		/* First context without this key type takes the pair. */
 		size_t k;
-		for (k = 0; k < t->nctx; k++) {
-			int taken = 0;
-			for (int j = 0; j < 4; j++)
-				if (t->keytypes[k][j] == type)
-					taken = 1;
-			if (!taken)
-				break;
-		}
-		if (k == t->nctx) {
-			if (t->nctx == TLS_MAX_CTX) {
-				snprintf(err, errlen, "too many certificate pairs");
-				goto fail;
-			}
-			if ((t->ctx[k] = tls_server_ctx_new(err, errlen)) == NULL)
-				goto fail;
-			t->nctx++;
-		}
 		int slot;
-		for (slot = 0; slot < 4 && t->keytypes[k][slot] != 0; slot++)
-			;
-		if (slot == 4) {
-			snprintf(err, errlen, "too many key types for one name");
+
+		if (tls_pair_parse(p, &pems[i], &pp, err, errlen) != 0)
+			goto fail;
+		int type = EVP_PKEY_base_id(pp.key);
+		if (tls_server_slot(t, type, &k, &slot, err, errlen) != 0 ||
+		    tls_ctx_use_pair(t->ctx[k], p, &pp, err, errlen) != 0) {
+			tls_pair_parsed_free(&pp);
 			goto fail;
 		}
-		if (SSL_CTX_use_certificate_chain_file(t->ctx[k], p->cert) != 1) {
-			tls_err(err, errlen, "tls-cert", p->cert);
-			goto fail;
-		}
-		if (SSL_CTX_use_PrivateKey_file(t->ctx[k], p->key,
-		    SSL_FILETYPE_PEM) != 1) {
-			tls_err(err, errlen, "tls-key", p->key);
-			goto fail;
-		}
+		tls_pair_parsed_free(&pp);
 		t->keytypes[k][slot] = type;
 	}
 	if (t->nctx == 0) {
@@ -195,6 +382,19 @@ tls_server_new(const struct conf *c, char *err, size_t errlen)
 fail:
 	tls_server_unref(t);
 	return NULL;
+}
+
+struct tls_server *
+tls_server_new(const struct conf *c, char *err, size_t errlen)
+{
+	struct tls_pem *pems;
+	struct tls_server *t;
+
+	if (tls_pems_load(c, &pems, err, errlen) != 0)
+		return NULL;
+	t = tls_server_new_pem(c, pems, err, errlen);
+	tls_pems_free(pems, c->ntls);
+	return t;
 }
 
 struct tls_server *

@@ -171,6 +171,14 @@ int conf_parse(const char *buf, size_t len, const char *fname,
  * conf_parse. Whole-file errors read "FILE: message" (no line).
  */
 int conf_load(const char *path, struct conf **out, conf_err_fn *err, void *arg);
+/*
+ * conf_load with flags. CONF_LOAD_NO_TLS_FILES: do not open the certificate
+ * and key files (ternd's reload after the privilege drop, when the
+ * privileged helper reads them).
+ */
+#define CONF_LOAD_NO_TLS_FILES 0x01u
+int conf_load_flags(const char *path, unsigned flags, struct conf **out,
+    conf_err_fn *err, void *arg);
 
 struct conf *conf_ref(struct conf *c);
 void conf_unref(struct conf *c);     /* frees at zero; NULL is a no-op */

@@ -23,8 +23,38 @@ struct ssl_st;
 
 struct tls_server;
 
+#define TLS_PEM_MAX (1024 * 1024)     /* bound on one certificate or key file */
+
+/* The PEM bytes of one tls-cert/tls-key pair (cert: leaf first, then chain). */
+struct tls_pem {
+	char *cert;
+	size_t cert_len;
+	char *key;
+	size_t key_len;
+};
+
+/*
+ * Read one regular file of at most TLS_PEM_MAX bytes into *out (caller owns,
+ * *outlen bytes, not NUL-terminated). 0, or -1 with the reason in err.
+ */
+int tls_pem_read(const char *path, char **out, size_t *outlen, char *err,
+    size_t errlen);
+/*
+ * Read every c->tls pair: *out is an array of c->ntls (free with
+ * tls_pems_free(*out, c->ntls)). 0, or -1 with "tls-key FILE: reason".
+ */
+int tls_pems_load(const struct conf *c, struct tls_pem **out, char *err,
+    size_t errlen);
+void tls_pems_free(struct tls_pem *pems, size_t n);   /* wipes the keys */
+
 /* Build contexts from c->tls pairs. NULL with a message in err on failure. */
 struct tls_server *tls_server_new(const struct conf *c, char *err, size_t errlen);
+/*
+ * The same from pems[0..c->ntls), the bytes of c->tls[i] (paths are used in
+ * messages only). The caller keeps pems.
+ */
+struct tls_server *tls_server_new_pem(const struct conf *c,
+    const struct tls_pem *pems, char *err, size_t errlen);
 struct tls_server *tls_server_ref(struct tls_server *t);
 void tls_server_unref(struct tls_server *t);          /* NULL is a no-op */
 /*

@@ -191,8 +191,14 @@ def test_unit_runs_what_the_manuals_say():
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert s["KillSignal"] == ["SIGTERM"]
     caps = set(s["CapabilityBoundingSet"][0].split())
-    assert caps == {"CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN"}
+    assert caps == {"CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN",
+                    "CAP_SETPCAP"}
     assert s["ReadWritePaths"] == ["/var/spool/tern"]
+    # the sandbox ternd(8) PRIVILEGES describes
+    for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
+                       ("PrivateTmp", "yes"), ("ProtectHome", "yes"),
+                       ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX")):
+        assert s[key] == [value], key
     # the queue directory of the unit, tmpfiles.d and sysusers.d is the default
     assert "d /var/spool/tern 0750 tern tern -" in (ETC / "tern.tmpfiles").read_text()
     assert re.search(r'^u tern - "[^"]+" /var/spool/tern$',

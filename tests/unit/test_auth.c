@@ -2,7 +2,8 @@
  * test_auth.c - smtpd/auth.c: yescrypt hash/verify, the constant-cost path
  * for unknown users (hash counter and time), the user database (set, list,
  * del, case folding, atomic replacement, a reader picking up changes
- * without a reload, missing and corrupt files), the failed-attempt throttle
+ * without a reload, missing and corrupt files, symlinks and extra links
+ * refused by the writer), the failed-attempt throttle
  * with an injected clock, and the pool posting results to a real
  * event_base through a tq.
  */
@@ -598,6 +599,59 @@ test_pool(void **state)
 	unlink(path);
 }
 
+/* Links in the database's directory are never followed by a writer. */
+static void
+test_db_symlinks_refused(void **state)
+{
+	char path[600], lock[620], victim[620], err[256];
+	struct auth_db *db;
+	struct stat st;
+
+	path_in_tmp(path, sizeof(path), "auth_links.db");
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	path_in_tmp(victim, sizeof(victim), "auth_links.victim");
+	unlink(path);
+	unlink(lock);
+	unlink(victim);
+	db = auth_db_open(path, 1, err, sizeof(err));
+	assert_non_null(db);
+
+	/* a lock that is a link: refused, its target never made */
+	assert_int_equal(symlink(victim, lock), 0);
+	assert_int_equal(auth_user_set(db, "alice", "pw", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "symbolic link"));
+	assert_int_equal(auth_user_del(db, "alice", err, sizeof(err)), -1);
+	assert_int_equal(lstat(victim, &st), -1);
+	assert_int_equal(lstat(path, &st), -1);
+	unlink(lock);
+
+	/* a lock with a second name (a hard link to another file): refused */
+	int fd = open(victim, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(link(victim, lock), 0);
+	assert_int_equal(auth_user_set(db, "alice", "pw", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "not a plain file"));
+	unlink(lock);
+
+	/* the database itself a link: refused, the link left alone */
+	assert_int_equal(symlink(victim, path), 0);
+	assert_int_equal(auth_user_set(db, "alice", "pw", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "not a plain file"));
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	assert_int_equal(stat(victim, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	unlink(path);
+
+	/* and with plain files all is well */
+	assert_int_equal(auth_user_set(db, "alice", "pw", err, sizeof(err)), 0);
+	auth_db_close(db);
+	unlink(victim);
+	unlink(path);
+	unlink(lock);
+}
+
 static int
 setup(void **state)
 {
@@ -634,6 +688,7 @@ main(void)
 		cmocka_unit_test(test_unknown_user_cost),
 		cmocka_unit_test(test_verified_cache),
 		cmocka_unit_test(test_db_reopen),
+		cmocka_unit_test(test_db_symlinks_refused),
 		cmocka_unit_test(test_throttle_defaults),
 		cmocka_unit_test(test_throttle_conf_and_evict),
 		cmocka_unit_test(test_pool),

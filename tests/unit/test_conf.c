@@ -1085,6 +1085,21 @@ test_load(void **state)
 	free(text);
 	free(path);
 
+	/* CONF_LOAD_NO_TLS_FILES: the files are someone else's to open */
+	path = tmp_write("notls.conf", LISTEN "tls-cert /nonexistent/c.pem\n"
+	    "tls-key /nonexistent/k.pem\nhostname h\n");
+	assert_int_equal(conf_load_flags(path, CONF_LOAD_NO_TLS_FILES, &c,
+	    errs_add, &e), 0);
+	assert_int_equal(c->ntls, 1);
+	assert_string_equal(c->tls[0].key, "/nonexistent/k.pem");
+	conf_unref(c);
+	c = NULL;
+	assert_int_equal(conf_load_flags(path, 0, &c, errs_add, &e), 2);
+	assert_null(c);
+	errs_clear(&e);
+	unlink(path);
+	free(path);
+
 	/* hostname from the file wins */
 	path = tmp_write("host.conf", LISTEN "hostname mx.example.test\n");
 	assert_int_equal(conf_load(path, &c, errs_add, &e), 0);
