@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "tern/conf.h"
+#include "tern/smtp.h"
 #include "tern/util.h"
 
 #define CONF_DIR_MAX    64            /* table entries, checked below */
@@ -78,6 +79,7 @@ static const char *const conf_words_tlsp[] = {
 static const char *const conf_words_bare[] = { "reject", "normalize", NULL };
 static const char *const conf_words_log[] = { "stderr", "syslog", NULL };
 static const char *const conf_words_logfmt[] = { "text", "json", NULL };
+static const char *const conf_words_noyes[] = { "no", "yes", NULL };
 
 _Static_assert(sizeof(enum conf_tls_policy) == sizeof(int), "keyword store");
 _Static_assert(sizeof(enum conf_bare_newline) == sizeof(int), "keyword store");
@@ -527,6 +529,22 @@ conf_set_hostname(struct conf_parser *p, const struct conf_directive *d,
 	return conf_store_string(p, d, argv[0]);
 }
 
+/* postmaster ADDRESS: a plain mailbox, local@domain */
+static int
+conf_set_postmaster(struct conf_parser *p, const struct conf_directive *d,
+    int argc, char **argv)
+{
+	struct smtp_mailbox mb;
+
+	if (smtp_parse_mailbox(argv[0], strlen(argv[0]), &mb) !=
+	    SMTP_PARSE_OK || (mb.flags & (SMTP_MB_UTF8 | SMTP_MB_LITERAL))) {
+		conf_error(p, "%s: bad address \"%s\" (use local@domain)",
+		    d->name, argv[0]);
+		return -1;
+	}
+	return conf_store_string(p, d, argv[0]);
+}
+
 /* user and group names */
 static int
 conf_set_name(struct conf_parser *p, const struct conf_directive *d,
@@ -897,7 +915,7 @@ conf_sender_allowed(const struct conf *c, const char *user, const char *addr)
 	const char *at = strrchr(addr, '@');
 
 	if (alen == 0)
-		return 0;
+		return user != NULL;
 	if (strcasecmp(user, addr) == 0)
 		return 1;
 	for (size_t i = 0; i < c->nsender_login; i++) {
@@ -1162,6 +1180,10 @@ static const struct conf_directive conf_table[] = {
 	D_DUR("session-timeout", "1h", 1, 7 * DAY, session_timeout),
 	D_WORD("bare-newline", "reject", conf_words_bare, bare_newline,
 	    "reject|normalize"),
+	D_UINT("max-hops", "50", 1, 1000, max_hops),
+	D_WORD("allow-untrusted-routing", "no", conf_words_noyes,
+	    allow_untrusted_routing, "no|yes"),
+	D_STR("postmaster", conf_set_postmaster, NULL, postmaster, "ADDRESS"),
 
 	D_UINT("session-threads", "0", 0, 1024, session_threads),
 	D_UINT("delivery-threads", "0", 0, 1024, delivery_threads),
@@ -1420,6 +1442,7 @@ conf_free(struct conf *c)
 {
 	free(c->path);
 	free(c->hostname);
+	free(c->postmaster);
 	free(c->user);
 	free(c->queue_dir);
 	free(c->control_socket);
@@ -1602,6 +1625,11 @@ conf_load(const char *path, struct conf **out, conf_err_fn *err, void *arg)
 			host[sizeof(host) - 1] = '\0';
 			c->hostname = xstrdup(host);
 		}
+	}
+	if (c->postmaster == NULL && c->hostname != NULL) {
+		size_t n = strlen("postmaster@") + strlen(c->hostname) + 1;
+		c->postmaster = xmalloc(n);
+		snprintf(c->postmaster, n, "postmaster@%s", c->hostname);
 	}
 
 	conf_parser_done(&p);

@@ -115,6 +115,15 @@ struct conf {
 	unsigned idle_timeout;        /* seconds, default 300 (RFC 5321 4.5.3.2.7) */
 	unsigned session_timeout;     /* seconds, whole session, default 3600 */
 	enum conf_bare_newline bare_newline;  /* default reject */
+	unsigned max_hops;            /* trace header fields (Received:,
+	                                 Delivered-To:) a message may arrive
+	                                 with, below this; default 50 */
+	int allow_untrusted_routing;  /* 1: untrusted clients may use %, !,
+	                                 quoted @ and source routes towards
+	                                 relay-domains; default 0 */
+	char *postmaster;             /* where RCPT TO:<postmaster> goes;
+	                                 default postmaster@<hostname>, filled
+	                                 by conf_load() */
 
 	unsigned session_threads;     /* 0 = one per core */
 	unsigned delivery_threads;    /* 0 = one per core */
@@ -227,7 +236,9 @@ size_t conf_directives(const struct conf_directive **out);
  * May authenticated user (lowercase) use envelope sender addr? Allowed:
  * the user's own name when it is that address, any address or @domain
  * listed for the user by sender-login, or anything with "*". The null
- * sender is never allowed on submission. Pure.
+ * sender (addr "") is allowed to every authenticated user: read receipts
+ * and vacation replies use it (RFC 3798, RFC 3834), and it claims no
+ * address. Pure.
  */
 int conf_sender_allowed(const struct conf *c, const char *user,
     const char *addr);

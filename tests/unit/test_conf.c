@@ -381,6 +381,9 @@ test_defaults(void **state)
 	assert_int_equal(c->idle_timeout, 300);
 	assert_int_equal(c->session_timeout, 3600);
 	assert_int_equal(c->bare_newline, CONF_BARE_REJECT);
+	assert_int_equal(c->max_hops, 50);
+	assert_int_equal(c->allow_untrusted_routing, 0);
+	assert_null(c->postmaster);       /* derived from hostname by conf_load */
 	assert_int_equal(c->session_threads, 0);
 	assert_int_equal(c->delivery_threads, 0);
 	assert_true(c->segment_size == 64ULL << 20);
@@ -446,6 +449,9 @@ static const char full_conf[] =
     "idle-timeout 30\n"
     "session-timeout 2h\n"
     "bare-newline normalize\n"
+    "max-hops 7\n"
+    "allow-untrusted-routing yes\n"
+    "postmaster Hostmaster@Example.ORG\n"
     "session-threads 2\n"
     "delivery-threads 3\n"
     "segment-size 1G\n"
@@ -544,6 +550,9 @@ test_full(void **state)
 	assert_int_equal(c->idle_timeout, 30);
 	assert_int_equal(c->session_timeout, 7200);
 	assert_int_equal(c->bare_newline, CONF_BARE_NORMALIZE);
+	assert_int_equal(c->max_hops, 7);
+	assert_int_equal(c->allow_untrusted_routing, 1);
+	assert_string_equal(c->postmaster, "Hostmaster@Example.ORG");
 	assert_int_equal(c->session_threads, 2);
 	assert_int_equal(c->delivery_threads, 3);
 	assert_true(c->segment_size == 1ULL << 30);
@@ -598,6 +607,13 @@ static const struct {
 	{ LISTEN "hostname a..b\n", { "t.conf:2: hostname: bad host name \"a..b\"" } },
 	{ LISTEN "max-recipients 0\n",
 	  { "t.conf:2: max-recipients: 0 is out of range (1..100000)" } },
+	{ LISTEN "max-hops 0\n",
+	  { "t.conf:2: max-hops: 0 is out of range (1..1000)" } },
+	{ LISTEN "postmaster pm\n",
+	  { "t.conf:2: postmaster: bad address \"pm\" (use local@domain)" } },
+	{ LISTEN "postmaster pm@[127.0.0.1]\n",
+	  { "t.conf:2: postmaster: bad address \"pm@[127.0.0.1]\" "
+	    "(use local@domain)" } },
 	{ LISTEN "max-recipients 99999999999999999999\n",
 	  { "t.conf:2: max-recipients: bad number \"99999999999999999999\"" } },
 	{ LISTEN "max-recipients -1\n",
@@ -988,6 +1004,9 @@ test_demo_template(void **state)
 	assert_string_equal(c->tls[0].cert, "/tmp/tern-demo/cert.pem");
 	assert_true(conf_sender_allowed(c, "demo@localhost", "demo@localhost"));
 	assert_false(conf_sender_allowed(c, "demo@localhost", "demo@example.com"));
+	/* the null sender claims no address: any authenticated user */
+	assert_true(conf_sender_allowed(c, "demo@localhost", ""));
+	assert_true(conf_sender_allowed(c, "someone", ""));
 	conf_unref(c);
 	free(out);
 	free(text);
@@ -1048,6 +1067,10 @@ test_load(void **state)
 	gethostname(host, sizeof(host));
 	host[255] = '\0';
 	assert_string_equal(c->hostname, host);
+	/* postmaster defaults to postmaster@<hostname> */
+	assert_non_null(c->postmaster);
+	assert_true(strncmp(c->postmaster, "postmaster@", 11) == 0);
+	assert_string_equal(c->postmaster + 11, host);
 	assert_string_equal(c->path, path);
 	assert_string_equal(c->user, "root");
 	conf_unref(c);
