@@ -908,6 +908,53 @@ conf_set_sender_login(struct conf_parser *p, const struct conf_directive *d,
 	return 0;
 }
 
+/* sa as IPv4 when it is an IPv4-mapped IPv6 address, else a copy. */
+static void
+conf_unmap_v4(const struct sockaddr *sa, struct sockaddr_storage *out)
+{
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+
+	memset(out, 0, sizeof(*out));
+	if (sa->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)out;
+		s4->sin_family = AF_INET;
+		s4->sin_port = s6->sin6_port;
+		memcpy(&s4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+	} else if (sa->sa_family == AF_INET)
+		memcpy(out, sa, sizeof(struct sockaddr_in));
+	else if (sa->sa_family == AF_INET6)
+		memcpy(out, sa, sizeof(struct sockaddr_in6));
+}
+
+const struct conf_listen *
+conf_listener_for(const struct conf *c, const struct sockaddr *sa, int local)
+{
+	struct sockaddr_storage t;
+
+	conf_unmap_v4(sa, &t);
+	for (size_t i = 0; i < c->nlisten; i++) {
+		const struct conf_listen *l = &c->listen[i];
+		if (l->addr.ss_family != t.ss_family)
+			continue;
+		if (t.ss_family == AF_INET) {
+			const struct sockaddr_in *a = (const void *)&l->addr;
+			const struct sockaddr_in *b = (const void *)&t;
+			if (a->sin_port == b->sin_port &&
+			    (a->sin_addr.s_addr == b->sin_addr.s_addr ||
+			    (local && a->sin_addr.s_addr == htonl(INADDR_ANY))))
+				return l;
+		} else if (t.ss_family == AF_INET6) {
+			const struct sockaddr_in6 *a = (const void *)&l->addr;
+			const struct sockaddr_in6 *b = (const void *)&t;
+			if (a->sin6_port == b->sin6_port &&
+			    (IN6_ARE_ADDR_EQUAL(&a->sin6_addr, &b->sin6_addr) ||
+			    (local && IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr))))
+				return l;
+		}
+	}
+	return NULL;
+}
+
 int
 conf_sender_allowed(const struct conf *c, const char *user, const char *addr)
 {

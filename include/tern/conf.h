@@ -188,6 +188,17 @@ int conf_parse_cidr(const char *s, size_t len, struct conf_cidr *out);
 int conf_is_trusted(const struct conf *c, const struct sockaddr *sa);
 /* domain: as in the address, any case, no trailing dot. 1 if relayed for. */
 int conf_is_relay_domain(const struct conf *c, const char *domain, size_t len);
+/*
+ * Would a connection to sa (address and port) reach one of c's own
+ * listeners? Yes when a listener has sa's address and port, or listens on
+ * the wildcard address (0.0.0.0, ::) of sa's family on that port and local
+ * is non-zero (sa's address belongs to this host: the caller knows, e.g.
+ * from getifaddrs). An IPv4-mapped IPv6 sa counts as its IPv4 address.
+ * Returns the listener or NULL. Pure.
+ */
+const struct conf_listen *conf_listener_for(const struct conf *c,
+    const struct sockaddr *sa, int local);
+
 /* Route for a recipient domain; never NULL (falls back to a static "* mx"). */
 const struct conf_route *conf_route_for(const struct conf *c,
     const char *domain, size_t len);

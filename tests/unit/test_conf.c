@@ -1302,10 +1302,74 @@ test_refcount(void **state)
 	conf_unref(NULL);
 }
 
+/* conf_listener_for: would a delivery to this address reach us? */
+static struct sockaddr_storage
+sa_of(const char *ip, unsigned port)
+{
+	struct sockaddr_storage ss;
+
+	memset(&ss, 0, sizeof(ss));
+	if (strchr(ip, ':') != NULL) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
+	}
+	return ss;
+}
+
+static void
+test_listener_for(void **state)
+{
+	struct conf *c = parse_ok(
+	    "listen 127.0.0.1:2525 relay\n"
+	    "listen 0.0.0.0:2526 relay\n"
+	    "listen [::]:2527 relay\n"
+	    "listen [::1]:2528 submission\n");
+	static const struct {
+		const char *ip;
+		unsigned port;
+		int local;
+		int want;              /* index of the listener, -1: none */
+	} cases[] = {
+		{ "127.0.0.1", 2525, 0, 0 },
+		{ "127.0.0.1", 2525, 1, 0 },
+		{ "127.0.0.2", 2525, 1, -1 },      /* not a wildcard listener */
+		{ "127.0.0.1", 25, 1, -1 },        /* another port */
+		{ "::ffff:127.0.0.1", 2525, 0, 0 },/* IPv4-mapped */
+		{ "127.0.0.1", 2526, 1, 1 },       /* 0.0.0.0 takes local ones */
+		{ "127.0.0.1", 2526, 0, -1 },      /* ... not remote ones */
+		{ "192.0.2.7", 2526, 1, 1 },
+		{ "192.0.2.7", 2526, 0, -1 },
+		{ "::1", 2527, 1, 2 },             /* :: takes local IPv6 */
+		{ "127.0.0.1", 2527, 1, -1 },      /* ... not IPv4 (V6ONLY) */
+		{ "::1", 2528, 0, 3 },
+		{ "::2", 2528, 1, -1 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct sockaddr_storage ss = sa_of(cases[i].ip, cases[i].port);
+		const struct conf_listen *l = conf_listener_for(c,
+		    (struct sockaddr *)&ss, cases[i].local);
+		int got = l == NULL ? -1 : (int)(l - c->listen);
+		if (got != cases[i].want)
+			fail_msg("case %zu (%s port %u local %d): listener %d, "
+			    "want %d", i, cases[i].ip, cases[i].port,
+			    cases[i].local, got, cases[i].want);
+	}
+	conf_unref(c);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_listener_for),
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_parse_hostport),

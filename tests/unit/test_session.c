@@ -334,12 +334,15 @@ test_relay_policy(void **state)
 	dialog(f, "RCPT TO:<x@elsewhere.example>\r\n", "554 5.7.1");
 	dialog(f, "RCPT TO:<x@sub.example.org>\r\n", "554 5.7.1");   /* only subdomains */
 	dialog(f, "RCPT TO:<x@EXAMPLE.COM>\r\n", "250 ");
-	dialog(f, "RCPT TO:<x%elsewhere.example@example.com>\r\n", "250 ");
-	dialog(f, "RCPT TO:<\"x@elsewhere.example\"@example.com>\r\n", "250 ");
+	/* sender-specified routing towards a relay domain: refused */
+	dialog(f, "RCPT TO:<x%elsewhere.example@example.com>\r\n", "554 5.7.1");
+	dialog(f, "RCPT TO:<\"x@elsewhere.example\"@example.com>\r\n", "554 5.7.1");
+	dialog(f, "RCPT TO:<elsewhere.example!x@example.com>\r\n", "554 5.7.1");
 	dialog(f, "RCPT TO:<@example.com:x@elsewhere.example>\r\n", "554 5.7.1");
 	dialog(f, "RCPT TO:<x@[192.0.2.1]>\r\n", "554 5.7.1");
 	dialog(f, "RCPT TO:<x@example.com.>\r\n", "501 5.1.3");
-	dialog(f, "RCPT TO:<postmaster>\r\n", "550 5.1.1");
+	/* RFC 5321 4.5.1: from anyone */
+	dialog(f, "RCPT TO:<PostMaster>\r\n", "250 2.1.5");
 	close(f->fd);
 	f->fd = -1;
 	for (int i = 0; i < 50 && f->loop.nsessions > 0; i++)
@@ -351,6 +354,9 @@ test_relay_policy(void **state)
 	dialog(f, "EHLO c\r\n", "250 ");
 	dialog(f, "MAIL FROM:<a@b.example>\r\n", "250 ");
 	dialog(f, "RCPT TO:<x@elsewhere.example>\r\n", "250 2.1.5");
+	/* ... and keeps sender-specified routing */
+	dialog(f, "RCPT TO:<x%elsewhere.example@example.com>\r\n", "250 2.1.5");
+	dialog(f, "RCPT TO:<@example.com:y@elsewhere.example>\r\n", "250 2.1.5");
 }
 
 static void
