@@ -22,6 +22,10 @@
  * recipient accepted at RCPT. Until MAIL is sent, a failing server (refusal,
  * TLS required and missing, connection lost) moves the session to the next
  * address; after that, the replies decide per recipient.
+ *
+ * Loops (RFC 5321 5.1): an MX named like us, and any resolved address that
+ * is one of our own listeners, is dropped before connecting; nothing left
+ * means 5.4.6 "loops back to myself".
  */
 #include <errno.h>
 #include <stdarg.h>

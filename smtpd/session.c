@@ -13,6 +13,9 @@
  * (bounded by SMTP_CMD_MAX before the buffer may grow further) and parsed by
  * the pure smtp_parse_*(); DATA bytes go through the pure data_filter, the
  * only place that decides where a message ends (only <CRLF>.<CRLF>).
+ * The header section is scanned (hdr_scan) on the way: a message that
+ * arrives with max-hops trace fields or more is a mail loop and is refused
+ * at the end of data (RFC 5321 6.3).
  *
  * Pipelining: the read callback consumes every complete command in the
  * input buffer and appends the replies to the output buffer; libevent
@@ -426,6 +429,8 @@ smtpd_rcpt_postmaster(const struct smtpd_session *s, struct smtp_mailbox *mb,
 		snprintf(mb->addr, sizeof(mb->addr), "postmaster@%s",
 		    s->conf->hostname);
 	mb->len = strlen(mb->addr);
+	const char *at = strrchr(mb->addr, '@');
+	mb->domain_off = at != NULL ? (size_t)(at - mb->addr) + 1 : mb->len;
 	if (p->orcpt[0] == '\0')
 		snprintf(p->orcpt, sizeof(p->orcpt), "rfc822;postmaster");
 	log_info("id=%s client=%s to=<postmaster> rewritten=<%s>", s->qid,
