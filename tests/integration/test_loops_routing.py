@@ -45,6 +45,33 @@ def send_data(r, data):
     return r.reply(timeout=30)
 
 
+def send_one(port, sender, rcpt, subject):
+    """One message from sender to rcpt on port; returns the 250 reply."""
+    c = RawSMTP(port, timeout=30)
+    c.greeting()
+    c.ehlo()
+    c.cmd("MAIL FROM:<%s>" % sender, 250)
+    c.cmd("RCPT TO:<%s>" % rcpt, 250)
+    rep = send_data(c, message(0, subject=subject))
+    assert rep.code == 250 and rep.queue_id, rep
+    c.cmd("QUIT", 221)
+    return rep
+
+
+def route_everything_to(t, port):
+    """Append `route * smtp:[127.0.0.1]:port` to a ternd not yet started."""
+    t.conf_text += "route * smtp:[127.0.0.1]:%d\n" % port
+    t.conf_path.write_text(t.conf_text)
+
+
+def session(smtp_raw, port):
+    """A raw client after the greeting and EHLO."""
+    r = smtp_raw(port)
+    r.greeting()
+    r.ehlo()
+    return r
+
+
 def wait_until(pred, timeout, what):
     deadline = time.monotonic() + timeout
     while not pred():
@@ -57,9 +84,7 @@ def wait_until(pred, timeout, what):
 
 def test_too_many_hops_refused_at_end_of_data(ternd, smtp_raw):
     t = ternd()                          # untrusted client, relay-domains example.com
-    r = smtp_raw(t.port())
-    r.greeting()
-    r.ehlo()
+    r = session(smtp_raw, t.port())
     # 49 trace fields: under the default limit of 50, queued
     r.cmd("MAIL FROM:<a@client.test>", 250)
     r.cmd("RCPT TO:<b@example.com>", 250)
@@ -91,9 +116,7 @@ def test_too_many_hops_refused_at_end_of_data(ternd, smtp_raw):
 
 def test_max_hops_directive(ternd, smtp_raw):
     t = ternd(extra_conf="max-hops 3")
-    r = smtp_raw(t.port())
-    r.greeting()
-    r.ehlo()
+    r = session(smtp_raw, t.port())
     r.cmd("MAIL FROM:<a@client.test>", 250)
     r.cmd("RCPT TO:<b@example.com>", 250)
     assert send_data(r, message(2)).code == 250
@@ -118,19 +141,11 @@ def test_two_ternds_routing_to_each_other_stop(ternd, sink):
               relay_domains=None, default_route=None, extra_conf=common)
     b = ternd(start=False, hostname="b.test", trusted="127.0.0.0/8",
               relay_domains=None, default_route=None, extra_conf=common)
-    for x, y in ((a, b), (b, a)):
-        x.conf_text += "route * smtp:[127.0.0.1]:%d\n" % y.port()
-        x.conf_path.write_text(x.conf_text)
+    route_everything_to(a, b.port())
+    route_everything_to(b, a.port())
     a.start()
     b.start()
-    c = RawSMTP(a.port(), timeout=30)
-    c.greeting()
-    c.ehlo()
-    c.cmd("MAIL FROM:<alice@sender.test>", 250)
-    c.cmd("RCPT TO:<bob@far.test>", 250)
-    rep = send_data(c, message(0, subject="pingpong"))
-    assert rep.code == 250, rep
-    c.cmd("QUIT", 221)
+    send_one(a.port(), "alice@sender.test", "bob@far.test", "pingpong")
 
     def both_logs():
         return a.log() + b.log()
@@ -158,18 +173,9 @@ def test_route_to_own_listener_bounces_as_a_loop(ternd, sink):
     t = ternd(start=False, trusted="127.0.0.0/8", relay_domains=None,
               default_route=None, extra_conf="route sender.test smtp:[127.0.0.1]:%d"
               % s.port)
-    t.conf_text += "route * smtp:[127.0.0.1]:%d\n" % t.port()
-    t.conf_path.write_text(t.conf_text)
+    route_everything_to(t, t.port())
     t.start()
-    c = RawSMTP(t.port(), timeout=30)
-    c.greeting()
-    c.ehlo()
-    c.cmd("MAIL FROM:<alice@sender.test>", 250)
-    c.cmd("RCPT TO:<bob@far.test>", 250)
-    rep = send_data(c, message(0, subject="self"))
-    assert rep.code == 250, rep
-    c.cmd("QUIT", 221)
-    qid = rep.queue_id
+    qid = send_one(t.port(), "alice@sender.test", "bob@far.test", "self").queue_id
     (bounce,) = s.wait_for(1, timeout=15)
     text = bounce.data.decode(errors="replace")
     assert "5.4.6" in text and "loops back to myself" in text, text
@@ -199,9 +205,7 @@ ROUTING_FORMS = [
 
 def test_sender_routing_refused_for_untrusted(ternd, smtp_raw):
     t = ternd()                          # relay-domains example.com, untrusted
-    r = smtp_raw(t.port())
-    r.greeting()
-    r.ehlo()
+    r = session(smtp_raw, t.port())
     r.cmd("MAIL FROM:<a@client.test>", 250)
     for form in ROUTING_FORMS:
         rep = r.cmd("RCPT TO:%s" % form)
@@ -222,18 +226,14 @@ def test_sender_routing_allowed_when_trusted_or_configured(ternd, smtp_raw):
     trusted = ternd(trusted="127.0.0.0/8")
     relaxed = ternd(extra_conf="allow-untrusted-routing yes")
     for t in (trusted, relaxed):
-        r = smtp_raw(t.port())
-        r.greeting()
-        r.ehlo()
+        r = session(smtp_raw, t.port())
         r.cmd("MAIL FROM:<a@client.test>", 250)
         for form in ROUTING_FORMS:
             r.cmd("RCPT TO:%s" % form, 250)
         r.cmd("QUIT", 221)
         assert "reason=sender-routing" not in t.log()
     # relay access is still decided on the real domain
-    r = smtp_raw(relaxed.port())
-    r.greeting()
-    r.ehlo()
+    r = session(smtp_raw, relaxed.port())
     r.cmd("MAIL FROM:<a@client.test>", 250)
     r.cmd("RCPT TO:<x%example.com@elsewhere.test>", 554, "5.7.1")
 
@@ -255,9 +255,7 @@ def test_postmaster_accepted_from_anyone_and_delivered(ternd, sink, smtp_raw):
     s = sink()
     t = ternd(extra_conf="postmaster hostmaster@pm.test\n"
                          "route pm.test smtp:[127.0.0.1]:%d" % s.port)
-    r = smtp_raw(t.port())               # untrusted; pm.test is no relay domain
-    r.greeting()
-    r.ehlo()
+    r = session(smtp_raw, t.port())      # untrusted; pm.test is no relay domain
     r.cmd("MAIL FROM:<a@client.test>", 250)
     r.cmd("RCPT TO:<x@pm.test>", 554, "5.7.1")
     r.cmd("RCPT TO:<PostMaster>", 250, "2.1.5")
@@ -272,9 +270,7 @@ def test_postmaster_accepted_from_anyone_and_delivered(ternd, sink, smtp_raw):
 
 def test_postmaster_default_is_postmaster_at_hostname(ternd, smtp_raw):
     t = ternd(hostname="mx.test")        # default route: dead, so it stays queued
-    r = smtp_raw(t.port())
-    r.greeting()
-    r.ehlo()
+    r = session(smtp_raw, t.port())
     r.cmd("MAIL FROM:<a@client.test>", 250)
     r.cmd("RCPT TO:<postmaster>", 250)
     rep = send_data(r, message(0))
