@@ -466,6 +466,35 @@ test_smuggling(void **state)
 	assert_int_equal(queue_count(f), 0);
 }
 
+/* Mail loops (RFC 5321 6.3): max-hops trace fields or more are refused. */
+static void
+test_hop_limit(void **state)
+{
+	struct fixture *f = *state;
+	static const unsigned hops[] = { 49, 50, 120 };
+	static const char *want[] = { "250 2.0.0", "554 5.4.6", "554 5.4.6" };
+	char msg[8192];
+
+	connect_client(f, "198.51.100.7", 0);
+	client_expect(f, 1);
+	dialog(f, "EHLO c\r\n", "250 ");
+	for (size_t i = 0; i < sizeof(hops) / sizeof(hops[0]); i++) {
+		size_t n = 0;
+		for (unsigned k = 0; k < hops[i]; k++)
+			n += (size_t)snprintf(msg + n, sizeof(msg) - n,
+			    k % 2 ? "Received: from h%u\r\n" : "Delivered-To: u%u@x\r\n",
+			    k);
+		snprintf(msg + n, sizeof(msg) - n, "Subject: s\r\n\r\nbody\r\n.\r\n");
+		dialog(f, i == 2 ? "MAIL FROM:<>\r\n" : "MAIL FROM:<a@b.example>\r\n",
+		    "250 ");
+		dialog(f, "RCPT TO:<x@example.com>\r\n", "250 ");
+		dialog(f, "DATA\r\n", "354 ");
+		dialog(f, msg, want[i]);
+	}
+	dialog(f, "NOOP\r\n", "250 ");
+	assert_int_equal(queue_count(f), 1);
+}
+
 int
 main(void)
 {
@@ -473,6 +502,7 @@ main(void)
 	evthread_use_pthreads();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_greeting_and_ehlo, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hop_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sequence_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_transaction_queued, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipelined_group, setup, teardown),
