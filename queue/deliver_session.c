@@ -22,6 +22,10 @@
  * recipient accepted at RCPT. Until MAIL is sent, a failing server (refusal,
  * TLS required and missing, connection lost) moves the session to the next
  * address; after that, the replies decide per recipient.
+ *
+ * Loops (RFC 5321 5.1): an MX named like us, and any resolved address that
+ * is one of our own listeners, is dropped before connecting; nothing left
+ * means 5.4.6 "loops back to myself".
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -29,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -1172,6 +1177,107 @@ dlv_session_connect_next(struct dlv_session *s)
 	dlv_session_done(s, 0);
 }
 
+/* Is sa's address one of this host's (loopback, or on an interface)? */
+static int
+dlv_addr_is_local(const struct sockaddr *sa)
+{
+	struct ifaddrs *ifa, *i;
+	int local = 0;
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+		if ((ntohl(a->sin_addr.s_addr) >> 24) == 127 ||
+		    a->sin_addr.s_addr == htonl(INADDR_ANY))
+			return 1;
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+		if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
+		    IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr))
+			return 1;
+	}
+	if (getifaddrs(&ifa) == -1)
+		return 0;
+	for (i = ifa; i != NULL && !local; i = i->ifa_next) {
+		if (i->ifa_addr == NULL || i->ifa_addr->sa_family != sa->sa_family)
+			continue;
+		if (sa->sa_family == AF_INET)
+			local = ((const struct sockaddr_in *)sa)->sin_addr.s_addr ==
+			    ((const struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr;
+		else
+			local = IN6_ARE_ADDR_EQUAL(
+			    &((const struct sockaddr_in6 *)sa)->sin6_addr,
+			    &((const struct sockaddr_in6 *)i->ifa_addr)->sin6_addr);
+	}
+	freeifaddrs(ifa);
+	return local;
+}
+
+/* The listener of ours that a connection to t (at port) would reach. */
+static const struct conf_listen *
+dlv_target_listener(const struct conf *c, const struct dlv_target *t,
+    uint16_t port)
+{
+	struct sockaddr_storage ss = t->ss;
+	const struct conf_listen *l;
+
+	if (ss.ss_family == AF_INET)
+		((struct sockaddr_in *)&ss)->sin_port = htons(port);
+	else
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
+	if ((l = conf_listener_for(c, (struct sockaddr *)&ss, 0)) != NULL)
+		return l;
+	/* a wildcard listener on that port: is the address one of ours? */
+	if (conf_listener_for(c, (struct sockaddr *)&ss, 1) != NULL &&
+	    dlv_addr_is_local((struct sockaddr *)&ss))
+		return conf_listener_for(c, (struct sockaddr *)&ss, 1);
+	return NULL;
+}
+
+/*
+ * Never hand mail to one of our own listeners (RFC 5321 5.1 applied to
+ * addresses: a route or an MX that names this server under another name).
+ * Such targets are dropped; when none is left the recipients bounce with
+ * 5.4.6, as for an MX that names us. Returns 1 when the session is done.
+ */
+static int
+dlv_session_drop_self(struct dlv_session *s)
+{
+	const char *where = s->job->route.kind == CONF_ROUTE_MX ?
+	    s->job->domain : s->job->route.host;
+	const struct conf_listen *first = NULL;
+	char a[64] = "", why[512];
+	size_t k = 0;
+
+	for (size_t i = 0; i < s->ntargets; i++) {
+		const struct conf_listen *l = dlv_target_listener(s->conf,
+		    &s->targets[i], s->port);
+		if (l == NULL) {
+			s->targets[k++] = s->targets[i];
+			continue;
+		}
+		if (first == NULL) {
+			first = l;
+			sockaddr_ntop((const struct sockaddr *)&s->targets[i].ss,
+			    a, sizeof(a));
+		}
+	}
+	s->ntargets = k;
+	if (first == NULL)
+		return 0;
+	snprintf(why, sizeof(why), "mail for %s loops back to myself: %s "
+	    "port %u is this server's listener %s", where ? where : "?", a,
+	    (unsigned)s->port, first->spec);
+	if (k > 0) {
+		log_info("id=%s %s; skipped, %zu other address(es) left",
+		    s->qid, why, k);
+		return 0;
+	}
+	log_warnx("id=%s status=loop dsn=5.4.6 %s", s->qid, why);
+	dlv_rcpt_set_all(s, DLV_PERM, "5.4.6", why);
+	dlv_session_done(s, 0);
+	return 1;
+}
+
 static void
 dlv_session_resolved(void *arg, struct mx_result *res)
 {
@@ -1205,6 +1311,8 @@ dlv_session_resolved(void *arg, struct mx_result *res)
 		}
 	}
 	mx_result_free(res);
+	if (dlv_session_drop_self(s))
+		return;
 	s->ti = 0;
 	s->have_err = 0;
 	s->all_perm = 1;

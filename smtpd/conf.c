@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "tern/conf.h"
+#include "tern/smtp.h"
 #include "tern/util.h"
 
 #define CONF_DIR_MAX    64            /* table entries, checked below */
@@ -78,6 +79,7 @@ static const char *const conf_words_tlsp[] = {
 static const char *const conf_words_bare[] = { "reject", "normalize", NULL };
 static const char *const conf_words_log[] = { "stderr", "syslog", NULL };
 static const char *const conf_words_logfmt[] = { "text", "json", NULL };
+static const char *const conf_words_noyes[] = { "no", "yes", NULL };
 
 _Static_assert(sizeof(enum conf_tls_policy) == sizeof(int), "keyword store");
 _Static_assert(sizeof(enum conf_bare_newline) == sizeof(int), "keyword store");
@@ -527,6 +529,22 @@ conf_set_hostname(struct conf_parser *p, const struct conf_directive *d,
 	return conf_store_string(p, d, argv[0]);
 }
 
+/* postmaster ADDRESS: a plain mailbox, local@domain */
+static int
+conf_set_postmaster(struct conf_parser *p, const struct conf_directive *d,
+    int argc, char **argv)
+{
+	struct smtp_mailbox mb;
+
+	if (smtp_parse_mailbox(argv[0], strlen(argv[0]), &mb) !=
+	    SMTP_PARSE_OK || (mb.flags & (SMTP_MB_UTF8 | SMTP_MB_LITERAL))) {
+		conf_error(p, "%s: bad address \"%s\" (use local@domain)",
+		    d->name, argv[0]);
+		return -1;
+	}
+	return conf_store_string(p, d, argv[0]);
+}
+
 /* user and group names */
 static int
 conf_set_name(struct conf_parser *p, const struct conf_directive *d,
@@ -890,6 +908,53 @@ conf_set_sender_login(struct conf_parser *p, const struct conf_directive *d,
 	return 0;
 }
 
+/* sa as IPv4 when it is an IPv4-mapped IPv6 address, else a copy. */
+static void
+conf_unmap_v4(const struct sockaddr *sa, struct sockaddr_storage *out)
+{
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+
+	memset(out, 0, sizeof(*out));
+	if (sa->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)out;
+		s4->sin_family = AF_INET;
+		s4->sin_port = s6->sin6_port;
+		memcpy(&s4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+	} else if (sa->sa_family == AF_INET)
+		memcpy(out, sa, sizeof(struct sockaddr_in));
+	else if (sa->sa_family == AF_INET6)
+		memcpy(out, sa, sizeof(struct sockaddr_in6));
+}
+
+const struct conf_listen *
+conf_listener_for(const struct conf *c, const struct sockaddr *sa, int local)
+{
+	struct sockaddr_storage t;
+
+	conf_unmap_v4(sa, &t);
+	for (size_t i = 0; i < c->nlisten; i++) {
+		const struct conf_listen *l = &c->listen[i];
+		if (l->addr.ss_family != t.ss_family)
+			continue;
+		if (t.ss_family == AF_INET) {
+			const struct sockaddr_in *a = (const void *)&l->addr;
+			const struct sockaddr_in *b = (const void *)&t;
+			if (a->sin_port == b->sin_port &&
+			    (a->sin_addr.s_addr == b->sin_addr.s_addr ||
+			    (local && a->sin_addr.s_addr == htonl(INADDR_ANY))))
+				return l;
+		} else if (t.ss_family == AF_INET6) {
+			const struct sockaddr_in6 *a = (const void *)&l->addr;
+			const struct sockaddr_in6 *b = (const void *)&t;
+			if (a->sin6_port == b->sin6_port &&
+			    (IN6_ARE_ADDR_EQUAL(&a->sin6_addr, &b->sin6_addr) ||
+			    (local && IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr))))
+				return l;
+		}
+	}
+	return NULL;
+}
+
 int
 conf_sender_allowed(const struct conf *c, const char *user, const char *addr)
 {
@@ -897,7 +962,7 @@ conf_sender_allowed(const struct conf *c, const char *user, const char *addr)
 	const char *at = strrchr(addr, '@');
 
 	if (alen == 0)
-		return 0;
+		return user != NULL;
 	if (strcasecmp(user, addr) == 0)
 		return 1;
 	for (size_t i = 0; i < c->nsender_login; i++) {
@@ -1167,6 +1232,10 @@ static const struct conf_directive conf_table[] = {
 	D_DUR("greet-delay", "0", 0, 60, greet_delay),
 	D_WORD("bare-newline", "reject", conf_words_bare, bare_newline,
 	    "reject|normalize"),
+	D_UINT("max-hops", "50", 1, 1000, max_hops),
+	D_WORD("allow-untrusted-routing", "no", conf_words_noyes,
+	    allow_untrusted_routing, "no|yes"),
+	D_STR("postmaster", conf_set_postmaster, NULL, postmaster, "ADDRESS"),
 
 	D_UINT("session-threads", "0", 0, 1024, session_threads),
 	D_UINT("delivery-threads", "0", 0, 1024, delivery_threads),
@@ -1425,6 +1494,7 @@ conf_free(struct conf *c)
 {
 	free(c->path);
 	free(c->hostname);
+	free(c->postmaster);
 	free(c->user);
 	free(c->queue_dir);
 	free(c->control_socket);
@@ -1614,6 +1684,11 @@ conf_load_flags(const char *path, unsigned flags, struct conf **out,
 			host[sizeof(host) - 1] = '\0';
 			c->hostname = xstrdup(host);
 		}
+	}
+	if (c->postmaster == NULL && c->hostname != NULL) {
+		size_t n = strlen("postmaster@") + strlen(c->hostname) + 1;
+		c->postmaster = xmalloc(n);
+		snprintf(c->postmaster, n, "postmaster@%s", c->hostname);
 	}
 
 	conf_parser_done(&p);

@@ -5,6 +5,7 @@
  * States: at a line start, in a field name, in the rest of a line, or after
  * a CR at a line start (an empty line being ended).
  */
+#include <limits.h>
 #include <string.h>
 
 #include "tern/hdr_scan.h"
@@ -26,6 +27,10 @@ hdr_scan_name_done(struct hdr_scan *h)
 		h->flags |= HDR_HAVE_DATE;
 	else if (ascii_casecmp_n(h->name, h->name_len, "message-id", 10) == 0)
 		h->flags |= HDR_HAVE_MSGID;
+	else if ((ascii_casecmp_n(h->name, h->name_len, "received", 8) == 0 ||
+	    ascii_casecmp_n(h->name, h->name_len, "delivered-to", 12) == 0) &&
+	    h->ntrace < UINT_MAX)
+		h->ntrace++;
 }
 
 size_t

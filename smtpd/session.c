@@ -13,6 +13,9 @@
  * (bounded by SMTP_CMD_MAX before the buffer may grow further) and parsed by
  * the pure smtp_parse_*(); DATA bytes go through the pure data_filter, the
  * only place that decides where a message ends (only <CRLF>.<CRLF>).
+ * The header section is scanned (hdr_scan) on the way: a message that
+ * arrives with max-hops trace fields or more is a mail loop and is refused
+ * at the end of data (RFC 5321 6.3).
  *
  * Pipelining: the read callback consumes every complete command in the
  * input buffer and appends the replies to the output buffer; libevent
@@ -82,7 +85,7 @@ struct smtpd_tx {
 	int too_big;                  /* real size over max-message-size */
 	/* submission fix-ups (RFC 6409 8): the header section is held back */
 	int fixup;                    /* still in the header section */
-	struct hdr_scan hs;
+	struct hdr_scan hs;           /* every message: fix-ups and hop count */
 	char *hbuf;                   /* owned: header bytes held back */
 	size_t hlen, hcap;
 	char msgid_host[SMTP_DOMAIN_MAX + 1];
@@ -404,6 +407,49 @@ smtpd_may_relay_to(const struct smtpd_session *s, const struct smtp_mailbox *mb)
 	    mb->len - mb->domain_off);
 }
 
+/*
+ * Sender-specified routing (%, !, quoted @, source routes) towards a relay
+ * domain, from a client neither trusted nor authenticated: the next hop
+ * might relay it further (RFC 5321 3.6.1, 7.1), so it is refused unless
+ * allow-untrusted-routing says otherwise.
+ */
+static int
+smtpd_routing_refused(const struct smtpd_session *s,
+    const struct smtp_mailbox *mb)
+{
+	if (s->flags & (SMTPD_F_TRUSTED | SMTPD_F_AUTHED))
+		return 0;
+	if (s->conf->allow_untrusted_routing)
+		return 0;
+	return smtp_mailbox_routing(mb) != 0;
+}
+
+/*
+ * RCPT TO:<postmaster> (no domain, any case) is accepted from anyone (RFC
+ * 5321 4.5.1). tern has no local mailboxes: the recipient becomes the
+ * postmaster address (postmaster directive, default postmaster@hostname),
+ * and the original is kept as ORCPT for DSNs (RFC 3461 4.2).
+ */
+static void
+smtpd_rcpt_postmaster(const struct smtpd_session *s, struct smtp_mailbox *mb,
+    struct smtp_rcpt_params *p)
+{
+	const char *pm = s->conf->postmaster;
+
+	if (pm != NULL)
+		snprintf(mb->addr, sizeof(mb->addr), "%s", pm);
+	else
+		snprintf(mb->addr, sizeof(mb->addr), "postmaster@%s",
+		    s->conf->hostname);
+	mb->len = strlen(mb->addr);
+	const char *at = strrchr(mb->addr, '@');
+	mb->domain_off = at != NULL ? (size_t)(at - mb->addr) + 1 : mb->len;
+	if (p->orcpt[0] == '\0')
+		snprintf(p->orcpt, sizeof(p->orcpt), "rfc822;postmaster");
+	log_info("id=%s client=%s to=<postmaster> rewritten=<%s>", s->qid,
+	    s->peer_str, mb->addr);
+}
+
 static int
 smtpd_cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
 {
@@ -439,18 +485,22 @@ smtpd_cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		smtpd_reply(s, 555, "5.5.4", "RCPT parameters need EHLO");
 		return -1;
 	}
-	if (mb.flags & SMTP_MB_POSTMASTER) {
-		/* tern has no local mailboxes: name the domain */
-		smtpd_reply(s, 550, "5.1.1", "<postmaster>: no local mailbox here; "
-		    "use postmaster@<domain>");
-		return -1;
-	}
-	if (!smtpd_may_relay_to(s, &mb)) {
+	if (mb.flags & SMTP_MB_POSTMASTER)
+		smtpd_rcpt_postmaster(s, &mb, &p);
+	else if (!smtpd_may_relay_to(s, &mb)) {
 		log_escape(esc, sizeof(esc), mb.addr, mb.len);
 		METRIC_INC(messages_refused_total[METRICS_REF_RELAY]);
 		log_info("id=%s client=%s to=<%s> status=refused reason=relay-denied",
 		    s->qid, s->peer_str, esc);
 		smtpd_reply(s, 554, "5.7.1", "<%s>: Relay access denied", esc);
+		return -1;
+	} else if (smtpd_routing_refused(s, &mb)) {
+		log_escape(esc, sizeof(esc), mb.addr, mb.len);
+		METRIC_INC(messages_refused_total[METRICS_REF_RELAY]);
+		log_info("id=%s client=%s to=<%s> status=refused "
+		    "reason=sender-routing", s->qid, s->peer_str, esc);
+		smtpd_reply(s, 554, "5.7.1", "<%s>: Relay access denied: "
+		    "sender-specified routing", esc);
 		return -1;
 	}
 	struct envelope *env = s->tx->env;
@@ -580,7 +630,8 @@ smtpd_data_out(void *arg, const char *p, size_t len)
 		    tx->hbuf[tx->hlen - 2] == '\r' ? 2 : 1);
 		p += n;
 		len -= n;
-	}
+	} else if (!(tx->hs.flags & HDR_END))
+		(void)hdr_scan_feed(&tx->hs, p, len);   /* trace fields: hops */
 	smtpd_tx_write(tx, p, len);
 }
 
@@ -634,9 +685,9 @@ smtpd_cmd_data(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	tx->declared_size = s->conf->max_message_size + (uint64_t)n;
 	data_filter_init(&tx->df, s->conf->bare_newline == CONF_BARE_NORMALIZE ?
 	    DATA_F_NORMALIZE : 0);
+	hdr_scan_init(&tx->hs);
 	if (s->lc->mode == CONF_LISTEN_SUBMISSION) {
 		tx->fixup = 1;
-		hdr_scan_init(&tx->hs);
 		snprintf(tx->msgid_host, sizeof(tx->msgid_host), "%s",
 		    s->conf->hostname);
 	}
@@ -1059,6 +1110,23 @@ smtpd_data_end(struct smtpd_session *s)
 		    s->qid, s->peer_str);
 		smtpd_reply(s, 550, "5.6.0", "Message contains a line longer than "
 		    "%d octets", SMTP_TEXT_MAX);
+		goto refused;
+	}
+	if (tx->hs.ntrace >= s->conf->max_hops) {
+		/*
+		 * A mail loop (RFC 5321 6.3): refused here, never queued, so
+		 * never relayed again. A bounce (sender <>) ends the same way,
+		 * and a refused bounce is not bounced by the server sending it.
+		 */
+		METRIC_INC(messages_refused_total[METRICS_REF_CONTENT]);
+		log_escape(tx->from, sizeof(tx->from), tx->env->sender,
+		    strlen(tx->env->sender));
+		log_info("id=%s client=%s from=<%s> status=refused "
+		    "reason=too-many-hops hops=%u max-hops=%u", s->qid,
+		    s->peer_str, tx->from, tx->hs.ntrace, s->conf->max_hops);
+		smtpd_reply(s, 554, "5.4.6", "Too many hops (%u trace header "
+		    "fields, limit %u): mail loop?", tx->hs.ntrace,
+		    s->conf->max_hops);
 		goto refused;
 	}
 	if (tx->too_big) {

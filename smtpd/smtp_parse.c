@@ -35,6 +35,8 @@
  *  - Parameter values with non-ASCII bytes are refused (none of ours take
  *    UTF-8). ORCPT longer than its buffer (266) is SMTP_PARSE_BAD_PARAM.
  *  - On any failure every output struct is left empty (zeroed, addr "").
+ *  - smtp_mailbox_routing() only names the routing forms a parsed mailbox
+ *    carries; whether to refuse them is the session's policy.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -463,6 +465,33 @@ smtp_parse_path(const char *s, size_t n, int is_rcpt, struct smtp_mailbox *mb,
 		flags |= SMTP_MB_ROUTE;
 	}
 	return smtp_parse_mailbox_core(in + rlen, inlen - rlen, mb, flags);
+}
+
+unsigned
+smtp_mailbox_routing(const struct smtp_mailbox *mb)
+{
+	unsigned r = 0;
+	size_t llen;
+
+	if (mb->flags & (SMTP_MB_NULL | SMTP_MB_POSTMASTER))
+		return 0;
+	if (mb->flags & SMTP_MB_ROUTE)
+		r |= SMTP_ROUTING_SOURCE;
+	/* the local part is addr[0 .. domain_off - 1), before its '@' */
+	llen = mb->domain_off > 0 && mb->domain_off <= mb->len ?
+	    mb->domain_off - 1 : 0;
+	for (size_t i = 0; i < llen; i++) {
+		char c = mb->addr[i];
+
+		if (mb->flags & SMTP_MB_QUOTED) {
+			if (c == '@' || c == '%' || c == '!')
+				r |= SMTP_ROUTING_QUOTED;
+		} else if (c == '%')
+			r |= SMTP_ROUTING_PERCENT;
+		else if (c == '!')
+			r |= SMTP_ROUTING_BANG;
+	}
+	return r;
 }
 
 /* RFC 3461 xtext: xchar (33-126 but '+' '=') or "+HH". 0 ok, -1 bad. */

@@ -124,6 +124,15 @@ struct conf {
 	unsigned greet_delay;         /* seconds relay clients wait for 220 and
 	                                 must stay silent; default 0 */
 	enum conf_bare_newline bare_newline;  /* default reject */
+	unsigned max_hops;            /* trace header fields (Received:,
+	                                 Delivered-To:) a message may arrive
+	                                 with, below this; default 50 */
+	int allow_untrusted_routing;  /* 1: untrusted clients may use %, !,
+	                                 quoted @ and source routes towards
+	                                 relay-domains; default 0 */
+	char *postmaster;             /* where RCPT TO:<postmaster> goes;
+	                                 default postmaster@<hostname>, filled
+	                                 by conf_load() */
 
 	unsigned session_threads;     /* 0 = one per core */
 	unsigned delivery_threads;    /* 0 = one per core */
@@ -198,6 +207,17 @@ int conf_is_trusted(const struct conf *c, const struct sockaddr *sa);
 unsigned conf_command_deadline(const struct conf *c);
 /* domain: as in the address, any case, no trailing dot. 1 if relayed for. */
 int conf_is_relay_domain(const struct conf *c, const char *domain, size_t len);
+/*
+ * Would a connection to sa (address and port) reach one of c's own
+ * listeners? Yes when a listener has sa's address and port, or listens on
+ * the wildcard address (0.0.0.0, ::) of sa's family on that port and local
+ * is non-zero (sa's address belongs to this host: the caller knows, e.g.
+ * from getifaddrs). An IPv4-mapped IPv6 sa counts as its IPv4 address.
+ * Returns the listener or NULL. Pure.
+ */
+const struct conf_listen *conf_listener_for(const struct conf *c,
+    const struct sockaddr *sa, int local);
+
 /* Route for a recipient domain; never NULL (falls back to a static "* mx"). */
 const struct conf_route *conf_route_for(const struct conf *c,
     const char *domain, size_t len);
@@ -246,7 +266,9 @@ size_t conf_directives(const struct conf_directive **out);
  * May authenticated user (lowercase) use envelope sender addr? Allowed:
  * the user's own name when it is that address, any address or @domain
  * listed for the user by sender-login, or anything with "*". The null
- * sender is never allowed on submission. Pure.
+ * sender (addr "") is allowed to every authenticated user: read receipts
+ * and vacation replies use it (RFC 3798, RFC 3834), and it claims no
+ * address. Pure.
  */
 int conf_sender_allowed(const struct conf *c, const char *user,
     const char *addr);

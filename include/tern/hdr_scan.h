@@ -1,7 +1,9 @@
 /*
  * hdr_scan.h - incremental scanner of a message's header section (RFC 5322
- * 2.2, 3.6): where it ends, and whether Date: and Message-ID: are present.
- * Used for the submission fix-ups of RFC 6409 8.1 and 8.3.
+ * 2.2, 3.6): where it ends, whether Date: and Message-ID: are present, and
+ * how many trace fields (Received:, Delivered-To:) it holds. Used for the
+ * submission fix-ups of RFC 6409 8.1 and 8.3 and for the hop count that
+ * stops mail loops (RFC 5321 6.3).
  *
  * Pure and incremental: no allocation, no I/O; any split of the input gives
  * the same result. Input is message text as the DATA filter outputs it
@@ -19,6 +21,8 @@
 struct hdr_scan {
 	int state;               /* private */
 	unsigned flags;          /* HDR_* */
+	unsigned ntrace;         /* Received: and Delivered-To: fields seen
+	                            (saturates at UINT_MAX) */
 	size_t name_len;         /* private */
 	char name[16];           /* private: field name so far */
 };

@@ -21,11 +21,11 @@ enum metrics_mode { METRICS_RELAY = 0, METRICS_SUBMISSION, METRICS_NMODES };
 
 /* Why a message (or a recipient) was refused. */
 enum metrics_refusal {
-	METRICS_REF_RELAY = 0,      /* relay access denied */
+	METRICS_REF_RELAY = 0,      /* relay access denied, sender routing */
 	METRICS_REF_AUTH,           /* authentication required / failed */
 	METRICS_REF_SENDER,         /* sender not owned */
 	METRICS_REF_SIZE,           /* too big */
-	METRICS_REF_CONTENT,        /* bare CR/LF, line too long */
+	METRICS_REF_CONTENT,        /* bare CR/LF, line too long, too many hops */
 	METRICS_REF_QUEUE,          /* commit failed (4.3.x) */
 	METRICS_REF_LIMIT,          /* recipients, connections, errors */
 	METRICS_NREFUSALS,

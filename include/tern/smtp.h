@@ -109,6 +109,22 @@ enum smtp_parse_status smtp_parse_rcpt_to(const char *arg, size_t len,
 enum smtp_parse_status smtp_parse_mailbox(const char *s, size_t len,
     struct smtp_mailbox *mb);
 
+/*
+ * Sender-specified routing in a parsed mailbox (RFC 5321 3.6.1, C, F.2):
+ * forms a next hop may take as "relay this further", so an MX that accepts
+ * them for its relay domains from anyone can become an open relay. Bits:
+ */
+#define SMTP_ROUTING_PERCENT 0x1u /* '%' in an unquoted local part (u%h@d) */
+#define SMTP_ROUTING_BANG    0x2u /* '!' in an unquoted local part (h!u@d) */
+#define SMTP_ROUTING_QUOTED  0x4u /* '@', '%' or '!' in a quoted local part */
+#define SMTP_ROUTING_SOURCE  0x8u /* a source route (<@a,@b:u@d>) */
+
+/*
+ * Which routing forms mb (as filled by the parsers above) carries; 0 when
+ * none. <postmaster> and <> carry none. Pure.
+ */
+unsigned smtp_mailbox_routing(const struct smtp_mailbox *mb);
+
 /* EHLO/HELO argument: a domain or an address literal. */
 enum smtp_parse_status smtp_parse_helo(const char *arg, size_t len);
 

@@ -1,7 +1,8 @@
 /*
  * fuzz_hdr_scan.c - the header scanner over arbitrary bytes: fed whole and
- * in chunks chosen by the input, the result (header length, flags) is the
- * same, and never more than the input.
+ * in chunks chosen by the input, the result (header length, flags, trace
+ * field count) is the same, and never more than the input; the count never
+ * exceeds the number of line starts.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,7 +30,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		nb += hdr_scan_feed(&b, (const char *)data + off, k);
 		off += k;
 	}
-	if (na != nb || a.flags != b.flags || na > size)
+	if (na != nb || a.flags != b.flags || na > size || a.ntrace != b.ntrace)
+		abort();
+	size_t lines = 1;
+	for (size_t i = 0; i < na; i++)
+		lines += data[i] == '\n';
+	if (a.ntrace > lines)
 		abort();
 	if ((a.flags & HDR_END) && (na == 0 || data[na - 1] != '\n'))
 		abort();

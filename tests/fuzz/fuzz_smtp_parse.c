@@ -11,7 +11,9 @@
  *    the domain holds no '@', and addr re-parses as a bare mailbox with the
  *    same domain_off and flags (minus ROUTE/BARE): what the relay check sees
  *    is stable;
- *  - on failure all outputs are empty.
+ *  - on failure all outputs are empty;
+ *  - smtp_mailbox_routing() names a source route iff ROUTE is set, and
+ *    another form iff the local part holds '%', '!' or (quoted) '@'.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -23,6 +25,20 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FUZZ_CHECK(cond) do { if (!(cond)) abort(); } while (0)
+
+static void
+fuzz_check_routing(const struct smtp_mailbox *mb)
+{
+	unsigned r = smtp_mailbox_routing(mb);
+	size_t llen = mb->domain_off - 1;
+	int special = memchr(mb->addr, '%', llen) != NULL ||
+	    memchr(mb->addr, '!', llen) != NULL ||
+	    memchr(mb->addr, '@', llen) != NULL;
+
+	FUZZ_CHECK(!(r & SMTP_ROUTING_SOURCE) == !(mb->flags & SMTP_MB_ROUTE));
+	FUZZ_CHECK(!(r & ~(unsigned)SMTP_ROUTING_SOURCE) == !special);
+	FUZZ_CHECK(!(r & SMTP_ROUTING_QUOTED) || (mb->flags & SMTP_MB_QUOTED));
+}
 
 static void
 fuzz_check_mailbox(const struct smtp_mailbox *mb, enum smtp_parse_status st)
@@ -38,10 +54,12 @@ fuzz_check_mailbox(const struct smtp_mailbox *mb, enum smtp_parse_status st)
 	}
 	if (mb->flags & SMTP_MB_NULL) {
 		FUZZ_CHECK(mb->len == 0 && mb->flags == SMTP_MB_NULL);
+		FUZZ_CHECK(smtp_mailbox_routing(mb) == 0);
 		return;
 	}
 	if (mb->flags & SMTP_MB_POSTMASTER) {
 		FUZZ_CHECK(mb->domain_off == mb->len && mb->len == 10);
+		FUZZ_CHECK(smtp_mailbox_routing(mb) == 0);
 		return;
 	}
 	FUZZ_CHECK(mb->domain_off >= 2);
@@ -55,6 +73,7 @@ fuzz_check_mailbox(const struct smtp_mailbox *mb, enum smtp_parse_status st)
 	FUZZ_CHECK(again.flags ==
 	    (mb->flags & ~(unsigned)(SMTP_MB_ROUTE | SMTP_MB_BARE)));
 	FUZZ_CHECK(memcmp(again.addr, mb->addr, mb->len + 1) == 0);
+	fuzz_check_routing(mb);
 }
 
 int

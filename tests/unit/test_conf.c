@@ -386,6 +386,9 @@ test_defaults(void **state)
 	assert_true(c->data_min_rate == 500);
 	assert_int_equal(c->greet_delay, 0);
 	assert_int_equal(c->bare_newline, CONF_BARE_REJECT);
+	assert_int_equal(c->max_hops, 50);
+	assert_int_equal(c->allow_untrusted_routing, 0);
+	assert_null(c->postmaster);       /* derived from hostname by conf_load */
 	assert_int_equal(c->session_threads, 0);
 	assert_int_equal(c->delivery_threads, 0);
 	assert_true(c->segment_size == 64ULL << 20);
@@ -451,6 +454,9 @@ static const char full_conf[] =
     "idle-timeout 30\n"
     "session-timeout 2h\n"
     "bare-newline normalize\n"
+    "max-hops 7\n"
+    "allow-untrusted-routing yes\n"
+    "postmaster Hostmaster@Example.ORG\n"
     "session-threads 2\n"
     "delivery-threads 3\n"
     "segment-size 1G\n"
@@ -549,6 +555,9 @@ test_full(void **state)
 	assert_int_equal(c->idle_timeout, 30);
 	assert_int_equal(c->session_timeout, 7200);
 	assert_int_equal(c->bare_newline, CONF_BARE_NORMALIZE);
+	assert_int_equal(c->max_hops, 7);
+	assert_int_equal(c->allow_untrusted_routing, 1);
+	assert_string_equal(c->postmaster, "Hostmaster@Example.ORG");
 	assert_int_equal(c->session_threads, 2);
 	assert_int_equal(c->delivery_threads, 3);
 	assert_true(c->segment_size == 1ULL << 30);
@@ -603,6 +612,13 @@ static const struct {
 	{ LISTEN "hostname a..b\n", { "t.conf:2: hostname: bad host name \"a..b\"" } },
 	{ LISTEN "max-recipients 0\n",
 	  { "t.conf:2: max-recipients: 0 is out of range (1..100000)" } },
+	{ LISTEN "max-hops 0\n",
+	  { "t.conf:2: max-hops: 0 is out of range (1..1000)" } },
+	{ LISTEN "postmaster pm\n",
+	  { "t.conf:2: postmaster: bad address \"pm\" (use local@domain)" } },
+	{ LISTEN "postmaster pm@[127.0.0.1]\n",
+	  { "t.conf:2: postmaster: bad address \"pm@[127.0.0.1]\" "
+	    "(use local@domain)" } },
 	{ LISTEN "max-recipients 99999999999999999999\n",
 	  { "t.conf:2: max-recipients: bad number \"99999999999999999999\"" } },
 	{ LISTEN "max-recipients -1\n",
@@ -993,6 +1009,9 @@ test_demo_template(void **state)
 	assert_string_equal(c->tls[0].cert, "/tmp/tern-demo/cert.pem");
 	assert_true(conf_sender_allowed(c, "demo@localhost", "demo@localhost"));
 	assert_false(conf_sender_allowed(c, "demo@localhost", "demo@example.com"));
+	/* the null sender claims no address: any authenticated user */
+	assert_true(conf_sender_allowed(c, "demo@localhost", ""));
+	assert_true(conf_sender_allowed(c, "someone", ""));
 	conf_unref(c);
 	free(out);
 	free(text);
@@ -1053,6 +1072,10 @@ test_load(void **state)
 	gethostname(host, sizeof(host));
 	host[255] = '\0';
 	assert_string_equal(c->hostname, host);
+	/* postmaster defaults to postmaster@<hostname> */
+	assert_non_null(c->postmaster);
+	assert_true(strncmp(c->postmaster, "postmaster@", 11) == 0);
+	assert_string_equal(c->postmaster + 11, host);
 	assert_string_equal(c->path, path);
 	assert_string_equal(c->user, "root");
 	conf_unref(c);
@@ -1318,10 +1341,74 @@ test_refcount(void **state)
 	conf_unref(NULL);
 }
 
+/* conf_listener_for: would a delivery to this address reach us? */
+static struct sockaddr_storage
+sa_of(const char *ip, unsigned port)
+{
+	struct sockaddr_storage ss;
+
+	memset(&ss, 0, sizeof(ss));
+	if (strchr(ip, ':') != NULL) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
+	}
+	return ss;
+}
+
+static void
+test_listener_for(void **state)
+{
+	struct conf *c = parse_ok(
+	    "listen 127.0.0.1:2525 relay\n"
+	    "listen 0.0.0.0:2526 relay\n"
+	    "listen [::]:2527 relay\n"
+	    "listen [::1]:2528 submission\n");
+	static const struct {
+		const char *ip;
+		unsigned port;
+		int local;
+		int want;              /* index of the listener, -1: none */
+	} cases[] = {
+		{ "127.0.0.1", 2525, 0, 0 },
+		{ "127.0.0.1", 2525, 1, 0 },
+		{ "127.0.0.2", 2525, 1, -1 },      /* not a wildcard listener */
+		{ "127.0.0.1", 25, 1, -1 },        /* another port */
+		{ "::ffff:127.0.0.1", 2525, 0, 0 },/* IPv4-mapped */
+		{ "127.0.0.1", 2526, 1, 1 },       /* 0.0.0.0 takes local ones */
+		{ "127.0.0.1", 2526, 0, -1 },      /* ... not remote ones */
+		{ "192.0.2.7", 2526, 1, 1 },
+		{ "192.0.2.7", 2526, 0, -1 },
+		{ "::1", 2527, 1, 2 },             /* :: takes local IPv6 */
+		{ "127.0.0.1", 2527, 1, -1 },      /* ... not IPv4 (V6ONLY) */
+		{ "::1", 2528, 0, 3 },
+		{ "::2", 2528, 1, -1 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct sockaddr_storage ss = sa_of(cases[i].ip, cases[i].port);
+		const struct conf_listen *l = conf_listener_for(c,
+		    (struct sockaddr *)&ss, cases[i].local);
+		int got = l == NULL ? -1 : (int)(l - c->listen);
+		if (got != cases[i].want)
+			fail_msg("case %zu (%s port %u local %d): listener %d, "
+			    "want %d", i, cases[i].ip, cases[i].port,
+			    cases[i].local, got, cases[i].want);
+	}
+	conf_unref(c);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_listener_for),
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_parse_hostport),

@@ -60,11 +60,66 @@ test_whole_and_bytewise(void **state)
 	}
 }
 
+/* Trace fields counted for the hop limit (RFC 5321 6.3). */
+static const struct {
+	const char *in;
+	unsigned ntrace;
+} trace_cases[] = {
+	{ "Received: a\r\nReceived: b\r\nSubject: x\r\n\r\n", 2 },
+	{ "RECEIVED:a\r\nreceived: b\r\n\tfolded Received: c\r\n\r\n", 2 },
+	{ "Delivered-To: u@d\r\nReceived: x\r\n\r\n", 2 },
+	/* not trace fields: other names, a colon missing, a folded line */
+	{ "Received-SPF: pass\r\nX-Received: y\r\nReceived x\r\n"
+	  "Subject: a\r\n Received: no\r\n\r\n", 0 },
+	/* a Received: line in the body is not counted */
+	{ "Received: a\r\n\r\nReceived: body\r\n", 1 },
+	/* bare LF line ends */
+	{ "Received: a\nReceived: b\n\n", 2 },
+	{ "", 0 },
+};
+
+static void
+test_trace_count(void **state)
+{
+	for (size_t i = 0; i < sizeof(trace_cases) / sizeof(trace_cases[0]);
+	    i++) {
+		const char *in = trace_cases[i].in;
+		size_t len = strlen(in);
+		struct hdr_scan h;
+
+		hdr_scan_init(&h);
+		(void)hdr_scan_feed(&h, in, len);
+		if (h.ntrace != trace_cases[i].ntrace)
+			fail_msg("case %zu: ntrace %u, want %u", i, h.ntrace,
+			    trace_cases[i].ntrace);
+		hdr_scan_init(&h);
+		for (size_t k = 0; k < len; k++)
+			(void)hdr_scan_feed(&h, in + k, 1);
+		assert_int_equal(h.ntrace, trace_cases[i].ntrace);
+	}
+}
+
+/* Many trace fields: counted one by one, no limit in the scanner. */
+static void
+test_trace_many(void **state)
+{
+	struct hdr_scan h;
+
+	hdr_scan_init(&h);
+	for (unsigned i = 0; i < 5000; i++)
+		(void)hdr_scan_feed(&h, "Received: from x by y; date\r\n", 29);
+	(void)hdr_scan_feed(&h, "\r\n", 2);
+	assert_int_equal(h.ntrace, 5000);
+	assert_true(h.flags & HDR_END);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_whole_and_bytewise),
+		cmocka_unit_test(test_trace_count),
+		cmocka_unit_test(test_trace_many),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -334,12 +334,15 @@ test_relay_policy(void **state)
 	dialog(f, "RCPT TO:<x@elsewhere.example>\r\n", "554 5.7.1");
 	dialog(f, "RCPT TO:<x@sub.example.org>\r\n", "554 5.7.1");   /* only subdomains */
 	dialog(f, "RCPT TO:<x@EXAMPLE.COM>\r\n", "250 ");
-	dialog(f, "RCPT TO:<x%elsewhere.example@example.com>\r\n", "250 ");
-	dialog(f, "RCPT TO:<\"x@elsewhere.example\"@example.com>\r\n", "250 ");
+	/* sender-specified routing towards a relay domain: refused */
+	dialog(f, "RCPT TO:<x%elsewhere.example@example.com>\r\n", "554 5.7.1");
+	dialog(f, "RCPT TO:<\"x@elsewhere.example\"@example.com>\r\n", "554 5.7.1");
+	dialog(f, "RCPT TO:<elsewhere.example!x@example.com>\r\n", "554 5.7.1");
 	dialog(f, "RCPT TO:<@example.com:x@elsewhere.example>\r\n", "554 5.7.1");
 	dialog(f, "RCPT TO:<x@[192.0.2.1]>\r\n", "554 5.7.1");
 	dialog(f, "RCPT TO:<x@example.com.>\r\n", "501 5.1.3");
-	dialog(f, "RCPT TO:<postmaster>\r\n", "550 5.1.1");
+	/* RFC 5321 4.5.1: from anyone */
+	dialog(f, "RCPT TO:<PostMaster>\r\n", "250 2.1.5");
 	close(f->fd);
 	f->fd = -1;
 	for (int i = 0; i < 50 && f->loop.nsessions > 0; i++)
@@ -351,6 +354,9 @@ test_relay_policy(void **state)
 	dialog(f, "EHLO c\r\n", "250 ");
 	dialog(f, "MAIL FROM:<a@b.example>\r\n", "250 ");
 	dialog(f, "RCPT TO:<x@elsewhere.example>\r\n", "250 2.1.5");
+	/* ... and keeps sender-specified routing */
+	dialog(f, "RCPT TO:<x%elsewhere.example@example.com>\r\n", "250 2.1.5");
+	dialog(f, "RCPT TO:<@example.com:y@elsewhere.example>\r\n", "250 2.1.5");
 }
 
 static void
@@ -460,6 +466,35 @@ test_smuggling(void **state)
 	assert_int_equal(queue_count(f), 0);
 }
 
+/* Mail loops (RFC 5321 6.3): max-hops trace fields or more are refused. */
+static void
+test_hop_limit(void **state)
+{
+	struct fixture *f = *state;
+	static const unsigned hops[] = { 49, 50, 120 };
+	static const char *want[] = { "250 2.0.0", "554 5.4.6", "554 5.4.6" };
+	char msg[8192];
+
+	connect_client(f, "198.51.100.7", 0);
+	client_expect(f, 1);
+	dialog(f, "EHLO c\r\n", "250 ");
+	for (size_t i = 0; i < sizeof(hops) / sizeof(hops[0]); i++) {
+		size_t n = 0;
+		for (unsigned k = 0; k < hops[i]; k++)
+			n += (size_t)snprintf(msg + n, sizeof(msg) - n,
+			    k % 2 ? "Received: from h%u\r\n" : "Delivered-To: u%u@x\r\n",
+			    k);
+		snprintf(msg + n, sizeof(msg) - n, "Subject: s\r\n\r\nbody\r\n.\r\n");
+		dialog(f, i == 2 ? "MAIL FROM:<>\r\n" : "MAIL FROM:<a@b.example>\r\n",
+		    "250 ");
+		dialog(f, "RCPT TO:<x@example.com>\r\n", "250 ");
+		dialog(f, "DATA\r\n", "354 ");
+		dialog(f, msg, want[i]);
+	}
+	dialog(f, "NOOP\r\n", "250 ");
+	assert_int_equal(queue_count(f), 1);
+}
+
 int
 main(void)
 {
@@ -467,6 +502,7 @@ main(void)
 	evthread_use_pthreads();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_greeting_and_ehlo, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hop_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sequence_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_transaction_queued, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipelined_group, setup, teardown),

@@ -837,10 +837,69 @@ test_command_then_path(void **state)
 	}
 }
 
+/* ---- sender-specified routing ------------------------------------------ */
+
+static void
+test_routing(void **state)
+{
+	static const struct {
+		const char *arg;          /* RCPT TO: argument */
+		unsigned routing;
+	} cases[] = {
+		{ "<user@relay.example>", 0 },
+		{ "<first.last+tag@relay.example>", 0 },
+		{ "<postmaster>", 0 },
+		{ "<POSTMASTER>", 0 },
+		{ "<user%other.example@relay.example>", SMTP_ROUTING_PERCENT },
+		{ "<%@relay.example>", SMTP_ROUTING_PERCENT },
+		{ "<host!user@relay.example>", SMTP_ROUTING_BANG },
+		{ "<a!b%c@relay.example>", SMTP_ROUTING_BANG | SMTP_ROUTING_PERCENT },
+		{ "<\"user@other.example\"@relay.example>", SMTP_ROUTING_QUOTED },
+		{ "<\"u%h\"@relay.example>", SMTP_ROUTING_QUOTED },
+		{ "<\"h!u\"@relay.example>", SMTP_ROUTING_QUOTED },
+		{ "<\"a\\@b\"@relay.example>", SMTP_ROUTING_QUOTED },
+		{ "<\"plain quoted\"@relay.example>", 0 },
+		{ "<@hop.example:user@relay.example>", SMTP_ROUTING_SOURCE },
+		{ "<@a.example,@b.example:user@relay.example>", SMTP_ROUTING_SOURCE },
+		{ "<@a.example:u%v@relay.example>",
+		  SMTP_ROUTING_SOURCE | SMTP_ROUTING_PERCENT },
+		/* a '%' or '!' in the domain is not routing (nor valid) */
+		{ "<user@[127.0.0.1]>", 0 },
+		{ "user%x@relay.example", SMTP_ROUTING_PERCENT },   /* bare path */
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct smtp_mailbox mb;
+		struct smtp_rcpt_params rp;
+		enum smtp_parse_status st;
+
+		st = smtp_parse_rcpt_to(cases[i].arg, strlen(cases[i].arg), &mb,
+		    &rp);
+		CHECK_STATUS(st, SMTP_PARSE_OK, cases[i].arg, i);
+		if (smtp_mailbox_routing(&mb) != cases[i].routing)
+			fail_msg("case %zu (%s): routing %#x, want %#x", i,
+			    cases[i].arg, smtp_mailbox_routing(&mb),
+			    cases[i].routing);
+	}
+	/* the null reverse-path and bare mailboxes */
+	{
+		struct smtp_mailbox mb;
+		struct smtp_mail_params mp;
+
+		assert_int_equal(smtp_parse_mail_from(S("<>"), &mb, &mp),
+		    SMTP_PARSE_OK);
+		assert_int_equal(smtp_mailbox_routing(&mb), 0);
+		assert_int_equal(smtp_parse_mailbox(S("a!b@c.example"), &mb),
+		    SMTP_PARSE_OK);
+		assert_int_equal(smtp_mailbox_routing(&mb), SMTP_ROUTING_BANG);
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_routing),
 		cmocka_unit_test(test_command_table),
 		cmocka_unit_test(test_command_length),
 		cmocka_unit_test(test_verb_names),
