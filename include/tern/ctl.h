@@ -183,7 +183,8 @@ struct ctl_op {
 	uint64_t *ids;              /* owned: the messages (HOLD..BOUNCE) */
 	size_t nids;
 	int single;                 /* one "id" was named: see RESULT */
-	char domain[CTL_FILTER_STR];/* PAUSE/RESUME: "" = all */
+	char domain[CTL_FILTER_STR];/* PAUSE/RESUME: "" = all; RETRY with
+	                               "all": the filter's domain or "" */
 	struct ctl_return *ret;     /* a reference */
 	uint64_t token;             /* the waiting request */
 };

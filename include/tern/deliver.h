@@ -37,6 +37,19 @@ enum dlv_class {
 	DLV_PERM,           /* 5xx, null MX, NXDOMAIN: bounce now */
 };
 
+/*
+ * What a job's attempt says about its destination, for the scheduler's
+ * concurrency feedback and dead-destination detection. 0 (NONE) when no
+ * server was reached or the failure was not the server's (DNS, a bad
+ * address, a 5xx refusal of the connection).
+ */
+enum dlv_peer {
+	DLV_PEER_NONE = 0,
+	DLV_PEER_OK,        /* a server took the transaction (any replies) */
+	DLV_PEER_FAIL,      /* connect failed or timed out, no greeting, 4xx or
+	                       421 before MAIL, connection lost or timed out */
+};
+
 struct dlv_rcpt_result {
 	size_t rcpt;            /* index into the envelope's rcpts */
 	enum dlv_class cls;
@@ -68,6 +81,7 @@ struct dlv_result {
 	int peer_dsn;                   /* the next hop offered DSN (RFC 3461): it
 	                                   took over NOTIFY for accepted recipients */
 	uint64_t elapsed_us;
+	enum dlv_peer peer;
 };
 
 void dlv_job_free(struct dlv_job *j);
