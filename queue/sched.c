@@ -18,8 +18,15 @@
  * recipient domain for "mx" routes; kind, host, port and TLS policy for
  * static routes, so domains sharing a next hop share a job; the job's
  * domain is then its first recipient's) into jobs of at most
- * SCHED_JOB_MAX_RCPT recipients. A job waits in its destination's queue
- * until both max-dest-connections and max-out-connections allow it.
+ * SCHED_JOB_MAX_RCPT recipients. A job waits in its destination's own queue
+ * (sched_dest.c: a reference to the message, the envelope is read again
+ * when the job is handed out) until its destination's concurrency window
+ * and max-out-connections allow it; the destinations take turns
+ * (round-robin), so one at its limit delays no other, and every due message
+ * is started whatever its destination. A destination marked down defers
+ * its jobs at once, without connecting and without a log line each: the
+ * round ends as usual (counters, expiry, warnings) and the next attempt
+ * waits for the end of the down time.
  * Each result is written at once (queue_update): sent recipients are done,
  * temporary failures keep status, reply and relay, permanent failures are
  * recorded and remembered. When the round's last job answers, the round
@@ -289,6 +296,7 @@ sched_msg_round_clear(struct sched_msg *m)
 {
 	m->nperm = m->nexpired = m->nrelayed = 0;
 	m->warn = 0;
+	m->not_before = 0;
 }
 
 /* Idle again, due at when; whatever the last round found is done with. */
@@ -564,7 +572,6 @@ sched_msg_start(struct sched *s, struct sched_msg *m, int64_t now)
 
 	m->state = SCHED_M_RUNNING;
 	m->njobs = (unsigned)ng;
-	m->not_before = 0;
 	sched_msg_round_clear(m);
 	/* queue first, defer after: a deferral may end the round */
 	for (size_t k = 0; k < ng; k++) {
@@ -575,7 +582,8 @@ sched_msg_start(struct sched *s, struct sched_msg *m, int64_t now)
 			continue;
 		w = xcalloc(1, sizeof(*w));
 		w->m = m;
-		w->idx = g[k].idx;
+		/* it may wait long: only the recipients it names */
+		w->idx = xreallocarray(g[k].idx, g[k].n, sizeof(size_t));
 		w->n = g[k].n;
 		g[k].idx = NULL;
 		TAILQ_INSERT_TAIL(&d->wait, w, link);

@@ -510,7 +510,7 @@ sched_dest_publish(const struct sched *s)
 	for (size_t i = 0; i < n; i++) {
 		const struct sched_dest *d = v[i];
 		size_t k;
-		for (k = 0; d->key[k] != '\0' && k < sizeof(m[i].name) - 1; k++) {
+		for (k = 0; k < sizeof(m[i].name) - 1 && d->key[k] != '\0'; k++) {
 			char c = d->key[k];
 			/* a label value: nothing that needs escaping */
 			m[i].name[k] = (c == '"' || c == '\\' || c < 0x21 ||

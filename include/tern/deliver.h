@@ -4,8 +4,11 @@
  * The scheduler is one thread with its own event loop. It owns the
  * in-memory schedule (a heap of message ids by next attempt, rebuilt from
  * the envelope store at start), groups each due message's pending
- * recipients by destination, enforces the per-destination and global
- * connection limits, and hands jobs to the delivery workers. It alone
+ * recipients by destination into per-destination queues, hands jobs to the
+ * delivery workers round-robin over the destinations within each one's
+ * concurrency window (slow start, feedback from dlv_result.peer) and the
+ * global connection limit, and marks destinations whose sessions keep
+ * failing down for a while (their messages deferred without connecting). It alone
  * writes delivery results to the envelope store (queue_update/remove) and
  * generates bounces (DSN, RFC 3464) and delay warnings.
  *

@@ -661,7 +661,7 @@ test_round_robin_and_dead_destination(void **state)
 	/* due again after the down time: one job probes, the rest wait */
 	next = sched_run(f->s, fx_now + 100);
 	assert_int_equal(f->njobs, 0);
-	assert_true(next >= fx_now + 300);
+	assert_true(next >= fx_now + 1 + 270);
 	sched_run(f->s, fx_now + 400);
 	assert_int_equal(f->njobs, 1);
 	assert_int_equal(sched_waiting(f->s), 5);
@@ -673,6 +673,42 @@ test_round_robin_and_dead_destination(void **state)
 	/* up again: the window starts over (2 here, the max) */
 	assert_int_equal(f->njobs, 2);
 	assert_int_equal(sched_waiting(f->s), 3);
+}
+
+/* 10,000 destinations and 20,000 jobs in flight: found by hash, distinct. */
+static void
+test_dest_and_flight_tables(void **state)
+{
+	struct fx *f = *state;
+	enum { ND = 10000, NJ = 20000 };
+	struct sched_dest **d = calloc(ND, sizeof(*d));
+	struct sched_flight fl;
+	char key[80], name[64];
+
+	for (int i = 0; i < ND; i++) {
+		snprintf(name, sizeof(name), "d%d.example", i);
+		snprintf(key, sizeof(key), "mx:%s", name);
+		d[i] = sched_dest_get(f->s, key, name, fx_now);
+		assert_string_equal(d[i]->name, name);
+	}
+	assert_int_equal(f->s->ndest, ND);
+	for (int i = 0; i < ND; i++) {
+		snprintf(key, sizeof(key), "mx:d%d.example", i);
+		assert_ptr_equal(sched_dest_get(f->s, key, "x", fx_now), d[i]);
+	}
+	assert_int_equal(f->s->ndest, ND);
+	for (uint64_t j = 1; j <= NJ; j++)
+		sched_flight_add(f->s, j * 7919, j, d[j % ND]);
+	assert_false(sched_flight_take(f->s, 3, &fl));
+	for (uint64_t j = NJ; j >= 1; j--) {
+		assert_true(sched_flight_take(f->s, j * 7919, &fl));
+		assert_true(fl.qid == j && fl.dest == d[j % ND]);
+		assert_false(sched_flight_take(f->s, j * 7919, &fl));
+	}
+	/* idle, no failures: the sweep forgets them */
+	sched_dest_sweep(f->s, fx_now + 3600);
+	assert_int_equal(f->s->ndest, 0);
+	free(d);
 }
 
 static void
@@ -980,6 +1016,8 @@ main(void)
 		    fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_round_robin_and_dead_destination, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_dest_and_flight_tables,
+		    fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_mixed_results_and_bounce,
 		    fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_expiry, fx_setup,
