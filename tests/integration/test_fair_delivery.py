@@ -271,3 +271,31 @@ def test_slow_start_seen_at_the_peer(env):  # noqa: F811
               % [(round(ts - t_first, 2), n) for ts, n in tl][:40])
     finally:
         mx.stop()
+
+
+# ---------------------------------------------------------------- timeouts
+
+def test_greeting_timeout_costs_one_slot_for_that_long(env):  # noqa: F811
+    """greeting-timeout 1s (no command-timeout): a server that never greets
+    costs each session one second, then the message is deferred with the
+    reason; the destination goes down after the cohort."""
+    two_domains(env)
+    pit = FakeMX("127.0.0.3", env.port).start()
+    pit.mode = "tarpit"
+    try:
+        t = start_paused(env, "command-timeout 0\ngreeting-timeout 1s\n"
+                              "dest-initial-connections 1\ndest-failure-cohort 2\n"
+                              "dest-down-time 1h")
+        ids = submit_many(t.port(), ["g%d@slow.test" % i for i in range(5)], conns=1)
+        t0 = time.monotonic()
+        ctl_ok(t, "resume")
+        t.wait_log(r"dest=mx:slow\.test down for 3600s after 2 failed sessions", timeout=10)
+        took = time.monotonic() - t0
+        assert 1.8 <= took <= 5, took          # two sessions, one at a time
+        assert pit.connections == 2, pit.connections
+        wait_until(lambda: all(m["attempts"] >= 1 for m in t.queue()), 10, "all deferred")
+        errs = [m["recipients"][0]["last_error"] for m in t.queue()]
+        assert all("waiting for the greeting" in e for e in errs), errs
+        assert len(ids) == 5
+    finally:
+        pit.stop()
