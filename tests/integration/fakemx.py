@@ -76,23 +76,19 @@ class FakeMX:
 
     # ---- waiting (test thread)
     def wait_messages(self, n, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self.messages < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError("FakeMX %s: wanted %d messages within %.0fs, got %d"
-                                         % (self.host, n, timeout, self.messages))
-                self._cond.wait(left)
+        self._wait("messages", n, timeout)
 
     def wait_connections(self, n, timeout=10.0):
+        self._wait("connections", n, timeout)
+
+    def _wait(self, attr, n, timeout):
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self.connections < n:
+            while getattr(self, attr) < n:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError("FakeMX %s: wanted %d connections within %.0fs, got %d"
-                                         % (self.host, n, timeout, self.connections))
+                    raise AssertionError("FakeMX %s: wanted %d %s within %.0fs, got %d"
+                                         % (self.host, n, attr, timeout, getattr(self, attr)))
                 self._cond.wait(left)
 
     # ---- the server (its loop)
