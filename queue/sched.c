@@ -264,6 +264,7 @@ sched_msg_new(struct sched *s, uint64_t qid)
 	}
 	m->qid = qid;
 	m->hpos = SCHED_NOT_IN_HEAP;
+	TAILQ_INIT(&m->waits);
 	h = sched_hash(s, qid);
 	m->hnext = s->tab[h];
 	s->tab[h] = m;
@@ -437,6 +438,17 @@ sched_wait_start(struct sched *s, struct sched_dest *d, struct sched_wait *w,
 	s->submit(s->submit_arg, j);        /* ownership moves */
 }
 
+/* Take w out of its destination's queue and its message's list. */
+static void
+sched_wait_unlink(struct sched *s, struct sched_wait *w)
+{
+	TAILQ_REMOVE(&w->d->wait, w, link);
+	w->d->nwait--;
+	s->waiting--;
+	TAILQ_REMOVE(&w->m->waits, w, mlink);
+	w->m->nwaits--;
+}
+
 /*
  * Hand waiting jobs to the workers: one per destination per turn of the
  * ring (round-robin), while max-out-connections allows; a destination at
@@ -451,9 +463,7 @@ sched_pump(struct sched *s, int64_t now)
 	    (d = sched_dest_next(s)) != NULL) {
 		struct sched_wait *w = TAILQ_FIRST(&d->wait);
 
-		TAILQ_REMOVE(&d->wait, w, link);
-		d->nwait--;
-		s->waiting--;
+		sched_wait_unlink(s, w);
 		sched_wait_start(s, d, w, now);
 		sched_dest_kick(s, d);
 	}
@@ -498,9 +508,7 @@ sched_dest_defer_all(struct sched *s, struct sched_dest *d, int64_t now)
 	struct sched_wait *w;
 
 	while ((w = TAILQ_FIRST(&d->wait)) != NULL) {
-		TAILQ_REMOVE(&d->wait, w, link);
-		d->nwait--;
-		s->waiting--;
+		sched_wait_unlink(s, w);
 		sched_defer_down(s, d, w->m, w->idx, w->n, now);
 		free(w);
 	}
@@ -582,6 +590,9 @@ sched_msg_start(struct sched *s, struct sched_msg *m, int64_t now)
 			continue;
 		w = xcalloc(1, sizeof(*w));
 		w->m = m;
+		w->d = d;
+		TAILQ_INSERT_TAIL(&m->waits, w, mlink);
+		m->nwaits++;
 		/* it may wait long: only the recipients it names */
 		w->idx = xreallocarray(g[k].idx, g[k].n, sizeof(size_t));
 		w->n = g[k].n;
@@ -1238,12 +1249,40 @@ sched_free(struct sched *s)
  * helpers above and change nothing in its paths.
  */
 
+/* A round with every job still queued and nothing decided yet. */
+static int
+sched_msg_only_waiting(const struct sched_msg *m)
+{
+	return m->state == SCHED_M_RUNNING && m->nwaits == m->njobs &&
+	    m->nperm == 0 && m->nrelayed == 0;
+}
+
 int
 sched_ctl_busy(const struct sched *s, uint64_t qid)
 {
 	const struct sched_msg *m = sched_msg_find(s, qid);
 
-	return m != NULL && m->state != SCHED_M_IDLE;
+	return m != NULL && m->state != SCHED_M_IDLE &&
+	    !sched_msg_only_waiting(m);
+}
+
+/* Take a round that only waits back: its entries leave their queues and
+ * the message is idle (out of the heap) for the operator's change. */
+static void
+sched_ctl_unwait(struct sched *s, struct sched_msg *m)
+{
+	struct sched_wait *w;
+
+	if (!sched_msg_only_waiting(m))
+		return;
+	while ((w = TAILQ_FIRST(&m->waits)) != NULL) {
+		sched_wait_unlink(s, w);
+		free(w->idx);
+		free(w);
+	}
+	m->njobs = 0;
+	m->state = SCHED_M_IDLE;
+	sched_msg_round_clear(m);
 }
 
 void
@@ -1251,6 +1290,8 @@ sched_ctl_unschedule(struct sched *s, uint64_t qid)
 {
 	struct sched_msg *m = sched_msg_find(s, qid);
 
+	if (m != NULL)
+		sched_ctl_unwait(s, m);
 	if (m != NULL && m->state == SCHED_M_IDLE)
 		sched_msg_forget(s, m);
 }
@@ -1280,6 +1321,7 @@ sched_ctl_bounce(struct sched *s, uint64_t qid, int64_t now)
 		return rc;
 	if ((m = sched_msg_find(s, qid)) == NULL)
 		m = sched_msg_new(s, qid);
+	sched_ctl_unwait(s, m);
 	if (m->hpos != SCHED_NOT_IN_HEAP)
 		sched_heap_remove(&s->heap, m->hpos);
 	free(m->perm);

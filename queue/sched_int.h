@@ -76,6 +76,20 @@ enum sched_mstate {
 	SCHED_M_DSN,            /* waiting for the DSN commit */
 };
 
+struct sched_dest;
+
+/* Recipients of one message for one destination, not yet a job: built
+ * into a dlv_job (envelope read again) only when handed out. */
+struct sched_wait {
+	TAILQ_ENTRY(sched_wait) link;   /* d->wait */
+	TAILQ_ENTRY(sched_wait) mlink;  /* m->waits */
+	struct sched_msg *m;            /* borrowed: its njobs counts us */
+	struct sched_dest *d;           /* borrowed: whose queue we are in */
+	size_t *idx, n;                 /* owned: recipient indexes */
+};
+TAILQ_HEAD(sched_wait_list, sched_wait);
+TAILQ_HEAD(sched_wait_mlist, sched_wait);
+
 struct sched_msg {
 	uint64_t qid;
 	struct sched_msg *hnext;        /* hash chain */
@@ -89,6 +103,8 @@ struct sched_msg {
 	int warn;                       /* SCHED_M_DSN: the delay warning */
 	int64_t not_before;             /* round: a destination was down until
 	                                   then; the next attempt waits */
+	struct sched_wait_mlist waits;  /* round: jobs still in a queue */
+	unsigned nwaits;
 };
 
 /*
@@ -121,15 +137,6 @@ enum sched_dstate {
 	SCHED_D_DOWN,                   /* until down_until: no connection */
 	SCHED_D_PROBE,                  /* one session decides */
 };
-
-/* Recipients of one message for one destination, not yet a job: built
- * into a dlv_job (envelope read again) only when handed out. */
-struct sched_wait {
-	TAILQ_ENTRY(sched_wait) link;
-	struct sched_msg *m;            /* borrowed: its njobs counts us */
-	size_t *idx, n;                 /* owned: recipient indexes */
-};
-TAILQ_HEAD(sched_wait_list, sched_wait);
 
 struct sched_dest {
 	char *key;                      /* owned: "mx:dom", "smtp:host:port:tls" */
@@ -235,7 +242,11 @@ int sched_flight_take(struct sched *s, uint64_t jobid,
 
 /* ---- operator actions (the block at the end of sched.c) ---- */
 
-/* 1 if qid has a round or a DSN commit out (its state may not be changed). */
+/*
+ * 1 if qid has a job at a worker or a DSN commit out (its state may not be
+ * changed). A round whose jobs all still wait in destination queues, with
+ * nothing decided yet, is not busy: hold, delete and bounce take it back.
+ */
 int sched_ctl_busy(const struct sched *s, uint64_t qid);
 /* Forget qid if it is known and idle (held, deleted). */
 void sched_ctl_unschedule(struct sched *s, uint64_t qid);

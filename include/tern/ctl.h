@@ -86,7 +86,9 @@
  * DSN to the sender now (no DSN for the null sender). A message whose
  * delivery attempt (or DSN commit) is in flight is refused by hold, delete
  * and bounce (CTL_E_STATE; bulk: skipped "in flight"): try again when the
- * attempt has returned. pause stops handing jobs to the delivery workers
+ * attempt has returned. A message that only waits in its destination's
+ * queue for a connection is not in flight (those three take it out of the
+ * queue). pause stops handing jobs to the delivery workers
  * (all, or jobs with a recipient in the domain); attempts already at a
  * worker go on. A job that became due while paused waits, counted as in
  * flight, until resume ("resume" without a domain clears every pause).

@@ -155,6 +155,13 @@ def test_tarpit_does_not_stall_other_destinations(env):  # noqa: F811
         assert d["in_flight"] == slow.connections, d
         assert d["in_flight"] + d["waiting"] == NSLOW, d
         assert len(t.queue_ids()) == NSLOW
+        # the messages waiting for slow.test are not "in flight": the
+        # operator can delete them; those at the tarpit are
+        r = json.loads(ctl_ok(t, "--json", "delete", "--all-matching",
+                              "--domain", "slow.test").stdout)
+        assert len(r["ids"]) == NSLOW - slow.connections, len(r["ids"])
+        assert {x["reason"] for x in r["skipped"]} == {"in flight"}, r["skipped"]
+        assert len(t.queue_ids()) == slow.connections
     finally:
         fast.stop()
         slow.stop()

@@ -675,6 +675,39 @@ test_round_robin_and_dead_destination(void **state)
 	assert_int_equal(sched_waiting(f->s), 3);
 }
 
+/* A message that only waits in its destination's queue is not busy: the
+ * operator's hold or delete takes it out of the queue. */
+static void
+test_waiting_message_can_be_taken_back(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rr[] = { "z@q.example", NULL };
+	uint64_t id[3];
+	struct dlv_job *j;
+
+	for (int i = 0; i < 3; i++)
+		id[i] = fx_commit(f, "alice@example.org", 0, rr);
+	fx_settle(f);
+	sched_run(f->s, fx_now);
+	assert_int_equal(f->njobs, 2);          /* q.example's limit */
+	assert_int_equal(sched_waiting(f->s), 1);
+	assert_true(sched_ctl_busy(f->s, id[0]));
+	assert_true(sched_ctl_busy(f->s, id[1]));
+	assert_false(sched_ctl_busy(f->s, id[2]));
+	sched_ctl_unschedule(f->s, id[2]);
+	assert_int_equal(sched_waiting(f->s), 0);
+	j = fx_take(f, id[0], NULL);
+	sched_apply_result(f->s, fx_result_all(j, DLV_OK, "2.0.0", "250 ok",
+	    DLV_PEER_OK), fx_now);
+	dlv_job_free(j);
+	assert_int_equal(f->njobs, 1);          /* nothing more handed out */
+	/* known again only when scheduled again */
+	sched_ctl_schedule(f->s, id[2], fx_now);
+	sched_run(f->s, fx_now);
+	assert_int_equal(f->njobs, 2);
+	assert_true(f->jobs[1]->env->id == id[2]);
+}
+
 /* 10,000 destinations and 20,000 jobs in flight: found by hash, distinct. */
 static void
 test_dest_and_flight_tables(void **state)
@@ -1016,6 +1049,8 @@ main(void)
 		    fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_round_robin_and_dead_destination, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_waiting_message_can_be_taken_back, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_dest_and_flight_tables,
 		    fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_mixed_results_and_bounce,
