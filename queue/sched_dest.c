@@ -229,7 +229,7 @@ sched_dest_key(const struct conf_route *r, const char *domain,
 		k = xmalloc(n);
 		snprintf(k, n, "%s:%s:%u:%d", r->kind == CONF_ROUTE_HOST ?
 		    "smtp" : "smtp-mx", r->host, (unsigned)r->port, (int)r->tls);
-		*name = strchr(k, ':') + 1;
+		*name = r->host;
 	}
 	for (char *p = k; *p != '\0'; p++)
 		if (*p >= 'A' && *p <= 'Z')

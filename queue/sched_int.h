@@ -230,7 +230,8 @@ void sched_dest_sweep(struct sched *s, int64_t now);
 /* "destinations" of stats: the busiest and the down ones first. */
 void sched_dest_stats(const struct sched *s, struct json_writer *w,
     int64_t now);
-/* "mx:domain", or the static next hop "smtp:host:port:tls"; and the name. */
+/* "mx:domain", or the static next hop "smtp:host:port:tls" (lowercase);
+ * *name: the domain or the host (borrowed from the result or from r). */
 char *sched_dest_key(const struct conf_route *r, const char *domain,
     const char **name);
 

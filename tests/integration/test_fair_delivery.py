@@ -9,7 +9,8 @@ real ternd against FakeMX peers (fakemx.py) that count connections:
   connecting (counted at the peer), stats and /metrics say so, and
   `ternctl retry --domain` lifts the mark;
 - a down destination is probed when dest-down-time is up, and drained;
-- slow start: the peer sees dest-initial-connections at first, more later.
+- slow start: the peer sees dest-initial-connections at first, more later,
+  up to the destination's dest-limit.
 
 Messages are queued while delivery is paused (`ternctl pause`), so each test
 starts the scheduler on a full queue; `ternctl resume` is time zero.
@@ -262,7 +263,9 @@ def test_slow_start_seen_at_the_peer(env):  # noqa: F811
     mx = FakeMX("127.0.0.2", env.port).start()
     mx.data_delay = 0.3
     try:
-        t = start_paused(env, "dest-initial-connections 2\nmax-dest-connections 8")
+        # dest-limit raises fast.test above max-dest-connections
+        t = start_paused(env, "dest-initial-connections 2\nmax-dest-connections 3\n"
+                              "dest-limit fast.test 8")
         submit_many(t.port(), ["w%d@fast.test" % i for i in range(60)], conns=2)
         ctl_ok(t, "resume")
         mx.wait_messages(60, timeout=60)
