@@ -54,13 +54,13 @@ dlv_timeouts_init(struct dlv_timeouts *t, const struct conf *c)
 	unsigned cap = c->command_timeout;
 
 	t->connect = c->connect_timeout ? c->connect_timeout : 30;
-	t->greeting = 300;
+	t->greeting = c->greeting_timeout ? c->greeting_timeout : 300;
 	t->helo = 300;
 	t->mail = 300;
 	t->rcpt = 300;
 	t->data_init = 120;
 	t->data_block = 180;
-	t->data_done = 600;
+	t->data_done = c->data_timeout ? c->data_timeout : 600;
 	if (cap != 0) {
 		unsigned *f[] = { &t->connect, &t->greeting, &t->helo,
 		    &t->mail, &t->rcpt, &t->data_init, &t->data_block,

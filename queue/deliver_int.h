@@ -26,17 +26,19 @@ struct ssl_st;
 
 /*
  * RFC 5321 4.5.3.2 client timeouts, seconds. conf->command_timeout (when
- * non-zero) caps each; conf->connect_timeout is the connect timeout.
+ * non-zero) caps each; connect-timeout, greeting-timeout and data-timeout
+ * (the reply to the final dot) set theirs.
  */
 struct dlv_timeouts {
 	unsigned connect;       /* conf connect-timeout, default 30 s */
-	unsigned greeting;      /* 5 min */
+	unsigned greeting;      /* conf greeting-timeout, default 5 min */
 	unsigned helo;          /* EHLO/HELO/STARTTLS/handshake/RSET: 5 min */
 	unsigned mail;          /* 5 min */
 	unsigned rcpt;          /* 5 min */
 	unsigned data_init;     /* 2 min */
 	unsigned data_block;    /* 3 min: body still being written */
-	unsigned data_done;     /* 10 min: after the final dot */
+	unsigned data_done;     /* conf data-timeout, default 10 min: after the
+	                           final dot */
 };
 
 void dlv_timeouts_init(struct dlv_timeouts *t, const struct conf *c);

@@ -131,6 +131,8 @@ struct dlv_session {
 	struct dlv_rcpt_result *res;        /* owned: one per job recipient */
 	unsigned char *rstate;              /* owned: enum dlv_rstate each */
 
+	enum dlv_peer peer;                 /* what the result reports */
+
 	/* the last failure of an address, for when none is left */
 	int have_err;
 	int all_perm;
@@ -319,6 +321,7 @@ dlv_session_done(struct dlv_session *s, int reusable)
 		r->relay = xstrdup(buf);
 	}
 	r->elapsed_us = now_mono_us() - s->start_us;
+	r->peer = s->peer;
 	tq_post(s->job->reply, &r->hdr);
 
 	if (c != NULL) {
@@ -350,8 +353,10 @@ dlv_session_next(struct dlv_session *s, enum dlv_class cls,
 	va_end(ap);
 	snprintf(s->err_status, sizeof(s->err_status), "%s", status);
 	s->have_err = 1;
-	if (cls != DLV_PERM)
+	if (cls != DLV_PERM) {
 		s->all_perm = 0;
+		s->peer = DLV_PEER_FAIL;
+	}
 	log_trace(TRACE_CLIENT, "dlv id=%s address failed: %s", s->qid,
 	    s->err_text);
 	evtimer_del(s->timer);
@@ -423,6 +428,7 @@ dlv_session_lost(struct dlv_session *s, const char *status, const char *why)
 	dlv_rcpt_set_all(s, DLV_TEMP, status, buf);
 	dlv_conn_free(s->conn);
 	s->conn = NULL;
+	s->peer = DLV_PEER_FAIL;
 	dlv_session_done(s, 0);
 }
 
@@ -577,6 +583,7 @@ dlv_tx_start(struct dlv_session *s)
 	}
 	if (e->ext & SMTP_EXT_PIPELINING)
 		s->flags |= DLV_F_PIPELINING;
+	s->peer = DLV_PEER_OK;
 	s->send_idx = s->recv_idx = s->naccepted = 0;
 	s->flags &= ~DLV_F_MAIL_OK;
 	dlv_session_enter(s, DLV_S_TX);
@@ -692,6 +699,8 @@ dlv_body_reply(struct dlv_session *s, const struct smtp_reply *r)
 			dlv_rcpt_set(s, i, cls, status, text);
 	free(text);
 	s->conn->nmsg++;
+	if (r->code == 421)
+		s->peer = DLV_PEER_FAIL;
 	dlv_session_done(s, r->code != 421);
 }
 
@@ -1158,6 +1167,7 @@ dlv_session_connect_next(struct dlv_session *s)
 		snprintf(s->err_status, sizeof(s->err_status), "4.4.1");
 		s->have_err = 1;
 		s->all_perm = 0;
+		s->peer = DLV_PEER_FAIL;
 		evtimer_del(s->timer);
 		dlv_conn_free(c);
 		s->conn = NULL;

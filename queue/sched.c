@@ -18,8 +18,15 @@
  * recipient domain for "mx" routes; kind, host, port and TLS policy for
  * static routes, so domains sharing a next hop share a job; the job's
  * domain is then its first recipient's) into jobs of at most
- * SCHED_JOB_MAX_RCPT recipients. A job waits in its destination's queue
- * until both max-dest-connections and max-out-connections allow it.
+ * SCHED_JOB_MAX_RCPT recipients. A job waits in its destination's own queue
+ * (sched_dest.c: a reference to the message, the envelope is read again
+ * when the job is handed out) until its destination's concurrency window
+ * and max-out-connections allow it; the destinations take turns
+ * (round-robin), so one at its limit delays no other, and every due message
+ * is started whatever its destination. A destination marked down defers
+ * its jobs at once, without connecting and without a log line each: the
+ * round ends as usual (counters, expiry, warnings) and the next attempt
+ * waits for the end of the down time.
  * Each result is written at once (queue_update): sent recipients are done,
  * temporary failures keep status, reply and relay, permanent failures are
  * recorded and remembered. When the round's last job answers, the round
@@ -61,7 +68,6 @@
 #include "sched_int.h"
 
 #define SCHED_JOB_MAX_RCPT  100
-#define SCHED_BACKLOG_MIN   64
 #define SCHED_RETRY_ERR     60          /* store read failed: try again */
 
 /* ------------------------------------------------------------------ */
@@ -258,6 +264,7 @@ sched_msg_new(struct sched *s, uint64_t qid)
 	}
 	m->qid = qid;
 	m->hpos = SCHED_NOT_IN_HEAP;
+	TAILQ_INIT(&m->waits);
 	h = sched_hash(s, qid);
 	m->hnext = s->tab[h];
 	s->tab[h] = m;
@@ -290,6 +297,7 @@ sched_msg_round_clear(struct sched_msg *m)
 {
 	m->nperm = m->nexpired = m->nrelayed = 0;
 	m->warn = 0;
+	m->not_before = 0;
 }
 
 /* Idle again, due at when; whatever the last round found is done with. */
@@ -353,46 +361,7 @@ sched_log_rcpt(const struct envelope *e,
 }
 
 /* ------------------------------------------------------------------ */
-/* destinations and the limits */
-
-static struct sched_dest *
-sched_dest_get(struct sched *s, const char *key)
-{
-	struct sched_dest *d;
-
-	for (d = s->dests; d != NULL; d = d->next)
-		if (strcmp(d->key, key) == 0)
-			return d;
-	d = xcalloc(1, sizeof(*d));
-	d->key = xstrdup(key);
-	d->tailp = &d->head;
-	d->next = s->dests;
-	s->dests = d;
-	return d;
-}
-
-static void
-sched_dest_gc(struct sched *s, struct sched_dest *d)
-{
-	struct sched_dest **pp;
-
-	if (d->active > 0 || d->nwait > 0)
-		return;
-	for (pp = &s->dests; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp == d) {
-			*pp = d->next;
-			free(d->key);
-			free(d);
-			return;
-		}
-	}
-}
-
-static unsigned
-sched_max_dest(const struct sched *s)
-{
-	return s->conf->max_dest_connections ? s->conf->max_dest_connections : 1;
-}
+/* handing jobs out */
 
 static unsigned
 sched_max_out(const struct sched *s)
@@ -400,81 +369,164 @@ sched_max_out(const struct sched *s)
 	return s->conf->max_out_connections ? s->conf->max_out_connections : 1;
 }
 
-/* Hand waiting jobs to the workers, one per destination per pass (fair). */
-static void
-sched_pump(struct sched *s)
-{
-	int progress = 1;
+static void sched_round_finish(struct sched *s, struct sched_msg *m,
+    int64_t now, struct envelope *env);
+static void sched_result_apply(struct sched *s, uint64_t qid,
+    struct dlv_result *r, int64_t now, int quiet);
 
-	while (progress && s->active < sched_max_out(s)) {
-		struct sched_dest *d, *dn;
-		progress = 0;
-		for (d = s->dests; d != NULL && s->active < sched_max_out(s);
-		    d = dn) {
-			struct dlv_job *j;
-			dn = d->next;
-			if (d->nwait == 0 || d->active >= sched_max_dest(s))
-				continue;
-			j = (struct dlv_job *)d->head;
-			d->head = j->hdr.next;
-			if (d->head == NULL)
-				d->tailp = &d->head;
-			j->hdr.next = NULL;
-			d->nwait--;
-			s->waiting--;
-			d->active++;
-			s->active++;
-			if (s->nfl == s->flcap) {
-				s->flcap = s->flcap ? s->flcap * 2 : 64;
-				s->fl = xreallocarray(s->fl, s->flcap,
-				    sizeof(*s->fl));
-			}
-			s->fl[s->nfl].jobid = j->hdr.reqid;
-			s->fl[s->nfl].qid = j->env->id;
-			s->fl[s->nfl].dest = d;
-			s->nfl++;
-			s->submit(s->submit_arg, j);    /* ownership moves */
-			progress = 1;
+/*
+ * One job of m's round answered without a result (its message went away,
+ * or its envelope could not be read): the round ends with the last one.
+ */
+static void
+sched_msg_job_gone(struct sched *s, struct sched_msg *m, int64_t now)
+{
+	if (m->njobs > 0)
+		m->njobs--;
+	if (m->njobs == 0)
+		sched_round_finish(s, m, now, NULL);
+}
+
+/*
+ * A waiting entry of d becomes a job: the envelope is read now (waiting
+ * entries hold none), the route of its first recipient's domain is taken
+ * again, and the job goes to the workers. Takes w.
+ */
+static void
+sched_wait_start(struct sched *s, struct sched_dest *d, struct sched_wait *w,
+    int64_t now)
+{
+	struct sched_msg *m = w->m;
+	struct envelope *env = NULL;
+	struct dlv_job *j;
+	const struct conf_route *r;
+	const char *dom;
+	int rc;
+
+	if ((rc = queue_get(s->q, m->qid, &env)) != 0 ||
+	    w->idx[0] >= env->nrcpt) {
+		if (rc < 0) {
+			char qid[QID_STRLEN + 1];
+			qid_format(m->qid, qid);
+			log_warn("id=%s scheduler: cannot read the envelope", qid);
 		}
+		envelope_free(env);
+		free(w->idx);
+		free(w);
+		sched_msg_job_gone(s, m, now);
+		return;
+	}
+	dom = addr_domain(env->rcpts[w->idx[0]].addr);
+	r = conf_route_for(s->conf, dom, strlen(dom));
+	j = xcalloc(1, sizeof(*j));
+	j->hdr.type = TQ_DELIVERY_JOB;
+	j->hdr.reqid = ++s->next_jobid;
+	j->env = env;                       /* the snapshot moves to the job */
+	j->rcpts = w->idx;                  /* moves */
+	j->nrcpt = w->n;
+	/* a shared static route: the first recipient's domain */
+	j->domain = xstrdup(dom);
+	j->route = *r;
+	j->route.domain = xstrdup(r->domain);
+	j->route.host = r->host ? xstrdup(r->host) : NULL;
+	j->reply = s->inbox;
+	free(w);
+	d->active++;
+	s->active++;
+	d->last_used = now;
+	sched_flight_add(s, j->hdr.reqid, m->qid, d);
+	s->submit(s->submit_arg, j);        /* ownership moves */
+}
+
+/* Take w out of its destination's queue and its message's list. */
+static void
+sched_wait_unlink(struct sched *s, struct sched_wait *w)
+{
+	TAILQ_REMOVE(&w->d->wait, w, link);
+	w->d->nwait--;
+	s->waiting--;
+	TAILQ_REMOVE(&w->m->waits, w, mlink);
+	w->m->nwaits--;
+}
+
+/*
+ * Hand waiting jobs to the workers: one per destination per turn of the
+ * ring (round-robin), while max-out-connections allows; a destination at
+ * its window, or down, is not on the ring and delays nobody.
+ */
+static void
+sched_pump(struct sched *s, int64_t now)
+{
+	struct sched_dest *d;
+
+	while (s->active < sched_max_out(s) &&
+	    (d = sched_dest_next(s)) != NULL) {
+		struct sched_wait *w = TAILQ_FIRST(&d->wait);
+
+		sched_wait_unlink(s, w);
+		sched_wait_start(s, d, w, now);
+		sched_dest_kick(s, d);
 	}
 }
 
-/* "mx:domain", or the static next hop "smtp:host:port:tls". */
-static char *
-sched_dest_key(const struct conf_route *r, const char *domain)
+/*
+ * The recipients idx[0..n) of m, for a destination that is down: deferred
+ * now without connecting, with the destination's last error, and no log
+ * line of their own (the destination logged its mark once). Takes idx.
+ */
+static void
+sched_defer_down(struct sched *s, struct sched_dest *d, struct sched_msg *m,
+    size_t *idx, size_t n, int64_t now)
 {
-	size_t n;
-	char *k;
+	struct dlv_result *r = xcalloc(1, sizeof(*r));
+	char why[sizeof(d->last_error) + 64];
 
-	if (r->kind == CONF_ROUTE_MX || r->host == NULL) {
-		n = strlen(domain) + 4;
-		k = xmalloc(n);
-		snprintf(k, n, "mx:%s", domain);
-	} else {
-		n = strlen(r->host) + 48;
-		k = xmalloc(n);
-		snprintf(k, n, "%s:%s:%u:%d", r->kind == CONF_ROUTE_HOST ?
-		    "smtp" : "smtp-mx", r->host, (unsigned)r->port, (int)r->tls);
+	snprintf(why, sizeof(why), "%s (destination down, not tried)",
+	    d->last_error[0] ? d->last_error : "connection failed");
+	r->hdr.type = TQ_DELIVERY_RESULT;
+	r->qid = m->qid;
+	r->n = n;
+	r->r = xcalloc(n ? n : 1, sizeof(*r->r));
+	for (size_t i = 0; i < n; i++) {
+		r->r[i].rcpt = idx[i];
+		r->r[i].cls = DLV_TEMP;
+		snprintf(r->r[i].status, sizeof(r->r[i].status), "%s",
+		    d->last_status[0] ? d->last_status : "4.4.1");
+		r->r[i].reply = xstrdup(why);
 	}
-	for (char *p = k; *p != '\0'; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p = (char)(*p - 'A' + 'a');
-	return k;
+	free(idx);
+	d->nskipped++;
+	if (m->not_before < d->down_until)
+		m->not_before = d->down_until;
+	sched_result_apply(s, m->qid, r, now, 1);       /* takes r */
+}
+
+/* A destination just went down: its waiting jobs are deferred. */
+static void
+sched_dest_defer_all(struct sched *s, struct sched_dest *d, int64_t now)
+{
+	struct sched_wait *w;
+
+	while ((w = TAILQ_FIRST(&d->wait)) != NULL) {
+		sched_wait_unlink(s, w);
+		sched_defer_down(s, d, w->m, w->idx, w->n, now);
+		free(w);
+	}
 }
 
 /* ------------------------------------------------------------------ */
 /* rounds */
 
-static void sched_round_finish(struct sched *s, struct sched_msg *m,
-    int64_t now, struct envelope *env);
-
-/* Start a round for a due message. */
+/*
+ * Start a round for a due message: its pending recipients, grouped by
+ * destination, wait in their destinations' queues (or are deferred at once
+ * when the destination is down).
+ */
 static void
 sched_msg_start(struct sched *s, struct sched_msg *m, int64_t now)
 {
 	struct envelope *env = NULL;
-	struct grp { char *key; const struct conf_route *route;
-	    size_t *idx; size_t n; } *g = NULL;
+	struct grp { struct sched_dest *d; size_t *idx; size_t n; } *g = NULL;
 	size_t ng = 0;
 	int rc;
 
@@ -501,29 +553,27 @@ sched_msg_start(struct sched *s, struct sched_msg *m, int64_t now)
 	}
 
 	for (size_t i = 0; i < env->nrcpt; i++) {
-		const char *dom;
-		const struct conf_route *r;
+		const char *dom, *name;
+		struct sched_dest *d;
 		char *key;
 		size_t k;
 
 		if (env->rcpts[i].state != RCPT_PENDING)
 			continue;
 		dom = addr_domain(env->rcpts[i].addr);
-		r = conf_route_for(s->conf, dom, strlen(dom));
-		key = sched_dest_key(r, dom);
+		key = sched_dest_key(conf_route_for(s->conf, dom, strlen(dom)),
+		    dom, &name);
+		d = sched_dest_get(s, key, name, now);
+		free(key);
 		for (k = 0; k < ng; k++)
-			if (g[k].n < SCHED_JOB_MAX_RCPT &&
-			    strcmp(g[k].key, key) == 0)
+			if (g[k].d == d && g[k].n < SCHED_JOB_MAX_RCPT)
 				break;
 		if (k == ng) {
 			g = xreallocarray(g, ng + 1, sizeof(*g));
-			g[ng].key = key;
-			g[ng].route = r;
+			g[ng].d = d;
 			g[ng].idx = xcalloc(SCHED_JOB_MAX_RCPT, sizeof(size_t));
 			g[ng].n = 0;
 			ng++;
-		} else {
-			free(key);
 		}
 		g[k].idx[g[k].n++] = i;
 	}
@@ -531,28 +581,30 @@ sched_msg_start(struct sched *s, struct sched_msg *m, int64_t now)
 	m->state = SCHED_M_RUNNING;
 	m->njobs = (unsigned)ng;
 	sched_msg_round_clear(m);
+	/* queue first, defer after: a deferral may end the round */
 	for (size_t k = 0; k < ng; k++) {
-		struct dlv_job *j = xcalloc(1, sizeof(*j));
-		struct sched_dest *d = sched_dest_get(s, g[k].key);
+		struct sched_dest *d = g[k].d;
+		struct sched_wait *w;
 
-		j->hdr.type = TQ_DELIVERY_JOB;
-		j->hdr.reqid = ++s->next_jobid;
-		j->env = envelope_dup(env);
-		j->rcpts = g[k].idx;
-		j->nrcpt = g[k].n;
-		/* a shared static route: the first recipient's domain */
-		j->domain = xstrdup(addr_domain(env->rcpts[g[k].idx[0]].addr));
-		j->route = *g[k].route;
-		j->route.domain = xstrdup(g[k].route->domain);
-		j->route.host = g[k].route->host ? xstrdup(g[k].route->host) :
-		    NULL;
-		j->reply = s->inbox;
-		*d->tailp = &j->hdr;
-		d->tailp = &j->hdr.next;
+		if (sched_dest_down(s, d, now))
+			continue;
+		w = xcalloc(1, sizeof(*w));
+		w->m = m;
+		w->d = d;
+		TAILQ_INSERT_TAIL(&m->waits, w, mlink);
+		m->nwaits++;
+		/* it may wait long: only the recipients it names */
+		w->idx = xreallocarray(g[k].idx, g[k].n, sizeof(size_t));
+		w->n = g[k].n;
+		g[k].idx = NULL;
+		TAILQ_INSERT_TAIL(&d->wait, w, link);
 		d->nwait++;
 		s->waiting++;
-		free(g[k].key);
+		sched_dest_kick(s, d);
 	}
+	for (size_t k = 0; k < ng; k++)
+		if (g[k].idx != NULL)
+			sched_defer_down(s, g[k].d, m, g[k].idx, g[k].n, now);
 	free(g);
 done:
 	envelope_free(env);
@@ -561,31 +613,17 @@ done:
 int64_t
 sched_run(struct sched *s, int64_t now)
 {
-	size_t backlog = 2u * sched_max_out(s);
 	struct sched_heap_ent e;
+	unsigned n = 0;
 
-	if (backlog < SCHED_BACKLOG_MIN)
-		backlog = SCHED_BACKLOG_MIN;
+	sched_dest_sweep(s, now);
 	while (s->heap.n > 0 && s->heap.a[0].when <= now &&
-	    s->waiting < backlog) {
+	    n++ < SCHED_POP_BATCH) {
 		sched_heap_pop(&s->heap, &e);
 		sched_msg_start(s, e.item, now);
 	}
-	sched_pump(s);
+	sched_pump(s, now);
 	return s->heap.n > 0 ? s->heap.a[0].when : INT64_MAX;
-}
-
-static int
-sched_flight_take(struct sched *s, uint64_t jobid, struct sched_flight *out)
-{
-	for (size_t i = 0; i < s->nfl; i++) {
-		if (s->fl[i].jobid == jobid) {
-			*out = s->fl[i];
-			s->fl[i] = s->fl[--s->nfl];
-			return 1;
-		}
-	}
-	return 0;
 }
 
 static void
@@ -600,9 +638,6 @@ sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
 {
 	struct sched_flight f;
 	struct sched_msg *m;
-	struct envelope *env = NULL;
-	char qid[QID_STRLEN + 1];
-	int rc, last = 0;
 
 	if (!sched_flight_take(s, r->hdr.reqid, &f)) {
 		log_debug("scheduler: result for unknown job %llu dropped",
@@ -612,16 +647,39 @@ sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
 	}
 	f.dest->active--;
 	s->active--;
-	sched_dest_gc(s, f.dest);
-	qid_format(f.qid, qid);
+	if (sched_dest_feedback(s, f.dest, r, now) == SCHED_FB_DEAD)
+		sched_dest_defer_all(s, f.dest, now);
+	if (f.dest->state == SCHED_D_DOWN &&
+	    (m = sched_msg_find(s, f.qid)) != NULL &&
+	    m->not_before < f.dest->down_until)
+		m->not_before = f.dest->down_until;     /* not before the probe */
+	sched_dest_kick(s, f.dest);
+	sched_result_apply(s, f.qid, r, now, 0);
+	sched_pump(s, now);
+}
 
-	m = sched_msg_find(s, f.qid);
+/*
+ * Write one job's result into its message (r is taken). quiet: deferred
+ * without an attempt (destination down): no log line, no history entry,
+ * not counted as a delivery attempt.
+ */
+static void
+sched_result_apply(struct sched *s, uint64_t qid64, struct dlv_result *r,
+    int64_t now, int quiet)
+{
+	struct sched_msg *m;
+	struct envelope *env = NULL;
+	char qid[QID_STRLEN + 1];
+	int rc, last = 0;
+
+	qid_format(qid64, qid);
+	m = sched_msg_find(s, qid64);
 	if (m == NULL || m->state != SCHED_M_RUNNING) {
 		log_debug("id=%s scheduler: result for a message not running",
 		    qid);
 		goto out;
 	}
-	if ((rc = queue_get(s->q, f.qid, &env)) == 0) {
+	if ((rc = queue_get(s->q, qid64, &env)) == 0) {
 		for (size_t i = 0; i < r->n; i++) {
 			const struct dlv_rcpt_result *rr = &r->r[i];
 			struct env_rcpt *rcp;
@@ -633,11 +691,12 @@ sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
 				continue;       /* e.g. deleted meanwhile */
 			sched_set_str(&rcp->status, rr->status);
 			sched_set_str(&rcp->last_error, rr->reply);
-			sched_set_str(&rcp->relay, r->relay);
+			if (!quiet)
+				sched_set_str(&rcp->relay, r->relay);
 			rcp->updated = now;
 			/* a 5xx enters the history when it is bounced
 			 * (sched_finalize), once its DSN is queued */
-			if (rr->cls != DLV_PERM)
+			if (rr->cls != DLV_PERM && !quiet)
 				envelope_add_attempt(env, now, rr->rcpt,
 				    rr->cls == DLV_OK ? ENV_RES_SENT :
 				    ENV_RES_DEFERRED, r->relay, rr->status,
@@ -682,7 +741,7 @@ sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
 			snprintf(tls, sizeof(tls), "tls=\"%s\"", tlsesc);
 		} else
 			snprintf(tls, sizeof(tls), "tls=none");
-		for (size_t i = 0; i < r->n; i++) {
+		for (size_t i = 0; i < r->n && !quiet; i++) {
 			const struct dlv_rcpt_result *rr = &r->r[i];
 			if (rr->rcpt >= env->nrcpt || rr->cls == DLV_PERM)
 				continue;
@@ -706,7 +765,6 @@ sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
 	envelope_free(env);
 out:
 	dlv_result_free(r);
-	sched_pump(s);
 }
 
 static int
@@ -846,6 +904,13 @@ sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now,
 	env->attempts++;
 	env->next_attempt = now + sched_retry_delay(c->retry, c->nretry,
 	    env->attempts, sched_rand(s));
+	if (m->not_before > env->next_attempt) {
+		/* a destination is down until then: not before, and spread
+		 * over a tenth of the wait so the probe is not a stampede */
+		int64_t spread = (m->not_before - now) / 10 + 1;
+		env->next_attempt = m->not_before +
+		    (int64_t)(sched_rand(s) * (double)spread);
+	}
 
 	/* still-pending recipients other than this round's failures */
 	for (size_t i = 0; i < env->nrcpt; i++)
@@ -1123,6 +1188,7 @@ sched_new(struct queue *q, struct conf *conf, struct event_base *base,
 	s->rnd = (now_mono_us() ^ ((uint64_t)getpid() << 32)) | 1;
 	s->clock = sched_clock_default;
 	s->inbox = tq_new(base, sched_inbox_cb, s);
+	sched_dest_init(s);
 	return s;
 }
 
@@ -1132,6 +1198,7 @@ sched_conf_swap(struct sched *s, struct conf *conf)
 	struct conf *old = s->conf;
 	s->conf = conf_ref(conf);
 	conf_unref(old);
+	sched_dest_conf(s);
 }
 
 unsigned sched_active(const struct sched *s) { return s->active; }
@@ -1153,22 +1220,11 @@ sched_inbox(struct sched *s)
 void
 sched_free(struct sched *s)
 {
-	struct sched_dest *d, *dn;
-
 	if (s == NULL)
 		return;
 	s->freeing = 1;
 	tq_free(s->inbox);          /* pending messages are freed by the cb */
-	for (d = s->dests; d != NULL; d = dn) {
-		struct tq_msg *j, *jn;
-		dn = d->next;
-		for (j = d->head; j != NULL; j = jn) {
-			jn = j->next;
-			dlv_job_free((struct dlv_job *)j);
-		}
-		free(d->key);
-		free(d);
-	}
+	sched_dest_free_all(s);     /* and the waiting entries */
 	for (size_t i = 0; i < s->tabsz; i++) {
 		struct sched_msg *m, *mn;
 		for (m = s->tab[i]; m != NULL; m = mn) {
@@ -1180,7 +1236,6 @@ sched_free(struct sched *s)
 		}
 	}
 	free(s->tab);
-	free(s->fl);
 	sched_heap_free(&s->heap);
 	conf_unref(s->conf);
 	free(s);
@@ -1194,12 +1249,40 @@ sched_free(struct sched *s)
  * helpers above and change nothing in its paths.
  */
 
+/* A round with every job still queued and nothing decided yet. */
+static int
+sched_msg_only_waiting(const struct sched_msg *m)
+{
+	return m->state == SCHED_M_RUNNING && m->nwaits == m->njobs &&
+	    m->nperm == 0 && m->nrelayed == 0;
+}
+
 int
 sched_ctl_busy(const struct sched *s, uint64_t qid)
 {
 	const struct sched_msg *m = sched_msg_find(s, qid);
 
-	return m != NULL && m->state != SCHED_M_IDLE;
+	return m != NULL && m->state != SCHED_M_IDLE &&
+	    !sched_msg_only_waiting(m);
+}
+
+/* Take a round that only waits back: its entries leave their queues and
+ * the message is idle (out of the heap) for the operator's change. */
+static void
+sched_ctl_unwait(struct sched *s, struct sched_msg *m)
+{
+	struct sched_wait *w;
+
+	if (!sched_msg_only_waiting(m))
+		return;
+	while ((w = TAILQ_FIRST(&m->waits)) != NULL) {
+		sched_wait_unlink(s, w);
+		free(w->idx);
+		free(w);
+	}
+	m->njobs = 0;
+	m->state = SCHED_M_IDLE;
+	sched_msg_round_clear(m);
 }
 
 void
@@ -1207,6 +1290,8 @@ sched_ctl_unschedule(struct sched *s, uint64_t qid)
 {
 	struct sched_msg *m = sched_msg_find(s, qid);
 
+	if (m != NULL)
+		sched_ctl_unwait(s, m);
 	if (m != NULL && m->state == SCHED_M_IDLE)
 		sched_msg_forget(s, m);
 }
@@ -1236,6 +1321,7 @@ sched_ctl_bounce(struct sched *s, uint64_t qid, int64_t now)
 		return rc;
 	if ((m = sched_msg_find(s, qid)) == NULL)
 		m = sched_msg_new(s, qid);
+	sched_ctl_unwait(s, m);
 	if (m->hpos != SCHED_NOT_IN_HEAP)
 		sched_heap_remove(&s->heap, m->hpos);
 	free(m->perm);

@@ -11,11 +11,13 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include "tern/deliver.h"
 
 struct event;
 struct event_base;
+struct json_writer;
 
 #define SCHED_NOT_IN_HEAP   SIZE_MAX
 #define SCHED_TIMER_MAX     60          /* seconds between timer checks */
@@ -34,9 +36,10 @@ int sched_load(struct sched *s);
 /* Learn of a (new or released) message; no-op if already known. */
 void sched_add(struct sched *s, uint64_t qid);
 /*
- * Start every due message (up to the backlog bound) and submit what the
- * limits allow. Returns the time of the next due message (maybe <= now
- * when the backlog bound stopped it), or INT64_MAX if none.
+ * Start due messages (at most SCHED_POP_BATCH per call) into their
+ * destinations' queues and submit what the limits allow, round-robin over
+ * the destinations. Returns the time of the next due message (<= now when
+ * the batch bound stopped it: call again soon), or INT64_MAX if none.
  */
 int64_t sched_run(struct sched *s, int64_t now);
 /* Apply one delivery result (ownership moves; it is freed). */
@@ -73,6 +76,20 @@ enum sched_mstate {
 	SCHED_M_DSN,            /* waiting for the DSN commit */
 };
 
+struct sched_dest;
+
+/* Recipients of one message for one destination, not yet a job: built
+ * into a dlv_job (envelope read again) only when handed out. */
+struct sched_wait {
+	TAILQ_ENTRY(sched_wait) link;   /* d->wait */
+	TAILQ_ENTRY(sched_wait) mlink;  /* m->waits */
+	struct sched_msg *m;            /* borrowed: its njobs counts us */
+	struct sched_dest *d;           /* borrowed: whose queue we are in */
+	size_t *idx, n;                 /* owned: recipient indexes */
+};
+TAILQ_HEAD(sched_wait_list, sched_wait);
+TAILQ_HEAD(sched_wait_mlist, sched_wait);
+
 struct sched_msg {
 	uint64_t qid;
 	struct sched_msg *hnext;        /* hash chain */
@@ -84,20 +101,70 @@ struct sched_msg {
 	size_t *relayed, nrelayed;      /* round: sent with NOTIFY=SUCCESS to a
 	                                   hop without DSN ("relayed" DSN) */
 	int warn;                       /* SCHED_M_DSN: the delay warning */
+	int64_t not_before;             /* round: a destination was down until
+	                                   then; the next attempt waits */
+	struct sched_wait_mlist waits;  /* round: jobs still in a queue */
+	unsigned nwaits;
+};
+
+/*
+ * Concurrency window of a destination (pure, sched_dest.c): slow start at
+ * dest-initial-connections, +1 after `limit` successful sessions in a row
+ * (up to the destination's maximum), -1 on a failed one (down to 1).
+ * `nfail` counts failed sessions since the last success: reaching the
+ * cohort (dest-failure-cohort) marks the destination down.
+ */
+struct sched_window {
+	unsigned limit;                 /* sessions allowed at once */
+	unsigned credit;                /* successes since the last raise */
+	unsigned nfail;                 /* failed sessions in a row */
+};
+
+enum sched_fb { SCHED_FB_NONE, SCHED_FB_UP, SCHED_FB_DOWNSIZE,
+	SCHED_FB_DEAD };
+
+void sched_window_init(struct sched_window *w, unsigned initial,
+    unsigned max);
+/* Apply one session's outcome; SCHED_FB_DEAD when the cohort is reached. */
+enum sched_fb sched_window_feedback(struct sched_window *w, enum dlv_peer p,
+    unsigned max, unsigned cohort);
+/* Down time after `ndown` failed periods in a row: base doubled each time,
+ * at most 8 x base. */
+unsigned sched_down_period(unsigned base, unsigned ndown);
+
+enum sched_dstate {
+	SCHED_D_UP,
+	SCHED_D_DOWN,                   /* until down_until: no connection */
+	SCHED_D_PROBE,                  /* one session decides */
 };
 
 struct sched_dest {
-	struct sched_dest *next;
-	char *key;                      /* owned */
-	unsigned active;                /* jobs at a worker */
-	struct tq_msg *head, **tailp;   /* waiting jobs (owned), by hdr.next */
+	char *key;                      /* owned: "mx:dom", "smtp:host:port:tls" */
+	char *name;                     /* owned: the domain or the host */
+	struct sched_dest *hnext;       /* hash chain */
+	TAILQ_ENTRY(sched_dest) all;    /* s->dests */
+	TAILQ_ENTRY(sched_dest) ready;  /* s->ready while in_ready */
+	int in_ready;
+	struct sched_wait_list wait;    /* owned */
 	unsigned nwait;
+	unsigned active;                /* jobs at a worker */
+	unsigned max;                   /* dest-limit or max-dest-connections */
+	struct sched_window win;
+	enum sched_dstate state;
+	int64_t down_until;
+	unsigned ndown;                 /* down periods in a row */
+	uint64_t nskipped;              /* deferrals without connecting */
+	int64_t last_used;
+	char last_status[16];
+	char last_error[300];           /* the last failed session's reason */
 };
+TAILQ_HEAD(sched_dest_list, sched_dest);
 
 struct sched_flight {
 	uint64_t jobid;
 	uint64_t qid;
 	struct sched_dest *dest;        /* borrowed */
+	struct sched_flight *hnext;
 };
 
 /* The inbox handler kicks timer (when set) after each message; the last
@@ -113,9 +180,13 @@ struct sched {
 	struct sched_msg **tab;         /* hash of known messages */
 	size_t tabsz, nmsg;
 	struct sched_heap heap;
-	struct sched_dest *dests;
-	struct sched_flight *fl;
-	size_t nfl, flcap;
+	struct sched_dest **dtab;       /* hash of destinations by key */
+	size_t dtabsz, ndest;
+	struct sched_dest_list dests;   /* every destination */
+	struct sched_dest_list ready;   /* those that may start a job now */
+	struct sched_flight **ftab;     /* hash of jobs in flight by job id */
+	size_t ftabsz, nfl;
+	int64_t swept, published;
 	unsigned active, waiting, dsn_pending;
 	uint64_t next_jobid;
 	uint64_t rnd;
@@ -128,9 +199,55 @@ struct sched {
 	pthread_t thr;
 };
 
+/* ---- destinations (sched_dest.c) ---- */
+
+#define SCHED_POP_BATCH     1000        /* due messages started per run */
+#define SCHED_SWEEP_SEC     5           /* idle destinations, due probes */
+#define SCHED_STATS_MAX     200         /* destinations listed by stats */
+
+void sched_dest_init(struct sched *s);
+void sched_dest_free_all(struct sched *s);
+/* The destination for key (created with its name when new). */
+struct sched_dest *sched_dest_get(struct sched *s, const char *key,
+    const char *name, int64_t now);
+/* 1 if d is down at now (deferred without connecting); a down destination
+ * whose period ended becomes a probe (one session) here. */
+int sched_dest_down(struct sched *s, struct sched_dest *d, int64_t now);
+/* Put d on the round-robin ring if it may start a job now. */
+void sched_dest_kick(struct sched *s, struct sched_dest *d);
+/* The next destination that may start a job, taken off the ring; NULL. */
+struct sched_dest *sched_dest_next(struct sched *s);
+/* Apply a session's outcome to d; returns SCHED_FB_DEAD when d just went
+ * down (the caller defers its waiting jobs). */
+enum sched_fb sched_dest_feedback(struct sched *s, struct sched_dest *d,
+    const struct dlv_result *r, int64_t now);
+/* Lift down marks: the destination for domain, or all (domain NULL). */
+void sched_dest_lift(struct sched *s, const char *domain, int64_t now);
+/* Conf swap: limits again. */
+void sched_dest_conf(struct sched *s);
+/* Periodic: due probes kicked, idle destinations forgotten, /metrics. */
+void sched_dest_sweep(struct sched *s, int64_t now);
+/* "destinations" of stats: the busiest and the down ones first. */
+void sched_dest_stats(const struct sched *s, struct json_writer *w,
+    int64_t now);
+/* "mx:domain", or the static next hop "smtp:host:port:tls" (lowercase);
+ * *name: the domain or the host (borrowed from the result or from r). */
+char *sched_dest_key(const struct conf_route *r, const char *domain,
+    const char **name);
+
+/* In-flight jobs by id (sched_dest.c). */
+void sched_flight_add(struct sched *s, uint64_t jobid, uint64_t qid,
+    struct sched_dest *d);
+int sched_flight_take(struct sched *s, uint64_t jobid,
+    struct sched_flight *out);
+
 /* ---- operator actions (the block at the end of sched.c) ---- */
 
-/* 1 if qid has a round or a DSN commit out (its state may not be changed). */
+/*
+ * 1 if qid has a job at a worker or a DSN commit out (its state may not be
+ * changed). A round whose jobs all still wait in destination queues, with
+ * nothing decided yet, is not busy: hold, delete and bounce take it back.
+ */
 int sched_ctl_busy(const struct sched *s, uint64_t qid);
 /* Forget qid if it is known and idle (held, deleted). */
 void sched_ctl_unschedule(struct sched *s, uint64_t qid);

@@ -136,8 +136,15 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 		next = sched_run(s, now);
 	if (next == INT64_MAX || next - now > SCHED_TIMER_MAX)
 		tv.tv_sec = SCHED_TIMER_MAX;
+	else if (next > now)
+		tv.tv_sec = (time_t)(next - now);
 	else
-		tv.tv_sec = next > now ? (time_t)(next - now) : 1;
+		tv.tv_usec = 1000;      /* more due: the next batch, soon */
+	/* destinations to sweep (probes, /metrics) */
+	if (s->ndest > 0 && tv.tv_sec > SCHED_SWEEP_SEC) {
+		tv.tv_sec = SCHED_SWEEP_SEC;
+		tv.tv_usec = 0;
+	}
 	evtimer_add(s->timer, &tv);
 }
 
@@ -276,6 +283,15 @@ sched_ops_log(const char *qid, const char *what)
 	log_info("id=%s status=%s by=operator", qid, what);
 }
 
+/* A retried message's destinations are no longer down (operator's word). */
+static void
+sched_ops_lift_env(struct sched *s, const struct envelope *env, int64_t now)
+{
+	for (size_t i = 0; i < env->nrcpt; i++)
+		if (env->rcpts[i].state == RCPT_PENDING)
+			sched_dest_lift(s, addr_domain(env->rcpts[i].addr), now);
+}
+
 /*
  * Apply op type t to one message. 0 done; else a CTL_E_* code with
  * *reason ("gone", "in flight", ...).
@@ -346,6 +362,7 @@ sched_ops_one(struct sched_ops *o, enum ctl_op_type t, uint64_t id,
 		sched_ops_log(qid, "deleted");
 		break;
 	case CTL_OP_RETRY:
+		sched_ops_lift_env(s, env, now);
 		if (env->flags & ENV_F_HOLD)
 			*reason = "held";
 		else if (env->flags & ENV_F_CORRUPT)
@@ -481,6 +498,7 @@ sched_ops_stats(struct sched_ops *o, struct json_writer *w)
 	    __ATOMIC_RELAXED));
 	json_obj_close(w);
 	sched_ops_paused_write(o, w);
+	sched_dest_stats(o->s, w, o->s->clock());
 	json_key(w, "queue");
 }
 
@@ -528,6 +546,9 @@ sched_ctl_call(void *arg)
 		size_t nsk = 0;
 		char qid[QID_STRLEN + 1];
 
+		/* retry all [--domain D]: down marks go first (all, or D's) */
+		if (op->type == CTL_OP_RETRY && !op->single)
+			sched_dest_lift(s, op->domain[0] ? op->domain : NULL, now);
 		json_key(&w, "ids");
 		json_arr_open(&w);
 		for (size_t i = 0; i < op->nids; i++) {

@@ -155,7 +155,10 @@ ternctl_usage(FILE *f)
 	    "  pause, resume {\"ok\":true,\"paused_all\":BOOL,\"paused_domains\":[D...]}\n"
 	    "  stats   {\"ok\":true,\"running\",\"uptime\",\"counters\":{\"accepted\",\n"
 	    "           \"delivered\",\"deferred\",\"bounced\",\"expired\",\"dsn\"}|null,\n"
-	    "           \"paused_all\",\"paused_domains\",\"queue\":{\"messages\",\"pending\",\n"
+	    "           \"paused_all\",\"paused_domains\",\"destinations_total\",\n"
+	    "           \"destinations_down\",\"destinations\":[{\"destination\",\"state\",\n"
+	    "           \"down_until\",\"concurrency\",\"max\",\"in_flight\",\"waiting\",\n"
+	    "           \"failures\",\"last_error\"}...],\"queue\":{\"messages\",\"pending\",\n"
 	    "           \"held\",\"corrupt\",\"domains\":[{\"domain\",\"messages\",\"recipients\"}...]}}\n"
 	    "  reload  {\"ok\":true}     ping {\"ok\":true,\"version\",\"pid\"}\n");
 }
@@ -490,6 +493,39 @@ ternctl_print_pause(const struct ternctl_opts *o, const struct ternctl_resp *r)
 	return TERNCTL_EX_OK;
 }
 
+/* The scheduler's destinations: state, window, jobs, last error. */
+static void
+ternctl_print_dests(const struct ternctl_resp *r)
+{
+	long a = ternctl_field(r, 0, "destinations");
+	char name[300], st[16], err[400], when[64];
+
+	if (a < 0 || r->toks[a].type != JSON_ARRAY)
+		return;
+	printf("destinations: %lld (%lld down)\n",
+	    (long long)ternctl_num(r, 0, "destinations_total"),
+	    (long long)ternctl_num(r, 0, "destinations_down"));
+	size_t i = (size_t)a + 1;
+	for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++) {
+		ternctl_str(r, i, "destination", name, sizeof(name), NULL);
+		ternctl_str(r, i, "state", st, sizeof(st), NULL);
+		if (strcmp(st, "down") == 0)
+			printf("  %-40s down until %s", name, ternctl_time(
+			    ternctl_num(r, i, "down_until"), when, sizeof(when)));
+		else
+			printf("  %-40s %s", name, st);
+		printf(" concurrency %lld/%lld in-flight %lld waiting %lld "
+		    "failures %lld\n",
+		    (long long)ternctl_num(r, i, "concurrency"),
+		    (long long)ternctl_num(r, i, "max"),
+		    (long long)ternctl_num(r, i, "in_flight"),
+		    (long long)ternctl_num(r, i, "waiting"),
+		    (long long)ternctl_num(r, i, "failures"));
+		if (ternctl_str(r, i, "last_error", err, sizeof(err), NULL)[0])
+			printf("    last error: %s\n", err);
+	}
+}
+
 static int
 ternctl_print_stats(const struct ternctl_opts *o, const struct ternctl_resp *r)
 {
@@ -509,6 +545,7 @@ ternctl_print_stats(const struct ternctl_opts *o, const struct ternctl_resp *r)
 		printf("expired: %lld\n", (long long)ternctl_num(r, (size_t)c, "expired"));
 		printf("dsn: %lld\n", (long long)ternctl_num(r, (size_t)c, "dsn"));
 		ternctl_print_paused(r);
+		ternctl_print_dests(r);
 	} else
 		printf("ternd is not running: queue only, no counters\n");
 	printf("queue: %lld messages (%lld pending, %lld held, %lld corrupt)\n",

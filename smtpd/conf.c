@@ -955,6 +955,50 @@ conf_listener_for(const struct conf *c, const struct sockaddr *sa, int local)
 	return NULL;
 }
 
+/* dest-limit DOMAIN N: the bounds are max-dest-connections' */
+static int
+conf_set_dest_limit(struct conf_parser *p, const struct conf_directive *d,
+    int argc, char **argv)
+{
+	struct conf *c = p->c;
+	struct conf_dest_limit dl = { 0 };
+	uint64_t v;
+
+	if (conf_domain_check(argv[0], strlen(argv[0])) != 0) {
+		conf_error(p, "dest-limit: \"%s\" is not a domain", argv[0]);
+		return -1;
+	}
+	if (conf_parse_u64(argv[1], strlen(argv[1]), &v) == -1 ||
+	    v < d->min || v > d->max) {
+		conf_error(p, "dest-limit: bad number \"%s\" (%llu to %llu)",
+		    argv[1], (unsigned long long)d->min,
+		    (unsigned long long)d->max);
+		return -1;
+	}
+	for (size_t i = 0; i < c->ndest_limits; i++)
+		if (strcasecmp(c->dest_limits[i].domain, argv[0]) == 0) {
+			conf_error(p, "dest-limit: %s already limited at line "
+			    "%d", argv[0], c->dest_limits[i].line);
+			return -1;
+		}
+	dl.domain = conf_strdup_lower(argv[0], strlen(argv[0]));
+	dl.n = (unsigned)v;
+	dl.line = p->line;
+	c->dest_limits = conf_array_grow(c->dest_limits, c->ndest_limits,
+	    sizeof(*c->dest_limits));
+	c->dest_limits[c->ndest_limits++] = dl;
+	return 0;
+}
+
+unsigned
+conf_dest_limit_for(const struct conf *c, const char *name)
+{
+	for (size_t i = 0; i < c->ndest_limits; i++)
+		if (strcasecmp(c->dest_limits[i].domain, name) == 0)
+			return c->dest_limits[i].n;
+	return c->max_dest_connections;
+}
+
 int
 conf_sender_allowed(const struct conf *c, const char *user, const char *addr)
 {
@@ -1251,7 +1295,15 @@ static const struct conf_directive conf_table[] = {
 	D_UINT("max-dest-connections", "10", 1, 10000, max_dest_connections),
 	D_UINT("max-out-connections", "200", 1, 100000, max_out_connections),
 	D_DUR("connect-timeout", "30s", 1, 3600, connect_timeout),
+	D_DUR("greeting-timeout", "5m", 1, DAY, greeting_timeout),
+	D_DUR("data-timeout", "10m", 1, DAY, data_timeout),
 	D_DUR("command-timeout", "0", 0, DAY, command_timeout),
+	D_UINT("dest-initial-connections", "5", 1, 10000,
+	    dest_initial_connections),
+	D_UINT("dest-failure-cohort", "5", 1, 1000, dest_failure_cohort),
+	D_DUR("dest-down-time", "5m", 1, DAY, dest_down_time),
+	D_LIST("dest-limit", conf_set_dest_limit, NULL, 1, 10000, dest_limits,
+	    2, 2, "DOMAIN NUMBER"),
 
 	D_STR("users-db", conf_set_path, NULL, users_db, "FILE"),
 	D_LIST("sender-login", conf_set_sender_login, NULL, 0, 0, sender_login,
@@ -1527,6 +1579,9 @@ conf_free(struct conf *c)
 		free(c->sender_login[i].user);
 	}
 	free(c->sender_login);
+	for (size_t i = 0; i < c->ndest_limits; i++)
+		free(c->dest_limits[i].domain);
+	free(c->dest_limits);
 	free(c);
 }
 

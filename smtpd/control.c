@@ -665,6 +665,9 @@ ctl_cmd_op(struct ctl_req *r)
 		}
 		op->ids = c.ids;
 		op->nids = c.nids;
+		/* retry --domain D also lifts D's down mark */
+		if (op->type == CTL_OP_RETRY)
+			snprintf(op->domain, sizeof(op->domain), "%s", f.domain);
 	} else {
 		r->error = "\"id\" or \"all\":true required";
 		free(op);

@@ -9,6 +9,7 @@
  * HEAD) of /metrics; it reads nothing from the peer but the request line
  * and headers, which evhttp bounds (set below).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,66 @@ metrics_qwalk_fn(void *arg, const struct envelope *e)
 	return 0;
 }
 
+/* the scheduler's last snapshot of its destinations */
+static pthread_mutex_t metrics_dest_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct metrics_dest metrics_dests[METRICS_DEST_MAX];
+static size_t metrics_ndests;
+static unsigned metrics_dest_total, metrics_dest_down;
+
+void
+metrics_dest_publish(const struct metrics_dest *d, size_t n, unsigned ndest,
+    unsigned ndown)
+{
+	if (n > METRICS_DEST_MAX)
+		n = METRICS_DEST_MAX;
+	pthread_mutex_lock(&metrics_dest_lock);
+	memcpy(metrics_dests, d, n * sizeof(*d));
+	metrics_ndests = n;
+	metrics_dest_total = ndest;
+	metrics_dest_down = ndown;
+	pthread_mutex_unlock(&metrics_dest_lock);
+}
+
+static void
+metrics_render_dests(struct evbuffer *b)
+{
+	static const struct { const char *name, *help; } g[] = {
+		{ "tern_destination_concurrency", "Sessions a destination may "
+		    "have at once now (slow start window)." },
+		{ "tern_destination_in_flight", "Delivery jobs at a worker." },
+		{ "tern_destination_waiting", "Jobs waiting for a session." },
+		{ "tern_destination_down", "1 while a destination is marked "
+		    "down (deferred without connecting), 2 while probed." },
+	};
+	struct metrics_dest d[METRICS_DEST_MAX];
+	size_t n;
+	unsigned total, down;
+
+	pthread_mutex_lock(&metrics_dest_lock);
+	n = metrics_ndests;
+	memcpy(d, metrics_dests, n * sizeof(*d));
+	total = metrics_dest_total;
+	down = metrics_dest_down;
+	pthread_mutex_unlock(&metrics_dest_lock);
+	metrics_head(b, "tern_destinations", "gauge",
+	    "Destinations the scheduler tracks now.");
+	evbuffer_add_printf(b, "tern_destinations %u\n", total);
+	metrics_head(b, "tern_destinations_down", "gauge",
+	    "Destinations marked down now.");
+	evbuffer_add_printf(b, "tern_destinations_down %u\n", down);
+	for (size_t k = 0; k < sizeof(g) / sizeof(g[0]); k++) {
+		metrics_head(b, g[k].name, "gauge", g[k].help);
+		for (size_t i = 0; i < n; i++) {
+			unsigned v = k == 0 ? d[i].concurrency : k == 1 ?
+			    d[i].in_flight : k == 2 ? d[i].waiting :
+			    (unsigned)d[i].down;
+			/* keys are lowercase names, ':', digits: no escaping */
+			evbuffer_add_printf(b, "%s{destination=\"%s\"} %u\n",
+			    g[k].name, d[i].name, v);
+		}
+	}
+}
+
 static void
 metrics_render_buf(struct evbuffer *b, struct queue *q)
 {
@@ -209,6 +270,7 @@ metrics_render_buf(struct evbuffer *b, struct queue *q)
 	metrics_counter(b, "tern_outbound_connections_reused_total",
 	    "Deliveries that reused an open outbound connection.",
 	    metrics_load(&m->out_connections_reused_total));
+	metrics_render_dests(b);
 
 	if (q != NULL) {
 		struct metrics_qwalk w = { { 0, 0, 0 }, 0, 0 };

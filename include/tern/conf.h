@@ -68,6 +68,14 @@ struct conf_tls_pair {
 
 enum conf_bare_newline { CONF_BARE_REJECT, CONF_BARE_NORMALIZE };
 
+/* dest-limit DOMAIN N: max-dest-connections for one destination. */
+struct conf_dest_limit {
+	char *domain;                 /* lowercase: a recipient domain, or the
+	                                 next-hop host of a static route */
+	unsigned n;
+	int line;
+};
+
 /* sender-login USER ADDR|@DOMAIN|* ...: envelope senders a user may use. */
 struct conf_sender_login {
 	char *user;                   /* lowercase login name */
@@ -149,6 +157,16 @@ struct conf {
 	unsigned connect_timeout;     /* seconds, default 30 */
 	unsigned command_timeout;     /* seconds; caps every outbound reply wait
 	                                 (RFC 5321 4.5.3.2 defaults); 0 = none */
+	unsigned greeting_timeout;    /* seconds for the 220, default 5m */
+	unsigned data_timeout;        /* seconds for the reply to the final dot,
+	                                 default 10m */
+	unsigned dest_initial_connections; /* slow start, default 5 */
+	unsigned dest_failure_cohort; /* failed connections in a row that mark
+	                                 a destination down, default 5 */
+	unsigned dest_down_time;      /* seconds a destination stays down
+	                                 (doubling while probes fail), 5m */
+	struct conf_dest_limit *dest_limits;  /* dest-limit DOMAIN N */
+	size_t ndest_limits;
 
 	char *users_db;               /* AUTH users; default <queue>/users.db */
 	struct conf_sender_login *sender_login;
@@ -221,6 +239,9 @@ const struct conf_listen *conf_listener_for(const struct conf *c,
 /* Route for a recipient domain; never NULL (falls back to a static "* mx"). */
 const struct conf_route *conf_route_for(const struct conf *c,
     const char *domain, size_t len);
+/* Connection limit for destination name (any case): its dest-limit, else
+ * max-dest-connections. */
+unsigned conf_dest_limit_for(const struct conf *c, const char *name);
 
 /*
  * The directive table, for tests and documentation: conf_directives() sets

@@ -46,6 +46,7 @@
  * STATS:
  *   {"ok":true,"running":bool,"uptime":N|null,"counters":C|null,
  *    "paused_all":bool,"paused_domains":[...],
+ *    "destinations_total":N,"destinations_down":N,"destinations":[DEST,...],
  *    "queue":{"messages":N,"pending":N,"held":N,"corrupt":N,
  *             "domains":[{"domain":"<d>","messages":N,"recipients":N},...]}}
  *   C = {"accepted":N,"delivered":N,"deferred":N,"bounced":N,"expired":N,
@@ -60,7 +61,15 @@
  *   held, else pending; "domains" counts pending recipients by domain
  *   (sorted by domain), and the messages that have one there. With the
  *   daemon down, ternctl answers stats from the queue directory with
- *   "running":false, "uptime":null and "counters":null.
+ *   "running":false, "uptime":null and "counters":null (and no
+ *   "destinations*" keys).
+ *   DEST = {"destination":"mx:<domain>"|"smtp:<host>:<port>:<tls>",
+ *   "state":"up"|"down"|"probe","down_until":<unix>|null,"concurrency":N,
+ *   "max":N,"in_flight":N,"waiting":N,"failures":N,"last_error":"..."|null}:
+ *   the scheduler's destinations, down ones and then the busiest first, at
+ *   most 200. retry (all, or "all" with a "domain" filter, or an id) also
+ *   lifts the down marks of all destinations, the domain's, or the
+ *   message's.
  *
  * Mutating commands (hold, release, delete, retry, bounce, pause, resume,
  * stats' counters) run on the scheduler's thread: the server hands a struct
@@ -77,7 +86,9 @@
  * DSN to the sender now (no DSN for the null sender). A message whose
  * delivery attempt (or DSN commit) is in flight is refused by hold, delete
  * and bounce (CTL_E_STATE; bulk: skipped "in flight"): try again when the
- * attempt has returned. pause stops handing jobs to the delivery workers
+ * attempt has returned. A message that only waits in its destination's
+ * queue for a connection is not in flight (those three take it out of the
+ * queue). pause stops handing jobs to the delivery workers
  * (all, or jobs with a recipient in the domain); attempts already at a
  * worker go on. A job that became due while paused waits, counted as in
  * flight, until resume ("resume" without a domain clears every pause).
@@ -183,7 +194,8 @@ struct ctl_op {
 	uint64_t *ids;              /* owned: the messages (HOLD..BOUNCE) */
 	size_t nids;
 	int single;                 /* one "id" was named: see RESULT */
-	char domain[CTL_FILTER_STR];/* PAUSE/RESUME: "" = all */
+	char domain[CTL_FILTER_STR];/* PAUSE/RESUME: "" = all; RETRY with
+	                               "all": the filter's domain or "" */
 	struct ctl_return *ret;     /* a reference */
 	uint64_t token;             /* the waiting request */
 };

@@ -4,8 +4,11 @@
  * The scheduler is one thread with its own event loop. It owns the
  * in-memory schedule (a heap of message ids by next attempt, rebuilt from
  * the envelope store at start), groups each due message's pending
- * recipients by destination, enforces the per-destination and global
- * connection limits, and hands jobs to the delivery workers. It alone
+ * recipients by destination into per-destination queues, hands jobs to the
+ * delivery workers round-robin over the destinations within each one's
+ * concurrency window (slow start, feedback from dlv_result.peer) and the
+ * global connection limit, and marks destinations whose sessions keep
+ * failing down for a while (their messages deferred without connecting). It alone
  * writes delivery results to the envelope store (queue_update/remove) and
  * generates bounces (DSN, RFC 3464) and delay warnings.
  *
@@ -35,6 +38,19 @@ enum dlv_class {
 	DLV_OK = 0,         /* 2xx after DATA: delivered */
 	DLV_TEMP,           /* 4xx, network, DNS temporary: retry later */
 	DLV_PERM,           /* 5xx, null MX, NXDOMAIN: bounce now */
+};
+
+/*
+ * What a job's attempt says about its destination, for the scheduler's
+ * concurrency feedback and dead-destination detection. 0 (NONE) when no
+ * server was reached or the failure was not the server's (DNS, a bad
+ * address, a 5xx refusal of the connection).
+ */
+enum dlv_peer {
+	DLV_PEER_NONE = 0,
+	DLV_PEER_OK,        /* a server took the transaction (any replies) */
+	DLV_PEER_FAIL,      /* connect failed or timed out, no greeting, 4xx or
+	                       421 before MAIL, connection lost or timed out */
 };
 
 struct dlv_rcpt_result {
@@ -68,6 +84,7 @@ struct dlv_result {
 	int peer_dsn;                   /* the next hop offered DSN (RFC 3461): it
 	                                   took over NOTIFY for accepted recipients */
 	uint64_t elapsed_us;
+	enum dlv_peer peer;
 };
 
 void dlv_job_free(struct dlv_job *j);

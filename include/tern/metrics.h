@@ -79,6 +79,21 @@ extern struct metrics tern_metrics;
 /* Record one observation (value in base units * 1e6, e.g. microseconds). */
 void metrics_observe(struct metrics_hist *h, uint64_t value_e6);
 
+/*
+ * Per-destination gauges: the scheduler publishes its busiest and down
+ * destinations (at most METRICS_DEST_MAX, a bounded set of label values)
+ * now and then; /metrics renders the last snapshot.
+ */
+#define METRICS_DEST_MAX 20
+struct metrics_dest {
+	char name[128];               /* the destination key */
+	int down;                     /* 1 down, 2 probing, 0 up */
+	unsigned concurrency, in_flight, waiting;
+};
+/* Copy n (<= METRICS_DEST_MAX) entries and the totals (any thread). */
+void metrics_dest_publish(const struct metrics_dest *d, size_t n,
+    unsigned ndest, unsigned ndown);
+
 struct metrics_server;
 /* Serve GET /metrics on addr ("127.0.0.1:9100") on base. NULL + err on failure. */
 struct metrics_server *metrics_server_new(struct event_base *base,

@@ -467,6 +467,13 @@ static const char full_conf[] =
     "max-dest-connections 4\n"
     "max-out-connections 40\n"
     "connect-timeout 5s\n"
+    "greeting-timeout 1m\n"
+    "data-timeout 20m\n"
+    "dest-initial-connections 3\n"
+    "dest-failure-cohort 7\n"
+    "dest-down-time 2m\n"
+    "dest-limit Big.Example 50\n"
+    "dest-limit relay.example.net 2\n"
     "log syslog\n"
     "log-format json\n"
     "metrics-listen [::1]:9100";      /* no final newline */
@@ -570,6 +577,16 @@ test_full(void **state)
 	assert_int_equal(c->max_dest_connections, 4);
 	assert_int_equal(c->max_out_connections, 40);
 	assert_int_equal(c->connect_timeout, 5);
+	assert_int_equal(c->greeting_timeout, 60);
+	assert_int_equal(c->data_timeout, 1200);
+	assert_int_equal(c->dest_initial_connections, 3);
+	assert_int_equal(c->dest_failure_cohort, 7);
+	assert_int_equal(c->dest_down_time, 120);
+	assert_int_equal(c->ndest_limits, 2);
+	assert_int_equal(conf_dest_limit_for(c, "big.example"), 50);
+	assert_int_equal(conf_dest_limit_for(c, "BIG.example"), 50);
+	assert_int_equal(conf_dest_limit_for(c, "relay.example.net"), 2);
+	assert_int_equal(conf_dest_limit_for(c, "other.example"), 4);
 	assert_int_equal(c->log_syslog, 1);
 	assert_int_equal(c->log_json, 1);
 	assert_string_equal(c->metrics_listen, "[::1]:9100");
@@ -758,6 +775,13 @@ static const struct {
 	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/"
 	    "control.sock is too long for a socket (max 107 bytes): set "
 	    "control-socket" } },
+	{ LISTEN "dest-limit a.example 0\ndest-limit a.example x\n"
+	  "dest-limit -bad- 3\ndest-limit b.example 3\n"
+	  "dest-limit B.example 4\n",
+	  { "t.conf:2: dest-limit: bad number \"0\" (1 to 10000)",
+	    "t.conf:3: dest-limit: bad number \"x\" (1 to 10000)",
+	    "t.conf:4: dest-limit: \"-bad-\" is not a domain",
+	    "t.conf:6: dest-limit: B.example already limited at line 5" } },
 	/* many problems in one file: all reported, in order, with lines */
 	{ "hostname ok\n"
 	  "max-errors 0\n"

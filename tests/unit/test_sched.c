@@ -129,7 +129,86 @@ test_heap(void **state)
 	free(it);
 }
 
+/* ---- destinations: the concurrency window, the cohort, the down time ---- */
+
+static void
+test_window_slow_start(void **state)
+{
+	struct sched_window w;
+	unsigned seen[12] = { 0 };
+	(void)state;
+
+	sched_window_init(&w, 2, 6);
+	assert_int_equal(w.limit, 2);
+	/* +1 after `limit` successes in a row: 2 -> 3 after 2, -> 4 after 3 */
+	for (int i = 0; i < 40; i++) {
+		enum sched_fb fb = sched_window_feedback(&w, DLV_PEER_OK, 6, 5);
+		assert_true(fb == SCHED_FB_NONE || fb == SCHED_FB_UP);
+		if (fb == SCHED_FB_UP && w.limit < 12)
+			seen[w.limit] = (unsigned)i + 1;
+	}
+	assert_int_equal(seen[3], 2);
+	assert_int_equal(seen[4], 5);
+	assert_int_equal(seen[5], 9);
+	assert_int_equal(seen[6], 14);
+	assert_int_equal(w.limit, 6);               /* capped at the max */
+	/* a failure costs one; NONE (DNS, 5xx refusal) changes nothing */
+	assert_int_equal(sched_window_feedback(&w, DLV_PEER_FAIL, 6, 5),
+	    SCHED_FB_DOWNSIZE);
+	assert_int_equal(w.limit, 5);
+	assert_int_equal(sched_window_feedback(&w, DLV_PEER_NONE, 6, 5),
+	    SCHED_FB_NONE);
+	assert_int_equal(w.limit, 5);
+	assert_int_equal(w.nfail, 1);
+	/* a success in between resets the cohort */
+	sched_window_feedback(&w, DLV_PEER_OK, 6, 5);
+	assert_int_equal(w.nfail, 0);
+	/* the initial value never exceeds the max; a lower max (dest-limit,
+	 * reload) shrinks the window at the next success */
+	sched_window_init(&w, 5, 3);
+	assert_int_equal(w.limit, 3);
+	assert_int_equal(sched_window_feedback(&w, DLV_PEER_OK, 2, 5),
+	    SCHED_FB_DOWNSIZE);
+	assert_int_equal(w.limit, 2);
+}
+
+static void
+test_window_cohort(void **state)
+{
+	struct sched_window w;
+	(void)state;
+
+	sched_window_init(&w, 3, 10);
+	/* failures bring the window to 1, never 0; the cohort (4) kills */
+	assert_int_equal(sched_window_feedback(&w, DLV_PEER_FAIL, 10, 4),
+	    SCHED_FB_DOWNSIZE);
+	assert_int_equal(sched_window_feedback(&w, DLV_PEER_FAIL, 10, 4),
+	    SCHED_FB_DOWNSIZE);
+	assert_int_equal(w.limit, 1);
+	assert_int_equal(sched_window_feedback(&w, DLV_PEER_FAIL, 10, 4),
+	    SCHED_FB_NONE);
+	assert_int_equal(w.limit, 1);
+	assert_int_equal(sched_window_feedback(&w, DLV_PEER_FAIL, 10, 4),
+	    SCHED_FB_DEAD);
+	/* failures with a success between never reach the cohort */
+	sched_window_init(&w, 3, 10);
+	for (int i = 0; i < 20; i++) {
+		enum sched_fb fb = sched_window_feedback(&w,
+		    i % 3 == 2 ? DLV_PEER_OK : DLV_PEER_FAIL, 10, 4);
+		assert_true(fb != SCHED_FB_DEAD);
+	}
+	/* down time: doubled per failed probe, at most 8 x */
+	assert_int_equal(sched_down_period(300, 1), 300);
+	assert_int_equal(sched_down_period(300, 2), 600);
+	assert_int_equal(sched_down_period(300, 3), 1200);
+	assert_int_equal(sched_down_period(300, 4), 2400);
+	assert_int_equal(sched_down_period(300, 50), 2400);
+	assert_int_equal(sched_down_period(0, 1), 1);
+}
+
 /* ---- the core against a real queue ---- */
+
+#define SCHED_TEST_RCPT 8
 
 struct fx {
 	char dir[512];
@@ -197,7 +276,9 @@ static const char fx_conf_text[] =
     "max-queue-lifetime 2d\n"
     "delay-warning 4h\n"
     "max-dest-connections 2\n"
-    "max-out-connections 3\n";
+    "max-out-connections 3\n"
+    "dest-failure-cohort 2\n"
+    "dest-down-time 5m\n";
 
 static int
 fx_setup(void **state)
@@ -495,6 +576,172 @@ test_group_limits_and_ok(void **state)
 	dlv_job_free(js);
 	dlv_job_free(j1);
 	dlv_job_free(j2);
+}
+
+/* A result for job j with every recipient cls, and the peer's verdict. */
+static struct dlv_result *
+fx_result_all(const struct dlv_job *j, enum dlv_class cls, const char *st,
+    const char *reply, enum dlv_peer peer)
+{
+	enum dlv_class c[SCHED_TEST_RCPT];
+	const char *sv[SCHED_TEST_RCPT], *rv[SCHED_TEST_RCPT];
+	struct dlv_result *r;
+
+	assert_true(j->nrcpt <= SCHED_TEST_RCPT);
+	for (size_t i = 0; i < j->nrcpt; i++) {
+		c[i] = cls;
+		sv[i] = st;
+		rv[i] = reply;
+	}
+	r = fx_result(j, c, sv, rv);
+	r->peer = peer;
+	return r;
+}
+
+/*
+ * A destination at its limit delays nobody (round-robin over the ring), and
+ * one whose sessions fail goes down after the cohort: its waiting messages
+ * are deferred without a job, the next round waits for the down time, and
+ * then one job probes it.
+ */
+static void
+test_round_robin_and_dead_destination(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rd[] = { "x@dead.example", NULL };
+	static const char *const rl[] = { "y@live.example", NULL };
+	uint64_t dead[6], live;
+	int nlate = 0;
+	struct dlv_job *j;
+	struct envelope *e;
+	int64_t next;
+
+	for (int i = 0; i < 6; i++)
+		dead[i] = fx_commit(f, "alice@example.org", 0, rd);
+	live = fx_commit(f, "alice@example.org", 0, rl);
+	fx_settle(f);
+	sched_run(f->s, fx_now);
+	/* dead.example at its limit (2); live.example still gets a slot */
+	assert_int_equal(f->njobs, 3);
+	assert_int_equal(sched_waiting(f->s), 4);
+	j = fx_take(f, live, "live.example");
+	sched_apply_result(f->s, fx_result_all(j, DLV_OK, "2.0.0", "250 ok",
+	    DLV_PEER_OK), fx_now);
+	dlv_job_free(j);
+	assert_int_equal(f->njobs, 2);          /* dead.example: still 2 */
+
+	/* two failed sessions in a row (the cohort): down */
+	for (int k = 0; k < 2; k++) {
+		j = f->jobs[0];
+		f->jobs[0] = f->jobs[--f->njobs];
+		sched_apply_result(f->s, fx_result_all(j, DLV_TEMP, "4.4.2",
+		    "421 4.4.2 go away", DLV_PEER_FAIL), fx_now + 1);
+		dlv_job_free(j);
+	}
+	/* the 4 waiting were deferred without a job, with the last error */
+	assert_int_equal(f->njobs, 0);
+	assert_int_equal(sched_waiting(f->s), 0);
+	assert_int_equal(sched_active(f->s), 0);
+	for (int i = 0; i < 6; i++) {
+		e = fx_get(f, dead[i]);
+		assert_int_equal(e->attempts, 1);
+		assert_non_null(strstr(e->rcpts[0].last_error, "421 4.4.2"));
+		/* the next round waits for the down time (5m, spread 10%),
+		 * the session that brought it down too; the first failure
+		 * was a plain retry (5m +-10%) */
+		assert_true(e->next_attempt >= fx_now + 1 + 270);
+		assert_true(e->next_attempt <= fx_now + 1 + 330);
+		nlate += e->next_attempt >= fx_now + 1 + 300;
+		if (i >= 2)
+			assert_non_null(strstr(e->rcpts[0].last_error,
+			    "destination down"));
+		envelope_free(e);
+	}
+	assert_true(nlate >= 5);
+	/* due again after the down time: one job probes, the rest wait */
+	next = sched_run(f->s, fx_now + 100);
+	assert_int_equal(f->njobs, 0);
+	assert_true(next >= fx_now + 1 + 270);
+	sched_run(f->s, fx_now + 400);
+	assert_int_equal(f->njobs, 1);
+	assert_int_equal(sched_waiting(f->s), 5);
+	j = f->jobs[0];
+	f->njobs = 0;
+	sched_apply_result(f->s, fx_result_all(j, DLV_OK, "2.0.0", "250 ok",
+	    DLV_PEER_OK), fx_now + 401);
+	dlv_job_free(j);
+	/* up again: the window starts over (2 here, the max) */
+	assert_int_equal(f->njobs, 2);
+	assert_int_equal(sched_waiting(f->s), 3);
+}
+
+/* A message that only waits in its destination's queue is not busy: the
+ * operator's hold or delete takes it out of the queue. */
+static void
+test_waiting_message_can_be_taken_back(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rr[] = { "z@q.example", NULL };
+	uint64_t id[3];
+	struct dlv_job *j;
+
+	for (int i = 0; i < 3; i++)
+		id[i] = fx_commit(f, "alice@example.org", 0, rr);
+	fx_settle(f);
+	sched_run(f->s, fx_now);
+	assert_int_equal(f->njobs, 2);          /* q.example's limit */
+	assert_int_equal(sched_waiting(f->s), 1);
+	assert_true(sched_ctl_busy(f->s, id[0]));
+	assert_true(sched_ctl_busy(f->s, id[1]));
+	assert_false(sched_ctl_busy(f->s, id[2]));
+	sched_ctl_unschedule(f->s, id[2]);
+	assert_int_equal(sched_waiting(f->s), 0);
+	j = fx_take(f, id[0], NULL);
+	sched_apply_result(f->s, fx_result_all(j, DLV_OK, "2.0.0", "250 ok",
+	    DLV_PEER_OK), fx_now);
+	dlv_job_free(j);
+	assert_int_equal(f->njobs, 1);          /* nothing more handed out */
+	/* known again only when scheduled again */
+	sched_ctl_schedule(f->s, id[2], fx_now);
+	sched_run(f->s, fx_now);
+	assert_int_equal(f->njobs, 2);
+	assert_true(f->jobs[1]->env->id == id[2]);
+}
+
+/* 10,000 destinations and 20,000 jobs in flight: found by hash, distinct. */
+static void
+test_dest_and_flight_tables(void **state)
+{
+	struct fx *f = *state;
+	enum { ND = 10000, NJ = 20000 };
+	struct sched_dest **d = calloc(ND, sizeof(*d));
+	struct sched_flight fl;
+	char key[80], name[64];
+
+	for (int i = 0; i < ND; i++) {
+		snprintf(name, sizeof(name), "d%d.example", i);
+		snprintf(key, sizeof(key), "mx:%s", name);
+		d[i] = sched_dest_get(f->s, key, name, fx_now);
+		assert_string_equal(d[i]->name, name);
+	}
+	assert_int_equal(f->s->ndest, ND);
+	for (int i = 0; i < ND; i++) {
+		snprintf(key, sizeof(key), "mx:d%d.example", i);
+		assert_ptr_equal(sched_dest_get(f->s, key, "x", fx_now), d[i]);
+	}
+	assert_int_equal(f->s->ndest, ND);
+	for (uint64_t j = 1; j <= NJ; j++)
+		sched_flight_add(f->s, j * 7919, j, d[j % ND]);
+	assert_false(sched_flight_take(f->s, 3, &fl));
+	for (uint64_t j = NJ; j >= 1; j--) {
+		assert_true(sched_flight_take(f->s, j * 7919, &fl));
+		assert_true(fl.qid == j && fl.dest == d[j % ND]);
+		assert_false(sched_flight_take(f->s, j * 7919, &fl));
+	}
+	/* idle, no failures: the sweep forgets them */
+	sched_dest_sweep(f->s, fx_now + 3600);
+	assert_int_equal(f->s->ndest, 0);
+	free(d);
 }
 
 static void
@@ -796,7 +1043,15 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_retry_delay),
 		cmocka_unit_test(test_heap),
+		cmocka_unit_test(test_window_slow_start),
+		cmocka_unit_test(test_window_cohort),
 		cmocka_unit_test_setup_teardown(test_group_limits_and_ok,
+		    fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_round_robin_and_dead_destination, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_waiting_message_can_be_taken_back, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_dest_and_flight_tables,
 		    fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_mixed_results_and_bounce,
 		    fx_setup, fx_teardown),
