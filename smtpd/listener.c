@@ -23,7 +23,7 @@
 
 #include "tern/log.h"
 #include "tern/util.h"
-#include "smtpd.h"
+#include "smtpd_int.h"
 
 #define CONNLIMIT_BUCKETS 1024
 

@@ -38,8 +38,8 @@
 #include "tern/queue.h"
 #include "tern/tls.h"
 #include "tern/util.h"
-#include "privhelper.h"
-#include "smtpd.h"
+#include "privhelper_int.h"
+#include "smtpd_int.h"
 
 #define TERND_DEFAULT_CONF "/etc/tern/tern.conf"
 #define TERND_STOP_GRACE 10   /* seconds for sessions to finish at SIGTERM */

@@ -59,7 +59,7 @@
 
 #include "tern/log.h"
 #include "tern/util.h"
-#include "privhelper.h"
+#include "privhelper_int.h"
 
 #define PRIVHELPER_MAGIC     0x74706831u   /* "tph1" */
 #define PRIVHELPER_OP_TLS    1u

@@ -51,7 +51,7 @@
 #include "tern/log.h"
 #include "tern/metrics.h"
 #include "tern/util.h"
-#include "smtpd.h"
+#include "smtpd_int.h"
 
 #define SMTPD_F_EHLO     0x01u   /* EHLO (not HELO): extensions in use */
 #define SMTPD_F_TLS      0x02u

@@ -26,7 +26,7 @@
 
 #include "tern/conf.h"
 #include "tern/tls.h"
-#include "privhelper.h"
+#include "privhelper_int.h"
 
 static char tmpdir[512];
 

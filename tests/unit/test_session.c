@@ -27,7 +27,7 @@
 #include "tern/log.h"
 #include "tern/queue.h"
 #include "tern/util.h"
-#include "smtpd.h"
+#include "smtpd_int.h"
 
 struct fixture {
 	struct smtpd_server srv;

@@ -22,7 +22,7 @@
 
 #include "tern/log.h"
 #include "tern/util.h"
-#include "store.h"
+#include "store_int.h"
 
 struct store {
 	DB_ENV *env;

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "tern/queue.h"
-#include "store.h"
+#include "store_int.h"
 
 /* ---- segment record: header, then payload {u32 envlen, env, body} ---- */
 
