@@ -1,5 +1,6 @@
 /*
- * tls.c - OpenSSL contexts (see tern/tls.h).
+ * tls.c - OpenSSL server contexts (see tern/tls.h); the delivery client's
+ * context is queue/mta/tls_client.c.
  *
  * Runs in main() at start-up and at SIGHUP (building contexts), and on any
  * thread afterwards (SSL objects from an immutable context are thread-safe
@@ -428,51 +429,4 @@ tls_server_ssl_new(struct tls_server *t)
 		return NULL;
 	}
 	return ssl;
-}
-
-SSL_CTX *
-tls_client_ctx_new(char *err, size_t errlen)
-{
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-	if (ctx == NULL) {
-		tls_err(err, errlen, "SSL_CTX_new", "client");
-		return NULL;
-	}
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-	if (SSL_CTX_set_default_verify_paths(ctx) != 1)
-		log_warnx("tls: cannot load the system CA store");
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
-	return ctx;
-}
-
-SSL *
-tls_client_ssl_new(SSL_CTX *ctx, const char *host, int verify)
-{
-	SSL *ssl = SSL_new(ctx);
-	if (ssl == NULL)
-		return NULL;
-	if (host != NULL && host[0] != '\0' && host[0] != '[')
-		SSL_set_tlsext_host_name(ssl, host);
-	if (verify) {
-		SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
-		X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
-		X509_VERIFY_PARAM_set_hostflags(vp,
-		    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-		if (X509_VERIFY_PARAM_set1_host(vp, host, 0) != 1) {
-			SSL_free(ssl);
-			return NULL;
-		}
-	} else {
-		SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
-	}
-	return ssl;
-}
-
-void
-tls_describe(SSL *ssl, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s %s", SSL_get_version(ssl),
-	    SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)));
 }

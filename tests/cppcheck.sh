@@ -1,6 +1,6 @@
 #!/bin/sh
-# cppcheck over the daemon's sources (smtpd/ queue/ resolver/). Run from the
-# repo root. Prints every finding (severities error, warning, performance,
+# cppcheck over the daemon's sources (base/ resolver/ queue/ smtpd/). Run
+# from the repo root. Prints every finding (severities error, warning, performance,
 # portability); exits 1 if any has severity "error" (syntax errors
 # included), 77 (meson's "skipped") if cppcheck is not installed.
 #
@@ -38,7 +38,7 @@ cppcheck --quiet -j "$(nproc 2>/dev/null || echo 2)" --std=c11 \
     --suppress=missingIncludeSystem \
     -I include --include="$queue_h" \
     --template='{file}:{line}:{column}: {severity}: {message} [{id}]' \
-    smtpd queue resolver >"$out" 2>&1
+    base resolver queue smtpd >"$out" 2>&1
 rc=$?
 cat "$out"
 

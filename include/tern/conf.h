@@ -2,7 +2,7 @@
  * conf.h - tern.conf: the loaded, immutable configuration.
  *
  * Format: one directive a line, words separated by blanks, '#' starts a
- * comment. The directive table in smtpd/conf.c is the single source of truth
+ * comment. The directive table in base/conf.c is the single source of truth
  * for names, defaults and bounds; etc/tern.conf documents every entry with
  * its default (a unit test checks that they agree).
  *

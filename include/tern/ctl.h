@@ -73,7 +73,7 @@
  *
  * Mutating commands (hold, release, delete, retry, bounce, pause, resume,
  * stats' counters) run on the scheduler's thread: the server hands a struct
- * ctl_op to ctl_hooks.op and answers when the op is answered (ctl_op_reply);
+ * ctl_op to ctl_hooks.op and answers when the op is answered (op->reply);
  * a connection's later requests wait for that answer, so responses stay in
  * order. Without an op hook (ternctl's offline fallback, tests) they answer
  * CTL_E_UNSUPPORTED, except stats, which then reports the queue only.
@@ -182,12 +182,14 @@ enum ctl_op_type {
 	CTL_OP_STATS,
 };
 
-struct ctl_return;              /* where answers go (control.c) */
+struct ctl_return;              /* where answers go (ctl_server.c) */
 
 /*
  * One state-changing request, handed by the control server to
  * ctl_hooks.op. The receiver owns it and must answer it exactly once, from
- * any thread, with ctl_op_reply() or ctl_op_fail() (which free it).
+ * any thread, through the op's own reply or fail (which free it): the
+ * receiver (the scheduler, a layer below the control socket) names no
+ * function of the control layer.
  */
 struct ctl_op {
 	enum ctl_op_type type;
@@ -198,11 +200,16 @@ struct ctl_op {
 	                               "all": the filter's domain or "" */
 	struct ctl_return *ret;     /* a reference */
 	uint64_t token;             /* the waiting request */
+	/* Answer with the response object in w (finished; w is reset). */
+	void (*reply)(struct ctl_op *op, struct json_writer *w);
+	/* Answer {"ok":false,"error":text,"code":code}. */
+	void (*fail)(struct ctl_op *op, int code, const char *text);
+	/* STATS: write the "queue" object from a walk of q. 0 or -1. */
+	int (*stats_queue)(struct json_writer *w, struct queue *q);
 };
 
-/* Answer with the response object in w (finished here; w is reset). */
+/* The control server's reply and fail (what it sets in every op). */
 void ctl_op_reply(struct ctl_op *op, struct json_writer *w);
-/* Answer {"ok":false,"error":text,"code":code}. */
 void ctl_op_fail(struct ctl_op *op, int code, const char *text);
 /* Write the "queue" object of STATS from a walk of q (any thread). 0 or -1. */
 int ctl_stats_queue_write(struct json_writer *w, struct queue *q);

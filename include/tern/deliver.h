@@ -90,7 +90,7 @@ struct dlv_result {
 void dlv_job_free(struct dlv_job *j);
 void dlv_result_free(struct dlv_result *r);
 
-/* ---- workers (queue/deliver.c) ---- */
+/* ---- workers (queue/mta/deliver.c) ---- */
 
 /* Start n worker threads; results of jobs go to each job's reply tq. */
 struct deliver_pool *deliver_pool_start(struct queue *q, struct conf *conf,
@@ -108,7 +108,7 @@ void deliver_pool_set_conf(struct deliver_pool *p, struct conf *conf);
 void deliver_pool_stop(struct deliver_pool *p);
 void deliver_pool_free(struct deliver_pool *p);
 
-/* ---- scheduler (queue/sched.c) ---- */
+/* ---- scheduler (queue/sched/sched.c) ---- */
 
 struct sched *sched_start(struct queue *q, struct conf *conf,
     struct deliver_pool *pool);

@@ -2,8 +2,10 @@
  * metrics.h - process-wide counters and histograms, served as Prometheus
  * text at /metrics (metrics-listen ADDR:PORT) by libevent's evhttp.
  *
- * Any thread updates them with relaxed atomics (no locks on the hot path);
- * the HTTP server reads them on ternd's main loop. Names follow Prometheus
+ * The counters live in the base library (base/metrics.c), so every layer
+ * may count; the HTTP server is ternd's (smtpd/metrics_http.c). Any thread
+ * updates them with relaxed atomics (no locks on the hot path); the HTTP
+ * server reads them on ternd's main loop. Names follow Prometheus
  * conventions: prefix tern_, _total for counters, base units (seconds,
  * bytes). The set of names is public interface (dashboards depend on it).
  */
@@ -93,6 +95,9 @@ struct metrics_dest {
 /* Copy n (<= METRICS_DEST_MAX) entries and the totals (any thread). */
 void metrics_dest_publish(const struct metrics_dest *d, size_t n,
     unsigned ndest, unsigned ndown);
+/* Copy the last snapshot into d (METRICS_DEST_MAX slots); its length. */
+size_t metrics_dest_read(struct metrics_dest *d, unsigned *ndest,
+    unsigned *ndown);
 
 struct metrics_server;
 /* Serve GET /metrics on addr ("127.0.0.1:9100") on base. NULL + err on failure. */

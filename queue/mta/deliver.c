@@ -99,6 +99,34 @@ dlv_route_key(const struct dlv_job *job)
 	return xstrdup(buf);
 }
 
+/* ---- jobs and results (their types: tern/deliver.h) ---- */
+
+void
+dlv_job_free(struct dlv_job *j)
+{
+	if (j == NULL)
+		return;
+	envelope_free(j->env);
+	free(j->rcpts);
+	free(j->domain);
+	free(j->route.domain);
+	free(j->route.host);
+	free(j);
+}
+
+void
+dlv_result_free(struct dlv_result *r)
+{
+	if (r == NULL)
+		return;
+	for (size_t i = 0; r->r != NULL && i < r->n; i++)
+		free(r->r[i].reply);
+	free(r->r);
+	free(r->relay);
+	free(r->tls);
+	free(r);
+}
+
 /* ------------------------------------------------------------------ */
 /* connections */
 

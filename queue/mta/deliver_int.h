@@ -1,5 +1,5 @@
 /*
- * deliver_int.h - private to queue/deliver.c and queue/deliver_session.c:
+ * deliver_int.h - private to queue/mta/deliver.c and queue/mta/deliver_session.c:
  * the delivery worker, its connection cache and the outbound SMTP session.
  */
 #ifndef TERN_DELIVER_INT_H

@@ -192,35 +192,6 @@ sched_heap_free(struct sched_heap *h)
 }
 
 /* ------------------------------------------------------------------ */
-/* jobs and results */
-
-void
-dlv_job_free(struct dlv_job *j)
-{
-	if (j == NULL)
-		return;
-	envelope_free(j->env);
-	free(j->rcpts);
-	free(j->domain);
-	free(j->route.domain);
-	free(j->route.host);
-	free(j);
-}
-
-void
-dlv_result_free(struct dlv_result *r)
-{
-	if (r == NULL)
-		return;
-	for (size_t i = 0; r->r != NULL && i < r->n; i++)
-		free(r->r[i].reply);
-	free(r->r);
-	free(r->relay);
-	free(r->tls);
-	free(r);
-}
-
-/* ------------------------------------------------------------------ */
 /* message table */
 
 static size_t

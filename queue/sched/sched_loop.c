@@ -12,7 +12,7 @@
  * inbox and run here, on the thread that owns the schedule: each reads the
  * envelope, refuses a message whose attempt is in flight (sched_ctl_busy),
  * writes the change (queue_update/queue_remove) and then fixes the schedule,
- * and answers with ctl_op_reply (posted back to the control loop).
+ * and answers through the op's own reply (posted back to the control loop).
  *
  * This file also owns what the operator sees of delivery as it happens
  * (struct sched_ops, the submit argument of a threaded core): pause parks
@@ -514,7 +514,7 @@ sched_ctl_call(void *arg)
 
 	free(c);
 	if (s->stopping || s->freeing) {
-		ctl_op_fail(op, CTL_E_INTERNAL, "ternd is stopping");
+		op->fail(op, CTL_E_INTERNAL, "ternd is stopping");
 		return;
 	}
 	json_writer_init(&w);
@@ -529,9 +529,9 @@ sched_ctl_call(void *arg)
 		break;
 	case CTL_OP_STATS:
 		sched_ops_stats(o, &w);
-		if (ctl_stats_queue_write(&w, s->q) < 0) {
+		if (op->stats_queue(&w, s->q) < 0) {
 			json_writer_reset(&w);
-			ctl_op_fail(op, CTL_E_INTERNAL, "cannot read the queue");
+			op->fail(op, CTL_E_INTERNAL, "cannot read the queue");
 			return;
 		}
 		break;
@@ -559,7 +559,7 @@ sched_ctl_call(void *arg)
 				json_writer_reset(&w);
 				free(skid);
 				free(skr);
-				ctl_op_fail(op, code, code == CTL_E_NOT_FOUND ?
+				op->fail(op, code, code == CTL_E_NOT_FOUND ?
 				    "no such message" :
 				    sched_ops_state_text(reason));
 				sched_ops_kick(o);
@@ -594,7 +594,7 @@ sched_ctl_call(void *arg)
 		panic("sched_ctl_call: op %d", (int)op->type);
 	}
 	json_obj_close(&w);
-	ctl_op_reply(op, &w);
+	op->reply(op, &w);
 	sched_ops_kick(o);
 }
 

@@ -1,98 +1,35 @@
 /*
- * control.c - the daemon side of the control socket (ctl.h): JSON lines
- * over a UNIX stream socket, one response line per request line.
+ * ctl_request.c - the control protocol (tern/ctl.h): one request line in,
+ * one response object out. Used by ternd's control server
+ * (ctl_server.c) for every line, and by ternctl directly on a queue opened
+ * read-only when the daemon is down, so both answers are the same bytes.
  *
- * Runs on one event loop (the base given to ctl_server_new), with an
- * evconnlistener and one bufferevent per connection. Owns the listening
- * socket, its path, and its connections. Queue reads (queue_walk, queue_get,
- * queue_read_body) run on this loop: they are Berkeley DB and segment
- * reads, short and bounded; it never commits, never waits for the
- * committer, and the mutating commands only call struct ctl_hooks, which
- * must hand their work on and return. A request handed on (struct ctl_op)
- * holds its connection's later requests until the answer comes back through
- * the server's answer queue (a tq on this loop); an answer whose connection
- * has gone meanwhile is dropped by its token (the connection id).
+ * No I/O besides queue reads (queue_walk, queue_get, queue_read_body: short
+ * Berkeley DB and segment reads). A state-changing command becomes a
+ * struct ctl_op that the caller hands on; the op carries the functions its
+ * receiver answers with, so the receiver (the scheduler) names nothing of
+ * this layer.
  *
- * Untrusted input: every byte a connected peer sends. A peer is authorised
- * once, at accept, from SO_PEERCRED/SO_PEERGROUPS (never from anything it
- * says); lines are bounded by CTL_LINE_MAX before the buffer grows; requests
- * go through the pure parser of json.c with a bounded depth and token
- * count. Output is bounded by read back-pressure: while a connection's
- * output holds more than CTL_OUT_HIGH bytes, its input is not read.
+ * Untrusted input: the request line, parsed by the pure parser of json.c
+ * with a bounded depth and token count.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <grp.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
-
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/event.h>
-#include <event2/listener.h>
 
 #include "tern/ctl.h"
 #include "tern/envelope.h"
 #include "tern/json.h"
 #include "tern/log.h"
 #include "tern/queue.h"
-#include "tern/tq.h"
 #include "tern/util.h"
 
-#define CTL_OUT_HIGH     (1024 * 1024)   /* stop reading above this output */
+#include "ctl_int.h"
+
 #define CTL_REQ_TOKENS   128             /* tokens in one request */
 #define CTL_REQ_DEPTH    8
-#define CTL_WRITE_TIMEOUT 60
-
-#define CTL_F_CLOSING    0x01u
-#define CTL_F_WAITING    0x02u          /* a ctl_op is out: read no further */
-#define CTL_F_EOF        0x04u          /* peer half-closed while waiting */
-
-/* Where answers of ctl_ops go: shared by the server and its ops. */
-struct ctl_return {
-	pthread_mutex_t mu;
-	struct tq *tq;                  /* owned by the server; NULL once gone */
-	unsigned refs;                  /* under mu */
-};
-
-/* An answer on its way back to the control loop. */
-struct ctl_answer {
-	struct tq_msg hdr;              /* TQ_CTL; reqid = connection id */
-	char *text;                     /* owned: response object, no LF */
-	size_t len;
-};
-
-struct ctl_conn {
-	TAILQ_ENTRY(ctl_conn) entry;
-	struct ctl_server *srv;         /* borrowed: owns us */
-	uint64_t id;                    /* token of its pending op */
-	struct bufferevent *bev;        /* owned */
-	uid_t uid;
-	pid_t pid;
-	unsigned flags;
-};
-
-struct ctl_server {
-	struct event_base *base;        /* borrowed */
-	struct evconnlistener *lev;     /* owned, owns the socket */
-	char *path;                     /* owned */
-	dev_t dev;                      /* of the socket file we made */
-	ino_t ino;
-	struct queue *q;                /* borrowed, may be NULL */
-	const struct ctl_hooks *hooks;  /* borrowed, may be NULL */
-	gid_t group;                    /* (gid_t)-1: none */
-	struct ctl_return *ret;         /* a reference; ret->tq is ours */
-	uint64_t next_conn_id;
-	unsigned nconns;
-	TAILQ_HEAD(ctl_conn_list, ctl_conn) conns;
-};
 
 /* ---- request handling (no I/O besides queue reads) ---- */
 
@@ -536,81 +473,6 @@ fail:
 	return rc;
 }
 
-/* ---- operations handed on (struct ctl_op) ---- */
-
-static void
-ctl_return_unref(struct ctl_return *ret)
-{
-	int last;
-
-	if (ret == NULL)
-		return;
-	pthread_mutex_lock(&ret->mu);
-	last = --ret->refs == 0;
-	pthread_mutex_unlock(&ret->mu);
-	if (last) {
-		pthread_mutex_destroy(&ret->mu);
-		free(ret);
-	}
-}
-
-static void
-ctl_op_free(struct ctl_op *op)
-{
-	if (op == NULL)
-		return;
-	ctl_return_unref(op->ret);
-	free(op->ids);
-	free(op);
-}
-
-/* Post text (owned, or NULL: out of memory) back to the control loop. */
-static void
-ctl_op_post(struct ctl_op *op, char *text, size_t len)
-{
-	struct ctl_return *ret = op->ret;
-	struct ctl_answer *a = xcalloc(1, sizeof(*a));
-
-	a->hdr.type = TQ_CTL;
-	a->hdr.reqid = op->token;
-	a->text = text;
-	a->len = len;
-	if (ret != NULL) {
-		pthread_mutex_lock(&ret->mu);
-		if (ret->tq != NULL) {
-			tq_post(ret->tq, &a->hdr);
-			a = NULL;
-		}
-		pthread_mutex_unlock(&ret->mu);
-	}
-	if (a != NULL) {                /* the server is gone */
-		free(a->text);
-		free(a);
-	}
-	ctl_op_free(op);
-}
-
-void
-ctl_op_reply(struct ctl_op *op, struct json_writer *w)
-{
-	size_t len = 0;
-	char *text = json_writer_finish(w, &len);
-
-	ctl_op_post(op, text, len);
-}
-
-static void ctl_reply_error(struct json_writer *w, int code, const char *text);
-
-void
-ctl_op_fail(struct ctl_op *op, int code, const char *text)
-{
-	struct json_writer w;
-
-	json_writer_init(&w);
-	ctl_reply_error(&w, code, text);
-	ctl_op_reply(op, &w);
-}
-
 /* hold, release, delete, retry, bounce, pause, resume (table arg: type) */
 static int
 ctl_cmd_op(struct ctl_req *r)
@@ -624,6 +486,7 @@ ctl_cmd_op(struct ctl_req *r)
 	}
 	op = xcalloc(1, sizeof(*op));
 	op->type = (enum ctl_op_type)r->arg;
+	op->stats_queue = ctl_stats_queue_write;
 	if (op->type == CTL_OP_PAUSE || op->type == CTL_OP_RESUME) {
 		if ((a = ctl_req_arg(r, "domain")) >= 0) {
 			const char *err = NULL;
@@ -787,7 +650,7 @@ ctl_request_check(struct ctl_req *r, const struct ctl_cmd **cmdp)
 	return 0;
 }
 
-static void
+void
 ctl_reply_error(struct json_writer *w, int code, const char *text)
 {
 	json_writer_reset(w);
@@ -805,7 +668,7 @@ ctl_reply_error(struct json_writer *w, int code, const char *text)
  * Answer one request into out, or, when async and the command hands work
  * on, return 0 with *opp set (out then stays empty).
  */
-static int
+int
 ctl_request_run(struct queue *q, const struct ctl_hooks *hooks,
     const char *req, size_t len, struct json_writer *out, int async,
     struct ctl_op **opp)
@@ -847,461 +710,4 @@ ctl_request_handle(struct queue *q, const struct ctl_hooks *hooks,
 	struct ctl_op *op;
 
 	return ctl_request_run(q, hooks, req, len, out, 0, &op);
-}
-
-/* ---- connections ---- */
-
-static void ctl_conn_readcb(struct bufferevent *bev, void *arg);
-
-static void
-ctl_conn_free(struct ctl_conn *c)
-{
-	TAILQ_REMOVE(&c->srv->conns, c, entry);
-	c->srv->nconns--;
-	bufferevent_free(c->bev);
-	free(c);
-}
-
-/* Queue one response line; -1 if it could not be queued. */
-static int
-ctl_conn_send(struct ctl_conn *c, struct json_writer *w)
-{
-	size_t len;
-	char *p = json_writer_finish(w, &len);
-
-	if (p == NULL)
-		return -1;
-	p[len] = '\n';       /* the NUL slot: finish leaves room for it */
-	int rc = evbuffer_add(bufferevent_get_output(c->bev), p, len + 1);
-	free(p);
-	return rc;
-}
-
-/* Give op to the hook; the connection waits for its answer. 0 or -1. */
-static int
-ctl_conn_hand_on(struct ctl_conn *c, struct ctl_op *op)
-{
-	struct ctl_return *ret = c->srv->ret;
-
-	pthread_mutex_lock(&ret->mu);
-	ret->refs++;
-	pthread_mutex_unlock(&ret->mu);
-	op->ret = ret;
-	op->token = c->id;
-	if (c->srv->hooks->op(c->srv->hooks->arg, op) != 0) {
-		ctl_op_free(op);
-		return -1;
-	}
-	c->flags |= CTL_F_WAITING;
-	return 0;
-}
-
-static void
-ctl_conn_error(struct ctl_conn *c, int code, const char *text)
-{
-	struct json_writer w;
-
-	json_writer_init(&w);
-	ctl_reply_error(&w, code, text);
-	(void)ctl_conn_send(c, &w);
-	c->flags |= CTL_F_CLOSING;
-}
-
-/* Answer every complete line; returns with CLOSING set or input wanted. */
-static void
-ctl_conn_process(struct ctl_conn *c)
-{
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	struct json_writer w;
-
-	json_writer_init(&w);
-	while (!(c->flags & (CTL_F_CLOSING | CTL_F_WAITING))) {
-		if (evbuffer_get_length(out) > CTL_OUT_HIGH) {
-			/* resumed by ctl_conn_writecb once the peer has read */
-			bufferevent_disable(c->bev, EV_READ);
-			break;
-		}
-		size_t eol_len;
-		struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len,
-		    EVBUFFER_EOL_LF);
-		if (eol.pos < 0) {
-			if (evbuffer_get_length(in) >= CTL_LINE_MAX)
-				ctl_conn_error(c, CTL_E_TOO_LONG, "request line too long");
-			break;
-		}
-		size_t n = (size_t)eol.pos;
-		if (n + 1 > CTL_LINE_MAX) {
-			ctl_conn_error(c, CTL_E_TOO_LONG, "request line too long");
-			break;
-		}
-		const char *line = (const char *)evbuffer_pullup(in, (ev_ssize_t)n + 1);
-		size_t len = n;
-		if (len > 0 && line[len - 1] == '\r')
-			len--;
-		struct ctl_op *op = NULL;
-		int code = ctl_request_run(c->srv->q, c->srv->hooks, line, len, &w,
-		    1, &op);
-		log_trace(TRACE_CTL, "ctl uid=%u pid=%d code=%d%s", (unsigned)c->uid,
-		    (int)c->pid, code, op != NULL ? " handed on" : "");
-		evbuffer_drain(in, n + 1);
-		if (op != NULL) {
-			if (ctl_conn_hand_on(c, op) == 0)
-				break;          /* answered by ctl_server_answer_cb */
-			ctl_reply_error(&w, CTL_E_INTERNAL, "cannot hand the request on");
-		}
-		if (ctl_conn_send(c, &w) == -1) {
-			log_warnx("ctl uid=%u: cannot queue a response", (unsigned)c->uid);
-			c->flags |= CTL_F_CLOSING;
-		}
-	}
-	json_writer_reset(&w);
-	if (c->flags & CTL_F_CLOSING)
-		bufferevent_disable(c->bev, EV_READ);
-}
-
-static void
-ctl_conn_readcb(struct bufferevent *bev, void *arg)
-{
-	struct ctl_conn *c = arg;
-
-	ctl_conn_process(c);
-	if ((c->flags & CTL_F_CLOSING) &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-		ctl_conn_free(c);
-}
-
-/* The output has drained: close, or resume reading. */
-static void
-ctl_conn_writecb(struct bufferevent *bev, void *arg)
-{
-	struct ctl_conn *c = arg;
-
-	if (c->flags & CTL_F_CLOSING) {
-		ctl_conn_free(c);
-		return;
-	}
-	if (!(bufferevent_get_enabled(bev) & EV_READ)) {
-		bufferevent_enable(bev, EV_READ);
-		ctl_conn_readcb(bev, c);
-	}
-}
-
-static void
-ctl_conn_eventcb(struct bufferevent *bev, short what, void *arg)
-{
-	struct ctl_conn *c = arg;
-
-	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
-	    !(c->flags & CTL_F_CLOSING)) {
-		/* half-closed after its requests: answer them, then close */
-		ctl_conn_process(c);
-		if (c->flags & CTL_F_WAITING) {
-			/* the answer comes later: ctl_server_answer_cb closes */
-			c->flags |= CTL_F_EOF;
-			bufferevent_disable(bev, EV_READ);
-			return;
-		}
-		c->flags |= CTL_F_CLOSING;
-		if (evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
-			bufferevent_disable(bev, EV_READ);
-			return;
-		}
-	}
-	if (what & BEV_EVENT_TIMEOUT)
-		log_debug("ctl uid=%u: idle timeout", (unsigned)c->uid);
-	ctl_conn_free(c);
-}
-
-/* An op's answer, on the control loop: send it, go on with the input. */
-/* The connection id waiting for an answer, or NULL (it has gone). */
-static struct ctl_conn *
-ctl_conn_waiting(struct ctl_server *s, uint64_t id)
-{
-	struct ctl_conn *c;
-
-	TAILQ_FOREACH(c, &s->conns, entry)
-		if (c->id == id && (c->flags & CTL_F_WAITING))
-			return c;
-	return NULL;
-}
-
-static void
-ctl_server_answer_cb(struct tq_msg *msg, void *arg)
-{
-	struct ctl_server *s = arg;
-	struct ctl_answer *a = (struct ctl_answer *)msg;
-	struct ctl_conn *c;
-
-	if (msg->type != TQ_CTL)
-		panic("ctl_server_answer_cb: unexpected message type %d",
-		    (int)msg->type);
-	if ((c = ctl_conn_waiting(s, msg->reqid)) == NULL) {
-		log_debug("ctl: answer for a connection that has gone, dropped");
-		goto out;
-	}
-	c->flags &= ~CTL_F_WAITING;
-	if (a->text == NULL) {
-		ctl_conn_error(c, CTL_E_INTERNAL, "out of memory");
-	} else {
-		a->text[a->len] = '\n';         /* the NUL slot */
-		if (evbuffer_add(bufferevent_get_output(c->bev), a->text,
-		    a->len + 1) == -1)
-			c->flags |= CTL_F_CLOSING;
-	}
-	if (c->flags & CTL_F_EOF) {
-		ctl_conn_process(c);            /* what it sent before EOF */
-		if (!(c->flags & CTL_F_WAITING))
-			c->flags |= CTL_F_CLOSING;
-	} else if (!(c->flags & CTL_F_CLOSING)) {
-		bufferevent_enable(c->bev, EV_READ);
-		ctl_conn_process(c);
-	}
-	if ((c->flags & CTL_F_CLOSING) &&
-	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		ctl_conn_free(c);
-out:
-	free(a->text);
-	free(a);
-}
-
-/* 1 if the peer may use the socket. */
-static int
-ctl_peer_allowed(struct ctl_server *s, int fd, const struct ucred *cr)
-{
-	if (cr->uid == 0 || cr->uid == geteuid())
-		return 1;
-	if (s->group == (gid_t)-1)
-		return 0;
-	if (cr->gid == s->group)
-		return 1;
-#ifdef SO_PEERGROUPS
-	gid_t small[64], *g = small;
-	socklen_t glen = sizeof(small);
-	int ok = 0;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &glen) == -1) {
-		if (errno != ERANGE || glen == 0 || glen > 65536 * sizeof(gid_t))
-			return 0;
-		g = malloc(glen);
-		if (g == NULL ||
-		    getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &glen) == -1) {
-			free(g);
-			return 0;
-		}
-	}
-	for (size_t i = 0; i < glen / sizeof(gid_t); i++)
-		if (g[i] == s->group)
-			ok = 1;
-	if (g != small)
-		free(g);
-	return ok;
-#else
-	return 0;
-#endif
-}
-
-static void
-ctl_server_acceptcb(struct evconnlistener *lev, evutil_socket_t fd,
-    struct sockaddr *sa, int salen, void *arg)
-{
-	struct ctl_server *s = arg;
-	struct ucred cr;
-	socklen_t crlen = sizeof(cr);
-	int allowed;
-
-	if (s->nconns >= CTL_MAX_CLIENTS) {
-		log_warnx("ctl: too many control connections, refusing one");
-		close(fd);
-		return;
-	}
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) == -1) {
-		log_warn("ctl: SO_PEERCRED");
-		close(fd);
-		return;
-	}
-	allowed = ctl_peer_allowed(s, fd, &cr);
-	struct ctl_conn *c = calloc(1, sizeof(*c));
-	struct bufferevent *bev = bufferevent_socket_new(s->base, fd,
-	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (c == NULL || bev == NULL) {
-		log_warnx("ctl: out of memory accepting a connection");
-		free(c);
-		if (bev != NULL)
-			bufferevent_free(bev);
-		else
-			close(fd);
-		return;
-	}
-	c->srv = s;
-	c->id = ++s->next_conn_id;
-	c->bev = bev;
-	c->uid = cr.uid;
-	c->pid = cr.pid;
-	TAILQ_INSERT_TAIL(&s->conns, c, entry);
-	s->nconns++;
-
-	struct timeval rt = { CTL_IDLE_TIMEOUT, 0 }, wt = { CTL_WRITE_TIMEOUT, 0 };
-	bufferevent_set_timeouts(bev, &rt, &wt);
-	bufferevent_setwatermark(bev, EV_READ, 0, CTL_LINE_MAX);
-	bufferevent_setcb(bev, ctl_conn_readcb, ctl_conn_writecb, ctl_conn_eventcb, c);
-	if (!allowed) {
-		log_info("ctl: denied uid=%u gid=%u pid=%d", (unsigned)cr.uid,
-		    (unsigned)cr.gid, (int)cr.pid);
-		ctl_conn_error(c, CTL_E_DENIED, "permission denied");
-		bufferevent_enable(bev, EV_WRITE);
-		return;
-	}
-	log_trace(TRACE_CTL, "ctl: connection uid=%u pid=%d", (unsigned)cr.uid,
-	    (int)cr.pid);
-	bufferevent_enable(bev, EV_READ | EV_WRITE);
-}
-
-/*
- * Remove whatever stale socket sits at path: refuse if it is not a socket
- * or if a live server still answers on it.
- */
-static int
-ctl_server_unlink_stale(const struct sockaddr_un *sun, char *err, size_t errlen)
-{
-	struct stat st;
-
-	if (lstat(sun->sun_path, &st) == -1) {
-		if (errno == ENOENT)
-			return 0;
-		snprintf(err, errlen, "%s: %s", sun->sun_path, strerror(errno));
-		return -1;
-	}
-	if (!S_ISSOCK(st.st_mode)) {
-		snprintf(err, errlen, "%s: exists and is not a socket", sun->sun_path);
-		return -1;
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		return -1;
-	}
-	if (connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0) {
-		close(fd);
-		snprintf(err, errlen, "%s: another server is listening on it",
-		    sun->sun_path);
-		return -1;
-	}
-	close(fd);
-	if (unlink(sun->sun_path) == -1 && errno != ENOENT) {
-		snprintf(err, errlen, "unlink %s: %s", sun->sun_path, strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-/* Stop answers: later ones are dropped by whoever posts them. */
-static void
-ctl_server_ret_close(struct ctl_server *s)
-{
-	struct ctl_return *ret = s->ret;
-
-	if (ret == NULL)
-		return;
-	pthread_mutex_lock(&ret->mu);
-	tq_free(ret->tq);               /* pending answers: no connection left */
-	ret->tq = NULL;
-	pthread_mutex_unlock(&ret->mu);
-	s->ret = NULL;
-	ctl_return_unref(ret);
-}
-
-struct ctl_server *
-ctl_server_new(struct event_base *base, const char *path, struct queue *q,
-    const struct ctl_hooks *hooks, gid_t group, char *err, size_t errlen)
-{
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	struct ctl_server *s = NULL;
-	struct stat st;
-	int fd = -1, bound = 0;
-
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		snprintf(err, errlen, "%s: control socket path too long", path);
-		return NULL;
-	}
-	memcpy(sun.sun_path, path, strlen(path) + 1);
-	if (ctl_server_unlink_stale(&sun, err, errlen) == -1)
-		return NULL;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		goto fail;
-	}
-	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
-		snprintf(err, errlen, "bind %s: %s", path, strerror(errno));
-		goto fail;
-	}
-	bound = 1;
-	/* connect() needs write permission on the socket file */
-	if (chmod(path, 0660) == -1) {
-		snprintf(err, errlen, "chmod %s: %s", path, strerror(errno));
-		goto fail;
-	}
-	if (group != (gid_t)-1 && chown(path, (uid_t)-1, group) == -1) {
-		snprintf(err, errlen, "chown %s to gid %u: %s", path,
-		    (unsigned)group, strerror(errno));
-		goto fail;
-	}
-	if (lstat(path, &st) == -1) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		goto fail;
-	}
-	if (listen(fd, SOMAXCONN) == -1) {
-		snprintf(err, errlen, "listen %s: %s", path, strerror(errno));
-		goto fail;
-	}
-	s = xcalloc(1, sizeof(*s));
-	s->base = base;
-	s->path = xstrdup(path);
-	s->dev = st.st_dev;
-	s->ino = st.st_ino;
-	s->q = q;
-	s->hooks = hooks;
-	s->group = group;
-	TAILQ_INIT(&s->conns);
-	s->ret = xcalloc(1, sizeof(*s->ret));
-	pthread_mutex_init(&s->ret->mu, NULL);
-	s->ret->refs = 1;
-	s->ret->tq = tq_new(base, ctl_server_answer_cb, s);
-	s->lev = evconnlistener_new(base, ctl_server_acceptcb, s,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
-	if (s->lev == NULL) {
-		snprintf(err, errlen, "%s: cannot create the listener", path);
-		goto fail;
-	}
-	return s;
-fail:
-	if (s != NULL) {
-		ctl_server_ret_close(s);
-		free(s->path);
-		free(s);
-	}
-	if (fd != -1)
-		close(fd);
-	if (bound)
-		unlink(path);
-	return NULL;
-}
-
-void
-ctl_server_free(struct ctl_server *s)
-{
-	struct ctl_conn *c;
-	struct stat st;
-
-	if (s == NULL)
-		return;
-	while ((c = TAILQ_FIRST(&s->conns)) != NULL)
-		ctl_conn_free(c);
-	ctl_server_ret_close(s);
-	evconnlistener_free(s->lev);
-	/* only our own socket: a successor may have replaced it */
-	if (lstat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
-		unlink(s->path);
-	free(s->path);
-	free(s);
 }

@@ -103,7 +103,7 @@ static int ternctl_print_done(const struct ternctl_opts *, const struct ternctl_
 
 #define TERNCTL_FILTERS "[--from TEXT] [--to TEXT] [--domain D] [--held] [--older-than DURATION]"
 
-/* The command grammar. Add a line here and in control.c's ctl_cmds[]. */
+/* The command grammar. Add a line here and in ctl_request.c's ctl_cmds[]. */
 static const struct ternctl_cmd ternctl_cmds[] = {
 	{ "queue", "queue " TERNCTL_FILTERS,
 	  TERNCTL_C_LOCAL | TERNCTL_C_FILTER, ternctl_print_queue },

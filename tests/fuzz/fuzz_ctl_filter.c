@@ -1,6 +1,6 @@
 /*
  * fuzz_ctl_filter.c - the control socket's queue filter (ctl.h "F") on
- * arbitrary bytes: the input is tokenized as control.c tokenizes a request
+ * arbitrary bytes: the input is tokenized as ctl_request.c tokenizes a request
  * line (json_parse, same token and depth bounds), and ctl_filter_parse()
  * runs on the root object and on its "filter" member (as a "queue" request
  * carries it). A filter that parses is matched with ctl_filter_match()
@@ -33,8 +33,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FUZZ_TOKENS 128         /* as control.c: CTL_REQ_TOKENS */
-#define FUZZ_DEPTH  8           /* as control.c: CTL_REQ_DEPTH */
+#define FUZZ_TOKENS 128         /* as ctl_request.c: CTL_REQ_TOKENS */
+#define FUZZ_DEPTH  8           /* as ctl_request.c: CTL_REQ_DEPTH */
 #define FUZZ_NOW    INT64_C(1700000000)
 #define FUZZ_NENV   7
 

@@ -1,5 +1,5 @@
 /*
- * fuzz_segment.c - the segment record reader (queue/segment.c
+ * fuzz_segment.c - the segment record reader (queue/store/segment.c
  * seg_record_read) over arbitrary bytes, read the way recovery scans a
  * segment (queue.c queue_rec_scan): the input is the whole file (a memfd,
  * from offset 0, limit = its size, segment number 1), records are read one

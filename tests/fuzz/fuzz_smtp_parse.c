@@ -1,5 +1,5 @@
 /*
- * fuzz_smtp_parse.c - libFuzzer target for smtpd/smtp_parse.c.
+ * fuzz_smtp_parse.c - libFuzzer target for base/smtp_parse.c.
  *
  * The input is one command line (no CRLF). It goes through
  * smtp_parse_command() and, for MAIL/RCPT, through the path parsers; the raw

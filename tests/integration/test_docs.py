@@ -1,7 +1,7 @@
 """The manuals and the systemd files agree with the code.
 
 - tern.conf(5) has an entry for every directive of etc/tern.conf and of the
-  directive table in smtpd/conf.c;
+  directive table in base/conf.c;
 - ternctl(8) has an entry for every command `ternctl --help` lists, and
   ternd(8) for every option `ternd` accepts;
 - each page renders without a warning (man --warnings, groff -ww);
@@ -61,10 +61,10 @@ def conf_sample_names():
 
 
 def conf_table_names():
-    """Directive names of conf_table[] in smtpd/conf.c."""
-    src = (REPO / "smtpd" / "conf.c").read_text()
+    """Directive names of conf_table[] in base/conf.c."""
+    src = (REPO / "base" / "conf.c").read_text()
     m = re.search(r"conf_table\[\]\s*=\s*\{(.*?)\n\};", src, re.S)
-    assert m, "conf_table[] not found in smtpd/conf.c"
+    assert m, "conf_table[] not found in base/conf.c"
     return re.findall(r'(?:D_[A-Z]+\(|\{\s*)"(%s)"' % NAME_RE, m.group(1))
 
 
@@ -77,7 +77,7 @@ def test_conf_sources_are_parsed():
                              % (sorted(sample - table), sorted(table - sample)))
 
 
-@pytest.mark.parametrize("source", ["etc/tern.conf", "smtpd/conf.c"])
+@pytest.mark.parametrize("source", ["etc/tern.conf", "base/conf.c"])
 def test_every_directive_in_tern_conf_5(source):
     names = conf_sample_names() if source == "etc/tern.conf" else conf_table_names()
     entries = set(tagged_entries("tern.conf.5"))
@@ -87,7 +87,7 @@ def test_every_directive_in_tern_conf_5(source):
 
 def test_tern_conf_5_defaults_match_the_table():
     # every directive with a fixed default in conf_table[] says so in the page
-    src = (REPO / "smtpd" / "conf.c").read_text()
+    src = (REPO / "base" / "conf.c").read_text()
     table = re.search(r"conf_table\[\]\s*=\s*\{(.*?)\n\};", src, re.S).group(1)
     defaults = dict(re.findall(
         r'D_(?:UINT|SIZE|DUR)\("(%s)",\s*"([^"]+)"' % NAME_RE, table))

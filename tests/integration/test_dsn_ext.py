@@ -45,7 +45,7 @@ def reports(sink):
 def assert_no_notice(t, s, qid, timeout=10):
     """No notice about qid, ever: decided without a grace sleep. The
     scheduler removes a message only after the notice it owes (if any) has
-    been committed (queue/sched.c: sched_finalize runs from the DSN's commit
+    been committed (queue/sched/sched.c: sched_finalize runs from the DSN's commit
     reply), and a queued notice leaves the queue only after the sink took it
     (the sink records a message before its 250). So once qid has left the
     queue, a notice is either still queued or already at the sink."""

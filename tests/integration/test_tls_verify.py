@@ -1,7 +1,7 @@
 """Outbound `tls-policy verify` (doc/tern.conf.5): TLS is required and the
 next hop's certificate must chain to a trusted CA and be valid for the host
 name ternd connects to. ternd trusts the system CA store
-(SSL_CTX_set_default_verify_paths, smtpd/tls.c), so every ternd here runs
+(SSL_CTX_set_default_verify_paths, queue/mta/tls_client.c), so every ternd here runs
 with SSL_CERT_FILE = the test CA. The delivery workers load that store after
 ternd has dropped root (doc/ternd.8 START-UP), so the file must be readable
 by the run-time user: `ca_file` is a world-readable copy (the `certs`
@@ -14,7 +14,7 @@ is set either globally (`tls-policy verify`) or on the route
 (`route verify.example mx tls-policy=verify`, global default `may`).
 
 A certificate that does not match is a handshake failure under verify:
-the attempt is deferred with 4.7.5 (queue/deliver_session.c, DLV_S_HANDSHAKE),
+the attempt is deferred with 4.7.5 (queue/mta/deliver_session.c, DLV_S_HANDSHAKE),
 never retried in plaintext (that is only for `may`), and the sink gets no
 mail. The same sink does get the mail under `may`, so it is the policy that
 holds the message back, not the sink."""

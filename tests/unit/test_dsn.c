@@ -1,5 +1,5 @@
 /*
- * test_dsn.c - the DSN builder (queue/dsn.c): every message it builds is
+ * test_dsn.c - the DSN builder (queue/dsn/dsn.c): every message it builds is
  * parsed back here (header fields, MIME parts split by the boundary,
  * delivery-status fields) and checked for CRLF-only line ends and lines of
  * at most 998 octets.

@@ -545,7 +545,7 @@ static void test_torn_flip_unindexed(void **s) { torn_case(TORN_FLIP_MIDDLE); }
 static void test_torn_flip_indexed(void **s) { torn_case(TORN_FLIP_INDEXED); }
 
 /*
- * Damage seg_record_read (queue/segment.c) must cut at or hold, one case
+ * Damage seg_record_read (queue/store/segment.c) must cut at or hold, one case
  * each: three 5000-byte records in one segment, the index removed so that
  * recovery rebuilds it from the log, then one record's header or envelope
  * patched (or the file cut inside it). The log (stderr) of the recovering

@@ -1,5 +1,5 @@
 /*
- * test_sched.c - the scheduler core (queue/sched.c) against a real queue in
+ * test_sched.c - the scheduler core (queue/sched/sched.c) against a real queue in
  * TERN_TEST_TMPDIR: messages are committed through the real committer, the
  * scheduler runs on the test's own event_base with the test's clock, its
  * jobs are collected by the test (standing in for the workers' inbox), and

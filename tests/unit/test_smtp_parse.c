@@ -1,5 +1,5 @@
 /*
- * test_smtp_parse.c - table-driven tests of smtpd/smtp_parse.c: command
+ * test_smtp_parse.c - table-driven tests of base/smtp_parse.c: command
  * lines, paths and mailboxes (incl. the relay tricks whose domain must be
  * the real one), ESMTP parameters, HELO and BDAT arguments, and the length
  * limits of RFC 5321 4.5.3.1 on both sides of each boundary.
