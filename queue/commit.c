@@ -696,6 +696,8 @@ queue_commit_batch(struct queue *q, struct queue_req *list)
 	pthread_mutex_lock(&q->lock);
 	broken = q->broken;
 	pthread_mutex_unlock(&q->lock);
+	if (!broken)
+		broken = queue_space_refuse(q);    /* disk nearly full: 452 */
 	for (r = list; r != NULL; r = r->next) {
 		if (broken) {
 			queue_commit_reply(r, Q_TEMPFAIL, broken, 0);
@@ -958,10 +960,14 @@ queue_hk_main(void *arg)
 		if (store_flush(q->st) < 0)
 			log_warn("queue: bdb log flush");
 		queue_hk_recycle(q);
-		if (tick % 10 == 0)
+		/* a full disk: room for the index first, no new records */
+		queue_space_check(q);
+		int low = queue_space_refuse(q) != 0;
+		if (tick % 10 == 0 && !low)
 			queue_hk_copy_forward(q);
 		/* keep one spare ready; after a failure retry every 5 s */
-		if (!spare && tick >= next_prep && queue_spare_prepare(q) < 0) {
+		if (!spare && !low && tick >= next_prep &&
+		    queue_spare_prepare(q) < 0) {
 			log_warn("queue: cannot prepare a spare segment");
 			next_prep = tick + 50;
 		}
