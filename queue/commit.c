@@ -723,6 +723,29 @@ queue_commit_prepare(struct queue *q, struct queue_req *r)
 	return 0;
 }
 
+/*
+ * A failed roll refuses the batch: said once, and once more when segments
+ * can be made again, with the count in between; never a line per batch
+ * while a disk stays sick. err 0: the roll worked.
+ */
+static void
+queue_roll_failed(struct queue *q, int err, size_t refused)
+{
+	if (err == 0) {
+		if (q->roll_fails > 0)
+			log_info("queue: new segments can be made again, after %llu "
+			    "messages refused", (unsigned long long)q->roll_fails);
+		q->roll_err = 0;
+		q->roll_fails = 0;
+		return;
+	}
+	if (err != q->roll_err)
+		log_warnx("queue: cannot start a new segment: %s: new mail is "
+		    "refused until one can be made", strerror(err));
+	q->roll_err = err;
+	q->roll_fails += refused;
+}
+
 static void
 queue_commit_batch(struct queue *q, struct queue_req *list)
 {
@@ -755,11 +778,12 @@ queue_commit_batch(struct queue *q, struct queue_req *list)
 		if (q->cur_fd < 0 || q->cur_pos + v[i]->rec_len > q->cur_size) {
 			if (queue_seg_roll(q, v[i]->rec_len) < 0) {
 				int err = errno ? errno : EIO;
-				log_warn("queue: cannot start a new segment");
+				queue_roll_failed(q, err, n - i);
 				for (j = i; j < n; j++)
 					queue_commit_reply(v[j], Q_TEMPFAIL, err, 0);
 				break;
 			}
+			queue_roll_failed(q, 0, 0);
 		}
 		pos = q->cur_pos;
 		for (j = i; j < n && pos + v[j]->rec_len <= q->cur_size; j++)

@@ -165,6 +165,8 @@ struct queue {
 	uint32_t next_seg;
 	uint64_t last_id;
 	int index_stuck;                /* stop advancing the indexed position */
+	int roll_err;                   /* errno of the last failed roll, or 0 */
+	uint64_t roll_fails;            /* messages refused since it failed */
 
 	/* space.c: main thread at open, then housekeeping only */
 	uint64_t reserve_size;          /* configured; 0: no reserve */
