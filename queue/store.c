@@ -4,12 +4,13 @@
  * Any thread. Owns the DB_ENV and the two DB handles (free-threaded:
  * DB_THREAD, so every DBT that BDB fills uses DB_DBT_MALLOC/REALLOC).
  * Read-write: a transactional environment opened with DB_RECOVER (the
- * caller guarantees a single process). Its regions (cache, log buffer,
- * locks) are mmapped __db.* files: they are written in full when made
- * (DB_REGION_INIT), so that no page of them is a hole that faults (SIGBUS)
- * when first touched on a full disk, and the files a previous run left
- * are deleted before BDB would map them; log files are zeroed in full when
- * made (DB_LOG_ZERO). Commits use DB_TXN_NOSYNC (the
+ * caller guarantees a single process) and DB_PRIVATE: its regions (cache,
+ * log buffer, locks) live in this process's heap, not in mmapped __db.*
+ * files, which grow as holes and fault (SIGBUS) when touched on a full
+ * disk; nobody else joins the environment (readers open their own,
+ * below). Region files an older run left are deleted. Log files are zeroed
+ * in full when made (DB_LOG_ZERO): a log write never needs a new block.
+ * Commits use DB_TXN_NOSYNC (the
  * log stays in BDB's buffer), durability by store_flush() every 100 ms or
  * an explicit sync commit; the accept path never waits for it (the
  * segment log is the source of truth for acceptance, doc/queue.md).
@@ -62,11 +63,11 @@ store_rc(int rc)
 }
 
 /*
- * Region files (__db.001 ...) of an earlier run: DB_RECOVER would map them
- * to tear them down, and a hole in them faults (SIGBUS) on a full disk.
- * Nobody else can be using them (the caller holds the queue's exclusive
- * lock), and recovery rebuilds them anyway. The log and the databases are
- * untouched.
+ * Region files (__db.001 ...) left by a run with a shared environment:
+ * DB_RECOVER would map them to tear them down, and a hole in them faults
+ * (SIGBUS) on a full disk. Nobody else can be using them (the caller holds
+ * the queue's exclusive lock; the environment is private now), and they
+ * hold disk blocks. The log and the databases are untouched.
  */
 static void
 store_drop_regions(const char *dir)
@@ -116,16 +117,16 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 		s->env->set_lk_detect(s->env, DB_LOCK_DEFAULT);
 		/* no write(2) per commit: the housekeeper flushes every 100 ms */
 		s->env->set_flags(s->env, DB_TXN_NOSYNC, 1);
-		/* blocks for every region page now, or a clean ENOSPC */
-		s->env->set_flags(s->env, DB_REGION_INIT, 1);
 		/*
-		 * and for every log page when its file is made: a log write,
-		 * and recovery zeroing the log's tail, then never need a
-		 * block the full disk cannot give
+		 * every log page gets its block when the file is made: a log
+		 * write, and recovery zeroing the log's tail, never need one
+		 * the full disk cannot give (without it, a log write that
+		 * failed with ENOSPC once left a page whose LSN was past the
+		 * end of the log, and the next open panicked)
 		 */
 		s->env->log_set_config(s->env, DB_LOG_ZERO, 1);
 		envflags = DB_CREATE | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_LOCK |
-		    DB_INIT_MPOOL | DB_THREAD | DB_RECOVER;
+		    DB_INIT_MPOOL | DB_THREAD | DB_RECOVER | DB_PRIVATE;
 		store_drop_regions(dir);
 	}
 	if ((rc = s->env->open(s->env, dir, envflags, 0600)) != 0) {
