@@ -751,16 +751,21 @@ queue_commit_batch(struct queue *q, struct queue_req *list)
 {
 	struct queue_req **v = NULL, *r;
 	size_t n = 0, cap = 0, i, j;
-	int broken;
+	int broken, low;
 
 	pthread_mutex_lock(&q->lock);
 	broken = q->broken;
 	pthread_mutex_unlock(&q->lock);
-	if (!broken)
-		broken = queue_space_refuse(q);    /* disk nearly full: 452 */
+	low = queue_space_refuse(q);
 	for (r = list; r != NULL; r = r->next) {
-		if (broken) {
-			queue_commit_reply(r, Q_TEMPFAIL, broken, 0);
+		/*
+		 * A disk nearly full takes no new mail (452), but takes a
+		 * bounce: it replaces the message bounced, and frees space.
+		 */
+		int refuse = broken ? broken :
+		    (r->env->flags & ENV_F_DSN) ? 0 : low;
+		if (refuse) {
+			queue_commit_reply(r, Q_TEMPFAIL, refuse, 0);
 			continue;
 		}
 		if (queue_commit_prepare(q, r) < 0)

@@ -171,6 +171,7 @@ struct queue {
 	/* space.c: main thread at open, then housekeeping only */
 	uint64_t reserve_size;          /* configured; 0: no reserve */
 	uint64_t reserve_held;          /* bytes <dir>/reserve holds now */
+	int reserve_noted;              /* "no room for the reserve" was logged */
 };
 
 /* meta keys */

@@ -176,6 +176,12 @@ queue_space_check(struct queue *q)
 			    (unsigned long long)r);
 		return;
 	}
+	if (q->reserve_held < r && !low && !q->reserve_noted) {
+		log_warnx("queue: no room for the reserve of %llu bytes (free=%llu): "
+		    "a full disk would stop delivery too", (unsigned long long)r,
+		    (unsigned long long)avail);
+		q->reserve_noted = 1;
+	}
 	if (low && q->reserve_held >= r && queue_space_avail(q) >= r / 2 + seg) {
 		log_info("queue: disk space back (free=%llu, reserve=%llu): "
 		    "accepting mail again", (unsigned long long)queue_space_avail(q),

@@ -79,13 +79,25 @@ class Tally:
 
 
 def delivered(sink):
-    """{token: times delivered} of what the sink received."""
+    """{token: times delivered} of what the sink received (bounces aside)."""
     out = {}
     for m in list(sink.messages):
+        if m.mail_from in ("", "<>"):
+            continue
         mt = TOKEN_RE.search(m.data if isinstance(m.data, bytes) else m.data.encode())
         if mt:
             tok = mt.group(1).decode()
             out[tok] = out.get(tok, 0) + len(m.rcpt_tos)
+    return out
+
+
+def bounces(sink):
+    """Tokens of the messages the sink got a bounce (DSN) for."""
+    out = []
+    for m in list(sink.messages):
+        if m.mail_from in ("", "<>"):
+            mt = TOKEN_RE.search(m.data if isinstance(m.data, bytes) else m.data.encode())
+            out.append(mt.group(1).decode() if mt else None)
     return out
 
 
@@ -275,11 +287,22 @@ def test_disk_full(ternd, sink, small_disk):
     c.close()
     assert (code, line[:5]) == (452, "4.3.1"), (code, line)
     tally.add("full-started", code, line)
+    # a bounce on the full disk: the DSN replaces the message bounced
+    tok_b, qid_b = next(iter(tally.acked.items()))
+    r = t.ternctl("bounce", qid_b)
+    assert r.returncode == 0, r.stderr
+    del tally.acked[tok_b]
     t.ternctl("retry", "all")
     got = wait_delivered(s, list(tally.acked), 60, t)
+    deadline = time.monotonic() + 20
+    while tok_b not in bounces(s):
+        assert time.monotonic() < deadline, "no bounce for %s:\n%s" % (
+            qid_b, t.log()[-3000:])
+        time.sleep(0.1)
     recover = time.monotonic() - t0
     for tok in tally.refused:
         assert tok not in got, "refused message %s was delivered" % tok
+    assert tok_b not in got, "bounced message %s was also delivered" % tok_b
     m = re.search(r"^.*queue: disk nearly full.*$", t.log_all(), re.M)
     report("disk full (%s)" % kind, tally, got, recover, m.group(0) if m else "-")
     dups = [k for k, n in got.items() if n > 1]
