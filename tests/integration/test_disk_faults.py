@@ -60,6 +60,16 @@ def send_one(c, token, size, rcpt="r@example.com"):
     return r.code, r.lines[-1]
 
 
+def send_fresh(port, token, size=1000):
+    """One message on a connection of its own: (code, last reply line)."""
+    c = RawSMTP(port, timeout=30)
+    c.greeting()
+    c.ehlo()
+    code, line = send_one(c, token, size)
+    c.close()
+    return code, line
+
+
 class Tally:
     """What clients were told, per token."""
 
@@ -253,11 +263,7 @@ def test_disk_full(ternd, sink, small_disk):
         assert time.monotonic() < deadline, "reserve not released:\n" + t.log()[-3000:]
         time.sleep(0.05)
     fill(mnt, "filler2")
-    c = RawSMTP(t.port(), timeout=30)
-    c.greeting()
-    c.ehlo()
-    code, line = send_one(c, "full-running", 1000)
-    c.close()
+    code, line = send_fresh(t.port(), "full-running")
     assert (code, line[:5]) == (452, "4.3.1"), (code, line)
     tally.add("full-running", code, line)
     assert set(tally.acked.values()) <= t.queue_ids()
@@ -280,11 +286,7 @@ def test_disk_full(ternd, sink, small_disk):
     t.start()
     t.wait_log(r"reserve released to 0 bytes to open the queue", timeout=1)
     assert set(tally.acked.values()) <= t.queue_ids()
-    c = RawSMTP(t.port(), timeout=30)
-    c.greeting()
-    c.ehlo()
-    code, line = send_one(c, "full-started", 1000)
-    c.close()
+    code, line = send_fresh(t.port(), "full-started")
     assert (code, line[:5]) == (452, "4.3.1"), (code, line)
     tally.add("full-started", code, line)
     # a bounce on the full disk: the DSN replaces the message bounced
@@ -312,11 +314,7 @@ def test_disk_full(ternd, sink, small_disk):
     os.unlink(mnt / "filler1")
     os.unlink(mnt / "filler2")
     t.wait_log(r"queue: disk space back", timeout=15)
-    c = RawSMTP(t.port(), timeout=30)
-    c.greeting()
-    c.ehlo()
-    code, line = send_one(c, "after", 1000)
-    c.close()
+    code, line = send_fresh(t.port(), "after")
     assert code == 250, (code, line)
     assert reserve.stat().st_blocks * 512 >= 8 << 20
 
