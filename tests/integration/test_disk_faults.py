@@ -88,27 +88,29 @@ class Tally:
                 self.refused[token] = "%d %s" % (code, line)
 
 
+def token_of(m):
+    """The X-Fault-Token of a sink message (a bounce quotes its original's), or None."""
+    mt = TOKEN_RE.search(m.data if isinstance(m.data, bytes) else m.data.encode())
+    return mt.group(1).decode() if mt else None
+
+
+def is_bounce(m):
+    return m.mail_from in ("", "<>")
+
+
 def delivered(sink):
     """{token: times delivered} of what the sink received (bounces aside)."""
     out = {}
     for m in list(sink.messages):
-        if m.mail_from in ("", "<>"):
-            continue
-        mt = TOKEN_RE.search(m.data if isinstance(m.data, bytes) else m.data.encode())
-        if mt:
-            tok = mt.group(1).decode()
+        tok = token_of(m)
+        if tok is not None and not is_bounce(m):
             out[tok] = out.get(tok, 0) + len(m.rcpt_tos)
     return out
 
 
 def bounces(sink):
     """Tokens of the messages the sink got a bounce (DSN) for."""
-    out = []
-    for m in list(sink.messages):
-        if m.mail_from in ("", "<>"):
-            mt = TOKEN_RE.search(m.data if isinstance(m.data, bytes) else m.data.encode())
-            out.append(mt.group(1).decode() if mt else None)
-    return out
+    return [token_of(m) for m in list(sink.messages) if is_bounce(m)]
 
 
 def wait_delivered(sink, tokens, timeout, t=None):
