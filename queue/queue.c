@@ -579,6 +579,26 @@ queue_join(const char *a, const char *b)
 	return p;
 }
 
+/*
+ * No segment to start with because the disk is full: start anyway, so that
+ * the queue can be listed and delivered (which frees the space). The
+ * committer rolls before its first write and refuses mail (452 4.3.1)
+ * while it cannot. 0, or -1 for any other failure (errno kept).
+ */
+static int
+queue_open_noroll(struct queue *q)
+{
+	int err = errno;
+
+	if (err != ENOSPC && err != EDQUOT) {
+		errno = err;
+		return -1;
+	}
+	log_warnx("queue: no room for a new segment (%s): starting without one; "
+	    "new mail is refused until space returns", strerror(err));
+	return 0;
+}
+
 int
 queue_open(const struct queue_opts *o, struct queue **out, char *err,
     size_t errlen)
@@ -594,6 +614,7 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 	q->segment_size = (q->segment_size + SEG_ALIGN - 1) / SEG_ALIGN * SEG_ALIGN;
 	q->spool_memory = o->spool_memory;
 	q->spool_budget = o->spool_budget;
+	q->reserve_size = o->reserve_size;
 	q->dir = xstrdup(o->dir);
 	q->segdir = queue_join(o->dir, "segments");
 	q->tmpdir = queue_join(o->dir, "tmp");
@@ -625,6 +646,7 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 		    q->dir, strerror(errno));
 		goto fail;
 	}
+	queue_space_open(q);    /* room for recovery on a full disk */
 	if (store_open(q->dbdir, q->readonly, &q->st, err, errlen) < 0)
 		goto fail;
 	if (q->readonly) {
@@ -640,11 +662,12 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 	} else {
 		if (queue_recover(q, err, errlen) < 0)
 			goto fail;
-		if (queue_seg_roll(q, 0) < 0) {
+		if (queue_seg_roll(q, 0) < 0 && queue_open_noroll(q) < 0) {
 			snprintf(err, errlen, "cannot start a segment: %s",
 			    strerror(errno));
 			goto fail;
 		}
+		queue_space_check(q);
 		if (queue_commit_start(q) < 0) {
 			snprintf(err, errlen, "cannot start the committer");
 			goto fail;
@@ -667,6 +690,7 @@ queue_close(struct queue *q)
 	queue_commit_stop(q);
 	if (q->cur_fd >= 0)
 		close(q->cur_fd);
+	queue_space_close(q);   /* a full disk: room for the last checkpoint */
 	store_close(q->st);     /* flush + checkpoint */
 	if (q->lockfd >= 0)
 		close(q->lockfd);

@@ -154,6 +154,7 @@ struct queue {
 	uint32_t cur_num;               /* 0: no current segment */
 	int have_spare;
 	int broken;                     /* errno: refuse every commit */
+	int space_low;                  /* disk nearly full: refuse new mail */
 
 	pthread_mutex_t prep_lock;      /* one spare preparation at a time */
 	pthread_t committer, hk;
@@ -164,6 +165,13 @@ struct queue {
 	uint32_t next_seg;
 	uint64_t last_id;
 	int index_stuck;                /* stop advancing the indexed position */
+	int roll_err;                   /* errno of the last failed roll, or 0 */
+	uint64_t roll_fails;            /* messages refused since it failed */
+
+	/* space.c: main thread at open, then housekeeping only */
+	uint64_t reserve_size;          /* configured; 0: no reserve */
+	uint64_t reserve_held;          /* bytes <dir>/reserve holds now */
+	int reserve_noted;              /* "no room for the reserve" was logged */
 };
 
 /* meta keys */
@@ -195,5 +203,15 @@ int queue_seg_roll(struct queue *q, uint64_t need);
 /* Recycle one empty segment file (rename to the spare or unlink). */
 void queue_seg_recycle(struct queue *q, uint32_t num, uint64_t size);
 int queue_spare_prepare(struct queue *q);
+
+/* space.c (doc/queue.md "A full disk") */
+/* Before the index opens: with the disk nearly full, release the reserve. */
+void queue_space_open(struct queue *q);
+/* Measure; enter or leave the low state; release or regrow the reserve. */
+void queue_space_check(struct queue *q);
+/* Before the index closes: lend the reserve to a checkpoint that needs it. */
+void queue_space_close(struct queue *q);
+/* ENOSPC while new mail must be refused, else 0. Any thread. */
+int queue_space_refuse(struct queue *q);
 
 #endif

@@ -4,7 +4,13 @@
  * Any thread. Owns the DB_ENV and the two DB handles (free-threaded:
  * DB_THREAD, so every DBT that BDB fills uses DB_DBT_MALLOC/REALLOC).
  * Read-write: a transactional environment opened with DB_RECOVER (the
- * caller guarantees a single process), commits with DB_TXN_NOSYNC (the
+ * caller guarantees a single process) and DB_PRIVATE: its regions (cache,
+ * log buffer, locks) live in this process's heap, not in mmapped __db.*
+ * files, which grow as holes and fault (SIGBUS) when touched on a full
+ * disk; nobody else joins the environment (readers open their own,
+ * below). Region files an older run left are deleted. Log files are zeroed
+ * in full when made (DB_LOG_ZERO): a log write never needs a new block.
+ * Commits use DB_TXN_NOSYNC (the
  * log stays in BDB's buffer), durability by store_flush() every 100 ms or
  * an explicit sync commit; the accept path never waits for it (the
  * segment log is the source of truth for acceptance, doc/queue.md).
@@ -13,10 +19,12 @@
  * Never blocks on anything but BDB's own locks and I/O; deadlocks are
  * reported as STORE_RETRY for the caller to re-run its transaction.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <db.h>
 
@@ -54,6 +62,37 @@ store_rc(int rc)
 	return -1;
 }
 
+/*
+ * Region files (__db.001 ...) left by a run with a shared environment:
+ * DB_RECOVER would map them to tear them down, and a hole in them faults
+ * (SIGBUS) on a full disk. Nobody else can be using them (the caller holds
+ * the queue's exclusive lock; the environment is private now), and they
+ * hold disk blocks. The log and the databases are untouched.
+ */
+static void
+store_drop_regions(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char path[4096];
+	int dropped = 0;
+
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, "__db.", 5) != 0 ||
+		    strspn(de->d_name + 5, "0123456789") != 3 ||
+		    de->d_name[8] != '\0')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		dropped += unlink(path) == 0;
+	}
+	closedir(d);
+	/* a journal commit frees their blocks for the new regions */
+	if (dropped > 0)
+		(void)fsync_dir(dir);
+}
+
 int
 store_open(const char *dir, int readonly, struct store **out, char *err,
     size_t errlen)
@@ -78,8 +117,17 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 		s->env->set_lk_detect(s->env, DB_LOCK_DEFAULT);
 		/* no write(2) per commit: the housekeeper flushes every 100 ms */
 		s->env->set_flags(s->env, DB_TXN_NOSYNC, 1);
+		/*
+		 * every log page gets its block when the file is made: a log
+		 * write, and recovery zeroing the log's tail, never need one
+		 * the full disk cannot give (without it, a log write that
+		 * failed with ENOSPC once left a page whose LSN was past the
+		 * end of the log, and the next open panicked)
+		 */
+		s->env->log_set_config(s->env, DB_LOG_ZERO, 1);
 		envflags = DB_CREATE | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_LOCK |
-		    DB_INIT_MPOOL | DB_THREAD | DB_RECOVER;
+		    DB_INIT_MPOOL | DB_THREAD | DB_RECOVER | DB_PRIVATE;
+		store_drop_regions(dir);
 	}
 	if ((rc = s->env->open(s->env, dir, envflags, 0600)) != 0) {
 		snprintf(err, errlen, "bdb env open %s: %s", dir, db_strerror(rc));

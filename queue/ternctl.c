@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -659,6 +660,37 @@ ternctl_become_owner(const struct stat *st, const char *dir)
 		    (unsigned)st->st_uid, dir);
 }
 
+/* Below this much free space, recovery is not tried offline. */
+#define TERNCTL_RECOVER_MIN   (32ull << 20)
+
+/*
+ * Open the queue for an offline answer: with recovery when qo says so and
+ * the disk has room for it, else (or when that fails) read-only, which
+ * writes nothing and so works on a full disk; the index is then read as it
+ * stands (exact after a clean stop; doc/queue.md "Read-only open").
+ */
+static int
+ternctl_local_open(struct queue_opts *qo, struct queue **q, char *err,
+    size_t errlen)
+{
+	struct statvfs sv;
+	char why[512];
+	int full = statvfs(qo->dir, &sv) == 0 &&
+	    (uint64_t)sv.f_bavail * sv.f_frsize < TERNCTL_RECOVER_MIN;
+
+	if (qo->readonly)
+		return queue_open(qo, q, err, errlen);
+	if (!full && queue_open(qo, q, err, errlen) == 0)
+		return 0;
+	snprintf(why, sizeof(why), "%s", full ? "disk nearly full" : err);
+	qo->readonly = 1;
+	if (queue_open(qo, q, err, errlen) < 0)
+		return -1;
+	fprintf(stderr, "ternctl: %s: %s; reading the index as it stands "
+	    "(start ternd to recover it)\n", qo->dir, why);
+	return 0;
+}
+
 /* Answer from the queue directory. 0, or -1 (queue cannot be opened). */
 static int
 ternctl_local(const struct conf *cf, const char *req, size_t reqlen,
@@ -667,6 +699,7 @@ ternctl_local(const struct conf *cf, const char *req, size_t reqlen,
 	struct queue_opts qo = {
 		.dir = cf->queue_dir, .segment_size = cf->segment_size,
 		.spool_memory = cf->spool_memory, .readonly = 1,
+		/* the reserve is ternd's: a reader never spends it */
 	};
 	struct queue *q = NULL;
 	struct json_writer w;
@@ -691,7 +724,7 @@ ternctl_local(const struct conf *cf, const char *req, size_t reqlen,
 		qo.readonly = 0;
 	} else if (geteuid() == st.st_uid)
 		qo.readonly = 0;
-	if (queue_open(&qo, &q, err, sizeof(err)) == -1) {
+	if (ternctl_local_open(&qo, &q, err, sizeof(err)) == -1) {
 		fprintf(stderr, "ternctl: cannot open the queue directory %s: %s\n",
 		    cf->queue_dir, err);
 		return -1;

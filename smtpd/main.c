@@ -357,6 +357,7 @@ main(int argc, char **argv)
 		.segment_size = conf->segment_size,
 		.spool_memory = conf->spool_memory,
 		.spool_budget = conf->spool_memory_total,
+		.reserve_size = conf->queue_reserve,
 		.readonly = 0,
 	};
 	uint64_t t0 = now_mono_us();

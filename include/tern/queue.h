@@ -35,6 +35,7 @@ struct queue_opts {
 	uint64_t spool_memory;      /* body bytes kept in memory before spilling
 	                               (per body; 0: every body goes to a file) */
 	uint64_t spool_budget;      /* bodies' memory in all (0: none) */
+	uint64_t reserve_size;      /* <dir>/reserve kept for a full disk (0: none) */
 	int readonly;               /* ternctl with the daemon stopped: no recovery writes */
 };
 
