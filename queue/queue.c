@@ -150,8 +150,9 @@ struct queue_recovery {
 	struct queue *q;
 	int *fds;               /* parallel to q->segs during recovery */
 	uint64_t max_id;
-	uint64_t scanned, indexed, damaged, corrupt;
+	uint64_t scanned, indexed, damaged, corrupt, entries;
 	int have_index;         /* an indexed position was recorded */
+	int rebuild;            /* the index is new: every record is scanned */
 };
 
 static int
@@ -195,7 +196,7 @@ queue_rec_cleandir(const char *dir, const char *suffix)
 }
 
 /* Build the segment table from the directory; notes the spare. */
-static int
+int
 queue_rec_list(struct queue *q, uint32_t *max_num)
 {
 	DIR *d = opendir(q->segdir);
@@ -306,7 +307,15 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 		 * was indexed durably before any copy): not brought back.
 		 * Only a lost index (no position recorded) takes copies.
 		 */
-		if (r == STORE_NOTFOUND && (e->flags & ENV_F_COPY) &&
+		/*
+		 * A rebuild takes the latest copy of a message: copies come
+		 * after their original in segment order and carry the state
+		 * the message had when it was copied.
+		 */
+		if (r == 0 && (e->flags & ENV_F_COPY) && rc->rebuild &&
+		    st == SEG_REC_OK)
+			r = STORE_NOTFOUND;
+		else if (r == STORE_NOTFOUND && (e->flags & ENV_F_COPY) &&
 		    rc->have_index) {
 			log_debug("queue: id=%s segment=%08x offset=%llu: copy of a "
 			    "removed message, skipped", qid, num,
@@ -359,6 +368,7 @@ queue_rec_verify(void *arg, const void *key, size_t klen, const void *val,
 
 	if (klen != 8)
 		return 0;
+	rc->entries++;
 	id = queue_get_be64(key);
 	/* a placeholder's key (seq | SEG_PLACEHOLDER_ID) is no id to count
 	 * from: every id given out after it would carry that bit too */
@@ -419,7 +429,7 @@ static char *queue_join(const char *a, const char *b);
  * made durable before any record; one with segments but no salt file
  * predates salts: 0.
  */
-static int
+int
 queue_salt_load(struct queue *q)
 {
 	char *path = queue_join(q->dir, "salt"), *tmp = NULL, buf[16];
@@ -468,14 +478,14 @@ out:
 	return ret;
 }
 
-static int
-queue_recover(struct queue *q, char *err, size_t errlen)
+int
+queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 {
-	struct queue_recovery rc = { .q = q };
+	struct queue_recovery rc = { .q = q, .rebuild = rebuild };
 	uint8_t v[12];
 	uint32_t iseg = 0, max_num = 0, next_seg = 1;
 	uint64_t ioff = 0, next_id = 0;
-	int ret = -1;
+	int ret = -1, saved;
 
 	queue_rec_cleandir(q->segdir, ".tmp");
 	queue_rec_cleandir(q->tmpdir, NULL);
@@ -519,6 +529,8 @@ queue_recover(struct queue *q, char *err, size_t errlen)
 		}
 	}
 	/* 2. every indexed envelope against its record; live counts */
+	for (size_t i = 0; i < q->nsegs; i++)
+		q->segs[i].live = q->segs[i].live_bytes = 0;
 	if (store_walk(q->st, STORE_ENVELOPES, queue_rec_verify, &rc) < 0) {
 		snprintf(err, errlen, "index walk failed: %s", strerror(errno));
 		goto fail;
@@ -527,6 +539,10 @@ queue_recover(struct queue *q, char *err, size_t errlen)
 		snprintf(err, errlen, "bdb log flush: %s", strerror(errno));
 		goto fail;
 	}
+	q->rec_scanned = rc.scanned;
+	q->rec_indexed = rc.indexed;
+	q->rec_damaged = rc.damaged;
+	q->rec_entries = rc.entries;
 	q->last_id = rc.max_id;
 	if (next_id > 0 && next_id - 1 > q->last_id)
 		q->last_id = next_id - 1;
@@ -553,10 +569,12 @@ queue_recover(struct queue *q, char *err, size_t errlen)
 	    (unsigned long long)rc.damaged, (unsigned long long)rc.corrupt);
 	ret = 0;
 fail:
+	saved = errno;
 	for (size_t i = 0; i < q->nsegs; i++)
 		if (rc.fds[i] >= 0)
 			close(rc.fds[i]);
 	free(rc.fds);
+	errno = saved;
 	return ret;
 }
 
@@ -625,7 +643,7 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 		    q->dir, strerror(errno));
 		goto fail;
 	}
-	if (store_open(q->dbdir, q->readonly, &q->st, err, errlen) < 0)
+	if (q->readonly && store_open(q->dbdir, 1, &q->st, err, errlen) < 0)
 		goto fail;
 	if (q->readonly) {
 		uint32_t max_num;
@@ -638,7 +656,7 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 			goto fail;
 		}
 	} else {
-		if (queue_recover(q, err, errlen) < 0)
+		if (queue_index_open(q, o->rebuild_index, err, errlen) < 0)
 			goto fail;
 		if (queue_seg_roll(q, 0) < 0) {
 			snprintf(err, errlen, "cannot start a segment: %s",

@@ -164,9 +164,14 @@ struct queue {
 	uint32_t next_seg;
 	uint64_t last_id;
 	int index_stuck;                /* stop advancing the indexed position */
+
+	/* the last recovery's counts (queue_recover), for its log line */
+	uint64_t rec_scanned, rec_indexed, rec_damaged, rec_entries;
 };
 
 /* meta keys */
+#define META_STAMP      "stamp"         /* u32 salt, u64 generation; also a
+                                           key of STORE_ENVELOPES (5 bytes) */
 #define META_INDEXED    "indexed"       /* u32 seg, u64 off */
 #define META_NEXT_ID    "next_id"       /* u64 */
 #define META_NEXT_SEG   "next_seg"      /* u32 */
@@ -186,6 +191,23 @@ void queue_seg_unref(struct queue *q, uint32_t num, uint64_t rec_len);
 
 /* queue.c: store the envelope (location fields set) in t. */
 int queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e);
+
+/* queue.c: recovery steps (read-write open, main thread) */
+/* Build the segment table from segments/ (and note the spare). 0 or -1. */
+int queue_rec_list(struct queue *q, uint32_t *max_num);
+/* Load (or make, for a new queue) the records' CRC salt. 0 or -1. */
+int queue_salt_load(struct queue *q);
+/*
+ * Scan the segments into the open index, verify it, recycle empty segments
+ * (doc/queue.md "Recovery"). rebuild: the index is new, take every record
+ * and prefer the latest copy of a message. 0, or -1 (errno EBADMSG: the
+ * index is damaged).
+ */
+int queue_recover(struct queue *q, int rebuild, char *err, size_t errlen);
+
+/* index.c: open the index, checking it belongs to these segments, and
+ * rebuild it from them when it does not (doc/queue.md "Index rebuild"). */
+int queue_index_open(struct queue *q, int force, char *err, size_t errlen);
 
 /* commit.c */
 int queue_commit_start(struct queue *q);

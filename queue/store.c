@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <db.h>
 
@@ -38,6 +39,20 @@ store_errcall(const DB_ENV *env, const char *pfx, const char *msg)
 	log_warnx("queue: bdb: %s", msg);
 }
 
+/*
+ * errno for a BDB return code: EBADMSG when the index files are damaged or
+ * inconsistent (a rebuild from the segments cures it), else the system's.
+ */
+static int
+store_errno(int rc)
+{
+	if (rc == EINVAL || rc == ENOENT || rc == DB_RUNRECOVERY ||
+	    rc == DB_VERIFY_BAD || rc == DB_PAGE_NOTFOUND || rc == DB_OLD_VERSION ||
+	    rc == DB_SECONDARY_BAD || rc == DB_LOG_VERIFY_BAD)
+		return EBADMSG;
+	return rc > 0 ? rc : EIO;
+}
+
 static int
 store_rc(int rc)
 {
@@ -47,11 +62,39 @@ store_rc(int rc)
 		return STORE_NOTFOUND;
 	if (rc == DB_LOCK_DEADLOCK || rc == DB_LOCK_NOTGRANTED)
 		return STORE_RETRY;
-	if (rc > 0)
-		errno = rc;
-	else
-		errno = EIO;
+	errno = rc == DB_RUNRECOVERY ? EBADMSG : rc > 0 ? rc : EIO;
 	return -1;
+}
+
+/*
+ * DB->verify of each database file that exists (a fresh handle each: verify
+ * consumes it). Run after the environment's recovery and before the files
+ * are opened, so that a damaged page is found here, as an error, and never
+ * later as a fault inside a walk. 0, or a BDB error (err says which file).
+ */
+static int
+store_verify_files(struct store *s, const char *dir, char *err, size_t errlen)
+{
+	char path[4096];
+	DB *db = NULL;
+	int rc;
+
+	for (int i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, store_files[i]);
+		if (access(path, F_OK) != 0)
+			continue;
+		if ((rc = db_create(&db, s->env, 0)) != 0)
+			return rc;
+		s->env->set_errcall(s->env, NULL);      /* verify is chatty */
+		rc = db->verify(db, store_files[i], NULL, NULL, DB_NOORDERCHK);
+		s->env->set_errcall(s->env, store_errcall);
+		if (rc != 0) {
+			snprintf(err, errlen, "bdb verify %s: %s", path,
+			    db_strerror(rc));
+			return rc == DB_VERIFY_BAD ? rc : DB_VERIFY_BAD;
+		}
+	}
+	return 0;
 }
 
 int
@@ -85,6 +128,8 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 		snprintf(err, errlen, "bdb env open %s: %s", dir, db_strerror(rc));
 		goto fail;
 	}
+	if (!readonly && (rc = store_verify_files(s, dir, err, errlen)) != 0)
+		goto fail;
 	dbflags = readonly ? DB_RDONLY | DB_THREAD :
 	    DB_CREATE | DB_AUTO_COMMIT | DB_THREAD;
 	for (int i = 0; i < 2; i++) {
@@ -92,6 +137,10 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 			snprintf(err, errlen, "db_create: %s", db_strerror(rc));
 			goto fail;
 		}
+		/* page checksums: a damaged page reads as an error, not as data
+		 * (ignored for a file made without them) */
+		if (!readonly)
+			s->db[i]->set_flags(s->db[i], DB_CHKSUM);
 		if ((rc = s->db[i]->open(s->db[i], NULL, store_files[i], NULL,
 		    DB_BTREE, dbflags, 0600)) != 0) {
 			snprintf(err, errlen, "bdb open %s/%s: %s", dir,
@@ -107,6 +156,7 @@ fail:
 	s->readonly = 1;    /* nothing to checkpoint */
 	store_close(s);
 	*out = NULL;
+	errno = store_errno(rc);
 	return -1;
 }
 
@@ -126,6 +176,14 @@ store_close(struct store *s)
 	if (s->env != NULL)
 		s->env->close(s->env, 0);
 	free(s);
+}
+
+void
+store_close_discard(struct store *s)
+{
+	if (s != NULL)
+		s->readonly = 1;
+	store_close(s);
 }
 
 int

@@ -26,11 +26,16 @@ struct store_txn;
 /*
  * Open (creating) the environment in dir. readonly: no recovery and no
  * writes at all (see doc/queue.md "Read-only open" for what that costs).
+ * Read-write: each existing database file passes DB->verify first, and new
+ * ones get page checksums. -1 with errno EBADMSG: the files are damaged or
+ * inconsistent (rebuild them); another errno: a system error.
  */
 int store_open(const char *dir, int readonly, struct store **out,
     char *err, size_t errlen);
 /* Checkpoint (unless readonly) and close. NULL is a no-op. */
 void store_close(struct store *s);
+/* Close without a checkpoint or log flush: for an index being set aside. */
+void store_close_discard(struct store *s);
 
 int store_begin(struct store *s, struct store_txn **out);
 /* sync: 1 = durable when this returns; 0 = durable at the next flush. */

@@ -36,6 +36,7 @@ struct queue_opts {
 	                               (per body; 0: every body goes to a file) */
 	uint64_t spool_budget;      /* bodies' memory in all (0: none) */
 	int readonly;               /* ternctl with the daemon stopped: no recovery writes */
+	int rebuild_index;          /* set the index aside, rebuild it from the segments */
 };
 
 /*
