@@ -347,9 +347,40 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 			break;
 		off += rec_len;
 	}
+	q->segs[i].extent = off;        /* where the log of this segment ends */
 	if (t != NULL && queue_rec_commit(q, &t, 1) < 0)
 		return -1;
 	return 0;
+}
+
+/*
+ * Segment extents (META_END): the scanned ones are recorded, the others
+ * read back. Copy-forward weighs live bytes against the bytes written, so
+ * a segment that holds nothing but copies is not copied again.
+ */
+static void
+queue_rec_extents(struct queue *q, uint32_t iseg)
+{
+	struct store_txn *t = NULL;
+	uint8_t key[8], v[8];
+
+	memcpy(key, META_END, 4);
+	if (store_begin(q->st, &t) < 0)
+		return;
+	for (size_t i = 0; i < q->nsegs; i++) {
+		queue_be32(key + 4, q->segs[i].num);
+		if (q->segs[i].num < iseg) {
+			if (queue_meta_get(q, (char *)key, 8, v, 8) == 0)
+				q->segs[i].extent = queue_get_be64(v);
+			continue;
+		}
+		queue_be64(v, q->segs[i].extent);
+		if (store_put(q->st, t, STORE_META, key, 8, v, 8) != 0) {
+			store_abort(t);
+			return;
+		}
+	}
+	store_commit(t, 0);
 }
 
 /* Verify one indexed envelope against its record; count it as live. */
@@ -528,6 +559,7 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 			goto fail;
 		}
 	}
+	queue_rec_extents(q, iseg);
 	/* 2. every indexed envelope against its record; live counts */
 	for (size_t i = 0; i < q->nsegs; i++)
 		q->segs[i].live = q->segs[i].live_bytes = 0;
@@ -810,6 +842,7 @@ queue_remove(struct queue *q, uint64_t id)
 	/* the segment is recycled by housekeeping after the next log flush */
 	pthread_mutex_lock(&q->lock);
 	queue_seg_unref(q, seg, len);
+	q->removals++;
 	pthread_mutex_unlock(&q->lock);
 	return 0;
 }
@@ -987,6 +1020,39 @@ queue_stats(struct queue *q, struct queue_stats *out)
 	out->batches = q->batches;
 	out->segments = q->nsegs;
 	pthread_mutex_unlock(&q->lock);
+}
+
+/* Bytes of the regular files directly in dir (suffix: only those names). */
+static uint64_t
+queue_dir_bytes(const char *dir, const char *suffix)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	struct stat sb;
+	char path[4096];
+	uint64_t sum = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		size_t n = strlen(de->d_name);
+		if (suffix != NULL && strcmp(de->d_name, "spare") != 0 &&
+		    (n < strlen(suffix) ||
+		    strcmp(de->d_name + n - strlen(suffix), suffix) != 0))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+			sum += (uint64_t)sb.st_size;
+	}
+	closedir(d);
+	return sum;
+}
+
+void
+queue_disk_use(struct queue *q, uint64_t *segments, uint64_t *index)
+{
+	*segments = queue_dir_bytes(q->segdir, ".seg");
+	*index = queue_dir_bytes(q->dbdir, NULL);
 }
 
 void

@@ -117,6 +117,7 @@ struct queue_seg {
 	uint64_t size;
 	uint64_t live;          /* envelopes pointing into it */
 	uint64_t live_bytes;    /* their records' bytes */
+	uint64_t extent;        /* bytes of records written (0: not known) */
 	int64_t cf_next;        /* copy-forward: not before (mono seconds) */
 	int recycling;
 	struct seg_rfd *rfd;    /* owned ref or NULL: cached for queue_read_body */
@@ -149,6 +150,7 @@ struct queue {
 	int stopping, hk_stop, threads;
 	struct tq *notify;              /* borrowed */
 	uint64_t commits, batches;
+	uint64_t removals;              /* queue_remove()s since open */
 	struct queue_seg *segs;         /* sorted by num */
 	size_t nsegs;
 	uint32_t cur_num;               /* 0: no current segment */
@@ -165,6 +167,10 @@ struct queue {
 	uint64_t last_id;
 	int index_stuck;                /* stop advancing the indexed position */
 
+	/* housekeeping only: compaction once the queue has been quiet */
+	uint64_t hk_activity, hk_removals_compacted;
+	unsigned hk_quiet;
+
 	/* the last recovery's counts (queue_recover), for its log line */
 	uint64_t rec_scanned, rec_indexed, rec_damaged, rec_entries;
 };
@@ -176,6 +182,7 @@ struct queue {
 #define META_NEXT_ID    "next_id"       /* u64 */
 #define META_NEXT_SEG   "next_seg"      /* u32 */
 #define META_CUT        "cut/"          /* + u32 seg -> u64 offset */
+#define META_END        "end/"          /* + u32 seg -> u64 bytes written */
 
 void queue_be32(uint8_t *p, uint32_t v);
 void queue_be64(uint8_t *p, uint64_t v);

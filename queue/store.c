@@ -357,6 +357,24 @@ fail:
 }
 
 int
+store_compact(struct store *s, uint64_t *pages)
+{
+	int rc = 0;
+
+	*pages = 0;
+	if (s->readonly)
+		return 0;
+	for (int i = 0; i < 2 && rc == 0; i++) {
+		DB_COMPACT c;
+		memset(&c, 0, sizeof(c));
+		rc = s->db[i]->compact(s->db[i], NULL, NULL, NULL, &c,
+		    DB_FREE_SPACE, NULL);
+		*pages += c.compact_pages_truncated;
+	}
+	return store_rc(rc);
+}
+
+int
 store_flush(struct store *s)
 {
 	if (s->readonly)

@@ -60,6 +60,13 @@ typedef int store_walk_fn(void *arg, const void *key, size_t klen,
     const void *val, size_t vlen);
 int store_walk(struct store *s, enum store_table tb, store_walk_fn *fn, void *arg);
 
+/*
+ * Compact both databases and give their free pages back to the file system
+ * (the files shrink); *pages gets how many. Runs its own transactions.
+ * 0, STORE_RETRY, or -1.
+ */
+int store_compact(struct store *s, uint64_t *pages);
+
 /* Make every committed transaction durable (log flush). 0 or -1. */
 int store_flush(struct store *s);
 /* Checkpoint and remove log files no longer needed. 0 or -1. */

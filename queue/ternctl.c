@@ -516,6 +516,9 @@ ternctl_print_stats(const struct ternctl_opts *o, const struct ternctl_resp *r)
 	    (long long)ternctl_num(r, (size_t)q, "pending"),
 	    (long long)ternctl_num(r, (size_t)q, "held"),
 	    (long long)ternctl_num(r, (size_t)q, "corrupt"));
+	printf("disk: segments %lld bytes, index %lld bytes\n",
+	    (long long)ternctl_num(r, (size_t)q, "segments_bytes"),
+	    (long long)ternctl_num(r, (size_t)q, "index_bytes"));
 	long a = ternctl_field(r, (size_t)q, "domains");
 	if (a >= 0 && r->toks[a].type == JSON_ARRAY) {
 		size_t i = (size_t)a + 1;

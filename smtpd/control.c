@@ -465,6 +465,12 @@ ctl_stats_queue_write(struct json_writer *w, struct queue *q)
 		json_put_uint(w, st.held);
 		json_key(w, "corrupt");
 		json_put_uint(w, st.corrupt);
+		uint64_t seg_bytes, index_bytes;
+		queue_disk_use(q, &seg_bytes, &index_bytes);
+		json_key(w, "segments_bytes");
+		json_put_uint(w, seg_bytes);
+		json_key(w, "index_bytes");
+		json_put_uint(w, index_bytes);
 		json_key(w, "domains");
 		json_arr_open(w);
 		for (size_t k = 0, end; k < st.nr; k = end) {

@@ -127,6 +127,12 @@ struct queue_stats {
 };
 void queue_stats(struct queue *q, struct queue_stats *out);
 
+/*
+ * Disk use: bytes of the segment files (spare included) and of the index
+ * (every file in <dir>/db: databases, BDB log and region files).
+ */
+void queue_disk_use(struct queue *q, uint64_t *segments, uint64_t *index);
+
 /* Map a failed commit to its SMTP reply ("451", "4.3.0", text). */
 void queue_status_reply(enum q_status st, int err, int *code,
     const char **enh, const char **text);

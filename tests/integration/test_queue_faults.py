@@ -23,7 +23,7 @@ TOKEN = re.compile(rb"X-Fault-Token: (\d+)")
 QID = re.compile(r"queued as ([0-9A-Fa-f]{16})")
 
 
-def fill(t, n, rcpt=lambda i: "r%d@example.com" % i, first=0):
+def fill(t, n, rcpt=lambda i: "r%d@example.com" % i, first=0, body_lines=180):
     """Queue n messages in one pipelined session: {token: qid} of the 250s."""
     acked = {}
     c = RawSMTP(t.port(), timeout=30)
@@ -31,7 +31,7 @@ def fill(t, n, rcpt=lambda i: "r%d@example.com" % i, first=0):
     c.ehlo()
     for i in range(first, first + n):
         body = (b"Subject: fault %d\r\nX-Fault-Token: %d\r\n\r\n" % (i, i)
-                + (b"filler line %d .................................................\r\n" % i) * 180)
+                + (b"filler line %d .................................................\r\n" % i) * body_lines)
         c.send("MAIL FROM:<s@client.test>\r\nRCPT TO:<%s>\r\nDATA\r\n" % rcpt(i))
         c.expect(250)
         c.expect(250)
@@ -99,6 +99,12 @@ def damage_delete_index_logs(q):
             p.unlink()
 
 
+def damage_delete_logs(q):
+    for p in (q / "db").iterdir():
+        if p.name.startswith(("log.", "__db.")):
+            p.unlink()
+
+
 def damage_delete_db(q):
     for p in (q / "db").iterdir():
         p.unlink()
@@ -122,6 +128,7 @@ CASES = [
     ("index_deleted", damage_delete_index, r"cause=\"index missing"),
     ("index_and_logs_deleted", damage_delete_index_logs, r"cause=\"index missing"),
     ("db_all_deleted", damage_delete_db, r"cause=\"index missing"),
+    ("logs_deleted", damage_delete_logs, r"cause=\"index damaged"),
     ("index_truncated", damage_truncate_index, r"cause=\"index damaged"),
     ("index_garbage", damage_garbage_index, r"cause=\"index damaged"),
 ]
