@@ -133,6 +133,28 @@ void queue_stats(struct queue *q, struct queue_stats *out);
  */
 void queue_disk_use(struct queue *q, uint64_t *segments, uint64_t *index);
 
+/*
+ * Check that the index and the segments agree: read every segment record
+ * (CRC checked) and every index entry. Each difference is counted and
+ * passed to fn (may be NULL; id/seg/off 0 when not about one record).
+ * Online (a read-write queue) records of the current segment not yet
+ * indexed are not differences. 0, or -1 (the index could not be read).
+ */
+struct queue_verify {
+	uint64_t segments, records;     /* read */
+	uint64_t damaged;               /* records failing their CRC */
+	uint64_t torn;                  /* segments whose log ends in garbage */
+	uint64_t entries;               /* index entries */
+	uint64_t held_corrupt;          /* entries held as corrupt (known) */
+	uint64_t dead;                  /* records of removed messages */
+	uint64_t unindexed;             /* acknowledged records not indexed */
+	uint64_t differences;
+};
+typedef void queue_verify_diff_fn(void *arg, uint64_t id, uint32_t seg,
+    uint64_t off, const char *what);
+int queue_verify(struct queue *q, struct queue_verify *out,
+    queue_verify_diff_fn *fn, void *arg);
+
 /* Map a failed commit to its SMTP reply ("451", "4.3.0", text). */
 void queue_status_reply(enum q_status st, int err, int *code,
     const char **enh, const char **text);

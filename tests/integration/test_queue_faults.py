@@ -272,3 +272,60 @@ def test_kill9_during_copy_forward(ternd, sink):
     assert not lost
     back = set(counts) - keep
     assert not back, "%d deleted messages came back" % len(back)
+
+
+def verify(t, *extra):
+    r = t.ternctl("queue", "verify", *extra)
+    return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+
+
+def test_verify_and_rebuild_index_commands(ternd):
+    import json
+    import subprocess
+    t = ternd(extra_conf=SEG)
+    acked = fill(t, 50)
+    # online, through the control socket
+    rc, out, err = verify(t)
+    assert rc == 0, (out, err)
+    assert "index and segments agree" in out
+    rc, out, err = verify(t, "--json")
+    doc = json.loads(out)
+    assert rc == 0 and doc["agree"] is True and doc["records"] >= 50, doc
+    assert doc["entries"] == 50 and doc["differences"] == 0, doc
+    t.stop()
+    # offline, read-only: the same answer, nothing written
+    rc, out, err = verify(t, "--json")
+    assert rc == 0 and json.loads(out)["agree"] is True, (out, err)
+    # an indexed record destroyed: verify says so and exits non-zero
+    seg = last_used_segment(t.queue_dir)
+    data = seg.read_bytes()
+    off, last = 0, None
+    while off + 28 <= len(data) and data[off:off + 4] == b"TNRQ":
+        last = off
+        off += 28 + int.from_bytes(data[off + 20:off + 24], "big")
+    with open(seg, "r+b") as f:
+        f.seek(last + 3000)       # inside the body
+        f.write(b"\xff" * 64)
+    rc, out, err = verify(t)
+    assert rc == 4, (rc, out, err)
+    assert re.search(r"differs: id=%s segment=%s offset=%d: index entry points at a "
+                     r"damaged record" % (acked[max(acked)], seg.stem, last), out), out
+    assert "ternd --rebuild-index" in out
+    # the offline rebuild: the damaged record is held, everything else indexed
+    r = subprocess.run([str(t.bins.ternd), "--rebuild-index", "-c", str(t.conf_path)],
+                       capture_output=True, text=True, timeout=60, env=t.env)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"index rebuilt from segments: cause=\"rebuild requested\" "
+                     r"segments=\d+ records=50 messages=50 damaged=1 ", r.stderr), r.stderr
+    assert any(p.name.startswith("db.damaged.") for p in t.queue_dir.iterdir())
+    rc, out, err = verify(t, "--json")
+    doc = json.loads(out)
+    assert rc == 0 and doc["held_corrupt"] == 1 and doc["entries"] == 50, doc
+    # no index at all: the read-only check cannot open it and says what to run
+    for p in (t.queue_dir / "db").iterdir():
+        p.unlink()
+    rc, out, err = verify(t)
+    assert rc != 0 and "ternd --rebuild-index" in err, (rc, out, err)
+    t.start()
+    t.wait_log(r"index rebuilt from segments: cause=\"index missing")
+    assert len(t.queue_ids()) == 50
