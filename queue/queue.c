@@ -9,7 +9,8 @@
  * Owns the queue directory: <dir>/lock (flock: one writer, readers only
  * while no writer), <dir>/db (BDB), <dir>/segments, <dir>/tmp.
  * Recovery (read-write open only), before the committer starts:
- *   BDB recovery (DB_RECOVER) -> drop half-prepared files (.tmp, tmp/ files)
+ *   BDB recovery (DB_RECOVER) and the index checks of index.c (a failing
+ *   index is set aside and rebuilt: queue_recover(rebuild=1)) -> drop half-prepared files (.tmp, tmp/ files)
  *   -> scan each segment from the indexed position (or its start), index
  *   every valid record BDB lacks, hold damaged ones, stop at the first
  *   invalid header -> verify every indexed envelope against its record
