@@ -530,14 +530,8 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 		next_id = queue_get_be64(v);
 	if (queue_meta_get(q, META_NEXT_SEG, strlen(META_NEXT_SEG), v, 4) == 0)
 		next_seg = queue_get_be32(v);
-	if (queue_rec_list(q, &max_num) < 0) {
-		snprintf(err, errlen, "%s: %s", q->segdir, strerror(errno));
-		return -1;
-	}
-	if (queue_salt_load(q) < 0) {
-		snprintf(err, errlen, "%s/salt: %s", q->dir, strerror(errno));
-		return -1;
-	}
+	/* the table was listed (and the salt loaded) by queue_index_open() */
+	max_num = q->nsegs > 0 ? q->segs[q->nsegs - 1].num : 0;
 	rc.fds = xcalloc(q->nsegs ? q->nsegs : 1, sizeof(int));
 	for (size_t i = 0; i < q->nsegs; i++)
 		rc.fds[i] = -1;

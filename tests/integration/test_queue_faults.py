@@ -160,47 +160,43 @@ def copy_owned(src, dst):
     os.chown(dst, st.st_uid, st.st_gid)
 
 
-def test_index_from_another_queue(ternd, sink):
-    t = ternd(extra_conf=SEG)
-    other = ternd(extra_conf=SEG)
-    acked = fill(t, N)
-    fill(other, 20, first=10000)
-    t.stop()
-    other.stop()
+def foreign_whole_db(t, other):
     for p in (t.queue_dir / "db").iterdir():
         p.unlink()
     for p in (other.queue_dir / "db").iterdir():
         copy_owned(p, t.queue_dir / "db" / p.name)
-    recover = timed_start(t)
-    m = t.wait_log(r"queue: index rebuilt from segments: cause=\"index of another queue.*")
-    s = sink()
-    route_to(t, s.port)
-    t.restart()
-    counts = deliver_all(t, s, set(acked))
-    lost, dups = report("index_of_other_queue", acked, counts, recover, m.group(0))
-    assert not lost
-    assert not any(k >= 10000 for k in counts), "the other queue's mail was delivered"
 
 
-def test_index_envelopes_from_another_queue(ternd, sink):
-    """Only envelopes.db replaced: the two files' stamps differ."""
+def foreign_envelopes_db(t, other):
+    copy_owned(other.queue_dir / "db" / "envelopes.db", t.queue_dir / "db" / "envelopes.db")
+
+
+FOREIGN = [
+    ("index_of_other_queue", foreign_whole_db, r"index of another queue"),
+    # only envelopes.db replaced: the two files' stamps differ
+    ("envelopes_of_other_queue", foreign_envelopes_db,
+     r"envelopes.db and meta.db do not belong together"),
+]
+
+
+@pytest.mark.parametrize("name,swap,cause", FOREIGN, ids=[c[0] for c in FOREIGN])
+def test_index_from_another_queue(ternd, sink, name, swap, cause):
     t = ternd(extra_conf=SEG)
     other = ternd(extra_conf=SEG)
     acked = fill(t, N)
     fill(other, 20, first=10000)
     t.stop()
     other.stop()
-    copy_owned(other.queue_dir / "db" / "envelopes.db", t.queue_dir / "db" / "envelopes.db")
+    swap(t, other)
     recover = timed_start(t)
-    m = t.wait_log(r"queue: index rebuilt from segments: cause=\"envelopes.db and meta.db "
-                   r"do not belong together.*")
+    m = t.wait_log(r"queue: index rebuilt from segments: cause=\"%s.*" % cause)
     s = sink()
     route_to(t, s.port)
     t.restart()
     counts = deliver_all(t, s, set(acked))
-    lost, dups = report("envelopes_of_other_queue", acked, counts, recover, m.group(0))
+    lost, dups = report(name, acked, counts, recover, m.group(0))
     assert not lost
-    assert not any(k >= 10000 for k in counts)
+    assert not any(k >= 10000 for k in counts), "the other queue's mail was delivered"
 
 
 def last_used_segment(q):
@@ -212,17 +208,22 @@ def last_used_segment(q):
     raise AssertionError("no segment with records in %s" % q)
 
 
-def test_last_segment_truncated_mid_record(ternd, sink):
-    t = ternd(extra_conf=SEG)
-    acked = fill(t, N)
-    t.stop()
-    seg = last_used_segment(t.queue_dir)
+def last_record(q):
+    """(segment path, offset of its last record): records are packed from 0."""
+    seg = last_used_segment(q)
     data = seg.read_bytes()
-    # records are packed from offset 0: walk the headers to the last one
     off, last = 0, None
     while off + 28 <= len(data) and data[off:off + 4] == b"TNRQ":
         last = off
         off += 28 + int.from_bytes(data[off + 20:off + 24], "big")
+    return seg, last
+
+
+def test_last_segment_truncated_mid_record(ternd, sink):
+    t = ternd(extra_conf=SEG)
+    acked = fill(t, N)
+    t.stop()
+    seg, last = last_record(t.queue_dir)
     os.truncate(seg, last + 100)
     recover = timed_start(t)
     m = t.wait_log(r"queue: id=\S+ segment=%s offset=%d: .*held as corrupt"
@@ -299,12 +300,7 @@ def test_verify_and_rebuild_index_commands(ternd):
     rc, out, err = verify(t, "--json")
     assert rc == 0 and json.loads(out)["agree"] is True, (out, err)
     # an indexed record destroyed: verify says so and exits non-zero
-    seg = last_used_segment(t.queue_dir)
-    data = seg.read_bytes()
-    off, last = 0, None
-    while off + 28 <= len(data) and data[off:off + 4] == b"TNRQ":
-        last = off
-        off += 28 + int.from_bytes(data[off + 20:off + 24], "big")
+    seg, last = last_record(t.queue_dir)
     with open(seg, "r+b") as f:
         f.seek(last + 3000)       # inside the body
         f.write(b"\xff" * 64)
