@@ -153,8 +153,7 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 	*out = s;
 	return 0;
 fail:
-	s->readonly = 1;    /* nothing to checkpoint */
-	store_close(s);
+	store_close_discard(s);
 	*out = NULL;
 	errno = store_errno(rc);
 	return -1;
@@ -181,8 +180,12 @@ store_close(struct store *s)
 void
 store_close_discard(struct store *s)
 {
-	if (s != NULL)
-		s->readonly = 1;
+	if (s == NULL)
+		return;
+	s->readonly = 1;        /* nothing to flush or checkpoint */
+	/* a panicked environment (DB_RUNRECOVERY) is still closed and freed */
+	if (s->env != NULL)
+		s->env->set_flags(s->env, DB_NOPANIC, 1);
 	store_close(s);
 }
 
