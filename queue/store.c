@@ -29,6 +29,7 @@ struct store {
 	DB_ENV *env;
 	DB *db[2];
 	int readonly;
+	int running;            /* opened: a panic now is news to the operator */
 };
 
 static const char *const store_files[2] = { "envelopes.db", "meta.db" };
@@ -51,6 +52,23 @@ store_errno(int rc)
 	    rc == DB_SECONDARY_BAD || rc == DB_LOG_VERIFY_BAD)
 		return EBADMSG;
 	return rc > 0 ? rc : EIO;
+}
+
+/*
+ * A panic while running leaves every later BDB call failing with
+ * DB_RUNRECOVERY: accepted mail is still safe in the segments, but nothing
+ * is indexed or removed any more. Say once what cures it.
+ */
+static void
+store_event(DB_ENV *env, u_int32_t event, void *info)
+{
+	const struct store *s = env->app_private;
+
+	(void)info;
+	if (event == DB_EVENT_PANIC && s != NULL && s->running)
+		log_warnx("queue: bdb panic: the index is unusable until ternd is "
+		    "restarted (the start checks it and rebuilds it from the "
+		    "segments if needed)");
 }
 
 static int
@@ -111,6 +129,8 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 		goto fail;
 	}
 	s->env->set_errcall(s->env, store_errcall);
+	s->env->app_private = s;
+	s->env->set_event_notify(s->env, store_event);
 	s->env->set_cachesize(s->env, 0, 4u << 20, 1);
 	if (readonly) {
 		/* heap regions, no log, no locks: nothing touches the disk */
@@ -150,6 +170,7 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 			goto fail;
 		}
 	}
+	s->running = 1;
 	*out = s;
 	return 0;
 fail:
