@@ -296,6 +296,19 @@ def test_verify_and_rebuild_index_commands(ternd):
     doc = json.loads(out)
     assert rc == 0 and doc["agree"] is True and doc["records"] >= 50, doc
     assert doc["entries"] == 50 and doc["differences"] == 0, doc
+    # online while mail arrives: what the committer writes meanwhile is no difference
+    import threading
+    more = {}
+    th = threading.Thread(target=lambda: more.update(fill(t, 100, first=1000)))
+    th.start()
+    runs = 0
+    while th.is_alive() and runs < 20:
+        rc, out, err = verify(t)
+        assert rc == 0, (out, err)
+        runs += 1
+    th.join(60)
+    assert len(more) == 100 and runs >= 1
+    acked.update(more)
     t.stop()
     # offline, read-only: the same answer, nothing written
     rc, out, err = verify(t, "--json")
@@ -315,11 +328,11 @@ def test_verify_and_rebuild_index_commands(ternd):
                        capture_output=True, text=True, timeout=60, env=t.env)
     assert r.returncode == 0, r.stderr
     assert re.search(r"index rebuilt from segments: cause=\"rebuild requested\" "
-                     r"segments=\d+ records=50 messages=50 damaged=1 ", r.stderr), r.stderr
+                     r"segments=\d+ records=150 messages=150 damaged=1 ", r.stderr), r.stderr
     assert any(p.name.startswith("db.damaged.") for p in t.queue_dir.iterdir())
     rc, out, err = verify(t, "--json")
     doc = json.loads(out)
-    assert rc == 0 and doc["held_corrupt"] == 1 and doc["entries"] == 50, doc
+    assert rc == 0 and doc["held_corrupt"] == 1 and doc["entries"] == 150, doc
     # a damaged index: a clear answer, never a fault (SIGBUS) of ternctl
     damage_garbage_index(t.queue_dir)
     rc, out, err = verify(t)
@@ -331,7 +344,7 @@ def test_verify_and_rebuild_index_commands(ternd):
     assert rc != 0 and "ternd --rebuild-index" in err, (rc, out, err)
     t.start()
     t.wait_log(r"index rebuilt from segments: cause=\"index missing")
-    assert len(t.queue_ids()) == 50
+    assert len(t.queue_ids()) == 150
 
 
 def test_index_deleted_after_deliveries_duplicates_reported(ternd, sink):
