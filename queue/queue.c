@@ -10,7 +10,8 @@
  * while no writer), <dir>/db (BDB), <dir>/segments, <dir>/tmp.
  * Recovery (read-write open only), before the committer starts:
  *   BDB recovery (DB_RECOVER) and the index checks of index.c (a failing
- *   index is set aside and rebuilt: queue_recover(rebuild=1)) -> drop half-prepared files (.tmp, tmp/ files)
+ *   index is set aside and rebuilt: queue_recover(rebuild=1))
+ *   -> drop half-prepared files (.tmp, tmp/ files)
  *   -> scan each segment from the indexed position (or its start), index
  *   every valid record BDB lacks, hold damaged ones, stop at the first
  *   invalid header -> verify every indexed envelope against its record
@@ -306,10 +307,8 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 		 * A copy-forward record whose id the index lacks is the copy
 		 * of a message removed after the copy was made (its original
 		 * was indexed durably before any copy): not brought back.
-		 * Only a lost index (no position recorded) takes copies.
-		 */
-		/*
-		 * A rebuild takes the latest copy of a message: copies come
+		 * Only a lost index (no position recorded) takes copies. A
+		 * rebuild takes the latest copy of a message: copies come
 		 * after their original in segment order and carry the state
 		 * the message had when it was copied.
 		 */

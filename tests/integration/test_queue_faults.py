@@ -373,3 +373,41 @@ def test_index_deleted_after_deliveries_duplicates_reported(ternd, sink):
                         m.group(0), "delivered_before=%d" % before)
     assert not lost
     assert before == len(delivered_before)
+
+
+def test_rebuild_after_copy_forward_keeps_the_copies_state(ternd, sink):
+    """A copy carries the envelope as it was when copied (here: held by the
+    operator); a rebuild must take it, not the original record."""
+    t = ternd(extra_conf=SEG)
+    acked = fill(t, N, rcpt=lambda i: ("keep%d@example.com" if i % 10 == 0
+                                       else "gone%d@example.com") % i)
+    r = t.ternctl("delete", "--all-matching", "--to", "gone")
+    assert r.returncode == 0, r.stderr
+    held = [acked[i] for i in sorted(acked) if i % 10 == 0][:5]
+    for qid in held:
+        assert t.ternctl("hold", qid).returncode == 0
+    t.restart()         # the segment current before is copied too
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        segs = {m.group(1) for m in re.finditer(r"copy-forward segment=(\w+)", t.log_all())}
+        if len(segs) >= 3:
+            break
+        time.sleep(0.2)
+    assert len(segs) >= 3, segs
+    t.stop()
+    damage_delete_index(t.queue_dir)
+    recover = timed_start(t)
+    m = t.wait_log(r"queue: index rebuilt from segments: cause=\"index missing.*")
+    q = {x["id"]: x for x in t.queue()}
+    assert set(held) <= set(q)
+    assert all(q[i]["held"] for i in held), [q[i] for i in held]
+    s = sink()
+    route_to(t, s.port)
+    t.restart()
+    for qid in held:
+        assert t.ternctl("release", qid).returncode == 0
+    keep = {i for i in acked if i % 10 == 0}
+    counts = deliver_all(t, s, keep)
+    lost, dups = report("rebuild_after_copy_forward", {i: acked[i] for i in keep}, counts,
+                        recover, m.group(0), "revived=%d" % len(set(counts) - keep))
+    assert not lost
