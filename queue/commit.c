@@ -154,6 +154,23 @@ queue_spare_prepare(struct queue *q)
  * number: no file can then ever hold records with an epoch that a later
  * segment reuses.
  */
+/* The current segment's extent, in t and in the table (it is being left). */
+static int
+queue_seg_end_put(struct queue *q, struct store_txn *t)
+{
+	uint8_t key[8], v[8];
+	struct queue_seg *sg;
+
+	memcpy(key, META_END, 4);
+	queue_be32(key + 4, q->cur_num);
+	queue_be64(v, q->cur_pos);
+	pthread_mutex_lock(&q->lock);
+	if ((sg = queue_seg_find(q, q->cur_num)) != NULL)
+		sg->extent = q->cur_pos;
+	pthread_mutex_unlock(&q->lock);
+	return store_put(q->st, t, STORE_META, key, 8, v, 8);
+}
+
 static int
 queue_seg_claim(struct queue *q, uint32_t num)
 {
@@ -173,6 +190,8 @@ queue_seg_claim(struct queue *q, uint32_t num)
 			rc = store_put(q->st, t, STORE_META, META_INDEXED,
 			    strlen(META_INDEXED), v, 12);
 		}
+		if (rc == 0 && q->cur_num != 0)
+			rc = queue_seg_end_put(q, t);
 		if (rc == 0)
 			return store_commit(t, 1) == 0 ? 0 : -1;
 		store_abort(t);
@@ -332,7 +351,11 @@ queue_seg_recycle(struct queue *q, uint32_t num, uint64_t size)
 	memcpy(key, META_CUT, 4);
 	queue_be32((uint8_t *)key + 4, num);
 	if (store_begin(q->st, &t) == 0) {
-		if (store_del(q->st, t, STORE_META, key, 8) < 0)
+		int r = store_del(q->st, t, STORE_META, key, 8);
+		memcpy(key, META_END, 4);
+		if (r >= 0)
+			r = store_del(q->st, t, STORE_META, key, 8);
+		if (r < 0)
 			store_abort(t);
 		else
 			store_commit(t, 0);
@@ -955,9 +978,12 @@ queue_hk_copy_forward(struct queue *q)
 	pthread_mutex_lock(&q->lock);
 	for (size_t i = 0; i < q->nsegs; i++) {
 		struct queue_seg *sg = &q->segs[i];
+		/* weighed against the bytes written: a segment of copies
+		 * only (the current one at the last stop) stays put */
+		uint64_t written = sg->extent ? sg->extent : sg->size;
 		if (sg->num == q->cur_num || sg->recycling || sg->live == 0 ||
 		    sg->cf_next > now ||
-		    sg->live_bytes * 100 > sg->size * QUEUE_CF_LIVE_PCT)
+		    sg->live_bytes * 100 > written * QUEUE_CF_LIVE_PCT)
 			continue;
 		sg->cf_next = now + QUEUE_CF_AGAIN;
 		w.seg = sg->num;
@@ -999,6 +1025,45 @@ queue_hk_copy_forward(struct queue *q)
 	}
 }
 
+/*
+ * Compaction: once removals happened and the queue has then been quiet
+ * (no commit, no removal) for QUEUE_COMPACT_QUIET passes of one second,
+ * the index is compacted and its free pages go back to the file system.
+ */
+#define QUEUE_COMPACT_QUIET 5
+
+static void
+queue_hk_compact(struct queue *q)
+{
+	uint64_t act, removals, pages = 0, before, after, segs;
+	int rc;
+
+	pthread_mutex_lock(&q->lock);
+	removals = q->removals;
+	act = q->commits + removals;
+	pthread_mutex_unlock(&q->lock);
+	if (act != q->hk_activity) {
+		q->hk_activity = act;
+		q->hk_quiet = 0;
+		return;
+	}
+	if (++q->hk_quiet < QUEUE_COMPACT_QUIET ||
+	    removals == q->hk_removals_compacted)
+		return;
+	queue_disk_use(q, &segs, &before);
+	if ((rc = store_compact(q->st, &pages)) != 0) {
+		if (rc != STORE_RETRY)
+			log_warn("queue: index compaction");
+		return;                 /* tried again at the next quiet pass */
+	}
+	q->hk_removals_compacted = removals;
+	store_checkpoint(q->st);        /* drops the logs the moves wrote */
+	queue_disk_use(q, &segs, &after);
+	log_info("queue: index compacted: bytes=%llu->%llu pages-freed=%llu",
+	    (unsigned long long)before, (unsigned long long)after,
+	    (unsigned long long)pages);
+}
+
 static void *
 queue_hk_main(void *arg)
 {
@@ -1031,6 +1096,8 @@ queue_hk_main(void *arg)
 		int low = queue_space_refuse(q) != 0;
 		if (tick % 10 == 0 && !low)
 			queue_hk_copy_forward(q);
+		if (tick % 10 == 5)
+			queue_hk_compact(q);
 		/* keep one spare ready; after a failure retry every 5 s */
 		if (!spare && !low && tick >= next_prep &&
 		    queue_spare_prepare(q) < 0) {

@@ -117,6 +117,7 @@ struct queue_seg {
 	uint64_t size;
 	uint64_t live;          /* envelopes pointing into it */
 	uint64_t live_bytes;    /* their records' bytes */
+	uint64_t extent;        /* bytes of records written (0: not known) */
 	int64_t cf_next;        /* copy-forward: not before (mono seconds) */
 	int recycling;
 	struct seg_rfd *rfd;    /* owned ref or NULL: cached for queue_read_body */
@@ -149,6 +150,7 @@ struct queue {
 	int stopping, hk_stop, threads;
 	struct tq *notify;              /* borrowed */
 	uint64_t commits, batches;
+	uint64_t removals;              /* queue_remove()s since open */
 	struct queue_seg *segs;         /* sorted by num */
 	size_t nsegs;
 	uint32_t cur_num;               /* 0: no current segment */
@@ -172,13 +174,23 @@ struct queue {
 	uint64_t reserve_size;          /* configured; 0: no reserve */
 	uint64_t reserve_held;          /* bytes <dir>/reserve holds now */
 	int reserve_noted;              /* "no room for the reserve" was logged */
+
+	/* housekeeping only: compaction once the queue has been quiet */
+	uint64_t hk_activity, hk_removals_compacted;
+	unsigned hk_quiet;
+
+	/* the last recovery's counts (queue_recover), for its log line */
+	uint64_t rec_scanned, rec_indexed, rec_damaged, rec_entries;
 };
 
 /* meta keys */
+#define META_STAMP      "stamp"         /* u32 salt, u64 generation; also a
+                                           key of STORE_ENVELOPES (5 bytes) */
 #define META_INDEXED    "indexed"       /* u32 seg, u64 off */
 #define META_NEXT_ID    "next_id"       /* u64 */
 #define META_NEXT_SEG   "next_seg"      /* u32 */
 #define META_CUT        "cut/"          /* + u32 seg -> u64 offset */
+#define META_END        "end/"          /* + u32 seg -> u64 bytes written */
 
 void queue_be32(uint8_t *p, uint32_t v);
 void queue_be64(uint8_t *p, uint64_t v);
@@ -194,6 +206,23 @@ void queue_seg_unref(struct queue *q, uint32_t num, uint64_t rec_len);
 
 /* queue.c: store the envelope (location fields set) in t. */
 int queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e);
+
+/* queue.c: recovery steps (read-write open, main thread) */
+/* Build the segment table from segments/ (and note the spare). 0 or -1. */
+int queue_rec_list(struct queue *q, uint32_t *max_num);
+/* Load (or make, for a new queue) the records' CRC salt. 0 or -1. */
+int queue_salt_load(struct queue *q);
+/*
+ * Scan the segments into the open index, verify it, recycle empty segments
+ * (doc/queue.md "Recovery"). rebuild: the index is new, take every record
+ * and prefer the latest copy of a message. 0, or -1 (errno EBADMSG: the
+ * index is damaged).
+ */
+int queue_recover(struct queue *q, int rebuild, char *err, size_t errlen);
+
+/* index.c: open the index, checking it belongs to these segments, and
+ * rebuild it from them when it does not (doc/queue.md "Index rebuild"). */
+int queue_index_open(struct queue *q, int force, char *err, size_t errlen);
 
 /* commit.c */
 int queue_commit_start(struct queue *q);
