@@ -1286,6 +1286,7 @@ static const struct conf_directive conf_table[] = {
 	D_SIZE("segment-size", "64M", 1 * MB, 16 * GB, segment_size),
 	D_SIZE("spool-memory", "256K", 0, 1 * GB, spool_memory),
 	D_SIZE("spool-memory-total", "64M", 0, 64 * GB, spool_memory_total),
+	D_SIZE("queue-reserve", "64M", 0, 64 * GB, queue_reserve),
 
 	/* several values, but one line: not CONF_D_LIST */
 	{ "retry", conf_set_retry, CONF_T_OTHER, "5m 10m 30m 1h 2h 4h", 1,

@@ -69,10 +69,12 @@ ternd_conf_err(void *arg, const char *msg)
 static void
 ternd_usage(void)
 {
-	fprintf(stderr, "usage: ternd [-n] [-v] [-c config]\n"
+	fprintf(stderr, "usage: ternd [-n] [-v] [-c config] [--rebuild-index]\n"
 	    "  -c FILE  configuration file (default " TERND_DEFAULT_CONF ")\n"
 	    "  -n       check the configuration and exit\n"
-	    "  -v       verbose: debug and trace logging\n");
+	    "  -v       verbose: debug and trace logging\n"
+	    "  --rebuild-index  set the queue index aside, rebuild it from the\n"
+	    "           segments and exit (ternd must be stopped)\n");
 	exit(2);
 }
 
@@ -271,6 +273,36 @@ ternd_ctl_op(void *arg, struct ctl_op *op)
 	return 0;
 }
 
+/*
+ * --rebuild-index: offline (the queue lock refuses while ternd runs), as
+ * the run-time user; the rebuild logs its own line with the counts.
+ */
+static int
+ternd_rebuild_index(struct conf *conf, const struct passwd *pw)
+{
+	struct queue_opts qo = {
+		.dir = conf->queue_dir,
+		.segment_size = conf->segment_size,
+		.spool_memory = conf->spool_memory,
+		.spool_budget = conf->spool_memory_total,
+		.rebuild_index = 1,
+	};
+	struct queue *q = NULL;
+	char err[512];
+
+	ternd_queue_dir(conf, pw);
+	if (pw != NULL)
+		ternd_drop_privileges(pw);
+	if (queue_open(&qo, &q, err, sizeof(err)) < 0) {
+		log_warnx("queue %s: index not rebuilt: %s", conf->queue_dir, err);
+		conf_unref(conf);
+		return 1;
+	}
+	queue_close(q);
+	conf_unref(conf);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -281,8 +313,16 @@ main(int argc, char **argv)
 
 	memset(&t, 0, sizeof(t));
 	t.conf_path = TERND_DEFAULT_CONF;
-	while ((ch = getopt(argc, argv, "c:nvh")) != -1) {
+	static const struct option longopts[] = {
+		{ "rebuild-index", no_argument, NULL, 'R' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int rebuild = 0;
+	while ((ch = getopt_long(argc, argv, "c:nvh", longopts, NULL)) != -1) {
 		switch (ch) {
+		case 'R':
+			rebuild = 1;
+			break;
 		case 'c':
 			t.conf_path = optarg;
 			break;
@@ -326,6 +366,8 @@ main(int argc, char **argv)
 			fatalx("%s: user %s does not exist", t.conf_path, conf->user);
 	}
 
+	if (rebuild)
+		return ternd_rebuild_index(conf, pw);
 	/* before any thread, any listener and the drop: see privhelper.c */
 	if (pw != NULL && pw->pw_uid != 0) {
 		if ((t.helper = privhelper_start(t.conf_path, err,
@@ -357,6 +399,7 @@ main(int argc, char **argv)
 		.segment_size = conf->segment_size,
 		.spool_memory = conf->spool_memory,
 		.spool_budget = conf->spool_memory_total,
+		.reserve_size = conf->queue_reserve,
 		.readonly = 0,
 	};
 	uint64_t t0 = now_mono_us();

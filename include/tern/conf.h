@@ -147,6 +147,7 @@ struct conf {
 	uint64_t segment_size;        /* queue segment bytes, default 64M */
 	uint64_t spool_memory;        /* body bytes kept in memory, default 256K */
 	uint64_t spool_memory_total;  /* all bodies' memory, default 64M */
+	uint64_t queue_reserve;       /* space kept for a full disk, default 64M */
 
 	unsigned *retry;              /* seconds; last step repeats */
 	size_t nretry;

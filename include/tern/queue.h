@@ -35,7 +35,9 @@ struct queue_opts {
 	uint64_t spool_memory;      /* body bytes kept in memory before spilling
 	                               (per body; 0: every body goes to a file) */
 	uint64_t spool_budget;      /* bodies' memory in all (0: none) */
+	uint64_t reserve_size;      /* <dir>/reserve kept for a full disk (0: none) */
 	int readonly;               /* ternctl with the daemon stopped: no recovery writes */
+	int rebuild_index;          /* set the index aside, rebuild it from the segments */
 };
 
 /*
@@ -125,6 +127,34 @@ struct queue_stats {
 	uint64_t segments;          /* segment files in use */
 };
 void queue_stats(struct queue *q, struct queue_stats *out);
+
+/*
+ * Disk use: bytes of the segment files (spare included) and of the index
+ * (every file in <dir>/db: databases, BDB log and region files).
+ */
+void queue_disk_use(struct queue *q, uint64_t *segments, uint64_t *index);
+
+/*
+ * Check that the index and the segments agree: read every segment record
+ * (CRC checked) and every index entry. Each difference is counted and
+ * passed to fn (may be NULL; id/seg/off 0 when not about one record).
+ * Online (a read-write queue) records of the current segment not yet
+ * indexed are not differences. 0, or -1 (the index could not be read).
+ */
+struct queue_verify {
+	uint64_t segments, records;     /* read */
+	uint64_t damaged;               /* records failing their CRC */
+	uint64_t torn;                  /* segments whose log ends in garbage */
+	uint64_t entries;               /* index entries */
+	uint64_t held_corrupt;          /* entries held as corrupt (known) */
+	uint64_t dead;                  /* records of removed messages */
+	uint64_t unindexed;             /* acknowledged records not indexed */
+	uint64_t differences;
+};
+typedef void queue_verify_diff_fn(void *arg, uint64_t id, uint32_t seg,
+    uint64_t off, const char *what);
+int queue_verify(struct queue *q, struct queue_verify *out,
+    queue_verify_diff_fn *fn, void *arg);
 
 /* Map a failed commit to its SMTP reply ("451", "4.3.0", text). */
 void queue_status_reply(enum q_status st, int err, int *code,

@@ -154,6 +154,23 @@ queue_spare_prepare(struct queue *q)
  * number: no file can then ever hold records with an epoch that a later
  * segment reuses.
  */
+/* The current segment's extent, in t and in the table (it is being left). */
+static int
+queue_seg_end_put(struct queue *q, struct store_txn *t)
+{
+	uint8_t key[8], v[8];
+	struct queue_seg *sg;
+
+	memcpy(key, META_END, 4);
+	queue_be32(key + 4, q->cur_num);
+	queue_be64(v, q->cur_pos);
+	pthread_mutex_lock(&q->lock);
+	if ((sg = queue_seg_find(q, q->cur_num)) != NULL)
+		sg->extent = q->cur_pos;
+	pthread_mutex_unlock(&q->lock);
+	return store_put(q->st, t, STORE_META, key, 8, v, 8);
+}
+
 static int
 queue_seg_claim(struct queue *q, uint32_t num)
 {
@@ -173,6 +190,8 @@ queue_seg_claim(struct queue *q, uint32_t num)
 			rc = store_put(q->st, t, STORE_META, META_INDEXED,
 			    strlen(META_INDEXED), v, 12);
 		}
+		if (rc == 0 && q->cur_num != 0)
+			rc = queue_seg_end_put(q, t);
 		if (rc == 0)
 			return store_commit(t, 1) == 0 ? 0 : -1;
 		store_abort(t);
@@ -233,6 +252,39 @@ queue_seg_roll(struct queue *q, uint64_t need)
 	return 0;
 }
 
+/*
+ * Zero [start, end) of the current segment: the failed group's bytes, which
+ * nobody was told are queued. The cut recorded by queue_seg_abandon() keeps
+ * recovery away from them; the zeros also do when that record could not be
+ * made, as long as they reach the file (the page cache, at least: the
+ * failed bytes may be sitting there, readable by the next start). Best
+ * effort: a disk that failed the group may fail this too. Says how far it
+ * got, for the log line.
+ */
+static const char *
+queue_seg_scrub(struct queue *q, uint64_t start, uint64_t end)
+{
+	static const char zero[64u << 10];
+	int ok = 1;
+
+	if (end > q->cur_size)
+		end = q->cur_size;
+	for (uint64_t off = start; off < end && ok; ) {
+		size_t n = end - off > sizeof(zero) ? sizeof(zero) :
+		    (size_t)(end - off);
+		ssize_t k = pwrite(q->cur_fd, zero, n, (off_t)off);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			ok = 0;
+		else
+			off += (uint64_t)k;
+	}
+	if (!ok)
+		return "no";
+	return fdatasync(q->cur_fd) == 0 ? "yes" : "unsynced";
+}
+
 /* Give up on the current segment after a failed batch that started at off. */
 static void
 queue_seg_abandon(struct queue *q, uint64_t off)
@@ -258,8 +310,6 @@ queue_seg_abandon(struct queue *q, uint64_t off)
 		if (rc != STORE_RETRY)
 			break;
 	}
-	log_warnx("queue: segment=%08x abandoned at offset %llu", num,
-	    (unsigned long long)off);
 	if (rc != 0) {
 		pthread_mutex_lock(&q->lock);
 		q->broken = errno ? errno : EIO;
@@ -301,7 +351,11 @@ queue_seg_recycle(struct queue *q, uint32_t num, uint64_t size)
 	memcpy(key, META_CUT, 4);
 	queue_be32((uint8_t *)key + 4, num);
 	if (store_begin(q->st, &t) == 0) {
-		if (store_del(q->st, t, STORE_META, key, 8) < 0)
+		int r = store_del(q->st, t, STORE_META, key, 8);
+		memcpy(key, META_END, 4);
+		if (r >= 0)
+			r = store_del(q->st, t, STORE_META, key, 8);
+		if (r < 0)
 			store_abort(t);
 		else
 			store_commit(t, 0);
@@ -532,9 +586,13 @@ static void
 queue_commit_group(struct queue *q, struct queue_req **g, size_t n)
 {
 	struct queue_iovw w = { .fd = q->cur_fd, .n = 0 };
-	uint64_t start = q->cur_pos, off = start;
+	uint64_t start = q->cur_pos, off = start, end = start;
+	const char *op = "write";
 	enum q_status st;
 	int err;
+
+	for (size_t i = 0; i < n; i++)
+		end += g[i]->rec_len;
 
 	/* 1. write: spilled bodies streamed first, then one pwritev */
 	for (size_t i = 0; i < n; i++) {
@@ -574,12 +632,9 @@ queue_commit_group(struct queue *q, struct queue_req **g, size_t n)
 		goto fail;
 
 	/* 2. one fdatasync for the group: never retried */
-	if (fdatasync(q->cur_fd) < 0) {
-		err = errno;
-		log_warn("queue: fdatasync segment=%08x", q->cur_num);
-		errno = err;
+	op = "fdatasync";
+	if (fdatasync(q->cur_fd) < 0)
 		goto fail;
-	}
 	q->cur_pos = off;
 	size_t nnew = 0;
 	for (size_t i = 0; i < n; i++)
@@ -615,10 +670,15 @@ fail:
 	/* 5. nothing of this group may become live: abandon the segment */
 	err = errno ? errno : EIO;
 	st = Q_TEMPFAIL;
-	if (err != ENOSPC && err != EDQUOT)
-		err = EIO;
 	for (size_t i = 0; i < n; i++)
-		queue_commit_reply(g[i], st, err, 0);
+		queue_commit_reply(g[i], st, err != ENOSPC && err != EDQUOT ?
+		    EIO : err, 0);
+	/* one line per failed group, never one per message */
+	log_warnx("queue: %s failed segment=%08x offset=%llu length=%llu "
+	    "messages=%zu: %s: refused, zeroed=%s, segment abandoned", op,
+	    q->cur_num, (unsigned long long)start,
+	    (unsigned long long)(end - start), n, strerror(err),
+	    queue_seg_scrub(q, start, end));
 	queue_seg_abandon(q, start);
 }
 
@@ -686,19 +746,49 @@ queue_commit_prepare(struct queue *q, struct queue_req *r)
 	return 0;
 }
 
+/*
+ * A failed roll refuses the batch: said once, and once more when segments
+ * can be made again, with the count in between; never a line per batch
+ * while a disk stays sick. err 0: the roll worked.
+ */
+static void
+queue_roll_failed(struct queue *q, int err, size_t refused)
+{
+	if (err == 0) {
+		if (q->roll_fails > 0)
+			log_info("queue: new segments can be made again, after %llu "
+			    "messages refused", (unsigned long long)q->roll_fails);
+		q->roll_err = 0;
+		q->roll_fails = 0;
+		return;
+	}
+	if (err != q->roll_err)
+		log_warnx("queue: cannot start a new segment: %s: new mail is "
+		    "refused until one can be made", strerror(err));
+	q->roll_err = err;
+	q->roll_fails += refused;
+}
+
 static void
 queue_commit_batch(struct queue *q, struct queue_req *list)
 {
 	struct queue_req **v = NULL, *r;
 	size_t n = 0, cap = 0, i, j;
-	int broken;
+	int broken, low;
 
 	pthread_mutex_lock(&q->lock);
 	broken = q->broken;
 	pthread_mutex_unlock(&q->lock);
+	low = queue_space_refuse(q);
 	for (r = list; r != NULL; r = r->next) {
-		if (broken) {
-			queue_commit_reply(r, Q_TEMPFAIL, broken, 0);
+		/*
+		 * A disk nearly full takes no new mail (452), but takes a
+		 * bounce: it replaces the message bounced, and frees space.
+		 */
+		int refuse = broken ? broken :
+		    (r->env->flags & ENV_F_DSN) ? 0 : low;
+		if (refuse) {
+			queue_commit_reply(r, Q_TEMPFAIL, refuse, 0);
 			continue;
 		}
 		if (queue_commit_prepare(q, r) < 0)
@@ -716,11 +806,12 @@ queue_commit_batch(struct queue *q, struct queue_req *list)
 		if (q->cur_fd < 0 || q->cur_pos + v[i]->rec_len > q->cur_size) {
 			if (queue_seg_roll(q, v[i]->rec_len) < 0) {
 				int err = errno ? errno : EIO;
-				log_warn("queue: cannot start a new segment");
+				queue_roll_failed(q, err, n - i);
 				for (j = i; j < n; j++)
 					queue_commit_reply(v[j], Q_TEMPFAIL, err, 0);
 				break;
 			}
+			queue_roll_failed(q, 0, 0);
 		}
 		pos = q->cur_pos;
 		for (j = i; j < n && pos + v[j]->rec_len <= q->cur_size; j++)
@@ -887,9 +978,12 @@ queue_hk_copy_forward(struct queue *q)
 	pthread_mutex_lock(&q->lock);
 	for (size_t i = 0; i < q->nsegs; i++) {
 		struct queue_seg *sg = &q->segs[i];
+		/* weighed against the bytes written: a segment of copies
+		 * only (the current one at the last stop) stays put */
+		uint64_t written = sg->extent ? sg->extent : sg->size;
 		if (sg->num == q->cur_num || sg->recycling || sg->live == 0 ||
 		    sg->cf_next > now ||
-		    sg->live_bytes * 100 > sg->size * QUEUE_CF_LIVE_PCT)
+		    sg->live_bytes * 100 > written * QUEUE_CF_LIVE_PCT)
 			continue;
 		sg->cf_next = now + QUEUE_CF_AGAIN;
 		w.seg = sg->num;
@@ -931,6 +1025,45 @@ queue_hk_copy_forward(struct queue *q)
 	}
 }
 
+/*
+ * Compaction: once removals happened and the queue has then been quiet
+ * (no commit, no removal) for QUEUE_COMPACT_QUIET passes of one second,
+ * the index is compacted and its free pages go back to the file system.
+ */
+#define QUEUE_COMPACT_QUIET 5
+
+static void
+queue_hk_compact(struct queue *q)
+{
+	uint64_t act, removals, pages = 0, before, after, segs;
+	int rc;
+
+	pthread_mutex_lock(&q->lock);
+	removals = q->removals;
+	act = q->commits + removals;
+	pthread_mutex_unlock(&q->lock);
+	if (act != q->hk_activity) {
+		q->hk_activity = act;
+		q->hk_quiet = 0;
+		return;
+	}
+	if (++q->hk_quiet < QUEUE_COMPACT_QUIET ||
+	    removals == q->hk_removals_compacted)
+		return;
+	queue_disk_use(q, &segs, &before);
+	if ((rc = store_compact(q->st, &pages)) != 0) {
+		if (rc != STORE_RETRY)
+			log_warn("queue: index compaction");
+		return;                 /* tried again at the next quiet pass */
+	}
+	q->hk_removals_compacted = removals;
+	store_checkpoint(q->st);        /* drops the logs the moves wrote */
+	queue_disk_use(q, &segs, &after);
+	log_info("queue: index compacted: bytes=%llu->%llu pages-freed=%llu",
+	    (unsigned long long)before, (unsigned long long)after,
+	    (unsigned long long)pages);
+}
+
 static void *
 queue_hk_main(void *arg)
 {
@@ -958,10 +1091,16 @@ queue_hk_main(void *arg)
 		if (store_flush(q->st) < 0)
 			log_warn("queue: bdb log flush");
 		queue_hk_recycle(q);
-		if (tick % 10 == 0)
+		/* a full disk: room for the index first, no new records */
+		queue_space_check(q);
+		int low = queue_space_refuse(q) != 0;
+		if (tick % 10 == 0 && !low)
 			queue_hk_copy_forward(q);
+		if (tick % 10 == 5)
+			queue_hk_compact(q);
 		/* keep one spare ready; after a failure retry every 5 s */
-		if (!spare && tick >= next_prep && queue_spare_prepare(q) < 0) {
+		if (!spare && !low && tick >= next_prep &&
+		    queue_spare_prepare(q) < 0) {
 			log_warn("queue: cannot prepare a spare segment");
 			next_prep = tick + 50;
 		}

@@ -9,7 +9,9 @@
  * Owns the queue directory: <dir>/lock (flock: one writer, readers only
  * while no writer), <dir>/db (BDB), <dir>/segments, <dir>/tmp.
  * Recovery (read-write open only), before the committer starts:
- *   BDB recovery (DB_RECOVER) -> drop half-prepared files (.tmp, tmp/ files)
+ *   BDB recovery (DB_RECOVER) and the index checks of index.c (a failing
+ *   index is set aside and rebuilt: queue_recover(rebuild=1))
+ *   -> drop half-prepared files (.tmp, tmp/ files)
  *   -> scan each segment from the indexed position (or its start), index
  *   every valid record BDB lacks, hold damaged ones, stop at the first
  *   invalid header -> verify every indexed envelope against its record
@@ -150,8 +152,9 @@ struct queue_recovery {
 	struct queue *q;
 	int *fds;               /* parallel to q->segs during recovery */
 	uint64_t max_id;
-	uint64_t scanned, indexed, damaged, corrupt;
+	uint64_t scanned, indexed, damaged, corrupt, entries;
 	int have_index;         /* an indexed position was recorded */
+	int rebuild;            /* the index is new: every record is scanned */
 };
 
 static int
@@ -195,7 +198,7 @@ queue_rec_cleandir(const char *dir, const char *suffix)
 }
 
 /* Build the segment table from the directory; notes the spare. */
-static int
+int
 queue_rec_list(struct queue *q, uint32_t *max_num)
 {
 	DIR *d = opendir(q->segdir);
@@ -304,9 +307,15 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 		 * A copy-forward record whose id the index lacks is the copy
 		 * of a message removed after the copy was made (its original
 		 * was indexed durably before any copy): not brought back.
-		 * Only a lost index (no position recorded) takes copies.
+		 * Only a lost index (no position recorded) takes copies. A
+		 * rebuild takes the latest copy of a message: copies come
+		 * after their original in segment order and carry the state
+		 * the message had when it was copied.
 		 */
-		if (r == STORE_NOTFOUND && (e->flags & ENV_F_COPY) &&
+		if (r == 0 && (e->flags & ENV_F_COPY) && rc->rebuild &&
+		    st == SEG_REC_OK)
+			r = STORE_NOTFOUND;
+		else if (r == STORE_NOTFOUND && (e->flags & ENV_F_COPY) &&
 		    rc->have_index) {
 			log_debug("queue: id=%s segment=%08x offset=%llu: copy of a "
 			    "removed message, skipped", qid, num,
@@ -338,9 +347,40 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 			break;
 		off += rec_len;
 	}
+	q->segs[i].extent = off;        /* where the log of this segment ends */
 	if (t != NULL && queue_rec_commit(q, &t, 1) < 0)
 		return -1;
 	return 0;
+}
+
+/*
+ * Segment extents (META_END): the scanned ones are recorded, the others
+ * read back. Copy-forward weighs live bytes against the bytes written, so
+ * a segment that holds nothing but copies is not copied again.
+ */
+static void
+queue_rec_extents(struct queue *q, uint32_t iseg)
+{
+	struct store_txn *t = NULL;
+	uint8_t key[8], v[8];
+
+	memcpy(key, META_END, 4);
+	if (store_begin(q->st, &t) < 0)
+		return;
+	for (size_t i = 0; i < q->nsegs; i++) {
+		queue_be32(key + 4, q->segs[i].num);
+		if (q->segs[i].num < iseg) {
+			if (queue_meta_get(q, (char *)key, 8, v, 8) == 0)
+				q->segs[i].extent = queue_get_be64(v);
+			continue;
+		}
+		queue_be64(v, q->segs[i].extent);
+		if (store_put(q->st, t, STORE_META, key, 8, v, 8) != 0) {
+			store_abort(t);
+			return;
+		}
+	}
+	store_commit(t, 0);
 }
 
 /* Verify one indexed envelope against its record; count it as live. */
@@ -359,6 +399,7 @@ queue_rec_verify(void *arg, const void *key, size_t klen, const void *val,
 
 	if (klen != 8)
 		return 0;
+	rc->entries++;
 	id = queue_get_be64(key);
 	/* a placeholder's key (seq | SEG_PLACEHOLDER_ID) is no id to count
 	 * from: every id given out after it would carry that bit too */
@@ -419,7 +460,7 @@ static char *queue_join(const char *a, const char *b);
  * made durable before any record; one with segments but no salt file
  * predates salts: 0.
  */
-static int
+int
 queue_salt_load(struct queue *q)
 {
 	char *path = queue_join(q->dir, "salt"), *tmp = NULL, buf[16];
@@ -468,14 +509,14 @@ out:
 	return ret;
 }
 
-static int
-queue_recover(struct queue *q, char *err, size_t errlen)
+int
+queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 {
-	struct queue_recovery rc = { .q = q };
+	struct queue_recovery rc = { .q = q, .rebuild = rebuild };
 	uint8_t v[12];
 	uint32_t iseg = 0, max_num = 0, next_seg = 1;
 	uint64_t ioff = 0, next_id = 0;
-	int ret = -1;
+	int ret = -1, saved;
 
 	queue_rec_cleandir(q->segdir, ".tmp");
 	queue_rec_cleandir(q->tmpdir, NULL);
@@ -488,14 +529,8 @@ queue_recover(struct queue *q, char *err, size_t errlen)
 		next_id = queue_get_be64(v);
 	if (queue_meta_get(q, META_NEXT_SEG, strlen(META_NEXT_SEG), v, 4) == 0)
 		next_seg = queue_get_be32(v);
-	if (queue_rec_list(q, &max_num) < 0) {
-		snprintf(err, errlen, "%s: %s", q->segdir, strerror(errno));
-		return -1;
-	}
-	if (queue_salt_load(q) < 0) {
-		snprintf(err, errlen, "%s/salt: %s", q->dir, strerror(errno));
-		return -1;
-	}
+	/* the table was listed (and the salt loaded) by queue_index_open() */
+	max_num = q->nsegs > 0 ? q->segs[q->nsegs - 1].num : 0;
 	rc.fds = xcalloc(q->nsegs ? q->nsegs : 1, sizeof(int));
 	for (size_t i = 0; i < q->nsegs; i++)
 		rc.fds[i] = -1;
@@ -518,7 +553,10 @@ queue_recover(struct queue *q, char *err, size_t errlen)
 			goto fail;
 		}
 	}
+	queue_rec_extents(q, iseg);
 	/* 2. every indexed envelope against its record; live counts */
+	for (size_t i = 0; i < q->nsegs; i++)
+		q->segs[i].live = q->segs[i].live_bytes = 0;
 	if (store_walk(q->st, STORE_ENVELOPES, queue_rec_verify, &rc) < 0) {
 		snprintf(err, errlen, "index walk failed: %s", strerror(errno));
 		goto fail;
@@ -527,6 +565,10 @@ queue_recover(struct queue *q, char *err, size_t errlen)
 		snprintf(err, errlen, "bdb log flush: %s", strerror(errno));
 		goto fail;
 	}
+	q->rec_scanned = rc.scanned;
+	q->rec_indexed = rc.indexed;
+	q->rec_damaged = rc.damaged;
+	q->rec_entries = rc.entries;
 	q->last_id = rc.max_id;
 	if (next_id > 0 && next_id - 1 > q->last_id)
 		q->last_id = next_id - 1;
@@ -553,10 +595,12 @@ queue_recover(struct queue *q, char *err, size_t errlen)
 	    (unsigned long long)rc.damaged, (unsigned long long)rc.corrupt);
 	ret = 0;
 fail:
+	saved = errno;
 	for (size_t i = 0; i < q->nsegs; i++)
 		if (rc.fds[i] >= 0)
 			close(rc.fds[i]);
 	free(rc.fds);
+	errno = saved;
 	return ret;
 }
 
@@ -579,6 +623,26 @@ queue_join(const char *a, const char *b)
 	return p;
 }
 
+/*
+ * No segment to start with because the disk is full: start anyway, so that
+ * the queue can be listed and delivered (which frees the space). The
+ * committer rolls before its first write and refuses mail (452 4.3.1)
+ * while it cannot. 0, or -1 for any other failure (errno kept).
+ */
+static int
+queue_open_noroll(struct queue *q)
+{
+	int err = errno;
+
+	if (err != ENOSPC && err != EDQUOT) {
+		errno = err;
+		return -1;
+	}
+	log_warnx("queue: no room for a new segment (%s): starting without one; "
+	    "new mail is refused until space returns", strerror(err));
+	return 0;
+}
+
 int
 queue_open(const struct queue_opts *o, struct queue **out, char *err,
     size_t errlen)
@@ -594,6 +658,7 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 	q->segment_size = (q->segment_size + SEG_ALIGN - 1) / SEG_ALIGN * SEG_ALIGN;
 	q->spool_memory = o->spool_memory;
 	q->spool_budget = o->spool_budget;
+	q->reserve_size = o->reserve_size;
 	q->dir = xstrdup(o->dir);
 	q->segdir = queue_join(o->dir, "segments");
 	q->tmpdir = queue_join(o->dir, "tmp");
@@ -625,7 +690,8 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 		    q->dir, strerror(errno));
 		goto fail;
 	}
-	if (store_open(q->dbdir, q->readonly, &q->st, err, errlen) < 0)
+	queue_space_open(q);    /* room for recovery on a full disk */
+	if (q->readonly && store_open(q->dbdir, 1, &q->st, err, errlen) < 0)
 		goto fail;
 	if (q->readonly) {
 		uint32_t max_num;
@@ -638,13 +704,14 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 			goto fail;
 		}
 	} else {
-		if (queue_recover(q, err, errlen) < 0)
+		if (queue_index_open(q, o->rebuild_index, err, errlen) < 0)
 			goto fail;
-		if (queue_seg_roll(q, 0) < 0) {
+		if (queue_seg_roll(q, 0) < 0 && queue_open_noroll(q) < 0) {
 			snprintf(err, errlen, "cannot start a segment: %s",
 			    strerror(errno));
 			goto fail;
 		}
+		queue_space_check(q);
 		if (queue_commit_start(q) < 0) {
 			snprintf(err, errlen, "cannot start the committer");
 			goto fail;
@@ -667,6 +734,7 @@ queue_close(struct queue *q)
 	queue_commit_stop(q);
 	if (q->cur_fd >= 0)
 		close(q->cur_fd);
+	queue_space_close(q);   /* a full disk: room for the last checkpoint */
 	store_close(q->st);     /* flush + checkpoint */
 	if (q->lockfd >= 0)
 		close(q->lockfd);
@@ -792,6 +860,7 @@ queue_remove(struct queue *q, uint64_t id)
 	/* the segment is recycled by housekeeping after the next log flush */
 	pthread_mutex_lock(&q->lock);
 	queue_seg_unref(q, seg, len);
+	q->removals++;
 	pthread_mutex_unlock(&q->lock);
 	return 0;
 }
@@ -969,6 +1038,39 @@ queue_stats(struct queue *q, struct queue_stats *out)
 	out->batches = q->batches;
 	out->segments = q->nsegs;
 	pthread_mutex_unlock(&q->lock);
+}
+
+/* Bytes of the regular files directly in dir (suffix: only those names). */
+static uint64_t
+queue_dir_bytes(const char *dir, const char *suffix)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	struct stat sb;
+	char path[4096];
+	uint64_t sum = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		size_t n = strlen(de->d_name);
+		if (suffix != NULL && strcmp(de->d_name, "spare") != 0 &&
+		    (n < strlen(suffix) ||
+		    strcmp(de->d_name + n - strlen(suffix), suffix) != 0))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+			sum += (uint64_t)sb.st_size;
+	}
+	closedir(d);
+	return sum;
+}
+
+void
+queue_disk_use(struct queue *q, uint64_t *segments, uint64_t *index)
+{
+	*segments = queue_dir_bytes(q->segdir, ".seg");
+	*index = queue_dir_bytes(q->dbdir, NULL);
 }
 
 void

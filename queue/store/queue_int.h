@@ -117,6 +117,7 @@ struct queue_seg {
 	uint64_t size;
 	uint64_t live;          /* envelopes pointing into it */
 	uint64_t live_bytes;    /* their records' bytes */
+	uint64_t extent;        /* bytes of records written (0: not known) */
 	int64_t cf_next;        /* copy-forward: not before (mono seconds) */
 	int recycling;
 	struct seg_rfd *rfd;    /* owned ref or NULL: cached for queue_read_body */
@@ -149,11 +150,13 @@ struct queue {
 	int stopping, hk_stop, threads;
 	struct tq *notify;              /* borrowed */
 	uint64_t commits, batches;
+	uint64_t removals;              /* queue_remove()s since open */
 	struct queue_seg *segs;         /* sorted by num */
 	size_t nsegs;
 	uint32_t cur_num;               /* 0: no current segment */
 	int have_spare;
 	int broken;                     /* errno: refuse every commit */
+	int space_low;                  /* disk nearly full: refuse new mail */
 
 	pthread_mutex_t prep_lock;      /* one spare preparation at a time */
 	pthread_t committer, hk;
@@ -164,13 +167,30 @@ struct queue {
 	uint32_t next_seg;
 	uint64_t last_id;
 	int index_stuck;                /* stop advancing the indexed position */
+	int roll_err;                   /* errno of the last failed roll, or 0 */
+	uint64_t roll_fails;            /* messages refused since it failed */
+
+	/* space.c: main thread at open, then housekeeping only */
+	uint64_t reserve_size;          /* configured; 0: no reserve */
+	uint64_t reserve_held;          /* bytes <dir>/reserve holds now */
+	int reserve_noted;              /* "no room for the reserve" was logged */
+
+	/* housekeeping only: compaction once the queue has been quiet */
+	uint64_t hk_activity, hk_removals_compacted;
+	unsigned hk_quiet;
+
+	/* the last recovery's counts (queue_recover), for its log line */
+	uint64_t rec_scanned, rec_indexed, rec_damaged, rec_entries;
 };
 
 /* meta keys */
+#define META_STAMP      "stamp"         /* u32 salt, u64 generation; also a
+                                           key of STORE_ENVELOPES (5 bytes) */
 #define META_INDEXED    "indexed"       /* u32 seg, u64 off */
 #define META_NEXT_ID    "next_id"       /* u64 */
 #define META_NEXT_SEG   "next_seg"      /* u32 */
 #define META_CUT        "cut/"          /* + u32 seg -> u64 offset */
+#define META_END        "end/"          /* + u32 seg -> u64 bytes written */
 
 void queue_be32(uint8_t *p, uint32_t v);
 void queue_be64(uint8_t *p, uint64_t v);
@@ -187,6 +207,23 @@ void queue_seg_unref(struct queue *q, uint32_t num, uint64_t rec_len);
 /* queue.c: store the envelope (location fields set) in t. */
 int queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e);
 
+/* queue.c: recovery steps (read-write open, main thread) */
+/* Build the segment table from segments/ (and note the spare). 0 or -1. */
+int queue_rec_list(struct queue *q, uint32_t *max_num);
+/* Load (or make, for a new queue) the records' CRC salt. 0 or -1. */
+int queue_salt_load(struct queue *q);
+/*
+ * Scan the segments into the open index, verify it, recycle empty segments
+ * (doc/queue.md "Recovery"). rebuild: the index is new, take every record
+ * and prefer the latest copy of a message. 0, or -1 (errno EBADMSG: the
+ * index is damaged).
+ */
+int queue_recover(struct queue *q, int rebuild, char *err, size_t errlen);
+
+/* index.c: open the index, checking it belongs to these segments, and
+ * rebuild it from them when it does not (doc/queue.md "Index rebuild"). */
+int queue_index_open(struct queue *q, int force, char *err, size_t errlen);
+
 /* commit.c */
 int queue_commit_start(struct queue *q);
 void queue_commit_stop(struct queue *q);
@@ -195,5 +232,15 @@ int queue_seg_roll(struct queue *q, uint64_t need);
 /* Recycle one empty segment file (rename to the spare or unlink). */
 void queue_seg_recycle(struct queue *q, uint32_t num, uint64_t size);
 int queue_spare_prepare(struct queue *q);
+
+/* space.c (doc/queue.md "A full disk") */
+/* Before the index opens: with the disk nearly full, release the reserve. */
+void queue_space_open(struct queue *q);
+/* Measure; enter or leave the low state; release or regrow the reserve. */
+void queue_space_check(struct queue *q);
+/* Before the index closes: lend the reserve to a checkpoint that needs it. */
+void queue_space_close(struct queue *q);
+/* ENOSPC while new mail must be refused, else 0. Any thread. */
+int queue_space_refuse(struct queue *q);
 
 #endif

@@ -1,10 +1,16 @@
 /*
- * store.c - the queue index on Berkeley DB 5.3 (see store.h).
+ * store.c - the queue index on Berkeley DB 5.3 (see store_int.h).
  *
  * Any thread. Owns the DB_ENV and the two DB handles (free-threaded:
  * DB_THREAD, so every DBT that BDB fills uses DB_DBT_MALLOC/REALLOC).
  * Read-write: a transactional environment opened with DB_RECOVER (the
- * caller guarantees a single process), commits with DB_TXN_NOSYNC (the
+ * caller guarantees a single process) and DB_PRIVATE: its regions (cache,
+ * log buffer, locks) live in this process's heap, not in mmapped __db.*
+ * files, which grow as holes and fault (SIGBUS) when touched on a full
+ * disk; nobody else joins the environment (readers open their own,
+ * below). Region files an older run left are deleted. Log files are zeroed
+ * in full when made (DB_LOG_ZERO): a log write never needs a new block.
+ * Commits use DB_TXN_NOSYNC (the
  * log stays in BDB's buffer), durability by store_flush() every 100 ms or
  * an explicit sync commit; the accept path never waits for it (the
  * segment log is the source of truth for acceptance, doc/queue.md).
@@ -13,10 +19,12 @@
  * Never blocks on anything but BDB's own locks and I/O; deadlocks are
  * reported as STORE_RETRY for the caller to re-run its transaction.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <db.h>
 
@@ -28,6 +36,7 @@ struct store {
 	DB_ENV *env;
 	DB *db[2];
 	int readonly;
+	int running;            /* opened: a panic now is news to the operator */
 };
 
 static const char *const store_files[2] = { "envelopes.db", "meta.db" };
@@ -36,6 +45,37 @@ static void
 store_errcall(const DB_ENV *env, const char *pfx, const char *msg)
 {
 	log_warnx("queue: bdb: %s", msg);
+}
+
+/*
+ * errno for a BDB return code: EBADMSG when the index files are damaged or
+ * inconsistent (a rebuild from the segments cures it), else the system's.
+ */
+static int
+store_errno(int rc)
+{
+	if (rc == EINVAL || rc == ENOENT || rc == DB_RUNRECOVERY ||
+	    rc == DB_VERIFY_BAD || rc == DB_PAGE_NOTFOUND || rc == DB_OLD_VERSION ||
+	    rc == DB_SECONDARY_BAD || rc == DB_LOG_VERIFY_BAD)
+		return EBADMSG;
+	return rc > 0 ? rc : EIO;
+}
+
+/*
+ * A panic while running leaves every later BDB call failing with
+ * DB_RUNRECOVERY: accepted mail is still safe in the segments, but nothing
+ * is indexed or removed any more. Say once what cures it.
+ */
+static void
+store_event(DB_ENV *env, u_int32_t event, void *info)
+{
+	const struct store *s = env->app_private;
+
+	(void)info;
+	if (event == DB_EVENT_PANIC && s != NULL && s->running)
+		log_warnx("queue: bdb panic: the index is unusable until ternd is "
+		    "restarted (the start checks it and rebuilds it from the "
+		    "segments if needed)");
 }
 
 static int
@@ -47,11 +87,70 @@ store_rc(int rc)
 		return STORE_NOTFOUND;
 	if (rc == DB_LOCK_DEADLOCK || rc == DB_LOCK_NOTGRANTED)
 		return STORE_RETRY;
-	if (rc > 0)
-		errno = rc;
-	else
-		errno = EIO;
+	errno = rc == DB_RUNRECOVERY ? EBADMSG : rc > 0 ? rc : EIO;
 	return -1;
+}
+
+/*
+ * Region files (__db.001 ...) left by a run with a shared environment:
+ * DB_RECOVER would map them to tear them down, and a hole in them faults
+ * (SIGBUS) on a full disk. Nobody else can be using them (the caller holds
+ * the queue's exclusive lock; the environment is private now), and they
+ * hold disk blocks. The log and the databases are untouched.
+ */
+static void
+store_drop_regions(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char path[4096];
+	int dropped = 0;
+
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, "__db.", 5) != 0 ||
+		    strspn(de->d_name + 5, "0123456789") != 3 ||
+		    de->d_name[8] != '\0')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		dropped += unlink(path) == 0;
+	}
+	closedir(d);
+	/* a journal commit frees their blocks for the new regions */
+	if (dropped > 0)
+		(void)fsync_dir(dir);
+}
+
+/*
+ * DB->verify of each database file that exists (a fresh handle each: verify
+ * consumes it). Run after the environment's recovery and before the files
+ * are opened, so that a damaged page is found here, as an error, and never
+ * later as a fault inside a walk. 0, or a BDB error (err says which file).
+ */
+static int
+store_verify_files(struct store *s, const char *dir, char *err, size_t errlen)
+{
+	char path[4096];
+	DB *db = NULL;
+	int rc;
+
+	for (int i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, store_files[i]);
+		if (access(path, F_OK) != 0)
+			continue;
+		if ((rc = db_create(&db, s->env, 0)) != 0)
+			return rc;
+		s->env->set_errcall(s->env, NULL);      /* verify is chatty */
+		rc = db->verify(db, store_files[i], NULL, NULL, DB_NOORDERCHK);
+		s->env->set_errcall(s->env, store_errcall);
+		if (rc != 0) {
+			snprintf(err, errlen, "bdb verify %s: %s", path,
+			    db_strerror(rc));
+			return rc == DB_VERIFY_BAD ? rc : DB_VERIFY_BAD;
+		}
+	}
+	return 0;
 }
 
 int
@@ -68,6 +167,8 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 		goto fail;
 	}
 	s->env->set_errcall(s->env, store_errcall);
+	s->env->app_private = s;
+	s->env->set_event_notify(s->env, store_event);
 	s->env->set_cachesize(s->env, 0, 4u << 20, 1);
 	if (readonly) {
 		/* heap regions, no log, no locks: nothing touches the disk */
@@ -78,13 +179,24 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 		s->env->set_lk_detect(s->env, DB_LOCK_DEFAULT);
 		/* no write(2) per commit: the housekeeper flushes every 100 ms */
 		s->env->set_flags(s->env, DB_TXN_NOSYNC, 1);
+		/*
+		 * every log page gets its block when the file is made: a log
+		 * write, and recovery zeroing the log's tail, never need one
+		 * the full disk cannot give (without it, a log write that
+		 * failed with ENOSPC once left a page whose LSN was past the
+		 * end of the log, and the next open panicked)
+		 */
+		s->env->log_set_config(s->env, DB_LOG_ZERO, 1);
 		envflags = DB_CREATE | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_LOCK |
-		    DB_INIT_MPOOL | DB_THREAD | DB_RECOVER;
+		    DB_INIT_MPOOL | DB_THREAD | DB_RECOVER | DB_PRIVATE;
+		store_drop_regions(dir);
 	}
 	if ((rc = s->env->open(s->env, dir, envflags, 0600)) != 0) {
 		snprintf(err, errlen, "bdb env open %s: %s", dir, db_strerror(rc));
 		goto fail;
 	}
+	if (!readonly && (rc = store_verify_files(s, dir, err, errlen)) != 0)
+		goto fail;
 	dbflags = readonly ? DB_RDONLY | DB_THREAD :
 	    DB_CREATE | DB_AUTO_COMMIT | DB_THREAD;
 	for (int i = 0; i < 2; i++) {
@@ -92,6 +204,10 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 			snprintf(err, errlen, "db_create: %s", db_strerror(rc));
 			goto fail;
 		}
+		/* page checksums: a damaged page reads as an error, not as data
+		 * (ignored for a file made without them) */
+		if (!readonly)
+			s->db[i]->set_flags(s->db[i], DB_CHKSUM);
 		if ((rc = s->db[i]->open(s->db[i], NULL, store_files[i], NULL,
 		    DB_BTREE, dbflags, 0600)) != 0) {
 			snprintf(err, errlen, "bdb open %s/%s: %s", dir,
@@ -101,12 +217,13 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 			goto fail;
 		}
 	}
+	s->running = 1;
 	*out = s;
 	return 0;
 fail:
-	s->readonly = 1;    /* nothing to checkpoint */
-	store_close(s);
+	store_close_discard(s);
 	*out = NULL;
+	errno = store_errno(rc);
 	return -1;
 }
 
@@ -126,6 +243,18 @@ store_close(struct store *s)
 	if (s->env != NULL)
 		s->env->close(s->env, 0);
 	free(s);
+}
+
+void
+store_close_discard(struct store *s)
+{
+	if (s == NULL)
+		return;
+	s->readonly = 1;        /* nothing to flush or checkpoint */
+	/* a panicked environment (DB_RUNRECOVERY) is still closed and freed */
+	if (s->env != NULL)
+		s->env->set_flags(s->env, DB_NOPANIC, 1);
+	store_close(s);
 }
 
 int
@@ -296,6 +425,24 @@ store_walk(struct store *s, enum store_table tb, store_walk_fn *fn, void *arg)
 fail:
 	free(last);
 	return ret;
+}
+
+int
+store_compact(struct store *s, uint64_t *pages)
+{
+	int rc = 0;
+
+	*pages = 0;
+	if (s->readonly)
+		return 0;
+	for (int i = 0; i < 2 && rc == 0; i++) {
+		DB_COMPACT c;
+		memset(&c, 0, sizeof(c));
+		rc = s->db[i]->compact(s->db[i], NULL, NULL, NULL, &c,
+		    DB_FREE_SPACE, NULL);
+		*pages += c.compact_pages_truncated;
+	}
+	return store_rc(rc);
 }
 
 int

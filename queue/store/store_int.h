@@ -1,5 +1,5 @@
 /*
- * store.h - queue-private key/value store (Berkeley DB 5.3 today; kept
+ * store_int.h - queue-private key/value store (Berkeley DB 5.3 today; kept
  * small so that LMDB or SQLite could replace it without touching queue.c).
  *
  * Two tables: STORE_ENVELOPES (8-byte big-endian id -> envelope record) and
@@ -26,11 +26,16 @@ struct store_txn;
 /*
  * Open (creating) the environment in dir. readonly: no recovery and no
  * writes at all (see doc/queue.md "Read-only open" for what that costs).
+ * Read-write: each existing database file passes DB->verify first, and new
+ * ones get page checksums. -1 with errno EBADMSG: the files are damaged or
+ * inconsistent (rebuild them); another errno: a system error.
  */
 int store_open(const char *dir, int readonly, struct store **out,
     char *err, size_t errlen);
 /* Checkpoint (unless readonly) and close. NULL is a no-op. */
 void store_close(struct store *s);
+/* Close without a checkpoint or log flush: for an index being set aside. */
+void store_close_discard(struct store *s);
 
 int store_begin(struct store *s, struct store_txn **out);
 /* sync: 1 = durable when this returns; 0 = durable at the next flush. */
@@ -54,6 +59,13 @@ int store_del(struct store *s, struct store_txn *t, enum store_table tb,
 typedef int store_walk_fn(void *arg, const void *key, size_t klen,
     const void *val, size_t vlen);
 int store_walk(struct store *s, enum store_table tb, store_walk_fn *fn, void *arg);
+
+/*
+ * Compact both databases and give their free pages back to the file system
+ * (the files shrink); *pages gets how many. Runs its own transactions.
+ * 0, STORE_RETRY, or -1.
+ */
+int store_compact(struct store *s, uint64_t *pages);
 
 /* Make every committed transaction durable (log flush). 0 or -1. */
 int store_flush(struct store *s);

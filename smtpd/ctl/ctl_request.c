@@ -14,6 +14,7 @@
  * with a bounded depth and token count.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,7 @@ struct ctl_req {
 	int async;                      /* may hand work on (struct ctl_op) */
 	struct ctl_op *op;              /* out: the op to hand on, owned */
 	const char *error;              /* text for a non-zero return */
+	size_t verify_listed;           /* verify: differences written */
 };
 
 #define CTL_C_ID     0x01u          /* needs "id":"<qid>" */
@@ -402,6 +404,12 @@ ctl_stats_queue_write(struct json_writer *w, struct queue *q)
 		json_put_uint(w, st.held);
 		json_key(w, "corrupt");
 		json_put_uint(w, st.corrupt);
+		uint64_t seg_bytes, index_bytes;
+		queue_disk_use(q, &seg_bytes, &index_bytes);
+		json_key(w, "segments_bytes");
+		json_put_uint(w, seg_bytes);
+		json_key(w, "index_bytes");
+		json_put_uint(w, index_bytes);
 		json_key(w, "domains");
 		json_arr_open(w);
 		for (size_t k = 0, end; k < st.nr; k = end) {
@@ -571,6 +579,73 @@ ctl_cmd_stats(struct ctl_req *r)
 	return 0;
 }
 
+/* verify: the index against every segment record (queue_verify) */
+#define CTL_VERIFY_DIFFS 100            /* differences listed; all are counted */
+
+static void
+ctl_verify_diff_cb(void *arg, uint64_t id, uint32_t seg, uint64_t off,
+    const char *what)
+{
+	struct ctl_req *r = arg;
+	char qid[QID_STRLEN + 1], sg[16];
+
+	if (r->verify_listed++ >= CTL_VERIFY_DIFFS)
+		return;
+	json_obj_open(r->out);
+	json_key(r->out, "id");
+	if (id != 0) {
+		qid_format(id, qid);
+		json_put_str(r->out, qid);
+	} else
+		json_put_null(r->out);
+	snprintf(sg, sizeof(sg), "%08x", seg);
+	json_key(r->out, "segment");
+	json_put_str(r->out, sg);
+	json_key(r->out, "offset");
+	json_put_uint(r->out, off);
+	json_key(r->out, "what");
+	json_put_str(r->out, what);
+	json_obj_close(r->out);
+}
+
+static int
+ctl_cmd_verify(struct ctl_req *r)
+{
+	struct queue_verify v;
+	int rc;
+
+	ctl_reply_ok_open(r->out);
+	json_key(r->out, "diffs");
+	json_arr_open(r->out);
+	rc = queue_verify(r->q, &v, ctl_verify_diff_cb, r);
+	json_arr_close(r->out);
+	if (rc < 0) {
+		json_writer_reset(r->out);
+		r->error = "cannot read the index";
+		return CTL_E_INTERNAL;
+	}
+	static const struct { const char *k; size_t off; } f[] = {
+		{ "segments", offsetof(struct queue_verify, segments) },
+		{ "records", offsetof(struct queue_verify, records) },
+		{ "damaged", offsetof(struct queue_verify, damaged) },
+		{ "torn", offsetof(struct queue_verify, torn) },
+		{ "entries", offsetof(struct queue_verify, entries) },
+		{ "held_corrupt", offsetof(struct queue_verify, held_corrupt) },
+		{ "dead", offsetof(struct queue_verify, dead) },
+		{ "unindexed", offsetof(struct queue_verify, unindexed) },
+		{ "differences", offsetof(struct queue_verify, differences) },
+	};
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		json_key(r->out, f[i].k);
+		json_put_uint(r->out, *(const uint64_t *)(const void *)
+		    ((const char *)&v + f[i].off));
+	}
+	json_key(r->out, "agree");
+	json_put_bool(r->out, v.differences == 0);
+	json_obj_close(r->out);
+	return 0;
+}
+
 static int
 ctl_cmd_reload(struct ctl_req *r)
 {
@@ -603,6 +678,7 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "resume",  ctl_cmd_op,     0, CTL_OP_RESUME },
 	{ "stats",   ctl_cmd_stats,  0, CTL_OP_STATS },
 	{ "reload",  ctl_cmd_reload, 0, 0 },
+	{ "verify",  ctl_cmd_verify, CTL_C_QUEUE, 0 },
 };
 
 /* Find the command and check its arguments; 0, or a CTL_E_* with r->error. */

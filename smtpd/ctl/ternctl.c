@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +61,8 @@ enum { TERNCTL_EX_OK, TERNCTL_EX_NOTFOUND, TERNCTL_EX_USAGE,
 #define TERNCTL_C_ALL    0x20u      /* ID, or "all" / --all-matching: bulk */
 #define TERNCTL_C_DOMAIN 0x40u      /* takes --domain alone (pause, resume) */
 #define TERNCTL_C_IDOPT  0x80u      /* the ID is optional (with TERNCTL_C_ALL) */
+#define TERNCTL_C_SUB    0x100u     /* "queue <name>": not a command alone */
+#define TERNCTL_C_RDONLY 0x200u     /* offline: a read-only open, no recovery */
 
 struct ternctl_opts {
 	const char *conf_path;
@@ -100,6 +103,7 @@ static int ternctl_print_result(const struct ternctl_opts *, const struct ternct
 static int ternctl_print_pause(const struct ternctl_opts *, const struct ternctl_resp *);
 static int ternctl_print_stats(const struct ternctl_opts *, const struct ternctl_resp *);
 static int ternctl_print_done(const struct ternctl_opts *, const struct ternctl_resp *);
+static int ternctl_print_verify(const struct ternctl_opts *, const struct ternctl_resp *);
 
 #define TERNCTL_FILTERS "[--from TEXT] [--to TEXT] [--domain D] [--held] [--older-than DURATION]"
 
@@ -117,6 +121,9 @@ static const struct ternctl_cmd ternctl_cmds[] = {
 	  TERNCTL_C_ALL | TERNCTL_C_FILTER | TERNCTL_C_IDOPT, ternctl_print_result },
 	{ "bounce", "bounce <id>  (fail all pending recipients, DSN to the sender)",
 	  TERNCTL_C_ID, ternctl_print_result },
+	{ "verify", "queue verify  (index against every segment record; exit 4 "
+	  "on a difference)",
+	  TERNCTL_C_LOCAL | TERNCTL_C_SUB | TERNCTL_C_RDONLY, ternctl_print_verify },
 	{ "stats", "stats",                TERNCTL_C_LOCAL, ternctl_print_stats },
 	{ "pause", "pause [--domain D]  (stop handing out deliveries)",
 	  TERNCTL_C_DOMAIN, ternctl_print_pause },
@@ -527,6 +534,38 @@ ternctl_print_dests(const struct ternctl_resp *r)
 }
 
 static int
+ternctl_print_verify(const struct ternctl_opts *o, const struct ternctl_resp *r)
+{
+	static const char *const keys[] = { "segments", "records", "damaged",
+	    "torn", "entries", "held_corrupt", "dead", "unindexed",
+	    "differences" };
+	long a = ternctl_field(r, 0, "diffs");
+	char id[64], seg[32], what[300];
+
+	(void)o;
+	for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+		printf("%s%s=%lld", k ? " " : "", keys[k],
+		    (long long)ternctl_num(r, 0, keys[k]));
+	printf("\n");
+	if (a >= 0 && r->toks[a].type == JSON_ARRAY) {
+		size_t i = (size_t)a + 1;
+		for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++)
+			printf("differs: id=%s segment=%s offset=%lld: %s\n",
+			    ternctl_str(r, i, "id", id, sizeof(id), NULL)[0] ? id : "-",
+			    ternctl_str(r, i, "segment", seg, sizeof(seg), NULL),
+			    (long long)ternctl_num(r, i, "offset"),
+			    ternctl_str(r, i, "what", what, sizeof(what), NULL));
+	}
+	if (ternctl_num(r, 0, "differences") > 0) {
+		printf("index and segments disagree; to rebuild the index from the "
+		    "segments, stop ternd and run: ternd --rebuild-index -c CONFIG\n");
+		return TERNCTL_EX_FAIL;
+	}
+	printf("index and segments agree\n");
+	return TERNCTL_EX_OK;
+}
+
+static int
 ternctl_print_stats(const struct ternctl_opts *o, const struct ternctl_resp *r)
 {
 	long c = ternctl_field(r, 0, "counters"), q = ternctl_field(r, 0, "queue");
@@ -553,6 +592,9 @@ ternctl_print_stats(const struct ternctl_opts *o, const struct ternctl_resp *r)
 	    (long long)ternctl_num(r, (size_t)q, "pending"),
 	    (long long)ternctl_num(r, (size_t)q, "held"),
 	    (long long)ternctl_num(r, (size_t)q, "corrupt"));
+	printf("disk: segments %lld bytes, index %lld bytes\n",
+	    (long long)ternctl_num(r, (size_t)q, "segments_bytes"),
+	    (long long)ternctl_num(r, (size_t)q, "index_bytes"));
 	long a = ternctl_field(r, (size_t)q, "domains");
 	if (a >= 0 && r->toks[a].type == JSON_ARRAY) {
 		size_t i = (size_t)a + 1;
@@ -659,14 +701,46 @@ ternctl_become_owner(const struct stat *st, const char *dir)
 		    (unsigned)st->st_uid, dir);
 }
 
+/* Below this much free space, recovery is not tried offline. */
+#define TERNCTL_RECOVER_MIN   (32ull << 20)
+
+/*
+ * Open the queue for an offline answer: with recovery when qo says so and
+ * the disk has room for it, else (or when that fails) read-only, which
+ * writes nothing and so works on a full disk; the index is then read as it
+ * stands (exact after a clean stop; doc/queue.md "Read-only open").
+ */
+static int
+ternctl_local_open(struct queue_opts *qo, struct queue **q, char *err,
+    size_t errlen)
+{
+	struct statvfs sv;
+	char why[512];
+	int full = statvfs(qo->dir, &sv) == 0 &&
+	    (uint64_t)sv.f_bavail * sv.f_frsize < TERNCTL_RECOVER_MIN;
+
+	if (qo->readonly)
+		return queue_open(qo, q, err, errlen);
+	if (!full && queue_open(qo, q, err, errlen) == 0)
+		return 0;
+	snprintf(why, sizeof(why), "%s", full ? "disk nearly full" : err);
+	qo->readonly = 1;
+	if (queue_open(qo, q, err, errlen) < 0)
+		return -1;
+	fprintf(stderr, "ternctl: %s: %s; reading the index as it stands "
+	    "(start ternd to recover it)\n", qo->dir, why);
+	return 0;
+}
+
 /* Answer from the queue directory. 0, or -1 (queue cannot be opened). */
 static int
 ternctl_local(const struct conf *cf, const char *req, size_t reqlen,
-    char **out, size_t *outlen)
+    int rdonly, char **out, size_t *outlen)
 {
 	struct queue_opts qo = {
 		.dir = cf->queue_dir, .segment_size = cf->segment_size,
 		.spool_memory = cf->spool_memory, .readonly = 1,
+		/* the reserve is ternd's: a reader never spends it */
 	};
 	struct queue *q = NULL;
 	struct json_writer w;
@@ -691,9 +765,14 @@ ternctl_local(const struct conf *cf, const char *req, size_t reqlen,
 		qo.readonly = 0;
 	} else if (geteuid() == st.st_uid)
 		qo.readonly = 0;
-	if (queue_open(&qo, &q, err, sizeof(err)) == -1) {
+	if (rdonly)
+		qo.readonly = 1;
+	if (ternctl_local_open(&qo, &q, err, sizeof(err)) == -1) {
 		fprintf(stderr, "ternctl: cannot open the queue directory %s: %s\n",
 		    cf->queue_dir, err);
+		if (rdonly)
+			fprintf(stderr, "ternctl: the index cannot be read; rebuild "
+			    "it from the segments: ternd --rebuild-index -c CONFIG\n");
 		return -1;
 	}
 	json_writer_init(&w);
@@ -775,8 +854,14 @@ ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
 	}
 	if (optind >= argc)
 		goto usage;
+	/* "queue verify": a sub-command of queue */
+	if (strcmp(argv[optind], "queue") == 0 && optind + 1 < argc &&
+	    argv[optind + 1][0] != '-')
+		optind++;
 	for (size_t i = 0; i < sizeof(ternctl_cmds) / sizeof(ternctl_cmds[0]); i++)
-		if (strcmp(argv[optind], ternctl_cmds[i].name) == 0)
+		if (strcmp(argv[optind], ternctl_cmds[i].name) == 0 &&
+		    ((ternctl_cmds[i].flags & TERNCTL_C_SUB) != 0) ==
+		    (optind > 0 && strcmp(argv[optind - 1], "queue") == 0))
 			cmd = &ternctl_cmds[i];
 	if (cmd == NULL) {
 		fprintf(stderr, "ternctl: unknown command: %s\n", argv[optind]);
@@ -1072,7 +1157,8 @@ main(int argc, char **argv)
 	if ((fd = ternctl_connect(sock)) == -1) {
 		int e = errno;
 		if (!(cmd->flags & TERNCTL_C_LOCAL) ||
-		    ternctl_local(cf, req, reqlen, &r.p, &r.len) == -1) {
+		    ternctl_local(cf, req, reqlen, (cmd->flags & TERNCTL_C_RDONLY) != 0,
+		    &r.p, &r.len) == -1) {
 			fprintf(stderr, "ternctl: cannot connect to %s: %s (is ternd running?)\n",
 			    sock, strerror(e));
 			rc = TERNCTL_EX_UNREACHABLE;
@@ -1101,6 +1187,9 @@ main(int argc, char **argv)
 	if (o.json) {
 		printf("%.*s\n", (int)r.len, r.p);
 		rc = fflush(stdout) == 0 ? TERNCTL_EX_OK : TERNCTL_EX_FAIL;
+		long ag = ternctl_field(&r, 0, "agree");
+		if (ag >= 0 && r.toks[ag].type == JSON_FALSE)
+			rc = TERNCTL_EX_FAIL;
 	} else
 		rc = cmd->print(&o, &r);
 done:

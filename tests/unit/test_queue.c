@@ -2,8 +2,8 @@
  * test_queue.c - the durable queue against a real directory under
  * TERN_TEST_TMPDIR and a real event_base receiving the committer's replies:
  * commit and read back, concurrent group commit, kill -9 (fork + _exit),
- * torn tails and flipped bytes, a lost index, ENOSPC on a small tmpfs
- * (root only), removal and segment recycling, oversized messages,
+ * torn tails and flipped bytes, a lost index, ENOSPC and the reserve on a
+ * small tmpfs (root only), removal and segment recycling, oversized messages,
  * read-only open.
  *
  * With TERN_QUEUE_BENCH=<dir> set, runs a throughput loop instead (1 and
@@ -1328,6 +1328,64 @@ walk_count(void *arg, const struct envelope *e)
 	return 0;
 }
 
+/*
+ * queue_verify() on a live queue, then the index deleted: the open rebuilds
+ * it from the segments. Removed messages whose segment is still there come
+ * back (the segments do not record removals: doc/queue.md); none is lost.
+ */
+static void
+test_index_rebuild_verify(void **state)
+{
+	char *dir = mktmp("rebuild"), path[4200];
+	struct queue *q = qopen(dir, 1 << 20, 0, 0);
+	struct waiter *w = waiter_new();
+	struct queue_verify v;
+
+	queue_set_notify(q, w->tq);
+	for (uint64_t r = 0; r < 10; r++)
+		submit(q, w->tq, r, 3000);
+	waiter_wait(w, 10);
+	waiter_wait_new(w, 10);         /* indexed */
+	for (uint64_t r = 0; r < 3; r++)
+		assert_int_equal(queue_remove(q, w->res[r].qid), 0);
+	assert_int_equal(queue_verify(q, &v, NULL, NULL), 0);
+	assert_int_equal(v.entries, 7);
+	assert_int_equal(v.records, 10);
+	assert_int_equal(v.dead, 3);
+	assert_int_equal(v.differences, 0);
+	queue_close(q);
+
+	snprintf(path, sizeof(path), "%s/db/envelopes.db", dir);
+	assert_int_equal(unlink(path), 0);
+	q = qopen(dir, 1 << 20, 0, 0);
+	assert_int_equal(count_messages(q), 10);
+	for (uint64_t r = 0; r < 10; r++)
+		check_message(q, w->res[r].qid, r, 3000);
+	assert_int_equal(queue_verify(q, &v, NULL, NULL), 0);
+	assert_int_equal(v.differences, 0);
+	queue_close(q);
+
+	/* an index record pointing nowhere is a difference, offline too */
+	q = qopen(dir, 1 << 20, 0, 0);
+	struct envelope *e = NULL;
+	assert_int_equal(queue_get(q, w->res[5].qid, &e), 0);
+	queue_close(q);
+	snprintf(path, sizeof(path), "%s/segments/%08x.seg", dir, e->seg);
+	int fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "garbage!", 8, (off_t)(e->off + e->rec_len - 10)), 8);
+	close(fd);
+	envelope_free(e);
+	q = qopen(dir, 1 << 20, 0, 1);
+	assert_int_equal(queue_verify(q, &v, NULL, NULL), 0);
+	assert_int_equal(v.damaged, 1);
+	assert_int_equal(v.differences, 1);
+	queue_close(q);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+}
+
 static void
 test_readonly(void **state)
 {
@@ -1578,6 +1636,115 @@ test_enospc(void **state)
 	free(dir);
 }
 
+/* Bytes a file holds on disk. */
+static uint64_t
+file_blocks(const char *path)
+{
+	struct stat sb;
+	return stat(path, &sb) == 0 ? (uint64_t)sb.st_blocks * 512 : 0;
+}
+
+/* Write zeros to path until the file system is full. */
+static void
+fill_fs(const char *path)
+{
+	char *big = calloc(1, 1 << 16);
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+
+	assert_true(fd >= 0);
+	while (write(fd, big, 1 << 16) > 0)
+		;
+	while (write(fd, big, 512) > 0)
+		;
+	fsync(fd);
+	close(fd);
+	free(big);
+}
+
+/* Poll (up to 5 s) until the queue's low state is want. */
+static void
+wait_low(struct queue *q, int want)
+{
+	for (int i = 0; i < 500 && (queue_space_refuse(q) != 0) != want; i++)
+		usleep(10000);
+	assert_int_equal(queue_space_refuse(q) != 0, want);
+}
+
+/*
+ * A full disk (tmpfs, root only): the reserve is allocated at open; below
+ * half of it free new mail gets ENOSPC (452) but a bounce is taken; with
+ * nothing free the reserve is given back a quarter at a time, never below
+ * a quarter; with space back it is whole again and mail is taken.
+ */
+static void
+test_space_reserve(void **state)
+{
+	char *dir = mktmp("space"), mnt[4200], qdir[4300], ballast[4300];
+	char rpath[4400], err[256] = "";
+	struct queue_opts o = { .segment_size = 1 << 20,
+	    .spool_memory = 256 << 10, .spool_budget = 64 << 20,
+	    .reserve_size = 4 << 20 };
+	struct queue *q = NULL;
+	struct waiter *w;
+	struct envelope *e;
+	struct spool *sp;
+	struct stat sb;
+
+	snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
+	assert_int_equal(mkdir(mnt, 0700), 0);
+	if (mount("tmpfs", mnt, "tmpfs", 0, "size=24m,mode=0700") < 0) {
+		rmtree(dir);
+		free(dir);
+		skip();
+	}
+	snprintf(qdir, sizeof(qdir), "%s/q", mnt);
+	snprintf(ballast, sizeof(ballast), "%s/ballast", mnt);
+	snprintf(rpath, sizeof(rpath), "%s/reserve", qdir);
+	o.dir = qdir;
+	assert_int_equal(queue_open(&o, &q, err, sizeof(err)), 0);
+	assert_true(file_blocks(rpath) >= (4u << 20));
+	w = waiter_new();
+
+	/* less than half the reserve free: new mail refused, a bounce taken */
+	fill_fs(ballast);
+	assert_int_equal(stat(ballast, &sb), 0);
+	assert_int_equal(truncate(ballast, sb.st_size - (1 << 20)), 0);
+	wait_low(q, 1);
+	submit(q, w->tq, 0, 1000);
+	waiter_wait(w, 1);
+	assert_int_equal(w->res[0].st, Q_TEMPFAIL);
+	assert_int_equal(w->res[0].err, ENOSPC);
+	e = envelope_new();
+	e->sender = strdup("");
+	e->flags = ENV_F_DSN;
+	envelope_add_rcpt(e, "sender@example.org", NULL, 0);
+	sp = spool_new(q);
+	assert_int_equal(spool_write(sp, "Subject: bounce\r\n\r\nx\r\n", 22), 0);
+	queue_commit_submit(q, e, sp, w->tq, 1);
+	waiter_wait(w, 2);
+	assert_int_equal(w->res[1].st, Q_OK);
+
+	/* nothing free: given back down to a quarter, not below */
+	for (int i = 0; i < 300 && file_blocks(rpath) > (1u << 20); i++) {
+		fill_fs(ballast);
+		usleep(10000);
+	}
+	assert_true(file_blocks(rpath) == (1u << 20));
+
+	/* space back: whole again, mail taken */
+	assert_int_equal(unlink(ballast), 0);
+	wait_low(q, 0);
+	assert_true(file_blocks(rpath) >= (4u << 20));
+	submit(q, w->tq, 2, 1000);
+	waiter_wait(w, 3);
+	assert_int_equal(w->res[2].st, Q_OK);
+	queue_close(q);
+	waiter_free(w);
+	umount2(mnt, MNT_DETACH);
+	rmtree(dir);
+	free(dir);
+}
+
 /* ---- throughput loop (TERN_QUEUE_BENCH=<dir>) ---- */
 
 struct bench_arg {
@@ -1695,8 +1862,10 @@ main(void)
 		cmocka_unit_test(test_oversized),
 		cmocka_unit_test(test_update),
 		cmocka_unit_test(test_readonly),
+		cmocka_unit_test(test_index_rebuild_verify),
 		cmocka_unit_test(test_spool_budget),
 		cmocka_unit_test(test_enospc),
+		cmocka_unit_test(test_space_reserve),
 	};
 	const char *bench = getenv("TERN_QUEUE_BENCH");
 
