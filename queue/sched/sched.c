@@ -1,5 +1,6 @@
 /*
- * sched.c - the delivery scheduler (tern/deliver.h, DESIGN.md 3-5).
+ * sched.c - the delivery scheduler (tern/deliver.h; its place in the message
+ * flow: doc/design.md, "How a message travels", steps 4 and 6).
  *
  * One thread with its own event loop (sched_start, sched_loop.c) runs the
  * core below; unit tests run the same core on their own loop (sched_int.h).
@@ -69,32 +70,6 @@
 
 #define SCHED_JOB_MAX_RCPT  100
 #define SCHED_RETRY_ERR     60          /* store read failed: try again */
-
-/* ------------------------------------------------------------------ */
-/* retry delay (pure) */
-
-unsigned
-sched_retry_delay(const unsigned *steps, size_t nsteps, unsigned attempt,
-    double rnd)
-{
-	double base, d;
-	size_t i;
-
-	if (steps == NULL || nsteps == 0)
-		return 300;
-	if (attempt == 0)
-		attempt = 1;
-	i = attempt <= nsteps ? attempt - 1 : nsteps - 1;
-	base = steps[i];
-	if (!(rnd >= 0.0 && rnd < 1.0))         /* also catches NaN */
-		rnd = 0.5;
-	d = base + base * 0.1 * (2.0 * rnd - 1.0);
-	if (d < 1.0)
-		d = base > 0 ? 1.0 : 0.0;
-	if (d > 4294967295.0)
-		d = 4294967295.0;
-	return (unsigned)(d + 0.5 > 4294967295.0 ? d : d + 0.5);
-}
 
 /* ------------------------------------------------------------------ */
 /* heap of (when, qid) */
@@ -292,6 +267,12 @@ sched_rand(struct sched *s)
 	x ^= x >> 27;
 	s->rnd = x;
 	return (double)((x * 0x2545f4914f6cdd1dull) >> 11) * 0x1.0p-53;
+}
+
+static double
+sched_rand_cb(void *arg)
+{
+	return sched_rand(arg);
 }
 
 static uint64_t
@@ -873,26 +854,16 @@ sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now,
 		return;
 	}
 	env->attempts++;
-	env->next_attempt = now + sched_retry_delay(c->retry, c->nretry,
-	    env->attempts, sched_rand(s));
-	if (m->not_before > env->next_attempt) {
-		/* a destination is down until then: not before, and spread
-		 * over a tenth of the wait so the probe is not a stampede */
-		int64_t spread = (m->not_before - now) / 10 + 1;
-		env->next_attempt = m->not_before +
-		    (int64_t)(sched_rand(s) * (double)spread);
-	}
+	env->next_attempt = sched_retry_next(c, env->attempts, m->not_before,
+	    now, sched_rand_cb, s);
 
 	/* still-pending recipients other than this round's failures */
 	for (size_t i = 0; i < env->nrcpt; i++)
 		if (env->rcpts[i].state == RCPT_PENDING &&
 		    !sched_idx_in(m->perm, m->nperm, i))
 			npend++;
-	expired = npend > 0 && c->max_queue_lifetime > 0 &&
-	    now >= env->arrival + (int64_t)c->max_queue_lifetime;
-	warn = !expired && npend > 0 && c->delay_warning > 0 &&
-	    !(env->flags & ENV_F_WARNED) &&
-	    now >= env->arrival + (int64_t)c->delay_warning;
+	expired = sched_retry_expired(c, env, npend, now);
+	warn = !expired && sched_retry_warn_due(c, env, npend, now);
 	free(m->expired);
 	m->expired = NULL;
 	m->nexpired = 0;
@@ -947,9 +918,8 @@ sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now,
 		    "delivery time expired" : rc2->last_error;
 		d->diag_smtp = rc2->relay != NULL && !exp;
 		d->last_attempt = rc2->updated;
-		if (del && c->max_queue_lifetime > 0)
-			d->retry_until = env->arrival +
-			    (int64_t)c->max_queue_lifetime;
+		if (del)
+			d->retry_until = sched_retry_until(c, env);
 		nd++;
 	}
 	if (nd == 0) {

@@ -261,6 +261,24 @@ void sched_ctl_schedule(struct sched *s, uint64_t qid, int64_t when);
  */
 int sched_ctl_bounce(struct sched *s, uint64_t qid, int64_t now);
 
+/* ---- the retry policy (retry.c; sched_retry_delay: tern/deliver.h) ---- */
+
+/*
+ * The next attempt of a message whose round ended at now, its attempts
+ * already counted; not_before: a down destination's end, or 0. rnd gives
+ * values in [0, 1) (called once, twice when not_before decides).
+ */
+int64_t sched_retry_next(const struct conf *c, unsigned attempts,
+    int64_t not_before, int64_t now, double (*rnd)(void *arg), void *arg);
+/* 1 if env, with npend recipients still pending, has expired at now. */
+int sched_retry_expired(const struct conf *c, const struct envelope *env,
+    size_t npend, int64_t now);
+/* 1 if env's delay warning is due at now (at most once per message). */
+int sched_retry_warn_due(const struct conf *c, const struct envelope *env,
+    size_t npend, int64_t now);
+/* The "Will-Retry-Until" of a delay warning: expiry time, or 0 for none. */
+int64_t sched_retry_until(const struct conf *c, const struct envelope *env);
+
 void sched_heap_push(struct sched_heap *h, int64_t when, uint64_t qid,
     void *item, size_t *pos);
 /* Remove the smallest; 0 if empty. */

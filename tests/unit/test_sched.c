@@ -81,6 +81,59 @@ test_retry_delay(void **state)
 	assert_true(sched_retry_delay(one, 1, 1, 0.0) >= 1);
 }
 
+/* the rest of the policy (retry.c): next attempt, expiry, warning */
+static double
+retry_rnd_fixed(void *arg)
+{
+	return *(const double *)arg;
+}
+
+static void
+test_retry_policy(void **state)
+{
+	static unsigned steps[] = { 300, 600 };
+	struct conf c;
+	struct envelope env;
+	double half = 0.5, zero = 0.0;
+	(void)state;
+
+	memset(&c, 0, sizeof(c));
+	memset(&env, 0, sizeof(env));
+	c.retry = steps;
+	c.nretry = 2;
+	/* no down destination: now + the step */
+	assert_int_equal(sched_retry_next(&c, 2, 0, 1000, retry_rnd_fixed,
+	    &half), 1600);
+	/* a down destination until 5000 decides: from 5000, spread over a
+	 * tenth of the wait (400 s + 1) */
+	assert_int_equal(sched_retry_next(&c, 1, 5000, 1000, retry_rnd_fixed,
+	    &zero), 5000);
+	assert_int_equal(sched_retry_next(&c, 1, 5000, 1000, retry_rnd_fixed,
+	    &half), 5000 + 200);
+	/* a down mark that ends before the step does not matter */
+	assert_int_equal(sched_retry_next(&c, 1, 1100, 1000, retry_rnd_fixed,
+	    &half), 1300);
+
+	env.arrival = 1000;
+	c.max_queue_lifetime = 3600;
+	c.delay_warning = 600;
+	assert_false(sched_retry_expired(&c, &env, 1, 1000 + 3599));
+	assert_true(sched_retry_expired(&c, &env, 1, 1000 + 3600));
+	assert_false(sched_retry_expired(&c, &env, 0, 1000 + 3600));
+	assert_false(sched_retry_warn_due(&c, &env, 1, 1000 + 599));
+	assert_true(sched_retry_warn_due(&c, &env, 1, 1000 + 600));
+	assert_false(sched_retry_warn_due(&c, &env, 0, 1000 + 600));
+	env.flags |= ENV_F_WARNED;      /* once only */
+	assert_false(sched_retry_warn_due(&c, &env, 1, 1000 + 600));
+	assert_int_equal(sched_retry_until(&c, &env), 1000 + 3600);
+	c.max_queue_lifetime = 0;       /* no limit: never expires */
+	assert_false(sched_retry_expired(&c, &env, 1, INT64_MAX / 2));
+	assert_int_equal(sched_retry_until(&c, &env), 0);
+	c.delay_warning = 0;
+	env.flags = 0;
+	assert_false(sched_retry_warn_due(&c, &env, 1, INT64_MAX / 2));
+}
+
 /* ---- heap ---- */
 
 struct hitem {
@@ -1042,6 +1095,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_retry_delay),
+		cmocka_unit_test(test_retry_policy),
 		cmocka_unit_test(test_heap),
 		cmocka_unit_test(test_window_slow_start),
 		cmocka_unit_test(test_window_cohort),
