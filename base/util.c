@@ -1,6 +1,8 @@
 /*
  * util.c - allocation helpers, clocks, queue ids, socket address text,
- * CRC-32C. Thread-safe; no state.
+ * CRC-32C. Thread-safe. Its only state: the CRC-32C table (built once,
+ * pthread_once) and the highest queue id handed out or seen (qid_seen;
+ * atomic), which keeps qid_new() above every id already in the queue.
  */
 #include <arpa/inet.h>
 #include <errno.h>

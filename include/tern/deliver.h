@@ -1,5 +1,6 @@
 /*
- * deliver.h - the scheduler and the delivery workers (DESIGN.md 3, 4).
+ * deliver.h - the scheduler (queue/sched/) and the delivery workers
+ * (queue/mta/); doc/design.md has the threads and the message flow.
  *
  * The scheduler is one thread with its own event loop. It owns the
  * in-memory schedule (a heap of message ids by next attempt, rebuilt from
@@ -16,7 +17,8 @@
  * resolver (c-ares). It runs many outbound SMTP sessions at once, resolves
  * each job's route, tries every address of every exchanger in order,
  * reuses idle connections to the same next hop, and reports one result per
- * recipient. Workers never touch the envelope store.
+ * recipient. Workers never write the envelope store: they only read a
+ * message's body (queue_read_body) once a connection is ready for it.
  *
  * Jobs and results are tq messages (tern/tq.h); ownership moves with them.
  */
@@ -121,7 +123,7 @@ struct ctl_op;
 /*
  * Hand an operator request (tern/ctl.h: hold, release, delete, retry,
  * bounce, pause, resume, stats) to the scheduler thread, from any thread;
- * ownership moves. It is applied and answered (ctl_op_reply) there, so the
+ * ownership moves. It is applied and answered (op->reply) there, so the
  * schedule, the in-flight set and the envelope store never race.
  */
 void sched_ctl_submit(struct sched *s, struct ctl_op *op);
@@ -129,7 +131,8 @@ void sched_ctl_submit(struct sched *s, struct ctl_op *op);
 /*
  * Delay before attempt number `attempt` (1 = the first retry) from the
  * retry schedule, the last step repeating, with up to +-10% jitter from
- * rnd (a value in [0, 1)). Pure.
+ * rnd (a value in [0, 1)). Pure. The rest of the retry policy (next
+ * attempt, expiry, delay warning) is beside it in queue/sched/retry.c.
  */
 unsigned sched_retry_delay(const unsigned *steps, size_t nsteps,
     unsigned attempt, double rnd);

@@ -1,5 +1,6 @@
 /*
- * deliver.c - the delivery worker pool (DESIGN.md 3, 4 step 7).
+ * deliver.c - the delivery worker pool (tern/deliver.h; doc/design.md,
+ * "How a message travels", step 5).
  *
  * N worker threads, each with its own event_base, c-ares resolver and job
  * inbox (a tq). deliver_pool_submit() may be called from any thread; it

@@ -25,7 +25,8 @@ import pytest
 
 from conftest import RawSMTP, free_port
 
-# The per-attempt log line (DESIGN.md 7; sched.c sched_log_rcpt).
+# The per-attempt log line (doc/ternd.8, DIAGNOSTICS; written by
+# sched_log_rcpt in queue/sched/sched.c).
 ATTEMPT_RE = re.compile(
     r"id=(?P<id>[0-9A-Fa-f]{16}) to=<(?P<to>[^>]*)> relay=(?P<relay>\S+) "
     r"dsn=(?P<dsn>[245]\.\d{1,3}\.\d{1,3}) "

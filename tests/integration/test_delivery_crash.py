@@ -1,4 +1,5 @@
-"""kill -9 in the middle of delivery, then restart (DESIGN.md 5 (b)).
+"""kill -9 in the middle of delivery, then restart (doc/queue.md, "Promises"
+2; doc/design.md, "How a message travels", step 6).
 
 Every message is delivered at least once; a recipient whose delivery was
 durably recorded before the crash is never sent again. The index is flushed

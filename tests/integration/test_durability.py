@@ -1,5 +1,5 @@
 """Durability: every message acknowledged with 250 survives kill -9 and a
-graceful restart, byte for byte (DESIGN section 5, promise (a) and (b))."""
+graceful restart, byte for byte (doc/queue.md, "Promises" 1 and 2)."""
 
 import os
 import threading
