@@ -1,6 +1,6 @@
 /*
- * tls.h - OpenSSL contexts for the listeners (server) and the delivery
- * client.
+ * tls.h - OpenSSL contexts for the listeners (server, smtpd/tls.c) and the
+ * delivery client (queue/mta/tls_client.c).
  *
  * Server side: TLS 1.2 and 1.3 only, forward-secret AEAD ciphers, server
  * cipher preference, session resumption (tickets + a server-side cache).

@@ -33,7 +33,7 @@
  * recorded and remembered. When the round's last job answers, the round
  * ends: attempts++, next attempt from the retry schedule (+-10% jitter),
  * expiry (max-queue-lifetime) and the one delay warning (delay-warning) are
- * decided.
+ * decided by the retry policy (retry.c).
  *
  * Bounce order, chosen so that a crash never loses a bounce: (1) the round's
  * counters are written with the failed recipients still PENDING; (2) the
