@@ -146,50 +146,22 @@ void json_obj_close(struct json_writer *w) { json_writer_close(w, '}', JSON_W_OB
 void json_arr_open(struct json_writer *w) { json_writer_open(w, '[', 0); }
 void json_arr_close(struct json_writer *w) { json_writer_close(w, ']', 0); }
 
-/* The quoted, escaped string; no separator. */
+/* The quoted, escaped string (util's json_escape()); no separator. */
 static void
 json_writer_string(struct json_writer *w, const char *s, size_t n)
 {
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *p = (const unsigned char *)s;
 	size_t i = 0;
 
 	json_writer_add(w, "\"", 1);
 	while (i < n && !w->failed) {
-		size_t run = i;
-		/* copy the longest run that needs no escape in one go */
-		while (run < n && p[run] >= 0x20 && p[run] < 0x80 &&
-		    p[run] != '"' && p[run] != '\\')
-			run++;
-		if (run > i) {
-			json_writer_add(w, p + i, run - i);
-			i = run;
-			continue;
-		}
-		unsigned char c = p[i];
-		char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-		switch (c) {
-		case '"':  json_writer_add(w, "\\\"", 2); i++; continue;
-		case '\\': json_writer_add(w, "\\\\", 2); i++; continue;
-		case '\n': json_writer_add(w, "\\n", 2); i++; continue;
-		case '\r': json_writer_add(w, "\\r", 2); i++; continue;
-		case '\t': json_writer_add(w, "\\t", 2); i++; continue;
-		case '\b': json_writer_add(w, "\\b", 2); i++; continue;
-		case '\f': json_writer_add(w, "\\f", 2); i++; continue;
-		default:
+		size_t used;
+		/* room for the rest as it is, and for one escape more */
+		json_writer_grow(w, n - i + 6);
+		if (w->failed)
 			break;
-		}
-		if (c >= 0x80) {
-			size_t l = utf8_seq_len(p + i, n - i);
-			if (l > 0) {
-				json_writer_add(w, p + i, l);
-				i += l;
-				continue;
-			}
-		}
-		/* a control byte, or a byte outside well-formed UTF-8 */
-		json_writer_add(w, esc, sizeof(esc));
-		i++;
+		w->len += json_escape(w->buf + w->len, w->cap - w->len - 1,
+		    s + i, n - i, &used);
+		i += used;
 	}
 	json_writer_add(w, "\"", 1);
 }
@@ -260,45 +232,22 @@ json_put_null(struct json_writer *w)
 	json_writer_add(w, "null", 4);
 }
 
-static const char json_b64[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 void
 json_put_base64(struct json_writer *w, const void *src, size_t len)
 {
-	const unsigned char *p = src;
-	size_t out = (len / 3 + (len % 3 != 0)) * 4;
-
 	if (json_writer_sep(w, 0) == -1)
 		return;
 	if (len > (SIZE_MAX / 4) * 3 - 3) {
 		w->failed = ENOMEM;
 		return;
 	}
+	size_t out = BASE64_LEN(len);
 	json_writer_grow(w, out + 2);
 	if (w->failed)
 		return;
-	char *d = w->buf + w->len;
-	*d++ = '"';
-	size_t i = 0;
-	for (; i + 3 <= len; i += 3) {
-		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-		*d++ = json_b64[v >> 18];
-		*d++ = json_b64[(v >> 12) & 63];
-		*d++ = json_b64[(v >> 6) & 63];
-		*d++ = json_b64[v & 63];
-	}
-	if (i < len) {
-		uint32_t v = (uint32_t)p[i] << 16;
-		if (i + 1 < len)
-			v |= (uint32_t)p[i + 1] << 8;
-		*d++ = json_b64[v >> 18];
-		*d++ = json_b64[(v >> 12) & 63];
-		*d++ = i + 1 < len ? json_b64[(v >> 6) & 63] : '=';
-		*d++ = '=';
-	}
-	*d++ = '"';
-	w->len = (size_t)(d - w->buf);
+	w->buf[w->len++] = '"';
+	w->len += base64_encode(src, len, w->buf + w->len, out + 1);
+	w->buf[w->len++] = '"';
 	w->buf[w->len] = '\0';
 }
 
@@ -717,45 +666,12 @@ json_obj_find(const char *p, const struct json_tok *toks, size_t obj,
 	return -1;
 }
 
-static int
-json_b64_val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z') return c - 'A';
-	if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-	if (c >= '0' && c <= '9') return c - '0' + 52;
-	if (c == '+') return 62;
-	if (c == '/') return 63;
-	return -1;
-}
-
 long
 json_base64_decode(const char *src, size_t len, uint8_t *out)
 {
-	const unsigned char *s = (const unsigned char *)src;
-	size_t n = 0;
+	size_t n;
 
-	if (len % 4 != 0)
+	if (base64_decode(src, len, out, len / 4 * 3, &n) != 0)
 		return -1;
-	for (size_t i = 0; i < len; i += 4) {
-		int v[4], pad = 0;
-		for (int k = 0; k < 4; k++) {
-			if (s[i + k] == '=' && i + 4 == len && k >= 2) {
-				v[k] = 0;
-				pad++;
-				continue;
-			}
-			if (pad > 0 || (v[k] = json_b64_val(s[i + k])) < 0)
-				return -1;
-		}
-		uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
-		    (uint32_t)v[2] << 6 | (uint32_t)v[3];
-		if ((pad == 1 && (x & 0xff) != 0) || (pad == 2 && (x & 0xffff) != 0))
-			return -1;              /* non-canonical trailing bits */
-		out[n++] = (uint8_t)(x >> 16);
-		if (pad < 2)
-			out[n++] = (uint8_t)(x >> 8);
-		if (pad < 1)
-			out[n++] = (uint8_t)x;
-	}
 	return (long)n;
 }

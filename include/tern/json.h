@@ -6,7 +6,7 @@
  * allocation failure or a nesting deeper than JSON_MAX_DEPTH marks the
  * writer failed, later calls do nothing, and json_writer_finish() returns
  * NULL. Output is always valid JSON and valid UTF-8: strings escape '"',
- * '\\' and every control byte (\n, \r, \t, \b, \f or \u00XX), and each byte
+ * '\\' and every control byte and DEL (\n, \r, \t, \b, \f or \u00XX), and each byte
  * that is not part of a well-formed UTF-8 sequence is written as \u00XX
  * (its Latin-1 reading: text survives, raw bytes do not - use
  * json_put_base64() for bytes that must come back exact). No whitespace is
