@@ -251,6 +251,41 @@ json_put_base64(struct json_writer *w, const void *src, size_t len)
 	w->buf[w->len] = '\0';
 }
 
+void
+json_kv_str(struct json_writer *w, const char *key, const char *s)
+{
+	json_key(w, key);
+	json_put_str(w, s);
+}
+
+void
+json_kv_int(struct json_writer *w, const char *key, int64_t v)
+{
+	json_key(w, key);
+	json_put_int(w, v);
+}
+
+void
+json_kv_uint(struct json_writer *w, const char *key, uint64_t v)
+{
+	json_key(w, key);
+	json_put_uint(w, v);
+}
+
+void
+json_kv_bool(struct json_writer *w, const char *key, int v)
+{
+	json_key(w, key);
+	json_put_bool(w, v);
+}
+
+void
+json_kv_null(struct json_writer *w, const char *key)
+{
+	json_key(w, key);
+	json_put_null(w);
+}
+
 /* ---- parser ---- */
 
 struct json_parser {

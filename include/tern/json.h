@@ -60,6 +60,15 @@ void json_put_int(struct json_writer *w, int64_t v);
 void json_put_uint(struct json_writer *w, uint64_t v);
 void json_put_bool(struct json_writer *w, int v);
 void json_put_null(struct json_writer *w);
+/*
+ * "key":value in one call, for objects written field by field (the same
+ * as json_key() followed by the json_put_*() of the same name).
+ */
+void json_kv_str(struct json_writer *w, const char *key, const char *s);
+void json_kv_int(struct json_writer *w, const char *key, int64_t v);
+void json_kv_uint(struct json_writer *w, const char *key, uint64_t v);
+void json_kv_bool(struct json_writer *w, const char *key, int v);
+void json_kv_null(struct json_writer *w, const char *key);
 /* A string holding the standard base64 (RFC 4648 section 4, padded) of p. */
 void json_put_base64(struct json_writer *w, const void *p, size_t len);
 
