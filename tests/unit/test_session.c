@@ -192,14 +192,23 @@ dialog(struct fixture *f, const char *cmd, const char *expect_prefix)
 		    expect_prefix, r);
 }
 
-/* Messages in the index, once the committer has indexed what it acked. */
+/*
+ * Messages in the index, once the committer has indexed what it acked:
+ * the index follows the durable commit (and the 250) by a moment, so wait
+ * until it holds every message committed (nothing here removes any).
+ */
 static size_t
 queue_count(struct fixture *f)
 {
 	struct queue_stats st;
-	usleep(50000);
-	queue_stats(f->q, &st);
-	return (size_t)st.messages;
+	uint64_t end = now_mono_us() + 5000000u;
+
+	for (;;) {
+		queue_stats(f->q, &st);
+		if (st.messages >= st.commits || now_mono_us() > end)
+			return (size_t)st.messages;
+		usleep(1000);
+	}
 }
 
 static void
