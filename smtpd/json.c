@@ -33,43 +33,25 @@ json_writer_init(struct json_writer *w)
 void
 json_writer_reset(struct json_writer *w)
 {
-	free(w->buf);
+	buf_free(&w->out);
 	json_writer_init(w);
 }
 
 static void
 json_writer_grow(struct json_writer *w, size_t more)
 {
-	if (w->failed)
-		return;
-	if (more > SIZE_MAX / 2 - w->len - 1) {
-		w->failed = ENOMEM;
-		return;
-	}
-	size_t need = w->len + more + 1;
-	if (need <= w->cap)
-		return;
-	size_t cap = w->cap ? w->cap : 256;
-	while (cap < need)
-		cap *= 2;
-	char *p = realloc(w->buf, cap);
-	if (p == NULL) {
-		w->failed = ENOMEM;
-		return;
-	}
-	w->buf = p;
-	w->cap = cap;
+	if (!w->failed && buf_reserve(&w->out, more) < 0)
+		w->failed = w->out.err;
 }
 
 static void
 json_writer_add(struct json_writer *w, const void *p, size_t n)
 {
-	json_writer_grow(w, n);
 	if (w->failed)
 		return;
-	memcpy(w->buf + w->len, p, n);
-	w->len += n;
-	w->buf[w->len] = '\0';
+	buf_add(&w->out, p, n);
+	if (w->out.err)
+		w->failed = w->out.err;
 }
 
 /* Before any value or key: the comma, and the checks that keep it JSON. */
@@ -102,14 +84,14 @@ misuse:
 char *
 json_writer_finish(struct json_writer *w, size_t *len)
 {
-	char *p = w->buf;
+	char *p = w->out.p;
 
 	if (w->failed || w->depth != 0 || w->after_key || p == NULL) {
 		json_writer_reset(w);
 		return NULL;
 	}
 	if (len != NULL)
-		*len = w->len;
+		*len = w->out.len;
 	json_writer_init(w);
 	return p;
 }
@@ -159,7 +141,8 @@ json_writer_string(struct json_writer *w, const char *s, size_t n)
 		json_writer_grow(w, n - i + 6);
 		if (w->failed)
 			break;
-		w->len += json_escape(w->buf + w->len, w->cap - w->len - 1,
+		struct buf *b = &w->out;
+		b->len += json_escape(b->p + b->len, b->cap - b->len - 1,
 		    s + i, n - i, &used);
 		i += used;
 	}
@@ -245,10 +228,10 @@ json_put_base64(struct json_writer *w, const void *src, size_t len)
 	json_writer_grow(w, out + 2);
 	if (w->failed)
 		return;
-	w->buf[w->len++] = '"';
-	w->len += base64_encode(src, len, w->buf + w->len, out + 1);
-	w->buf[w->len++] = '"';
-	w->buf[w->len] = '\0';
+	w->out.p[w->out.len++] = '"';
+	w->out.len += base64_encode(src, len, w->out.p + w->out.len, out + 1);
+	w->out.p[w->out.len++] = '"';
+	w->out.p[w->out.len] = '\0';
 }
 
 void

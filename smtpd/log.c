@@ -270,6 +270,10 @@ log_escape(char *dst, size_t dstlen, const char *src, size_t len)
 /* Room always kept free for the end of a line: ,"truncated":true}\n NUL */
 #define LOG_JSON_TAIL (sizeof(",\"truncated\":true}\n"))
 
+/*
+ * A window on the caller's fixed buffer, not a growable one (struct buf):
+ * the logging path never allocates, so a line that does not fit is cut.
+ */
 struct log_jbuf {
 	char *p;
 	size_t len;

@@ -2,7 +2,7 @@
  * json.h - a small JSON writer and a small JSON parser (RFC 8259), for the
  * control socket protocol (ctl.h) and ternctl.
  *
- * Writer: appends to a growable buffer that it owns. It never aborts: an
+ * Writer: appends to a growable buffer that it owns (a struct buf). It never aborts: an
  * allocation failure or a nesting deeper than JSON_MAX_DEPTH marks the
  * writer failed, later calls do nothing, and json_writer_finish() returns
  * NULL. Output is always valid JSON and valid UTF-8: strings escape '"',
@@ -27,13 +27,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tern/util.h"
+
 #define JSON_MAX_DEPTH 32
 
 /* ---- writer ---- */
 
 struct json_writer {
-	char *buf;                  /* owned; NUL-terminated while not failed */
-	size_t len, cap;
+	struct buf out;             /* owned; NUL-terminated while not failed */
 	int failed;                 /* ENOMEM, or too deep / misuse */
 	unsigned depth;
 	uint8_t level[JSON_MAX_DEPTH + 1];  /* per open container: JSON_W_* bits */

@@ -86,6 +86,29 @@ size_t json_escape(char *dst, size_t dstlen, const char *src, size_t n,
 #define FNV1A32_INIT 2166136261u
 uint32_t fnv1a32(uint32_t h, const void *p, size_t n);
 
+/*
+ * A growable byte buffer for pure producers of text or records (DSN
+ * messages, envelope records, the control protocol's JSON): the one such
+ * type of the tree. It needs no event loop and links nothing but libc, so
+ * parsers, codecs and fuzz targets can use it; code that already writes to
+ * a bufferevent uses libevent's evbuffer instead. Allocation is fallible
+ * (a peer may choose the size): a failure sets err (ENOMEM), err is
+ * sticky and later adds do nothing, so a producer checks once at the end.
+ * p is NUL-terminated after any successful add. Zero-initialise to start.
+ */
+struct buf {
+	char *p;                /* owned; NULL until the first add */
+	size_t len, cap;
+	int err;                /* 0, ENOMEM, or a producer's own errno */
+};
+/* Room for len + more + 1 bytes: 0, or -1 with err set (sticky). */
+int buf_reserve(struct buf *b, size_t more);
+void buf_add(struct buf *b, const void *p, size_t n);
+void buf_addstr(struct buf *b, const char *s);
+void buf_printf(struct buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void buf_free(struct buf *b);   /* frees p and zeroes b */
+
 /* ASCII-only case-insensitive compare of two byte ranges (0 if equal). */
 int ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen);
 /* The domain of "local@domain" (after the last '@'), "" without one. */
