@@ -442,6 +442,28 @@ file_flip(const char *path, uint64_t off)
 	close(fd);
 }
 
+/*
+ * Commit three messages, one batch each (so in order) into one segment,
+ * read back their envelopes, close q; path is that segment's file.
+ */
+static void
+torn_three(const char *dir, struct queue *q, struct waiter *w,
+    uint64_t qid[3], struct envelope *e[3], char *path, size_t pathlen)
+{
+	qnotify(q, w);
+	for (uint64_t r = 0; r < 3; r++) {
+		submit(q, w->tq, r, 5000);
+		waiter_wait(w, r + 1);   /* one per batch: ordered */
+		assert_int_equal(w->res[r].st, Q_OK);
+		qid[r] = w->res[r].qid;
+	}
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(queue_get(q, qid[i], &e[i]), 0);
+	queue_close(q);
+	assert_int_equal(e[0]->seg, e[2]->seg);
+	snprintf(path, pathlen, "%s/segments/%08x.seg", dir, e[2]->seg);
+}
+
 enum torn_kind { TORN_GARBAGE, TORN_TRUNCATE, TORN_FLIP_MIDDLE,
 	TORN_FLIP_INDEXED };
 
@@ -456,18 +478,7 @@ torn_case(enum torn_kind kind)
 	char *body;
 	size_t len;
 
-	qnotify(q, w);
-	for (uint64_t r = 0; r < 3; r++) {
-		submit(q, w->tq, r, 5000);
-		waiter_wait(w, r + 1);   /* one per batch: ordered */
-		assert_int_equal(w->res[r].st, Q_OK);
-		qid[r] = w->res[r].qid;
-	}
-	for (int i = 0; i < 3; i++)
-		assert_int_equal(queue_get(q, qid[i], &e[i]), 0);
-	queue_close(q);
-	assert_int_equal(e[0]->seg, e[2]->seg);
-	snprintf(path, sizeof(path), "%s/segments/%08x.seg", dir, e[2]->seg);
+	torn_three(dir, q, w, qid, e, path, sizeof(path));
 
 	if (kind != TORN_FLIP_INDEXED) {
 		/* the index never saw them: recovery must rebuild from the log */
@@ -664,18 +675,7 @@ torn_hdr_case(enum torn_hdr_kind kind)
 	size_t expect = held ? 3 : (size_t)rec, len;
 	char *body;
 
-	qnotify(q, w);
-	for (uint64_t r = 0; r < 3; r++) {
-		submit(q, w->tq, r, 5000);
-		waiter_wait(w, r + 1);   /* one per batch: ordered */
-		assert_int_equal(w->res[r].st, Q_OK);
-		qid[r] = w->res[r].qid;
-	}
-	for (int i = 0; i < 3; i++)
-		assert_int_equal(queue_get(q, qid[i], &e[i]), 0);
-	queue_close(q);
-	assert_int_equal(e[0]->seg, e[2]->seg);
-	snprintf(path, sizeof(path), "%s/segments/%08x.seg", dir, e[2]->seg);
+	torn_three(dir, q, w, qid, e, path, sizeof(path));
 	snprintf(db, sizeof(db), "%s/db", dir);
 	rmtree(db);
 	for (int i = 0; i < 3; i++)
