@@ -1,7 +1,8 @@
 /*
  * util.c - allocation helpers, clocks, queue ids, socket address text,
- * CRC-32C, base64, the JSON string escaper, FNV-1a. Thread-safe; the
- * only state is the queue-id floor (one atomic).
+ * CRC-32C, base64, the JSON string escaper, FNV-1a, struct buf.
+ * Thread-safe; the only state is the queue-id floor (one atomic) and the
+ * CRC-32C table (built once, pthread_once).
  */
 #include <arpa/inet.h>
 #include <errno.h>
