@@ -8,6 +8,26 @@
  * bounded in depth (recursion never goes deeper than max_depth, itself
  * capped), never allocates, and checks every index against len. The writer
  * owns one growable buffer and never aborts on allocation failure.
+ *
+ * Why our own and not Debian's libjansson (2.14; libjansson4 is 101 KiB
+ * installed, this file about 9 KiB of object code in ~700 lines):
+ * - Parsing: jansson builds a tree, one malloc per value, that the caller
+ *   walks and frees; the control protocol reads a handful of fields from a
+ *   request of at most CTL_LINE_MAX bytes, which this parser does into a
+ *   caller's token array with no allocation at all - the property that
+ *   makes it cheap to fuzz (tests/fuzz/fuzz_json.c) and impossible to make
+ *   leak. The protocol's rules are enforced here, not after a parse:
+ *   integers only (no doubles), strict UTF-8, bounded depth per call
+ *   (jansson's depth is a compile-time 2048), and NUL in strings (jansson
+ *   needs JSON_ALLOW_NUL and a length-aware API for it).
+ * - Writing: `ternctl queue --json` over a large queue streams one object
+ *   per message into one buffer; jansson would build each message as a
+ *   tree of refcounted values first (or the whole array), with its own
+ *   escaping rules, where ours is the same escaper the log lines use.
+ * - Speed is not the argument: requests are small and rare either way.
+ * Adopting jansson would save these ~700 lines but add a dependency, a
+ * tree allocator on an untrusted input path and glue for every rule
+ * above. Revisit if the protocol needs floats or a general JSON DOM.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -33,43 +53,25 @@ json_writer_init(struct json_writer *w)
 void
 json_writer_reset(struct json_writer *w)
 {
-	free(w->buf);
+	buf_free(&w->out);
 	json_writer_init(w);
 }
 
 static void
 json_writer_grow(struct json_writer *w, size_t more)
 {
-	if (w->failed)
-		return;
-	if (more > SIZE_MAX / 2 - w->len - 1) {
-		w->failed = ENOMEM;
-		return;
-	}
-	size_t need = w->len + more + 1;
-	if (need <= w->cap)
-		return;
-	size_t cap = w->cap ? w->cap : 256;
-	while (cap < need)
-		cap *= 2;
-	char *p = realloc(w->buf, cap);
-	if (p == NULL) {
-		w->failed = ENOMEM;
-		return;
-	}
-	w->buf = p;
-	w->cap = cap;
+	if (!w->failed && buf_reserve(&w->out, more) < 0)
+		w->failed = w->out.err;
 }
 
 static void
 json_writer_add(struct json_writer *w, const void *p, size_t n)
 {
-	json_writer_grow(w, n);
 	if (w->failed)
 		return;
-	memcpy(w->buf + w->len, p, n);
-	w->len += n;
-	w->buf[w->len] = '\0';
+	buf_add(&w->out, p, n);
+	if (w->out.err)
+		w->failed = w->out.err;
 }
 
 /* Before any value or key: the comma, and the checks that keep it JSON. */
@@ -102,14 +104,14 @@ misuse:
 char *
 json_writer_finish(struct json_writer *w, size_t *len)
 {
-	char *p = w->buf;
+	char *p = w->out.p;
 
 	if (w->failed || w->depth != 0 || w->after_key || p == NULL) {
 		json_writer_reset(w);
 		return NULL;
 	}
 	if (len != NULL)
-		*len = w->len;
+		*len = w->out.len;
 	json_writer_init(w);
 	return p;
 }
@@ -146,50 +148,23 @@ void json_obj_close(struct json_writer *w) { json_writer_close(w, '}', JSON_W_OB
 void json_arr_open(struct json_writer *w) { json_writer_open(w, '[', 0); }
 void json_arr_close(struct json_writer *w) { json_writer_close(w, ']', 0); }
 
-/* The quoted, escaped string; no separator. */
+/* The quoted, escaped string (util's json_escape()); no separator. */
 static void
 json_writer_string(struct json_writer *w, const char *s, size_t n)
 {
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *p = (const unsigned char *)s;
 	size_t i = 0;
 
 	json_writer_add(w, "\"", 1);
 	while (i < n && !w->failed) {
-		size_t run = i;
-		/* copy the longest run that needs no escape in one go */
-		while (run < n && p[run] >= 0x20 && p[run] < 0x80 &&
-		    p[run] != '"' && p[run] != '\\')
-			run++;
-		if (run > i) {
-			json_writer_add(w, p + i, run - i);
-			i = run;
-			continue;
-		}
-		unsigned char c = p[i];
-		char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-		switch (c) {
-		case '"':  json_writer_add(w, "\\\"", 2); i++; continue;
-		case '\\': json_writer_add(w, "\\\\", 2); i++; continue;
-		case '\n': json_writer_add(w, "\\n", 2); i++; continue;
-		case '\r': json_writer_add(w, "\\r", 2); i++; continue;
-		case '\t': json_writer_add(w, "\\t", 2); i++; continue;
-		case '\b': json_writer_add(w, "\\b", 2); i++; continue;
-		case '\f': json_writer_add(w, "\\f", 2); i++; continue;
-		default:
+		size_t used;
+		/* room for the rest as it is, and for one escape more */
+		json_writer_grow(w, n - i + 6);
+		if (w->failed)
 			break;
-		}
-		if (c >= 0x80) {
-			size_t l = utf8_seq_len(p + i, n - i);
-			if (l > 0) {
-				json_writer_add(w, p + i, l);
-				i += l;
-				continue;
-			}
-		}
-		/* a control byte, or a byte outside well-formed UTF-8 */
-		json_writer_add(w, esc, sizeof(esc));
-		i++;
+		struct buf *b = &w->out;
+		b->len += json_escape(b->p + b->len, b->cap - b->len - 1,
+		    s + i, n - i, &used);
+		i += used;
 	}
 	json_writer_add(w, "\"", 1);
 }
@@ -260,46 +235,58 @@ json_put_null(struct json_writer *w)
 	json_writer_add(w, "null", 4);
 }
 
-static const char json_b64[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 void
 json_put_base64(struct json_writer *w, const void *src, size_t len)
 {
-	const unsigned char *p = src;
-	size_t out = (len / 3 + (len % 3 != 0)) * 4;
-
 	if (json_writer_sep(w, 0) == -1)
 		return;
 	if (len > (SIZE_MAX / 4) * 3 - 3) {
 		w->failed = ENOMEM;
 		return;
 	}
+	size_t out = BASE64_LEN(len);
 	json_writer_grow(w, out + 2);
 	if (w->failed)
 		return;
-	char *d = w->buf + w->len;
-	*d++ = '"';
-	size_t i = 0;
-	for (; i + 3 <= len; i += 3) {
-		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-		*d++ = json_b64[v >> 18];
-		*d++ = json_b64[(v >> 12) & 63];
-		*d++ = json_b64[(v >> 6) & 63];
-		*d++ = json_b64[v & 63];
-	}
-	if (i < len) {
-		uint32_t v = (uint32_t)p[i] << 16;
-		if (i + 1 < len)
-			v |= (uint32_t)p[i + 1] << 8;
-		*d++ = json_b64[v >> 18];
-		*d++ = json_b64[(v >> 12) & 63];
-		*d++ = i + 1 < len ? json_b64[(v >> 6) & 63] : '=';
-		*d++ = '=';
-	}
-	*d++ = '"';
-	w->len = (size_t)(d - w->buf);
-	w->buf[w->len] = '\0';
+	w->out.p[w->out.len++] = '"';
+	w->out.len += base64_encode(src, len, w->out.p + w->out.len, out + 1);
+	w->out.p[w->out.len++] = '"';
+	w->out.p[w->out.len] = '\0';
+}
+
+void
+json_kv_str(struct json_writer *w, const char *key, const char *s)
+{
+	json_key(w, key);
+	json_put_str(w, s);
+}
+
+void
+json_kv_int(struct json_writer *w, const char *key, int64_t v)
+{
+	json_key(w, key);
+	json_put_int(w, v);
+}
+
+void
+json_kv_uint(struct json_writer *w, const char *key, uint64_t v)
+{
+	json_key(w, key);
+	json_put_uint(w, v);
+}
+
+void
+json_kv_bool(struct json_writer *w, const char *key, int v)
+{
+	json_key(w, key);
+	json_put_bool(w, v);
+}
+
+void
+json_kv_null(struct json_writer *w, const char *key)
+{
+	json_key(w, key);
+	json_put_null(w);
 }
 
 /* ---- parser ---- */
@@ -717,45 +704,12 @@ json_obj_find(const char *p, const struct json_tok *toks, size_t obj,
 	return -1;
 }
 
-static int
-json_b64_val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z') return c - 'A';
-	if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-	if (c >= '0' && c <= '9') return c - '0' + 52;
-	if (c == '+') return 62;
-	if (c == '/') return 63;
-	return -1;
-}
-
 long
 json_base64_decode(const char *src, size_t len, uint8_t *out)
 {
-	const unsigned char *s = (const unsigned char *)src;
-	size_t n = 0;
+	size_t n;
 
-	if (len % 4 != 0)
+	if (base64_decode(src, len, out, len / 4 * 3, &n) != 0)
 		return -1;
-	for (size_t i = 0; i < len; i += 4) {
-		int v[4], pad = 0;
-		for (int k = 0; k < 4; k++) {
-			if (s[i + k] == '=' && i + 4 == len && k >= 2) {
-				v[k] = 0;
-				pad++;
-				continue;
-			}
-			if (pad > 0 || (v[k] = json_b64_val(s[i + k])) < 0)
-				return -1;
-		}
-		uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
-		    (uint32_t)v[2] << 6 | (uint32_t)v[3];
-		if ((pad == 1 && (x & 0xff) != 0) || (pad == 2 && (x & 0xffff) != 0))
-			return -1;              /* non-canonical trailing bits */
-		out[n++] = (uint8_t)(x >> 16);
-		if (pad < 2)
-			out[n++] = (uint8_t)(x >> 8);
-		if (pad < 1)
-			out[n++] = (uint8_t)x;
-	}
 	return (long)n;
 }

@@ -270,6 +270,10 @@ log_escape(char *dst, size_t dstlen, const char *src, size_t len)
 /* Room always kept free for the end of a line: ,"truncated":true}\n NUL */
 #define LOG_JSON_TAIL (sizeof(",\"truncated\":true}\n"))
 
+/*
+ * A window on the caller's fixed buffer, not a growable one (struct buf):
+ * the logging path never allocates, so a line that does not fit is cut.
+ */
 struct log_jbuf {
 	char *p;
 	size_t len;
@@ -297,56 +301,20 @@ log_jbuf_raw(struct log_jbuf *b, const char *s, size_t n)
 static int
 log_jbuf_str(struct log_jbuf *b, const char *s, size_t n, int partial)
 {
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *u = (const unsigned char *)s;
-	size_t mark = b->len;
-	char esc[6];
+	size_t used;
 
 	/* the opening quote, and room for the closing one throughout */
 	if (b->lim - b->len < 2)
 		return -1;
-	b->lim--;
-	b->p[b->len++] = '"';
-	for (size_t i = 0; i < n; ) {
-		const char *out = esc;
-		size_t olen = 2, step = 1;
-		unsigned char c = u[i];
-
-		esc[0] = '\\';
-		switch (c) {
-		case '"':  esc[1] = '"';  break;
-		case '\\': esc[1] = '\\'; break;
-		case '\n': esc[1] = 'n';  break;
-		case '\r': esc[1] = 'r';  break;
-		case '\t': esc[1] = 't';  break;
-		case '\b': esc[1] = 'b';  break;
-		case '\f': esc[1] = 'f';  break;
-		default:
-			if (c >= 0x20 && c != 0x7f &&
-			    (step = utf8_seq_len(u + i, n - i)) != 0) {
-				out = s + i;              /* printable or UTF-8 */
-				olen = step;
-			} else {
-				/* control byte, DEL, or not UTF-8: its Latin-1 reading */
-				memcpy(esc, "\\u00", 4);
-				esc[4] = hex[c >> 4];
-				esc[5] = hex[c & 15];
-				olen = 6;
-				step = 1;
-			}
-		}
-		if (log_jbuf_raw(b, out, olen) < 0) {
-			if (!partial) {
-				b->lim++;
-				b->len = mark;
-				return -1;
-			}
-			b->truncated = 1;
-			break;
-		}
-		i += step;
+	size_t w = json_escape(b->p + b->len + 1, b->lim - b->len - 2, s, n,
+	    &used);
+	if (used < n) {
+		if (!partial)
+			return -1;
+		b->truncated = 1;
 	}
-	b->lim++;
+	b->p[b->len] = '"';
+	b->len += 1 + w;
 	b->p[b->len++] = '"';
 	return 0;
 }

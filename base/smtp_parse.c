@@ -752,36 +752,49 @@ smtp_parse_path_params(const char *arg, size_t len, int is_rcpt,
 	return smtp_parse_params(arg + used, len - used, mp, rp);
 }
 
+/* Clear what MAIL/RCPT parsing fills (mp or rp may be NULL). */
+static void
+smtp_parse_path_clear(struct smtp_mailbox *mb, struct smtp_mail_params *mp,
+    struct smtp_rcpt_params *rp)
+{
+	smtp_parse_mailbox_reset(mb);
+	if (mp != NULL)
+		memset(mp, 0, sizeof(*mp));
+	if (rp != NULL)
+		memset(rp, 0, sizeof(*rp));
+}
+
+/*
+ * MAIL FROM and RCPT TO, one parser: outputs cleared first and cleared
+ * again on an error, so a caller never sees half a result. Exactly one of
+ * mp/rp is set.
+ */
+static enum smtp_parse_status
+smtp_parse_path_cmd(const char *arg, size_t len, int is_rcpt,
+    struct smtp_mailbox *mb, struct smtp_mail_params *mp,
+    struct smtp_rcpt_params *rp)
+{
+	enum smtp_parse_status st;
+
+	smtp_parse_path_clear(mb, mp, rp);
+	st = smtp_parse_path_params(arg, len, is_rcpt, mb, mp, rp);
+	if (st != SMTP_PARSE_OK)
+		smtp_parse_path_clear(mb, mp, rp);
+	return st;
+}
+
 enum smtp_parse_status
 smtp_parse_mail_from(const char *arg, size_t len, struct smtp_mailbox *mb,
     struct smtp_mail_params *p)
 {
-	enum smtp_parse_status st;
-
-	smtp_parse_mailbox_reset(mb);
-	memset(p, 0, sizeof(*p));
-	st = smtp_parse_path_params(arg, len, 0, mb, p, NULL);
-	if (st != SMTP_PARSE_OK) {
-		smtp_parse_mailbox_reset(mb);
-		memset(p, 0, sizeof(*p));
-	}
-	return st;
+	return smtp_parse_path_cmd(arg, len, 0, mb, p, NULL);
 }
 
 enum smtp_parse_status
 smtp_parse_rcpt_to(const char *arg, size_t len, struct smtp_mailbox *mb,
     struct smtp_rcpt_params *p)
 {
-	enum smtp_parse_status st;
-
-	smtp_parse_mailbox_reset(mb);
-	memset(p, 0, sizeof(*p));
-	st = smtp_parse_path_params(arg, len, 1, mb, NULL, p);
-	if (st != SMTP_PARSE_OK) {
-		smtp_parse_mailbox_reset(mb);
-		memset(p, 0, sizeof(*p));
-	}
-	return st;
+	return smtp_parse_path_cmd(arg, len, 1, mb, NULL, p);
 }
 
 enum smtp_parse_status

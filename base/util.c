@@ -1,13 +1,14 @@
 /*
  * util.c - allocation helpers, clocks, queue ids, socket address text,
- * CRC-32C. Thread-safe. Its only state: the CRC-32C table (built once,
- * pthread_once) and the highest queue id handed out or seen (qid_seen;
- * atomic), which keeps qid_new() above every id already in the queue.
+ * CRC-32C, base64, the JSON string escaper, FNV-1a, struct buf.
+ * Thread-safe; the only state is the queue-id floor (one atomic) and the
+ * CRC-32C table (built once, pthread_once).
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,4 +323,232 @@ util_event_base_new(void)
 	if (base == NULL)
 		panic("util_event_base_new: event_base_new failed");
 	return base;
+}
+
+static const char base64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+size_t
+base64_encode(const void *in, size_t inlen, char *out, size_t outsize)
+{
+	const unsigned char *p = in;
+	size_t i, n = 0;
+
+	if (outsize > 0)
+		out[0] = '\0';
+	if (inlen > (SIZE_MAX - 1) / 4 * 3 - 2 ||
+	    outsize < BASE64_LEN(inlen) + 1)
+		return 0;
+	for (i = 0; i + 2 < inlen; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 |
+		    p[i + 2];
+		out[n++] = base64_alphabet[(v >> 18) & 0x3f];
+		out[n++] = base64_alphabet[(v >> 12) & 0x3f];
+		out[n++] = base64_alphabet[(v >> 6) & 0x3f];
+		out[n++] = base64_alphabet[v & 0x3f];
+	}
+	if (i < inlen) {
+		uint32_t v = (uint32_t)p[i] << 16;
+		if (i + 1 < inlen)
+			v |= (uint32_t)p[i + 1] << 8;
+		out[n++] = base64_alphabet[(v >> 18) & 0x3f];
+		out[n++] = base64_alphabet[(v >> 12) & 0x3f];
+		out[n++] = (i + 1 < inlen) ?
+		    base64_alphabet[(v >> 6) & 0x3f] : '=';
+		out[n++] = '=';
+	}
+	out[n] = '\0';
+	return n;
+}
+
+static int
+base64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+int
+base64_decode(const char *in, size_t inlen, unsigned char *out,
+    size_t outsize, size_t *outlen)
+{
+	const unsigned char *s = (const unsigned char *)in;
+	size_t i, n = 0, pad = 0;
+
+	*outlen = 0;
+	if (inlen % 4 != 0)
+		return BASE64_E_SYNTAX;
+	if (inlen == 0)
+		return 0;
+	if (s[inlen - 1] == '=')
+		pad = (s[inlen - 2] == '=') ? 2 : 1;
+	if (inlen / 4 * 3 - pad > outsize)
+		return BASE64_E_SPACE;
+	for (i = 0; i < inlen; i += 4) {
+		size_t k, quad_pad = (i + 4 == inlen) ? pad : 0;
+		uint32_t x = 0;
+
+		for (k = 0; k < 4; k++) {
+			int v = k >= 4 - quad_pad ? 0 : base64_value(s[i + k]);
+			if (v < 0)
+				return BASE64_E_SYNTAX;
+			x = x << 6 | (uint32_t)v;
+		}
+		if ((quad_pad == 1 && (x & 0xff) != 0) ||
+		    (quad_pad == 2 && (x & 0xffff) != 0))
+			return BASE64_E_SYNTAX;  /* non-canonical unused bits */
+		out[n++] = (unsigned char)(x >> 16);
+		if (quad_pad < 2)
+			out[n++] = (unsigned char)(x >> 8);
+		if (quad_pad < 1)
+			out[n++] = (unsigned char)x;
+	}
+	*outlen = n;
+	return 0;
+}
+
+size_t
+json_escape(char *dst, size_t dstlen, const char *src, size_t n,
+    size_t *used)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)src;
+	size_t i = 0, o = 0;
+
+	while (i < n) {
+		size_t run = i;
+		/* the longest run that needs no escape, in one copy */
+		while (run < n && p[run] >= 0x20 && p[run] < 0x7f &&
+		    p[run] != '"' && p[run] != '\\')
+			run++;
+		if (run > i) {
+			size_t k = run - i < dstlen - o ? run - i : dstlen - o;
+			if (k == 0)
+				break;
+			memcpy(dst + o, src + i, k);
+			o += k;
+			i += k;
+			continue;
+		}
+		unsigned char c = p[i];
+		const char *out = src + i;
+		size_t olen = 1, step = 1;
+		char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+
+		switch (c) {
+		case '"':  out = "\\\""; olen = 2; break;
+		case '\\': out = "\\\\"; olen = 2; break;
+		case '\n': out = "\\n";  olen = 2; break;
+		case '\r': out = "\\r";  olen = 2; break;
+		case '\t': out = "\\t";  olen = 2; break;
+		case '\b': out = "\\b";  olen = 2; break;
+		case '\f': out = "\\f";  olen = 2; break;
+		default:
+			if (c >= 0x80 && (step = utf8_seq_len(p + i, n - i)) != 0)
+				olen = step;              /* well-formed UTF-8 */
+			else {
+				out = esc;                /* control, DEL, bad byte */
+				olen = sizeof(esc);
+				step = 1;
+			}
+		}
+		if (olen > dstlen - o)
+			break;
+		memcpy(dst + o, out, olen);
+		o += olen;
+		i += step;
+	}
+	*used = i;
+	return o;
+}
+
+uint32_t
+fnv1a32(uint32_t h, const void *p, size_t n)
+{
+	const unsigned char *s = p;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ s[i]) * 16777619u;
+	return h;
+}
+
+int
+buf_reserve(struct buf *b, size_t more)
+{
+	if (b->err)
+		return -1;
+	if (more > SIZE_MAX / 2 - b->len - 1) {
+		b->err = ENOMEM;
+		return -1;
+	}
+	size_t need = b->len + more + 1;
+	if (need <= b->cap)
+		return 0;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < need)
+		cap *= 2;
+	char *p = realloc(b->p, cap);
+	if (p == NULL) {
+		b->err = ENOMEM;
+		return -1;
+	}
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+void
+buf_add(struct buf *b, const void *p, size_t n)
+{
+	if (buf_reserve(b, n) < 0)
+		return;
+	if (n > 0)
+		memcpy(b->p + b->len, p, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+void
+buf_addstr(struct buf *b, const char *s)
+{
+	buf_add(b, s, strlen(s));
+}
+
+void
+buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->err)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		b->err = EINVAL;
+		return;
+	}
+	if (buf_reserve(b, (size_t)n) < 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+void
+buf_free(struct buf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
 }

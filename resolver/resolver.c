@@ -46,7 +46,7 @@
 enum resolver_kind { RESOLVER_Q_MX, RESOLVER_Q_HOST };
 
 struct resolver_watch {
-	struct resolver_watch *next;
+	LIST_ENTRY(resolver_watch) next;
 	ares_socket_t fd;
 	struct event *ev;
 };
@@ -88,7 +88,7 @@ struct resolver {
 	struct event_base *base;                  /* borrowed */
 	ares_channel channel;
 	struct event *timer;
-	struct resolver_watch *watches;
+	LIST_HEAD(, resolver_watch) watches;
 	TAILQ_HEAD(resolver_query_list, resolver_query) queries;
 	int destroying;
 	unsigned families;
@@ -155,10 +155,10 @@ resolver_sock_state_cb(void *data, ares_socket_t fd, int readable,
     int writable)
 {
 	struct resolver *r = data;
-	struct resolver_watch *w, **wp;
+	struct resolver_watch *w;
 	short what;
 
-	for (wp = &r->watches; (w = *wp) != NULL; wp = &w->next)
+	LIST_FOREACH(w, &r->watches, next)
 		if (w->fd == fd)
 			break;
 	if (w != NULL) {
@@ -168,7 +168,7 @@ resolver_sock_state_cb(void *data, ares_socket_t fd, int readable,
 	}
 	if (!readable && !writable) {
 		if (w != NULL) {
-			*wp = w->next;
+			LIST_REMOVE(w, next);
 			free(w);
 		}
 		return;
@@ -176,8 +176,7 @@ resolver_sock_state_cb(void *data, ares_socket_t fd, int readable,
 	if (w == NULL) {
 		w = xcalloc(1, sizeof(*w));
 		w->fd = fd;
-		w->next = r->watches;
-		r->watches = w;
+		LIST_INSERT_HEAD(&r->watches, w, next);
 	}
 	what = EV_PERSIST | (readable ? EV_READ : 0) | (writable ? EV_WRITE : 0);
 	w->ev = event_new(r->base, fd, what, resolver_sock_cb, r);
@@ -723,6 +722,7 @@ resolver_new(struct event_base *base, const struct sockaddr_storage *servers,
 	r = xcalloc(1, sizeof(*r));
 	r->base = base;
 	TAILQ_INIT(&r->queries);
+	LIST_INIT(&r->watches);
 	TAILQ_INIT(&r->lru);
 	r->families = opts->families ? opts->families :
 	    RESOLVER_INET4 | RESOLVER_INET6;
@@ -825,8 +825,8 @@ resolver_free(struct resolver *r)
 	ares_destroy(r->channel);
 	while ((q = TAILQ_FIRST(&r->queries)) != NULL)
 		resolver_query_free(q);
-	while ((w = r->watches) != NULL) {
-		r->watches = w->next;
+	while ((w = LIST_FIRST(&r->watches)) != NULL) {
+		LIST_REMOVE(w, next);
 		if (w->ev != NULL)
 			event_free(w->ev);
 		free(w);

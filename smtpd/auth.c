@@ -25,6 +25,7 @@
  * reused while they hold it, and a changed identity means "re-open".
  */
 #include <sys/file.h>
+#include <sys/queue.h>
 #include <sys/stat.h>
 
 #include <crypt.h>
@@ -851,7 +852,7 @@ auth_check(struct auth_db *db, const char *user, const char *pass)
 /* Thread pool                                                        */
 
 struct auth_req {
-	struct auth_req *next;
+	STAILQ_ENTRY(auth_req) next;
 	struct auth_db *db;          /* borrowed */
 	struct tq *reply;            /* borrowed */
 	uint64_t reqid;
@@ -862,7 +863,7 @@ struct auth_req {
 struct auth_pool {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct auth_req *head, **tailp;   /* owned */
+	STAILQ_HEAD(, auth_req) reqs;     /* owned, oldest first */
 	size_t pending;
 	int stopping;
 	int nthreads;
@@ -885,16 +886,14 @@ auth_pool_main(void *arg)
 
 	for (;;) {
 		pthread_mutex_lock(&p->lock);
-		while (p->head == NULL && !p->stopping)
+		while (STAILQ_EMPTY(&p->reqs) && !p->stopping)
 			pthread_cond_wait(&p->cond, &p->lock);
 		if (p->stopping) {
 			pthread_mutex_unlock(&p->lock);
 			return NULL;
 		}
-		r = p->head;
-		p->head = r->next;
-		if (p->head == NULL)
-			p->tailp = &p->head;
+		r = STAILQ_FIRST(&p->reqs);
+		STAILQ_REMOVE_HEAD(&p->reqs, next);
 		p->pending--;
 		pthread_mutex_unlock(&p->lock);
 
@@ -921,7 +920,7 @@ auth_pool_start(int nthreads)
 	p = xcalloc(1, sizeof(*p));
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
-	p->tailp = &p->head;
+	STAILQ_INIT(&p->reqs);
 	p->threads = xcalloc((size_t)nthreads, sizeof(*p->threads));
 	/* Workers take no signals: the loops handle them. */
 	sigfillset(&all);
@@ -962,8 +961,7 @@ auth_pool_check(struct auth_pool *p, struct auth_db *db, const char *user,
 		auth_req_free(r);
 		return -1;
 	}
-	*p->tailp = r;
-	p->tailp = &r->next;
+	STAILQ_INSERT_TAIL(&p->reqs, r, next);
 	p->pending++;
 	pthread_cond_signal(&p->cond);
 	pthread_mutex_unlock(&p->lock);
@@ -973,7 +971,7 @@ auth_pool_check(struct auth_pool *p, struct auth_db *db, const char *user,
 void
 auth_pool_stop(struct auth_pool *p)
 {
-	struct auth_req *r, *next;
+	struct auth_req *r;
 	int i;
 
 	if (p == NULL)
@@ -984,8 +982,8 @@ auth_pool_stop(struct auth_pool *p)
 	pthread_mutex_unlock(&p->lock);
 	for (i = 0; i < p->nthreads; i++)
 		pthread_join(p->threads[i], NULL);
-	for (r = p->head; r != NULL; r = next) {
-		next = r->next;
+	while ((r = STAILQ_FIRST(&p->reqs)) != NULL) {
+		STAILQ_REMOVE_HEAD(&p->reqs, next);
 		auth_req_free(r);
 	}
 	pthread_cond_destroy(&p->cond);

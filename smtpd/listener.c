@@ -59,10 +59,7 @@ smtpd_connlimit_key(const struct sockaddr *sa, uint8_t key[16], int *family)
 static unsigned
 smtpd_connlimit_hash(const uint8_t key[16])
 {
-	uint32_t h = 2166136261u;
-	for (int i = 0; i < 16; i++)
-		h = (h ^ key[i]) * 16777619u;
-	return h % CONNLIMIT_BUCKETS;
+	return fnv1a32(FNV1A32_INIT, key, 16) % CONNLIMIT_BUCKETS;
 }
 
 int

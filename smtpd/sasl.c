@@ -31,105 +31,21 @@
 
 #define SASL_MECH_NAME_MAX  20  /* RFC 4422 3.1 */
 
-static const char sasl_b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static int
-sasl_b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
 enum sasl_status
 sasl_base64_decode(const char *in, size_t inlen, unsigned char *out,
     size_t outsize, size_t *outlen)
 {
-	const unsigned char *p = (const unsigned char *)in;
-	size_t i, n = 0, pad = 0, need;
-
-	*outlen = 0;
-	if (inlen % 4 != 0)
-		return SASL_BAD_BASE64;
-	if (inlen == 0)
-		return SASL_OK;
-	if (p[inlen - 1] == '=')
-		pad = (p[inlen - 2] == '=') ? 2 : 1;
-	need = inlen / 4 * 3 - pad;
-	if (need > outsize)
-		return SASL_TOO_LONG;
-
-	for (i = 0; i < inlen; i += 4) {
-		int v[4];
-		size_t k, quad_pad = (i + 4 == inlen) ? pad : 0;
-
-		for (k = 0; k < 4; k++) {
-			if (k >= 4 - quad_pad) {
-				v[k] = 0;      /* '=' already checked above */
-				continue;
-			}
-			v[k] = sasl_b64_value(p[i + k]);
-			if (v[k] < 0)
-				return SASL_BAD_BASE64;
-		}
-		out[n++] = (unsigned char)((v[0] << 2) | (v[1] >> 4));
-		if (quad_pad == 2) {
-			if ((v[1] & 0x0f) != 0)
-				return SASL_BAD_BASE64;
-			break;
-		}
-		out[n++] = (unsigned char)(((v[1] & 0x0f) << 4) | (v[2] >> 2));
-		if (quad_pad == 1) {
-			if ((v[2] & 0x03) != 0)
-				return SASL_BAD_BASE64;
-			break;
-		}
-		out[n++] = (unsigned char)(((v[2] & 0x03) << 6) | v[3]);
+	switch (base64_decode(in, inlen, out, outsize, outlen)) {
+	case 0:              return SASL_OK;
+	case BASE64_E_SPACE: return SASL_TOO_LONG;
+	default:             return SASL_BAD_BASE64;
 	}
-	*outlen = n;
-	return SASL_OK;
 }
 
 size_t
 sasl_base64_encode(const void *in, size_t inlen, char *out, size_t outsize)
 {
-	const unsigned char *p = in;
-	size_t i, n = 0;
-
-	if (outsize > 0)
-		out[0] = '\0';
-	if (inlen > (SIZE_MAX - 1) / 4 * 3 - 2 ||
-	    outsize < (inlen + 2) / 3 * 4 + 1)
-		return 0;
-	for (i = 0; i + 2 < inlen; i += 3) {
-		unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8 |
-		    p[i + 2];
-		out[n++] = sasl_b64_alphabet[(v >> 18) & 0x3f];
-		out[n++] = sasl_b64_alphabet[(v >> 12) & 0x3f];
-		out[n++] = sasl_b64_alphabet[(v >> 6) & 0x3f];
-		out[n++] = sasl_b64_alphabet[v & 0x3f];
-	}
-	if (i < inlen) {
-		unsigned v = (unsigned)p[i] << 16;
-		if (i + 1 < inlen)
-			v |= (unsigned)p[i + 1] << 8;
-		out[n++] = sasl_b64_alphabet[(v >> 18) & 0x3f];
-		out[n++] = sasl_b64_alphabet[(v >> 12) & 0x3f];
-		out[n++] = (i + 1 < inlen) ?
-		    sasl_b64_alphabet[(v >> 6) & 0x3f] : '=';
-		out[n++] = '=';
-	}
-	out[n] = '\0';
-	return n;
+	return base64_encode(in, inlen, out, outsize);
 }
 
 static int

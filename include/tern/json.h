@@ -2,11 +2,11 @@
  * json.h - a small JSON writer and a small JSON parser (RFC 8259), for the
  * control socket protocol (ctl.h) and ternctl.
  *
- * Writer: appends to a growable buffer that it owns. It never aborts: an
+ * Writer: appends to a growable buffer that it owns (a struct buf). It never aborts: an
  * allocation failure or a nesting deeper than JSON_MAX_DEPTH marks the
  * writer failed, later calls do nothing, and json_writer_finish() returns
  * NULL. Output is always valid JSON and valid UTF-8: strings escape '"',
- * '\\' and every control byte (\n, \r, \t, \b, \f or \u00XX), and each byte
+ * '\\' and every control byte and DEL (\n, \r, \t, \b, \f or \u00XX), and each byte
  * that is not part of a well-formed UTF-8 sequence is written as \u00XX
  * (its Latin-1 reading: text survives, raw bytes do not - use
  * json_put_base64() for bytes that must come back exact). No whitespace is
@@ -27,13 +27,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tern/util.h"
+
 #define JSON_MAX_DEPTH 32
 
 /* ---- writer ---- */
 
 struct json_writer {
-	char *buf;                  /* owned; NUL-terminated while not failed */
-	size_t len, cap;
+	struct buf out;             /* owned; NUL-terminated while not failed */
 	int failed;                 /* ENOMEM, or too deep / misuse */
 	unsigned depth;
 	uint8_t level[JSON_MAX_DEPTH + 1];  /* per open container: JSON_W_* bits */
@@ -60,6 +61,15 @@ void json_put_int(struct json_writer *w, int64_t v);
 void json_put_uint(struct json_writer *w, uint64_t v);
 void json_put_bool(struct json_writer *w, int v);
 void json_put_null(struct json_writer *w);
+/*
+ * "key":value in one call, for objects written field by field (the same
+ * as json_key() followed by the json_put_*() of the same name).
+ */
+void json_kv_str(struct json_writer *w, const char *key, const char *s);
+void json_kv_int(struct json_writer *w, const char *key, int64_t v);
+void json_kv_uint(struct json_writer *w, const char *key, uint64_t v);
+void json_kv_bool(struct json_writer *w, const char *key, int v);
+void json_kv_null(struct json_writer *w, const char *key);
 /* A string holding the standard base64 (RFC 4648 section 4, padded) of p. */
 void json_put_base64(struct json_writer *w, const void *p, size_t len);
 

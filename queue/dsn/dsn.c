@@ -21,81 +21,17 @@
  * picks other bits. Message-ID is <QID.RND.dsn@hostname>, so a delay warning
  * and a later bounce of the same message get different ids.
  */
-#include <stdarg.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "tern/dsn.h"
+#include "tern/util.h"
 
 #define DSN_LINE_MAX    998u
 #define DSN_WRAP        76u
-
-struct dsn_buf {
-	char *p;
-	size_t len, cap;
-	int err;                /* sticky: allocation failed */
-};
-
-static void
-dsn_buf_add(struct dsn_buf *b, const char *s, size_t n)
-{
-	if (b->err)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		char *np;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		if ((np = realloc(b->p, cap)) == NULL) {
-			b->err = 1;
-			return;
-		}
-		b->p = np;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void
-dsn_buf_str(struct dsn_buf *b, const char *s)
-{
-	dsn_buf_add(b, s, strlen(s));
-}
-
-__attribute__((format(printf, 2, 3)))
-static void
-dsn_buf_printf(struct dsn_buf *b, const char *fmt, ...)
-{
-	char small[512];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(small, sizeof(small), fmt, ap);
-	va_end(ap);
-	if (n < 0) {
-		b->err = 1;
-		return;
-	}
-	if ((size_t)n < sizeof(small)) {
-		dsn_buf_add(b, small, (size_t)n);
-		return;
-	}
-	char *big = malloc((size_t)n + 1);
-	if (big == NULL) {
-		b->err = 1;
-		return;
-	}
-	va_start(ap, fmt);
-	vsnprintf(big, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	dsn_buf_add(b, big, (size_t)n);
-	free(big);
-}
 
 /* RFC 5322 3.3 date-time in UTC, locale-independent. */
 static void
@@ -170,14 +106,14 @@ dsn_clean(const char *s, size_t max, int ascii, unsigned *eight)
  * already clean (single spaces, no controls). Ends with CRLF.
  */
 static void
-dsn_wrap(struct dsn_buf *b, const char *first, const char *text,
+dsn_wrap(struct buf *b, const char *first, const char *text,
     const char *cont)
 {
 	size_t col = strlen(first), clen = strlen(cont);
 	const char *p = text;
 	int fresh = 1;          /* nothing written on this line after first/cont */
 
-	dsn_buf_str(b, first);
+	buf_addstr(b, first);
 	while (*p != '\0') {
 		const char *w = p;
 		size_t wl;
@@ -189,31 +125,31 @@ dsn_wrap(struct dsn_buf *b, const char *first, const char *text,
 		while (wl > 0) {
 			size_t room, take;
 			if (!fresh && col + 1 + wl > DSN_WRAP) {
-				dsn_buf_str(b, "\r\n");
-				dsn_buf_str(b, cont);
+				buf_addstr(b, "\r\n");
+				buf_addstr(b, cont);
 				col = clen;
 				fresh = 1;
 			}
 			if (!fresh) {
-				dsn_buf_add(b, " ", 1);
+				buf_add(b, " ", 1);
 				col++;
 			}
 			room = DSN_LINE_MAX - 100 > col ? DSN_LINE_MAX - 100 - col : 1;
 			take = wl < room ? wl : room;
-			dsn_buf_add(b, w, take);
+			buf_add(b, w, take);
 			col += take;
 			fresh = 0;
 			w += take;
 			wl -= take;
 			if (wl > 0) {           /* split an overlong word */
-				dsn_buf_str(b, "\r\n");
-				dsn_buf_str(b, cont);
+				buf_addstr(b, "\r\n");
+				buf_addstr(b, cont);
 				col = clen;
 				fresh = 1;
 			}
 		}
 	}
-	dsn_buf_str(b, "\r\n");
+	buf_addstr(b, "\r\n");
 }
 
 size_t
@@ -287,30 +223,30 @@ dsn_boundary_clash(const struct dsn_msg *m, const char *hdrs, size_t hlen,
 
 /* The human explanation of one recipient: "<addr>: host X said: ..." */
 static void
-dsn_human_rcpt(struct dsn_buf *b, const struct dsn_rcpt *r, const char *addr,
+dsn_human_rcpt(struct buf *b, const struct dsn_rcpt *r, const char *addr,
     const char *mta, const char *diag)
 {
-	struct dsn_buf line = { 0 };
+	struct buf line = { 0 };
 	char *txt;
 
-	dsn_buf_printf(&line, "<%s>:", addr);
+	buf_printf(&line, "<%s>:", addr);
 	if (mta[0] != '\0' && diag[0] != '\0')
-		dsn_buf_printf(&line, " host %s said: %s", mta, diag);
+		buf_printf(&line, " host %s said: %s", mta, diag);
 	else if (diag[0] != '\0')
-		dsn_buf_printf(&line, " %s", diag);
+		buf_printf(&line, " %s", diag);
 	else
-		dsn_buf_printf(&line, " %s (status %s)",
+		buf_printf(&line, " %s (status %s)",
 		    r->action == DSN_ACTION_DELAYED ? "delivery delayed" :
 		    r->action == DSN_ACTION_RELAYED ? "relayed" :
 		    "delivery failed", r->status ? r->status : "unknown");
 	if (line.err) {
-		b->err = 1;
+		b->err = ENOMEM;
 		free(line.p);
 		return;
 	}
 	txt = line.p;
 	dsn_wrap(b, "", txt, "    ");
-	dsn_buf_str(b, "\r\n");
+	buf_addstr(b, "\r\n");
 	free(txt);
 }
 
@@ -318,7 +254,7 @@ enum dsn_status
 dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
     unsigned *flags)
 {
-	struct dsn_buf b = { 0 };
+	struct buf b = { 0 };
 	char *hdrs = NULL, *host = NULL, *sender = NULL, *envid = NULL;
 	char bnd[80], date[64], arr[64];
 	size_t hlen = 0, nfailed = 0, ndelayed = 0;
@@ -362,31 +298,31 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 
 	/* ---- the message header ---- */
 	dsn_date(m->now, date, sizeof(date));
-	dsn_buf_printf(&b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n",
+	buf_printf(&b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n",
 	    host);
-	dsn_buf_printf(&b, "To: <%s>\r\n", sender);
-	dsn_buf_printf(&b, "Subject: %s\r\n", nfailed > 0 ?
+	buf_printf(&b, "To: <%s>\r\n", sender);
+	buf_printf(&b, "Subject: %s\r\n", nfailed > 0 ?
 	    "Undelivered Mail Returned to Sender" : ndelayed > 0 ?
 	    "Delayed Mail (still being retried)" :
 	    "Relayed Mail (no delivery report to follow)");
-	dsn_buf_printf(&b, "Date: %s\r\n", date);
-	dsn_buf_printf(&b, "Message-ID: <%016llx.%016llx.dsn@%s>\r\n",
+	buf_printf(&b, "Date: %s\r\n", date);
+	buf_printf(&b, "Message-ID: <%016llx.%016llx.dsn@%s>\r\n",
 	    (unsigned long long)m->qid, (unsigned long long)m->rnd, host);
-	dsn_buf_str(&b, "Auto-Submitted: auto-replied\r\n");
-	dsn_buf_str(&b, "MIME-Version: 1.0\r\n");
-	dsn_buf_printf(&b, "Content-Type: multipart/report; "
+	buf_addstr(&b, "Auto-Submitted: auto-replied\r\n");
+	buf_addstr(&b, "MIME-Version: 1.0\r\n");
+	buf_printf(&b, "Content-Type: multipart/report; "
 	    "report-type=delivery-status;\r\n boundary=\"%s\"\r\n", bnd);
 	/* filled in below, once we know whether 8-bit octets are present */
 	size_t cte_at = b.len;
-	dsn_buf_str(&b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
+	buf_addstr(&b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
 
 	/* ---- part 1: the explanation ---- */
-	dsn_buf_printf(&b, "--%s\r\n", bnd);
-	dsn_buf_str(&b, "Content-Description: Notification\r\n"
+	buf_printf(&b, "--%s\r\n", bnd);
+	buf_addstr(&b, "Content-Description: Notification\r\n"
 	    "Content-Type: text/plain; charset=us-ascii\r\n\r\n");
-	dsn_buf_printf(&b, "This is the mail system at host %s.\r\n\r\n", host);
+	buf_printf(&b, "This is the mail system at host %s.\r\n\r\n", host);
 	if (nfailed > 0) {
-		dsn_buf_str(&b, "I'm sorry to have to inform you that your "
+		buf_addstr(&b, "I'm sorry to have to inform you that your "
 		    "message could not\r\nbe delivered to one or more "
 		    "recipients. Its header is attached below.\r\n\r\n");
 	}
@@ -404,16 +340,16 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 				if (r->retry_until > 0)
 					dsn_date(r->retry_until, until,
 					    sizeof(until));
-				dsn_buf_str(&b, "Your message has not been "
+				buf_addstr(&b, "Your message has not been "
 				    "delivered yet to the recipients below.\r\n"
 				    "The mail system will keep trying");
 				if (until[0] != '\0')
-					dsn_buf_printf(&b, " until\r\n%s", until);
-				dsn_buf_str(&b, "; you do not need to resend "
+					buf_printf(&b, " until\r\n%s", until);
+				buf_addstr(&b, "; you do not need to resend "
 				    "it.\r\n\r\n");
 			}
 			if (want == DSN_ACTION_RELAYED && !any)
-				dsn_buf_str(&b, "Your message was passed on to "
+				buf_addstr(&b, "Your message was passed on to "
 				    "the recipients below. You asked\r\nto be told "
 				    "of its delivery, but the next mail system does "
 				    "not\r\nsend delivery reports, so no further "
@@ -423,7 +359,7 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 			mta = dsn_clean(r->remote_mta, 255, 1, NULL);
 			dg = dsn_clean(r->diag, DSN_DIAG_MAX, 1, NULL);
 			if (a == NULL || mta == NULL || dg == NULL)
-				b.err = 1;
+				b.err = ENOMEM;
 			else
 				dsn_human_rcpt(&b, r, a, mta, dg);
 			free(a);
@@ -433,15 +369,15 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 	}
 
 	/* ---- part 2: message/delivery-status (RFC 3464 2.2, 2.3) ---- */
-	dsn_buf_printf(&b, "--%s\r\n", bnd);
-	dsn_buf_str(&b, "Content-Description: Delivery report\r\n"
+	buf_printf(&b, "--%s\r\n", bnd);
+	buf_addstr(&b, "Content-Description: Delivery report\r\n"
 	    "Content-Type: message/delivery-status\r\n\r\n");
-	dsn_buf_printf(&b, "Reporting-MTA: dns; %s\r\n", host);
+	buf_printf(&b, "Reporting-MTA: dns; %s\r\n", host);
 	if (envid != NULL && envid[0] != '\0')
-		dsn_buf_printf(&b, "Original-Envelope-Id: %s\r\n", envid);
+		buf_printf(&b, "Original-Envelope-Id: %s\r\n", envid);
 	if (m->arrival > 0) {
 		dsn_date(m->arrival, arr, sizeof(arr));
-		dsn_buf_printf(&b, "Arrival-Date: %s\r\n", arr);
+		buf_printf(&b, "Arrival-Date: %s\r\n", arr);
 	}
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		const struct dsn_rcpt *r = &m->rcpts[i];
@@ -456,37 +392,37 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 
 		if (a == NULL || s == NULL || mta == NULL || dg == NULL ||
 		    (r->orcpt && o == NULL))
-			b.err = 1;
+			b.err = ENOMEM;
 		else {
-			dsn_buf_str(&b, "\r\n");
+			buf_addstr(&b, "\r\n");
 			if (o != NULL && o[0] != '\0')
-				dsn_buf_printf(&b, "Original-Recipient: %s%s\r\n",
+				buf_printf(&b, "Original-Recipient: %s%s\r\n",
 				    strchr(o, ';') ? "" : "rfc822; ", o);
-			dsn_buf_printf(&b, "Final-Recipient: rfc822; %s\r\n", a);
-			dsn_buf_printf(&b, "Action: %s\r\n",
+			buf_printf(&b, "Final-Recipient: rfc822; %s\r\n", a);
+			buf_printf(&b, "Action: %s\r\n",
 			    delayed ? "delayed" : relayed ? "relayed" : "failed");
-			dsn_buf_printf(&b, "Status: %s\r\n", s[0] ? s :
+			buf_printf(&b, "Status: %s\r\n", s[0] ? s :
 			    delayed ? "4.0.0" : relayed ? "2.0.0" : "5.0.0");
 			if (mta[0] != '\0')
-				dsn_buf_printf(&b, "Remote-MTA: dns; %s\r\n", mta);
+				buf_printf(&b, "Remote-MTA: dns; %s\r\n", mta);
 			if (dg[0] != '\0') {
-				struct dsn_buf f = { 0 };
-				dsn_buf_printf(&f, "Diagnostic-Code: %s; ",
+				struct buf f = { 0 };
+				buf_printf(&f, "Diagnostic-Code: %s; ",
 				    r->diag_smtp ? "smtp" : "X-tern");
 				if (f.err)
-					b.err = 1;
+					b.err = ENOMEM;
 				else
 					dsn_wrap(&b, f.p, dg, " ");
 				d2 = f.p;
 			}
 			if (r->last_attempt > 0) {
 				dsn_date(r->last_attempt, arr, sizeof(arr));
-				dsn_buf_printf(&b, "Last-Attempt-Date: %s\r\n",
+				buf_printf(&b, "Last-Attempt-Date: %s\r\n",
 				    arr);
 			}
 			if (delayed && r->retry_until > 0) {
 				dsn_date(r->retry_until, arr, sizeof(arr));
-				dsn_buf_printf(&b, "Will-Retry-Until: %s\r\n",
+				buf_printf(&b, "Will-Retry-Until: %s\r\n",
 				    arr);
 			}
 		}
@@ -499,14 +435,14 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 	}
 
 	/* ---- part 3: the original header (RFC 6522 text/rfc822-headers) ---- */
-	dsn_buf_printf(&b, "\r\n--%s\r\n", bnd);
-	dsn_buf_str(&b, "Content-Description: Undelivered Message Headers\r\n"
+	buf_printf(&b, "\r\n--%s\r\n", bnd);
+	buf_addstr(&b, "Content-Description: Undelivered Message Headers\r\n"
 	    "Content-Type: text/rfc822-headers\r\n");
 	if (fl & DSN_F_8BIT)
-		dsn_buf_str(&b, "Content-Transfer-Encoding: 8bit\r\n");
-	dsn_buf_str(&b, "\r\n");
-	dsn_buf_add(&b, hdrs, hlen);
-	dsn_buf_printf(&b, "\r\n--%s--\r\n", bnd);
+		buf_addstr(&b, "Content-Transfer-Encoding: 8bit\r\n");
+	buf_addstr(&b, "\r\n");
+	buf_add(&b, hdrs, hlen);
+	buf_printf(&b, "\r\n--%s--\r\n", bnd);
 	if (b.err)
 		goto fail;
 
@@ -516,7 +452,7 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 		    "Content-Transfer-Encoding: 8bit\r\n" :
 		    "Content-Transfer-Encoding: 7bit\r\n";
 		size_t cl = strlen(cte);
-		dsn_buf_add(&b, cte, cl);       /* grow by cl, then shift */
+		buf_add(&b, cte, cl);       /* grow by cl, then shift */
 		if (b.err)
 			goto fail;
 		memmove(b.p + cte_at + cl, b.p + cte_at, b.len - cl - cte_at);

@@ -385,13 +385,7 @@ deliver_pool_start(struct queue *q, struct conf *conf, unsigned n)
 static uint32_t
 dlv_key_hash(const char *k)
 {
-	uint32_t h = 2166136261u;
-
-	for (; *k != '\0'; k++) {
-		h ^= (unsigned char)*k;
-		h *= 16777619u;
-	}
-	return h;
+	return fnv1a32(FNV1A32_INIT, k, strlen(k));
 }
 
 void

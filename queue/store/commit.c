@@ -98,8 +98,7 @@ queue_commit_submit(struct queue *q, struct envelope *env, struct spool *body,
 	pthread_mutex_lock(&q->lock);
 	refuse = q->readonly ? EROFS : q->stopping ? ESHUTDOWN : 0;
 	if (!refuse) {
-		*q->tailp = r;
-		q->tailp = &r->next;
+		STAILQ_INSERT_TAIL(&q->reqs, r, next);
 		pthread_cond_signal(&q->cond);
 	}
 	pthread_mutex_unlock(&q->lock);
@@ -780,7 +779,7 @@ queue_commit_batch(struct queue *q, struct queue_req *list)
 	broken = q->broken;
 	pthread_mutex_unlock(&q->lock);
 	low = queue_space_refuse(q);
-	for (r = list; r != NULL; r = r->next) {
+	for (r = list; r != NULL; r = STAILQ_NEXT(r, next)) {
 		/*
 		 * A disk nearly full takes no new mail (452), but takes a
 		 * bounce: it replaces the message bounced, and frees space.
@@ -820,7 +819,7 @@ queue_commit_batch(struct queue *q, struct queue_req *list)
 	}
 	free(v);
 	for (r = list; r != NULL; ) {
-		struct queue_req *next = r->next;
+		struct queue_req *next = STAILQ_NEXT(r, next);
 		queue_req_free(r);
 		r = next;
 	}
@@ -834,13 +833,12 @@ queue_committer_main(void *arg)
 
 	pthread_mutex_lock(&q->lock);
 	for (;;) {
-		while (q->head == NULL && !q->stopping)
+		while (STAILQ_EMPTY(&q->reqs) && !q->stopping)
 			pthread_cond_wait(&q->cond, &q->lock);
-		if (q->head == NULL && q->stopping)
+		if (STAILQ_EMPTY(&q->reqs) && q->stopping)
 			break;
-		list = q->head;
-		q->head = NULL;
-		q->tailp = &q->head;
+		list = STAILQ_FIRST(&q->reqs);  /* the chain ends in NULL */
+		STAILQ_INIT(&q->reqs);
 		pthread_mutex_unlock(&q->lock);
 		queue_commit_batch(q, list);
 		pthread_mutex_lock(&q->lock);
@@ -959,8 +957,7 @@ queue_cf_submit(struct queue *q, struct envelope *e)
 		queue_req_free(r);
 		return 1;
 	}
-	*q->tailp = r;
-	q->tailp = &r->next;
+	STAILQ_INSERT_TAIL(&q->reqs, r, next);
 	pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->lock);
 	return 0;

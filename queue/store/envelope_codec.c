@@ -245,35 +245,15 @@ rcpt_state_name(enum rcpt_state s)
 
 /* ---- encoding ---- */
 
-struct envelope_wbuf {
-	uint8_t *p;
-	size_t len, cap;
-	int err;            /* sticky: field too large */
-};
-
+/* The record grows in a struct buf (tern/util.h); its err is sticky. */
 static void
-envelope_put(struct envelope_wbuf *w, const void *src, size_t n)
+envelope_put(struct buf *w, const void *src, size_t n)
 {
-	if (w->err)
-		return;
-	if (w->len + n > w->cap) {
-		size_t cap = w->cap ? w->cap : 256;
-		while (cap < w->len + n)
-			cap *= 2;
-		uint8_t *np = realloc(w->p, cap);
-		if (np == NULL) {
-			w->err = ENOMEM;
-			return;
-		}
-		w->p = np;
-		w->cap = cap;
-	}
-	memcpy(w->p + w->len, src, n);
-	w->len += n;
+	buf_add(w, src, n);
 }
 
 static void
-envelope_put_u64(struct envelope_wbuf *w, uint64_t v)
+envelope_put_u64(struct buf *w, uint64_t v)
 {
 	uint8_t b[8];
 	for (int i = 0; i < 8; i++)
@@ -282,7 +262,7 @@ envelope_put_u64(struct envelope_wbuf *w, uint64_t v)
 }
 
 static void
-envelope_put_u32(struct envelope_wbuf *w, uint32_t v)
+envelope_put_u32(struct buf *w, uint32_t v)
 {
 	uint8_t b[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16),
 	    (uint8_t)(v >> 8), (uint8_t)v };
@@ -290,13 +270,13 @@ envelope_put_u32(struct envelope_wbuf *w, uint32_t v)
 }
 
 static void
-envelope_put_u8(struct envelope_wbuf *w, uint8_t v)
+envelope_put_u8(struct buf *w, uint8_t v)
 {
 	envelope_put(w, &v, 1);
 }
 
 static void
-envelope_put_str(struct envelope_wbuf *w, const char *s, int optional)
+envelope_put_str(struct buf *w, const char *s, int optional)
 {
 	size_t n;
 
@@ -319,7 +299,7 @@ envelope_put_str(struct envelope_wbuf *w, const char *s, int optional)
 int
 envelope_encode(const struct envelope *e, uint8_t **out, size_t *outlen)
 {
-	struct envelope_wbuf w = { 0 };
+	struct buf w = { 0 };
 
 	*out = NULL;
 	*outlen = 0;
@@ -380,7 +360,7 @@ envelope_encode(const struct envelope *e, uint8_t **out, size_t *outlen)
 		errno = w.err;
 		return -1;
 	}
-	*out = w.p;
+	*out = (uint8_t *)w.p;
 	*outlen = w.len;
 	return 0;
 }

@@ -665,7 +665,7 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 	q->dbdir = queue_join(o->dir, "db");
 	q->lockfd = -1;
 	q->cur_fd = -1;
-	q->tailp = &q->head;
+	STAILQ_INIT(&q->reqs);
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_mutex_init(&q->prep_lock, NULL);
 	pthread_cond_init(&q->cond, NULL);

@@ -8,6 +8,7 @@
 #define TERN_QUEUE_INT_H
 
 #include <pthread.h>
+#include <sys/queue.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -88,7 +89,7 @@ struct spool *spool_adopt(struct queue *q, char *buf, size_t len);
 /* ---- requests in flight to the committer ---- */
 
 struct queue_req {
-	struct queue_req *next;
+	STAILQ_ENTRY(queue_req) next;
 	struct envelope *env;   /* owned */
 	struct spool *body;     /* owned */
 	struct tq *reply;       /* borrowed */
@@ -146,7 +147,7 @@ struct queue {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;            /* committer: work or stop */
 	pthread_cond_t hk_cond;         /* housekeeping: stop */
-	struct queue_req *head, **tailp;
+	STAILQ_HEAD(, queue_req) reqs;  /* to the committer, oldest first */
 	int stopping, hk_stop, threads;
 	struct tq *notify;              /* borrowed */
 	uint64_t commits, batches;

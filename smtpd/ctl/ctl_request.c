@@ -64,8 +64,7 @@ static void
 ctl_reply_ok_open(struct json_writer *w)
 {
 	json_obj_open(w);
-	json_key(w, "ok");
-	json_put_bool(w, 1);
+	json_kv_bool(w, "ok", 1);
 }
 
 static long
@@ -83,77 +82,53 @@ ctl_envelope_write(struct json_writer *w, const struct envelope *env,
 
 	qid_format(env->id, qid);
 	json_obj_open(w);
-	json_key(w, "id");
-	json_put_str(w, qid);
-	json_key(w, "arrival");
-	json_put_int(w, env->arrival);
-	json_key(w, "size");
-	json_put_uint(w, env->size);
-	json_key(w, "sender");
-	json_put_str(w, env->sender != NULL ? env->sender : "");
+	json_kv_str(w, "id", qid);
+	json_kv_int(w, "arrival", env->arrival);
+	json_kv_uint(w, "size", env->size);
+	json_kv_str(w, "sender", env->sender != NULL ? env->sender : "");
 	json_key(w, "recipients");
 	json_arr_open(w);
 	for (size_t i = 0; i < env->nrcpt; i++) {
 		const struct env_rcpt *rc = &env->rcpts[i];
 		json_obj_open(w);
-		json_key(w, "address");
-		json_put_str(w, rc->addr != NULL ? rc->addr : "");
-		json_key(w, "state");
-		json_put_str(w, rcpt_state_name((enum rcpt_state)rc->state));
-		json_key(w, "status");
-		json_put_str(w, rc->status);
-		json_key(w, "last_error");
-		json_put_str(w, rc->last_error);
-		json_key(w, "relay");
-		json_put_str(w, rc->relay);
-		json_key(w, "updated");
-		json_put_int(w, rc->updated);
+		json_kv_str(w, "address", rc->addr != NULL ? rc->addr : "");
+		json_kv_str(w, "state",
+		    rcpt_state_name((enum rcpt_state)rc->state));
+		json_kv_str(w, "status", rc->status);
+		json_kv_str(w, "last_error", rc->last_error);
+		json_kv_str(w, "relay", rc->relay);
+		json_kv_int(w, "updated", rc->updated);
 		json_obj_close(w);
 	}
 	json_arr_close(w);
-	json_key(w, "attempts");
-	json_put_uint(w, env->attempts);
-	json_key(w, "next_attempt");
-	json_put_int(w, env->next_attempt);
-	json_key(w, "last_error");
-	json_put_str(w, env->last_error);
-	json_key(w, "held");
-	json_put_bool(w, (env->flags & ENV_F_HOLD) != 0);
-	json_key(w, "corrupt");
-	json_put_bool(w, (env->flags & ENV_F_CORRUPT) != 0);
-	json_key(w, "client");
-	json_put_str(w, env->client_addr);
-	json_key(w, "helo");
-	json_put_str(w, env->client_helo);
-	json_key(w, "auth_user");
-	json_put_str(w, env->auth_user);
+	json_kv_uint(w, "attempts", env->attempts);
+	json_kv_int(w, "next_attempt", env->next_attempt);
+	json_kv_str(w, "last_error", env->last_error);
+	json_kv_bool(w, "held", (env->flags & ENV_F_HOLD) != 0);
+	json_kv_bool(w, "corrupt", (env->flags & ENV_F_CORRUPT) != 0);
+	json_kv_str(w, "client", env->client_addr);
+	json_kv_str(w, "helo", env->client_helo);
+	json_kv_str(w, "auth_user", env->auth_user);
 	if (history) {
 		json_key(w, "history");
 		json_arr_open(w);
 		for (size_t i = 0; i < env->nhist; i++) {
 			const struct env_attempt *a = &env->hist[i];
 			json_obj_open(w);
-			json_key(w, "time");
-			json_put_int(w, a->when);
-			json_key(w, "recipient");
-			json_put_str(w, a->rcpt < env->nrcpt &&
+			json_kv_int(w, "time", a->when);
+			json_kv_str(w, "recipient", a->rcpt < env->nrcpt &&
 			    env->rcpts[a->rcpt].addr != NULL ?
 			    env->rcpts[a->rcpt].addr : "");
-			json_key(w, "result");
-			json_put_str(w, env_result_name((enum env_result)a->result));
-			json_key(w, "status");
-			json_put_str(w, a->status);
-			json_key(w, "relay");
-			json_put_str(w, a->relay);
-			json_key(w, "reply");
-			json_put_str(w, a->reply);
-			json_key(w, "tls");
-			json_put_str(w, a->tls);
+			json_kv_str(w, "result",
+			    env_result_name((enum env_result)a->result));
+			json_kv_str(w, "status", a->status);
+			json_kv_str(w, "relay", a->relay);
+			json_kv_str(w, "reply", a->reply);
+			json_kv_str(w, "tls", a->tls);
 			json_obj_close(w);
 		}
 		json_arr_close(w);
-		json_key(w, "history_dropped");
-		json_put_uint(w, env->hist_dropped);
+		json_kv_uint(w, "history_dropped", env->hist_dropped);
 	}
 	json_obj_close(w);
 }
@@ -162,10 +137,8 @@ static int
 ctl_cmd_ping(struct ctl_req *r)
 {
 	ctl_reply_ok_open(r->out);
-	json_key(r->out, "version");
-	json_put_int(r->out, CTL_PROTO_VERSION);
-	json_key(r->out, "pid");
-	json_put_int(r->out, (int64_t)getpid());
+	json_kv_int(r->out, "version", CTL_PROTO_VERSION);
+	json_kv_int(r->out, "pid", (int64_t)getpid());
 	json_obj_close(r->out);
 	return 0;
 }
@@ -396,20 +369,14 @@ ctl_stats_queue_write(struct json_writer *w, struct queue *q)
 		qsort(st.r, st.nr, sizeof(*st.r), ctl_dom_rcpt_cmp);
 	if (rc != -1) {
 		json_obj_open(w);
-		json_key(w, "messages");
-		json_put_uint(w, st.messages);
-		json_key(w, "pending");
-		json_put_uint(w, st.pending);
-		json_key(w, "held");
-		json_put_uint(w, st.held);
-		json_key(w, "corrupt");
-		json_put_uint(w, st.corrupt);
+		json_kv_uint(w, "messages", st.messages);
+		json_kv_uint(w, "pending", st.pending);
+		json_kv_uint(w, "held", st.held);
+		json_kv_uint(w, "corrupt", st.corrupt);
 		uint64_t seg_bytes, index_bytes;
 		queue_disk_use(q, &seg_bytes, &index_bytes);
-		json_key(w, "segments_bytes");
-		json_put_uint(w, seg_bytes);
-		json_key(w, "index_bytes");
-		json_put_uint(w, index_bytes);
+		json_kv_uint(w, "segments_bytes", seg_bytes);
+		json_kv_uint(w, "index_bytes", index_bytes);
 		json_key(w, "domains");
 		json_arr_open(w);
 		for (size_t k = 0, end; k < st.nr; k = end) {
@@ -418,12 +385,9 @@ ctl_stats_queue_write(struct json_writer *w, struct queue *q)
 			    strcmp(st.r[end].dom, st.r[k].dom) == 0; end++)
 				msgs += st.r[end].id != st.r[end - 1].id;
 			json_obj_open(w);
-			json_key(w, "domain");
-			json_put_str(w, st.r[k].dom);
-			json_key(w, "messages");
-			json_put_uint(w, msgs);
-			json_key(w, "recipients");
-			json_put_uint(w, end - k);
+			json_kv_str(w, "domain", st.r[k].dom);
+			json_kv_uint(w, "messages", msgs);
+			json_kv_uint(w, "recipients", end - k);
 			json_obj_close(w);
 		}
 		json_arr_close(w);
@@ -559,14 +523,10 @@ ctl_cmd_stats(struct ctl_req *r)
 		return CTL_E_INTERNAL;
 	}
 	ctl_reply_ok_open(r->out);
-	json_key(r->out, "running");
-	json_put_bool(r->out, 0);
-	json_key(r->out, "uptime");
-	json_put_null(r->out);
-	json_key(r->out, "counters");
-	json_put_null(r->out);
-	json_key(r->out, "paused_all");
-	json_put_bool(r->out, 0);
+	json_kv_bool(r->out, "running", 0);
+	json_kv_null(r->out, "uptime");
+	json_kv_null(r->out, "counters");
+	json_kv_bool(r->out, "paused_all", 0);
 	json_key(r->out, "paused_domains");
 	json_arr_open(r->out);
 	json_arr_close(r->out);
@@ -731,12 +691,9 @@ ctl_reply_error(struct json_writer *w, int code, const char *text)
 {
 	json_writer_reset(w);
 	json_obj_open(w);
-	json_key(w, "ok");
-	json_put_bool(w, 0);
-	json_key(w, "error");
-	json_put_str(w, text);
-	json_key(w, "code");
-	json_put_int(w, code);
+	json_kv_bool(w, "ok", 0);
+	json_kv_str(w, "error", text);
+	json_kv_int(w, "code", code);
 	json_obj_close(w);
 }
 

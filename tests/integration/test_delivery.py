@@ -166,6 +166,18 @@ class DeliveryEnv:
                                      % (timeout, left, self.t.queue(), self.t.log()[-4000:]))
             time.sleep(0.1)
 
+    def wait_drained(self, timeout=15):
+        """Wait until the whole queue is empty. Then nothing more can be
+        delivered or bounced: a DSN is queued before the message it
+        reports on is removed, and a message is removed only after its
+        peer's 250 (so the sinks already hold every copy)."""
+        deadline = time.monotonic() + timeout
+        while self.t.queue_ids():
+            if time.monotonic() > deadline:
+                raise AssertionError("queue not empty after %.0fs: %r\nlog:\n%s"
+                                     % (timeout, self.t.queue(), self.t.log()[-4000:]))
+            time.sleep(0.1)
+
     def queued(self, qid):
         for m in self.t.queue():
             if m["id"].upper() == qid.upper():
@@ -432,7 +444,7 @@ def test_5xx_one_of_three_recipients(env):
     dsns = d.wait_for(1)
     msgs = s.wait_for(1)
     env.wait_gone([qid])
-    time.sleep(0.5)                          # nothing more may arrive
+    env.wait_drained()                       # nothing more may arrive
     assert len(s.messages) == 1, s.messages  # one DATA ...
     assert s.messages[0].rcpt_tos == ["good1@example.test", "good2@example.test"]  # two RCPTs
     assert [a for a, _ in s.messages[0].refused] == ["bad@example.test"]
@@ -488,7 +500,7 @@ def test_delay_warning_then_expiry(env):
     qid = env.send("ivan@example.test", subject="slowly")
     dsns = d.wait_for(2, timeout=20)
     env.wait_gone([qid], timeout=5)
-    time.sleep(1.0)
+    env.wait_drained()                       # the expiry DSN is out too
     dsns = list(d.messages)
     assert len(dsns) == 2, dsns
     _, _, rc = dsn_parts(dsns[0].data)[:3]
@@ -521,7 +533,7 @@ def test_null_sender_never_gets_a_dsn(env):
     q1 = env.send("judy@nowhere.test", sender="")           # NXDOMAIN
     q2 = env.send("nope@example.test", sender="")           # 5xx
     env.wait_gone([q1, q2])
-    time.sleep(1.0)
+    env.wait_drained()                       # no DSN was queued either
     log = t.log()
     for q in (q1, q2):
         lines = [l for l in log.splitlines() if "id=%s" % q in l and "status=bounced" in l]
@@ -692,5 +704,5 @@ def test_double_bounce_stops(env):
     line = t.wait_log(r"id=%s to=<liz@alsonowhere\.test> .*status=bounced.*" % dsn_id).group(0)
     assert "dsn not sent: null sender" in line, line
     env.wait_gone([qid, dsn_id])
-    time.sleep(1.0)
+    env.wait_drained()                       # no third bounce was queued
     assert len(re.findall(r"status=bounced", t.log())) == 2, t.log()

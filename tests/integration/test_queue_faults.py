@@ -381,19 +381,29 @@ def test_rebuild_after_copy_forward_keeps_the_copies_state(ternd, sink):
     t = ternd(extra_conf=SEG)
     acked = fill(t, N, rcpt=lambda i: ("keep%d@example.com" if i % 10 == 0
                                        else "gone%d@example.com") % i)
-    r = t.ternctl("delete", "--all-matching", "--to", "gone")
-    assert r.returncode == 0, r.stderr
+    # Held before the deletes: the first kept messages sit in segment 1,
+    # which the deletes leave nearly empty, so copy-forward (once a second)
+    # can only copy them after they are held. A state change made after a
+    # record was written and never copied is not in the segments: a rebuild
+    # cannot know it (doc/queue.md), so this test pins only the copies.
     held = [acked[i] for i in sorted(acked) if i % 10 == 0][:5]
     for qid in held:
         assert t.ternctl("hold", qid).returncode == 0
-    t.restart()         # the segment current before is copied too
-    deadline = time.monotonic() + 15
+    r = t.ternctl("delete", "--all-matching", "--to", "gone")
+    assert r.returncode == 0, r.stderr
+    t.restart()
+    # wait until segment 1 has been copied and copy-forward has settled
+    # (no new move for 3 s)
+    deadline = time.monotonic() + 30
+    moves, last_change = None, time.monotonic()
     while time.monotonic() < deadline:
-        segs = {m.group(1) for m in re.finditer(r"copy-forward segment=(\w+)", t.log_all())}
-        if len(segs) >= 3:
+        now_moves = re.findall(r"copy-forward segment=(\w+)", t.log_all())
+        if now_moves != moves:
+            moves, last_change = now_moves, time.monotonic()
+        if "00000001" in moves and time.monotonic() - last_change >= 3:
             break
         time.sleep(0.2)
-    assert len(segs) >= 3, segs
+    assert "00000001" in moves and time.monotonic() - last_change >= 3, moves
     t.stop()
     damage_delete_index(t.queue_dir)
     recover = timed_start(t)

@@ -34,7 +34,7 @@ test_writer_escape(void **state)
 		{ "", 0, "\"\"" },
 		{ "a\"b\\c", 5, "\"a\\\"b\\\\c\"" },
 		{ "\n\r\t\b\f", 5, "\"\\n\\r\\t\\b\\f\"" },
-		{ "\x01\x1f\x7f", 3, "\"\\u0001\\u001f\x7f\"" },
+		{ "\x01\x1f\x7f", 3, "\"\\u0001\\u001f\\u007f\"" }, /* DEL too, as in log lines */
 		{ "a\0b", 3, "\"a\\u0000b\"" },
 		{ "/", 1, "\"/\"" },
 		/* valid UTF-8 passes as is */

@@ -72,28 +72,31 @@ w_rr_cname(struct wire *w, const char *owner, uint32_t ttl, const char *target)
 	w->b[at + 1] = (unsigned char)(w->n - at - 2);
 }
 
+/* An A (AF_INET) or AAAA (AF_INET6) record of ip. */
+static void
+w_rr_ip(struct wire *w, const char *owner, uint32_t ttl, int af,
+    const char *ip)
+{
+	unsigned char a[16];
+	size_t n = af == AF_INET ? 4 : 16;
+
+	assert_int_equal(inet_pton(af, ip, a), 1);
+	w_rr_head(w, owner, af == AF_INET ? 1 : 28, ttl);
+	w_u16(w, (unsigned)n);
+	for (size_t i = 0; i < n; i++)
+		w_u8(w, a[i]);
+}
+
 static void
 w_rr_a(struct wire *w, const char *owner, uint32_t ttl, const char *ip)
 {
-	unsigned char a[4];
-
-	assert_int_equal(inet_pton(AF_INET, ip, a), 1);
-	w_rr_head(w, owner, 1, ttl);
-	w_u16(w, 4);
-	for (int i = 0; i < 4; i++)
-		w_u8(w, a[i]);
+	w_rr_ip(w, owner, ttl, AF_INET, ip);
 }
 
 static void
 w_rr_aaaa(struct wire *w, const char *owner, uint32_t ttl, const char *ip)
 {
-	unsigned char a[16];
-
-	assert_int_equal(inet_pton(AF_INET6, ip, a), 1);
-	w_rr_head(w, owner, 28, ttl);
-	w_u16(w, 16);
-	for (int i = 0; i < 16; i++)
-		w_u8(w, a[i]);
+	w_rr_ip(w, owner, ttl, AF_INET6, ip);
 }
 
 /* --- randomness for tests ----------------------------------------------- */

@@ -6,8 +6,7 @@
  * small tmpfs (root only), removal and segment recycling, oversized messages,
  * read-only open.
  *
- * With TERN_QUEUE_BENCH=<dir> set, runs a throughput loop instead (1 and
- * 64 closed-loop submitters) and prints commits/s: not a test.
+ * The throughput loop is bench/queue_commit.c (bench-queue-commit).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -443,6 +442,28 @@ file_flip(const char *path, uint64_t off)
 	close(fd);
 }
 
+/*
+ * Commit three messages, one batch each (so in order) into one segment,
+ * read back their envelopes, close q; path is that segment's file.
+ */
+static void
+torn_three(const char *dir, struct queue *q, struct waiter *w,
+    uint64_t qid[3], struct envelope *e[3], char *path, size_t pathlen)
+{
+	qnotify(q, w);
+	for (uint64_t r = 0; r < 3; r++) {
+		submit(q, w->tq, r, 5000);
+		waiter_wait(w, r + 1);   /* one per batch: ordered */
+		assert_int_equal(w->res[r].st, Q_OK);
+		qid[r] = w->res[r].qid;
+	}
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(queue_get(q, qid[i], &e[i]), 0);
+	queue_close(q);
+	assert_int_equal(e[0]->seg, e[2]->seg);
+	snprintf(path, pathlen, "%s/segments/%08x.seg", dir, e[2]->seg);
+}
+
 enum torn_kind { TORN_GARBAGE, TORN_TRUNCATE, TORN_FLIP_MIDDLE,
 	TORN_FLIP_INDEXED };
 
@@ -457,18 +478,7 @@ torn_case(enum torn_kind kind)
 	char *body;
 	size_t len;
 
-	qnotify(q, w);
-	for (uint64_t r = 0; r < 3; r++) {
-		submit(q, w->tq, r, 5000);
-		waiter_wait(w, r + 1);   /* one per batch: ordered */
-		assert_int_equal(w->res[r].st, Q_OK);
-		qid[r] = w->res[r].qid;
-	}
-	for (int i = 0; i < 3; i++)
-		assert_int_equal(queue_get(q, qid[i], &e[i]), 0);
-	queue_close(q);
-	assert_int_equal(e[0]->seg, e[2]->seg);
-	snprintf(path, sizeof(path), "%s/segments/%08x.seg", dir, e[2]->seg);
+	torn_three(dir, q, w, qid, e, path, sizeof(path));
 
 	if (kind != TORN_FLIP_INDEXED) {
 		/* the index never saw them: recovery must rebuild from the log */
@@ -665,18 +675,7 @@ torn_hdr_case(enum torn_hdr_kind kind)
 	size_t expect = held ? 3 : (size_t)rec, len;
 	char *body;
 
-	qnotify(q, w);
-	for (uint64_t r = 0; r < 3; r++) {
-		submit(q, w->tq, r, 5000);
-		waiter_wait(w, r + 1);   /* one per batch: ordered */
-		assert_int_equal(w->res[r].st, Q_OK);
-		qid[r] = w->res[r].qid;
-	}
-	for (int i = 0; i < 3; i++)
-		assert_int_equal(queue_get(q, qid[i], &e[i]), 0);
-	queue_close(q);
-	assert_int_equal(e[0]->seg, e[2]->seg);
-	snprintf(path, sizeof(path), "%s/segments/%08x.seg", dir, e[2]->seg);
+	torn_three(dir, q, w, qid, e, path, sizeof(path));
 	snprintf(db, sizeof(db), "%s/db", dir);
 	rmtree(db);
 	for (int i = 0; i < 3; i++)
@@ -1548,6 +1547,24 @@ test_spool_budget(void **state)
 	free(dir);
 }
 
+
+/* Wait (10 s at most) until housekeeping has a spare segment ready. */
+static void
+wait_spare(struct queue *q)
+{
+	uint64_t end = now_mono_us() + 10000000u;
+	int have = 0;
+
+	while (!have && now_mono_us() < end) {
+		pthread_mutex_lock(&q->lock);
+		have = q->have_spare;
+		pthread_mutex_unlock(&q->lock);
+		if (!have)
+			usleep(1000);
+	}
+	assert_true(have);
+}
+
 static void
 test_enospc(void **state)
 {
@@ -1574,7 +1591,7 @@ test_enospc(void **state)
 	waiter_wait(w, 1);
 	assert_int_equal(w->res[0].st, Q_OK);
 	acked++;
-	usleep(300000);      /* let housekeeping prepare its spare */
+	wait_spare(q);       /* housekeeping prepares its spare */
 
 	/* fill the file system */
 	big = calloc(1, 1 << 16);
@@ -1745,94 +1762,6 @@ test_space_reserve(void **state)
 	free(dir);
 }
 
-/* ---- throughput loop (TERN_QUEUE_BENCH=<dir>) ---- */
-
-struct bench_arg {
-	struct queue *q;
-	volatile int *stop;
-	uint64_t done, replies;
-};
-
-static void
-bench_handler(struct tq_msg *m, void *arg)
-{
-	struct bench_arg *b = arg;
-	struct queue_commit_done *d = (struct queue_commit_done *)m;
-	if (d->status == Q_OK)
-		b->done++;
-	b->replies++;
-	free(m);
-}
-
-static void *
-bench_main(void *arg)
-{
-	struct bench_arg *b = arg;
-	struct event_base *base = event_base_new();
-	struct tq *tq = tq_new(base, bench_handler, b);
-	struct event *keep = event_new(base, -1, EV_PERSIST, waiter_noop, NULL);
-	struct timeval tv = { 0, 50000 };
-	char body[4096];
-
-	memset(body, 'x', sizeof(body));
-	event_add(keep, &tv);
-	while (!*b->stop) {
-		struct envelope *e = envelope_new();
-		struct spool *s = spool_new(b->q);
-		uint64_t want = b->replies + 1;
-		e->sender = strdup("bench@example.org");
-		envelope_add_rcpt(e, "rcpt@example.com", NULL, 0);
-		spool_write(s, body, sizeof(body));
-		queue_commit_submit(b->q, e, s, tq, 1);
-		while (b->replies < want)   /* never leave a reply in flight */
-			event_base_loop(base, EVLOOP_ONCE);
-	}
-	tq_free(tq);
-	event_free(keep);
-	event_base_free(base);
-	return NULL;
-}
-
-static void
-bench_run(const char *parent, int nthreads)
-{
-	char dir[4200];
-	struct bench_arg *args = calloc((size_t)nthreads, sizeof(*args));
-	pthread_t *th = calloc((size_t)nthreads, sizeof(*th));
-	volatile int stop = 0;
-	struct queue *q;
-	struct queue_stats st;
-	uint64_t total = 0, t0, t1;
-
-	snprintf(dir, sizeof(dir), "%s/bench-%d-XXXXXX", parent, nthreads);
-	if (mkdtemp(dir) == NULL)
-		abort();
-	q = qopen(dir, 64ull << 20, 0, 0);
-	usleep(1500000);    /* spare prepared */
-	t0 = now_mono_us();
-	for (int i = 0; i < nthreads; i++) {
-		args[i] = (struct bench_arg){ q, &stop, 0, 0 };
-		pthread_create(&th[i], NULL, bench_main, &args[i]);
-	}
-	sleep(3);
-	stop = 1;
-	for (int i = 0; i < nthreads; i++) {
-		pthread_join(th[i], NULL);
-		total += args[i].done;
-	}
-	t1 = now_mono_us();
-	queue_stats(q, &st);
-	printf("submitters=%d commits=%llu secs=%.2f commits/s=%.0f batches=%llu "
-	    "avg_batch=%.1f\n", nthreads, (unsigned long long)total,
-	    (double)(t1 - t0) / 1e6, (double)total * 1e6 / (double)(t1 - t0),
-	    (unsigned long long)st.batches,
-	    st.batches ? (double)st.commits / (double)st.batches : 0.0);
-	queue_close(q);
-	rmtree(dir);
-	free(args);
-	free(th);
-}
-
 int
 main(void)
 {
@@ -1867,14 +1796,8 @@ main(void)
 		cmocka_unit_test(test_enospc),
 		cmocka_unit_test(test_space_reserve),
 	};
-	const char *bench = getenv("TERN_QUEUE_BENCH");
 
 	log_init("test_queue", 0, 0);
 	evthread_use_pthreads();
-	if (bench != NULL) {
-		bench_run(bench, 1);
-		bench_run(bench, 64);
-		return 0;
-	}
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -276,6 +276,10 @@ struct fx {
 	int ndone;
 	uint64_t lastqid;
 	enum q_status lastst;
+	struct tq *notify;              /* committer -> here -> scheduler */
+	uint64_t noted[64];             /* last qids the scheduler received */
+	size_t nnoted;
+	uint64_t want_qid;              /* fx_settle_qid() waits for it */
 };
 
 static int64_t fx_now;
@@ -306,6 +310,40 @@ fx_reply(struct tq_msg *m, void *arg)
 	f->lastqid = d->qid;
 	f->lastst = d->status;
 	free(m);
+}
+
+struct fx_note {
+	struct fx *f;
+	uint64_t qid;
+};
+
+/* Runs on the scheduler's inbox just after the message it notes. */
+static void
+fx_noted(void *arg)
+{
+	struct fx_note *n = arg;
+
+	n->f->noted[n->f->nnoted++ % 64] = n->qid;
+	free(n);
+}
+
+/*
+ * The committer's notifications pass through here on their way to the
+ * scheduler's own inbox, each followed by a note that it arrived (a tq
+ * runs its messages in posting order): fx_settle() can then wait for it.
+ */
+static void
+fx_notify(struct tq_msg *m, void *arg)
+{
+	struct fx *f = arg;
+	struct fx_note *n = calloc(1, sizeof(*n));
+
+	assert_non_null(n);
+	assert_int_equal(m->type, TQ_NEW_MESSAGE);
+	n->f = f;
+	n->qid = m->reqid;
+	tq_post(sched_inbox(f->s), m);
+	tq_call(sched_inbox(f->s), fx_noted, n);
 }
 
 static void
@@ -357,7 +395,8 @@ fx_setup(void **state)
 	f->replies = tq_new(f->base, fx_reply, f);
 	f->s = sched_new(f->q, f->conf, f->base, fx_submit, f);
 	sched_set_clock(f->s, fx_clock);
-	queue_set_notify(f->q, sched_inbox(f->s));
+	f->notify = tq_new(f->base, fx_notify, f);
+	queue_set_notify(f->q, f->notify);
 	fx_now = now_unix();
 	*state = f;
 	return 0;
@@ -373,6 +412,7 @@ fx_teardown(void **state)
 	for (size_t i = 0; i < f->njobs; i++)
 		dlv_job_free(f->jobs[i]);
 	queue_close(f->q);
+	tq_free(f->notify);
 	sched_free(f->s);
 	tq_free(f->replies);
 	event_free(f->keep);
@@ -436,15 +476,31 @@ fx_commit(struct fx *f, const char *sender, uint32_t flags,
 	return f->lastqid;
 }
 
-/* Wait until the committer's notification reached the scheduler. */
+static int
+fx_want_noted(struct fx *f)
+{
+	for (size_t i = 0; i < 64 && i < f->nnoted; i++)
+		if (f->noted[i] == f->want_qid)
+			return 1;
+	return 0;
+}
+
+/* Wait until the committer's notification of qid reached the scheduler. */
+static void
+fx_settle_qid(struct fx *f, uint64_t qid)
+{
+	f->want_qid = qid;
+	fx_loop_until(f, fx_want_noted);
+}
+
+/*
+ * The same for the test's last commit, and so for every earlier one (one
+ * committer posts in order).
+ */
 static void
 fx_settle(struct fx *f)
 {
-	for (int i = 0; i < 20; i++)
-		event_base_loop(f->base, EVLOOP_NONBLOCK);
-	usleep(20000);
-	for (int i = 0; i < 20; i++)
-		event_base_loop(f->base, EVLOOP_NONBLOCK);
+	fx_settle_qid(f, f->lastqid);
 }
 
 /* Take (and forget) the job for qid whose first recipient has domain dom. */
@@ -860,7 +916,7 @@ test_mixed_results_and_bounce(void **state)
 	free(body);
 
 	/* the DSN itself was announced to the scheduler and goes out */
-	fx_settle(f);
+	fx_settle_qid(f, ds.ids[0]);
 	sched_run(f->s, fx_now + 5);
 	j = fx_take(f, ds.ids[0], "example.org");
 	dlv_job_free(j);
@@ -933,6 +989,7 @@ test_delay_warning_once(void **state)
 	struct dlv_job *j;
 	struct envelope *e;
 	int64_t t;
+	uint64_t warning;
 	uint64_t a;
 	char *body;
 	(void)state;
@@ -970,10 +1027,11 @@ test_delay_warning_once(void **state)
 	assert_non_null(strstr(body, "Action: delayed\r\nStatus: 4.4.2\r\n"));
 	assert_non_null(strstr(body, "Will-Retry-Until: "));
 	free(body);
+	warning = ds.ids[0];
 	fx_dsns_free(&ds);
 
 	/* the next round: still deferred, no second warning */
-	fx_settle(f);
+	fx_settle_qid(f, warning);
 	sched_run(f->s, t);
 	j = fx_take(f, a, NULL);
 	sched_apply_result(f->s, fx_result(j, cls, st, rp), t);

@@ -110,6 +110,81 @@ test_tq_order(void **state)
 	event_base_free(base);
 }
 
+/* FNV-1a 32-bit reference vectors. */
+static void
+test_fnv1a32(void **state)
+{
+	(void)state;
+	static const struct { const char *in; uint32_t h; } cases[] = {
+		{ "", 0x811c9dc5u },
+		{ "a", 0xe40c292cu },
+		{ "foobar", 0xbf9cf968u },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		assert_int_equal(fnv1a32(FNV1A32_INIT, cases[i].in,
+		    strlen(cases[i].in)), cases[i].h);
+}
+
+/* RFC 4648 section 10 vectors both ways, and what strict decoding refuses. */
+static void
+test_base64(void **state)
+{
+	(void)state;
+	static const struct { const char *raw, *b64; } ok[] = {
+		{ "", "" }, { "f", "Zg==" }, { "fo", "Zm8=" }, { "foo", "Zm9v" },
+		{ "foob", "Zm9vYg==" }, { "fooba", "Zm9vYmE=" },
+		{ "foobar", "Zm9vYmFy" },
+	};
+	static const char *const bad[] = {
+		"Zg=", "Zh==", "Zm9=", "Z===", "Zg==Zg==", "Zm 9v", "Zm9v\n",
+		"=Zm9", "Zm=v",
+	};
+	char enc[16];
+	unsigned char dec[16];
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		size_t rl = strlen(ok[i].raw), bl = strlen(ok[i].b64);
+		assert_int_equal(base64_encode(ok[i].raw, rl, enc, sizeof(enc)), bl);
+		assert_string_equal(enc, ok[i].b64);
+		assert_int_equal(base64_decode(ok[i].b64, bl, dec, sizeof(dec), &n), 0);
+		assert_int_equal(n, rl);
+		assert_memory_equal(dec, ok[i].raw, rl);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(base64_decode(bad[i], strlen(bad[i]), dec,
+		    sizeof(dec), &n), BASE64_E_SYNTAX);
+	assert_int_equal(base64_decode("Zm9vYmFy", 8, dec, 5, &n), BASE64_E_SPACE);
+	assert_int_equal(base64_encode("foo", 3, enc, 4), 0);   /* no room for NUL */
+	assert_string_equal(enc, "");
+}
+
+/* json_escape() stops before a character that does not fit, never inside. */
+static void
+test_json_escape(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in; size_t len, room; const char *out; size_t used;
+	} cases[] = {
+		{ "ab\"c", 4, 64, "ab\\\"c", 4 },
+		{ "ab\"c", 4, 3, "ab", 2 },             /* \" needs two */
+		{ "\x01", 1, 5, "", 0 },                 /* \u0001 needs six */
+		{ "\x01", 1, 6, "\\u0001", 1 },
+		{ "x\xc3\xa9", 3, 2, "x", 1 },           /* not half of é */
+		{ "x\xc3\xa9", 3, 3, "x\xc3\xa9", 3 },
+		{ "\x7f\xff", 2, 64, "\\u007f\\u00ff", 2 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char out[64];
+		size_t used, n = json_escape(out, cases[i].room, cases[i].in,
+		    cases[i].len, &used);
+		out[n] = '\0';
+		assert_string_equal(out, cases[i].out);
+		assert_int_equal(used, cases[i].used);
+	}
+}
+
 int
 main(void)
 {
@@ -118,6 +193,9 @@ main(void)
 		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_qid),
 		cmocka_unit_test(test_crc32c),
+		cmocka_unit_test(test_fnv1a32),
+		cmocka_unit_test(test_base64),
+		cmocka_unit_test(test_json_escape),
 		cmocka_unit_test(test_utf8_seq_len),
 		cmocka_unit_test(test_tq_order),
 	};
