@@ -17,7 +17,7 @@
 
 struct tq {
 	pthread_mutex_t lock;
-	struct tq_msg *head, **tailp;   /* owned messages */
+	STAILQ_HEAD(, tq_msg) msgs;     /* owned messages */
 	struct event *ev;
 	tq_handler *handler;
 	void *arg;
@@ -27,17 +27,15 @@ static void
 tq_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct tq *q = arg;
-	struct tq_msg *m, *next;
+	STAILQ_HEAD(, tq_msg) run = STAILQ_HEAD_INITIALIZER(run);
+	struct tq_msg *m;
 
 	pthread_mutex_lock(&q->lock);
-	m = q->head;
-	q->head = NULL;
-	q->tailp = &q->head;
+	STAILQ_CONCAT(&run, &q->msgs);
 	pthread_mutex_unlock(&q->lock);
 
-	for (; m != NULL; m = next) {
-		next = m->next;
-		m->next = NULL;
+	while ((m = STAILQ_FIRST(&run)) != NULL) {
+		STAILQ_REMOVE_HEAD(&run, next);
 		if (m->type == TQ_CALL) {
 			struct tq_call *c = (struct tq_call *)m;
 			c->fn(c->arg);
@@ -53,7 +51,7 @@ tq_new(struct event_base *base, tq_handler *handler, void *arg)
 {
 	struct tq *q = xcalloc(1, sizeof(*q));
 	pthread_mutex_init(&q->lock, NULL);
-	q->tailp = &q->head;
+	STAILQ_INIT(&q->msgs);
 	q->handler = handler;
 	q->arg = arg;
 	q->ev = event_new(base, -1, 0, tq_run, q);
@@ -66,11 +64,9 @@ void
 tq_post(struct tq *q, struct tq_msg *msg)
 {
 	int wake;
-	msg->next = NULL;
 	pthread_mutex_lock(&q->lock);
-	wake = (q->head == NULL);
-	*q->tailp = msg;
-	q->tailp = &msg->next;
+	wake = STAILQ_EMPTY(&q->msgs);
+	STAILQ_INSERT_TAIL(&q->msgs, msg, next);
 	pthread_mutex_unlock(&q->lock);
 	if (wake)
 		event_active(q->ev, EV_READ, 0);

@@ -11,6 +11,7 @@
 #define TERN_TQ_H
 
 #include <stdint.h>
+#include <sys/queue.h>
 
 struct event_base;
 
@@ -26,7 +27,8 @@ enum tq_type {
 };
 
 struct tq_msg {
-	struct tq_msg *next;  /* owned by the queue while posted */
+	STAILQ_ENTRY(tq_msg) next;  /* the queue's link while posted; the
+	                              * consumer may reuse it for its own list */
 	enum tq_type type;
 	uint64_t reqid;       /* who the reply is for (e.g. a session id) */
 };

@@ -49,7 +49,7 @@ struct sched_ops {
 	int paused_all;
 	char **pdom;                    /* owned: paused domains, lower case */
 	size_t npdom;
-	struct tq_msg *parked;          /* owned jobs, by hdr.next */
+	STAILQ_HEAD(, tq_msg) parked;  /* owned jobs, by hdr.next */
 	int64_t started;
 };
 
@@ -89,8 +89,7 @@ sched_submit_pool(void *arg, struct dlv_job *j)
 	struct sched_ops *o = arg;
 
 	if (sched_ops_job_paused(o, j)) {
-		j->hdr.next = o->parked;
-		o->parked = &j->hdr;
+		STAILQ_INSERT_TAIL(&o->parked, &j->hdr, next);
 		return;
 	}
 	deliver_pool_submit(o->pool, j);
@@ -100,18 +99,18 @@ sched_submit_pool(void *arg, struct dlv_job *j)
 static void
 sched_ops_unpark(struct sched_ops *o)
 {
-	struct tq_msg **pp = &o->parked;
+	STAILQ_HEAD(, tq_msg) keep = STAILQ_HEAD_INITIALIZER(keep);
+	struct tq_msg *m;
 
-	while (*pp != NULL) {
-		struct dlv_job *j = (struct dlv_job *)*pp;
-		if (sched_ops_job_paused(o, j)) {
-			pp = &(*pp)->next;
-			continue;
-		}
-		*pp = j->hdr.next;
-		j->hdr.next = NULL;
-		deliver_pool_submit(o->pool, j);
+	while ((m = STAILQ_FIRST(&o->parked)) != NULL) {
+		struct dlv_job *j = (struct dlv_job *)m;
+		STAILQ_REMOVE_HEAD(&o->parked, next);
+		if (sched_ops_job_paused(o, j))
+			STAILQ_INSERT_TAIL(&keep, m, next);
+		else
+			deliver_pool_submit(o->pool, j);
 	}
+	STAILQ_CONCAT(&o->parked, &keep);
 }
 
 static void
@@ -166,6 +165,7 @@ sched_start(struct queue *q, struct conf *conf, struct deliver_pool *pool)
 	if (base == NULL)
 		fatalx("sched_start: event_base_new failed");
 	struct sched_ops *o = xcalloc(1, sizeof(*o));
+	STAILQ_INIT(&o->parked);
 	o->pool = pool;
 	o->started = now_unix();
 	s = sched_new(q, conf, base, sched_submit_pool, o);
@@ -226,6 +226,7 @@ sched_stop(struct sched *s)
 {
 	struct event_base *base;
 	struct sched_ops *o;
+	struct tq_msg *m;
 
 	if (s == NULL)
 		return;
@@ -239,10 +240,9 @@ sched_stop(struct sched *s)
 		event_free(s->timer);
 	s->timer = NULL;
 	/* the workers have stopped: no result comes any more */
-	while (o->parked != NULL) {
-		struct tq_msg *j = o->parked;
-		o->parked = j->next;
-		dlv_job_free((struct dlv_job *)j);
+	while ((m = STAILQ_FIRST(&o->parked)) != NULL) {
+		STAILQ_REMOVE_HEAD(&o->parked, next);
+		dlv_job_free((struct dlv_job *)m);
 	}
 	base = s->own_base ? s->base : NULL;
 	sched_free(s);      /* operator requests still queued are answered */
