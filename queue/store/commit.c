@@ -492,11 +492,7 @@ queue_commit_index_reloc(struct queue *q, struct store_txn *t,
 	if (envelope_decode(v, vlen, &cur) == ENV_DECODE_OK &&
 	    cur->seg == r->reloc_seg && cur->off == r->reloc_off &&
 	    !(cur->flags & ENV_F_CORRUPT)) {
-		cur->seg = e->seg;
-		cur->off = e->off;
-		cur->rec_len = e->rec_len;
-		cur->body_off = e->body_off;
-		cur->crc = e->crc;
+		queue_env_locate(cur, e);
 		rc = queue_index_put(q, t, cur);
 		r->reloc_moved = rc == 0;
 	}

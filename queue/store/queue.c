@@ -808,11 +808,7 @@ queue_rmw(struct queue *q, uint64_t id, const struct envelope *repl,
 		if (rc == 0 && repl != NULL) {
 			struct envelope *e = envelope_dup(repl);
 			if (cur != NULL) {   /* the body location is not the caller's */
-				e->seg = cur->seg;
-				e->off = cur->off;
-				e->rec_len = cur->rec_len;
-				e->body_off = cur->body_off;
-				e->crc = cur->crc;
+				queue_env_locate(e, cur);
 				e->size = cur->size;
 			}
 			rc = queue_index_put(q, t, e);

@@ -208,6 +208,17 @@ void queue_seg_unref(struct queue *q, uint32_t num, uint64_t rec_len);
 /* queue.c: store the envelope (location fields set) in t. */
 int queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e);
 
+/* Point dst at the record src points at (segment, offset, lengths, CRC). */
+static inline void
+queue_env_locate(struct envelope *dst, const struct envelope *src)
+{
+	dst->seg = src->seg;
+	dst->off = src->off;
+	dst->rec_len = src->rec_len;
+	dst->body_off = src->body_off;
+	dst->crc = src->crc;
+}
+
 /* queue.c: recovery steps (read-write open, main thread) */
 /* Build the segment table from segments/ (and note the spare). 0 or -1. */
 int queue_rec_list(struct queue *q, uint32_t *max_num);
