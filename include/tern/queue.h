@@ -118,6 +118,60 @@ int queue_walk(struct queue *q, queue_walk_fn *fn, void *arg);
 int queue_read_body(struct queue *q, const struct envelope *env,
     char **out, size_t *len);
 
+/* ---- queries (any thread; doc/queue.md "Queries") ---- */
+
+/*
+ * Which messages a query visits: every field given must match.
+ * Strings are compared ASCII case-insensitively. A sender or recipient text
+ * that is a whole address (local@domain) is matched exactly; any other text
+ * matches when it is contained in the address (a fragment such as "erin@").
+ */
+struct queue_filter {
+	const char *sender;         /* NULL: any */
+	const char *rcpt;           /* NULL: any; tested on pending recipients */
+	const char *domain;         /* NULL: any; a pending recipient's domain */
+	int held;                   /* -1: any; 1: held (ENV_F_HOLD); 0: not */
+	int64_t older_than;         /* -1: any; else arrived >= this many
+	                               seconds before now (never in the future) */
+	int64_t now;                /* unix seconds, for older_than */
+};
+void queue_filter_init(struct queue_filter *f);     /* matches everything */
+/* 1 if env matches f. Pure. */
+int queue_filter_match(const struct queue_filter *f, const struct envelope *env);
+
+/*
+ * Call fn for each envelope matching f whose id is > after (0: from the
+ * first), in id order, at most limit of them (0: no limit); stop early when
+ * fn returns non-zero. *last (may be NULL) gets the id of the last
+ * envelope passed to fn (0 if none): the "after" of the next page.
+ * Returns the number passed to fn, or -1 if the index could not be read.
+ * A caller serving a loop pages with a small limit and resumes after *last.
+ */
+long queue_query(struct queue *q, const struct queue_filter *f, uint64_t after,
+    size_t limit, uint64_t *last, queue_walk_fn *fn, void *arg);
+
+/* What the queue holds now (kept up to date, not counted on demand). */
+struct queue_counts {
+	uint64_t messages;          /* envelopes in the index */
+	uint64_t held;              /* ENV_F_HOLD (corrupt ones included) */
+	uint64_t corrupt;           /* ENV_F_CORRUPT */
+	uint64_t deferred;          /* not held, attempted at least once */
+	uint64_t recipients;        /* pending recipients */
+	uint64_t bytes;             /* body bytes of the queued messages */
+	int64_t oldest_arrival;     /* arrival of the oldest message; 0: empty */
+};
+int queue_counts(struct queue *q, struct queue_counts *out);   /* 0 or -1 */
+
+/*
+ * Per recipient domain (lower case), the messages with a pending
+ * recipient there and those recipients: fn is called for at most top
+ * domains (0: all), the ones with the most pending recipients first.
+ * 0, or -1 if the index could not be read.
+ */
+typedef int queue_domain_fn(void *arg, const char *domain, uint64_t messages,
+    uint64_t recipients);
+int queue_domains(struct queue *q, size_t top, queue_domain_fn *fn, void *arg);
+
 struct queue_stats {
 	uint64_t messages;          /* envelopes in the index */
 	uint64_t held;

@@ -213,32 +213,28 @@ ctl_filter_parse(const char *p, const struct json_tok *toks, size_t obj,
 	return 0;
 }
 
+/* The store's filter for f at time now; it points into f. Pure. */
+static void
+ctl_filter_query(const struct ctl_filter *f, int64_t now,
+    struct queue_filter *out)
+{
+	queue_filter_init(out);
+	out->sender = f->from[0] != '\0' ? f->from : NULL;
+	out->rcpt = f->to[0] != '\0' ? f->to : NULL;
+	out->domain = f->domain[0] != '\0' ? f->domain : NULL;
+	out->held = f->held;
+	out->older_than = f->older_than;
+	out->now = now;
+}
+
 int
 ctl_filter_match(const struct ctl_filter *f, const struct envelope *env,
     int64_t now)
 {
-	int to_ok = f->to[0] == '\0', dom_ok = f->domain[0] == '\0';
+	struct queue_filter qf;
 
-	if (f->held >= 0 && ((env->flags & ENV_F_HOLD) != 0) != f->held)
-		return 0;
-	/* arrival comes from a queue record (any int64): no now - arrival */
-	if (f->older_than >= 0 && (env->arrival > now ||
-	    (uint64_t)now - (uint64_t)env->arrival < (uint64_t)f->older_than))
-		return 0;
-	if (f->from[0] != '\0' && (env->sender == NULL ||
-	    strcasestr(env->sender, f->from) == NULL))
-		return 0;
-	for (size_t i = 0; i < env->nrcpt && !(to_ok && dom_ok); i++) {
-		const struct env_rcpt *rc = &env->rcpts[i];
-		if (rc->state != RCPT_PENDING || rc->addr == NULL)
-			continue;
-		if (!to_ok && strcasestr(rc->addr, f->to) != NULL)
-			to_ok = 1;
-		if (!dom_ok && strcasecmp(addr_domain(rc->addr),
-		    f->domain) == 0)
-			dom_ok = 1;
-	}
-	return to_ok && dom_ok;
+	ctl_filter_query(f, now, &qf);
+	return queue_filter_match(&qf, env);
 }
 
 /* The request's "filter" (absent: match all). 0, or CTL_E_BAD_REQUEST. */
@@ -255,25 +251,17 @@ ctl_req_filter(struct ctl_req *r, struct ctl_filter *f)
 	return 0;
 }
 
-struct ctl_walk {
-	const struct ctl_filter *f;
-	int64_t now;
-	struct json_writer *w;          /* queue: write matches */
-	uint64_t *ids;                  /* or collect their ids (owned) */
+/* Collects the ids of the matching messages (delete/retry --all-matching). */
+struct ctl_ids {
+	uint64_t *ids;                  /* owned */
 	size_t nids, cap;
 };
 
 static int
-ctl_queue_walk_cb(void *arg, const struct envelope *env)
+ctl_ids_cb(void *arg, const struct envelope *env)
 {
-	struct ctl_walk *c = arg;
+	struct ctl_ids *c = arg;
 
-	if (!ctl_filter_match(c->f, env, c->now))
-		return 0;
-	if (c->w != NULL) {
-		ctl_envelope_write(c->w, env, 0);
-		return 0;
-	}
 	if (c->nids == c->cap) {
 		c->cap = c->cap ? c->cap * 2 : 64;
 		c->ids = xreallocarray(c->ids, c->cap, sizeof(*c->ids));
@@ -283,18 +271,26 @@ ctl_queue_walk_cb(void *arg, const struct envelope *env)
 }
 
 static int
+ctl_queue_write_cb(void *arg, const struct envelope *env)
+{
+	ctl_envelope_write(arg, env, 0);
+	return 0;
+}
+
+static int
 ctl_cmd_queue(struct ctl_req *r)
 {
 	struct ctl_filter f;
-	struct ctl_walk c = { .f = &f, .now = now_unix(), .w = r->out };
+	struct queue_filter qf;
 	int code;
 
 	if ((code = ctl_req_filter(r, &f)) != 0)
 		return code;
+	ctl_filter_query(&f, now_unix(), &qf);
 	ctl_reply_ok_open(r->out);
 	json_key(r->out, "messages");
 	json_arr_open(r->out);
-	if (queue_walk(r->q, ctl_queue_walk_cb, &c) == -1) {
+	if (queue_query(r->q, &qf, 0, 0, NULL, ctl_queue_write_cb, r->out) < 0) {
 		r->error = "cannot read the queue";
 		return CTL_E_INTERNAL;
 	}
@@ -481,7 +477,8 @@ ctl_cmd_op(struct ctl_req *r)
 		op->single = 1;
 	} else if ((a = ctl_req_arg(r, "all")) >= 0) {
 		struct ctl_filter f;
-		struct ctl_walk c = { .f = &f, .now = now_unix() };
+		struct queue_filter qf;
+		struct ctl_ids c = { 0 };
 		int code;
 		if (r->toks[a].type != JSON_TRUE) {
 			r->error = "\"all\" must be true";
@@ -492,7 +489,9 @@ ctl_cmd_op(struct ctl_req *r)
 			free(op);
 			return code;
 		}
-		if (r->q == NULL || queue_walk(r->q, ctl_queue_walk_cb, &c) == -1) {
+		ctl_filter_query(&f, now_unix(), &qf);
+		if (r->q == NULL ||
+		    queue_query(r->q, &qf, 0, 0, NULL, ctl_ids_cb, &c) < 0) {
 			r->error = "cannot read the queue";
 			free(c.ids);
 			free(op);
