@@ -54,7 +54,7 @@ def listening(port, host="127.0.0.1"):
 class HAProxy:
     """A private haproxy: config in workdir, foreground (-db), stopped by PID."""
 
-    def __init__(self, workdir, servers, send_proxy):
+    def __init__(self, workdir, servers, send_proxy, check=""):
         self.port = free_port()
         self.conf = workdir / "haproxy.cfg"
         lines = [
@@ -72,7 +72,8 @@ class HAProxy:
             "    balance roundrobin",
         ]
         for i, port in enumerate(servers):
-            lines.append("    server tern%d 127.0.0.1:%d %s" % (i + 1, port, send_proxy))
+            lines.append("    server tern%d 127.0.0.1:%d %s %s" % (i + 1, port, send_proxy,
+                                                              check))
         self.conf.write_text("\n".join(lines) + "\n")
         self.log = workdir / "haproxy.log"
         self.proc = None
@@ -104,8 +105,13 @@ def haproxy(tmp_path):
     require_tool("haproxy")
     made = []
 
-    def make(servers, send_proxy="send-proxy-v2"):
-        h = HAProxy(tmp_path, servers, send_proxy)
+    def make(servers, send_proxy="send-proxy-v2", check="", options=()):
+        h = HAProxy(tmp_path, servers, send_proxy, check)
+        if options:
+            text = h.conf.read_text().replace("    balance roundrobin\n",
+                                              "    balance roundrobin\n" +
+                                              "".join("    %s\n" % o for o in options))
+            h.conf.write_text(text)
         made.append(h)
         return h.start()
 
@@ -204,6 +210,17 @@ def test_trusted_networks_use_the_named_client(ternd, sink, haproxy):
     m = snk.wait_for(1)[0]
     assert m.rcpt_tos == ["someone@other.test"]
     t.wait_log(r"client=127\.0\.0\.6 .*554")
+
+
+def test_haproxy_health_check_is_local(ternd, haproxy):
+    """HAProxy's SMTP health check over send-proxy-v2 is a LOCAL header:
+    the session is the balancer's own, and it gets a normal greeting."""
+    t = proxy_ternd(ternd, "mx1.test")
+    haproxy([t.port("relay")], "send-proxy-v2", check="check inter 300ms",
+            options=["option smtpchk HELO check.test"])
+    t.wait_log(r"connect client=127\.0\.0\.1 via=127\.0\.0\.1 listener")
+    t.wait_log(r"disconnect client=127\.0\.0\.1 ")
+    assert "reason=proxy-header" not in t.log()
 
 
 # ---- raw headers, straight to a ternd proxy listener
