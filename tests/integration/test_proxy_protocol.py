@@ -407,3 +407,15 @@ def test_implicit_tls_after_header(ternd, certs):
             qid = smtp_one(ts)
     assert b"([203.0.113.40])" in t.show_body(qid).split(b"\r\n")[0]
     t.wait_log(r"client=203\.0\.113\.40 tls=")
+
+
+def test_stop_while_a_header_is_awaited(ternd):
+    """SIGTERM with a balancer connection still in its header: ternd closes
+    it and stops cleanly (no leak under the sanitizers)."""
+    t = proxy_ternd(ternd, "mx1.test")
+    with raw(t.port("relay")) as s:
+        s.sendall(b"PROXY TCP4 203.0.113.9")
+        t0 = time.monotonic()
+        t.stop()
+        assert time.monotonic() - t0 < 5
+        assert read_until_closed(s) == b""
