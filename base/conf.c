@@ -758,13 +758,45 @@ conf_sockaddr_equal(const struct sockaddr_storage *a,
 	    memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
 }
 
+/*
+ * The words after "listen ADDR:PORT MODE", in any order: at most one TLS
+ * mode (plain, starttls, tls) and "proxy". *tls_set says whether a TLS
+ * mode was written (the default depends on tls-cert, settled at the end).
+ */
+static int
+conf_listen_options(struct conf_parser *p, int argc, char **argv,
+    struct conf_listen *l, int *tls, int *tls_set)
+{
+	int bad = 0;
+
+	for (int i = 0; i < argc; i++) {
+		int k;
+		if (strcmp(argv[i], "proxy") == 0 && !l->proxy) {
+			l->proxy = 1;
+			continue;
+		}
+		if ((k = conf_keyword_find(conf_words_ltls, argv[i])) != -1 &&
+		    !*tls_set) {
+			*tls = k;
+			*tls_set = 1;
+			continue;
+		}
+		conf_error(p, "listen: %s \"%s\" (expected one of starttls, "
+		    "tls or plain, and proxy)", k != -1 || strcmp(argv[i],
+		    "proxy") == 0 ? "repeated option" : "unknown option",
+		    argv[i]);
+		bad = 1;
+	}
+	return bad ? -1 : 0;
+}
+
 static int
 conf_set_listen(struct conf_parser *p, const struct conf_directive *d,
     int argc, char **argv)
 {
 	struct conf *c = p->c;
 	struct conf_listen l;
-	int r, mode, tls = CONF_TLS_NONE, bad = 0;
+	int r, mode, tls = CONF_TLS_NONE, tls_set = 0, bad = 0;
 
 	memset(&l, 0, sizeof(l));
 	r = conf_hostport_split(argv[0], strlen(argv[0]), 0, &l.addr,
@@ -782,12 +814,8 @@ conf_set_listen(struct conf_parser *p, const struct conf_directive *d,
 		    "submission)", argv[1]);
 		bad = 1;
 	}
-	if (argc > 2 &&
-	    (tls = conf_keyword_find(conf_words_ltls, argv[2])) == -1) {
-		conf_error(p, "listen: unknown TLS mode \"%s\" (expected "
-		    "starttls, tls or plain)", argv[2]);
+	if (conf_listen_options(p, argc - 2, argv + 2, &l, &tls, &tls_set) < 0)
 		bad = 1;
-	}
 	if (r == 0) {
 		for (size_t i = 0; i < c->nlisten; i++)
 			if (conf_sockaddr_equal(&c->listen[i].addr, &l.addr)) {
@@ -805,7 +833,7 @@ conf_set_listen(struct conf_parser *p, const struct conf_directive *d,
 	l.line = p->line;
 	c->listen = conf_array_grow(c->listen, c->nlisten, sizeof(*c->listen));
 	p->listen_tls_set = conf_array_grow(p->listen_tls_set, c->nlisten, 1);
-	p->listen_tls_set[c->nlisten] = argc > 2;
+	p->listen_tls_set[c->nlisten] = (unsigned char)tls_set;
 	c->listen[c->nlisten++] = l;
 	return 0;
 }
@@ -1024,27 +1052,42 @@ conf_sender_allowed(const struct conf *c, const char *user, const char *addr)
 	return 0;
 }
 
+/* A list of networks (trusted-networks, proxy-networks): append to *list. */
 static int
-conf_set_trusted(struct conf_parser *p, const struct conf_directive *d,
-    int argc, char **argv)
+conf_set_cidr_list(struct conf_parser *p, const char *name, int argc,
+    char **argv, struct conf_cidr **list, size_t *n)
 {
-	struct conf *c = p->c;
 	struct conf_cidr cidr;
 	int bad = 0;
 
 	for (int i = 0; i < argc; i++) {
 		if (conf_parse_cidr(argv[i], strlen(argv[i]), &cidr) == -1) {
-			conf_error(p, "trusted-networks: bad network \"%s\" "
+			conf_error(p, "%s: bad network \"%s\" "
 			    "(use 10.0.0.0/8, 2001:db8::/32 or an address)",
-			    argv[i]);
+			    name, argv[i]);
 			bad = 1;
 			continue;
 		}
-		c->trusted = conf_array_grow(c->trusted, c->ntrusted,
-		    sizeof(*c->trusted));
-		c->trusted[c->ntrusted++] = cidr;
+		*list = conf_array_grow(*list, *n, sizeof(**list));
+		(*list)[(*n)++] = cidr;
 	}
 	return bad ? -1 : 0;
+}
+
+static int
+conf_set_trusted(struct conf_parser *p, const struct conf_directive *d,
+    int argc, char **argv)
+{
+	return conf_set_cidr_list(p, d->name, argc, argv, &p->c->trusted,
+	    &p->c->ntrusted);
+}
+
+static int
+conf_set_proxy_nets(struct conf_parser *p, const struct conf_directive *d,
+    int argc, char **argv)
+{
+	return conf_set_cidr_list(p, d->name, argc, argv, &p->c->proxy_nets,
+	    &p->c->nproxy_nets);
 }
 
 static int
@@ -1245,12 +1288,15 @@ static const struct conf_directive conf_table[] = {
 	D_STR("control-group", conf_set_name, NULL, control_group, "GROUP"),
 	D_LIST("tls-cert", conf_set_tls_cert, NULL, 0, 0, tls, 1, 1, "FILE"),
 	D_LIST("tls-key", conf_set_tls_key, NULL, 0, 0, tls, 1, 1, "FILE"),
-	D_LIST("listen", conf_set_listen, NULL, 0, 0, listen, 2, 3,
-	    "ADDR:PORT relay|submission [starttls|tls|plain]"),
+	D_LIST("listen", conf_set_listen, NULL, 0, 0, listen, 2, 4,
+	    "ADDR:PORT relay|submission [starttls|tls|plain] [proxy]"),
 	D_LIST("relay-domains", conf_set_relay_domains, NULL, 0, 0,
 	    relay_domains, 1, -1, "DOMAIN ..."),
 	D_LIST("trusted-networks", conf_set_trusted, NULL, 0, 0, trusted, 1,
 	    -1, "CIDR ..."),
+	D_LIST("proxy-networks", conf_set_proxy_nets, NULL, 0, 0, proxy_nets, 1,
+	    -1, "CIDR ..."),
+	D_DUR("proxy-timeout", "10s", 1, 300, proxy_timeout),
 	D_LIST("route", conf_set_route, NULL, 0, 0, routes, 2, 3,
 	    "DOMAIN mx|smtp:HOST[:PORT]|smtp:[HOST][:PORT] "
 	    "[tls-policy=none|may|encrypt|verify]"),
@@ -1508,6 +1554,11 @@ conf_finish(struct conf_parser *p)
 			conf_error_at(p, l->line, "listen %s: %s needs tls-cert "
 			    "and tls-key", l->spec, conf_listen_tls_name(l->tls));
 	}
+	for (size_t i = 0; i < c->nlisten; i++)
+		if (c->listen[i].proxy && c->nproxy_nets == 0)
+			conf_error_at(p, c->listen[i].line, "listen %s: proxy "
+			    "needs proxy-networks (the balancers allowed to "
+			    "name clients)", c->listen[i].spec);
 	if (c->nlisten == 0)
 		conf_error_at(p, 0, "no listen directive (at least one is "
 		    "required)");
@@ -1564,6 +1615,7 @@ conf_free(struct conf *c)
 		free(c->relay_domains[i]);
 	free(c->relay_domains);
 	free(c->trusted);
+	free(c->proxy_nets);
 	for (size_t i = 0; i < c->nroutes; i++) {
 		free(c->routes[i].domain);
 		free(c->routes[i].host);
@@ -1799,8 +1851,10 @@ conf_command_deadline(const struct conf *c)
 	return c->idle_timeout > UINT_MAX / 2 ? UINT_MAX : 2 * c->idle_timeout;
 }
 
-int
-conf_is_trusted(const struct conf *c, const struct sockaddr *sa)
+/* Is sa (an IPv4-mapped IPv6 address counts as IPv4) in list[0..n)? */
+static int
+conf_cidr_list_match(const struct conf_cidr *list, size_t n,
+    const struct sockaddr *sa)
 {
 	const uint8_t *a4 = NULL, *a6 = NULL;
 
@@ -1815,13 +1869,25 @@ conf_is_trusted(const struct conf *c, const struct sockaddr *sa)
 			a4 = in6->s6_addr + 12;
 	} else
 		return 0;
-	for (size_t i = 0; i < c->ntrusted; i++) {
-		if (a4 != NULL && conf_cidr_match(&c->trusted[i], AF_INET, a4))
+	for (size_t i = 0; i < n; i++) {
+		if (a4 != NULL && conf_cidr_match(&list[i], AF_INET, a4))
 			return 1;
-		if (a6 != NULL && conf_cidr_match(&c->trusted[i], AF_INET6, a6))
+		if (a6 != NULL && conf_cidr_match(&list[i], AF_INET6, a6))
 			return 1;
 	}
 	return 0;
+}
+
+int
+conf_is_trusted(const struct conf *c, const struct sockaddr *sa)
+{
+	return conf_cidr_list_match(c->trusted, c->ntrusted, sa);
+}
+
+int
+conf_is_proxy_peer(const struct conf *c, const struct sockaddr *sa)
+{
+	return conf_cidr_list_match(c->proxy_nets, c->nproxy_nets, sa);
 }
 
 /* ".example.com" matches "a.example.com", not "example.com". */

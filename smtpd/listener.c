@@ -8,7 +8,17 @@
  * evconnlistener on its sockets and owns every session it accepts.
  *
  * The per-address connection table is shared by all loops (one mutex, held
- * for a hash lookup only). Nothing here reads from a client.
+ * for a hash lookup only).
+ *
+ * On a `proxy` listener the peer is a load balancer in proxy-networks and
+ * the first bytes are a PROXY protocol header naming the client. The loop
+ * reads it here, before any session exists and before TLS on an implicit
+ * TLS listener: only header bytes are consumed (the parser says when all
+ * bytes seen are header), so SMTP bytes and a ClientHello stay in the
+ * socket for the session. Untrusted input: that header, and nothing else.
+ * The per-address limit then counts the named client, not the balancer.
+ * A missing (proxy-timeout), malformed or cut header closes the connection
+ * with a log line and no reply: the peer is a proxy, not an SMTP client.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -22,6 +32,7 @@
 #include <event2/listener.h>
 
 #include "tern/log.h"
+#include "tern/proxy.h"
 #include "tern/util.h"
 #include "smtpd_int.h"
 
@@ -203,6 +214,200 @@ smtpd_accept_refuse(evutil_socket_t fd, const char *reply, const char *reason,
 	close(fd);
 }
 
+/* ---- PROXY protocol header, before the session ---- */
+
+#define SMTPD_PROXY_BUF0 256        /* a v1 line, a v2 header with small TLVs */
+
+struct smtpd_proxy_wait {
+	LIST_ENTRY(smtpd_proxy_wait) entry;   /* in loop->proxy_waits */
+	struct smtpd_loop *loop;          /* borrowed */
+	struct conf *conf;                /* owned reference: pins lc */
+	const struct conf_listen *lc;     /* borrowed: inside conf */
+	int fd;                           /* owned until a session takes it */
+	struct sockaddr_storage peer;     /* the balancer */
+	struct event *ev;                 /* owned: readable, or the deadline */
+	uint64_t deadline_us;             /* monotonic */
+	uint8_t *buf;                     /* owned: header bytes consumed */
+	size_t have, cap;
+};
+
+/* Forget a wait; close its socket unless a session took it (fd -1). */
+static void
+smtpd_proxy_wait_free(struct smtpd_proxy_wait *w)
+{
+	LIST_REMOVE(w, entry);
+	if (w->ev != NULL)
+		event_free(w->ev);
+	if (w->fd >= 0) {
+		close(w->fd);
+		w->loop->srv->nconnections--;
+		conf_unref(w->conf);
+	}
+	free(w->buf);
+	free(w);
+}
+
+static void
+smtpd_proxy_fail(struct smtpd_proxy_wait *w, const char *reason,
+    const char *error)
+{
+	char addr[64];
+
+	log_info("connect client=%s listener=%s refused reason=%s%s%s",
+	    sockaddr_ntop((struct sockaddr *)&w->peer, addr, sizeof(addr)),
+	    w->lc->spec, reason, error ? " error=" : "", error ? error : "");
+	smtpd_proxy_wait_free(w);
+}
+
+/*
+ * The header is in: the client it names (or the balancer itself, for a
+ * LOCAL health check or UNKNOWN) takes a per-address slot, then a session
+ * starts on the socket with the bytes after the header still unread.
+ */
+static void
+smtpd_proxy_done(struct smtpd_proxy_wait *w, const struct proxy_hdr *h)
+{
+	struct smtpd_server *srv = w->loop->srv;
+	const struct sockaddr *client = h->local ?
+	    (const struct sockaddr *)&w->peer : (const struct sockaddr *)&h->src;
+	socklen_t clen = h->local ? sizeof(w->peer) : h->srclen;
+	char a[64], b[64];
+
+	if (w->loop->stopping) {
+		smtpd_proxy_fail(w, "shutting-down", NULL);
+		return;
+	}
+	unsigned perip = conf_is_trusted(w->conf, client) ?
+	    w->conf->max_connections_per_ip_trusted :
+	    w->conf->max_connections_per_ip;
+	if (smtpd_connlimit_take(srv, client, perip) < 0) {
+		log_info("connect client=%s via=%s refused "
+		    "reason=max-connections-per-ip",
+		    sockaddr_ntop(client, a, sizeof(a)),
+		    sockaddr_ntop((struct sockaddr *)&w->peer, b, sizeof(b)));
+		smtpd_accept_refuse(w->fd, "421 4.7.0 Too many connections from "
+		    "your address", NULL, client);
+		w->fd = -1;
+		srv->nconnections--;
+		conf_unref(w->conf);
+		smtpd_proxy_wait_free(w);
+		return;
+	}
+	int fd = w->fd;
+	w->fd = -1;                       /* the session owns fd and conf now */
+	smtpd_session_accept(w->loop, fd, client, clen, w->lc, w->conf,
+	    (const struct sockaddr *)&w->peer);
+	smtpd_proxy_wait_free(w);
+}
+
+static void
+smtpd_proxy_arm(struct smtpd_proxy_wait *w)
+{
+	uint64_t now = now_mono_us();
+	uint64_t d = w->deadline_us > now ? w->deadline_us - now : 0;
+	struct timeval tv = { (time_t)(d / 1000000u), (suseconds_t)(d % 1000000u) };
+	event_add(w->ev, &tv);
+}
+
+/* A v2 header longer than the buffer: make room for all of it. */
+static void
+smtpd_proxy_grow(struct smtpd_proxy_wait *w)
+{
+	size_t total = PROXY_V2_HDR + ((size_t)w->buf[14] << 8 | w->buf[15]);
+	if (w->have < w->cap || w->have < PROXY_V2_HDR || total <= w->cap)
+		return;
+	w->buf = xreallocarray(w->buf, total, 1);
+	w->cap = total;
+}
+
+/*
+ * Peek at what has arrived, parse it after what was consumed before, then
+ * consume exactly the header bytes: all of them while the parser wants
+ * more (they are all header), up to the header's end once it is whole.
+ */
+static void
+smtpd_proxy_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_proxy_wait *w = arg;
+	struct proxy_hdr h;
+
+	if (what & EV_TIMEOUT) {
+		smtpd_proxy_fail(w, "proxy-timeout", NULL);
+		return;
+	}
+	ssize_t n = recv(fd, w->buf + w->have, w->cap - w->have, MSG_PEEK);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		smtpd_proxy_arm(w);
+		return;
+	}
+	if (n <= 0) {
+		smtpd_proxy_fail(w, "proxy-header", n == 0 ? "eof" : strerror(errno));
+		return;
+	}
+	enum proxy_status st = proxy_parse(w->buf, w->have + (size_t)n, &h);
+	if (st != PROXY_OK && st != PROXY_NEED_MORE) {
+		smtpd_proxy_fail(w, "proxy-header", proxy_status_name(st));
+		return;
+	}
+	size_t take = st == PROXY_OK ? h.len - w->have : (size_t)n;
+	if (recv(fd, w->buf + w->have, take, 0) != (ssize_t)take) {
+		smtpd_proxy_fail(w, "proxy-header", "short read");
+		return;
+	}
+	w->have += take;
+	if (st == PROXY_OK) {
+		smtpd_proxy_done(w, &h);
+		return;
+	}
+	smtpd_proxy_grow(w);
+	smtpd_proxy_arm(w);
+}
+
+/* A connection to a proxy listener: wait for its header (takes fd, conf). */
+static void
+smtpd_proxy_accept(struct smtpd_loop *loop, evutil_socket_t fd,
+    const struct sockaddr *sa, int salen, const struct conf_listen *lc,
+    struct conf *conf)
+{
+	char addr[64];
+
+	if (!conf_is_proxy_peer(conf, sa)) {
+		log_info("connect client=%s listener=%s refused "
+		    "reason=not-in-proxy-networks",
+		    sockaddr_ntop(sa, addr, sizeof(addr)), lc->spec);
+		close(fd);
+		conf_unref(conf);
+		return;
+	}
+	struct smtpd_proxy_wait *w = xcalloc(1, sizeof(*w));
+	w->loop = loop;
+	w->conf = conf;
+	w->lc = lc;
+	w->fd = fd;
+	memcpy(&w->peer, sa, (size_t)salen < sizeof(w->peer) ?
+	    (size_t)salen : sizeof(w->peer));
+	w->cap = SMTPD_PROXY_BUF0;
+	w->buf = xmalloc(w->cap);
+	w->deadline_us = now_mono_us() + (uint64_t)conf->proxy_timeout * 1000000u;
+	loop->srv->nconnections++;
+	LIST_INSERT_HEAD(&loop->proxy_waits, w, entry);
+	evutil_make_socket_nonblocking(fd);
+	w->ev = event_new(loop->base, fd, EV_READ, smtpd_proxy_read_cb, w);
+	if (w->ev == NULL) {
+		smtpd_proxy_fail(w, "proxy-header", "out of memory");
+		return;
+	}
+	smtpd_proxy_arm(w);
+}
+
+/* Stopping: connections still sending a header are closed. */
+static void
+smtpd_proxy_waits_drop(struct smtpd_loop *loop)
+{
+	while (!LIST_EMPTY(&loop->proxy_waits))
+		smtpd_proxy_wait_free(LIST_FIRST(&loop->proxy_waits));
+}
+
 static void
 smtpd_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
@@ -240,6 +445,11 @@ smtpd_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		    "again later", "max-connections", sa);
 		goto out;
 	}
+	if (lc->proxy) {
+		/* the balancer is not a client: the header names one */
+		smtpd_proxy_accept(loop, fd, sa, salen, lc, conf);
+		return;
+	}
 	/*
 	 * Clients in trusted-networks (application servers, the local host)
 	 * have their own per-address cap, none by default; max-connections
@@ -254,7 +464,7 @@ smtpd_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		goto out;
 	}
 	srv->nconnections++;
-	smtpd_session_accept(loop, fd, sa, (socklen_t)salen, lc, conf);
+	smtpd_session_accept(loop, fd, sa, (socklen_t)salen, lc, conf, NULL);
 	return;
 out:
 	conf_unref(conf);
@@ -295,6 +505,7 @@ smtpd_loops_start(struct smtpd_server *srv)
 	for (unsigned k = 0; k < srv->nloops; k++) {
 		struct smtpd_loop *loop = &srv->loops[k];
 		loop->srv = srv;
+		LIST_INIT(&loop->proxy_waits);
 		loop->base = util_event_base_new();
 		if (loop->base == NULL)
 			fatalx("event_base_new failed");
@@ -331,6 +542,7 @@ smtpd_loop_stop_call(void *arg)
 	struct smtpd_loop *loop = arg;
 	for (size_t l = 0; l < loop->nlev; l++)
 		evconnlistener_disable(loop->lev[l]);
+	smtpd_proxy_waits_drop(loop);
 	smtpd_loop_shutdown_sessions(loop);
 }
 

@@ -1711,8 +1711,10 @@ smtpd_session_slot(struct smtpd_loop *loop, uint64_t id)
 
 void
 smtpd_session_accept(struct smtpd_loop *loop, int fd, const struct sockaddr *sa,
-    socklen_t salen, const struct conf_listen *lc, struct conf *conf)
+    socklen_t salen, const struct conf_listen *lc, struct conf *conf,
+    const struct sockaddr *via)
 {
+	char via_str[80] = "";
 	struct smtpd_server *srv = loop->srv;
 	struct smtpd_session *s = calloc(1, sizeof(*s));
 
@@ -1777,8 +1779,13 @@ smtpd_session_accept(struct smtpd_loop *loop, int fd, const struct sockaddr *sa,
 	if (s->deadline != NULL)
 		smtpd_deadline_arm(s, smtpd_request_deadline_us(s));
 
-	log_info("session=%016llx connect client=%s listener=%s mode=%s",
-	    (unsigned long long)s->id, s->peer_str, lc->spec,
+	if (via != NULL) {
+		char a[64];
+		snprintf(via_str, sizeof(via_str), " via=%s",
+		    sockaddr_ntop(via, a, sizeof(a)));
+	}
+	log_info("session=%016llx connect client=%s%s listener=%s mode=%s",
+	    (unsigned long long)s->id, s->peer_str, via_str, lc->spec,
 	    conf_listen_mode_name(lc->mode));
 	smtpd_greet_start(s);
 }

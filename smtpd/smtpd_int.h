@@ -13,6 +13,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include "tern/auth.h"
@@ -30,6 +31,7 @@ struct bufferevent;
 struct evconnlistener;
 struct smtpd_server;
 struct smtpd_accept_arg;
+struct smtpd_proxy_wait;
 
 #define SMTPD_SESSION_BUCKETS 4096
 
@@ -44,6 +46,8 @@ struct smtpd_loop {
 	struct smtpd_session *buckets[SMTPD_SESSION_BUCKETS]; /* by id */
 	unsigned nsessions;
 	int stopping;                     /* graceful stop requested */
+	/* owned: connections to proxy listeners still sending their header */
+	LIST_HEAD(, smtpd_proxy_wait) proxy_waits;
 };
 
 /* Shared table of inbound connections per client address. */
@@ -99,10 +103,14 @@ enum smtpd_state {
 	SMTPD_S_QUIT,        /* closing */
 };
 
-/* Start a session on an accepted socket (loop thread). Takes the fd. */
+/*
+ * Start a session on an accepted socket (loop thread). Takes the fd and the
+ * conf reference. sa is the client; via is the balancer that named it in a
+ * PROXY header (NULL for a direct connection), for the log.
+ */
 void smtpd_session_accept(struct smtpd_loop *loop, int fd,
     const struct sockaddr *sa, socklen_t salen, const struct conf_listen *lc,
-    struct conf *conf);
+    struct conf *conf, const struct sockaddr *via);
 /* Inbox handler of a session loop. */
 void smtpd_loop_inbox(struct tq_msg *m, void *arg);
 /* Graceful stop: 421 4.3.2 to sessions not committing; close when drained. */

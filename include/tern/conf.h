@@ -32,6 +32,9 @@ struct conf_listen {
 	char *spec;                   /* as written, "127.0.0.1:2525" */
 	enum conf_listen_mode mode;
 	enum conf_listen_tls tls;
+	int proxy;                    /* "proxy": a PROXY protocol header (v1
+	                                 or v2) from a proxy-networks peer
+	                                 comes first and names the client */
 	int line;
 };
 
@@ -106,6 +109,10 @@ struct conf {
 	size_t nrelay_domains;
 	struct conf_cidr *trusted;
 	size_t ntrusted;
+	struct conf_cidr *proxy_nets; /* proxy-networks: who may send a PROXY
+	                                 header to a proxy listener */
+	size_t nproxy_nets;
+	unsigned proxy_timeout;       /* seconds for the PROXY header, 10s */
 
 	struct conf_route *routes;    /* in file order; conf_route_for() picks */
 	size_t nroutes;
@@ -222,6 +229,8 @@ int conf_parse_cidr(const char *s, size_t len, struct conf_cidr *out);
 
 /* Lookups (pure over the conf). */
 int conf_is_trusted(const struct conf *c, const struct sockaddr *sa);
+/* Is sa in proxy-networks (may it speak for clients on a proxy listener)? */
+int conf_is_proxy_peer(const struct conf *c, const struct sockaddr *sa);
 /* command-deadline in seconds: as set, or 2 x idle-timeout when 0. */
 unsigned conf_command_deadline(const struct conf *c);
 /* domain: as in the address, any case, no trailing dot. 1 if relayed for. */

@@ -679,16 +679,31 @@ static const struct {
 	{ LISTEN "listen 127.0.0.1:25 mta ssl\n",
 	  { "t.conf:2: listen: unknown mode \"mta\" (expected relay or "
 	    "submission)",
-	    "t.conf:2: listen: unknown TLS mode \"ssl\" (expected starttls, tls "
-	    "or plain)" } },
+	    "t.conf:2: listen: unknown option \"ssl\" (expected one of "
+	    "starttls, tls or plain, and proxy)" } },
 	{ LISTEN "listen 127.0.0.1:25\n",
 	  { "t.conf:2: listen: missing argument (usage: listen ADDR:PORT "
-	    "relay|submission [starttls|tls|plain])" } },
-	{ LISTEN "listen 127.0.0.1:25 relay tls x\n",
+	    "relay|submission [starttls|tls|plain] [proxy])" } },
+	{ LISTEN "listen 127.0.0.1:25 relay tls proxy x\n",
 	  { "t.conf:2: listen: too many arguments (usage: listen ADDR:PORT "
-	    "relay|submission [starttls|tls|plain])" } },
+	    "relay|submission [starttls|tls|plain] [proxy])" } },
 	{ LISTEN "listen 127.0.0.1:2525 submission\n",
 	  { "t.conf:2: listen: 127.0.0.1:2525 already listed at line 1" } },
+	{ LISTEN "listen 127.0.0.1:25 relay proxy proxy\n"
+	    "listen 127.0.0.1:26 relay plain tls\nproxy-networks 10.0.0.1\n",
+	  { "t.conf:2: listen: repeated option \"proxy\" (expected one of "
+	    "starttls, tls or plain, and proxy)",
+	    "t.conf:3: listen: repeated option \"tls\" (expected one of "
+	    "starttls, tls or plain, and proxy)" } },
+	{ LISTEN "listen 127.0.0.1:25 relay proxy\n",
+	  { "t.conf:2: listen 127.0.0.1:25: proxy needs proxy-networks (the "
+	    "balancers allowed to name clients)" } },
+	{ LISTEN "proxy-networks 10.0.0.0/33 x\nproxy-timeout 0\n",
+	  { "t.conf:2: proxy-networks: bad network \"10.0.0.0/33\" (use "
+	    "10.0.0.0/8, 2001:db8::/32 or an address)",
+	    "t.conf:2: proxy-networks: bad network \"x\" (use "
+	    "10.0.0.0/8, 2001:db8::/32 or an address)",
+	    "t.conf:3: proxy-timeout: 0 is out of range (1s..5m)" } },
 	{ LISTEN "listen [::1]:25 relay tls\nlisten [::1]:26 relay starttls\n",
 	  { "t.conf:2: listen [::1]:25: tls needs tls-cert and tls-key",
 	    "t.conf:3: listen [::1]:26: starttls needs tls-cert and tls-key" } },
@@ -1182,6 +1197,31 @@ sa(const char *ip)
 	return ss;
 }
 
+/* proxy listeners and proxy-networks: set apart from trusted-networks */
+static void
+test_proxy(void **state)
+{
+	struct conf *c = parse_ok("listen 127.0.0.1:2525 relay plain proxy\n"
+	    "listen 127.0.0.1:2526 relay\n"
+	    "listen 127.0.0.1:2527 submission proxy\n"
+	    "proxy-networks 10.1.0.0/16 ::1\ntrusted-networks 127.0.0.1\n");
+	struct sockaddr_storage in = sa("10.1.2.3"), out = sa("10.2.0.1"),
+	    six = sa("::1"), lo = sa("127.0.0.1");
+
+	assert_int_equal(c->listen[0].proxy, 1);
+	assert_int_equal(c->listen[0].tls, CONF_TLS_NONE);
+	assert_int_equal(c->listen[1].proxy, 0);
+	assert_int_equal(c->listen[2].proxy, 1);
+	assert_int_equal(c->nproxy_nets, 2);
+	assert_int_equal(c->proxy_timeout, 10);
+	assert_int_equal(conf_is_proxy_peer(c, (struct sockaddr *)&in), 1);
+	assert_int_equal(conf_is_proxy_peer(c, (struct sockaddr *)&out), 0);
+	assert_int_equal(conf_is_proxy_peer(c, (struct sockaddr *)&six), 1);
+	assert_int_equal(conf_is_proxy_peer(c, (struct sockaddr *)&lo), 0);
+	assert_int_equal(conf_is_trusted(c, (struct sockaddr *)&in), 0);
+	conf_unref(c);
+}
+
 static void
 test_trusted(void **state)
 {
@@ -1450,6 +1490,7 @@ main(void)
 		cmocka_unit_test(test_demo_template),
 		cmocka_unit_test(test_load),
 		cmocka_unit_test(test_trusted),
+		cmocka_unit_test(test_proxy),
 		cmocka_unit_test(test_relay_domain),
 		cmocka_unit_test(test_route_for),
 		cmocka_unit_test(test_names),

@@ -121,7 +121,7 @@ connect_client(struct fixture *f, const char *addr, size_t li)
 	f->srv.nconnections++;
 	assert_int_equal(smtpd_connlimit_take(&f->srv, (struct sockaddr *)&sin, 0), 0);
 	smtpd_session_accept(&f->loop, sv[1], (struct sockaddr *)&sin,
-	    sizeof(sin), &f->conf->listen[li], conf_ref(f->conf));
+	    sizeof(sin), &f->conf->listen[li], conf_ref(f->conf), NULL);
 	f->inlen = 0;
 }
 
