@@ -29,9 +29,6 @@
 
 #include "client_auth.h"
 
-/* base64 of the longest secret line: "\0" user "\0" pass */
-#define CLIENT_AUTH_B64_MAX (4 * ((2 * ROUTE_AUTH_FIELD_MAX + 2 + 2) / 3) + 1)
-
 /* The mechanism words of one "AUTH" line s[0..n) (after the keyword). */
 static unsigned
 client_auth_words(const char *s, size_t n)

@@ -8,7 +8,12 @@
 
 #include <stddef.h>
 
+#include "tern/route_auth.h"
+
 struct evbuffer;
+
+/* base64 of the longest secret, "\0" user "\0" pass, with its NUL */
+#define CLIENT_AUTH_B64_MAX (4 * ((2 * ROUTE_AUTH_FIELD_MAX + 2 + 2) / 3) + 1)
 
 enum client_auth_mech {
 	CLIENT_AUTH_NONE = 0,
