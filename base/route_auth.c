@@ -215,7 +215,9 @@ route_auth_route_key(const struct conf_route *r, char *buf, size_t len)
 	char port[8] = "";
 	int n;
 
-	if (r->kind == CONF_ROUTE_MX || r->host == NULL)
+	/* only SMTP targets with a host: "mx" (and any other kind) has none */
+	if ((r->kind != CONF_ROUTE_HOST && r->kind != CONF_ROUTE_HOST_MX) ||
+	    r->host == NULL)
 		return -1;
 	if (r->port != 0)
 		snprintf(port, sizeof(port), ":%u", (unsigned)r->port);

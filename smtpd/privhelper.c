@@ -208,24 +208,43 @@ privhelper_looks_pem(const char *p, size_t n, const char *what)
 	    strlen(what)) != NULL;
 }
 
+/* The configuration file, if root may trust it; NULL with err if not. */
+static struct conf *
+privhelper_conf_load(const char *conf_path, char *err, size_t errlen)
+{
+	struct privhelper_errbuf e = { .n = 0 };
+	struct conf *c = NULL;
+
+	if (privhelper_conf_trusted(conf_path, err, errlen) != 0)
+		return NULL;
+	if (conf_load(conf_path, &c, privhelper_conf_err, &e) != 0) {
+		snprintf(err, errlen, "%s (%u error%s)", e.msg, e.n,
+		    e.n == 1 ? "" : "s");
+		return NULL;
+	}
+	return c;
+}
+
+/* The error answer: status 1 and one blob, the message. */
+static int
+privhelper_put_error(int fd, const char *err)
+{
+	return privhelper_put_u32(fd, PRIVHELPER_MAGIC) |
+	    privhelper_put_u32(fd, 1) | privhelper_put_u32(fd, 1) |
+	    privhelper_put_blob(fd, err, strlen(err));
+}
+
 /* Answer one request: every pair of the configuration, or one error. */
 static int
 privhelper_serve_tls(int fd, const char *conf_path)
 {
-	struct privhelper_errbuf e = { .n = 0 };
 	struct conf *c = NULL;
 	struct tls_pem *pems = NULL;
 	char err[PRIVHELPER_ERR_MAX];
 	int rc;
 
-	err[0] = '\0';
-	if (privhelper_conf_trusted(conf_path, err, sizeof(err)) != 0)
+	if ((c = privhelper_conf_load(conf_path, err, sizeof(err))) == NULL)
 		goto fail;
-	if (conf_load(conf_path, &c, privhelper_conf_err, &e) != 0) {
-		snprintf(err, sizeof(err), "%s (%u error%s)", e.msg, e.n,
-		    e.n == 1 ? "" : "s");
-		goto fail;
-	}
 	if (c->ntls > PRIVHELPER_MAX_PAIRS) {
 		snprintf(err, sizeof(err), "too many tls-cert/tls-key pairs");
 		goto fail;
@@ -260,9 +279,7 @@ fail:
 	if (c != NULL)
 		tls_pems_free(pems, c->ntls);
 	conf_unref(c);
-	return privhelper_put_u32(fd, PRIVHELPER_MAGIC) |
-	    privhelper_put_u32(fd, 1) | privhelper_put_u32(fd, 1) |
-	    privhelper_put_blob(fd, err, strlen(err));
+	return privhelper_put_error(fd, err);
 }
 
 /*
@@ -272,21 +289,14 @@ fail:
 static int
 privhelper_serve_route_auth(int fd, const char *conf_path)
 {
-	struct privhelper_errbuf e = { .n = 0 };
 	struct conf *c = NULL;
 	struct passwd *pw;
 	char err[PRIVHELPER_ERR_MAX], *buf = NULL;
 	size_t len = 0;
 	int rc;
 
-	err[0] = '\0';
-	if (privhelper_conf_trusted(conf_path, err, sizeof(err)) != 0)
+	if ((c = privhelper_conf_load(conf_path, err, sizeof(err))) == NULL)
 		goto fail;
-	if (conf_load(conf_path, &c, privhelper_conf_err, &e) != 0) {
-		snprintf(err, sizeof(err), "%s (%u error%s)", e.msg, e.n,
-		    e.n == 1 ? "" : "s");
-		goto fail;
-	}
 	if (c->route_auth_file == NULL) {
 		snprintf(err, sizeof(err), "no route-auth in %s", conf_path);
 		goto fail;
@@ -304,9 +314,7 @@ privhelper_serve_route_auth(int fd, const char *conf_path)
 	return rc;
 fail:
 	conf_unref(c);
-	return privhelper_put_u32(fd, PRIVHELPER_MAGIC) |
-	    privhelper_put_u32(fd, 1) | privhelper_put_u32(fd, 1) |
-	    privhelper_put_blob(fd, err, strlen(err));
+	return privhelper_put_error(fd, err);
 }
 
 /* Keep the socket as PRIVHELPER_FD, close everything else. */

@@ -63,8 +63,9 @@ const struct route_auth_entry *route_auth_find(const struct route_auth *ra,
 
 /*
  * Route r's target as HOST is written in the file: "[host]:port",
- * "[host]", "host:port" or "host" (lowercase). 0, or -1 for an "mx" route
- * (it has no host) or when buf is too small. Pure.
+ * "[host]", "host:port" or "host" (lowercase). 0, or -1 for a route that
+ * is not smtp:HOST or smtp:[HOST] ("mx" has no host) or when buf is too
+ * small. Pure.
  */
 int route_auth_route_key(const struct conf_route *r, char *buf, size_t len);
 

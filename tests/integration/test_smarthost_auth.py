@@ -16,15 +16,12 @@ verified, or a certificate that fails verification: no AUTH is ever sent,
 the mail is deferred; a credentials file open to group or others, or owned
 by someone else, stops ternd at start; a reload picks up a changed file."""
 
-import asyncio
 import base64
 import os
 import re
-import shutil
 import smtplib
 import ssl
 import subprocess
-import tempfile
 import threading
 import time
 
@@ -33,6 +30,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult
 
 from conftest import QID_RE, free_port
+from test_tls_verify import ca_file  # noqa: F401  (fixture: the test CA, world-readable)
 
 USER = "relay-user@tern.test"
 PASSWORD = "c0rrect horse#battery staple"      # a blank and a '#' in it
@@ -115,17 +113,6 @@ class AuthServer:
                 assert left > 0, "smarthost: wanted %d messages, got %r" % (n, self.messages)
                 self._cond.wait(left)
             return list(self.messages)
-
-
-@pytest.fixture
-def ca_file(certs):
-    d = tempfile.mkdtemp(prefix="tern-ca-", dir="/tmp")
-    os.chmod(d, 0o755)
-    path = os.path.join(d, "ca.pem")
-    shutil.copyfile(str(certs.ca_cert), path)
-    os.chmod(path, 0o644)
-    yield path
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
