@@ -460,13 +460,19 @@ privhelper_read_pairs(struct privhelper *h, const struct conf *c, uint32_t n,
 	return 0;
 }
 
-int
-privhelper_tls_fetch(struct privhelper *h, const struct conf *c,
-    struct tls_pem **out, char *err, size_t errlen)
+/*
+ * Send request op and read the answer's head: 0 with *n (at most maxn) for
+ * an ok answer; -1 with err for an error answer (the helper's message) or
+ * a broken stream (then the helper is let go).
+ */
+static int
+privhelper_ask(struct privhelper *h, uint32_t op, uint32_t maxn, uint32_t *n,
+    char *err, size_t errlen)
 {
-	uint32_t req[2] = { PRIVHELPER_MAGIC, PRIVHELPER_OP_TLS };
-	uint32_t magic, status, n;
-	struct tls_pem *pems;
+	uint32_t req[2] = { PRIVHELPER_MAGIC, op };
+	uint32_t magic, status;
+	char *msg;
+	size_t len;
 
 	if (h->fd < 0) {
 		snprintf(err, errlen, "privileged helper is gone");
@@ -475,26 +481,36 @@ privhelper_tls_fetch(struct privhelper *h, const struct conf *c,
 	if (privhelper_write(h->fd, req, sizeof(req)) != 0 ||
 	    privhelper_get_u32(h->fd, &magic) != 0 ||
 	    privhelper_get_u32(h->fd, &status) != 0 ||
-	    privhelper_get_u32(h->fd, &n) != 0 || magic != PRIVHELPER_MAGIC ||
-	    status > 1 || (status == 1 && n != 1) ||
-	    (status == 0 && n > PRIVHELPER_MAX_PAIRS)) {
+	    privhelper_get_u32(h->fd, n) != 0 || magic != PRIVHELPER_MAGIC ||
+	    status > 1 || (status == 1 && *n != 1) ||
+	    (status == 0 && *n > maxn)) {
 		snprintf(err, errlen, "privileged helper: no answer (%s)",
 		    errno == EAGAIN ? "timeout" : "closed or malformed");
 		privhelper_let_go(h);
 		return -1;
 	}
-	if (status == 1) {
-		char *msg;
-		size_t len;
-		if (privhelper_get_blob(h->fd, PRIVHELPER_ERR_MAX, &msg, &len) != 0) {
-			snprintf(err, errlen, "privileged helper: malformed answer");
-			privhelper_let_go(h);
-			return -1;
-		}
-		snprintf(err, errlen, "%s", msg);
-		free(msg);
+	if (status == 0)
+		return 0;
+	if (privhelper_get_blob(h->fd, PRIVHELPER_ERR_MAX, &msg, &len) != 0) {
+		snprintf(err, errlen, "privileged helper: malformed answer");
+		privhelper_let_go(h);
 		return -1;
 	}
+	snprintf(err, errlen, "%s", msg);
+	free(msg);
+	return -1;
+}
+
+int
+privhelper_tls_fetch(struct privhelper *h, const struct conf *c,
+    struct tls_pem **out, char *err, size_t errlen)
+{
+	struct tls_pem *pems;
+	uint32_t n;
+
+	if (privhelper_ask(h, PRIVHELPER_OP_TLS, PRIVHELPER_MAX_PAIRS, &n, err,
+	    errlen) != 0)
+		return -1;
 	pems = xcalloc(n ? n : 1, sizeof(*pems));
 	if (privhelper_read_pairs(h, c, n, pems, err, errlen) != 0) {
 		tls_pems_free(pems, n);
@@ -508,34 +524,14 @@ int
 privhelper_route_auth_fetch(struct privhelper *h, const struct conf *c,
     char **buf, size_t *len, char *err, size_t errlen)
 {
-	uint32_t req[2] = { PRIVHELPER_MAGIC, PRIVHELPER_OP_ROUTE_AUTH };
-	uint32_t magic, status, n;
-	char *path = NULL, *msg;
-	size_t plen, mlen;
+	char *path = NULL;
+	size_t plen;
+	uint32_t n;
 
-	if (h->fd < 0) {
-		snprintf(err, errlen, "privileged helper is gone");
+	if (privhelper_ask(h, PRIVHELPER_OP_ROUTE_AUTH, 1, &n, err,
+	    errlen) != 0)
 		return -1;
-	}
-	if (privhelper_write(h->fd, req, sizeof(req)) != 0 ||
-	    privhelper_get_u32(h->fd, &magic) != 0 ||
-	    privhelper_get_u32(h->fd, &status) != 0 ||
-	    privhelper_get_u32(h->fd, &n) != 0 || magic != PRIVHELPER_MAGIC ||
-	    status > 1 || n != 1) {
-		snprintf(err, errlen, "privileged helper: no answer (%s)",
-		    errno == EAGAIN ? "timeout" : "closed or malformed");
-		privhelper_let_go(h);
-		return -1;
-	}
-	if (status == 1) {
-		if (privhelper_get_blob(h->fd, PRIVHELPER_ERR_MAX, &msg,
-		    &mlen) != 0)
-			goto malformed;
-		snprintf(err, errlen, "%s", msg);
-		free(msg);
-		return -1;
-	}
-	if (privhelper_get_blob(h->fd, PATH_MAX, &path, &plen) != 0)
+	if (n != 1 || privhelper_get_blob(h->fd, PATH_MAX, &path, &plen) != 0)
 		goto malformed;
 	if (privhelper_get_blob(h->fd, ROUTE_AUTH_FILE_MAX, buf, len) != 0) {
 		free(path);
