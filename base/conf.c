@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "tern/conf.h"
+#include "tern/route_auth.h"
 #include "tern/smtp.h"
 #include "tern/util.h"
 
@@ -1302,6 +1303,7 @@ static const struct conf_directive conf_table[] = {
 	    "[tls-policy=none|may|encrypt|verify]"),
 	D_WORD("tls-policy", "may", conf_words_tlsp, tls_policy,
 	    "none|may|encrypt|verify"),
+	D_STR("route-auth", conf_set_path, NULL, route_auth_file, "FILE"),
 	D_LIST("resolver", conf_set_resolver, NULL, 0, 0, resolvers, 1, -1,
 	    "IP[:PORT] ..."),
 	{ "mx-port", conf_set_port, CONF_T_PORT, "25", 1, 65535, OFF(mx_port),
@@ -1621,6 +1623,8 @@ conf_free(struct conf *c)
 		free(c->routes[i].host);
 	}
 	free(c->routes);
+	free(c->route_auth_file);
+	route_auth_free(c->route_auth);
 	free(c->resolvers);
 	free(c->retry);
 	free(c->metrics_listen);

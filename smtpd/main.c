@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -36,6 +37,7 @@
 #include "tern/log.h"
 #include "tern/metrics.h"
 #include "tern/queue.h"
+#include "tern/route_auth.h"
 #include "tern/tls.h"
 #include "tern/util.h"
 #include "privhelper_int.h"
@@ -192,6 +194,86 @@ ternd_reload_tls(struct ternd *t, const struct conf *nc, char *err,
 }
 
 /*
+ * What the operator should know about the credentials just read: which
+ * hosts have them (never a user or password), and the entries that can
+ * never be used (no route to that host, or a route without tls-policy
+ * verify: credentials go only over verified TLS, so its mail defers).
+ */
+static void
+ternd_route_auth_note(const struct conf *c)
+{
+	const struct route_auth *ra = c->route_auth;
+
+	log_info("route-auth %s: credentials for %zu host%s",
+	    c->route_auth_file, ra->n, ra->n == 1 ? "" : "s");
+	for (size_t i = 0; i < ra->n; i++) {
+		const struct conf_route *r = NULL;
+		char key[ROUTE_AUTH_KEY_MAX];
+
+		for (size_t k = 0; k < c->nroutes && r == NULL; k++)
+			if (route_auth_route_key(&c->routes[k], key,
+			    sizeof(key)) == 0 &&
+			    strcasecmp(key, ra->v[i].host) == 0)
+				r = &c->routes[k];
+		if (r == NULL)
+			log_warnx("route-auth %s:%d: no route goes to %s: "
+			    "unused", c->route_auth_file, ra->v[i].line,
+			    ra->v[i].host);
+		else if (r->tls != CONF_TLSP_VERIFY)
+			log_warnx("route-auth %s:%d: route %s to %s has "
+			    "tls-policy %s: credentials are sent only over "
+			    "verified TLS, so its mail will be deferred",
+			    c->route_auth_file, ra->v[i].line, r->domain,
+			    ra->v[i].host, conf_tls_policy_name(r->tls));
+	}
+}
+
+/*
+ * route-auth: read the credentials into c, before c is shared. At start
+ * ternd is still root; on a reload the privileged helper reads the file
+ * when there is one (it may be root's alone). The file must belong to
+ * root or to the run-time user. Returns 0, or -1 (errors reported through
+ * ternd_conf_err, never with a password).
+ */
+static int
+ternd_route_auth(struct ternd *t, struct conf *c, int reload, int *to_log)
+{
+	uid_t owner = geteuid();
+	struct passwd *pw;
+	int nerr;
+
+	if (c->route_auth_file == NULL)
+		return 0;
+	if (c->user != NULL && (pw = getpwnam(c->user)) != NULL)
+		owner = pw->pw_uid;
+	if (reload && t->helper != NULL && privhelper_alive(t->helper)) {
+		char *buf, err[512], msg[1024];
+		size_t len;
+
+		if (privhelper_route_auth_fetch(t->helper, c, &buf, &len, err,
+		    sizeof(err)) != 0) {
+			snprintf(msg, sizeof(msg), "%s: route-auth: %s",
+			    c->route_auth_file, err);
+			ternd_conf_err(to_log, msg);
+			return -1;
+		}
+		nerr = route_auth_parse(buf, len, c->route_auth_file,
+		    &c->route_auth, ternd_conf_err, to_log);
+		route_auth_buf_free(buf, len);
+		if (nerr == 0)
+			log_info("reload: route-auth read by the privileged "
+			    "helper");
+	} else {
+		nerr = route_auth_load(c->route_auth_file, owner,
+		    &c->route_auth, ternd_conf_err, to_log);
+	}
+	if (nerr != 0)
+		return -1;
+	ternd_route_auth_note(c);
+	return 0;
+}
+
+/*
  * Re-read the configuration and certificates; on any error keep the
  * running ones. Listeners stay as bound. Returns 0 or -1.
  */
@@ -209,6 +291,11 @@ ternd_reload(struct ternd *t)
 	if (conf_load_flags(t->conf_path, flags, &nc, ternd_conf_err,
 	    &to_log) != 0) {
 		log_warnx("reload failed: keeping the running configuration");
+		return -1;
+	}
+	if (ternd_route_auth(t, nc, 1, &to_log) != 0) {
+		log_warnx("reload failed: keeping the running configuration");
+		conf_unref(nc);
 		return -1;
 	}
 	if (nc->ntls > 0 && (ntls = ternd_reload_tls(t, nc, err,
@@ -342,6 +429,12 @@ main(int argc, char **argv)
 	log_init("ternd", 0, verbose);
 	if (conf_load(t.conf_path, &conf, ternd_conf_err, &to_log) != 0) {
 		fprintf(stderr, "ternd: %s: configuration has errors\n", t.conf_path);
+		return 1;
+	}
+	/* as root, before the drop: the file may be root's alone */
+	if (ternd_route_auth(&t, conf, 0, &to_log) != 0) {
+		fprintf(stderr, "ternd: %s: configuration has errors\n", t.conf_path);
+		conf_unref(conf);
 		return 1;
 	}
 	if (check_only) {

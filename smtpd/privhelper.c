@@ -24,11 +24,16 @@
  * tls-cert and tls-key file that configuration names (regular files, at
  * most TLS_PEM_MAX bytes each, each cert must hold a PEM certificate and
  * each key a PEM private key) and sends back, per pair, the two paths and
- * the two files' bytes. It sends nothing else: no configuration text, no
- * file the configuration does not name as tls-cert or tls-key.
+ * the two files' bytes. On the other request it reads the route-auth file
+ * that configuration names, with the owner and mode checks of
+ * route_auth_read (tern/route_auth.h), and sends back its path and bytes.
+ * It sends nothing else: no configuration text, no file the configuration
+ * does not name as tls-cert, tls-key or route-auth.
  *
  * Wire format (one request, one response, same host and binary, so host
- * byte order): request = u32 PRIVHELPER_MAGIC, u32 op (PRIVHELPER_OP_TLS).
+ * byte order): request = u32 PRIVHELPER_MAGIC, u32 op (PRIVHELPER_OP_TLS
+ * or PRIVHELPER_OP_ROUTE_AUTH: then an ok response has n = 1 pair of two
+ * blobs, the file's path and bytes).
  * Response = u32 magic, u32 status (0 ok, 1 error), u32 n; on error, one
  * blob: the message; on ok, n pairs of four blobs: cert path, cert bytes,
  * key path, key bytes. A blob = u32 length + bytes. The daemon bounds every
@@ -48,6 +53,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,11 +64,13 @@
 #include <openssl/crypto.h>
 
 #include "tern/log.h"
+#include "tern/route_auth.h"
 #include "tern/util.h"
 #include "privhelper_int.h"
 
 #define PRIVHELPER_MAGIC     0x74706831u   /* "tph1" */
 #define PRIVHELPER_OP_TLS    1u
+#define PRIVHELPER_OP_ROUTE_AUTH 2u
 #define PRIVHELPER_FD        3             /* the helper's socket */
 #define PRIVHELPER_TIMEOUT_S 10
 #define PRIVHELPER_MAX_PAIRS 64            /* 16 contexts x 4 key types */
@@ -200,24 +208,43 @@ privhelper_looks_pem(const char *p, size_t n, const char *what)
 	    strlen(what)) != NULL;
 }
 
+/* The configuration file, if root may trust it; NULL with err if not. */
+static struct conf *
+privhelper_conf_load(const char *conf_path, char *err, size_t errlen)
+{
+	struct privhelper_errbuf e = { .n = 0 };
+	struct conf *c = NULL;
+
+	if (privhelper_conf_trusted(conf_path, err, errlen) != 0)
+		return NULL;
+	if (conf_load(conf_path, &c, privhelper_conf_err, &e) != 0) {
+		snprintf(err, errlen, "%s (%u error%s)", e.msg, e.n,
+		    e.n == 1 ? "" : "s");
+		return NULL;
+	}
+	return c;
+}
+
+/* The error answer: status 1 and one blob, the message. */
+static int
+privhelper_put_error(int fd, const char *err)
+{
+	return privhelper_put_u32(fd, PRIVHELPER_MAGIC) |
+	    privhelper_put_u32(fd, 1) | privhelper_put_u32(fd, 1) |
+	    privhelper_put_blob(fd, err, strlen(err));
+}
+
 /* Answer one request: every pair of the configuration, or one error. */
 static int
 privhelper_serve_tls(int fd, const char *conf_path)
 {
-	struct privhelper_errbuf e = { .n = 0 };
 	struct conf *c = NULL;
 	struct tls_pem *pems = NULL;
 	char err[PRIVHELPER_ERR_MAX];
 	int rc;
 
-	err[0] = '\0';
-	if (privhelper_conf_trusted(conf_path, err, sizeof(err)) != 0)
+	if ((c = privhelper_conf_load(conf_path, err, sizeof(err))) == NULL)
 		goto fail;
-	if (conf_load(conf_path, &c, privhelper_conf_err, &e) != 0) {
-		snprintf(err, sizeof(err), "%s (%u error%s)", e.msg, e.n,
-		    e.n == 1 ? "" : "s");
-		goto fail;
-	}
 	if (c->ntls > PRIVHELPER_MAX_PAIRS) {
 		snprintf(err, sizeof(err), "too many tls-cert/tls-key pairs");
 		goto fail;
@@ -252,9 +279,42 @@ fail:
 	if (c != NULL)
 		tls_pems_free(pems, c->ntls);
 	conf_unref(c);
-	return privhelper_put_u32(fd, PRIVHELPER_MAGIC) |
-	    privhelper_put_u32(fd, 1) | privhelper_put_u32(fd, 1) |
-	    privhelper_put_blob(fd, err, strlen(err));
+	return privhelper_put_error(fd, err);
+}
+
+/*
+ * Answer a route-auth request: the file the configuration names, checked
+ * as ternd checks it (root's or the run-time user's, 0600 or stricter).
+ */
+static int
+privhelper_serve_route_auth(int fd, const char *conf_path)
+{
+	struct conf *c = NULL;
+	struct passwd *pw;
+	char err[PRIVHELPER_ERR_MAX], *buf = NULL;
+	size_t len = 0;
+	int rc;
+
+	if ((c = privhelper_conf_load(conf_path, err, sizeof(err))) == NULL)
+		goto fail;
+	if (c->route_auth_file == NULL) {
+		snprintf(err, sizeof(err), "no route-auth in %s", conf_path);
+		goto fail;
+	}
+	pw = c->user != NULL ? getpwnam(c->user) : NULL;
+	if (route_auth_read(c->route_auth_file, pw != NULL ? pw->pw_uid : 0,
+	    &buf, &len, err, sizeof(err)) != 0)
+		goto fail;
+	rc = privhelper_put_u32(fd, PRIVHELPER_MAGIC) |
+	    privhelper_put_u32(fd, 0) | privhelper_put_u32(fd, 1) |
+	    privhelper_put_blob(fd, c->route_auth_file,
+	    strlen(c->route_auth_file)) | privhelper_put_blob(fd, buf, len);
+	route_auth_buf_free(buf, len);
+	conf_unref(c);
+	return rc;
+fail:
+	conf_unref(c);
+	return privhelper_put_error(fd, err);
 }
 
 /* Keep the socket as PRIVHELPER_FD, close everything else. */
@@ -295,9 +355,12 @@ privhelper_main(int sock, pid_t parent, const char *conf_path)
 		int r = privhelper_read(PRIVHELPER_FD, req, sizeof(req));
 		if (r != 0)
 			_exit(0);          /* the daemon closed its end */
-		if (req[0] != PRIVHELPER_MAGIC || req[1] != PRIVHELPER_OP_TLS)
+		if (req[0] != PRIVHELPER_MAGIC || (req[1] != PRIVHELPER_OP_TLS &&
+		    req[1] != PRIVHELPER_OP_ROUTE_AUTH))
 			_exit(1);          /* a confused peer: stop serving it */
-		if (privhelper_serve_tls(PRIVHELPER_FD, conf_path) != 0)
+		if ((req[1] == PRIVHELPER_OP_TLS ?
+		    privhelper_serve_tls(PRIVHELPER_FD, conf_path) :
+		    privhelper_serve_route_auth(PRIVHELPER_FD, conf_path)) != 0)
 			_exit(0);
 	}
 }
@@ -397,13 +460,19 @@ privhelper_read_pairs(struct privhelper *h, const struct conf *c, uint32_t n,
 	return 0;
 }
 
-int
-privhelper_tls_fetch(struct privhelper *h, const struct conf *c,
-    struct tls_pem **out, char *err, size_t errlen)
+/*
+ * Send request op and read the answer's head: 0 with *n (at most maxn) for
+ * an ok answer; -1 with err for an error answer (the helper's message) or
+ * a broken stream (then the helper is let go).
+ */
+static int
+privhelper_ask(struct privhelper *h, uint32_t op, uint32_t maxn, uint32_t *n,
+    char *err, size_t errlen)
 {
-	uint32_t req[2] = { PRIVHELPER_MAGIC, PRIVHELPER_OP_TLS };
-	uint32_t magic, status, n;
-	struct tls_pem *pems;
+	uint32_t req[2] = { PRIVHELPER_MAGIC, op };
+	uint32_t magic, status;
+	char *msg;
+	size_t len;
 
 	if (h->fd < 0) {
 		snprintf(err, errlen, "privileged helper is gone");
@@ -412,26 +481,36 @@ privhelper_tls_fetch(struct privhelper *h, const struct conf *c,
 	if (privhelper_write(h->fd, req, sizeof(req)) != 0 ||
 	    privhelper_get_u32(h->fd, &magic) != 0 ||
 	    privhelper_get_u32(h->fd, &status) != 0 ||
-	    privhelper_get_u32(h->fd, &n) != 0 || magic != PRIVHELPER_MAGIC ||
-	    status > 1 || (status == 1 && n != 1) ||
-	    (status == 0 && n > PRIVHELPER_MAX_PAIRS)) {
+	    privhelper_get_u32(h->fd, n) != 0 || magic != PRIVHELPER_MAGIC ||
+	    status > 1 || (status == 1 && *n != 1) ||
+	    (status == 0 && *n > maxn)) {
 		snprintf(err, errlen, "privileged helper: no answer (%s)",
 		    errno == EAGAIN ? "timeout" : "closed or malformed");
 		privhelper_let_go(h);
 		return -1;
 	}
-	if (status == 1) {
-		char *msg;
-		size_t len;
-		if (privhelper_get_blob(h->fd, PRIVHELPER_ERR_MAX, &msg, &len) != 0) {
-			snprintf(err, errlen, "privileged helper: malformed answer");
-			privhelper_let_go(h);
-			return -1;
-		}
-		snprintf(err, errlen, "%s", msg);
-		free(msg);
+	if (status == 0)
+		return 0;
+	if (privhelper_get_blob(h->fd, PRIVHELPER_ERR_MAX, &msg, &len) != 0) {
+		snprintf(err, errlen, "privileged helper: malformed answer");
+		privhelper_let_go(h);
 		return -1;
 	}
+	snprintf(err, errlen, "%s", msg);
+	free(msg);
+	return -1;
+}
+
+int
+privhelper_tls_fetch(struct privhelper *h, const struct conf *c,
+    struct tls_pem **out, char *err, size_t errlen)
+{
+	struct tls_pem *pems;
+	uint32_t n;
+
+	if (privhelper_ask(h, PRIVHELPER_OP_TLS, PRIVHELPER_MAX_PAIRS, &n, err,
+	    errlen) != 0)
+		return -1;
 	pems = xcalloc(n ? n : 1, sizeof(*pems));
 	if (privhelper_read_pairs(h, c, n, pems, err, errlen) != 0) {
 		tls_pems_free(pems, n);
@@ -439,6 +518,39 @@ privhelper_tls_fetch(struct privhelper *h, const struct conf *c,
 	}
 	*out = pems;
 	return 0;
+}
+
+int
+privhelper_route_auth_fetch(struct privhelper *h, const struct conf *c,
+    char **buf, size_t *len, char *err, size_t errlen)
+{
+	char *path = NULL;
+	size_t plen;
+	uint32_t n;
+
+	if (privhelper_ask(h, PRIVHELPER_OP_ROUTE_AUTH, 1, &n, err,
+	    errlen) != 0)
+		return -1;
+	if (n != 1 || privhelper_get_blob(h->fd, PATH_MAX, &path, &plen) != 0)
+		goto malformed;
+	if (privhelper_get_blob(h->fd, ROUTE_AUTH_FILE_MAX, buf, len) != 0) {
+		free(path);
+		goto malformed;
+	}
+	if (c->route_auth_file == NULL ||
+	    strcmp(path, c->route_auth_file) != 0) {
+		snprintf(err, errlen, "privileged helper: route-auth changed in "
+		    "the configuration during the reload: try again");
+		free(path);
+		route_auth_buf_free(*buf, *len);
+		return -1;
+	}
+	free(path);
+	return 0;
+malformed:
+	snprintf(err, errlen, "privileged helper: malformed answer");
+	privhelper_let_go(h);
+	return -1;
 }
 
 void

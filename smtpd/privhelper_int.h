@@ -6,7 +6,7 @@
  * process is the one that drops, so it stays the PID systemd and operators
  * see); the helper stays root and does one thing on request: re-read the
  * configuration file it was started with and send back the PEM bytes of the
- * tls-cert/tls-key files it names. The request carries no path, so a
+ * tls-cert/tls-key files it names, or the bytes of its route-auth file. The request carries no path, so a
  * compromised daemon cannot make it read anything else. See privhelper.c.
  */
 #ifndef TERN_PRIVHELPER_H
@@ -40,6 +40,14 @@ int privhelper_alive(const struct privhelper *h);
  */
 int privhelper_tls_fetch(struct privhelper *h, const struct conf *c,
     struct tls_pem **out, char *err, size_t errlen);
+/*
+ * Ask for the bytes of c's route-auth file, read and checked by the helper
+ * (route_auth_read: root's or the run-time user's, 0600 or stricter). 0
+ * with *buf (free with route_auth_buf_free) and *len, or -1 with a message
+ * in err (never the file's content). Blocks as privhelper_tls_fetch.
+ */
+int privhelper_route_auth_fetch(struct privhelper *h, const struct conf *c,
+    char **buf, size_t *len, char *err, size_t errlen);
 /* Close the socket, end and reap the helper. NULL is a no-op. */
 void privhelper_free(struct privhelper *h);
 

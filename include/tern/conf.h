@@ -38,6 +38,8 @@ struct conf_listen {
 	int line;
 };
 
+struct route_auth;
+
 struct conf_cidr {
 	int family;                   /* AF_INET or AF_INET6 */
 	uint8_t addr[16];             /* network byte order, masked */
@@ -117,6 +119,12 @@ struct conf {
 	struct conf_route *routes;    /* in file order; conf_route_for() picks */
 	size_t nroutes;
 	enum conf_tls_policy tls_policy;  /* outbound default: may */
+	char *route_auth_file;        /* route-auth FILE: smarthost credentials */
+	struct route_auth *route_auth;  /* owned: that file's entries, or NULL.
+	                                 Not read by conf_parse/conf_load (the
+	                                 file may be root's alone): ternd fills
+	                                 it (route_auth_load) before the conf
+	                                 is shared; freed, zeroed, with it */
 
 	struct sockaddr_storage *resolvers;  /* empty: /etc/resolv.conf */
 	size_t nresolvers;

@@ -63,6 +63,7 @@ struct dlv_conn {
 	char *tls;                          /* owned or NULL: protocol + cipher */
 	struct smtp_ehlo ehlo;              /* what the server offered */
 	unsigned nmsg;                      /* transactions done on it */
+	unsigned authed;                    /* 1: AUTH succeeded (route-auth) */
 };
 
 TAILQ_HEAD(dlv_conn_list, dlv_conn);

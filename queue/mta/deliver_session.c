@@ -19,7 +19,10 @@
  * policy and EHLO again -> MAIL, RCPT..., DATA (pipelined when offered: two
  * cursors, send_idx and recv_idx, as Postfix's smtp_loop) -> body,
  * dot-stuffed, with the final dot in the same write -> final reply for every
- * recipient accepted at RCPT. Until MAIL is sent, a failing server (refusal,
+ * recipient accepted at RCPT. A route with route-auth credentials
+ * authenticates after the last EHLO (client_auth.c; only over TLS the route
+ * verified, else, and on any AUTH failure, the mail is deferred with 4.7.x,
+ * never bounced). Until MAIL is sent, a failing server (refusal,
  * TLS required and missing, connection lost) moves the session to the next
  * address; after that, the replies decide per recipient.
  *
@@ -51,11 +54,13 @@
 #include "tern/metrics.h"
 #include "tern/queue.h"
 #include "tern/resolver.h"
+#include "tern/route_auth.h"
 #include "tern/smtp.h"
 #include "tern/smtp_reply.h"
 #include "tern/tls.h"
 #include "tern/util.h"
 
+#include "client_auth.h"
 #include "deliver_int.h"
 
 enum dlv_state {
@@ -66,6 +71,7 @@ enum dlv_state {
 	DLV_S_HELO,
 	DLV_S_STARTTLS,         /* waiting for 220 to STARTTLS */
 	DLV_S_HANDSHAKE,        /* TLS handshake */
+	DLV_S_AUTH,             /* AUTH exchange (route-auth) */
 	DLV_S_TX,               /* MAIL / RCPT / DATA replies (cursors) */
 	DLV_S_BODY,             /* body sent, waiting for the final reply */
 	DLV_S_RSET,             /* no transaction: RSET sent */
@@ -74,7 +80,7 @@ enum dlv_state {
 
 static const char *const dlv_state_names[] = {
 	"RESOLVE", "CONNECT", "GREETING", "EHLO", "HELO", "STARTTLS",
-	"HANDSHAKE", "TX", "BODY", "RSET", "DONE",
+	"HANDSHAKE", "AUTH", "TX", "BODY", "RSET", "DONE",
 };
 
 /* session flags */
@@ -132,6 +138,10 @@ struct dlv_session {
 	unsigned char *rstate;              /* owned: enum dlv_rstate each */
 
 	enum dlv_peer peer;                 /* what the result reports */
+
+	unsigned auth_offered;              /* CLIENT_AUTH_* of the last EHLO */
+	struct client_auth auth;            /* the AUTH exchange (DLV_S_AUTH) */
+	const struct route_auth_entry *cred;  /* borrowed from conf: AUTH's */
 
 	/* the last failure of an address, for when none is left */
 	int have_err;
@@ -750,6 +760,119 @@ dlv_session_tls_start(struct dlv_session *s)
 	dlv_session_arm(s, s->to.helo, "in the TLS handshake");
 }
 
+/* ------------------------------------------------------------------ */
+/* AUTH to a smarthost (route-auth) */
+
+/* The credentials of the session's route, or NULL. */
+static const struct route_auth_entry *
+dlv_auth_entry(const struct dlv_session *s)
+{
+	char key[ROUTE_AUTH_KEY_MAX];
+
+	if (s->conf->route_auth == NULL ||
+	    route_auth_route_key(&s->job->route, key, sizeof(key)) != 0)
+		return NULL;
+	return route_auth_find(s->conf->route_auth, key);
+}
+
+/*
+ * No authenticated session on this connection: one line for the operator
+ * (host and user, never the password), every recipient deferred with a
+ * 4.7.x status (never a bounce: the message is not at fault), and the
+ * connection closed. The destination counts as failing, so a wrong
+ * password does not hammer the smarthost with every queued message.
+ */
+static void
+dlv_auth_defer(struct dlv_session *s, const char *status, const char *why)
+{
+	log_warnx("id=%s relay=%s user=%s dsn=%s smarthost authentication: "
+	    "%s: mail deferred", s->qid, dlv_session_relay(s), s->cred->user,
+	    status, why);
+	dlv_rcpt_set_all(s, DLV_TEMP, status, why);
+	s->peer = DLV_PEER_FAIL;
+	dlv_session_done(s, 0);
+}
+
+/*
+ * After the last EHLO, for a route with credentials: AUTH, but only over
+ * TLS whose certificate the route verified. Returns 0 when the route has
+ * none (go on to MAIL), 1 when AUTH is under way or the session ended.
+ */
+static int
+dlv_auth_start(struct dlv_session *s)
+{
+	struct dlv_conn *c = s->conn;
+	enum client_auth_mech m;
+	char why[600];
+
+	if ((s->cred = dlv_auth_entry(s)) == NULL)
+		return 0;
+	if (c->ssl == NULL || s->tlsp != CONF_TLSP_VERIFY ||
+	    SSL_get_verify_result(c->ssl) != X509_V_OK) {
+		snprintf(why, sizeof(why), "credentials for %s not sent: %s "
+		    "(route-auth needs tls-policy=verify)", s->cred->host,
+		    c->ssl == NULL ? "no TLS" : "TLS certificate not verified");
+		dlv_auth_defer(s, "4.7.10", why);
+		return 1;
+	}
+	if ((m = client_auth_choose(s->auth_offered)) == CLIENT_AUTH_NONE) {
+		snprintf(why, sizeof(why), "%s offers neither AUTH PLAIN nor "
+		    "AUTH LOGIN", s->cred->host);
+		dlv_auth_defer(s, "4.7.4", why);
+		return 1;
+	}
+	log_trace(TRACE_CLIENT, "dlv id=%s relay=%s > AUTH %s (credentials "
+	    "of %s hidden)", s->qid, c->relay, client_auth_mech_name(m),
+	    s->cred->user);
+	dlv_session_enter(s, DLV_S_AUTH);
+	client_auth_start(&s->auth, m, s->cred->user, s->cred->pass,
+	    bufferevent_get_output(c->bev));
+	dlv_session_arm(s, s->to.helo, "waiting for the AUTH reply");
+	return 1;
+}
+
+static void
+dlv_auth_reply(struct dlv_session *s, const struct smtp_reply *r)
+{
+	char *t, esc[600], why[800];
+
+	switch (client_auth_reply(&s->auth, r->code,
+	    bufferevent_get_output(s->conn->bev))) {
+	case CLIENT_AUTH_MORE:
+		log_trace(TRACE_CLIENT, "dlv id=%s relay=%s > (AUTH %s "
+		    "response hidden)", s->qid, s->conn->relay,
+		    client_auth_mech_name(s->auth.mech));
+		dlv_session_arm(s, s->to.helo, "waiting for the AUTH reply");
+		return;
+	case CLIENT_AUTH_DONE:
+		log_debug("id=%s relay=%s authenticated as %s (AUTH %s)",
+		    s->qid, s->conn->relay, s->cred->user,
+		    client_auth_mech_name(s->auth.mech));
+		s->conn->authed = 1;
+		dlv_tx_start(s);
+		return;
+	case CLIENT_AUTH_FAILED:
+		t = dlv_reply_string(r);
+		log_escape(esc, sizeof(esc), t, strlen(t));
+		free(t);
+		snprintf(why, sizeof(why), "%s refused AUTH %s as %s: %s",
+		    s->cred->host, client_auth_mech_name(s->auth.mech),
+		    s->cred->user, esc);
+		dlv_auth_defer(s, r->code == 535 ? "4.7.8" : "4.7.0", why);
+		return;
+	}
+}
+
+/* The last EHLO is done: AUTH when the route has credentials, then MAIL. */
+static void
+dlv_session_ready(struct dlv_session *s)
+{
+	s->flags |= DLV_F_EHLO_DONE;
+	if (dlv_auth_start(s))
+		return;
+	dlv_tx_start(s);
+}
+
 /* After the last EHLO: STARTTLS, or the transaction. */
 static void
 dlv_session_ehlo_done(struct dlv_session *s)
@@ -778,8 +901,7 @@ dlv_session_ehlo_done(struct dlv_session *s)
 			return;
 		}
 	}
-	s->flags |= DLV_F_EHLO_DONE;
-	dlv_tx_start(s);
+	dlv_session_ready(s);
 }
 
 /* A reply to a command before the transaction. */
@@ -807,6 +929,7 @@ dlv_session_pre_reply(struct dlv_session *s, const struct smtp_reply *r,
 	case DLV_S_EHLO:
 		if (r->code == 250) {
 			smtp_ehlo_parse(raw, rawlen, &s->conn->ehlo);
+			s->auth_offered = client_auth_offered(raw, rawlen);
 			dlv_session_ehlo_done(s);
 			return;
 		}
@@ -824,6 +947,7 @@ dlv_session_pre_reply(struct dlv_session *s, const struct smtp_reply *r,
 	case DLV_S_HELO:
 		if (r->code == 250) {
 			memset(&s->conn->ehlo, 0, sizeof(s->conn->ehlo));
+			s->auth_offered = 0;
 			dlv_session_ehlo_done(s);
 			return;
 		}
@@ -837,8 +961,7 @@ dlv_session_pre_reply(struct dlv_session *s, const struct smtp_reply *r,
 		}
 		if (s->tlsp == CONF_TLSP_MAY) {
 			/* offered but refused: go on in plaintext */
-			s->flags |= DLV_F_EHLO_DONE;
-			dlv_tx_start(s);
+			dlv_session_ready(s);
 			return;
 		}
 		dlv_session_next(s, DLV_TEMP, "4.7.5", "%s said to STARTTLS: "
@@ -879,6 +1002,9 @@ dlv_session_reply(struct dlv_session *s, const struct smtp_reply *r,
 			return 0;
 		}
 		return dlv_tx_reply(s, r);
+	case DLV_S_AUTH:
+		dlv_auth_reply(s, r);
+		return 0;
 	case DLV_S_BODY:
 		dlv_body_reply(s, r);
 		return 0;
@@ -1065,6 +1191,7 @@ dlv_session_on_event(struct dlv_session *s, short what)
 	case DLV_S_EHLO:
 	case DLV_S_HELO:
 	case DLV_S_STARTTLS:
+	case DLV_S_AUTH:
 		{
 			char relay[RESOLVER_NAME_MAX + 96];
 			const char *w = s->waiting;
@@ -1108,6 +1235,7 @@ dlv_session_timercb(evutil_socket_t fd, short what, void *arg)
 	case DLV_S_EHLO:
 	case DLV_S_HELO:
 	case DLV_S_STARTTLS:
+	case DLV_S_AUTH:
 		dlv_conn_free(s->conn);
 		s->conn = NULL;
 		dlv_session_next(s, DLV_TEMP, "4.4.2", "timeout with %s while "
@@ -1421,6 +1549,11 @@ dlv_session_start(struct dlv_worker *w, struct dlv_job *job)
 		return;
 	}
 	c = dlv_conn_take(w, s->key);
+	if (c != NULL && !c->authed && dlv_auth_entry(s) != NULL) {
+		/* cached before the route had credentials (a reload) */
+		dlv_conn_quit(c);
+		c = NULL;
+	}
 	if (c != NULL) {
 		log_trace(TRACE_CLIENT, "dlv id=%s reusing connection to %s",
 		    s->qid, c->relay);

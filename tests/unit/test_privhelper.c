@@ -3,8 +3,8 @@
  * bytes of the configuration's certificate and key files come back; the
  * helper keeps no descriptor but its socket; a configuration the daemon's
  * user could write, a file that is not PEM, and a configuration whose pairs
- * changed between the daemon's parse and the helper's are refused; free
- * reaps it. The configuration must be root's for the helper to read it, so
+ * changed between the daemon's parse and the helper's are refused; the
+ * route-auth file comes back only when root's and 0600; free reaps it. The configuration must be root's for the helper to read it, so
  * the cases that need one skip when not run as root.
  */
 #include <stdarg.h>
@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "tern/conf.h"
+#include "tern/route_auth.h"
 #include "tern/tls.h"
 #include "privhelper_int.h"
 
@@ -161,6 +162,58 @@ test_fetch(void **state)
 	unlink(key2);
 }
 
+/* route-auth: the file's bytes, checked as ternd checks them. */
+static void
+test_route_auth(void **state)
+{
+	static const char CREDS[] = "[h.example]:587 u pass word\n";
+	char conf[600], ra[600], ra2[600], text[1400], err[512], *buf;
+	size_t len;
+	struct conf *c;
+	struct privhelper *h;
+
+	if (geteuid() != 0)
+		skip();
+	put("route-auth", CREDS, 0600, ra, sizeof(ra));
+	snprintf(text, sizeof(text), "listen 127.0.0.1:2525 relay\nhostname h\n"
+	    "route-auth %s\n", ra);
+	put("tern.conf", text, 0644, conf, sizeof(conf));
+	c = load(conf);
+	h = privhelper_start(conf, err, sizeof(err));
+	assert_non_null(h);
+
+	assert_int_equal(privhelper_route_auth_fetch(h, c, &buf, &len, err,
+	    sizeof(err)), 0);
+	assert_int_equal(len, strlen(CREDS));
+	assert_memory_equal(buf, CREDS, len);
+	route_auth_buf_free(buf, len);
+
+	/* open to others: refused, without the content in the message */
+	assert_int_equal(chmod(ra, 0640), 0);
+	assert_int_equal(privhelper_route_auth_fetch(h, c, &buf, &len, err,
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "mode 0640 is too open"));
+	assert_null(strstr(err, "pass word"));
+	assert_true(privhelper_alive(h));
+	assert_int_equal(chmod(ra, 0600), 0);
+
+	/* the configuration now names another file: refused */
+	put("route-auth2", CREDS, 0600, ra2, sizeof(ra2));
+	snprintf(text, sizeof(text), "listen 127.0.0.1:2525 relay\nhostname h\n"
+	    "route-auth %s\n", ra2);
+	put("tern.conf", text, 0644, conf, sizeof(conf));
+	assert_int_equal(privhelper_route_auth_fetch(h, c, &buf, &len, err,
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "changed"));
+	assert_true(privhelper_alive(h));
+
+	privhelper_free(h);
+	conf_unref(c);
+	unlink(conf);
+	unlink(ra);
+	unlink(ra2);
+}
+
 /* A helper that died: the daemon learns it once and lets it go. */
 static void
 test_helper_gone(void **state)
@@ -206,6 +259,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fetch),
+		cmocka_unit_test(test_route_auth),
 		cmocka_unit_test(test_helper_gone),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
