@@ -357,8 +357,8 @@ dlv_session_next(struct dlv_session *s, enum dlv_class cls,
 		s->all_perm = 0;
 		s->peer = DLV_PEER_FAIL;
 	}
-	log_trace(TRACE_CLIENT, "dlv id=%s address failed: %s", s->qid,
-	    s->err_text);
+	log_info("id=%s next hop skipped: status=%s %s", s->qid,
+	    s->err_status, s->err_text);
 	evtimer_del(s->timer);
 	if (s->conn != NULL) {
 		struct dlv_conn *c = s->conn;

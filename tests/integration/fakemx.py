@@ -5,6 +5,7 @@
     mx.mode = "tarpit"    # accept the connection, never send a byte (hold it open)
     mx.mode = "421"       # greet with "421 4.3.2 go away" and close
     mx.data_delay = 0.2   # "ok": seconds before the reply to the final dot
+    mx.size = 100         # "ok": offer SIZE 100 in the EHLO reply
     mx.wait_messages(n, timeout)     # until n messages arrived
     mx.connections        # connections accepted so far
     mx.open_now, mx.max_open        # open at once: now, and the most ever
@@ -28,6 +29,7 @@ class FakeMX:
         self.port = port
         self.mode = "ok"
         self.data_delay = 0.0
+        self.size = None
         self.connections = 0
         self.open_now = 0
         self.max_open = 0
@@ -133,7 +135,8 @@ class FakeMX:
                 return
             verb = line[:4].upper()
             if verb in (b"EHLO", b"HELO"):
-                writer.write(b"250-fakemx\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                size = b"250-SIZE %d\r\n" % self.size if self.size else b""
+                writer.write(b"250-fakemx\r\n" + size + b"250-PIPELINING\r\n250 8BITMIME\r\n")
             elif verb == b"MAIL":
                 rcpts = []
                 writer.write(b"250 2.1.0 ok\r\n")
