@@ -80,6 +80,7 @@ static const char *const conf_words_bare[] = { "reject", "normalize", NULL };
 static const char *const conf_words_log[] = { "stderr", "syslog", NULL };
 static const char *const conf_words_logfmt[] = { "text", "json", NULL };
 static const char *const conf_words_noyes[] = { "no", "yes", NULL };
+static const char *const conf_words_8bit[] = { "bounce", "send", NULL };
 
 _Static_assert(sizeof(enum conf_tls_policy) == sizeof(int), "keyword store");
 _Static_assert(sizeof(enum conf_bare_newline) == sizeof(int), "keyword store");
@@ -1256,6 +1257,8 @@ static const struct conf_directive conf_table[] = {
 	    "[tls-policy=none|may|encrypt|verify]"),
 	D_WORD("tls-policy", "may", conf_words_tlsp, tls_policy,
 	    "none|may|encrypt|verify"),
+	D_WORD("8bit-unconvertible", "bounce", conf_words_8bit, eightbit_send,
+	    "bounce|send"),
 	D_LIST("resolver", conf_set_resolver, NULL, 0, 0, resolvers, 1, -1,
 	    "IP[:PORT] ..."),
 	{ "mx-port", conf_set_port, CONF_T_PORT, "25", 1, 65535, OFF(mx_port),

@@ -110,6 +110,7 @@ struct conf {
 	struct conf_route *routes;    /* in file order; conf_route_for() picks */
 	size_t nroutes;
 	enum conf_tls_policy tls_policy;  /* outbound default: may */
+	int eightbit_send;            /* 8bit-unconvertible: 0 bounce, 1 send */
 
 	struct sockaddr_storage *resolvers;  /* empty: /etc/resolv.conf */
 	size_t nresolvers;

@@ -48,6 +48,7 @@
 #include "tern/deliver.h"
 #include "tern/envelope.h"
 #include "tern/log.h"
+#include "tern/mime7.h"
 #include "tern/metrics.h"
 #include "tern/queue.h"
 #include "tern/resolver.h"
@@ -85,6 +86,7 @@ static const char *const dlv_state_names[] = {
 #define DLV_F_MAIL_OK    0x10u
 #define DLV_F_BODY_SENT  0x20u
 #define DLV_F_EHLO_DONE  0x40u   /* TLS or not: last EHLO before MAIL done */
+#define DLV_F_7BIT       0x1000u /* the body was converted to 7 bits */
 
 /* per-recipient progress */
 enum dlv_rstate { DLV_R_OPEN = 0, DLV_R_ACCEPTED, DLV_R_DONE };
@@ -526,9 +528,10 @@ dlv_tx_send(struct dlv_session *s)
 			if (e->ext & SMTP_EXT_SIZE)
 				snprintf(size, sizeof(size), " SIZE=%zu",
 				    s->bodylen);
-			/* RFC 6152: with no 8BITMIME offered, send as is */
+			/* RFC 6152 3: see dlv_tx_7bit() */
 			if ((env->flags & ENV_F_8BIT) &&
-			    (e->ext & SMTP_EXT_8BITMIME))
+			    (e->ext & SMTP_EXT_8BITMIME) &&
+			    !(s->flags & DLV_F_7BIT))
 				body = " BODY=8BITMIME";
 			if ((env->flags & ENV_F_SMTPUTF8) &&
 			    (e->ext & SMTP_EXT_SMTPUTF8))
@@ -554,6 +557,51 @@ dlv_tx_send(struct dlv_session *s)
 }
 
 /*
+ * RFC 6152 3: an 8-bit message (BODY=8BITMIME) for a next hop that does
+ * not offer 8BITMIME is converted to 7 bits (mime7.h), once per session:
+ * the converted body serves every later address of this job. What cannot
+ * be converted bounces with 5.6.3, or goes as it is when the operator said
+ * "8bit-unconvertible send". 0 to go on, -1 when the recipients are decided.
+ */
+static int
+dlv_tx_7bit(struct dlv_session *s)
+{
+	char *out = NULL, why[200];
+	size_t outlen;
+	enum mime7_status st;
+
+	if (!(s->job->env->flags & ENV_F_8BIT) || (s->flags & DLV_F_7BIT) ||
+	    (s->conn->ehlo.ext & SMTP_EXT_8BITMIME))
+		return 0;
+	st = mime7_convert(s->body, s->bodylen, &out, &outlen);
+	if (st == MIME7_OK) {
+		log_info("id=%s converted to 7 bits for %s (no 8BITMIME): "
+		    "%zu -> %zu bytes", s->qid, dlv_session_relay(s),
+		    s->bodylen, outlen);
+		free(s->body);
+		s->body = out;
+		s->bodylen = outlen;
+		s->flags |= DLV_F_7BIT;
+		return 0;
+	}
+	if (st == MIME7_SEVEN)
+		return 0;
+	if (st != MIME7_NOMEM && s->conf->eightbit_send) {
+		log_info("id=%s sent as it is to %s without 8BITMIME: %s "
+		    "(8bit-unconvertible send)", s->qid, dlv_session_relay(s),
+		    mime7_status_text(st));
+		return 0;
+	}
+	snprintf(why, sizeof(why), "%s does not offer 8BITMIME and the "
+	    "message cannot be converted to 7 bits: %s",
+	    dlv_session_relay(s), mime7_status_text(st));
+	dlv_rcpt_set_all(s, st == MIME7_NOMEM ? DLV_TEMP : DLV_PERM,
+	    st == MIME7_NOMEM ? "4.3.0" : "5.6.3", why);
+	dlv_session_done(s, 1);
+	return -1;
+}
+
+/*
  * A connection is ready for MAIL. The body is read only now: an attempt
  * that finds no next hop (DNS, connect) costs no disk read.
  */
@@ -572,6 +620,8 @@ dlv_tx_start(struct dlv_session *s)
 		dlv_session_done(s, 1);     /* nothing was sent: reusable */
 		return;
 	}
+	if (dlv_tx_7bit(s) < 0)
+		return;
 	if ((e->ext & SMTP_EXT_SIZE) && e->size > 0 && s->bodylen > e->size) {
 		char buf[300];
 		snprintf(buf, sizeof(buf), "message size %zu exceeds size "

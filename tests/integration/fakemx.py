@@ -6,6 +6,8 @@
     mx.mode = "421"       # greet with "421 4.3.2 go away" and close
     mx.data_delay = 0.2   # "ok": seconds before the reply to the final dot
     mx.size = 100         # "ok": offer SIZE 100 in the EHLO reply
+    mx.eightbit = False   # "ok": do not offer 8BITMIME
+    mx.data               # [(MAIL FROM line, message bytes dot-unstuffed)]
     mx.wait_messages(n, timeout)     # until n messages arrived
     mx.connections        # connections accepted so far
     mx.open_now, mx.max_open        # open at once: now, and the most ever
@@ -30,6 +32,8 @@ class FakeMX:
         self.mode = "ok"
         self.data_delay = 0.0
         self.size = None
+        self.eightbit = True
+        self.data = []
         self.connections = 0
         self.open_now = 0
         self.max_open = 0
@@ -129,6 +133,7 @@ class FakeMX:
     async def _session(self, reader, writer):
         writer.write(b"220 fakemx ESMTP\r\n")
         rcpts = []
+        mail = b""
         while True:
             line = await reader.readline()
             if not line:
@@ -136,9 +141,11 @@ class FakeMX:
             verb = line[:4].upper()
             if verb in (b"EHLO", b"HELO"):
                 size = b"250-SIZE %d\r\n" % self.size if self.size else b""
-                writer.write(b"250-fakemx\r\n" + size + b"250-PIPELINING\r\n250 8BITMIME\r\n")
+                last = b"250 8BITMIME\r\n" if self.eightbit else b"250 HELP\r\n"
+                writer.write(b"250-fakemx\r\n" + size + b"250-PIPELINING\r\n" + last)
             elif verb == b"MAIL":
                 rcpts = []
+                mail = line.rstrip(b"\r\n")
                 writer.write(b"250 2.1.0 ok\r\n")
             elif verb == b"RCPT":
                 addr = line.decode(errors="replace").split(":", 1)[1].strip()
@@ -147,17 +154,20 @@ class FakeMX:
             elif verb == b"DATA":
                 writer.write(b"354 go ahead\r\n")
                 await writer.drain()
+                body = []
                 while True:
                     d = await reader.readline()
                     if not d:
                         return
                     if d == b".\r\n":
                         break
+                    body.append(d[1:] if d.startswith(b".") else d)
                 if self.data_delay:
                     await asyncio.sleep(self.data_delay)
                 with self._cond:
                     self.messages += 1
                     self.rcpts.extend(rcpts)
+                    self.data.append((mail, b"".join(body)))
                     self._cond.notify_all()
                 writer.write(b"250 2.0.0 ok\r\n")
             elif verb == b"RSET":
