@@ -511,6 +511,31 @@ dlv_dsn_rcpt_params(const struct env_rcpt *rc, char *out, size_t len)
 		snprintf(out + n, len - n, " ORCPT=%s", rc->orcpt);
 }
 
+static void dlv_tx_rset(struct dlv_session *s);
+
+/*
+ * The body as one chunk, "BDAT <size> LAST" (RFC 3030), when the peer
+ * offers CHUNKING: no dot-stuffing, one write. With no recipient accepted
+ * the transaction is reset instead. The reply is the end-of-data reply.
+ */
+static void
+dlv_bdat_send(struct dlv_session *s)
+{
+	struct evbuffer *out = bufferevent_get_output(s->conn->bev);
+
+	if (!(s->flags & DLV_F_MAIL_OK) || s->naccepted == 0) {
+		dlv_tx_rset(s);
+		return;
+	}
+	evbuffer_add_printf(out, "BDAT %zu LAST\r\n", s->bodylen);
+	evbuffer_add(out, s->body, s->bodylen);
+	s->flags |= DLV_F_BODY_SENT;
+	log_trace(TRACE_CLIENT, "dlv id=%s relay=%s > BDAT %zu LAST (body)",
+	    s->qid, dlv_session_relay(s), s->bodylen);
+	dlv_session_enter(s, DLV_S_BODY);
+	dlv_session_arm(s, s->to.data_block, "sending the body");
+}
+
 /* Send what the cursors allow: everything with PIPELINING, else one. */
 static void
 dlv_tx_send(struct dlv_session *s)
@@ -548,6 +573,13 @@ dlv_tx_send(struct dlv_session *s)
 			if (e->ext & SMTP_EXT_DSN)
 				dlv_dsn_rcpt_params(rc, dsn, sizeof(dsn));
 			dlv_session_send(s, "RCPT TO:<%s>%s", rc->addr, dsn);
+		} else if (e->ext & SMTP_EXT_CHUNKING) {
+			/* RFC 3030: the body only once a recipient is in */
+			if (s->recv_idx <= s->nsend)
+				break;
+			s->send_idx++;
+			dlv_bdat_send(s);
+			return;
 		} else {
 			dlv_session_send(s, "DATA");
 		}
@@ -728,11 +760,12 @@ dlv_tx_reply(struct dlv_session *s, const struct smtp_reply *r)
 		dlv_tx_rset(s);
 		return 0;
 	}
-	if (!(s->flags & DLV_F_PIPELINING))
+	if (!(s->flags & DLV_F_PIPELINING) ||
+	    (s->conn->ehlo.ext & SMTP_EXT_CHUNKING))
 		dlv_tx_send(s);
 	else
 		dlv_tx_arm(s);
-	return 1;
+	return s->state == DLV_S_TX;
 }
 
 static void

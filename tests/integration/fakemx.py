@@ -7,6 +7,8 @@
     mx.data_delay = 0.2   # "ok": seconds before the reply to the final dot
     mx.size = 100         # "ok": offer SIZE 100 in the EHLO reply
     mx.eightbit = False   # "ok": do not offer 8BITMIME
+    mx.chunking = True    # "ok": offer CHUNKING and take BDAT
+    mx.verbs              # the command verbs received, in order
     mx.data               # [(MAIL FROM line, message bytes dot-unstuffed)]
     mx.wait_messages(n, timeout)     # until n messages arrived
     mx.connections        # connections accepted so far
@@ -33,6 +35,8 @@ class FakeMX:
         self.data_delay = 0.0
         self.size = None
         self.eightbit = True
+        self.chunking = False
+        self.verbs = []
         self.data = []
         self.connections = 0
         self.open_now = 0
@@ -134,15 +138,19 @@ class FakeMX:
         writer.write(b"220 fakemx ESMTP\r\n")
         rcpts = []
         mail = b""
+        chunks = []
         while True:
             line = await reader.readline()
             if not line:
                 return
             verb = line[:4].upper()
+            self.verbs.append(verb.decode(errors="replace"))
             if verb in (b"EHLO", b"HELO"):
                 size = b"250-SIZE %d\r\n" % self.size if self.size else b""
                 last = b"250 8BITMIME\r\n" if self.eightbit else b"250 HELP\r\n"
-                writer.write(b"250-fakemx\r\n" + size + b"250-PIPELINING\r\n" + last)
+                chunking = b"250-CHUNKING\r\n" if self.chunking else b""
+                writer.write(b"250-fakemx\r\n" + size + chunking +
+                             b"250-PIPELINING\r\n" + last)
             elif verb == b"MAIL":
                 rcpts = []
                 mail = line.rstrip(b"\r\n")
@@ -169,6 +177,19 @@ class FakeMX:
                     self.rcpts.extend(rcpts)
                     self.data.append((mail, b"".join(body)))
                     self._cond.notify_all()
+                writer.write(b"250 2.0.0 ok\r\n")
+            elif verb == b"BDAT" and self.chunking:
+                args = line.split()
+                n = int(args[1])
+                chunk = await reader.readexactly(n)
+                chunks.append(chunk)
+                if len(args) > 2 and args[2].upper() == b"LAST":
+                    with self._cond:
+                        self.messages += 1
+                        self.rcpts.extend(rcpts)
+                        self.data.append((mail, b"".join(chunks)))
+                        self._cond.notify_all()
+                    chunks = []
                 writer.write(b"250 2.0.0 ok\r\n")
             elif verb == b"RSET":
                 writer.write(b"250 2.0.0 ok\r\n")

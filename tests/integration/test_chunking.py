@@ -150,3 +150,41 @@ def test_bdat_syntax_error_closes(world):
     c.send(b"BDAT ten\r\n")
     c.expect(421, "4.5.4")
     c.wait_closed()
+
+
+# ---------------------------------------------------------------- outbound
+
+def test_outbound_bdat_to_a_peer_with_chunking(ternd, dns, tmp_path):
+    """A next hop that offers CHUNKING gets the body as one BDAT LAST
+    chunk, not dot-stuffed: byte for byte what was queued."""
+    from conftest import free_port
+    from fakemx import FakeMX
+    port = free_port()
+    mx = FakeMX("127.0.0.1", port)
+    mx.chunking = True
+    mx.start()
+    try:
+        t = ternd(default_route="smtp:[127.0.0.1]:%d" % port, trusted="127.0.0.0/8")
+        c = session(t)
+        c.send(b"BDAT %d LAST\r\n" % len(MSG) + MSG)
+        r = c.expect(250, "2.0.0")
+        mx.wait_messages(1, timeout=15)
+    finally:
+        mx.stop()
+    assert "BDAT" in mx.verbs and "DATA" not in mx.verbs, mx.verbs
+    mail, data = mx.data[0]
+    assert strip_received(data) == MSG
+    assert r.queue_id.upper() in data.decode().upper()
+
+
+def test_tern_to_tern_over_bdat(ternd, sink):
+    """ternd A relays to ternd B, which offers CHUNKING: the message
+    crosses as BDAT and reaches B's sink byte-exact (dots included)."""
+    s = sink()
+    b = ternd(default_route="smtp:[127.0.0.1]:%d" % s.port, trusted="127.0.0.0/8")
+    a = ternd(default_route="smtp:[127.0.0.1]:%d" % b.port(), trusted="127.0.0.0/8")
+    c = session(a)
+    c.send(b"BDAT %d LAST\r\n" % len(MSG) + MSG)
+    c.expect(250, "2.0.0")
+    (m,) = s.wait_for(1, timeout=20)
+    assert strip_received(strip_received(m.data)) == MSG
