@@ -53,6 +53,7 @@
 #include <openssl/ssl.h>
 
 #include "tern/hdr_scan.h"
+#include "tern/idn.h"
 #include "tern/log.h"
 #include "tern/metrics.h"
 #include "tern/util.h"
@@ -299,11 +300,61 @@ smtpd_cmd_helo(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
 	evbuffer_add_printf(out, "250-DSN\r\n");
 	evbuffer_add_printf(out, "250-CHUNKING\r\n");
+	evbuffer_add_printf(out, "250-SMTPUTF8\r\n");
 	if (smtpd_starttls_offered(s))
 		evbuffer_add_printf(out, "250-STARTTLS\r\n");
 	if (smtpd_auth_offered(s))
 		evbuffer_add_printf(out, "250-AUTH PLAIN LOGIN\r\n");
 	evbuffer_add_printf(out, "250 HELP\r\n");
+	return 0;
+}
+
+/* 1 if p[0..n) holds a byte >= 0x80 that is not well-formed UTF-8. */
+static int
+smtpd_bad_utf8(const char *p, size_t n)
+{
+	for (size_t i = 0, k; i < n; i += k) {
+		k = 1;
+		if ((unsigned char)p[i] >= 0x80 &&
+		    (k = utf8_seq_len((const unsigned char *)p + i, n - i)) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * SMTPUTF8 (RFC 6531): a mailbox with non-ASCII octets needs the SMTPUTF8
+ * parameter of this transaction (553 5.6.7 without it); its domain is
+ * kept in A-label form from here on (idn.h), so relay-domains, routes,
+ * DNS and the scheduler see one name whichever form the client wrote.
+ * 0, or -1 after a reply.
+ */
+static int
+smtpd_mailbox_utf8(struct smtpd_session *s, struct smtp_mailbox *mb,
+    int smtputf8, const char *what)
+{
+	char *a;
+	size_t n;
+
+	if (!(mb->flags & SMTP_MB_UTF8))
+		return 0;
+	if (!smtputf8) {
+		smtpd_reply(s, 553, "5.6.7", "Non-ASCII %s address needs the "
+		    "SMTPUTF8 parameter", what);
+		return -1;
+	}
+	if ((a = idn_addr_to_ascii(mb->addr)) == NULL ||
+	    (n = strlen(a)) > SMTP_PATH_MAX) {
+		free(a);
+		smtpd_reply(s, 553, what[0] == 's' ? "5.1.7" : "5.1.3", "Bad %s "
+		    "address: the domain is not a valid internationalized "
+		    "domain name", what);
+		return -1;
+	}
+	memcpy(mb->addr, a, n + 1);
+	mb->len = n;
+	mb->domain_off = (size_t)(strrchr(mb->addr, '@') + 1 - mb->addr);
+	free(a);
 	return 0;
 }
 
@@ -343,7 +394,11 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		smtpd_reply(s, 501, "5.1.7", "Sender address too long");
 		return -1;
 	default:
-		smtpd_reply(s, 501, "5.1.7", "Bad sender address syntax");
+		if (smtpd_bad_utf8(cmd->arg, cmd->arg_len))
+			smtpd_reply(s, 501, "5.6.7", "Malformed UTF-8 in the "
+			    "sender address");
+		else
+			smtpd_reply(s, 501, "5.1.7", "Bad sender address syntax");
 		return -1;
 	}
 	if (!(s->flags & SMTPD_F_EHLO) && (p.has_size || p.body != SMTP_BODY_7BIT
@@ -351,15 +406,12 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		smtpd_reply(s, 555, "5.5.4", "MAIL parameters need EHLO");
 		return -1;
 	}
-	if (p.body == SMTP_BODY_BINARYMIME || p.smtputf8) {
+	if (p.body == SMTP_BODY_BINARYMIME) {
 		smtpd_reply(s, 555, "5.5.4", "Unsupported MAIL parameter");
 		return -1;
 	}
-	if (mb.flags & SMTP_MB_UTF8) {
-		smtpd_reply(s, 553, "5.6.7", "Non-ASCII address needs SMTPUTF8, "
-		    "which is not supported");
+	if (smtpd_mailbox_utf8(s, &mb, p.smtputf8, "sender") < 0)
 		return -1;
-	}
 	if (s->lc->mode == CONF_LISTEN_SUBMISSION &&
 	    !conf_sender_allowed(s->conf, s->auth_user, mb.addr)) {
 		char esc[SMTP_PATH_MAX * 4 + 4];
@@ -393,6 +445,8 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		env->envid = xstrdup(p.envid);
 	if (p.body == SMTP_BODY_8BITMIME)
 		env->flags |= ENV_F_8BIT;
+	if (p.smtputf8)
+		env->flags |= ENV_F_SMTPUTF8;
 	if (p.ret == 'H')
 		env->flags |= ENV_F_RET_HDRS;
 	else if (p.ret == 'F')
@@ -490,14 +544,17 @@ smtpd_cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		smtpd_reply(s, 501, "5.1.3", "Recipient address too long");
 		return -1;
 	default:
-		smtpd_reply(s, 501, "5.1.3", "Bad recipient address syntax");
+		if (smtpd_bad_utf8(cmd->arg, cmd->arg_len))
+			smtpd_reply(s, 501, "5.6.7", "Malformed UTF-8 in the "
+			    "recipient address");
+		else
+			smtpd_reply(s, 501, "5.1.3", "Bad recipient address "
+			    "syntax");
 		return -1;
 	}
-	if (mb.flags & SMTP_MB_UTF8) {
-		smtpd_reply(s, 553, "5.6.7", "Non-ASCII address needs SMTPUTF8, "
-		    "which is not supported");
+	if (smtpd_mailbox_utf8(s, &mb, (s->tx->env->flags & ENV_F_SMTPUTF8) != 0,
+	    "recipient") < 0)
 		return -1;
-	}
 	if (!(s->flags & SMTPD_F_EHLO) && (p.notify || p.orcpt[0])) {
 		smtpd_reply(s, 555, "5.5.4", "RCPT parameters need EHLO");
 		return -1;

@@ -588,6 +588,41 @@ dlv_tx_send(struct dlv_session *s)
 	dlv_tx_arm(s);
 }
 
+/* 1 if s holds an octet >= 0x80 (NULL: no). */
+static int
+dlv_has8(const char *p, size_t n)
+{
+	for (size_t i = 0; p != NULL && i < n; i++)
+		if ((unsigned char)p[i] >= 0x80)
+			return 1;
+	return 0;
+}
+
+/*
+ * Does this message need SMTPUTF8 (RFC 6531 3.4)? Only one sent with the
+ * parameter, and then when the sender, a recipient of this job or the
+ * header section holds non-ASCII octets: ASCII-only mail goes anywhere.
+ */
+static int
+dlv_needs_smtputf8(const struct dlv_session *s)
+{
+	const struct envelope *env = s->job->env;
+	const char *hend;
+
+	if (!(env->flags & ENV_F_SMTPUTF8))
+		return 0;
+	if (dlv_has8(env->sender, strlen(env->sender)))
+		return 1;
+	for (size_t i = 0; i < s->job->nrcpt; i++) {
+		const char *a = env->rcpts[s->job->rcpts[i]].addr;
+		if (dlv_has8(a, strlen(a)))
+			return 1;
+	}
+	hend = memmem(s->body, s->bodylen, "\r\n\r\n", 4);
+	return dlv_has8(s->body, hend != NULL ?
+	    (size_t)(hend - s->body) : s->bodylen);
+}
+
 /*
  * RFC 6152 3: an 8-bit message (BODY=8BITMIME) for a next hop that does
  * not offer 8BITMIME is converted to 7 bits (mime7.h), once per session:
@@ -650,6 +685,15 @@ dlv_tx_start(struct dlv_session *s)
 		s->body = NULL;
 		dlv_rcpt_set_all(s, DLV_TEMP, "4.3.0", why);
 		dlv_session_done(s, 1);     /* nothing was sent: reusable */
+		return;
+	}
+	if (!(e->ext & SMTP_EXT_SMTPUTF8) && dlv_needs_smtputf8(s)) {
+		char why[300];
+		snprintf(why, sizeof(why), "%s does not offer SMTPUTF8, which "
+		    "this message needs (internationalized address or header)",
+		    dlv_session_relay(s));
+		dlv_rcpt_set_all(s, DLV_PERM, "5.6.7", why);
+		dlv_session_done(s, 1);
 		return;
 	}
 	if (dlv_tx_7bit(s) < 0)

@@ -8,6 +8,7 @@
     mx.size = 100         # "ok": offer SIZE 100 in the EHLO reply
     mx.eightbit = False   # "ok": do not offer 8BITMIME
     mx.chunking = True    # "ok": offer CHUNKING and take BDAT
+    mx.smtputf8 = True    # "ok": offer SMTPUTF8
     mx.verbs              # the command verbs received, in order
     mx.data               # [(MAIL FROM line, message bytes dot-unstuffed)]
     mx.wait_messages(n, timeout)     # until n messages arrived
@@ -36,6 +37,7 @@ class FakeMX:
         self.size = None
         self.eightbit = True
         self.chunking = False
+        self.smtputf8 = False
         self.verbs = []
         self.data = []
         self.connections = 0
@@ -149,6 +151,8 @@ class FakeMX:
                 size = b"250-SIZE %d\r\n" % self.size if self.size else b""
                 last = b"250 8BITMIME\r\n" if self.eightbit else b"250 HELP\r\n"
                 chunking = b"250-CHUNKING\r\n" if self.chunking else b""
+                if self.smtputf8:
+                    chunking += b"250-SMTPUTF8\r\n"
                 writer.write(b"250-fakemx\r\n" + size + chunking +
                              b"250-PIPELINING\r\n" + last)
             elif verb == b"MAIL":
@@ -156,7 +160,7 @@ class FakeMX:
                 mail = line.rstrip(b"\r\n")
                 writer.write(b"250 2.1.0 ok\r\n")
             elif verb == b"RCPT":
-                addr = line.decode(errors="replace").split(":", 1)[1].strip()
+                addr = line.decode("utf-8", errors="replace").split(":", 1)[1].strip()
                 rcpts.append(addr.split(">")[0].lstrip("<"))
                 writer.write(b"250 2.1.5 ok\r\n")
             elif verb == b"DATA":
