@@ -54,6 +54,7 @@ struct dsn_msg {
 	const char *orig;       /* the original message (or at least its header) */
 	size_t origlen;
 	int ret_full;           /* RET=FULL: return a failed message whole */
+	int utf8;               /* the message came with SMTPUTF8: RFC 6533 */
 	uint64_t rnd;           /* randomness for the boundary and Message-ID */
 };
 

@@ -20,7 +20,10 @@
  * otherwise the header only, with a note. Delay warnings and relayed
  * notices always carry the header only (RFC 3461 4.3 lets an MTA return
  * less than asked). Diagnostic-Code is typed "smtp" only for a remote reply
- * ("550 5.1.1 ..."), never for our own words. ORCPT values are decoded
+ * ("550 5.1.1 ..."), never for our own words. A report about a message
+ * sent with SMTPUTF8 uses RFC 6533's types (message/global-delivery-status,
+ * message/global-headers, message/global, utf-8 addresses, a UTF-8
+ * explanation). ORCPT values are decoded
  * from xtext for Original-Recipient. The boundary holds the queue id and
  * 64 random bits, and is checked against every embedded text (the returned
  * message included); a collision
@@ -156,6 +159,15 @@ dsn_wrap(struct buf *b, const char *first, const char *text,
 		}
 	}
 	buf_addstr(b, "\r\n");
+}
+
+static int
+dsn_has8(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s >= 0x80)
+			return 1;
+	return 0;
 }
 
 int
@@ -417,15 +429,17 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 	buf_addstr(&b, "Auto-Submitted: auto-replied\r\n");
 	buf_addstr(&b, "MIME-Version: 1.0\r\n");
 	buf_printf(&b, "Content-Type: multipart/report; "
-	    "report-type=delivery-status;\r\n boundary=\"%s\"\r\n", bnd);
+	    "report-type=%sdelivery-status;\r\n boundary=\"%s\"\r\n",
+	    m->utf8 ? "global-" : "", bnd);
 	/* filled in below, once we know whether 8-bit octets are present */
 	size_t cte_at = b.len;
 	buf_addstr(&b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
 
 	/* ---- part 1: the explanation ---- */
 	buf_printf(&b, "--%s\r\n", bnd);
-	buf_addstr(&b, "Content-Description: Notification\r\n"
-	    "Content-Type: text/plain; charset=us-ascii\r\n\r\n");
+	buf_printf(&b, "Content-Description: Notification\r\n"
+	    "Content-Type: text/plain; charset=%s\r\n\r\n",
+	    m->utf8 ? "utf-8" : "us-ascii");
 	buf_printf(&b, "This is the mail system at host %s.\r\n\r\n", host);
 	if (nfailed > 0) {
 		buf_printf(&b, "I'm sorry to have to inform you that your "
@@ -467,7 +481,7 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 				    "not\r\nsend delivery reports, so no further "
 				    "notice will follow.\r\n\r\n");
 			any = 1;
-			a = dsn_clean(r->addr, 512, 1, NULL);
+			a = dsn_clean(r->addr, 512, !m->utf8, &fl);
 			mta = dsn_clean(r->remote_mta, 255, 1, NULL);
 			dg = dsn_clean(r->diag, DSN_DIAG_MAX, 1, NULL);
 			if (a == NULL || mta == NULL || dg == NULL)
@@ -482,8 +496,9 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 
 	/* ---- part 2: message/delivery-status (RFC 3464 2.2, 2.3) ---- */
 	buf_printf(&b, "--%s\r\n", bnd);
-	buf_addstr(&b, "Content-Description: Delivery report\r\n"
-	    "Content-Type: message/delivery-status\r\n\r\n");
+	buf_printf(&b, "Content-Description: Delivery report\r\n"
+	    "Content-Type: message/%sdelivery-status\r\n\r\n",
+	    m->utf8 ? "global-" : "");
 	buf_printf(&b, "Reporting-MTA: dns; %s\r\n", host);
 	if (envid != NULL && envid[0] != '\0')
 		buf_printf(&b, "Original-Envelope-Id: %s\r\n", envid);
@@ -513,7 +528,9 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 			if (o != NULL && o[0] != '\0')
 				buf_printf(&b, "Original-Recipient: %s%s\r\n",
 				    strchr(o, ';') ? "" : "rfc822; ", o);
-			buf_printf(&b, "Final-Recipient: rfc822; %s\r\n", a);
+			/* RFC 6533 3: a UTF-8 address is of type utf-8 */
+			buf_printf(&b, "Final-Recipient: %s; %s\r\n",
+			    m->utf8 && dsn_has8(a) ? "utf-8" : "rfc822", a);
 			buf_printf(&b, "Action: %s\r\n",
 			    delayed ? "delayed" : relayed ? "relayed" : "failed");
 			buf_printf(&b, "Status: %s\r\n", s[0] ? s :
@@ -555,10 +572,10 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 	 * text/rfc822-headers) ----
 	 */
 	buf_printf(&b, "\r\n--%s\r\n", bnd);
-	buf_addstr(&b, full ? "Content-Description: Undelivered Message\r\n"
-	    "Content-Type: message/rfc822\r\n" :
-	    "Content-Description: Undelivered Message Headers\r\n"
-	    "Content-Type: text/rfc822-headers\r\n");
+	buf_printf(&b, "Content-Description: Undelivered Message%s\r\n"
+	    "Content-Type: %s\r\n", full ? "" : " Headers",
+	    full ? (m->utf8 ? "message/global" : "message/rfc822") :
+	    (m->utf8 ? "message/global-headers" : "text/rfc822-headers"));
 	if (fl & DSN_F_8BIT)
 		buf_addstr(&b, "Content-Transfer-Encoding: 8bit\r\n");
 	buf_addstr(&b, "\r\n");

@@ -946,6 +946,7 @@ sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now,
 	dm.orig = body;
 	dm.origlen = bodylen;
 	dm.ret_full = (env->flags & ENV_F_RET_FULL) != 0;
+	dm.utf8 = (env->flags & ENV_F_SMTPUTF8) != 0;
 	dm.rnd = sched_rand64(s);
 	if (dsn_build(&dm, &dsn, &dsnlen, &dflags) != DSN_OK) {
 		log_warnx("id=%s scheduler: cannot build the DSN; failures "

@@ -5,11 +5,14 @@ as its A-label form (relay-domains, DNS, delivery); a message that needs
 SMTPUTF8 goes only to a next hop that offers it, else bounces 5.6.7;
 ASCII mail with the parameter is unaffected."""
 
+import email
+import email.policy
+import json
 import re
 
 from conftest import RawSMTP
 from fakemx import FakeMX
-from test_delivery import SENDER, dsn_parts, env  # noqa: F401 (fixture)
+from test_delivery import SENDER, env  # noqa: F401 (fixture)
 
 ULABEL = "exämple.de"
 ALABEL = "xn--exmple-cua.de"
@@ -111,9 +114,33 @@ def test_without_smtputf8_at_the_hop_it_bounces_5_6_7(env):
     finally:
         mx.stop()
     assert mx.messages == 0
-    _, _, rc, _ = dsn_parts(dsn.data)
-    assert rc[0]["status"].strip() == "5.6.7", rc
+    # RFC 6533: the report on SMTPUTF8 mail uses the global types
+    msg = email.message_from_bytes(dsn.data, policy=email.policy.compat32)
+    assert msg.get_param("report-type") == "global-delivery-status", msg["Content-Type"]
+    parts = msg.get_payload()
+    assert [p.get_content_type() for p in parts] == \
+        ["text/plain", "message/global-delivery-status", "message/global-headers"]
+    report = dsn.data.decode("utf-8")
+    assert "Final-Recipient: utf-8; josé@example.test\r\n" in report, report
+    assert "Status: 5.6.7\r\n" in report
+    assert "<josé@example.test>" in parts[0].get_payload(decode=True).decode("utf-8")
     assert re.search(r"id=%s .*status=bounced" % qid, env.t.log(), re.I)
+
+
+def test_show_says_smtputf8(env):
+    env.zone_add({"example.com": {"MX": [(10, "mx1.example.com")]},
+                  "mx1.example.com": {"A": ["127.0.0.4"]}})   # nothing listens
+    env.start(relay_domains="example.com", trusted=None)
+    qid = send(env, "josé@example.com")
+    r = env.t.ternctl("show", qid, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    m = doc.get("message", doc)
+    assert m["smtputf8"] is True, m
+    assert m["8bitmime"] is True, m         # the UTF-8 To: field is 8-bit
+    assert [x["address"] for x in m["recipients"]] == ["josé@example.com"]
+    out = env.t.ternctl("show", qid).stdout.decode()
+    assert "smtputf8: yes" in out, out
 
 
 def test_ascii_mail_with_the_parameter_is_unaffected(env):

@@ -119,7 +119,8 @@ split(const char *msg, size_t len, const char **hdr, size_t *hdrlen,
 	ct = field(*hdr, *hdrlen, "Content-Type");
 	assert_non_null(ct);
 	assert_non_null(strstr(ct, "multipart/report"));
-	assert_non_null(strstr(ct, "report-type=delivery-status"));
+	assert_true(strstr(ct, "report-type=delivery-status") != NULL ||
+	    strstr(ct, "report-type=global-delivery-status") != NULL);
 	b = strstr(ct, "boundary=\"");
 	assert_non_null(b);
 	b += 10;
@@ -768,6 +769,50 @@ test_ret_full(void **state)
 	free(o);
 }
 
+/* RFC 6533: SMTPUTF8 mail gets the global types and utf-8 addresses */
+static void
+test_global(void **state)
+{
+	struct dsn_rcpt r = { .addr = "jos\xc3\xa9@example.test",
+	    .action = DSN_ACTION_FAILED, .status = "5.6.7",
+	    .diag = "no SMTPUTF8 at mx", .diag_smtp = 0 };
+	struct dsn_msg m = {
+		.hostname = "mx.test", .qid = 11, .sender = "s@example.org",
+		.arrival = T_ARRIVAL, .now = T_NOW, .rcpts = &r, .nrcpt = 1,
+		.rnd = 5, .utf8 = 1,
+	};
+	struct part p[4];
+	const char *h;
+	size_t len, hl;
+	unsigned fl;
+	char bnd[128], *out;
+	(void)state;
+
+	m.orig = orig_message(&m.origlen);
+	out = build(&m, &len, &fl);
+	check_lines(out, len);
+	assert_int_equal(split(out, len, &h, &hl, p, 4, bnd, sizeof(bnd)), 3);
+	assert_non_null(memmem(h, hl, "report-type=global-delivery-status", 34));
+	assert_field(p[0].hdr, p[0].hdrlen, "Content-Type", "text/plain; charset=utf-8");
+	assert_field(p[1].hdr, p[1].hdrlen, "Content-Type",
+	    "message/global-delivery-status");
+	assert_field(p[2].hdr, p[2].hdrlen, "Content-Type", "message/global-headers");
+	assert_field(p[1].body, p[1].bodylen, "Final-Recipient",
+	    "utf-8; jos\xc3\xa9@example.test");
+	assert_non_null(memmem(p[0].body, p[0].bodylen,
+	    "<jos\xc3\xa9@example.test>", 20));
+	assert_int_equal(fl & DSN_F_8BIT, DSN_F_8BIT);
+	free(out);
+	/* an ASCII address keeps type rfc822 */
+	r.addr = "jose@example.test";
+	out = build(&m, &len, &fl);
+	assert_int_equal(split(out, len, &h, &hl, p, 4, bnd, sizeof(bnd)), 3);
+	assert_field(p[1].body, p[1].bodylen, "Final-Recipient",
+	    "rfc822; jose@example.test");
+	free(out);
+	free((char *)m.orig);
+}
+
 int
 main(void)
 {
@@ -785,6 +830,7 @@ main(void)
 		cmocka_unit_test(test_orcpt_decode),
 		cmocka_unit_test(test_diag_typing),
 		cmocka_unit_test(test_ret_full),
+		cmocka_unit_test(test_global),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
