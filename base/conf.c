@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "tern/conf.h"
+#include "tern/idn.h"
 #include "tern/smtp.h"
 #include "tern/util.h"
 
@@ -811,13 +812,34 @@ conf_set_listen(struct conf_parser *p, const struct conf_directive *d,
 	return 0;
 }
 
-/* "example.com" or ".example.com" (subdomains only), lowercased. */
+/*
+ * "example.com" or ".example.com" (subdomains only), lowercased; a domain
+ * written with U-labels ("exämple.de") is kept in its A-label form, as the
+ * sessions keep the addresses (idn.h).
+ */
 static char *
 conf_domain_word(struct conf_parser *p, const struct conf_directive *d,
     const char *w)
 {
 	size_t len = strlen(w);
 	const char *dom = w[0] == '.' ? w + 1 : w;
+	char a[260];
+
+	for (size_t i = 0; i < len; i++) {
+		if ((unsigned char)w[i] < 0x80)
+			continue;
+		a[0] = '.';
+		if (idn_to_ascii(dom, len - (size_t)(dom - w), a + 1,
+		    sizeof(a) - 1) < 0) {
+			conf_error(p, "%s: \"%s\" is not a valid "
+			    "internationalized domain name", d->name, w);
+			return NULL;
+		}
+		w = dom == w ? a + 1 : a;
+		len = strlen(w);
+		dom = w[0] == '.' ? w + 1 : w;
+		break;
+	}
 
 	if (len >= 2 && w[0] == '*' && w[1] == '.') {
 		conf_error(p, "%s: \"%s\": write \"%s\" for subdomains", d->name,
