@@ -42,6 +42,7 @@
 
 #include "tern/conf.h"
 #include "tern/route_auth.h"
+#include "tern/idn.h"
 #include "tern/smtp.h"
 #include "tern/util.h"
 
@@ -81,6 +82,7 @@ static const char *const conf_words_bare[] = { "reject", "normalize", NULL };
 static const char *const conf_words_log[] = { "stderr", "syslog", NULL };
 static const char *const conf_words_logfmt[] = { "text", "json", NULL };
 static const char *const conf_words_noyes[] = { "no", "yes", NULL };
+static const char *const conf_words_8bit[] = { "bounce", "send", NULL };
 
 _Static_assert(sizeof(enum conf_tls_policy) == sizeof(int), "keyword store");
 _Static_assert(sizeof(enum conf_bare_newline) == sizeof(int), "keyword store");
@@ -839,13 +841,34 @@ conf_set_listen(struct conf_parser *p, const struct conf_directive *d,
 	return 0;
 }
 
-/* "example.com" or ".example.com" (subdomains only), lowercased. */
+/*
+ * "example.com" or ".example.com" (subdomains only), lowercased; a domain
+ * written with U-labels ("exämple.de") is kept in its A-label form, as the
+ * sessions keep the addresses (idn.h).
+ */
 static char *
 conf_domain_word(struct conf_parser *p, const struct conf_directive *d,
     const char *w)
 {
 	size_t len = strlen(w);
 	const char *dom = w[0] == '.' ? w + 1 : w;
+	char a[260];
+
+	for (size_t i = 0; i < len; i++) {
+		if ((unsigned char)w[i] < 0x80)
+			continue;
+		a[0] = '.';
+		if (idn_to_ascii(dom, len - (size_t)(dom - w), a + 1,
+		    sizeof(a) - 1) < 0) {
+			conf_error(p, "%s: \"%s\" is not a valid "
+			    "internationalized domain name", d->name, w);
+			return NULL;
+		}
+		w = dom == w ? a + 1 : a;
+		len = strlen(w);
+		dom = w[0] == '.' ? w + 1 : w;
+		break;
+	}
 
 	if (len >= 2 && w[0] == '*' && w[1] == '.') {
 		conf_error(p, "%s: \"%s\": write \"%s\" for subdomains", d->name,
@@ -1304,6 +1327,8 @@ static const struct conf_directive conf_table[] = {
 	D_WORD("tls-policy", "may", conf_words_tlsp, tls_policy,
 	    "none|may|encrypt|verify"),
 	D_STR("route-auth", conf_set_path, NULL, route_auth_file, "FILE"),
+	D_WORD("8bit-unconvertible", "bounce", conf_words_8bit, eightbit_send,
+	    "bounce|send"),
 	D_LIST("resolver", conf_set_resolver, NULL, 0, 0, resolvers, 1, -1,
 	    "IP[:PORT] ..."),
 	{ "mx-port", conf_set_port, CONF_T_PORT, "25", 1, 65535, OFF(mx_port),

@@ -30,6 +30,12 @@
  * CRLF line endings only; the text after such a converted ending is still
  * not a line start here (see above).
  *
+ * With DATA_F_RAW (BDAT chunks) a line-start dot is plain content: nothing
+ * is unstuffed and nothing ends the data; the session counts the chunk's
+ * octets and calls data_filter_finish() after the last one. Bare CR / LF,
+ * long lines, NUL and 8-bit octets are flagged (and normalized) exactly as
+ * in DATA, so both ways in obey the same policy.
+ *
  * Line length (DATA_SEEN_LONG): octets of a line as received including its
  * line ending, not counting a removed stuffing dot (4.5.3.1.6 says the
  * duplicated dot does not count). For the length count only, a bare LF or
@@ -166,7 +172,7 @@ data_filter_feed(struct data_filter *f, const char *in, size_t len,
 	while (p < end) {
 		switch (state) {
 		case DATA_S_LINE_START:
-			if (*p == '.') {
+			if (*p == '.' && !(f->flags & DATA_F_RAW)) {
 				/* Dropped: stuffing dot, or part of ".<CRLF>". */
 				data_filter_emit(f, out, arg, run,
 				    (size_t)(p - run));
@@ -289,4 +295,18 @@ data_filter_feed(struct data_filter *f, const char *in, size_t len,
 	f->seen = seen;
 	*consumed = len;
 	return DATA_MORE;
+}
+
+void
+data_filter_finish(struct data_filter *f, data_out_fn *out, void *arg)
+{
+	if (!(f->flags & DATA_F_RAW) || f->state == DATA_S_END)
+		return;
+	if (f->state == DATA_S_CR) {
+		f->seen |= DATA_SEEN_BARE_CR;
+		if (f->flags & DATA_F_NORMALIZE)
+			data_filter_emit(f, out, arg,
+			    (const unsigned char *)"\n", 1);
+	}
+	f->state = DATA_S_END;
 }

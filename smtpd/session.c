@@ -1,6 +1,7 @@
 /*
  * session.c - the SMTP server session (RFC 5321, with RFC 1869 EHLO, 1870
- * SIZE, 2920 PIPELINING, 2034 ENHANCEDSTATUSCODES, 6152 8BITMIME).
+ * SIZE, 2920 PIPELINING, 2034 ENHANCEDSTATUSCODES, 6152 8BITMIME, 3030
+ * CHUNKING).
  *
  * Runs on one session loop thread; a session is never touched by another
  * thread. Owns: its bufferevent, its transaction (envelope + spool) until
@@ -13,6 +14,10 @@
  * (bounded by SMTP_CMD_MAX before the buffer may grow further) and parsed by
  * the pure smtp_parse_*(); DATA bytes go through the pure data_filter, the
  * only place that decides where a message ends (only <CRLF>.<CRLF>).
+ * BDAT chunks are counted here (the size comes from the parsed command)
+ * and go through the same filter in raw mode: no dot-stuffing, the same
+ * bare CR/LF, line-length and size policy; a refused chunk is still read
+ * and dropped, so its bytes never run as commands.
  * The header section is scanned (hdr_scan) on the way: a message that
  * arrives with max-hops trace fields or more is a mail loop and is refused
  * at the end of data (RFC 5321 6.3).
@@ -48,6 +53,7 @@
 #include <openssl/ssl.h>
 
 #include "tern/hdr_scan.h"
+#include "tern/idn.h"
 #include "tern/log.h"
 #include "tern/metrics.h"
 #include "tern/util.h"
@@ -89,6 +95,11 @@ struct smtpd_tx {
 	char *hbuf;                   /* owned: header bytes held back */
 	size_t hlen, hcap;
 	char msgid_host[SMTP_DOMAIN_MAX + 1];
+	/* BDAT (RFC 3030) */
+	int chunking;                 /* the body comes in BDAT chunks */
+	uint64_t bdat_left;           /* octets of the current chunk to read */
+	uint64_t bdat_size;           /* the current chunk's size */
+	int bdat_last;                /* the current chunk is the LAST */
 };
 
 /* Headers larger than this go through unchanged (no fix-ups). */
@@ -121,6 +132,7 @@ struct smtpd_session {
 	struct event *auth_delay;     /* owned or NULL: slowed 535 reply */
 	struct event *closer;         /* owned or NULL: waits for TLS output to drain */
 	unsigned close_waits;
+	uint64_t bdat_discard;        /* octets of refused BDAT chunks to drop */
 };
 
 struct smtpd_cmd {
@@ -160,7 +172,8 @@ smtpd_enter(struct smtpd_session *s, enum smtpd_state to)
 		[SMTPD_S_MAIL] = 1u << SMTPD_S_READY | 1u << SMTPD_S_RCPT,
 		[SMTPD_S_RCPT] = 1u << SMTPD_S_READY | 1u << SMTPD_S_RCPT |
 		    1u << SMTPD_S_DATA,
-		[SMTPD_S_DATA] = 1u << SMTPD_S_READY | 1u << SMTPD_S_COMMIT,
+		[SMTPD_S_DATA] = 1u << SMTPD_S_READY | 1u << SMTPD_S_COMMIT |
+		    1u << SMTPD_S_RCPT /* a BDAT chunk read, not LAST */,
 		[SMTPD_S_COMMIT] = 1u << SMTPD_S_READY,
 		[SMTPD_S_QUIT] = 0,
 	};
@@ -286,11 +299,62 @@ smtpd_cmd_helo(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	evbuffer_add_printf(out, "250-8BITMIME\r\n");
 	evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
 	evbuffer_add_printf(out, "250-DSN\r\n");
+	evbuffer_add_printf(out, "250-CHUNKING\r\n");
+	evbuffer_add_printf(out, "250-SMTPUTF8\r\n");
 	if (smtpd_starttls_offered(s))
 		evbuffer_add_printf(out, "250-STARTTLS\r\n");
 	if (smtpd_auth_offered(s))
 		evbuffer_add_printf(out, "250-AUTH PLAIN LOGIN\r\n");
 	evbuffer_add_printf(out, "250 HELP\r\n");
+	return 0;
+}
+
+/* 1 if p[0..n) holds a byte >= 0x80 that is not well-formed UTF-8. */
+static int
+smtpd_bad_utf8(const char *p, size_t n)
+{
+	for (size_t i = 0, k; i < n; i += k) {
+		k = 1;
+		if ((unsigned char)p[i] >= 0x80 &&
+		    (k = utf8_seq_len((const unsigned char *)p + i, n - i)) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * SMTPUTF8 (RFC 6531): a mailbox with non-ASCII octets needs the SMTPUTF8
+ * parameter of this transaction (553 5.6.7 without it); its domain is
+ * kept in A-label form from here on (idn.h), so relay-domains, routes,
+ * DNS and the scheduler see one name whichever form the client wrote.
+ * 0, or -1 after a reply.
+ */
+static int
+smtpd_mailbox_utf8(struct smtpd_session *s, struct smtp_mailbox *mb,
+    int smtputf8, const char *what)
+{
+	char *a;
+	size_t n;
+
+	if (!(mb->flags & SMTP_MB_UTF8))
+		return 0;
+	if (!smtputf8) {
+		smtpd_reply(s, 553, "5.6.7", "Non-ASCII %s address needs the "
+		    "SMTPUTF8 parameter", what);
+		return -1;
+	}
+	if ((a = idn_addr_to_ascii(mb->addr)) == NULL ||
+	    (n = strlen(a)) > SMTP_PATH_MAX) {
+		free(a);
+		smtpd_reply(s, 553, what[0] == 's' ? "5.1.7" : "5.1.3", "Bad %s "
+		    "address: the domain is not a valid internationalized "
+		    "domain name", what);
+		return -1;
+	}
+	memcpy(mb->addr, a, n + 1);
+	mb->len = n;
+	mb->domain_off = (size_t)(strrchr(mb->addr, '@') + 1 - mb->addr);
+	free(a);
 	return 0;
 }
 
@@ -330,7 +394,11 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		smtpd_reply(s, 501, "5.1.7", "Sender address too long");
 		return -1;
 	default:
-		smtpd_reply(s, 501, "5.1.7", "Bad sender address syntax");
+		if (smtpd_bad_utf8(cmd->arg, cmd->arg_len))
+			smtpd_reply(s, 501, "5.6.7", "Malformed UTF-8 in the "
+			    "sender address");
+		else
+			smtpd_reply(s, 501, "5.1.7", "Bad sender address syntax");
 		return -1;
 	}
 	if (!(s->flags & SMTPD_F_EHLO) && (p.has_size || p.body != SMTP_BODY_7BIT
@@ -338,15 +406,12 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		smtpd_reply(s, 555, "5.5.4", "MAIL parameters need EHLO");
 		return -1;
 	}
-	if (p.body == SMTP_BODY_BINARYMIME || p.smtputf8) {
+	if (p.body == SMTP_BODY_BINARYMIME) {
 		smtpd_reply(s, 555, "5.5.4", "Unsupported MAIL parameter");
 		return -1;
 	}
-	if (mb.flags & SMTP_MB_UTF8) {
-		smtpd_reply(s, 553, "5.6.7", "Non-ASCII address needs SMTPUTF8, "
-		    "which is not supported");
+	if (smtpd_mailbox_utf8(s, &mb, p.smtputf8, "sender") < 0)
 		return -1;
-	}
 	if (s->lc->mode == CONF_LISTEN_SUBMISSION &&
 	    !conf_sender_allowed(s->conf, s->auth_user, mb.addr)) {
 		char esc[SMTP_PATH_MAX * 4 + 4];
@@ -380,6 +445,8 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		env->envid = xstrdup(p.envid);
 	if (p.body == SMTP_BODY_8BITMIME)
 		env->flags |= ENV_F_8BIT;
+	if (p.smtputf8)
+		env->flags |= ENV_F_SMTPUTF8;
 	if (p.ret == 'H')
 		env->flags |= ENV_F_RET_HDRS;
 	else if (p.ret == 'F')
@@ -462,6 +529,10 @@ smtpd_cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		smtpd_reply(s, 503, "5.5.1", "Error: need MAIL command");
 		return -1;
 	}
+	if (s->tx->chunking) {
+		smtpd_reply(s, 503, "5.5.1", "Error: RCPT after BDAT");
+		return -1;
+	}
 	st = smtp_parse_rcpt_to(cmd->arg, cmd->arg_len, &mb, &p);
 	switch (st) {
 	case SMTP_PARSE_OK:
@@ -473,14 +544,17 @@ smtpd_cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		smtpd_reply(s, 501, "5.1.3", "Recipient address too long");
 		return -1;
 	default:
-		smtpd_reply(s, 501, "5.1.3", "Bad recipient address syntax");
+		if (smtpd_bad_utf8(cmd->arg, cmd->arg_len))
+			smtpd_reply(s, 501, "5.6.7", "Malformed UTF-8 in the "
+			    "recipient address");
+		else
+			smtpd_reply(s, 501, "5.1.3", "Bad recipient address "
+			    "syntax");
 		return -1;
 	}
-	if (mb.flags & SMTP_MB_UTF8) {
-		smtpd_reply(s, 553, "5.6.7", "Non-ASCII address needs SMTPUTF8, "
-		    "which is not supported");
+	if (smtpd_mailbox_utf8(s, &mb, (s->tx->env->flags & ENV_F_SMTPUTF8) != 0,
+	    "recipient") < 0)
 		return -1;
-	}
 	if (!(s->flags & SMTPD_F_EHLO) && (p.notify || p.orcpt[0])) {
 		smtpd_reply(s, 555, "5.5.4", "RCPT parameters need EHLO");
 		return -1;
@@ -635,18 +709,18 @@ smtpd_data_out(void *arg, const char *p, size_t len)
 	smtpd_tx_write(tx, p, len);
 }
 
-static int
-smtpd_cmd_data(struct smtpd_session *s, const struct smtp_cmd *cmd)
+/*
+ * The body begins (DATA, or the first BDAT chunk): the spool, our
+ * Received: field, the size budget, the stream filter (raw: BDAT), the
+ * header scan and the submission fix-ups.
+ */
+static void
+smtpd_tx_body_begin(struct smtpd_session *s, int raw)
 {
 	char hdr[2048], date[64], helo[SMTP_DOMAIN_MAX * 4 + 4];
 	int n;
-
-	if (s->state != SMTPD_S_RCPT) {
-		smtpd_reply(s, 503, "5.5.1", s->state == SMTPD_S_MAIL ?
-		    "Error: need RCPT command" : "Error: need MAIL command");
-		return -1;
-	}
 	struct smtpd_tx *tx = s->tx;
+
 	tx->body = spool_new(s->srv->queue);
 
 	/*
@@ -683,16 +757,79 @@ smtpd_cmd_data(struct smtpd_session *s, const struct smtp_cmd *cmd)
 
 	/* From here on declared_size is the byte budget for the stream. */
 	tx->declared_size = s->conf->max_message_size + (uint64_t)n;
-	data_filter_init(&tx->df, s->conf->bare_newline == CONF_BARE_NORMALIZE ?
-	    DATA_F_NORMALIZE : 0);
+	data_filter_init(&tx->df, (s->conf->bare_newline == CONF_BARE_NORMALIZE ?
+	    DATA_F_NORMALIZE : 0) | (raw ? DATA_F_RAW : 0));
 	hdr_scan_init(&tx->hs);
 	if (s->lc->mode == CONF_LISTEN_SUBMISSION) {
 		tx->fixup = 1;
 		snprintf(tx->msgid_host, sizeof(tx->msgid_host), "%s",
 		    s->conf->hostname);
 	}
+}
+
+static int
+smtpd_cmd_data(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	if (s->state != SMTPD_S_RCPT) {
+		smtpd_reply(s, 503, "5.5.1", s->state == SMTPD_S_MAIL ?
+		    "Error: need RCPT command" : "Error: need MAIL command");
+		return -1;
+	}
+	if (s->tx->chunking) {          /* RFC 3030 2: never both */
+		smtpd_reply(s, 503, "5.5.1", "Error: DATA after BDAT");
+		return -1;
+	}
+	smtpd_tx_body_begin(s, 0);
 	smtpd_enter(s, SMTPD_S_DATA);
 	smtpd_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+	return 0;
+}
+
+/*
+ * BDAT <size> [LAST] (RFC 3030): the next size octets are message bytes,
+ * taken as they are (no dot-stuffing), whatever this command's answer: a
+ * refused chunk is read and dropped (s->bdat_discard). Each chunk but the
+ * LAST is answered once read; the LAST one after the commit, like DATA.
+ */
+static int
+smtpd_cmd_bdat(struct smtpd_session *s, const struct smtp_cmd *cmd)
+{
+	uint64_t size;
+	int last;
+
+	if (smtp_parse_bdat(cmd->arg, cmd->arg_len, &size, &last) !=
+	    SMTP_PARSE_OK) {
+		/* the chunk's length is unknown: the stream cannot be followed */
+		smtpd_reply(s, 421, "4.5.4", "%s Error: BDAT needs <size> "
+		    "[LAST]; closing connection", s->conf->hostname);
+		return -1;
+	}
+	if (s->state != SMTPD_S_RCPT) {
+		s->bdat_discard += size;
+		smtpd_reply(s, 503, "5.5.1", s->state == SMTPD_S_MAIL ?
+		    "Error: need RCPT command" : s->state == SMTPD_S_CONNECTED ?
+		    "Error: send HELO/EHLO first" : "Error: need MAIL command");
+		return -1;
+	}
+	if (!s->tx->chunking) {
+		smtpd_tx_body_begin(s, 1);
+		s->tx->chunking = 1;
+	}
+	if (size > s->tx->declared_size || spool_size(s->tx->body) +
+	    s->tx->hlen > s->tx->declared_size - size) {
+		/* over max-message-size already: refused before it is read */
+		s->bdat_discard += size;
+		METRIC_INC(messages_refused_total[METRICS_REF_SIZE]);
+		log_info("id=%s client=%s status=refused reason=too-big",
+		    s->qid, s->peer_str);
+		smtpd_reply(s, 552, "5.3.4", "Message size exceeds fixed limit "
+		    "of %llu bytes", (unsigned long long)s->conf->max_message_size);
+		smtpd_tx_reset(s);
+		return -1;
+	}
+	s->tx->bdat_left = s->tx->bdat_size = size;
+	s->tx->bdat_last = last;
+	smtpd_enter(s, SMTPD_S_DATA);
 	return 0;
 }
 
@@ -984,14 +1121,6 @@ smtpd_auth_done(struct smtpd_session *s, const struct auth_result *res)
 	smtpd_session_process(s);
 }
 
-static int
-smtpd_cmd_notimpl(struct smtpd_session *s, const struct smtp_cmd *cmd)
-{
-	smtpd_reply(s, 502, "5.5.1", "%s not implemented",
-	    smtp_verb_name(cmd->verb));
-	return -1;
-}
-
 static const struct smtpd_cmd smtpd_cmds[] = {
 	{ SMTP_V_HELO, smtpd_cmd_helo, 0 },
 	{ SMTP_V_EHLO, smtpd_cmd_helo, 0 },
@@ -1004,7 +1133,7 @@ static const struct smtpd_cmd smtpd_cmds[] = {
 	{ SMTP_V_VRFY, smtpd_cmd_vrfy, 0 },
 	{ SMTP_V_EXPN, smtpd_cmd_expn, 0 },
 	{ SMTP_V_HELP, smtpd_cmd_help, 0 },
-	{ SMTP_V_BDAT, smtpd_cmd_notimpl, 0 },
+	{ SMTP_V_BDAT, smtpd_cmd_bdat, 0 },
 	{ SMTP_V_STARTTLS, smtpd_cmd_starttls, CMD_NO_ARG | CMD_LAST_IN_GROUP },
 	{ SMTP_V_AUTH, smtpd_cmd_auth, CMD_NEED_HELO | CMD_LAST_IN_GROUP },
 };
@@ -1241,6 +1370,76 @@ smtpd_read_data(struct smtpd_session *s)
 	}
 }
 
+/*
+ * A BDAT chunk has been read. Not the LAST: answer it, or refuse the
+ * transaction now when it is already over the size limit or the spool
+ * failed (smtpd_data_end() says which and resets). The LAST: end the
+ * message as DATA's end does.
+ */
+static void
+smtpd_bdat_chunk_end(struct smtpd_session *s)
+{
+	struct smtpd_tx *tx = s->tx;
+
+	if (tx->bdat_last) {
+		data_filter_finish(&tx->df, smtpd_data_out, tx);
+		smtpd_data_end(s);
+		return;
+	}
+	if (tx->too_big || tx->write_errno) {
+		smtpd_data_end(s);
+		return;
+	}
+	smtpd_enter(s, SMTPD_S_RCPT);
+	smtpd_reply(s, 250, "2.0.0", "%llu octets received",
+	    (unsigned long long)tx->bdat_size);
+}
+
+/* Feed buffered bytes of the current BDAT chunk through the filter. */
+static void
+smtpd_read_bdat(struct smtpd_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer_iovec v[8];
+	struct smtpd_tx *tx = s->tx;
+	int n;
+
+	while (tx->bdat_left > 0 && evbuffer_get_length(in) > 0) {
+		size_t want = evbuffer_get_length(in), used = 0, consumed;
+		if (want > tx->bdat_left)
+			want = (size_t)tx->bdat_left;
+		n = evbuffer_peek(in, (ev_ssize_t)want, NULL, v, 8);
+		for (int i = 0; i < n && i < 8 && used < want; i++) {
+			size_t take = v[i].iov_len < want - used ?
+			    v[i].iov_len : want - used;
+			(void)data_filter_feed(&tx->df, v[i].iov_base, take,
+			    &consumed, smtpd_data_out, tx);
+			used += take;
+		}
+		if (used == 0)
+			break;
+		evbuffer_drain(in, used);
+		s->req_bytes += used;
+		tx->bdat_left -= used;
+	}
+	if (tx->bdat_left == 0)
+		smtpd_bdat_chunk_end(s);
+}
+
+/* Drop what is buffered of refused BDAT chunks; 1 while more is due. */
+static int
+smtpd_bdat_drop(struct smtpd_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	size_t have = evbuffer_get_length(in);
+	size_t n = have < s->bdat_discard ? have : (size_t)s->bdat_discard;
+
+	evbuffer_drain(in, n);
+	s->req_bytes += n;
+	s->bdat_discard -= n;
+	return s->bdat_discard > 0;
+}
+
 /* Longest line accepted next: SASL exchanges and AUTH commands may be long. */
 static size_t
 smtpd_line_max(const struct smtpd_session *s, struct evbuffer *in)
@@ -1295,8 +1494,16 @@ smtpd_session_process(struct smtpd_session *s)
 			s->flags |= SMTPD_F_OUTFULL;
 			return;
 		}
+		if (s->bdat_discard > 0) {
+			if (smtpd_bdat_drop(s))
+				return;        /* need more bytes */
+			continue;
+		}
 		if (s->state == SMTPD_S_DATA) {
-			smtpd_read_data(s);
+			if (s->tx->chunking)
+				smtpd_read_bdat(s);
+			else
+				smtpd_read_data(s);
 			if (s->state == SMTPD_S_DATA)
 				return;        /* need more bytes */
 			smtpd_request_begin(s);
@@ -1566,7 +1773,7 @@ static uint64_t
 smtpd_request_deadline_us(const struct smtpd_session *s)
 {
 	uint64_t us = (uint64_t)conf_command_deadline(s->conf) * 1000000u;
-	if (s->state == SMTPD_S_DATA)   /* bytes <= 4G: no overflow */
+	if (s->state == SMTPD_S_DATA || s->bdat_discard > 0)  /* bytes <= 4G */
 		us += s->req_bytes * 1000000u / s->conf->data_min_rate;
 	return s->req_start_us + us;
 }

@@ -125,6 +125,7 @@ struct conf {
 	                                 file may be root's alone): ternd fills
 	                                 it (route_auth_load) before the conf
 	                                 is shared; freed, zeroed, with it */
+	int eightbit_send;            /* 8bit-unconvertible: 0 bounce, 1 send */
 
 	struct sockaddr_storage *resolvers;  /* empty: /etc/resolv.conf */
 	size_t nresolvers;

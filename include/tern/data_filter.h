@@ -19,6 +19,9 @@
 
 /* Flags for data_filter_init(). */
 #define DATA_F_NORMALIZE 0x1u /* write bare LF / bare CR as CRLF (else kept as is, and flagged) */
+#define DATA_F_RAW       0x2u /* BDAT chunks (RFC 3030): no dot-stuffing and
+                                 no end marker; the caller counts the octets
+                                 and ends with data_filter_finish() */
 
 /* Result flags, accumulated in f->seen. */
 #define DATA_SEEN_BARE_LF  0x1u
@@ -65,5 +68,12 @@ void data_filter_init(struct data_filter *f, unsigned flags);
  */
 enum data_status data_filter_feed(struct data_filter *f, const char *in,
     size_t len, size_t *consumed, data_out_fn *out, void *arg);
+
+/*
+ * DATA_F_RAW: the message ends here (BDAT LAST). A CR left at the very end
+ * is a bare CR (flagged; written as CRLF's LF half with DATA_F_NORMALIZE).
+ * Later feeds return DATA_END. Without DATA_F_RAW: a no-op.
+ */
+void data_filter_finish(struct data_filter *f, data_out_fn *out, void *arg);
 
 #endif

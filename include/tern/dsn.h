@@ -14,6 +14,12 @@
 #define DSN_HEADERS_MAX     (64u * 1024u)
 /* Diagnostic text longer than this is cut (with "...") before folding. */
 #define DSN_DIAG_MAX        1024u
+/*
+ * RET=FULL returns a failed message whole when it is at most this big (and
+ * is plain RFC 5322 text: CRLF lines of at most 998 octets, no NUL); a
+ * bigger or binary one gets its header only, with a note saying so.
+ */
+#define DSN_FULL_MAX        (1024u * 1024u)
 
 enum dsn_action {
 	DSN_ACTION_FAILED,      /* Action: failed (bounce, expiry) */
@@ -29,7 +35,9 @@ struct dsn_rcpt {
 	const char *status;     /* enhanced status, "5.1.1"; NULL: 5.0.0/4.0.0 */
 	const char *remote_mta; /* host of the last attempt or NULL */
 	const char *diag;       /* the server's reply or our reason, or NULL */
-	int diag_smtp;          /* 1: diag is an SMTP reply ("smtp;") */
+	int diag_smtp;          /* 1: diag came from a remote hop; it is typed
+	                           "smtp;" when it is a reply ("450 4.2.0 ..."),
+	                           our own words stay "X-tern;" */
 	int64_t last_attempt;   /* Last-Attempt-Date; 0 = none */
 	int64_t retry_until;    /* Will-Retry-Until (delayed only); 0 = none */
 };
@@ -45,6 +53,8 @@ struct dsn_msg {
 	size_t nrcpt;
 	const char *orig;       /* the original message (or at least its header) */
 	size_t origlen;
+	int ret_full;           /* RET=FULL: return a failed message whole */
+	int utf8;               /* the message came with SMTPUTF8: RFC 6533 */
 	uint64_t rnd;           /* randomness for the boundary and Message-ID */
 };
 
@@ -62,7 +72,8 @@ enum dsn_status {
 /*
  * Build a complete RFC 5322 message: multipart/report with a text/plain
  * explanation, a message/delivery-status part and the original header as
- * text/rfc822-headers (the body is never returned). CRLF line ends, no line
+ * text/rfc822-headers; with ret_full and a failed recipient, the whole
+ * original as message/rfc822 instead (up to DSN_FULL_MAX, see there). CRLF line ends, no line
  * over 998 octets, every peer text stripped of control characters and
  * folded. Subject "Undelivered Mail Returned to Sender" when any recipient
  * failed, else "Delayed Mail (still being retried)" when any is delayed,
@@ -71,6 +82,18 @@ enum dsn_status {
  */
 enum dsn_status dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
     unsigned *flags);
+
+/* 1 if text is an SMTP reply: three digits 2xx-5xx, then a space or the end. */
+int dsn_diag_is_smtp(const char *text);
+
+/*
+ * Decode the xtext of an ORCPT value (RFC 3461 4.2: "+XX" is the octet of
+ * hex XX) into out (outcap bytes, NUL-terminated). "rfc822;a+2Bb@x" becomes
+ * "rfc822; a+b@x" (a space after the type, as RFC 3464 writes it). Returns
+ * 0, or -1 when the value is not valid xtext (bad or lower-case hex, a '+'
+ * cut short, an octet out of range) or does not fit.
+ */
+int dsn_orcpt_decode(const char *orcpt, char *out, size_t outcap);
 
 /*
  * Copy the header of a message p[0..len) (everything before the first empty

@@ -14,10 +14,19 @@
  * cut at DSN_HEADERS_MAX on a line boundary and re-terminated with CRLF by
  * dsn_headers_extract() (fuzzed: tests/fuzz/fuzz_dsn_headers.c).
  *
- * Choices: only the original header is returned (text/rfc822-headers), even
- * for RET=FULL: a bounce never carries the body (privacy, size; RFC 3461
- * 4.3 lets an MTA return headers only). The boundary holds the queue id and
- * 64 random bits, and is checked against every embedded text; a collision
+ * Choices: the original header is returned (text/rfc822-headers) unless the
+ * sender asked RET=FULL: then a failure report carries the whole original
+ * (message/rfc822) when it is at most DSN_FULL_MAX and plain RFC 5322 text;
+ * otherwise the header only, with a note. Delay warnings and relayed
+ * notices always carry the header only (RFC 3461 4.3 lets an MTA return
+ * less than asked). Diagnostic-Code is typed "smtp" only for a remote reply
+ * ("550 5.1.1 ..."), never for our own words. A report about a message
+ * sent with SMTPUTF8 uses RFC 6533's types (message/global-delivery-status,
+ * message/global-headers, message/global, utf-8 addresses, a UTF-8
+ * explanation). ORCPT values are decoded
+ * from xtext for Original-Recipient. The boundary holds the queue id and
+ * 64 random bits, and is checked against every embedded text (the returned
+ * message included); a collision
  * picks other bits. Message-ID is <QID.RND.dsn@hostname>, so a delay warning
  * and a later bounce of the same message get different ids.
  */
@@ -152,6 +161,102 @@ dsn_wrap(struct buf *b, const char *first, const char *text,
 	buf_addstr(b, "\r\n");
 }
 
+static int
+dsn_has8(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s >= 0x80)
+			return 1;
+	return 0;
+}
+
+int
+dsn_diag_is_smtp(const char *t)
+{
+	return t != NULL && t[0] >= '2' && t[0] <= '5' &&
+	    t[1] >= '0' && t[1] <= '9' && t[2] >= '0' && t[2] <= '9' &&
+	    (t[3] == '\0' || t[3] == ' ');
+}
+
+static int
+dsn_hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;                      /* xtext hex is upper case */
+}
+
+int
+dsn_orcpt_decode(const char *orcpt, char *out, size_t outcap)
+{
+	const char *semi = strchr(orcpt, ';'), *p;
+	size_t o, tl;
+
+	if (semi == NULL || semi == orcpt)
+		return -1;
+	tl = (size_t)(semi - orcpt);
+	if (tl + 3 > outcap)
+		return -1;
+	memcpy(out, orcpt, tl);
+	out[tl] = ';';
+	out[tl + 1] = ' ';
+	o = tl + 2;
+	for (p = semi + 1; *p == ' '; p++)
+		;
+	for (; *p != '\0'; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c < 0x21 || c > 0x7e || c == '=')
+			return -1;              /* not xchar */
+		if (c == '+') {
+			int hi = dsn_hexval(p[1]), lo;
+			if (hi < 0 || (lo = dsn_hexval(p[2])) < 0)
+				return -1;
+			c = (unsigned char)(hi << 4 | lo);
+			p += 2;
+		}
+		if (o + 2 > outcap)
+			return -1;
+		out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+/*
+ * 1 if p[0..len) can be returned as message/rfc822 as it is: at most
+ * DSN_FULL_MAX octets, no NUL, CRLF line ends only, lines of at most 998
+ * octets. Sets DSN_F_8BIT in *fl when 8-bit octets are present.
+ */
+static int
+dsn_full_ok(const char *p, size_t len, unsigned *fl)
+{
+	size_t col = 0;
+	unsigned eight = 0;
+
+	if (p == NULL || len == 0 || len > DSN_FULL_MAX)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)p[i];
+		if (c == '\0')
+			return 0;
+		if (c == '\r') {
+			if (i + 1 >= len || p[i + 1] != '\n')
+				return 0;
+			i++;
+			col = 0;
+			continue;
+		}
+		if (c == '\n' || ++col > DSN_LINE_MAX)
+			return 0;
+		if (c >= 0x80)
+			eight = DSN_F_8BIT;
+	}
+	*fl |= eight;
+	return 1;
+}
+
 size_t
 dsn_headers_extract(const char *p, size_t len, size_t max, char *out,
     size_t outcap)
@@ -230,8 +335,11 @@ dsn_human_rcpt(struct buf *b, const struct dsn_rcpt *r, const char *addr,
 	char *txt;
 
 	buf_printf(&line, "<%s>:", addr);
-	if (mta[0] != '\0' && diag[0] != '\0')
+	if (mta[0] != '\0' && diag[0] != '\0' && r->diag_smtp &&
+	    dsn_diag_is_smtp(diag))
 		buf_printf(&line, " host %s said: %s", mta, diag);
+	else if (mta[0] != '\0' && diag[0] != '\0')
+		buf_printf(&line, " %s (host %s)", diag, mta);
 	else if (diag[0] != '\0')
 		buf_printf(&line, " %s", diag);
 	else
@@ -256,8 +364,10 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 {
 	struct buf b = { 0 };
 	char *hdrs = NULL, *host = NULL, *sender = NULL, *envid = NULL;
+	const char *ret;                /* what is returned: header or whole */
 	char bnd[80], date[64], arr[64];
-	size_t hlen = 0, nfailed = 0, ndelayed = 0;
+	size_t hlen = 0, retlen, nfailed = 0, ndelayed = 0;
+	int full = 0;
 	unsigned fl = 0;
 	uint64_t rnd = m->rnd;
 	enum dsn_status st = DSN_NOMEM;
@@ -283,6 +393,14 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 	for (size_t i = 0; i < hlen; i++)
 		if ((unsigned char)hdrs[i] >= 0x80)
 			fl |= DSN_F_8BIT;
+	if (m->ret_full && nfailed > 0 && dsn_full_ok(m->orig, m->origlen, &fl)) {
+		ret = m->orig;
+		retlen = m->origlen;
+		full = 1;
+	} else {
+		ret = hdrs;
+		retlen = hlen;
+	}
 	host = dsn_clean(m->hostname ? m->hostname : "localhost", 255, 1, NULL);
 	sender = dsn_clean(m->sender, 512, 0, &fl);
 	envid = m->envid ? dsn_clean(m->envid, 200, 1, NULL) : NULL;
@@ -291,7 +409,7 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 	for (int tries = 0;; tries++) {
 		snprintf(bnd, sizeof(bnd), "tern=%016llx=%016llx",
 		    (unsigned long long)m->qid, (unsigned long long)rnd);
-		if (!dsn_boundary_clash(m, hdrs, hlen, bnd) || tries > 64)
+		if (!dsn_boundary_clash(m, ret, retlen, bnd) || tries > 64)
 			break;
 		rnd = rnd * 6364136223846793005ull + 1442695040888963407ull;
 	}
@@ -311,20 +429,28 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 	buf_addstr(&b, "Auto-Submitted: auto-replied\r\n");
 	buf_addstr(&b, "MIME-Version: 1.0\r\n");
 	buf_printf(&b, "Content-Type: multipart/report; "
-	    "report-type=delivery-status;\r\n boundary=\"%s\"\r\n", bnd);
+	    "report-type=%sdelivery-status;\r\n boundary=\"%s\"\r\n",
+	    m->utf8 ? "global-" : "", bnd);
 	/* filled in below, once we know whether 8-bit octets are present */
 	size_t cte_at = b.len;
 	buf_addstr(&b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
 
 	/* ---- part 1: the explanation ---- */
 	buf_printf(&b, "--%s\r\n", bnd);
-	buf_addstr(&b, "Content-Description: Notification\r\n"
-	    "Content-Type: text/plain; charset=us-ascii\r\n\r\n");
+	buf_printf(&b, "Content-Description: Notification\r\n"
+	    "Content-Type: text/plain; charset=%s\r\n\r\n",
+	    m->utf8 ? "utf-8" : "us-ascii");
 	buf_printf(&b, "This is the mail system at host %s.\r\n\r\n", host);
 	if (nfailed > 0) {
-		buf_addstr(&b, "I'm sorry to have to inform you that your "
+		buf_printf(&b, "I'm sorry to have to inform you that your "
 		    "message could not\r\nbe delivered to one or more "
-		    "recipients. Its header is attached below.\r\n\r\n");
+		    "recipients. %s is attached below.\r\n\r\n",
+		    full ? "It" : "Its header");
+		if (m->ret_full && !full)
+			buf_printf(&b, "You asked for the whole message back, "
+			    "but it is larger than\r\n%u bytes or not plain "
+			    "text, so only its header is returned.\r\n\r\n",
+			    DSN_FULL_MAX);
 	}
 	for (int pass = 0; pass < 3; pass++) {
 		enum dsn_action want = pass == 0 ? DSN_ACTION_FAILED :
@@ -355,7 +481,7 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 				    "not\r\nsend delivery reports, so no further "
 				    "notice will follow.\r\n\r\n");
 			any = 1;
-			a = dsn_clean(r->addr, 512, 1, NULL);
+			a = dsn_clean(r->addr, 512, !m->utf8, &fl);
 			mta = dsn_clean(r->remote_mta, 255, 1, NULL);
 			dg = dsn_clean(r->diag, DSN_DIAG_MAX, 1, NULL);
 			if (a == NULL || mta == NULL || dg == NULL)
@@ -370,8 +496,9 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 
 	/* ---- part 2: message/delivery-status (RFC 3464 2.2, 2.3) ---- */
 	buf_printf(&b, "--%s\r\n", bnd);
-	buf_addstr(&b, "Content-Description: Delivery report\r\n"
-	    "Content-Type: message/delivery-status\r\n\r\n");
+	buf_printf(&b, "Content-Description: Delivery report\r\n"
+	    "Content-Type: message/%sdelivery-status\r\n\r\n",
+	    m->utf8 ? "global-" : "");
 	buf_printf(&b, "Reporting-MTA: dns; %s\r\n", host);
 	if (envid != NULL && envid[0] != '\0')
 		buf_printf(&b, "Original-Envelope-Id: %s\r\n", envid);
@@ -384,7 +511,10 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 		int delayed = r->action == DSN_ACTION_DELAYED;
 		int relayed = r->action == DSN_ACTION_RELAYED;
 		char *a = dsn_clean(r->addr, 512, 0, &fl);
-		char *o = r->orcpt ? dsn_clean(r->orcpt, 512, 0, &fl) : NULL;
+		char orc[600];
+		char *o = r->orcpt == NULL ? NULL : dsn_clean(
+		    dsn_orcpt_decode(r->orcpt, orc, sizeof(orc)) == 0 ? orc :
+		    r->orcpt, 512, 0, &fl);
 		char *s = dsn_clean(r->status, 15, 1, NULL);
 		char *mta = dsn_clean(r->remote_mta, 255, 1, NULL);
 		char *dg = dsn_clean(r->diag, DSN_DIAG_MAX, 1, NULL);
@@ -398,7 +528,9 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 			if (o != NULL && o[0] != '\0')
 				buf_printf(&b, "Original-Recipient: %s%s\r\n",
 				    strchr(o, ';') ? "" : "rfc822; ", o);
-			buf_printf(&b, "Final-Recipient: rfc822; %s\r\n", a);
+			/* RFC 6533 3: a UTF-8 address is of type utf-8 */
+			buf_printf(&b, "Final-Recipient: %s; %s\r\n",
+			    m->utf8 && dsn_has8(a) ? "utf-8" : "rfc822", a);
 			buf_printf(&b, "Action: %s\r\n",
 			    delayed ? "delayed" : relayed ? "relayed" : "failed");
 			buf_printf(&b, "Status: %s\r\n", s[0] ? s :
@@ -408,7 +540,8 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 			if (dg[0] != '\0') {
 				struct buf f = { 0 };
 				buf_printf(&f, "Diagnostic-Code: %s; ",
-				    r->diag_smtp ? "smtp" : "X-tern");
+				    r->diag_smtp && dsn_diag_is_smtp(dg) ?
+				    "smtp" : "X-tern");
 				if (f.err)
 					b.err = ENOMEM;
 				else
@@ -434,14 +567,21 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 		free(d2);
 	}
 
-	/* ---- part 3: the original header (RFC 6522 text/rfc822-headers) ---- */
+	/*
+	 * ---- part 3: the original (message/rfc822) or its header (RFC 6522
+	 * text/rfc822-headers) ----
+	 */
 	buf_printf(&b, "\r\n--%s\r\n", bnd);
-	buf_addstr(&b, "Content-Description: Undelivered Message Headers\r\n"
-	    "Content-Type: text/rfc822-headers\r\n");
+	buf_printf(&b, "Content-Description: Undelivered Message%s\r\n"
+	    "Content-Type: %s\r\n", full ? "" : " Headers",
+	    full ? (m->utf8 ? "message/global" : "message/rfc822") :
+	    (m->utf8 ? "message/global-headers" : "text/rfc822-headers"));
 	if (fl & DSN_F_8BIT)
 		buf_addstr(&b, "Content-Transfer-Encoding: 8bit\r\n");
 	buf_addstr(&b, "\r\n");
-	buf_add(&b, hdrs, hlen);
+	buf_add(&b, ret, retlen);
+	if (retlen >= 2 && memcmp(ret + retlen - 2, "\r\n", 2) != 0)
+		buf_addstr(&b, "\r\n");
 	buf_printf(&b, "\r\n--%s--\r\n", bnd);
 	if (b.err)
 		goto fail;

@@ -51,6 +51,7 @@
 #include "tern/deliver.h"
 #include "tern/envelope.h"
 #include "tern/log.h"
+#include "tern/mime7.h"
 #include "tern/metrics.h"
 #include "tern/queue.h"
 #include "tern/resolver.h"
@@ -91,6 +92,7 @@ static const char *const dlv_state_names[] = {
 #define DLV_F_MAIL_OK    0x10u
 #define DLV_F_BODY_SENT  0x20u
 #define DLV_F_EHLO_DONE  0x40u   /* TLS or not: last EHLO before MAIL done */
+#define DLV_F_7BIT       0x1000u /* the body was converted to 7 bits */
 
 /* per-recipient progress */
 enum dlv_rstate { DLV_R_OPEN = 0, DLV_R_ACCEPTED, DLV_R_DONE };
@@ -367,8 +369,8 @@ dlv_session_next(struct dlv_session *s, enum dlv_class cls,
 		s->all_perm = 0;
 		s->peer = DLV_PEER_FAIL;
 	}
-	log_trace(TRACE_CLIENT, "dlv id=%s address failed: %s", s->qid,
-	    s->err_text);
+	log_info("id=%s next hop skipped: status=%s %s", s->qid,
+	    s->err_status, s->err_text);
 	evtimer_del(s->timer);
 	if (s->conn != NULL) {
 		struct dlv_conn *c = s->conn;
@@ -519,6 +521,31 @@ dlv_dsn_rcpt_params(const struct env_rcpt *rc, char *out, size_t len)
 		snprintf(out + n, len - n, " ORCPT=%s", rc->orcpt);
 }
 
+static void dlv_tx_rset(struct dlv_session *s);
+
+/*
+ * The body as one chunk, "BDAT <size> LAST" (RFC 3030), when the peer
+ * offers CHUNKING: no dot-stuffing, one write. With no recipient accepted
+ * the transaction is reset instead. The reply is the end-of-data reply.
+ */
+static void
+dlv_bdat_send(struct dlv_session *s)
+{
+	struct evbuffer *out = bufferevent_get_output(s->conn->bev);
+
+	if (!(s->flags & DLV_F_MAIL_OK) || s->naccepted == 0) {
+		dlv_tx_rset(s);
+		return;
+	}
+	evbuffer_add_printf(out, "BDAT %zu LAST\r\n", s->bodylen);
+	evbuffer_add(out, s->body, s->bodylen);
+	s->flags |= DLV_F_BODY_SENT;
+	log_trace(TRACE_CLIENT, "dlv id=%s relay=%s > BDAT %zu LAST (body)",
+	    s->qid, dlv_session_relay(s), s->bodylen);
+	dlv_session_enter(s, DLV_S_BODY);
+	dlv_session_arm(s, s->to.data_block, "sending the body");
+}
+
 /* Send what the cursors allow: everything with PIPELINING, else one. */
 static void
 dlv_tx_send(struct dlv_session *s)
@@ -536,9 +563,10 @@ dlv_tx_send(struct dlv_session *s)
 			if (e->ext & SMTP_EXT_SIZE)
 				snprintf(size, sizeof(size), " SIZE=%zu",
 				    s->bodylen);
-			/* RFC 6152: with no 8BITMIME offered, send as is */
+			/* RFC 6152 3: see dlv_tx_7bit() */
 			if ((env->flags & ENV_F_8BIT) &&
-			    (e->ext & SMTP_EXT_8BITMIME))
+			    (e->ext & SMTP_EXT_8BITMIME) &&
+			    !(s->flags & DLV_F_7BIT))
 				body = " BODY=8BITMIME";
 			if ((env->flags & ENV_F_SMTPUTF8) &&
 			    (e->ext & SMTP_EXT_SMTPUTF8))
@@ -555,12 +583,99 @@ dlv_tx_send(struct dlv_session *s)
 			if (e->ext & SMTP_EXT_DSN)
 				dlv_dsn_rcpt_params(rc, dsn, sizeof(dsn));
 			dlv_session_send(s, "RCPT TO:<%s>%s", rc->addr, dsn);
+		} else if (e->ext & SMTP_EXT_CHUNKING) {
+			/* RFC 3030: the body only once a recipient is in */
+			if (s->recv_idx <= s->nsend)
+				break;
+			s->send_idx++;
+			dlv_bdat_send(s);
+			return;
 		} else {
 			dlv_session_send(s, "DATA");
 		}
 		s->send_idx++;
 	}
 	dlv_tx_arm(s);
+}
+
+/* 1 if s holds an octet >= 0x80 (NULL: no). */
+static int
+dlv_has8(const char *p, size_t n)
+{
+	for (size_t i = 0; p != NULL && i < n; i++)
+		if ((unsigned char)p[i] >= 0x80)
+			return 1;
+	return 0;
+}
+
+/*
+ * Does this message need SMTPUTF8 (RFC 6531 3.4)? Only one sent with the
+ * parameter, and then when the sender, a recipient of this job or the
+ * header section holds non-ASCII octets: ASCII-only mail goes anywhere.
+ */
+static int
+dlv_needs_smtputf8(const struct dlv_session *s)
+{
+	const struct envelope *env = s->job->env;
+	const char *hend;
+
+	if (!(env->flags & ENV_F_SMTPUTF8))
+		return 0;
+	if (dlv_has8(env->sender, strlen(env->sender)))
+		return 1;
+	for (size_t i = 0; i < s->job->nrcpt; i++) {
+		const char *a = env->rcpts[s->job->rcpts[i]].addr;
+		if (dlv_has8(a, strlen(a)))
+			return 1;
+	}
+	hend = memmem(s->body, s->bodylen, "\r\n\r\n", 4);
+	return dlv_has8(s->body, hend != NULL ?
+	    (size_t)(hend - s->body) : s->bodylen);
+}
+
+/*
+ * RFC 6152 3: an 8-bit message (BODY=8BITMIME) for a next hop that does
+ * not offer 8BITMIME is converted to 7 bits (mime7.h), once per session:
+ * the converted body serves every later address of this job. What cannot
+ * be converted bounces with 5.6.3, or goes as it is when the operator said
+ * "8bit-unconvertible send". 0 to go on, -1 when the recipients are decided.
+ */
+static int
+dlv_tx_7bit(struct dlv_session *s)
+{
+	char *out = NULL, why[200];
+	size_t outlen;
+	enum mime7_status st;
+
+	if (!(s->job->env->flags & ENV_F_8BIT) || (s->flags & DLV_F_7BIT) ||
+	    (s->conn->ehlo.ext & SMTP_EXT_8BITMIME))
+		return 0;
+	st = mime7_convert(s->body, s->bodylen, &out, &outlen);
+	if (st == MIME7_OK) {
+		log_info("id=%s converted to 7 bits for %s (no 8BITMIME): "
+		    "%zu -> %zu bytes", s->qid, dlv_session_relay(s),
+		    s->bodylen, outlen);
+		free(s->body);
+		s->body = out;
+		s->bodylen = outlen;
+		s->flags |= DLV_F_7BIT;
+		return 0;
+	}
+	if (st == MIME7_SEVEN)
+		return 0;
+	if (st != MIME7_NOMEM && s->conf->eightbit_send) {
+		log_info("id=%s sent as it is to %s without 8BITMIME: %s "
+		    "(8bit-unconvertible send)", s->qid, dlv_session_relay(s),
+		    mime7_status_text(st));
+		return 0;
+	}
+	snprintf(why, sizeof(why), "%s does not offer 8BITMIME and the "
+	    "message cannot be converted to 7 bits: %s",
+	    dlv_session_relay(s), mime7_status_text(st));
+	dlv_rcpt_set_all(s, st == MIME7_NOMEM ? DLV_TEMP : DLV_PERM,
+	    st == MIME7_NOMEM ? "4.3.0" : "5.6.3", why);
+	dlv_session_done(s, 1);
+	return -1;
 }
 
 /*
@@ -582,6 +697,17 @@ dlv_tx_start(struct dlv_session *s)
 		dlv_session_done(s, 1);     /* nothing was sent: reusable */
 		return;
 	}
+	if (!(e->ext & SMTP_EXT_SMTPUTF8) && dlv_needs_smtputf8(s)) {
+		char why[300];
+		snprintf(why, sizeof(why), "%s does not offer SMTPUTF8, which "
+		    "this message needs (internationalized address or header)",
+		    dlv_session_relay(s));
+		dlv_rcpt_set_all(s, DLV_PERM, "5.6.7", why);
+		dlv_session_done(s, 1);
+		return;
+	}
+	if (dlv_tx_7bit(s) < 0)
+		return;
 	if ((e->ext & SMTP_EXT_SIZE) && e->size > 0 && s->bodylen > e->size) {
 		char buf[300];
 		snprintf(buf, sizeof(buf), "message size %zu exceeds size "
@@ -688,11 +814,12 @@ dlv_tx_reply(struct dlv_session *s, const struct smtp_reply *r)
 		dlv_tx_rset(s);
 		return 0;
 	}
-	if (!(s->flags & DLV_F_PIPELINING))
+	if (!(s->flags & DLV_F_PIPELINING) ||
+	    (s->conn->ehlo.ext & SMTP_EXT_CHUNKING))
 		dlv_tx_send(s);
 	else
 		dlv_tx_arm(s);
-	return 1;
+	return s->state == DLV_S_TX;
 }
 
 static void

@@ -916,7 +916,7 @@ sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now,
 		d->remote_mta = rc2->relay;
 		d->diag = exp && rc2->last_error == NULL ?
 		    "delivery time expired" : rc2->last_error;
-		d->diag_smtp = rc2->relay != NULL && !exp;
+		d->diag_smtp = rc2->relay != NULL;     /* typed by dsn.c */
 		d->last_attempt = rc2->updated;
 		if (del)
 			d->retry_until = sched_retry_until(c, env);
@@ -945,6 +945,8 @@ sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now,
 	dm.nrcpt = nd;
 	dm.orig = body;
 	dm.origlen = bodylen;
+	dm.ret_full = (env->flags & ENV_F_RET_FULL) != 0;
+	dm.utf8 = (env->flags & ENV_F_SMTPUTF8) != 0;
 	dm.rnd = sched_rand64(s);
 	if (dsn_build(&dm, &dsn, &dsnlen, &dflags) != DSN_OK) {
 		log_warnx("id=%s scheduler: cannot build the DSN; failures "

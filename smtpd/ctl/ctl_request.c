@@ -106,6 +106,8 @@ ctl_envelope_write(struct json_writer *w, const struct envelope *env,
 	json_kv_str(w, "last_error", env->last_error);
 	json_kv_bool(w, "held", (env->flags & ENV_F_HOLD) != 0);
 	json_kv_bool(w, "corrupt", (env->flags & ENV_F_CORRUPT) != 0);
+	json_kv_bool(w, "smtputf8", (env->flags & ENV_F_SMTPUTF8) != 0);
+	json_kv_bool(w, "8bitmime", (env->flags & ENV_F_8BIT) != 0);
 	json_kv_str(w, "client", env->client_addr);
 	json_kv_str(w, "helo", env->client_helo);
 	json_kv_str(w, "auth_user", env->auth_user);

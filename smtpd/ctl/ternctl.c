@@ -394,6 +394,8 @@ ternctl_print_show(const struct ternctl_opts *o, const struct ternctl_resp *r)
 	ternctl_print_kv(r, e, "", "last_error");
 	printf("held: %s\n", ternctl_bool(r, e, "held") ? "yes" : "no");
 	printf("corrupt: %s\n", ternctl_bool(r, e, "corrupt") ? "yes" : "no");
+	printf("smtputf8: %s\n", ternctl_bool(r, e, "smtputf8") ? "yes" : "no");
+	printf("8bitmime: %s\n", ternctl_bool(r, e, "8bitmime") ? "yes" : "no");
 	long a = ternctl_field(r, e, "recipients");
 	if (a >= 0 && r->toks[a].type == JSON_ARRAY) {
 		size_t i = (size_t)a + 1;

@@ -10,7 +10,8 @@
  *     no NUL, and no line is empty (the header ends before the blank line);
  *  2. extraction is a prefix-stable cut: a smaller limit gives a prefix of
  *     the result with a larger one;
- *  3. the whole DSN (the input also as reply, relay, ORCPT and ENVID) has
+ *  3. the whole DSN (the input also as reply, relay, ORCPT and ENVID, and
+ *     returned whole when bit 1 of byte 0 asks RET=FULL) has
  *     CRLF-only line ends, lines of at most 998 octets, no NUL, and its
  *     closing boundary exactly once (no boundary injection).
  */
@@ -83,7 +84,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct dsn_msg m = { .hostname = "mx.test", .qid = 0x1234,
 	    .sender = "s@example.test", .envid = diag, .arrival = 1699990000,
 	    .now = 1700000000, .rcpts = &r, .nrcpt = 1, .orig = p,
-	    .origlen = len, .rnd = 0x42 };
+	    .origlen = len, .rnd = 0x42, .ret_full = (data[0] & 2) != 0 };
+	char orc[256];
+	if (dsn_orcpt_decode(diag, orc, sizeof(orc)) == 0 &&
+	    strlen(orc) > strlen(diag) + 1)
+		abort();                /* decoding never grows but by ' ' */
 	if (dsn_build(&m, &msg, &mlen, &fl) != DSN_OK)
 		abort();
 	fz_check_lines(msg, mlen, 1);

@@ -5,6 +5,12 @@
     mx.mode = "tarpit"    # accept the connection, never send a byte (hold it open)
     mx.mode = "421"       # greet with "421 4.3.2 go away" and close
     mx.data_delay = 0.2   # "ok": seconds before the reply to the final dot
+    mx.size = 100         # "ok": offer SIZE 100 in the EHLO reply
+    mx.eightbit = False   # "ok": do not offer 8BITMIME
+    mx.chunking = True    # "ok": offer CHUNKING and take BDAT
+    mx.smtputf8 = True    # "ok": offer SMTPUTF8
+    mx.verbs              # the command verbs received, in order
+    mx.data               # [(MAIL FROM line, message bytes dot-unstuffed)]
     mx.wait_messages(n, timeout)     # until n messages arrived
     mx.connections        # connections accepted so far
     mx.open_now, mx.max_open        # open at once: now, and the most ever
@@ -28,6 +34,12 @@ class FakeMX:
         self.port = port
         self.mode = "ok"
         self.data_delay = 0.0
+        self.size = None
+        self.eightbit = True
+        self.chunking = False
+        self.smtputf8 = False
+        self.verbs = []
+        self.data = []
         self.connections = 0
         self.open_now = 0
         self.max_open = 0
@@ -127,35 +139,61 @@ class FakeMX:
     async def _session(self, reader, writer):
         writer.write(b"220 fakemx ESMTP\r\n")
         rcpts = []
+        mail = b""
+        chunks = []
         while True:
             line = await reader.readline()
             if not line:
                 return
             verb = line[:4].upper()
+            self.verbs.append(verb.decode(errors="replace"))
             if verb in (b"EHLO", b"HELO"):
-                writer.write(b"250-fakemx\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                size = b"250-SIZE %d\r\n" % self.size if self.size else b""
+                last = b"250 8BITMIME\r\n" if self.eightbit else b"250 HELP\r\n"
+                chunking = b"250-CHUNKING\r\n" if self.chunking else b""
+                if self.smtputf8:
+                    chunking += b"250-SMTPUTF8\r\n"
+                writer.write(b"250-fakemx\r\n" + size + chunking +
+                             b"250-PIPELINING\r\n" + last)
             elif verb == b"MAIL":
                 rcpts = []
+                mail = line.rstrip(b"\r\n")
                 writer.write(b"250 2.1.0 ok\r\n")
             elif verb == b"RCPT":
-                addr = line.decode(errors="replace").split(":", 1)[1].strip()
+                addr = line.decode("utf-8", errors="replace").split(":", 1)[1].strip()
                 rcpts.append(addr.split(">")[0].lstrip("<"))
                 writer.write(b"250 2.1.5 ok\r\n")
             elif verb == b"DATA":
                 writer.write(b"354 go ahead\r\n")
                 await writer.drain()
+                body = []
                 while True:
                     d = await reader.readline()
                     if not d:
                         return
                     if d == b".\r\n":
                         break
+                    body.append(d[1:] if d.startswith(b".") else d)
                 if self.data_delay:
                     await asyncio.sleep(self.data_delay)
                 with self._cond:
                     self.messages += 1
                     self.rcpts.extend(rcpts)
+                    self.data.append((mail, b"".join(body)))
                     self._cond.notify_all()
+                writer.write(b"250 2.0.0 ok\r\n")
+            elif verb == b"BDAT" and self.chunking:
+                args = line.split()
+                n = int(args[1])
+                chunk = await reader.readexactly(n)
+                chunks.append(chunk)
+                if len(args) > 2 and args[2].upper() == b"LAST":
+                    with self._cond:
+                        self.messages += 1
+                        self.rcpts.extend(rcpts)
+                        self.data.append((mail, b"".join(chunks)))
+                        self._cond.notify_all()
+                    chunks = []
                 writer.write(b"250 2.0.0 ok\r\n")
             elif verb == b"RSET":
                 writer.write(b"250 2.0.0 ok\r\n")

@@ -1468,6 +1468,26 @@ test_listener_for(void **state)
 	conf_unref(c);
 }
 
+/* U-label domains in relay-domains and routes are kept as A-labels */
+static void
+test_idn_domains(void **state)
+{
+	struct conf *c;
+	struct errs e = { .n = 0 };
+	(void)state;
+
+	c = parse_ok(LISTEN "relay-domains ex\xc3\xa4" "mple.de .B\xc3\xbc" "cher.example\n"
+	    "route ex\xc3\xa4" "mple.de smtp:[127.0.0.1]:2526\n");
+	assert_int_equal(c->nrelay_domains, 2);
+	assert_string_equal(c->relay_domains[0], "xn--exmple-cua.de");
+	assert_string_equal(c->relay_domains[1], ".xn--bcher-kva.example");
+	assert_string_equal(c->routes[0].domain, "xn--exmple-cua.de");
+	conf_unref(c);
+	assert_int_equal(parse(LISTEN "relay-domains a\xe2\x81\x84" "b.example\n",
+	    &c, &e), 1);
+	assert_non_null(strstr(e.msg[0], "not a valid internationalized"));
+}
+
 int
 main(void)
 {
@@ -1478,6 +1498,7 @@ main(void)
 		cmocka_unit_test(test_parse_hostport),
 		cmocka_unit_test(test_parse_cidr),
 		cmocka_unit_test(test_table_bounds),
+		cmocka_unit_test(test_idn_domains),
 		cmocka_unit_test(test_table_keywords),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_full),

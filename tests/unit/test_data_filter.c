@@ -489,6 +489,54 @@ test_random_body(void **state)
 	free(wire);
 }
 
+/* DATA_F_RAW (BDAT): dots are content, nothing ends the data, the same flags */
+static void
+test_raw_mode(void **state)
+{
+	static const struct {
+		const char *in;
+		size_t inlen;
+		unsigned flags;
+		const char *out;
+		size_t outlen;
+		unsigned seen;
+	} cases[] = {
+		{ S(".\r\n"), DATA_F_RAW, S(".\r\n"), 0 },
+		{ S("a\r\n.\r\nb\r\n..c\r\n"), DATA_F_RAW,
+		  S("a\r\n.\r\nb\r\n..c\r\n"), 0 },
+		{ S("a\nb\r"), DATA_F_RAW, S("a\nb\r"), BLF | BCR },
+		{ S("a\nb\r"), DATA_F_RAW | NORM, S("a\r\nb\r\n"), BLF | BCR },
+		{ S("x\r"), DATA_F_RAW, S("x\r"), BCR },          /* CR at the end */
+		{ S("\xe9\r\n"), DATA_F_RAW, S("\xe9\r\n"), DATA_SEEN_8BIT },
+		{ S(""), DATA_F_RAW, S(""), 0 },
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		/* whole, byte by byte, and in random splits: the same */
+		for (size_t chunk = 0; chunk < 3; chunk++) {
+			struct run_result r;
+			run_filter(&r, cases[i].in, cases[i].inlen,
+			    cases[i].flags, chunk == 2 ? SIZE_MAX : chunk,
+			    (unsigned)i);
+			assert_int_equal(r.st, DATA_MORE);
+			assert_int_equal(r.end, cases[i].inlen);
+			data_filter_finish(&r.f, sink_out, &r.out);
+			assert_int_equal(r.out.len, cases[i].outlen);
+			assert_memory_equal(r.out.buf, cases[i].out, r.out.len);
+			assert_int_equal(r.f.seen & ~DATA_SEEN_LONG,
+			    cases[i].seen);
+			assert_int_equal(r.f.size, r.out.len);
+			/* finished: nothing more is taken */
+			size_t used = 9;
+			assert_int_equal(data_filter_feed(&r.f, "a", 1, &used,
+			    sink_out, &r.out), DATA_END);
+			assert_int_equal(used, 0);
+			sink_free(&r.out);
+		}
+	}
+}
+
 int
 main(void)
 {
@@ -498,6 +546,7 @@ main(void)
 		cmocka_unit_test(test_line_length),
 		cmocka_unit_test(test_runs_and_end_state),
 		cmocka_unit_test(test_random_body),
+		cmocka_unit_test(test_raw_mode),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -119,7 +119,8 @@ split(const char *msg, size_t len, const char **hdr, size_t *hdrlen,
 	ct = field(*hdr, *hdrlen, "Content-Type");
 	assert_non_null(ct);
 	assert_non_null(strstr(ct, "multipart/report"));
-	assert_non_null(strstr(ct, "report-type=delivery-status"));
+	assert_true(strstr(ct, "report-type=delivery-status") != NULL ||
+	    strstr(ct, "report-type=global-delivery-status") != NULL);
 	b = strstr(ct, "boundary=\"");
 	assert_non_null(b);
 	b += 10;
@@ -272,7 +273,7 @@ static void
 test_three_rcpts_envid_orcpt(void **state)
 {
 	struct dsn_rcpt r[3] = {
-		{ .addr = "a@one.example", .orcpt = "rfc822;A@One.Example",
+		{ .addr = "a@one.example", .orcpt = "rfc822;A+2BX@One.Example",
 		  .action = DSN_ACTION_FAILED, .status = "5.2.2",
 		  .remote_mta = "mx1.one.example", .diag = "552 5.2.2 full",
 		  .diag_smtp = 1 },
@@ -308,8 +309,8 @@ test_three_rcpts_envid_orcpt(void **state)
 	assert_int_equal(count_field(p[1].body, p[1].bodylen,
 	    "Original-Recipient: "), 2);
 	assert_non_null(memmem(p[1].body, p[1].bodylen,
-	    "Original-Recipient: rfc822;A@One.Example\r\n"
-	    "Final-Recipient: rfc822; a@one.example\r\n", 80));
+	    "Original-Recipient: rfc822; A+X@One.Example\r\n"
+	    "Final-Recipient: rfc822; a@one.example\r\n", 83));
 	/* an ORCPT without a type gets rfc822 */
 	assert_non_null(memmem(p[1].body, p[1].bodylen,
 	    "Original-Recipient: rfc822; c@three.example\r\n", 45));
@@ -586,6 +587,232 @@ test_headers_extract_long_line(void **state)
 	free(out);
 }
 
+/* ORCPT xtext (RFC 3461 4.2) decoded for Original-Recipient */
+static void
+test_orcpt_decode(void **state)
+{
+	const struct {
+		const char *in, *out;       /* out NULL: refused */
+	} cases[] = {
+		{ "rfc822;a@b.example", "rfc822; a@b.example" },
+		{ "rfc822; a@b.example", "rfc822; a@b.example" },
+		{ "rfc822;a+2Bb@x", "rfc822; a+b@x" },
+		{ "rfc822;+3D+2B+20@x", "rfc822; =+ @x" },
+		{ "utf-8;j+C3+A9@x", "utf-8; j\xc3\xa9@x" },
+		{ "rfc822;a+2b@x", NULL },          /* lower-case hex */
+		{ "rfc822;a+2", NULL },             /* cut short */
+		{ "rfc822;a+", NULL },
+		{ "rfc822;a=b", NULL },             /* '=' is not xchar */
+		{ "rfc822;a b", NULL },
+		{ "a@b", NULL },                    /* no type */
+		{ ";a@b", NULL },
+	};
+	char out[64];
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int rc = dsn_orcpt_decode(cases[i].in, out, sizeof(out));
+		if (cases[i].out == NULL) {
+			assert_int_equal(rc, -1);
+			continue;
+		}
+		assert_int_equal(rc, 0);
+		assert_string_equal(out, cases[i].out);
+	}
+	assert_int_equal(dsn_orcpt_decode("rfc822;abcdefgh", out, 12), -1);
+	assert_int_equal(dsn_orcpt_decode("rfc822;abc", out, 12), 0);
+}
+
+/* "smtp;" only for a remote reply; our own words stay ours */
+static void
+test_diag_typing(void **state)
+{
+	struct dsn_rcpt r[3] = {
+		{ .addr = "a@x.example", .action = DSN_ACTION_FAILED,
+		  .status = "4.4.7", .remote_mta = "mx.x.example[192.0.2.1]:25",
+		  .diag = "450 4.2.0 mailbox busy", .diag_smtp = 1 },
+		{ .addr = "b@x.example", .action = DSN_ACTION_FAILED,
+		  .status = "5.3.4", .remote_mta = "mx.x.example[192.0.2.1]:25",
+		  .diag = "message size 9000 exceeds size limit 100 of mx",
+		  .diag_smtp = 1 },
+		{ .addr = "c@x.example", .action = DSN_ACTION_FAILED,
+		  .status = "5.1.1", .diag = "550 5.1.1 looks like a reply",
+		  .diag_smtp = 0 },
+	};
+	struct dsn_msg m = {
+		.hostname = "mx.test", .qid = 9, .sender = "s@example.org",
+		.arrival = T_ARRIVAL, .now = T_NOW, .rcpts = r, .nrcpt = 3,
+		.rnd = 3,
+	};
+	struct part p[4];
+	const char *h, *blk;
+	size_t len, hl;
+	unsigned fl;
+	char bnd[128], *out;
+	(void)state;
+
+	assert_true(dsn_diag_is_smtp("450 4.2.0 busy"));
+	assert_true(dsn_diag_is_smtp("250"));
+	assert_false(dsn_diag_is_smtp("45 short"));
+	assert_false(dsn_diag_is_smtp("6000 x"));
+	assert_false(dsn_diag_is_smtp("4500 x"));
+	assert_false(dsn_diag_is_smtp("message size"));
+	assert_false(dsn_diag_is_smtp(NULL));
+
+	m.orig = orig_message(&m.origlen);
+	out = build(&m, &len, &fl);
+	assert_int_equal(split(out, len, &h, &hl, p, 4, bnd, sizeof(bnd)), 3);
+	blk = memmem(p[1].body, p[1].bodylen, "Final-Recipient: rfc822; a@", 27);
+	assert_field(blk, p[1].bodylen - (size_t)(blk - p[1].body),
+	    "Diagnostic-Code", "smtp; 450 4.2.0 mailbox busy");
+	blk = memmem(p[1].body, p[1].bodylen, "Final-Recipient: rfc822; b@", 27);
+	assert_field(blk, p[1].bodylen - (size_t)(blk - p[1].body),
+	    "Diagnostic-Code",
+	    "X-tern; message size 9000 exceeds size limit 100 of mx");
+	blk = memmem(p[1].body, p[1].bodylen, "Final-Recipient: rfc822; c@", 27);
+	assert_field(blk, p[1].bodylen - (size_t)(blk - p[1].body),
+	    "Diagnostic-Code", "X-tern; 550 5.1.1 looks like a reply");
+	/* the explanation quotes the host only for its own words */
+	assert_non_null(memmem(p[0].body, p[0].bodylen, "said: 450 4.2.0", 15));
+	assert_null(memmem(p[0].body, p[0].bodylen, "said: message size", 18));
+	assert_non_null(memmem(p[0].body, p[0].bodylen,
+	    "message size 9000 exceeds size limit 100 of mx (host", 52));
+	free(out);
+	free((char *)m.orig);
+}
+
+/* RET=FULL: the whole original for a failure, headers for the rest */
+static void
+test_ret_full(void **state)
+{
+	struct dsn_rcpt fail = { .addr = "a@x.example",
+	    .action = DSN_ACTION_FAILED, .status = "5.1.1",
+	    .diag = "550 5.1.1 no such user", .diag_smtp = 1,
+	    .remote_mta = "mx.x.example" };
+	struct dsn_rcpt delay = { .addr = "a@x.example",
+	    .action = DSN_ACTION_DELAYED, .status = "4.2.0",
+	    .diag = "450 4.2.0 busy", .diag_smtp = 1 };
+	struct dsn_msg m = {
+		.hostname = "mx.test", .qid = 10, .sender = "s@example.org",
+		.arrival = T_ARRIVAL, .now = T_NOW, .rcpts = &fail, .nrcpt = 1,
+		.rnd = 4, .ret_full = 1,
+	};
+	struct part p[4];
+	const char *h;
+	size_t len, hl, big;
+	unsigned fl;
+	char bnd[128], *out, *o;
+	(void)state;
+
+	/* whole and plain: returned as message/rfc822, byte for byte */
+	m.orig = o = orig_message(&m.origlen);
+	out = build(&m, &len, &fl);
+	check_lines(out, len);
+	assert_int_equal(split(out, len, &h, &hl, p, 4, bnd, sizeof(bnd)), 3);
+	assert_field(p[2].hdr, p[2].hdrlen, "Content-Type", "message/rfc822");
+	assert_int_equal(p[2].bodylen, m.origlen);
+	assert_memory_equal(p[2].body, m.orig, m.origlen);
+	assert_non_null(memmem(p[0].body, p[0].bodylen, "It is attached", 14));
+	assert_int_equal(fl & DSN_F_8BIT, 0);
+	free(out);
+
+	/* a delay warning returns the header only, whatever RET says */
+	m.rcpts = &delay;
+	out = build(&m, &len, &fl);
+	assert_int_equal(split(out, len, &h, &hl, p, 4, bnd, sizeof(bnd)), 3);
+	assert_field(p[2].hdr, p[2].hdrlen, "Content-Type", "text/rfc822-headers");
+	assert_null(memmem(out, len, "secret body", 11));
+	free(out);
+	m.rcpts = &fail;
+
+	/* a bare LF in the body: not plain text, header only with a note */
+	o[m.origlen - 4] = '\n';
+	out = build(&m, &len, &fl);
+	assert_int_equal(split(out, len, &h, &hl, p, 4, bnd, sizeof(bnd)), 3);
+	assert_field(p[2].hdr, p[2].hdrlen, "Content-Type", "text/rfc822-headers");
+	assert_null(memmem(out, len, "secret body", 11));
+	assert_non_null(memmem(p[0].body, p[0].bodylen,
+	    "only its header is returned", 27));
+	free(out);
+	free(o);
+
+	/* over DSN_FULL_MAX: header only with the note; 8-bit kept as 8bit */
+	big = DSN_FULL_MAX + 10;
+	o = malloc(big);
+	memcpy(o, orig_hdrs, strlen(orig_hdrs));
+	for (size_t i = strlen(orig_hdrs); i < big; i += 80) {
+		size_t n = big - i < 80 ? big - i : 80;
+		memset(o + i, 'x', n);
+		if (n >= 2)
+			memcpy(o + i + n - 2, "\r\n", 2);
+	}
+	memcpy(o + strlen(orig_hdrs), "\r\n", 2);
+	m.orig = o;
+	m.origlen = big;
+	out = build(&m, &len, &fl);
+	assert_int_equal(split(out, len, &h, &hl, p, 4, bnd, sizeof(bnd)), 3);
+	assert_field(p[2].hdr, p[2].hdrlen, "Content-Type", "text/rfc822-headers");
+	assert_non_null(memmem(p[0].body, p[0].bodylen,
+	    "only its header is returned", 27));
+	free(out);
+	m.origlen = DSN_FULL_MAX - 20;
+	memcpy(o + m.origlen - 2, "\r\n", 2);
+	o[strlen(orig_hdrs) + 10] = (char)0xe9;
+	out = build(&m, &len, &fl);
+	check_lines(out, len);
+	assert_int_equal(split(out, len, &h, &hl, p, 4, bnd, sizeof(bnd)), 3);
+	assert_field(p[2].hdr, p[2].hdrlen, "Content-Type", "message/rfc822");
+	assert_field(p[2].hdr, p[2].hdrlen, "Content-Transfer-Encoding", "8bit");
+	assert_int_equal(fl & DSN_F_8BIT, DSN_F_8BIT);
+	assert_int_equal(p[2].bodylen, m.origlen);
+	free(out);
+	free(o);
+}
+
+/* RFC 6533: SMTPUTF8 mail gets the global types and utf-8 addresses */
+static void
+test_global(void **state)
+{
+	struct dsn_rcpt r = { .addr = "jos\xc3\xa9@example.test",
+	    .action = DSN_ACTION_FAILED, .status = "5.6.7",
+	    .diag = "no SMTPUTF8 at mx", .diag_smtp = 0 };
+	struct dsn_msg m = {
+		.hostname = "mx.test", .qid = 11, .sender = "s@example.org",
+		.arrival = T_ARRIVAL, .now = T_NOW, .rcpts = &r, .nrcpt = 1,
+		.rnd = 5, .utf8 = 1,
+	};
+	struct part p[4];
+	const char *h;
+	size_t len, hl;
+	unsigned fl;
+	char bnd[128], *out;
+	(void)state;
+
+	m.orig = orig_message(&m.origlen);
+	out = build(&m, &len, &fl);
+	check_lines(out, len);
+	assert_int_equal(split(out, len, &h, &hl, p, 4, bnd, sizeof(bnd)), 3);
+	assert_non_null(memmem(h, hl, "report-type=global-delivery-status", 34));
+	assert_field(p[0].hdr, p[0].hdrlen, "Content-Type", "text/plain; charset=utf-8");
+	assert_field(p[1].hdr, p[1].hdrlen, "Content-Type",
+	    "message/global-delivery-status");
+	assert_field(p[2].hdr, p[2].hdrlen, "Content-Type", "message/global-headers");
+	assert_field(p[1].body, p[1].bodylen, "Final-Recipient",
+	    "utf-8; jos\xc3\xa9@example.test");
+	assert_non_null(memmem(p[0].body, p[0].bodylen,
+	    "<jos\xc3\xa9@example.test>", 20));
+	assert_int_equal(fl & DSN_F_8BIT, DSN_F_8BIT);
+	free(out);
+	/* an ASCII address keeps type rfc822 */
+	r.addr = "jose@example.test";
+	out = build(&m, &len, &fl);
+	assert_int_equal(split(out, len, &h, &hl, p, 4, bnd, sizeof(bnd)), 3);
+	assert_field(p[1].body, p[1].bodylen, "Final-Recipient",
+	    "rfc822; jose@example.test");
+	free(out);
+	free((char *)m.orig);
+}
+
 int
 main(void)
 {
@@ -600,6 +827,10 @@ main(void)
 		cmocka_unit_test(test_eightbit),
 		cmocka_unit_test(test_headers_extract),
 		cmocka_unit_test(test_headers_extract_long_line),
+		cmocka_unit_test(test_orcpt_decode),
+		cmocka_unit_test(test_diag_typing),
+		cmocka_unit_test(test_ret_full),
+		cmocka_unit_test(test_global),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
