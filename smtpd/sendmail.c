@@ -295,7 +295,7 @@ sm_refused(int code, const char *what, const char *last, int ex5)
 	    "%s refused by ternd: %s", what, last);
 }
 
-/* -bs: SMTP on stdin/stdout, bridged to the local socket. */
+/* -bs: SMTP on stdin/stdout, bridged to the local socket, until ternd closes. */
 static int
 sm_bridge(int fd)
 {
@@ -313,7 +313,12 @@ sm_bridge(int fd)
 			if (n <= 0) {
 				if (i == 1)
 					return EX_OK;   /* ternd closed: after QUIT */
-				shutdown(fd, SHUT_WR);
+				/*
+				 * Input ends: no half-close, ternd would drop a
+				 * reply still due (a commit); its replies keep
+				 * coming until it closes after QUIT (or its
+				 * idle-timeout).
+				 */
 				p[0].fd = -1;
 				continue;
 			}
