@@ -66,13 +66,20 @@ mailhdr_addr_next(const char *v, size_t len, size_t *off, char *out,
 
 	for (; i < len; i++) {
 		char ch = v[i];
-		if (quoted) {
-			if (ch == '\\' && i + 1 < len)
-				i++;
-			else if (ch == '"')
+		if (quoted) {           /* kept as written, escapes too */
+			if (ch == '"')
 				quoted = 0;
 			if (angle)
 				mailhdr_put(abuf, sizeof(abuf), &an, ch);
+			else
+				mailhdr_put(out, outlen, &n, ch);
+			if (ch == '\\' && i + 1 < len) {
+				i++;
+				if (angle)
+					mailhdr_put(abuf, sizeof(abuf), &an, v[i]);
+				else
+					mailhdr_put(out, outlen, &n, v[i]);
+			}
 			continue;
 		}
 		if (depth > 0) {           /* comment */
