@@ -130,6 +130,7 @@ def test_deb_builds_installs_and_takes_mail(dns):
         dead = free_port()
         conf.write_text(rebase_conf(conf.read_text(), root, port, dns.addr, dead))
         (root / "var/spool").mkdir(parents=True)
+        (root / "run").mkdir()
         os.chmod(root, 0o755)
 
         t0 = time.monotonic()
