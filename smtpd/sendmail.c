@@ -434,7 +434,13 @@ sm_put_message(FILE *out, const struct sm_msg *m, const char *from,
 			sm_put_text(out, m->buf + off, f.len);
 		off += f.len;
 	}
-	sm_put_text(out, m->buf + m->hdr_len, m->len - m->hdr_len);
+	/* a body with no empty line before it ("echo text | sendmail a@b") */
+	const char *body = m->buf + m->hdr_len;
+	size_t blen = m->len - m->hdr_len;
+	if (blen > 0 && body[0] != '\n' && !(blen > 1 && body[0] == '\r' &&
+	    body[1] == '\n'))
+		fputs("\r\n", out);
+	sm_put_text(out, body, blen);
 	fputs(".\r\n", out);
 }
 

@@ -147,6 +147,19 @@ def test_t_takes_to_cc_bcc_and_removes_bcc(local, sink):
     assert h.count("From:") == 1
 
 
+def test_body_without_headers(local, sink):
+    """`echo text | sendmail addr`: the text is the body, after the header
+    fields tern-sendmail and ternd add, not a header line."""
+    s = sink()
+    loc = local(sink=s)
+    ok(loc.run("x@example.org", input=b"disk almost full\n"))
+    s.wait_for(1)
+    data = s.messages[0].data
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert body == b"disk almost full\r\n", data
+    assert b"\r\nFrom: " in b"\r\n" + head and b"Message-ID:" in head
+
+
 def test_f_and_F_for_root(local, sink):
     s = sink()
     loc = local(sink=s)
