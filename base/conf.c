@@ -1610,6 +1610,19 @@ conf_finish(struct conf_parser *p)
 		    "bytes)", sunmax - 1);
 }
 
+/* sender-login or local-senders entries */
+static void
+conf_sender_list_free(struct conf_sender_login *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		for (size_t k = 0; k < list[i].nallow; k++)
+			free(list[i].allow[k]);
+		free(list[i].allow);
+		free(list[i].user);
+	}
+	free(list);
+}
+
 static void
 conf_free(struct conf *c)
 {
@@ -1641,20 +1654,8 @@ conf_free(struct conf *c)
 	free(c->retry);
 	free(c->metrics_listen);
 	free(c->users_db);
-	for (size_t i = 0; i < c->nsender_login; i++) {
-		for (size_t k = 0; k < c->sender_login[i].nallow; k++)
-			free(c->sender_login[i].allow[k]);
-		free(c->sender_login[i].allow);
-		free(c->sender_login[i].user);
-	}
-	free(c->sender_login);
-	for (size_t i = 0; i < c->nlocal_senders; i++) {
-		for (size_t k = 0; k < c->local_senders[i].nallow; k++)
-			free(c->local_senders[i].allow[k]);
-		free(c->local_senders[i].allow);
-		free(c->local_senders[i].user);
-	}
-	free(c->local_senders);
+	conf_sender_list_free(c->sender_login, c->nsender_login);
+	conf_sender_list_free(c->local_senders, c->nlocal_senders);
 	free(c->local_socket);
 	free(c->local_listen.spec);
 	for (size_t i = 0; i < c->ndest_limits; i++)
