@@ -908,11 +908,14 @@ conf_set_relay_domains(struct conf_parser *p, const struct conf_directive *d,
 	return bad ? -1 : 0;
 }
 
+/*
+ * USER ADDRESS|@DOMAIN|* ...: one entry of sender-login or local-senders
+ * (d->name), appended to *list.
+ */
 static int
-conf_set_sender_login(struct conf_parser *p, const struct conf_directive *d,
-    int argc, char **argv)
+conf_sender_list_add(struct conf_parser *p, const struct conf_directive *d,
+    struct conf_sender_login **list, size_t *nlist, int argc, char **argv)
 {
-	struct conf *c = p->c;
 	struct conf_sender_login sl = { 0 };
 	int bad = 0;
 
@@ -920,13 +923,13 @@ conf_set_sender_login(struct conf_parser *p, const struct conf_directive *d,
 		if ((unsigned char)*u <= 0x20 || (unsigned char)*u >= 0x7f)
 			bad = 1;
 	if (bad || strlen(argv[0]) > 255) {
-		conf_error(p, "sender-login: bad user name \"%s\"", argv[0]);
+		conf_error(p, "%s: bad user name \"%s\"", d->name, argv[0]);
 		return -1;
 	}
-	for (size_t i = 0; i < c->nsender_login; i++)
-		if (strcasecmp(c->sender_login[i].user, argv[0]) == 0) {
-			conf_error(p, "sender-login: user \"%s\" already listed "
-			    "on line %d", argv[0], c->sender_login[i].line);
+	for (size_t i = 0; i < *nlist; i++)
+		if (strcasecmp((*list)[i].user, argv[0]) == 0) {
+			conf_error(p, "%s: user \"%s\" already listed "
+			    "on line %d", d->name, argv[0], (*list)[i].line);
 			return -1;
 		}
 	sl.user = conf_strdup_lower(argv[0], strlen(argv[0]));
@@ -939,8 +942,8 @@ conf_set_sender_login(struct conf_parser *p, const struct conf_directive *d,
 		    (at != NULL && at[1] != '\0' &&
 		     conf_domain_check(at + 1, len - (size_t)(at + 1 - w)) == 0);
 		if (!ok) {
-			conf_error(p, "sender-login: \"%s\" is not an address, "
-			    "@domain or *", w);
+			conf_error(p, "%s: \"%s\" is not an address, "
+			    "@domain or *", d->name, w);
 			bad = 1;
 			continue;
 		}
@@ -954,10 +957,35 @@ conf_set_sender_login(struct conf_parser *p, const struct conf_directive *d,
 		free(sl.user);
 		return -1;
 	}
-	c->sender_login = conf_array_grow(c->sender_login, c->nsender_login,
-	    sizeof(*c->sender_login));
-	c->sender_login[c->nsender_login++] = sl;
+	*list = conf_array_grow(*list, *nlist, sizeof(**list));
+	(*list)[(*nlist)++] = sl;
 	return 0;
+}
+
+static int
+conf_set_sender_login(struct conf_parser *p, const struct conf_directive *d,
+    int argc, char **argv)
+{
+	return conf_sender_list_add(p, d, &p->c->sender_login,
+	    &p->c->nsender_login, argc, argv);
+}
+
+static int
+conf_set_local_senders(struct conf_parser *p, const struct conf_directive *d,
+    int argc, char **argv)
+{
+	return conf_sender_list_add(p, d, &p->c->local_senders,
+	    &p->c->nlocal_senders, argc, argv);
+}
+
+/* local-socket PATH|none */
+static int
+conf_set_local_socket(struct conf_parser *p, const struct conf_directive *d,
+    int argc, char **argv)
+{
+	if (strcmp(argv[0], "none") == 0)
+		return 0;
+	return conf_set_path(p, d, argc, argv);
 }
 
 /* sa as IPv4 when it is an IPv4-mapped IPv6 address, else a copy. */
@@ -1051,19 +1079,45 @@ conf_dest_limit_for(const struct conf *c, const char *name)
 	return c->max_dest_connections;
 }
 
+static int conf_sender_list_allows(const struct conf_sender_login *list,
+    size_t n, const char *user, const char *addr);
+
 int
 conf_sender_allowed(const struct conf *c, const char *user, const char *addr)
 {
 	size_t alen = strlen(addr);
-	const char *at = strrchr(addr, '@');
 
 	if (alen == 0)
 		return user != NULL;
 	if (strcasecmp(user, addr) == 0)
 		return 1;
-	for (size_t i = 0; i < c->nsender_login; i++) {
-		const struct conf_sender_login *sl = &c->sender_login[i];
-		if (strcmp(sl->user, user) != 0)
+	return conf_sender_list_allows(c->sender_login, c->nsender_login, user,
+	    addr);
+}
+
+int
+conf_local_sender_allowed(const struct conf *c, const char *user,
+    const char *addr)
+{
+	size_t ulen = strlen(user);
+
+	if (strncasecmp(addr, user, ulen) == 0 && addr[ulen] == '@' &&
+	    c->hostname != NULL && strcasecmp(addr + ulen + 1, c->hostname) == 0)
+		return 1;
+	return conf_sender_list_allows(c->local_senders, c->nlocal_senders,
+	    user, addr);
+}
+
+/* Does list give user (any case) the sender addr (exact, @domain, *)? */
+static int
+conf_sender_list_allows(const struct conf_sender_login *list, size_t n,
+    const char *user, const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+
+	for (size_t i = 0; i < n; i++) {
+		const struct conf_sender_login *sl = &list[i];
+		if (strcasecmp(sl->user, user) != 0)
 			continue;
 		for (size_t k = 0; k < sl->nallow; k++) {
 			const char *w = sl->allow[k];
@@ -1310,6 +1364,10 @@ static const struct conf_directive conf_table[] = {
 	D_STR("queue", conf_set_path, "/var/spool/tern", queue_dir, "DIR"),
 	D_STR("control-socket", conf_set_path, NULL, control_socket, "PATH"),
 	D_STR("control-group", conf_set_name, NULL, control_group, "GROUP"),
+	D_STR("local-socket", conf_set_local_socket, "none", local_socket,
+	    "PATH|none"),
+	D_LIST("local-senders", conf_set_local_senders, NULL, 0, 0,
+	    local_senders, 2, -1, "USER ADDRESS|@DOMAIN|* ..."),
 	D_LIST("tls-cert", conf_set_tls_cert, NULL, 0, 0, tls, 1, 1, "FILE"),
 	D_LIST("tls-key", conf_set_tls_key, NULL, 0, 0, tls, 1, 1, "FILE"),
 	D_LIST("listen", conf_set_listen, NULL, 0, 0, listen, 2, 4,
@@ -1607,6 +1665,16 @@ conf_finish(struct conf_parser *p)
 			    "(max %zu bytes): set control-socket", c->queue_dir,
 			    sunmax - 1);
 	}
+	if (c->local_socket != NULL) {
+		if (strlen(c->local_socket) >= sunmax)
+			conf_error_at(p, conf_line_of(p, "local-socket"),
+			    "local-socket: path too long for a socket (max %zu "
+			    "bytes)", sunmax - 1);
+		c->local_listen.spec = xstrdup("local");
+		c->local_listen.mode = CONF_LISTEN_LOCAL;
+		c->local_listen.tls = CONF_TLS_NONE;
+		c->local_listen.line = conf_line_of(p, "local-socket");
+	}
 	if (c->users_db == NULL && c->queue_dir != NULL) {
 		size_t qlen = strlen(c->queue_dir);
 		c->users_db = xmalloc(qlen + sizeof("/users.db"));
@@ -1618,6 +1686,19 @@ conf_finish(struct conf_parser *p)
 		conf_error_at(p, conf_line_of(p, "control-socket"),
 		    "control-socket: path too long for a socket (max %zu "
 		    "bytes)", sunmax - 1);
+}
+
+/* sender-login or local-senders entries */
+static void
+conf_sender_list_free(struct conf_sender_login *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		for (size_t k = 0; k < list[i].nallow; k++)
+			free(list[i].allow[k]);
+		free(list[i].allow);
+		free(list[i].user);
+	}
+	free(list);
 }
 
 static void
@@ -1654,13 +1735,10 @@ conf_free(struct conf *c)
 	free(c->retry);
 	free(c->metrics_listen);
 	free(c->users_db);
-	for (size_t i = 0; i < c->nsender_login; i++) {
-		for (size_t k = 0; k < c->sender_login[i].nallow; k++)
-			free(c->sender_login[i].allow[k]);
-		free(c->sender_login[i].allow);
-		free(c->sender_login[i].user);
-	}
-	free(c->sender_login);
+	conf_sender_list_free(c->sender_login, c->nsender_login);
+	conf_sender_list_free(c->local_senders, c->nlocal_senders);
+	free(c->local_socket);
+	free(c->local_listen.spec);
 	for (size_t i = 0; i < c->ndest_limits; i++)
 		free(c->dest_limits[i].domain);
 	free(c->dest_limits);
@@ -1985,6 +2063,8 @@ conf_route_for(const struct conf *c, const char *domain, size_t len)
 const char *
 conf_listen_mode_name(enum conf_listen_mode m)
 {
+	if (m == CONF_LISTEN_LOCAL)
+		return "local";
 	return (unsigned)m < 2 ? conf_words_mode[m] : "?";
 }
 

@@ -526,6 +526,8 @@ smtpd_loops_start(struct smtpd_server *srv)
 			srv->fds[l * srv->nloops + k] = -1;   /* owned by lev now */
 			evconnlistener_set_error_cb(loop->lev[l], smtpd_accept_error_cb);
 		}
+		if (k == 0)
+			smtpd_local_arm(loop);
 	}
 	for (unsigned k = 0; k < srv->nloops; k++) {
 		if (pthread_create(&srv->loops[k].thread, NULL, smtpd_loop_main,
@@ -543,6 +545,8 @@ smtpd_loop_stop_call(void *arg)
 	for (size_t l = 0; l < loop->nlev; l++)
 		evconnlistener_disable(loop->lev[l]);
 	smtpd_proxy_waits_drop(loop);
+	if (loop->local_lev != NULL)
+		evconnlistener_disable(loop->local_lev);
 	smtpd_loop_shutdown_sessions(loop);
 }
 
@@ -588,6 +592,8 @@ smtpd_loops_free(struct smtpd_server *srv)
 				evconnlistener_free(loop->lev[l]);
 		free(loop->lev);
 		free(loop->aargs);
+		if (loop->local_lev != NULL)
+			evconnlistener_free(loop->local_lev);
 		/* sessions still open past the grace period are abandoned */
 		tq_free(loop->inbox);
 		event_base_free(loop->base);
@@ -599,6 +605,9 @@ smtpd_loops_free(struct smtpd_server *srv)
 			close(srv->fds[i]);
 	free(srv->fds);
 	srv->fds = NULL;
+	if (srv->local_fd >= 0)
+		close(srv->local_fd);
+	srv->local_fd = -1;
 	if (srv->connlimit != NULL) {
 		for (size_t b = 0; b < CONNLIMIT_BUCKETS; b++) {
 			struct connlimit_entry *e = srv->connlimit->buckets[b], *n;

@@ -68,16 +68,20 @@ ternd_conf_err(void *arg, const char *msg)
 		fprintf(stderr, "%s\n", msg);
 }
 
+/* Usage on stdout and exit 0 for --help, on stderr and exit 2 otherwise. */
 static void
-ternd_usage(void)
+ternd_usage(int help)
 {
-	fprintf(stderr, "usage: ternd [-n] [-v] [-c config] [--rebuild-index]\n"
+	fprintf(help ? stdout : stderr,
+	    "usage: ternd [-n] [-v] [-c config] [--rebuild-index]\n"
 	    "  -c FILE  configuration file (default " TERND_DEFAULT_CONF ")\n"
 	    "  -n       check the configuration and exit\n"
 	    "  -v       verbose: debug and trace logging\n"
 	    "  --rebuild-index  set the queue index aside, rebuild it from the\n"
-	    "           segments and exit (ternd must be stopped)\n");
-	exit(2);
+	    "           segments and exit (ternd must be stopped)\n"
+	    "  --version  print the version and exit\n"
+	    "  --help   print this help and exit\n");
+	exit(help ? 0 : 2);
 }
 
 /*
@@ -277,14 +281,27 @@ ternd_route_auth(struct ternd *t, struct conf *c, int reload, int *to_log)
  * Re-read the configuration and certificates; on any error keep the
  * running ones. Listeners stay as bound. Returns 0 or -1.
  */
+static int ternd_reload_conf(struct ternd *t);
+
 static int
 ternd_reload(struct ternd *t)
+{
+	log_info("reloading %s", t->conf_path);
+	smtpd_notify("RELOADING=1");
+	int r = ternd_reload_conf(t);
+	smtpd_notify("READY=1");
+	return r;
+}
+
+/* The reload proper; ternd_reload() tells the service manager around it. */
+static int
+ternd_reload_conf(struct ternd *t)
 {
 	struct conf *nc = NULL;
 	int to_log = 1;
 	struct tls_server *ntls = NULL;
 	char err[512];
-	log_info("reloading %s", t->conf_path);
+
 	/* with the helper, the certificate and key files are its to open */
 	unsigned flags = t->helper != NULL && privhelper_alive(t->helper) ?
 	    CONF_LOAD_NO_TLS_FILES : 0;
@@ -335,6 +352,7 @@ ternd_signal_cb(evutil_socket_t sig, short what, void *arg)
 	case SIGTERM:
 	case SIGINT:
 		log_info("signal %d: stopping", (int)sig);
+		smtpd_notify("STOPPING=1");
 		event_base_loopbreak(t->base);
 		break;
 	case SIGHUP:
@@ -402,6 +420,8 @@ main(int argc, char **argv)
 	t.conf_path = TERND_DEFAULT_CONF;
 	static const struct option longopts[] = {
 		{ "rebuild-index", no_argument, NULL, 'R' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int rebuild = 0;
@@ -409,6 +429,12 @@ main(int argc, char **argv)
 		switch (ch) {
 		case 'R':
 			rebuild = 1;
+			break;
+		case 'V':
+			printf("ternd %s\n", TERN_VERSION);
+			return 0;
+		case 'H':
+			ternd_usage(1);
 			break;
 		case 'c':
 			t.conf_path = optarg;
@@ -420,11 +446,11 @@ main(int argc, char **argv)
 			verbose = 1;
 			break;
 		default:
-			ternd_usage();
+			ternd_usage(0);
 		}
 	}
 	if (optind != argc)
-		ternd_usage();
+		ternd_usage(0);
 
 	log_init("ternd", 0, verbose);
 	if (conf_load(t.conf_path, &conf, ternd_conf_err, &to_log) != 0) {
@@ -476,6 +502,10 @@ main(int argc, char **argv)
 	srv->nloops = conf->session_threads ? conf->session_threads : ternd_ncpu();
 	smtpd_connlimit_init(srv);
 	if (smtpd_listeners_bind(srv, err, sizeof(err)) < 0)
+		fatalx("%s", err);
+	srv->local_fd = -1;
+	if (conf->local_socket != NULL && (srv->local_fd = smtpd_local_bind(
+	    conf->local_socket, pw, err, sizeof(err))) < 0)
 		fatalx("%s", err);
 	/* Keys are read while still root; they need not be readable later. */
 	if (conf->ntls > 0 && (srv->tls = tls_server_new(conf, err,
@@ -557,8 +587,11 @@ main(int argc, char **argv)
 		o += (size_t)snprintf(lbuf + o, sizeof(lbuf) - o, "%s%s/%s",
 		    i ? "," : "", conf->listen[i].spec,
 		    conf_listen_mode_name(conf->listen[i].mode));
-	log_info("ready listeners=%s threads=%u version=%s", lbuf, srv->nloops,
-	    "0.1.0");
+	log_info("ready listeners=%s%s%s threads=%u version=%s", lbuf,
+	    conf->local_socket != NULL ? " local-socket=" : "",
+	    conf->local_socket != NULL ? conf->local_socket : "", srv->nloops,
+	    TERN_VERSION);
+	smtpd_notify("READY=1");
 
 	event_base_dispatch(t.base);
 

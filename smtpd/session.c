@@ -133,6 +133,8 @@ struct smtpd_session {
 	struct event *closer;         /* owned or NULL: waits for TLS output to drain */
 	unsigned close_waits;
 	uint64_t bdat_discard;        /* octets of refused BDAT chunks to drop */
+	uid_t local_uid;              /* local-socket: the peer's SO_PEERCRED uid */
+	char local_user[48];          /* local-socket: its login name */
 };
 
 struct smtpd_cmd {
@@ -367,6 +369,28 @@ smtpd_may_submit(const struct smtpd_session *s)
 	return (s->flags & SMTPD_F_AUTHED) != 0;
 }
 
+/*
+ * Local submission (local.c): root may name any sender; another user gets
+ * user@hostname unless local-senders allows the one given (the uid comes
+ * from the kernel, never from the client).
+ */
+static void
+smtpd_local_sender(const struct smtpd_session *s, struct smtp_mailbox *mb)
+{
+	char esc[SMTP_PATH_MAX * 4 + 4];
+
+	if (s->local_uid == 0 ||
+	    conf_local_sender_allowed(s->conf, s->local_user, mb->addr))
+		return;
+	log_escape(esc, sizeof(esc), mb->addr, mb->len);
+	snprintf(mb->addr, sizeof(mb->addr), "%s@%s", s->local_user,
+	    s->conf->hostname);
+	mb->len = strlen(mb->addr);
+	log_info("session=%016llx client=%s from=<%s> rewritten=<%s> "
+	    "reason=local-sender", (unsigned long long)s->id, s->peer_str, esc,
+	    mb->addr);
+}
+
 static int
 smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 {
@@ -424,6 +448,8 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		    "user %s", esc, s->auth_user);
 		return -1;
 	}
+	if (s->lc->mode == CONF_LISTEN_LOCAL)
+		smtpd_local_sender(s, &mb);
 	if (p.has_size && p.size > s->conf->max_message_size) {
 		METRIC_INC(messages_refused_total[METRICS_REF_SIZE]);
 		smtpd_reply(s, 552, "5.3.4", "Message size exceeds fixed limit of "
@@ -735,7 +761,14 @@ smtpd_tx_body_begin(struct smtpd_session *s, int raw)
 		log_escape(u, sizeof(u), s->auth_user, strlen(s->auth_user));
 		snprintf(authed, sizeof(authed), "\t(Authenticated sender: %s)\r\n", u);
 	}
-	if (tx->env->nrcpt == 1)   /* "for" names one path, or is left out */
+	if (s->lc->mode == CONF_LISTEN_LOCAL)
+		n = snprintf(hdr, sizeof(hdr),
+		    "Received: from local (uid %u, %s)\r\n"
+		    "\tby %s (tern) with local id %s;\r\n"
+		    "\t%s\r\n",
+		    (unsigned)s->local_uid, s->local_user, s->conf->hostname,
+		    s->qid, date);
+	else if (tx->env->nrcpt == 1)   /* "for" names one path, or is left out */
 		n = snprintf(hdr, sizeof(hdr),
 		    "Received: from %s ([%s])\r\n%s"
 		    "\tby %s (tern) with %s id %s\r\n"
@@ -760,7 +793,7 @@ smtpd_tx_body_begin(struct smtpd_session *s, int raw)
 	data_filter_init(&tx->df, (s->conf->bare_newline == CONF_BARE_NORMALIZE ?
 	    DATA_F_NORMALIZE : 0) | (raw ? DATA_F_RAW : 0));
 	hdr_scan_init(&tx->hs);
-	if (s->lc->mode == CONF_LISTEN_SUBMISSION) {
+	if (s->lc->mode != CONF_LISTEN_RELAY) {
 		tx->fixup = 1;
 		snprintf(tx->msgid_host, sizeof(tx->msgid_host), "%s",
 		    s->conf->hostname);
@@ -1942,6 +1975,21 @@ smtpd_session_accept(struct smtpd_loop *loop, int fd, const struct sockaddr *sa,
 	sockaddr_ntop(sa, s->peer_str, sizeof(s->peer_str));
 	if (conf_is_trusted(conf, sa))
 		s->flags |= SMTPD_F_TRUSTED;
+	if (lc->mode == CONF_LISTEN_LOCAL) {
+		/* a local user: who it is comes from the kernel */
+		if (smtpd_local_peer(fd, &s->local_uid, s->local_user,
+		    sizeof(s->local_user)) < 0) {
+			log_warn("local-socket: SO_PEERCRED");
+			close(fd);
+			srv->nconnections--;
+			conf_unref(conf);
+			free(s);
+			return;
+		}
+		snprintf(s->peer_str, sizeof(s->peer_str), "local:%s",
+		    s->local_user);
+		s->flags |= SMTPD_F_TRUSTED;
+	}
 	s->state = SMTPD_S_CONNECTED;
 
 	evutil_make_socket_nonblocking(fd);

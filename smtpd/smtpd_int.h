@@ -42,6 +42,7 @@ struct smtpd_loop {
 	struct tq *inbox;                 /* owned: commit results, calls */
 	struct evconnlistener **lev;      /* owned: one per configured listener */
 	struct smtpd_accept_arg *aargs;   /* owned: the listeners' callback args */
+	struct evconnlistener *local_lev; /* owned or NULL: local-socket (loop 0) */
 	size_t nlev;
 	struct smtpd_session *buckets[SMTPD_SESSION_BUCKETS]; /* by id */
 	unsigned nsessions;
@@ -62,6 +63,7 @@ struct smtpd_server {
 	unsigned nloops;
 	int *fds;                         /* owned: [listener * nloops + loop] */
 	size_t nfds;
+	int local_fd;                     /* local-socket until armed, or -1 */
 	struct smtpd_connlimit *connlimit;
 	struct auth_db *auth_db;          /* owned or NULL: AUTH users */
 	struct auth_pool *auth_pool;      /* owned or NULL: runs auth_check() */
@@ -90,6 +92,30 @@ struct tls_server *smtpd_tls_get(struct smtpd_server *srv);
 int smtpd_connlimit_take(struct smtpd_server *srv, const struct sockaddr *sa,
     unsigned limit);
 void smtpd_connlimit_put(struct smtpd_server *srv, const struct sockaddr *sa);
+
+/* ---- local.c ---- */
+
+struct passwd;
+/*
+ * Bind the local-submission socket at path (mode 0666; its directory is
+ * made 0755 if missing; both given to pw when not NULL). Call as root.
+ * Returns the listening fd or -1 with err.
+ */
+int smtpd_local_bind(const char *path, const struct passwd *pw, char *err,
+    size_t errlen);
+/* Arm srv->local_fd (if >= 0) on loop (loop thread not yet running). */
+void smtpd_local_arm(struct smtpd_loop *loop);
+/* The connected peer's uid (SO_PEERCRED) and login name ("uidN" if none). */
+int smtpd_local_peer(int fd, uid_t *uid, char *name, size_t namelen);
+
+/* ---- notify.c ---- */
+
+/*
+ * Tell the service manager (NOTIFY_SOCKET, sd_notify(3) protocol) about a
+ * state change: "READY=1", "RELOADING=1", "STOPPING=1"... Silent no-op
+ * without NOTIFY_SOCKET; errors are logged once, never fatal.
+ */
+void smtpd_notify(const char *state);
 
 /* ---- session.c ---- */
 

@@ -3,7 +3,10 @@
 #   1. debugoptimized build (-Werror) + cmocka unit tests, cppcheck, and a
 #      --buildtype=release build (-O3, NDEBUG) with its unit tests, as a
 #      packager would build it
-#   2. integration tests (pytest) against the real ternd of that build
+#   2. integration tests (pytest) against the real ternd of that build,
+#      with the Debian package build (test_package.py: dpkg-buildpackage,
+#      lintian, the unpacked package run; minutes, so only in this run:
+#      it skips itself under TERN_SANITIZED)
 #   3. ASan+UBSan build: unit + integration tests again
 #   4. libFuzzer targets (clang), a short run each over the seed corpus
 # Exit status is non-zero if any step fails. Run from anywhere.

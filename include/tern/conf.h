@@ -19,7 +19,13 @@
 
 #include "tern/log.h"
 
-enum conf_listen_mode { CONF_LISTEN_RELAY, CONF_LISTEN_SUBMISSION };
+/*
+ * CONF_LISTEN_LOCAL is never written in a listen line: it is the mode of the
+ * local-submission socket (local-socket), whose sessions are local users
+ * identified by their uid (tern-sendmail).
+ */
+enum conf_listen_mode { CONF_LISTEN_RELAY, CONF_LISTEN_SUBMISSION,
+	CONF_LISTEN_LOCAL };
 enum conf_listen_tls {
 	CONF_TLS_NONE,      /* "plain": no TLS offered (tests, local use) */
 	CONF_TLS_STARTTLS,  /* STARTTLS offered (default when tls-cert is set) */
@@ -100,6 +106,12 @@ struct conf {
 	char *queue_dir;              /* default /var/spool/tern */
 	char *control_socket;         /* default <queue>/control.sock */
 	char *control_group;          /* group allowed to use ternctl; NULL */
+	char *local_socket;           /* local-submission socket (tern-sendmail);
+	                                 NULL: none ("local-socket none") */
+	struct conf_listen local_listen; /* its listener settings: spec "local",
+	                                 mode CONF_LISTEN_LOCAL, plain */
+	struct conf_sender_login *local_senders; /* local-senders USER ... */
+	size_t nlocal_senders;
 
 	struct conf_tls_pair *tls;    /* tls-cert / tls-key pairs, in order */
 	size_t ntls;
@@ -311,6 +323,15 @@ size_t conf_directives(const struct conf_directive **out);
  * address. Pure.
  */
 int conf_sender_allowed(const struct conf *c, const char *user,
+    const char *addr);
+
+/*
+ * May local user (login name) use envelope sender addr on the local socket?
+ * Allowed: user@hostname itself, and what local-senders lists for the user
+ * (an address, @domain or *). Root is the caller's business (always
+ * allowed). Pure.
+ */
+int conf_local_sender_allowed(const struct conf *c, const char *user,
     const char *addr);
 
 /* Names for human output. */

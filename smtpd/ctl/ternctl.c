@@ -821,6 +821,7 @@ ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
 		{ "held", no_argument, NULL, 'H' },
 		{ "older-than", required_argument, NULL, 'O' },
 		{ "all-matching", no_argument, NULL, 'A' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const struct ternctl_cmd *cmd = NULL;
@@ -851,6 +852,7 @@ ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
 			break;
 		}
 		case 'h': ternctl_usage(stdout); exit(TERNCTL_EX_OK);
+		case 'V': printf("ternctl %s\n", TERN_VERSION); exit(TERNCTL_EX_OK);
 		default: goto usage;
 		}
 	}
@@ -866,8 +868,10 @@ ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
 		    (optind > 0 && strcmp(argv[optind - 1], "queue") == 0))
 			cmd = &ternctl_cmds[i];
 	if (cmd == NULL) {
-		fprintf(stderr, "ternctl: unknown command: %s\n", argv[optind]);
-		goto usage;
+		/* one line and a hint: the whole usage would bury the typo */
+		fprintf(stderr, "ternctl: unknown command: %s (ternctl --help "
+		    "lists the commands)\n", argv[optind]);
+		return -1;
 	}
 	optind++;
 	o->cmd_name = cmd->name;

@@ -5,7 +5,8 @@
 - ternctl(8) has an entry for every command `ternctl --help` lists, and
   ternd(8) for every option `ternd` accepts;
 - each page renders without a warning (man --warnings, groff -ww);
-- etc/ternd.service passes `systemd-analyze verify` (with the built ternd in
+- etc/ternd.service.in, as meson generates it for prefix /usr, passes
+  `systemd-analyze verify` (with the built ternd in
   place of /usr/sbin/ternd) and runs what the manuals say;
 - `log-format json` (documented in ternd(8), DIAGNOSTICS) really makes ternd
   write one JSON object a line, with the key=value pairs broken out.
@@ -24,7 +25,7 @@ from conftest import REPO, require_tool
 
 DOC = REPO / "doc"
 ETC = REPO / "etc"
-PAGES = ["ternd.8", "ternctl.8", "tern.conf.5"]
+PAGES = ["ternd.8", "ternctl.8", "tern.conf.5", "tern-sendmail.8"]
 
 NAME_RE = r"[a-z][a-z0-9-]*"
 
@@ -174,9 +175,16 @@ def test_page_renders_without_warnings(page):
     assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
+def unit_text():
+    """etc/ternd.service.in as meson makes it for the package layout
+    (prefix /usr, sysconfdir /etc)."""
+    return ((ETC / "ternd.service.in").read_text()
+            .replace("@SBINDIR@", "/usr/sbin").replace("@SYSCONFDIR@", "/etc"))
+
+
 def unit_settings():
     settings = {}
-    for line in (ETC / "ternd.service").read_text().splitlines():
+    for line in unit_text().splitlines():
         if "=" in line and not line.startswith("#"):
             k, v = line.split("=", 1)
             settings.setdefault(k, []).append(v)
@@ -185,7 +193,9 @@ def unit_settings():
 
 def test_unit_runs_what_the_manuals_say():
     s = unit_settings()
-    assert s["Type"] == ["simple"]
+    assert s["Type"] == ["notify"]
+    assert s["NotifyAccess"] == ["main"]
+    assert s["RuntimeDirectory"] == ["tern"]
     assert s["ExecStart"] == ["/usr/sbin/ternd -c /etc/tern/tern.conf"]
     assert s["ExecStartPre"] == ["/usr/sbin/ternd -n -c /etc/tern/tern.conf"]
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
@@ -209,8 +219,7 @@ def test_unit_runs_what_the_manuals_say():
 def test_unit_verifies(tern_bin, tmp_path):
     tool = require_tool("systemd-analyze")
     unit = tmp_path / "ternd.service"
-    unit.write_text((ETC / "ternd.service").read_text()
-                    .replace("/usr/sbin/ternd", str(tern_bin.ternd)))
+    unit.write_text(unit_text().replace("/usr/sbin/ternd", str(tern_bin.ternd)))
     r = subprocess.run([tool, "verify", "--man=no", str(unit)], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and r.stderr.strip() == "", r.stderr

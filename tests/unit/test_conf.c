@@ -79,6 +79,64 @@ parse_ok(const char *text)
 #define LISTEN "listen 127.0.0.1:2525 relay\n"
 
 /* ------------------------------------------------------------------ */
+/* local submission */
+
+static void
+test_local_socket_and_senders(void **state)
+{
+	struct conf *c = parse_ok(LISTEN "hostname mx.test\n");
+	struct conf *d;
+	struct errs e = { .n = 0 };
+
+	assert_null(c->local_socket);              /* default: none */
+	conf_unref(c);
+	c = parse_ok(LISTEN "hostname mx.test\nlocal-socket /run/tern/l.sock\n"
+	    "local-senders www-data @example.com ops@other.test\n"
+	    "local-senders Root2 *\n");
+	assert_string_equal(c->local_socket, "/run/tern/l.sock");
+	assert_int_equal(c->local_listen.mode, CONF_LISTEN_LOCAL);
+	assert_int_equal(c->local_listen.tls, CONF_TLS_NONE);
+	assert_string_equal(conf_listen_mode_name(CONF_LISTEN_LOCAL), "local");
+	/* user@hostname is always the user's own */
+	assert_true(conf_local_sender_allowed(c, "alice", "alice@mx.test"));
+	assert_true(conf_local_sender_allowed(c, "alice", "ALICE@MX.TEST"));
+	assert_false(conf_local_sender_allowed(c, "alice", "alice@mx.test.evil"));
+	assert_false(conf_local_sender_allowed(c, "alice", "bob@mx.test"));
+	assert_false(conf_local_sender_allowed(c, "alice", "alice@example.com"));
+	assert_false(conf_local_sender_allowed(c, "alice", ""));
+	/* the listed ones */
+	assert_true(conf_local_sender_allowed(c, "www-data", "x@example.com"));
+	assert_true(conf_local_sender_allowed(c, "www-data", "ops@other.test"));
+	assert_false(conf_local_sender_allowed(c, "www-data", "x@other.test"));
+	assert_true(conf_local_sender_allowed(c, "root2", "any@where.test"));
+	/* local-senders does not leak into sender-login, nor back */
+	assert_false(conf_sender_allowed(c, "www-data", "x@example.com"));
+	conf_unref(c);
+
+	c = parse_ok(LISTEN "local-socket none\n");
+	assert_null(c->local_socket);
+	conf_unref(c);
+	assert_int_equal(parse(LISTEN "local-socket run/l.sock\n", &d, &e), 1);
+	errs_clear(&e);
+	assert_int_equal(parse(LISTEN "local-senders a b\n", &d, &e), 1);
+	assert_non_null(strstr(e.msg[0], "local-senders: \"b\" is not an address"));
+	errs_clear(&e);
+	assert_int_equal(parse(LISTEN "local-senders a *\nlocal-senders A *\n",
+	    &d, &e), 1);
+	assert_non_null(strstr(e.msg[0], "local-senders: user \"A\" already"));
+	errs_clear(&e);
+	char longp[200];
+	memset(longp, 'a', sizeof(longp));
+	longp[0] = '/';
+	longp[sizeof(longp) - 1] = '\0';
+	char text[300];
+	snprintf(text, sizeof(text), LISTEN "local-socket %s\n", longp);
+	assert_int_equal(parse(text, &d, &e), 1);
+	assert_non_null(strstr(e.msg[0], "too long for a socket"));
+	errs_clear(&e);
+}
+
+/* ------------------------------------------------------------------ */
 /* value parsers */
 
 static void
@@ -1517,6 +1575,7 @@ main(void)
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_command_deadline),
 		cmocka_unit_test(test_refcount),
+		cmocka_unit_test(test_local_socket_and_senders),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
