@@ -1102,9 +1102,63 @@ conf_route_ip_check(const char *h, size_t hlen)
 }
 
 /*
- * Route target: "mx", "smtp:host[:port]" (MX lookup of host) or
- * "smtp:[host][:port]" (that host; IPv4, IPv6 or a name). Port 0: mx-port.
- * 0 ok, -1 bad, -2 an IP address without brackets.
+ * LMTP target, after "lmtp:": "unix:/absolute/path" (a socket path short
+ * enough for sun_path, printable, no "..") or "[host][:port]" or
+ * "host[:port]" (both one host, never an MX lookup; port 24 by default,
+ * RFC 2033 has none). 0 ok, -1 bad.
+ */
+static int
+conf_route_lmtp(const char *t, struct conf_route *r)
+{
+	size_t len = strlen(t), hlen;
+	const char *h = t, *rest;
+	uint16_t port = LMTP_DEFAULT_PORT;
+
+	r->kind = CONF_ROUTE_HOST;
+	if (strncmp(t, "unix:", 5) == 0) {
+		const char *path = t + 5;
+		size_t plen = len - 5;
+
+		if (path[0] != '/' || plen >= sizeof(((struct sockaddr_un *)0)->
+		    sun_path) || strstr(path, "/../") != NULL ||
+		    (plen >= 3 && strcmp(path + plen - 3, "/..") == 0))
+			return -1;
+		for (size_t i = 0; i < plen; i++)
+			if ((unsigned char)path[i] <= 0x20 || path[i] == 0x7f)
+				return -1;
+		r->transport = CONF_XPORT_LMTP_UNIX;
+		r->host = xstrdup(path);
+		r->port = 0;
+		return 0;
+	}
+	if (len > 0 && t[0] == '[') {
+		const char *rb = memchr(t, ']', len);
+		if (rb == NULL)
+			return -1;
+		h = t + 1;
+		hlen = (size_t)(rb - h);
+		rest = rb + 1;
+	} else {
+		const char *colon = memchr(t, ':', len);
+		hlen = colon != NULL ? (size_t)(colon - t) : len;
+		rest = t + hlen;
+	}
+	if (hlen == 0 || conf_route_ip_check(h, hlen) == -1)
+		return -1;
+	if (*rest != '\0' && (*rest != ':' ||
+	    conf_port_parse(rest + 1, strlen(rest + 1), &port) == -1))
+		return -1;
+	r->transport = CONF_XPORT_LMTP;
+	r->host = conf_strdup_lower(h, hlen);
+	r->port = port;
+	return 0;
+}
+
+/*
+ * Route target: "mx", "smtp:host[:port]" (MX lookup of host),
+ * "smtp:[host][:port]" (that host; IPv4, IPv6 or a name; port 0: mx-port)
+ * or an LMTP target (conf_route_lmtp). 0 ok, -1 bad, -2 an IP address
+ * without brackets.
  */
 static int
 conf_route_target(const char *t, struct conf_route *r)
@@ -1117,6 +1171,8 @@ conf_route_target(const char *t, struct conf_route *r)
 		r->kind = CONF_ROUTE_MX;
 		return 0;
 	}
+	if (strncmp(t, "lmtp:", 5) == 0)
+		return conf_route_lmtp(t + 5, r);
 	if (strncmp(t, "smtp:", 5) != 0)
 		return -1;
 	t += 5;
@@ -1152,6 +1208,26 @@ conf_route_target(const char *t, struct conf_route *r)
 	return 0;
 }
 
+/*
+ * An LMTP route talks in plaintext unless its tls-policy says otherwise
+ * (as Postfix's lmtp client); a unix socket never takes TLS. 0 ok, -1 bad.
+ */
+static int
+conf_route_lmtp_tls(struct conf_parser *p, struct conf_route *r, int tls)
+{
+	if (tls == -1) {
+		r->tls = CONF_TLSP_NONE;
+		return 0;
+	}
+	if (r->transport == CONF_XPORT_LMTP_UNIX && tls != CONF_TLSP_NONE) {
+		conf_error(p, "route: an LMTP unix socket takes no TLS "
+		    "(tls-policy=%s)", conf_tls_policy_name(
+		    (enum conf_tls_policy)tls));
+		return -1;
+	}
+	return 0;
+}
+
 static int
 conf_set_route(struct conf_parser *p, const struct conf_directive *d,
     int argc, char **argv)
@@ -1171,7 +1247,8 @@ conf_set_route(struct conf_parser *p, const struct conf_directive *d,
 		bad = 1;
 	} else if (rt == -1) {
 		conf_error(p, "route: bad target \"%s\" (expected mx, "
-		    "smtp:HOST[:PORT] or smtp:[HOST][:PORT])", argv[1]);
+		    "smtp:HOST[:PORT], smtp:[HOST][:PORT], lmtp:[HOST][:PORT] "
+		    "or lmtp:unix:/PATH)", argv[1]);
 		bad = 1;
 	}
 	if (argc > 2) {
@@ -1196,16 +1273,20 @@ conf_set_route(struct conf_parser *p, const struct conf_directive *d,
 				break;
 			}
 	}
+	r.tls = tls == -1 ? CONF_TLSP_MAY : (enum conf_tls_policy)tls;
+	if (!bad && r.transport != CONF_XPORT_SMTP &&
+	    conf_route_lmtp_tls(p, &r, tls) == -1)
+		bad = 1;
 	if (bad) {
 		free(r.domain);
 		free(r.host);
 		return -1;
 	}
-	r.tls = tls == -1 ? CONF_TLSP_MAY : (enum conf_tls_policy)tls;
 	r.line = p->line;
 	c->routes = conf_array_grow(c->routes, c->nroutes, sizeof(*c->routes));
 	p->route_tls_set = conf_array_grow(p->route_tls_set, c->nroutes, 1);
-	p->route_tls_set[c->nroutes] = tls != -1;
+	/* LMTP keeps its own default (none): the global one is for SMTP */
+	p->route_tls_set[c->nroutes] = tls != -1 || r.transport != CONF_XPORT_SMTP;
 	c->routes[c->nroutes++] = r;
 	return 0;
 }
@@ -1252,8 +1333,8 @@ static const struct conf_directive conf_table[] = {
 	D_LIST("trusted-networks", conf_set_trusted, NULL, 0, 0, trusted, 1,
 	    -1, "CIDR ..."),
 	D_LIST("route", conf_set_route, NULL, 0, 0, routes, 2, 3,
-	    "DOMAIN mx|smtp:HOST[:PORT]|smtp:[HOST][:PORT] "
-	    "[tls-policy=none|may|encrypt|verify]"),
+	    "DOMAIN mx|smtp:HOST[:PORT]|smtp:[HOST][:PORT]|lmtp:[HOST][:PORT]|"
+	    "lmtp:unix:/PATH [tls-policy=none|may|encrypt|verify]"),
 	D_WORD("tls-policy", "may", conf_words_tlsp, tls_policy,
 	    "none|may|encrypt|verify"),
 	D_LIST("resolver", conf_set_resolver, NULL, 0, 0, resolvers, 1, -1,
@@ -1852,10 +1933,14 @@ conf_route_for(const struct conf *c, const char *domain, size_t len)
 {
 	/* the built-in "* mx", one per global tls-policy */
 	static const struct conf_route fallback[] = {
-		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_NONE, 0 },
-		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_MAY, 0 },
-		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_ENCRYPT, 0 },
-		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_VERIFY, 0 },
+		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_NONE, 0,
+		    CONF_XPORT_SMTP },
+		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_MAY, 0,
+		    CONF_XPORT_SMTP },
+		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_ENCRYPT, 0,
+		    CONF_XPORT_SMTP },
+		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_VERIFY, 0,
+		    CONF_XPORT_SMTP },
 	};
 	const struct conf_route *best = NULL, *star = NULL;
 	size_t bestlen = 0;
