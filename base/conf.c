@@ -1245,10 +1245,14 @@ conf_set_route(struct conf_parser *p, const struct conf_directive *d,
 		conf_error(p, "route: \"%s\": an IP address has no MX record; "
 		    "write smtp:[IP] to deliver to it directly", argv[1]);
 		bad = 1;
+	} else if (rt == -1 && strncmp(argv[1], "lmtp:", 5) == 0) {
+		conf_error(p, "route: bad LMTP target \"%s\" (expected "
+		    "lmtp:[HOST][:PORT], lmtp:HOST[:PORT] or lmtp:unix:/PATH)",
+		    argv[1]);
+		bad = 1;
 	} else if (rt == -1) {
 		conf_error(p, "route: bad target \"%s\" (expected mx, "
-		    "smtp:HOST[:PORT], smtp:[HOST][:PORT], lmtp:[HOST][:PORT] "
-		    "or lmtp:unix:/PATH)", argv[1]);
+		    "smtp:HOST[:PORT] or smtp:[HOST][:PORT])", argv[1]);
 		bad = 1;
 	}
 	if (argc > 2) {
