@@ -234,3 +234,17 @@ def test_lmtp_server_down_defers_then_retry_delivers_once(ternd, certs, dovecot)
     check_copy(raw)
     # later attempts (none are due) cannot add a copy: the queue is empty
     assert len(d.fetch_all("bob")) == 1 and d.fetch_all("alice") == []
+
+
+def test_lmtp_route_to_own_listener_is_a_loop(ternd, certs):
+    """The own-listener check holds for LMTP over TCP: a route that names one
+    of tern's own listeners bounces (5.4.6) instead of talking to itself."""
+    t = start(ternd, certs, extra=BASE)
+    t.stop()
+    t.conf_path.write_text(t.conf_path.read_text() +
+                           "route example.com lmtp:[127.0.0.1]:%d\n" % t.port("relay"))
+    t.start()
+    qid = submit(t, certs, ["bob@example.com"])
+    a = wait_status(t, qid, "bob@example.com", "bounced")
+    assert a["dsn"] == "5.4.6", a
+    assert "loops back to myself" in t.log()
