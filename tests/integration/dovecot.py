@@ -15,6 +15,7 @@ socket and an IMAP listener on 127.0.0.1:<free port>. It runs as
     d.stop(); d.start()      (same ports, same mail)
     d.cleanup()              (stop and remove the directory)
 
+fsync=False: `mail_fsync = never` (bench/lmtp.py, to see tern's side alone).
 quota: user -> storage limit in KiB (Dovecot's quota plugin, maildir
 backend): mail over it is refused after the end of data with a per-recipient
 552 5.2.2 (452 4.2.2 with quota_tempfail=True).
@@ -51,7 +52,7 @@ def _ids():
 
 
 class Dovecot:
-    def __init__(self, users, quota=None, quota_tempfail=False):
+    def __init__(self, users, quota=None, quota_tempfail=False, fsync=True):
         self.dir = tempfile.mkdtemp(prefix="terndc-", dir="/tmp")
         os.chmod(self.dir, 0o755)
         self.conf = os.path.join(self.dir, "dovecot.conf")
@@ -76,6 +77,8 @@ class Dovecot:
                        "quota_full_tempfail = %s\n"
                        "plugin {\n  quota = maildir:User quota\n}\n"
                        % ("yes" if quota_tempfail else "no"))
+        if not fsync:
+            plugins += "mail_fsync = never\n"
         with open(self.conf, "w") as f:
             f.write("""# private test instance (tests/integration/dovecot.py)
 base_dir = {d}/run
