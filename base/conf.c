@@ -1102,63 +1102,34 @@ conf_route_ip_check(const char *h, size_t hlen)
 }
 
 /*
- * LMTP target, after "lmtp:": "unix:/absolute/path" (a socket path short
- * enough for sun_path, printable, no "..") or "[host][:port]" or
- * "host[:port]" (both one host, never an MX lookup; port 24 by default,
- * RFC 2033 has none). 0 ok, -1 bad.
+ * LMTP unix socket target, after "lmtp:unix:": an absolute path short
+ * enough for sun_path, printable, without "..". 0 ok, -1 bad.
  */
 static int
-conf_route_lmtp(const char *t, struct conf_route *r)
+conf_route_lmtp_unix(const char *path, struct conf_route *r)
 {
-	size_t len = strlen(t), hlen;
-	const char *h = t, *rest;
-	uint16_t port = LMTP_DEFAULT_PORT;
+	size_t plen = strlen(path);
 
+	if (path[0] != '/' || plen >= sizeof(((struct sockaddr_un *)0)->
+	    sun_path) || strstr(path, "/../") != NULL ||
+	    (plen >= 3 && strcmp(path + plen - 3, "/..") == 0))
+		return -1;
+	for (size_t i = 0; i < plen; i++)
+		if ((unsigned char)path[i] <= 0x20 || path[i] == 0x7f)
+			return -1;
 	r->kind = CONF_ROUTE_HOST;
-	if (strncmp(t, "unix:", 5) == 0) {
-		const char *path = t + 5;
-		size_t plen = len - 5;
-
-		if (path[0] != '/' || plen >= sizeof(((struct sockaddr_un *)0)->
-		    sun_path) || strstr(path, "/../") != NULL ||
-		    (plen >= 3 && strcmp(path + plen - 3, "/..") == 0))
-			return -1;
-		for (size_t i = 0; i < plen; i++)
-			if ((unsigned char)path[i] <= 0x20 || path[i] == 0x7f)
-				return -1;
-		r->transport = CONF_XPORT_LMTP_UNIX;
-		r->host = xstrdup(path);
-		r->port = 0;
-		return 0;
-	}
-	if (len > 0 && t[0] == '[') {
-		const char *rb = memchr(t, ']', len);
-		if (rb == NULL)
-			return -1;
-		h = t + 1;
-		hlen = (size_t)(rb - h);
-		rest = rb + 1;
-	} else {
-		const char *colon = memchr(t, ':', len);
-		hlen = colon != NULL ? (size_t)(colon - t) : len;
-		rest = t + hlen;
-	}
-	if (hlen == 0 || conf_route_ip_check(h, hlen) == -1)
-		return -1;
-	if (*rest != '\0' && (*rest != ':' ||
-	    conf_port_parse(rest + 1, strlen(rest + 1), &port) == -1))
-		return -1;
-	r->transport = CONF_XPORT_LMTP;
-	r->host = conf_strdup_lower(h, hlen);
-	r->port = port;
+	r->transport = CONF_XPORT_LMTP_UNIX;
+	r->host = xstrdup(path);
+	r->port = 0;
 	return 0;
 }
 
 /*
  * Route target: "mx", "smtp:host[:port]" (MX lookup of host),
- * "smtp:[host][:port]" (that host; IPv4, IPv6 or a name; port 0: mx-port)
- * or an LMTP target (conf_route_lmtp). 0 ok, -1 bad, -2 an IP address
- * without brackets.
+ * "smtp:[host][:port]" (that host; IPv4, IPv6 or a name; port 0: mx-port),
+ * "lmtp:[host][:port]" or "lmtp:host[:port]" (LMTP, RFC 2033, to that host:
+ * never an MX lookup; port 24 by default, RFC 2033 names none) or
+ * "lmtp:unix:/path". 0 ok, -1 bad, -2 an IP address without brackets.
  */
 static int
 conf_route_target(const char *t, struct conf_route *r)
@@ -1166,14 +1137,18 @@ conf_route_target(const char *t, struct conf_route *r)
 	const char *h, *rest;
 	size_t hlen, len = strlen(t);
 	uint16_t port = 0;
+	int lmtp = strncmp(t, "lmtp:", 5) == 0;
 
 	if (strcmp(t, "mx") == 0) {
 		r->kind = CONF_ROUTE_MX;
 		return 0;
 	}
-	if (strncmp(t, "lmtp:", 5) == 0)
-		return conf_route_lmtp(t + 5, r);
-	if (strncmp(t, "smtp:", 5) != 0)
+	if (strncmp(t, "lmtp:unix:", 10) == 0)
+		return conf_route_lmtp_unix(t + 10, r);
+	if (lmtp) {
+		r->transport = CONF_XPORT_LMTP;
+		port = LMTP_DEFAULT_PORT;
+	} else if (strncmp(t, "smtp:", 5) != 0)
 		return -1;
 	t += 5;
 	len -= 5;
@@ -1192,8 +1167,8 @@ conf_route_target(const char *t, struct conf_route *r)
 		h = t;
 		hlen = colon != NULL ? (size_t)(colon - t) : len;
 		rest = t + hlen;
-		r->kind = CONF_ROUTE_HOST_MX;
-		if (hlen > 0 && strspn(h, "0123456789.") >= hlen)
+		r->kind = lmtp ? CONF_ROUTE_HOST : CONF_ROUTE_HOST_MX;
+		if (!lmtp && hlen > 0 && strspn(h, "0123456789.") >= hlen)
 			return -2;          /* an IP has no MX: use brackets */
 		if (conf_route_ip_check(h, hlen) == -1)
 			return -1;

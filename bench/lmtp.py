@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bench/lmtp.py - LMTP delivery rate into a private Dovecot (messages/s).
 
-    /usr/bin/python3 bench/lmtp.py --build build [-n 2000] [--unix] [--size 2048]
+    /usr/bin/python3 bench/lmtp.py --build build [-n 2000] [--unix]
         [--no-fsync] [--direct]
 
 On loopback with the integration tests' helpers (tests/integration: the Ternd
@@ -9,8 +9,8 @@ harness, the test DNS server, dovecot.py's private Dovecot): a ternd with
 `route bench.test lmtp:[127.0.0.1]:PORT` (or `lmtp:unix:PATH` with --unix)
 and `max-dest-connections 1`, so every message goes over one LMTP connection
 at a time, reused for up to 100 messages (DLV_CONN_MSG_MAX) before a new one.
-Delivery is paused while N one-recipient messages of about SIZE bytes are
-queued over the relay listener; the clock runs from `ternctl resume` until the
+Delivery is paused while N small one-recipient messages (test_fair_delivery's
+submit_many) are queued over the relay listener; the clock runs from `ternctl resume` until the
 log has N `status=sent` lines. Then the script checks that the user's INBOX
 holds exactly N messages (over IMAP) and counts the LMTP connections Dovecot
 logged. Dovecot fsyncs each message it saves, which bounds the rate on a
@@ -22,7 +22,6 @@ dovecot-lmtpd and dovecot-imapd. Not part of the test suite.
 
 import argparse
 import re
-import socket
 import sys
 import tempfile
 import time
@@ -34,46 +33,16 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 from conftest import Ternd, TernBin, free_port  # noqa: E402
 from dnsserver import TestDNSServer  # noqa: E402
 from dovecot import Dovecot  # noqa: E402
+from test_fair_delivery import submit_many  # noqa: E402
 
 BASE = ("retry 5s\ncommand-timeout 30s\ndelay-warning 0\nmax-queue-lifetime 1h\n"
         "max-dest-connections 1\n")
 
 
-def queue_many(port, rcpt, n, size):
-    """n one-recipient messages over one SMTP session, each pipelined."""
-    body = ("Subject: lmtp bench\r\n\r\n" + ("x" * 70 + "\r\n") * max(1, size // 72)
-            + ".\r\n").encode()
-    s = socket.create_connection(("127.0.0.1", port), timeout=30)
-    f = s.makefile("rb")
-
-    def reply():
-        while True:
-            line = f.readline()
-            if not line:
-                raise RuntimeError("connection closed")
-            if line[3:4] != b"-":
-                return line
-
-    assert reply().startswith(b"220")
-    s.sendall(b"EHLO bench.client\r\n")
-    assert reply().startswith(b"250")
-    for _ in range(n):
-        s.sendall(("MAIL FROM:<bench@client.test>\r\nRCPT TO:<%s>\r\nDATA\r\n"
-                   % rcpt).encode())
-        for want in (b"250", b"250", b"354"):
-            got = reply()
-            assert got.startswith(want), got
-        s.sendall(body)
-        got = reply()
-        assert got.startswith(b"250"), got
-    s.sendall(b"QUIT\r\n")
-    s.close()
-
-
-def direct_rate(d, n, size):
+def direct_rate(d, n):
     """Dovecot's own ceiling: smtplib.LMTP, one connection, n messages."""
     import smtplib
-    body = ("Subject: direct\r\n\r\n" + ("x" * 70 + "\r\n") * max(1, size // 72)).encode()
+    body = b"Subject: direct\r\n\r\nhello\r\n"
     s = smtplib.LMTP("127.0.0.1", d.lmtp_port)
     s.ehlo("bench.client")
     t0 = time.monotonic()
@@ -89,7 +58,6 @@ def main():
     ap.add_argument("--build", default=str(REPO / "build"))
     ap.add_argument("-n", type=int, default=2000)
     ap.add_argument("--unix", action="store_true", help="LMTP over the unix socket")
-    ap.add_argument("--size", type=int, default=2048, help="approximate body bytes")
     ap.add_argument("--limit", type=float, default=300.0)
     ap.add_argument("--no-fsync", action="store_true",
                     help="Dovecot with mail_fsync = never (its fsync is the floor)")
@@ -109,7 +77,7 @@ def main():
         t.start()
         r = t.ternctl("pause")
         assert r.returncode == 0, r.stderr
-        queue_many(t.port(), "bob@bench.test", a.n, a.size)
+        submit_many(t.port(), ["bob@bench.test"] * a.n, conns=2)
         sent_re = re.compile(r" relay=lmtp:\S+ dsn=2\.\d+\.\d+ status=sent ")
         t0 = time.monotonic()
         r = t.ternctl("resume")
@@ -122,13 +90,13 @@ def main():
             time.sleep(0.02)
         conns = d.log().count("Connect from")
         got = len(d.fetch_all("bob"))
-        print("lmtp %s: %d messages of ~%d bytes in %.2f s = %.0f messages/s; "
+        print("lmtp %s: %d messages in %.2f s = %.0f messages/s; "
               "%d LMTP connection(s); INBOX holds %d"
-              % ("unix socket" if a.unix else "tcp", n, a.size, took,
+              % ("unix socket" if a.unix else "tcp", n, took,
                  n / took if took else 0, conns, got))
         if a.direct:
             print("direct smtplib.LMTP, one connection: %.0f messages/s"
-                  % direct_rate(d, a.n, a.size))
+                  % direct_rate(d, a.n))
         if n < a.n or got != a.n:
             print("INCOMPLETE or DUPLICATED: sent=%d inbox=%d want=%d" % (n, got, a.n))
             return 1
