@@ -20,7 +20,7 @@ from dovecot import DOVECOT, Dovecot
 from test_auth import PASSWORD, USER, start
 from test_delivery import attempts, dsn_parts
 
-BASE = "retry 1s 2s\ncommand-timeout 5s\nconnect-timeout 2s\ndelay-warning 0\n"
+BASE = "command-timeout 5s\nconnect-timeout 2s\ndelay-warning 0\n"
 
 # A message with the bytes that dot-stuffing and line handling could break;
 # it has Date and Message-ID, so the submission fix-ups leave it alone.
@@ -106,8 +106,21 @@ def check_copy(raw, msg=MSG):
                      rb"(?:[^\r]*\r\n(?:\t[^\r]*\r\n)*)$", head), head
 
 
-def lmtp_ternd(ternd, certs, target):
-    return start(ternd, certs, extra=BASE + "route example.com %s\n" % target)
+def lmtp_ternd(ternd, certs, target, retry="1s 2s"):
+    return start(ternd, certs, extra=BASE + "retry %s\nroute example.com %s\n"
+                 % (retry, target))
+
+
+def retry_now(t, qid, timeout=10):
+    """`ternctl retry ID`, again while the scheduler still has the attempt
+    that just failed in flight."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = t.ternctl("retry", qid)
+        if r.returncode == 0:
+            return
+        assert b"in flight" in r.stderr and time.monotonic() < deadline, r.stderr
+        time.sleep(0.1)
 
 
 def test_lmtp_tcp_delivers_byte_exact_and_bounces_unknown(ternd, certs, dovecot):
@@ -169,6 +182,8 @@ def test_lmtp_per_recipient_reply_after_data(ternd, certs, dovecot):
     is deferred and retried; once her quota is lifted she gets it, and bob
     still has exactly one copy."""
     d = dovecot(quota={"carol": "1"}, quota_tempfail=True)
+    # retries every 2s: Dovecot may still apply the old quota to the first
+    # attempt after the change
     t = lmtp_ternd(ternd, certs, "lmtp:[127.0.0.1]:%d" % d.lmtp_port)
     big = MSG.replace(b"last line", b"y" * 900 + b"\r\n" + b"z" * 900)
     qid = submit(t, certs, ["bob@example.com", "carol@example.com"], big)
@@ -192,8 +207,7 @@ def test_lmtp_per_recipient_reply_after_data(ternd, certs, dovecot):
         text = f.read()
     with open(users, "w") as f:
         f.write(text.replace("storage=1\n", "storage=100M\n"))
-    r = t.ternctl("retry", qid)
-    assert r.returncode == 0, r.stderr
+    retry_now(t, qid)
     (raw,) = d.wait_count("carol", 1)
     check_copy(raw, big)
     wait_gone(t, qid)
@@ -220,14 +234,14 @@ def test_lmtp_permanent_reply_after_data_bounces_only_that_recipient(ternd, cert
 
 def test_lmtp_server_down_defers_then_retry_delivers_once(ternd, certs, dovecot):
     d = dovecot(start=False)
-    t = lmtp_ternd(ternd, certs, "lmtp:unix:%s" % d.lmtp_socket)
+    # the next scheduled attempt is an hour away: only `ternctl retry` delivers
+    t = lmtp_ternd(ternd, certs, "lmtp:unix:%s" % d.lmtp_socket, retry="1h")
     qid = submit(t, certs, ["bob@example.com"])
     a = wait_status(t, qid, "bob@example.com", "deferred")
     assert a["relay"] == "lmtp:unix:%s" % d.lmtp_socket and a["dsn"].startswith("4."), a
     assert qid.upper() in {q.upper() for q in t.queue_ids()}
     d.start()
-    r = t.ternctl("retry", qid)
-    assert r.returncode == 0, r.stderr
+    retry_now(t, qid)
     wait_status(t, qid, "bob@example.com", "sent")
     wait_gone(t, qid)
     (raw,) = d.wait_count("bob", 1)
@@ -239,7 +253,7 @@ def test_lmtp_server_down_defers_then_retry_delivers_once(ternd, certs, dovecot)
 def test_lmtp_route_to_own_listener_is_a_loop(ternd, certs):
     """The own-listener check holds for LMTP over TCP: a route that names one
     of tern's own listeners bounces (5.4.6) instead of talking to itself."""
-    t = start(ternd, certs, extra=BASE)
+    t = start(ternd, certs, extra=BASE + "retry 1s 2s\n")
     t.stop()
     t.conf_path.write_text(t.conf_path.read_text() +
                            "route example.com lmtp:[127.0.0.1]:%d\n" % t.port("relay"))
