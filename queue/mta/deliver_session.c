@@ -1418,13 +1418,13 @@ dlv_session_resolve(struct dlv_session *s)
 	const struct dlv_job *j = s->job;
 	struct resolver *r = s->w->resolver;
 
+	if (j->route.transport == CONF_XPORT_LMTP_UNIX) {
+		dlv_lmtp_unix_target(s);    /* a socket path needs no DNS */
+		return;
+	}
 	if (r == NULL) {
 		dlv_rcpt_set_all(s, DLV_TEMP, "4.4.3", "no DNS resolver");
 		dlv_session_done(s, 0);
-		return;
-	}
-	if (j->route.transport == CONF_XPORT_LMTP_UNIX) {
-		dlv_lmtp_unix_target(s);
 		return;
 	}
 	dlv_session_enter(s, DLV_S_RESOLVE);
