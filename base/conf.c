@@ -1223,9 +1223,34 @@ conf_route_ip_check(const char *h, size_t hlen)
 }
 
 /*
- * Route target: "mx", "smtp:host[:port]" (MX lookup of host) or
- * "smtp:[host][:port]" (that host; IPv4, IPv6 or a name). Port 0: mx-port.
- * 0 ok, -1 bad, -2 an IP address without brackets.
+ * LMTP unix socket target, after "lmtp:unix:": an absolute path short
+ * enough for sun_path, printable, without "..". 0 ok, -1 bad.
+ */
+static int
+conf_route_lmtp_unix(const char *path, struct conf_route *r)
+{
+	size_t plen = strlen(path);
+
+	if (path[0] != '/' || plen >= sizeof(((struct sockaddr_un *)0)->
+	    sun_path) || strstr(path, "/../") != NULL ||
+	    (plen >= 3 && strcmp(path + plen - 3, "/..") == 0))
+		return -1;
+	for (size_t i = 0; i < plen; i++)
+		if ((unsigned char)path[i] <= 0x20 || path[i] == 0x7f)
+			return -1;
+	r->kind = CONF_ROUTE_HOST;
+	r->transport = CONF_XPORT_LMTP_UNIX;
+	r->host = xstrdup(path);
+	r->port = 0;
+	return 0;
+}
+
+/*
+ * Route target: "mx", "smtp:host[:port]" (MX lookup of host),
+ * "smtp:[host][:port]" (that host; IPv4, IPv6 or a name; port 0: mx-port),
+ * "lmtp:[host][:port]" or "lmtp:host[:port]" (LMTP, RFC 2033, to that host:
+ * never an MX lookup; port 24 by default, RFC 2033 names none) or
+ * "lmtp:unix:/path". 0 ok, -1 bad, -2 an IP address without brackets.
  */
 static int
 conf_route_target(const char *t, struct conf_route *r)
@@ -1233,12 +1258,18 @@ conf_route_target(const char *t, struct conf_route *r)
 	const char *h, *rest;
 	size_t hlen, len = strlen(t);
 	uint16_t port = 0;
+	int lmtp = strncmp(t, "lmtp:", 5) == 0;
 
 	if (strcmp(t, "mx") == 0) {
 		r->kind = CONF_ROUTE_MX;
 		return 0;
 	}
-	if (strncmp(t, "smtp:", 5) != 0)
+	if (strncmp(t, "lmtp:unix:", 10) == 0)
+		return conf_route_lmtp_unix(t + 10, r);
+	if (lmtp) {
+		r->transport = CONF_XPORT_LMTP;
+		port = LMTP_DEFAULT_PORT;
+	} else if (strncmp(t, "smtp:", 5) != 0)
 		return -1;
 	t += 5;
 	len -= 5;
@@ -1257,8 +1288,8 @@ conf_route_target(const char *t, struct conf_route *r)
 		h = t;
 		hlen = colon != NULL ? (size_t)(colon - t) : len;
 		rest = t + hlen;
-		r->kind = CONF_ROUTE_HOST_MX;
-		if (hlen > 0 && strspn(h, "0123456789.") >= hlen)
+		r->kind = lmtp ? CONF_ROUTE_HOST : CONF_ROUTE_HOST_MX;
+		if (!lmtp && hlen > 0 && strspn(h, "0123456789.") >= hlen)
 			return -2;          /* an IP has no MX: use brackets */
 		if (conf_route_ip_check(h, hlen) == -1)
 			return -1;
@@ -1270,6 +1301,26 @@ conf_route_target(const char *t, struct conf_route *r)
 	}
 	r->host = conf_strdup_lower(h, hlen);
 	r->port = port;
+	return 0;
+}
+
+/*
+ * An LMTP route talks in plaintext unless its tls-policy says otherwise
+ * (as Postfix's lmtp client); a unix socket never takes TLS. 0 ok, -1 bad.
+ */
+static int
+conf_route_lmtp_tls(struct conf_parser *p, struct conf_route *r, int tls)
+{
+	if (tls == -1) {
+		r->tls = CONF_TLSP_NONE;
+		return 0;
+	}
+	if (r->transport == CONF_XPORT_LMTP_UNIX && tls != CONF_TLSP_NONE) {
+		conf_error(p, "route: an LMTP unix socket takes no TLS "
+		    "(tls-policy=%s)", conf_tls_policy_name(
+		    (enum conf_tls_policy)tls));
+		return -1;
+	}
 	return 0;
 }
 
@@ -1289,6 +1340,11 @@ conf_set_route(struct conf_parser *p, const struct conf_directive *d,
 	if ((rt = conf_route_target(argv[1], &r)) == -2) {
 		conf_error(p, "route: \"%s\": an IP address has no MX record; "
 		    "write smtp:[IP] to deliver to it directly", argv[1]);
+		bad = 1;
+	} else if (rt == -1 && strncmp(argv[1], "lmtp:", 5) == 0) {
+		conf_error(p, "route: bad LMTP target \"%s\" (expected "
+		    "lmtp:[HOST][:PORT], lmtp:HOST[:PORT] or lmtp:unix:/PATH)",
+		    argv[1]);
 		bad = 1;
 	} else if (rt == -1) {
 		conf_error(p, "route: bad target \"%s\" (expected mx, "
@@ -1317,16 +1373,20 @@ conf_set_route(struct conf_parser *p, const struct conf_directive *d,
 				break;
 			}
 	}
+	r.tls = tls == -1 ? CONF_TLSP_MAY : (enum conf_tls_policy)tls;
+	if (!bad && r.transport != CONF_XPORT_SMTP &&
+	    conf_route_lmtp_tls(p, &r, tls) == -1)
+		bad = 1;
 	if (bad) {
 		free(r.domain);
 		free(r.host);
 		return -1;
 	}
-	r.tls = tls == -1 ? CONF_TLSP_MAY : (enum conf_tls_policy)tls;
 	r.line = p->line;
 	c->routes = conf_array_grow(c->routes, c->nroutes, sizeof(*c->routes));
 	p->route_tls_set = conf_array_grow(p->route_tls_set, c->nroutes, 1);
-	p->route_tls_set[c->nroutes] = tls != -1;
+	/* LMTP keeps its own default (none): the global one is for SMTP */
+	p->route_tls_set[c->nroutes] = tls != -1 || r.transport != CONF_XPORT_SMTP;
 	c->routes[c->nroutes++] = r;
 	return 0;
 }
@@ -1380,8 +1440,8 @@ static const struct conf_directive conf_table[] = {
 	    -1, "CIDR ..."),
 	D_DUR("proxy-timeout", "10s", 1, 300, proxy_timeout),
 	D_LIST("route", conf_set_route, NULL, 0, 0, routes, 2, 3,
-	    "DOMAIN mx|smtp:HOST[:PORT]|smtp:[HOST][:PORT] "
-	    "[tls-policy=none|may|encrypt|verify]"),
+	    "DOMAIN mx|smtp:HOST[:PORT]|smtp:[HOST][:PORT]|lmtp:[HOST][:PORT]|"
+	    "lmtp:unix:/PATH [tls-policy=none|may|encrypt|verify]"),
 	D_WORD("tls-policy", "may", conf_words_tlsp, tls_policy,
 	    "none|may|encrypt|verify"),
 	D_STR("route-auth", conf_set_path, NULL, route_auth_file, "FILE"),
@@ -2025,10 +2085,14 @@ conf_route_for(const struct conf *c, const char *domain, size_t len)
 {
 	/* the built-in "* mx", one per global tls-policy */
 	static const struct conf_route fallback[] = {
-		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_NONE, 0 },
-		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_MAY, 0 },
-		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_ENCRYPT, 0 },
-		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_VERIFY, 0 },
+		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_NONE, 0,
+		    CONF_XPORT_SMTP },
+		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_MAY, 0,
+		    CONF_XPORT_SMTP },
+		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_ENCRYPT, 0,
+		    CONF_XPORT_SMTP },
+		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_VERIFY, 0,
+		    CONF_XPORT_SMTP },
 	};
 	const struct conf_route *best = NULL, *star = NULL;
 	size_t bestlen = 0;

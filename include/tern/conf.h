@@ -58,6 +58,18 @@ enum conf_route_kind {
 	CONF_ROUTE_HOST,              /* "smtp:[host]:port": that host, no MX */
 };
 
+/*
+ * How a route talks to its next hop: SMTP (RFC 5321), or LMTP (RFC 2033)
+ * to a mailbox server over TCP or a unix socket (host is then its path).
+ */
+#define LMTP_DEFAULT_PORT 24           /* lmtp:[host] without a port */
+
+enum conf_route_transport {
+	CONF_XPORT_SMTP = 0,
+	CONF_XPORT_LMTP,              /* "lmtp:[host]:port", no MX lookup */
+	CONF_XPORT_LMTP_UNIX,         /* "lmtp:unix:/path": host is the path */
+};
+
 enum conf_tls_policy {
 	CONF_TLSP_NONE, CONF_TLSP_MAY, CONF_TLSP_ENCRYPT, CONF_TLSP_VERIFY,
 };
@@ -67,8 +79,10 @@ struct conf_route {
 	enum conf_route_kind kind;
 	char *host;                   /* NULL for CONF_ROUTE_MX */
 	uint16_t port;                /* 0 = mx-port */
-	enum conf_tls_policy tls;     /* per-route tls-policy (default: global) */
+	enum conf_tls_policy tls;     /* per-route tls-policy (default: global;
+	                                 none for LMTP) */
 	int line;
+	enum conf_route_transport transport;
 };
 
 struct conf_tls_pair {

@@ -14,11 +14,11 @@
  * generates bounces (DSN, RFC 3464) and delay warnings.
  *
  * A delivery worker is one thread with its own event loop and its own
- * resolver (c-ares). It runs many outbound SMTP sessions at once, resolves
- * each job's route, tries every address of every exchanger in order,
- * reuses idle connections to the same next hop, and reports one result per
- * recipient. Workers never write the envelope store: they only read a
- * message's body (queue_read_body) once a connection is ready for it.
+ * resolver (c-ares). It runs many outbound SMTP (or LMTP) sessions at
+ * once, resolves each job's route, tries every address of every exchanger
+ * in order, reuses idle connections to the same next hop, and reports one
+ * result per recipient. Workers never write the envelope store: they only
+ * read a message's body (queue_read_body) once a connection is ready for it.
  *
  * Jobs and results are tq messages (tern/tq.h); ownership moves with them.
  */

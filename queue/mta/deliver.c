@@ -91,10 +91,13 @@ dlv_route_key(const struct dlv_job *job)
 	char buf[RESOLVER_NAME_MAX + 64];
 	size_t i;
 
-	snprintf(buf, sizeof(buf), "%d:%u:%d:%s", (int)job->route.kind,
-	    (unsigned)job->route.port, (int)job->route.tls,
+	snprintf(buf, sizeof(buf), "%d:%d:%u:%d:%s", (int)job->route.kind,
+	    (int)job->route.transport, (unsigned)job->route.port,
+	    (int)job->route.tls,
 	    where != NULL ? where : "");
-	for (i = 0; buf[i] != '\0'; i++)
+	/* a socket path is case-sensitive: kept as written */
+	for (i = 0; buf[i] != '\0' &&
+	    job->route.transport != CONF_XPORT_LMTP_UNIX; i++)
 		if (buf[i] >= 'A' && buf[i] <= 'Z')
 			buf[i] = (char)(buf[i] - 'A' + 'a');
 	return xstrdup(buf);

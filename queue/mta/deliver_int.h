@@ -111,4 +111,34 @@ void dlv_session_on_event(struct dlv_session *s, short what);
 /* Destination key of a job's route: equal keys may share a connection. */
 char *dlv_route_key(const struct dlv_job *job);
 
+/* Per-recipient progress within a session. */
+enum dlv_rstate { DLV_R_OPEN = 0, DLV_R_ACCEPTED, DLV_R_DONE };
+
+/* ---- lmtp.c: the pure parts of LMTP delivery (RFC 2033) ---- */
+
+struct sockaddr_storage;
+
+/*
+ * The recipient that the next reply after the end of data belongs to (RFC
+ * 2033 4.2: one reply per recipient accepted at RCPT, in RCPT order): the
+ * first position k of sendlist[0..nsend) whose recipient is still
+ * DLV_R_ACCEPTED, or nsend when every one has had its reply.
+ */
+size_t dlv_lmtp_next_rcpt(const unsigned char *rstate, const size_t *sendlist,
+    size_t nsend);
+
+/*
+ * A unix socket address for path into ss; *len gets its length. 0 ok, -1
+ * when path is empty or too long for sun_path.
+ */
+int dlv_lmtp_unix_addr(const char *path, struct sockaddr_storage *ss,
+    unsigned *len);
+
+/*
+ * The relay name of a target for logs and results: "lmtp:unix:/path" for a
+ * unix socket, else "[lmtp:]host[addr]:port" (the prefix for LMTP).
+ */
+void dlv_relay_name(char *buf, size_t len, int lmtp, const char *host,
+    const struct sockaddr_storage *ss, unsigned port);
+
 #endif

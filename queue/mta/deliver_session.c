@@ -29,6 +29,10 @@
  * Loops (RFC 5321 5.1): an MX named like us, and any resolved address that
  * is one of our own listeners, is dropped before connecting; nothing left
  * means 5.4.6 "loops back to myself".
+ *
+ * LMTP routes (RFC 2033; lmtp.c has the pure parts) take the same path with
+ * LHLO for EHLO, a unix socket instead of an address when the route names
+ * one, and one final reply per accepted recipient (dlv_lmtp_body_reply).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -40,6 +44,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -93,9 +98,6 @@ static const char *const dlv_state_names[] = {
 #define DLV_F_BODY_SENT  0x20u
 #define DLV_F_EHLO_DONE  0x40u   /* TLS or not: last EHLO before MAIL done */
 #define DLV_F_7BIT       0x1000u /* the body was converted to 7 bits */
-
-/* per-recipient progress */
-enum dlv_rstate { DLV_R_OPEN = 0, DLV_R_ACCEPTED, DLV_R_DONE };
 
 struct dlv_target {
 	char host[RESOLVER_NAME_MAX + 1];
@@ -154,6 +156,8 @@ struct dlv_session {
 
 static void dlv_session_connect_next(struct dlv_session *s);
 static void dlv_session_resolve(struct dlv_session *s);
+static int dlv_lmtp_body_reply(struct dlv_session *s,
+    const struct smtp_reply *r);
 
 /* ------------------------------------------------------------------ */
 /* helpers */
@@ -164,6 +168,21 @@ dlv_session_enter(struct dlv_session *s, enum dlv_state st)
 	log_trace(TRACE_CLIENT, "dlv id=%s %s -> %s", s->qid,
 	    dlv_state_names[s->state], dlv_state_names[st]);
 	s->state = st;
+}
+
+static int
+dlv_session_lmtp(const struct dlv_session *s)
+{
+	return s->job->route.transport != CONF_XPORT_SMTP;
+}
+
+/* "host[addr]:port" of target t, "lmtp:" first for LMTP. */
+static void
+dlv_session_target_name(const struct dlv_session *s,
+    const struct dlv_target *t, char *buf, size_t len)
+{
+	dlv_relay_name(buf, len, dlv_session_lmtp(s), t->host, &t->ss,
+	    s->port);
 }
 
 static const char *
@@ -322,14 +341,11 @@ dlv_session_done(struct dlv_session *s, int reusable)
 		r->peer_dsn = (c->ehlo.ext & SMTP_EXT_DSN) != 0;
 	} else if (s->have_err && s->ntargets > 0) {
 		/* no connection left: name the last address tried */
-		char a[64];
 		const struct dlv_target *t = &s->targets[s->ntargets - 1 <
 		    s->ti ? s->ntargets - 1 : s->ti];
 		char buf[RESOLVER_NAME_MAX + 96];
 
-		sockaddr_ntop((const struct sockaddr *)&t->ss, a, sizeof(a));
-		snprintf(buf, sizeof(buf), "%s[%s]:%u", t->host, a,
-		    (unsigned)s->port);
+		dlv_session_target_name(s, t, buf, sizeof(buf));
 		r->relay = xstrdup(buf);
 	}
 	r->elapsed_us = now_mono_us() - s->start_us;
@@ -717,7 +733,8 @@ dlv_tx_start(struct dlv_session *s)
 		dlv_session_done(s, 1);
 		return;
 	}
-	if (e->ext & SMTP_EXT_PIPELINING)
+	/* RFC 2033 5: an LMTP server supports PIPELINING */
+	if ((e->ext & SMTP_EXT_PIPELINING) || dlv_session_lmtp(s))
 		s->flags |= DLV_F_PIPELINING;
 	s->peer = DLV_PEER_OK;
 	s->send_idx = s->recv_idx = s->naccepted = 0;
@@ -841,6 +858,48 @@ dlv_body_reply(struct dlv_session *s, const struct smtp_reply *r)
 	dlv_session_done(s, r->code != 421);
 }
 
+/*
+ * LMTP (RFC 2033 4.2): after the final dot, one reply per recipient
+ * accepted at RCPT, in RCPT order. Each decides its own recipient: 2xx
+ * delivered, 4xx deferred, 5xx bounced, while the others go their way. A
+ * 421 defers its recipient and every one still waiting (the server is
+ * closing). Returns 1 while replies are still due.
+ */
+static int
+dlv_lmtp_body_reply(struct dlv_session *s, const struct smtp_reply *r)
+{
+	size_t k = dlv_lmtp_next_rcpt(s->rstate, s->sendlist, s->nsend);
+	enum dlv_class cls = dlv_reply_class(r->code);
+	char status[16], *text;
+
+	if (k == s->nsend) {
+		dlv_session_lost(s, "4.5.0", "protocol error (unexpected "
+		    "reply after the end of data)");
+		return 0;
+	}
+	text = dlv_reply_string(r);
+	dlv_reply_status(r, status);
+	if (r->code >= 300 && r->code < 400)
+		cls = DLV_TEMP;
+	dlv_rcpt_set(s, s->sendlist[k], cls, status, text);
+	if (r->code == 421) {
+		char why[600];
+		snprintf(why, sizeof(why), "server closing: %s", text);
+		free(text);
+		dlv_session_lost(s, "4.4.2", why);
+		return 0;
+	}
+	free(text);
+	if (dlv_lmtp_next_rcpt(s->rstate, s->sendlist, s->nsend) < s->nsend) {
+		dlv_session_arm(s, s->to.data_done,
+		    "waiting for the next recipient's reply to the end of data");
+		return 1;
+	}
+	s->conn->nmsg++;
+	dlv_session_done(s, 1);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* the dialog before the transaction */
 
@@ -848,8 +907,8 @@ static void
 dlv_session_ehlo(struct dlv_session *s)
 {
 	dlv_session_enter(s, DLV_S_EHLO);
-	dlv_session_send(s, "EHLO %s", s->conf->hostname != NULL ?
-	    s->conf->hostname : "localhost");
+	dlv_session_send(s, "%s %s", dlv_session_lmtp(s) ? "LHLO" : "EHLO",
+	    s->conf->hostname != NULL ? s->conf->hostname : "localhost");
 	dlv_session_arm(s, s->to.helo, "waiting for the EHLO reply");
 }
 
@@ -1060,7 +1119,7 @@ dlv_session_pre_reply(struct dlv_session *s, const struct smtp_reply *r,
 			dlv_session_ehlo_done(s);
 			return;
 		}
-		if (r->code >= 500 && r->code != 421) {
+		if (r->code >= 500 && r->code != 421 && !dlv_session_lmtp(s)) {
 			dlv_session_enter(s, DLV_S_HELO);
 			dlv_session_send(s, "HELO %s", s->conf->hostname !=
 			    NULL ? s->conf->hostname : "localhost");
@@ -1133,6 +1192,8 @@ dlv_session_reply(struct dlv_session *s, const struct smtp_reply *r,
 		dlv_auth_reply(s, r);
 		return 0;
 	case DLV_S_BODY:
+		if (dlv_session_lmtp(s))
+			return dlv_lmtp_body_reply(s, r);
 		dlv_body_reply(s, r);
 		return 0;
 	case DLV_S_RSET:
@@ -1288,13 +1349,10 @@ dlv_session_on_event(struct dlv_session *s, short what)
 		s->conn = NULL;
 		s->state = DLV_S_CONNECT;
 		{
-			char relay[RESOLVER_NAME_MAX + 96], a[64];
-			const struct dlv_target *t = &s->targets[s->ti];
+			char relay[RESOLVER_NAME_MAX + 96];
 
-			sockaddr_ntop((const struct sockaddr *)&t->ss, a,
-			    sizeof(a));
-			snprintf(relay, sizeof(relay), "%s[%s]:%u", t->host, a,
-			    (unsigned)s->port);
+			dlv_session_target_name(s, &s->targets[s->ti], relay,
+			    sizeof(relay));
 			dlv_session_next(s, DLV_TEMP, "4.4.1", "connect to %s "
 			    "failed: %s", relay, why);
 		}
@@ -1384,19 +1442,19 @@ dlv_session_connect_next(struct dlv_session *s)
 		const struct dlv_target *t = &s->targets[s->ti];
 		struct sockaddr_storage ss = t->ss;
 		socklen_t sslen;
-		char a[64], relay[RESOLVER_NAME_MAX + 96];
+		char relay[RESOLVER_NAME_MAX + 96];
 		struct dlv_conn *c;
 
 		if (ss.ss_family == AF_INET) {
 			((struct sockaddr_in *)&ss)->sin_port = htons(s->port);
 			sslen = sizeof(struct sockaddr_in);
-		} else {
+		} else if (ss.ss_family == AF_INET6) {
 			((struct sockaddr_in6 *)&ss)->sin6_port = htons(s->port);
 			sslen = sizeof(struct sockaddr_in6);
+		} else {
+			sslen = sizeof(struct sockaddr_un);
 		}
-		sockaddr_ntop((const struct sockaddr *)&ss, a, sizeof(a));
-		snprintf(relay, sizeof(relay), "%s[%s]:%u", t->host, a,
-		    (unsigned)s->port);
+		dlv_session_target_name(s, t, relay, sizeof(relay));
 
 		c = dlv_conn_new(s->w, s->key);
 		c->s = s;
@@ -1485,6 +1543,8 @@ dlv_target_listener(const struct conf *c, const struct dlv_target *t,
 	struct sockaddr_storage ss = t->ss;
 	const struct conf_listen *l;
 
+	if (ss.ss_family == AF_UNIX)    /* a socket path: never a listener */
+		return NULL;
 	if (ss.ss_family == AF_INET)
 		((struct sockaddr_in *)&ss)->sin_port = htons(port);
 	else
@@ -1584,12 +1644,39 @@ dlv_session_resolved(void *arg, struct mx_result *res)
 	dlv_session_connect_next(s);
 }
 
+/* An LMTP unix socket route: its one target is the path, no DNS. */
+static void
+dlv_lmtp_unix_target(struct dlv_session *s)
+{
+	const char *path = s->job->route.host;
+	unsigned len;
+
+	free(s->targets);
+	s->targets = xcalloc(1, sizeof(*s->targets));
+	if (path == NULL || strlen(path) >= sizeof(s->targets[0].host) ||
+	    dlv_lmtp_unix_addr(path, &s->targets[0].ss, &len) == -1) {
+		dlv_rcpt_set_all(s, DLV_PERM, "5.3.5", "bad LMTP socket path");
+		dlv_session_done(s, 0);
+		return;
+	}
+	snprintf(s->targets[0].host, sizeof(s->targets[0].host), "%s", path);
+	s->ntargets = 1;
+	s->ti = 0;
+	s->have_err = 0;
+	s->all_perm = 1;
+	dlv_session_connect_next(s);
+}
+
 static void
 dlv_session_resolve(struct dlv_session *s)
 {
 	const struct dlv_job *j = s->job;
 	struct resolver *r = s->w->resolver;
 
+	if (j->route.transport == CONF_XPORT_LMTP_UNIX) {
+		dlv_lmtp_unix_target(s);    /* a socket path needs no DNS */
+		return;
+	}
 	if (r == NULL) {
 		dlv_rcpt_set_all(s, DLV_TEMP, "4.4.3", "no DNS resolver");
 		dlv_session_done(s, 0);

@@ -227,8 +227,9 @@ sched_dest_key(const struct conf_route *r, const char *domain,
 	} else {
 		n = strlen(r->host) + 48;
 		k = xmalloc(n);
-		snprintf(k, n, "%s:%s:%u:%d", r->kind == CONF_ROUTE_HOST ?
-		    "smtp" : "smtp-mx", r->host, (unsigned)r->port, (int)r->tls);
+		snprintf(k, n, "%s:%s:%u:%d", r->transport != CONF_XPORT_SMTP ?
+		    "lmtp" : r->kind == CONF_ROUTE_HOST ? "smtp" : "smtp-mx",
+		    r->host, (unsigned)r->port, (int)r->tls);
 		*name = r->host;
 	}
 	for (char *p = k; *p != '\0'; p++)

@@ -77,6 +77,9 @@ parse_ok(const char *text)
 }
 
 #define LISTEN "listen 127.0.0.1:2525 relay\n"
+/* 110 octets: too long for a unix socket's sun_path (108) */
+#define LONG_PATH "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/lmtp-sock"
 
 /* ------------------------------------------------------------------ */
 /* local submission */
@@ -790,7 +793,7 @@ static const struct {
 	    "t.conf:2: trusted-networks: bad network \"1.2.3.4/\" (use "
 	    "10.0.0.0/8, 2001:db8::/32 or an address)" } },
 	{ LISTEN "route a.test smtp:\nroute b.test smtp:[10.0.0.5\n"
-	  "route c.test smtp:h:0\nroute d.test smtp:a:b:c\nroute e.test lmtp:x\n"
+	  "route c.test smtp:h:0\nroute d.test smtp:a:b:c\nroute e.test lmtp:x:\n"
 	  "route f.test smtp:[]:25\n",
 	  { "t.conf:2: route: bad target \"smtp:\" (expected mx, "
 	    "smtp:HOST[:PORT] or smtp:[HOST][:PORT])",
@@ -800,8 +803,8 @@ static const struct {
 	    "smtp:HOST[:PORT] or smtp:[HOST][:PORT])",
 	    "t.conf:5: route: bad target \"smtp:a:b:c\" (expected mx, "
 	    "smtp:HOST[:PORT] or smtp:[HOST][:PORT])",
-	    "t.conf:6: route: bad target \"lmtp:x\" (expected mx, "
-	    "smtp:HOST[:PORT] or smtp:[HOST][:PORT])",
+	    "t.conf:6: route: bad LMTP target \"lmtp:x:\" (expected "
+	    "lmtp:[HOST][:PORT], lmtp:HOST[:PORT] or lmtp:unix:/PATH)",
 	    "t.conf:7: route: bad target \"smtp:[]:25\" (expected mx, "
 	    "smtp:HOST[:PORT] or smtp:[HOST][:PORT])" } },
 	{ LISTEN "route a.test smtp:10.0.0.5:25\nroute b.test smtp:[10.0.0.256]\n"
@@ -821,8 +824,29 @@ static const struct {
 	  { "t.conf:3: route: x.test already routed at line 2" } },
 	{ LISTEN "route x.test\n",
 	  { "t.conf:2: route: missing argument (usage: route DOMAIN "
-	    "mx|smtp:HOST[:PORT]|smtp:[HOST][:PORT] "
-	    "[tls-policy=none|may|encrypt|verify])" } },
+	    "mx|smtp:HOST[:PORT]|smtp:[HOST][:PORT]|lmtp:[HOST][:PORT]|"
+	    "lmtp:unix:/PATH [tls-policy=none|may|encrypt|verify])" } },
+	{ LISTEN "route a.test lmtp:unix:run/lmtp\nroute b.test lmtp:unix:\n"
+	  "route c.test lmtp:unix:/a/../b\nroute d.test lmtp:[10.0.0.256]:24\n"
+	  "route e.test lmtp:[::1]:0\nroute f.test lmtp:\n",
+	  { "t.conf:2: route: bad LMTP target \"lmtp:unix:run/lmtp\" (expected "
+	    "lmtp:[HOST][:PORT], lmtp:HOST[:PORT] or lmtp:unix:/PATH)",
+	    "t.conf:3: route: bad LMTP target \"lmtp:unix:\" (expected "
+	    "lmtp:[HOST][:PORT], lmtp:HOST[:PORT] or lmtp:unix:/PATH)",
+	    "t.conf:4: route: bad LMTP target \"lmtp:unix:/a/../b\" (expected "
+	    "lmtp:[HOST][:PORT], lmtp:HOST[:PORT] or lmtp:unix:/PATH)",
+	    "t.conf:5: route: bad LMTP target \"lmtp:[10.0.0.256]:24\" "
+	    "(expected lmtp:[HOST][:PORT], lmtp:HOST[:PORT] or lmtp:unix:/PATH)",
+	    "t.conf:6: route: bad LMTP target \"lmtp:[::1]:0\" (expected "
+	    "lmtp:[HOST][:PORT], lmtp:HOST[:PORT] or lmtp:unix:/PATH)",
+	    "t.conf:7: route: bad LMTP target \"lmtp:\" (expected "
+	    "lmtp:[HOST][:PORT], lmtp:HOST[:PORT] or lmtp:unix:/PATH)" } },
+	{ LISTEN "route g.test lmtp:unix:/" LONG_PATH "\n"
+	  "route h.test lmtp:unix:/run/lmtp tls-policy=may\n",
+	  { "t.conf:2: route: bad LMTP target \"lmtp:unix:/" LONG_PATH "\" "
+	    "(expected lmtp:[HOST][:PORT], lmtp:HOST[:PORT] or lmtp:unix:/PATH)",
+	    "t.conf:3: route: an LMTP unix socket takes no TLS "
+	    "(tls-policy=may)" } },
 	{ LISTEN "resolver 1.2.3.4:0 example.com\n",
 	  { "t.conf:2: resolver: bad port in \"1.2.3.4:0\"",
 	    "t.conf:2: resolver: bad address \"example.com\" (numeric IP, "
@@ -1394,6 +1418,47 @@ test_route_for(void **state)
 	conf_unref(c);
 }
 
+/* LMTP routes: TCP (no MX, port 24 by default) and unix sockets. */
+static void
+test_route_lmtp(void **state)
+{
+	struct conf *c = parse_ok(LISTEN "tls-policy encrypt\n"
+	    "route a.test lmtp:[127.0.0.1]:2424\n"
+	    "route b.test lmtp:mailstore.example\n"
+	    "route c.test lmtp:[::1]\n"
+	    "route d.test lmtp:unix:/run/Dovecot/lmtp\n"
+	    "route e.test lmtp:[10.0.0.7]:24 tls-policy=verify\n"
+	    "route f.test lmtp:unix:/run/lmtp tls-policy=none\n"
+	    "route g.test smtp:[127.0.0.1]:2424\n");
+	const struct conf_route *r = c->routes;
+
+	assert_int_equal(c->nroutes, 7);
+	assert_int_equal(r[0].transport, CONF_XPORT_LMTP);
+	assert_int_equal(r[0].kind, CONF_ROUTE_HOST);
+	assert_string_equal(r[0].host, "127.0.0.1");
+	assert_int_equal(r[0].port, 2424);
+	/* LMTP is plaintext unless the route says otherwise (not global) */
+	assert_int_equal(r[0].tls, CONF_TLSP_NONE);
+	assert_int_equal(r[1].kind, CONF_ROUTE_HOST);     /* never an MX */
+	assert_string_equal(r[1].host, "mailstore.example");
+	assert_int_equal(r[1].port, LMTP_DEFAULT_PORT);
+	assert_string_equal(r[2].host, "::1");
+	assert_int_equal(r[2].port, 24);
+	assert_int_equal(r[3].transport, CONF_XPORT_LMTP_UNIX);
+	assert_string_equal(r[3].host, "/run/Dovecot/lmtp");   /* case kept */
+	assert_int_equal(r[3].port, 0);
+	assert_int_equal(r[3].tls, CONF_TLSP_NONE);
+	assert_int_equal(r[4].tls, CONF_TLSP_VERIFY);
+	assert_int_equal(r[5].transport, CONF_XPORT_LMTP_UNIX);
+	assert_int_equal(r[6].transport, CONF_XPORT_SMTP);
+	assert_int_equal(r[6].tls, CONF_TLSP_ENCRYPT);
+	assert_int_equal(conf_route_for(c, "d.test", 6)->transport,
+	    CONF_XPORT_LMTP_UNIX);
+	assert_int_equal(conf_route_for(c, "other.test", 10)->transport,
+	    CONF_XPORT_SMTP);
+	conf_unref(c);
+}
+
 static void
 test_names(void **state)
 {
@@ -1572,6 +1637,7 @@ main(void)
 		cmocka_unit_test(test_proxy),
 		cmocka_unit_test(test_relay_domain),
 		cmocka_unit_test(test_route_for),
+		cmocka_unit_test(test_route_lmtp),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_command_deadline),
 		cmocka_unit_test(test_refcount),

@@ -33,6 +33,8 @@
 #include "tern/tq.h"
 #include "tern/util.h"
 
+#include "deliver_int.h"
+
 /* ---- the scripted server ---------------------------------------------- */
 
 enum srv_mode {
@@ -44,6 +46,9 @@ enum srv_mode {
 	SRV_LONG_REPLY,         /* endless continuation lines to EHLO */
 	SRV_NO_PIPELINING,      /* EHLO without PIPELINING */
 	SRV_DROP_SECOND_MAIL,   /* close on the 2nd MAIL of a connection */
+	SRV_LMTP,               /* RFC 2033: LHLO, a reply per recipient after
+	                           the dot; "late4"/"late5" recipients are taken
+	                           at RCPT and refused there (452 / 552) */
 };
 
 struct srv {
@@ -57,6 +62,7 @@ struct srv {
 	int nconn;
 	int pipelined_seen;     /* MAIL ... DATA in one read */
 	int nrset;
+	int nlhlo;
 	int nmessages;
 	char mail[8][256];      /* MAIL lines, per message */
 	char *body;             /* the last DATA bytes, terminator included */
@@ -87,6 +93,7 @@ srv_session(struct srv *sv, int fd)
 {
 	char buf[8192], line[1024];
 	size_t have = 0, naccepted = 0, nmail = 0;
+	const char *late[16];   /* LMTP: the reply due to each accepted RCPT */
 	int in_data = 0;
 	char *data = NULL;
 	size_t datalen = 0;
@@ -146,7 +153,11 @@ srv_session(struct srv *sv, int fd)
 					data = NULL;
 					datalen = 0;
 					in_data = 0;
-					srv_write(fd, "250 2.0.0 Ok: queued\r\n");
+					if (sv->mode != SRV_LMTP)
+						srv_write(fd, "250 2.0.0 Ok: queued\r\n");
+					for (size_t k = 0; sv->mode == SRV_LMTP &&
+					    k < naccepted && k < 16; k++)
+						srv_write(fd, late[k]);
 				}
 				break;
 			}
@@ -158,7 +169,24 @@ srv_session(struct srv *sv, int fd)
 			memmove(buf, buf + ll, have - ll);
 			have -= ll;
 
-			if (strncmp(line, "EHLO", 4) == 0) {
+			if (sv->mode == SRV_LMTP && strncmp(line, "LHLO", 4) == 0) {
+				pthread_mutex_lock(&sv->lock);
+				sv->nlhlo++;
+				pthread_mutex_unlock(&sv->lock);
+				srv_write(fd, "250-sink.test\r\n250-PIPELINING\r\n"
+				    "250 ENHANCEDSTATUSCODES\r\n");
+			} else if (sv->mode == SRV_LMTP && (strncmp(line, "EHLO", 4)
+			    == 0 || strncmp(line, "HELO", 4) == 0)) {
+				srv_write(fd, "500 5.5.1 this is LMTP\r\n");
+			} else if (sv->mode == SRV_LMTP &&
+			    strncmp(line, "RCPT TO:<late", 13) == 0) {
+				if (naccepted < 16)
+					late[naccepted] = line[13] == '4' ?
+					    "452 4.2.2 over quota\r\n" :
+					    "552 5.2.2 mailbox full\r\n";
+				naccepted++;
+				srv_write(fd, "250 2.1.5 Ok\r\n");
+			} else if (strncmp(line, "EHLO", 4) == 0) {
 				if (sv->mode == SRV_GARBAGE_EHLO) {
 					srv_write(fd, "hello there\r\n");
 				} else if (sv->mode == SRV_LONG_REPLY) {
@@ -182,6 +210,8 @@ srv_session(struct srv *sv, int fd)
 				naccepted = 0;
 				srv_write(fd, "250 2.1.0 Ok\r\n");
 			} else if (strncmp(line, "RCPT TO:<ok", 11) == 0) {
+				if (naccepted < 16)
+					late[naccepted] = "250 2.0.0 saved\r\n";
 				naccepted++;
 				srv_write(fd, "250 2.1.5 Ok\r\n");
 			} else if (strncmp(line, "RCPT TO:<temp", 13) == 0) {
@@ -742,6 +772,108 @@ test_deliver_starttls(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/*
+ * LMTP (RFC 2033): LHLO, pipelined, one reply per accepted recipient after
+ * the dot, in RCPT order, each deciding its own recipient; the connection
+ * is reused for the next message.
+ */
+static void
+test_lmtp_per_recipient(void **state)
+{
+	static const char *const rcpts[] = {
+		"ok1@dest.test", "late4@dest.test", "perm@dest.test",
+		"late5@dest.test", "ok2@dest.test", NULL,
+	};
+	struct srv *sv = srv_start(SRV_LMTP);
+	char extra[128], relay[80];
+	struct fx *f;
+	struct dlv_result *r;
+
+	snprintf(extra, sizeof(extra), "route dest.test lmtp:[127.0.0.1]:%u\n",
+	    (unsigned)sv->port);
+	f = fx_new(1, extra);       /* "*" routes to a dead port: unused */
+	r = fx_deliver(f, fx_commit(f, body_dots, rcpts, 0), 1, 20);
+	assert_int_equal(r->n, 5);
+	assert_int_equal(r->r[0].cls, DLV_OK);
+	assert_string_equal(r->r[0].status, "2.0.0");
+	assert_non_null(strstr(r->r[0].reply, "250 2.0.0 saved"));
+	assert_int_equal(r->r[1].cls, DLV_TEMP);
+	assert_string_equal(r->r[1].status, "4.2.2");
+	assert_non_null(strstr(r->r[1].reply, "452 4.2.2 over quota"));
+	assert_int_equal(r->r[2].cls, DLV_PERM);        /* refused at RCPT */
+	assert_string_equal(r->r[2].status, "5.1.1");
+	assert_int_equal(r->r[3].cls, DLV_PERM);
+	assert_string_equal(r->r[3].status, "5.2.2");
+	assert_non_null(strstr(r->r[3].reply, "552 5.2.2 mailbox full"));
+	assert_int_equal(r->r[4].cls, DLV_OK);
+	snprintf(relay, sizeof(relay), "lmtp:127.0.0.1[127.0.0.1]:%u",
+	    (unsigned)sv->port);
+	assert_string_equal(r->relay, relay);
+	assert_int_equal(r->peer, DLV_PEER_OK);
+
+	pthread_mutex_lock(&sv->lock);
+	assert_int_equal(sv->nlhlo, 1);
+	assert_int_equal(sv->pipelined_seen, 1);
+	assert_int_equal(sv->bodylen, strlen(body_dots_wire));
+	assert_memory_equal(sv->body, body_dots_wire, sv->bodylen);
+	pthread_mutex_unlock(&sv->lock);
+
+	/* the next message reuses the connection: no second LHLO */
+	{
+		const char *const one[] = { "late4@dest.test", "ok3@dest.test",
+		    NULL };
+		r = fx_deliver(f, fx_commit(f, "hi\r\n", one, 0), 2, 20);
+		assert_int_equal(r->n, 2);
+		assert_int_equal(r->r[0].cls, DLV_TEMP);
+		assert_int_equal(r->r[1].cls, DLV_OK);
+		pthread_mutex_lock(&sv->lock);
+		assert_int_equal(sv->nconn, 1);
+		assert_int_equal(sv->nlhlo, 1);
+		assert_int_equal(sv->nmessages, 2);
+		pthread_mutex_unlock(&sv->lock);
+	}
+	fx_free(f);
+	srv_stop(sv);
+}
+
+/* lmtp.c: the reply-to-recipient mapping, socket addresses, relay names. */
+static void
+test_lmtp_pure(void **state)
+{
+	unsigned char rs[5] = { DLV_R_DONE, DLV_R_ACCEPTED, DLV_R_OPEN,
+	    DLV_R_ACCEPTED, DLV_R_ACCEPTED };
+	size_t order[4] = { 4, 0, 3, 1 };     /* RCPT order, job positions */
+	struct sockaddr_storage ss;
+	unsigned len;
+	char buf[200], path[120];
+
+	assert_int_equal(dlv_lmtp_next_rcpt(rs, order, 4), 0);  /* rcpt 4 */
+	rs[4] = DLV_R_DONE;
+	assert_int_equal(dlv_lmtp_next_rcpt(rs, order, 4), 2);  /* rcpt 3 */
+	rs[3] = DLV_R_DONE;
+	assert_int_equal(dlv_lmtp_next_rcpt(rs, order, 4), 3);  /* rcpt 1 */
+	rs[1] = DLV_R_DONE;
+	assert_int_equal(dlv_lmtp_next_rcpt(rs, order, 4), 4);  /* none */
+	assert_int_equal(dlv_lmtp_next_rcpt(rs, order, 0), 0);
+
+	assert_int_equal(dlv_lmtp_unix_addr("/run/dovecot/lmtp", &ss, &len), 0);
+	assert_int_equal(ss.ss_family, AF_UNIX);
+	dlv_relay_name(buf, sizeof(buf), 1, "/run/dovecot/lmtp", &ss, 0);
+	assert_string_equal(buf, "lmtp:unix:/run/dovecot/lmtp");
+	assert_int_equal(dlv_lmtp_unix_addr("", &ss, &len), -1);
+	memset(path, 'a', sizeof(path) - 1);
+	path[sizeof(path) - 1] = '\0';
+	assert_int_equal(dlv_lmtp_unix_addr(path, &ss, &len), -1);
+
+	memset(&ss, 0, sizeof(ss));
+	ss.ss_family = AF_INET;
+	((struct sockaddr_in *)&ss)->sin_addr.s_addr = htonl(0x7f000001);
+	dlv_relay_name(buf, sizeof(buf), 1, "store.test", &ss, 24);
+	assert_string_equal(buf, "lmtp:store.test[127.0.0.1]:24");
+	dlv_relay_name(buf, sizeof(buf), 0, "mx.test", &ss, 25);
+	assert_string_equal(buf, "mx.test[127.0.0.1]:25");
+}
+
 int
 main(void)
 {
@@ -752,6 +884,8 @@ main(void)
 		cmocka_unit_test(test_deliver_connect_refused),
 		cmocka_unit_test(test_deliver_reuse_dead),
 		cmocka_unit_test(test_deliver_starttls),
+		cmocka_unit_test(test_lmtp_per_recipient),
+		cmocka_unit_test(test_lmtp_pure),
 	};
 
 	if (evthread_use_pthreads() < 0)
