@@ -69,12 +69,15 @@ ternd_conf_err(void *arg, const char *msg)
 static void
 ternd_usage(void)
 {
-	fprintf(stderr, "usage: ternd [-n] [-v] [-c config] [--rebuild-index]\n"
+	fprintf(stderr, "usage: ternd [-n] [-v] [-c config] [--rebuild-index] "
+	    "[--verify-index]\n"
 	    "  -c FILE  configuration file (default " TERND_DEFAULT_CONF ")\n"
 	    "  -n       check the configuration and exit\n"
 	    "  -v       verbose: debug and trace logging\n"
 	    "  --rebuild-index  set the queue index aside, rebuild it from the\n"
-	    "           segments and exit (ternd must be stopped)\n");
+	    "           segments and exit (ternd must be stopped)\n"
+	    "  --verify-index   check the index files with DB->verify before\n"
+	    "           opening them (slow on a big queue), then run as usual\n");
 	exit(2);
 }
 
@@ -315,13 +318,17 @@ main(int argc, char **argv)
 	t.conf_path = TERND_DEFAULT_CONF;
 	static const struct option longopts[] = {
 		{ "rebuild-index", no_argument, NULL, 'R' },
+		{ "verify-index", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int rebuild = 0;
+	int rebuild = 0, verify = 0;
 	while ((ch = getopt_long(argc, argv, "c:nvh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'R':
 			rebuild = 1;
+			break;
+		case 'V':
+			verify = 1;
 			break;
 		case 'c':
 			t.conf_path = optarg;
@@ -401,6 +408,7 @@ main(int argc, char **argv)
 		.spool_budget = conf->spool_memory_total,
 		.reserve_size = conf->queue_reserve,
 		.readonly = 0,
+		.verify_index = verify,
 	};
 	uint64_t t0 = now_mono_us();
 	if (queue_open(&qo, &t.queue, err, sizeof(err)) < 0)

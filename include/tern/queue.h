@@ -38,6 +38,7 @@ struct queue_opts {
 	uint64_t reserve_size;      /* <dir>/reserve kept for a full disk (0: none) */
 	int readonly;               /* ternctl with the daemon stopped: no recovery writes */
 	int rebuild_index;          /* set the index aside, rebuild it from the segments */
+	int verify_index;           /* DB->verify the index files at this open (slow) */
 };
 
 /*

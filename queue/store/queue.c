@@ -652,6 +652,7 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 
 	*out = NULL;
 	q->readonly = o->readonly;
+	q->verify_index = o->verify_index;
 	q->segment_size = o->segment_size ? o->segment_size : QUEUE_DEF_SEGMENT;
 	if (q->segment_size < QUEUE_MIN_SEGMENT)
 		q->segment_size = QUEUE_MIN_SEGMENT;
@@ -691,7 +692,7 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 		goto fail;
 	}
 	queue_space_open(q);    /* room for recovery on a full disk */
-	if (q->readonly && store_open(q->dbdir, 1, &q->st, err, errlen) < 0)
+	if (q->readonly && store_open(q->dbdir, STORE_OPEN_READONLY, &q->st, err, errlen) < 0)
 		goto fail;
 	if (q->readonly) {
 		uint32_t max_num;

@@ -140,6 +140,7 @@ struct queue {
 	uint32_t crc_salt;
 	uint64_t spool_inuse;           /* atomic: bytes of all spools' buffers */
 	int readonly;
+	int verify_index;               /* queue_opts.verify_index */
 	int lockfd;
 	struct store *st;
 

@@ -24,14 +24,19 @@ struct store;
 struct store_txn;
 
 /*
- * Open (creating) the environment in dir. readonly: no recovery and no
- * writes at all (see doc/queue.md "Read-only open" for what that costs).
- * Read-write: each existing database file passes DB->verify first, and new
- * ones get page checksums. -1 with errno EBADMSG: the files are damaged or
- * inconsistent (rebuild them); another errno: a system error.
+ * Open (creating) the environment in dir. flags: STORE_OPEN_READONLY: no
+ * recovery and no writes at all (see doc/queue.md "Read-only open" for
+ * what that costs). Read-write: BDB recovery; new files get page
+ * checksums; a file made without them passes DB->verify first, and with
+ * STORE_OPEN_VERIFY every file does. -1 with errno EBADMSG: the files are
+ * damaged or inconsistent (rebuild them); another errno: a system error.
  */
-int store_open(const char *dir, int readonly, struct store **out,
+#define STORE_OPEN_READONLY 0x1
+#define STORE_OPEN_VERIFY   0x2
+int store_open(const char *dir, int flags, struct store **out,
     char *err, size_t errlen);
+/* Pure: 1 if the meta page p[0..len) is a btree's made with checksums. */
+int store_meta_has_chksum(const uint8_t *p, size_t len);
 /* Checkpoint (unless readonly) and close. NULL is a no-op. */
 void store_close(struct store *s);
 /* Close without a checkpoint or log flush: for an index being set aside. */
