@@ -895,6 +895,24 @@ queue_walk(struct queue *q, queue_walk_fn *fn, void *arg)
 	return store_walk(q->st, STORE_ENVELOPES, queue_walk_one, &c);
 }
 
+int
+queue_walk_after(struct queue *q, uint64_t after, queue_walk_fn *fn,
+    void *arg)
+{
+	struct queue_walk_ctx c = { fn, arg };
+	uint8_t key[8];
+
+	queue_be64(key, after);
+	return store_walk_after(q->st, STORE_ENVELOPES, key, 8, queue_walk_one,
+	    &c);
+}
+
+uint64_t
+queue_open_entries(const struct queue *q)
+{
+	return q->rec_entries;
+}
+
 static void
 queue_read_body_release(struct queue *q, struct seg_rfd *rf, int fd)
 {

@@ -394,11 +394,23 @@ struct store_walk_item {
 int
 store_walk(struct store *s, enum store_table tb, store_walk_fn *fn, void *arg)
 {
+	return store_walk_after(s, tb, NULL, 0, fn, arg);
+}
+
+int
+store_walk_after(struct store *s, enum store_table tb, const void *after,
+    size_t afterlen, store_walk_fn *fn, void *arg)
+{
 	struct store_walk_item items[STORE_WALK_CHUNK];
 	void *last = NULL;
 	size_t lastlen = 0, n = 0;
 	int ret = -1, done = 0, rc, retries = 0;
 
+	if (after != NULL) {            /* resume as if after had been handed out */
+		last = xmalloc(afterlen ? afterlen : 1);
+		memcpy(last, after, afterlen);
+		lastlen = afterlen;
+	}
 	while (!done) {
 		DBC *c = NULL;
 		DBT k, v;

@@ -64,6 +64,9 @@ int store_del(struct store *s, struct store_txn *t, enum store_table tb,
 typedef int store_walk_fn(void *arg, const void *key, size_t klen,
     const void *val, size_t vlen);
 int store_walk(struct store *s, enum store_table tb, store_walk_fn *fn, void *arg);
+/* The same from the first key after `after` (byte order; NULL: the first). */
+int store_walk_after(struct store *s, enum store_table tb, const void *after,
+    size_t afterlen, store_walk_fn *fn, void *arg);
 
 /*
  * Compact both databases and give their free pages back to the file system
