@@ -154,6 +154,8 @@ struct queue_recovery {
 	uint64_t max_id;
 	uint64_t scanned, indexed, damaged, corrupt, entries;
 	int have_index;         /* an indexed position was recorded */
+	uint32_t iseg;          /* ... this one */
+	uint64_t ioff;
 	int rebuild;            /* the index is new: every record is scanned */
 };
 
@@ -383,7 +385,17 @@ queue_rec_extents(struct queue *q, uint32_t iseg)
 	store_commit(t, 0);
 }
 
-/* Verify one indexed envelope against its record; count it as live. */
+/* At or after the indexed position: written since the last start's
+ * index was flushed (the scan just read these records). */
+static int
+queue_rec_fresh(const struct queue_recovery *rc, const struct envelope *e)
+{
+	return !rc->have_index || e->seg > rc->iseg ||
+	    (e->seg == rc->iseg && e->off >= rc->ioff);
+}
+
+/* Count one indexed envelope as live; verify it against its record when
+ * asked (--verify-index, a rebuild) or when the scan just indexed it. */
 static int
 queue_rec_verify(void *arg, const void *key, size_t klen, const void *val,
     size_t vlen)
@@ -417,6 +429,13 @@ queue_rec_verify(void *arg, const void *key, size_t klen, const void *val,
 	}
 	if (e->flags & ENV_F_CORRUPT) {
 		rc->corrupt++;
+		envelope_free(e);
+		return 0;
+	}
+	/* the body is checked when it is read (queue_read_body): here only
+	 * on request, or for entries the scan just made */
+	if (sg != NULL && !q->verify_index && !rc->rebuild &&
+	    !queue_rec_fresh(rc, e)) {
 		envelope_free(e);
 		return 0;
 	}
@@ -522,8 +541,8 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 	queue_rec_cleandir(q->tmpdir, NULL);
 	if (queue_meta_get(q, META_INDEXED, strlen(META_INDEXED), v, 12) == 0) {
 		rc.have_index = 1;
-		iseg = queue_get_be32(v);
-		ioff = queue_get_be64(v + 4);
+		iseg = rc.iseg = queue_get_be32(v);
+		ioff = rc.ioff = queue_get_be64(v + 4);
 	}
 	if (queue_meta_get(q, META_NEXT_ID, strlen(META_NEXT_ID), v, 8) == 0)
 		next_id = queue_get_be64(v);
@@ -554,10 +573,14 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 		}
 	}
 	queue_rec_extents(q, iseg);
-	/* 2. every indexed envelope against its record; live counts */
+	/* 2. every indexed envelope (against its record when asked); live
+	 * counts. With an id counter to go on, a plain start leaves the
+	 * counts to recount.c's thread: listeners need not wait for a walk. */
 	for (size_t i = 0; i < q->nsegs; i++)
 		q->segs[i].live = q->segs[i].live_bytes = 0;
-	if (store_walk(q->st, STORE_ENVELOPES, queue_rec_verify, &rc) < 0) {
+	q->recount_needed = !rebuild && !q->verify_index && next_id > 0;
+	if (!q->recount_needed &&
+	    store_walk(q->st, STORE_ENVELOPES, queue_rec_verify, &rc) < 0) {
 		snprintf(err, errlen, "index walk failed: %s", strerror(errno));
 		goto fail;
 	}
@@ -577,8 +600,9 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 	if (q->next_seg == 0)
 		q->next_seg = 1;
 
-	/* 3. empty segments go (the index state that emptied them is flushed) */
-	for (size_t i = 0; i < q->nsegs; ) {
+	/* 3. empty segments go (the index state that emptied them is flushed);
+	 * counted in the background: housekeeping recycles them after */
+	for (size_t i = 0; !q->recount_needed && i < q->nsegs; ) {
 		if (q->segs[i].live == 0) {
 			if (rc.fds[i] >= 0)
 				close(rc.fds[i]);
@@ -590,9 +614,10 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 			i++;
 	}
 	log_info("queue: recovered segments=%zu scanned=%llu reindexed=%llu "
-	    "damaged=%llu corrupt=%llu", q->nsegs,
+	    "damaged=%llu corrupt=%llu%s", q->nsegs,
 	    (unsigned long long)rc.scanned, (unsigned long long)rc.indexed,
-	    (unsigned long long)rc.damaged, (unsigned long long)rc.corrupt);
+	    (unsigned long long)rc.damaged, (unsigned long long)rc.corrupt,
+	    q->recount_needed ? " (live counts: in the background)" : "");
 	ret = 0;
 fail:
 	saved = errno;
@@ -717,6 +742,9 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 			snprintf(err, errlen, "cannot start the committer");
 			goto fail;
 		}
+		if (q->recount_needed && queue_recount_start(q) < 0)
+			log_warn("queue: cannot start the live count: segments "
+			    "of before this start are kept");
 	}
 	free(lockpath);
 	*out = q;
@@ -732,6 +760,7 @@ queue_close(struct queue *q)
 {
 	if (q == NULL)
 		return;
+	queue_recount_stop(q);
 	queue_commit_stop(q);
 	if (q->cur_fd >= 0)
 		close(q->cur_fd);
@@ -856,7 +885,7 @@ queue_remove(struct queue *q, uint64_t id)
 		return -1;
 	/* the segment is recycled by housekeeping after the next log flush */
 	pthread_mutex_lock(&q->lock);
-	queue_seg_unref(q, seg, len);
+	queue_seg_gone(q, id, seg, len);
 	q->removals++;
 	pthread_mutex_unlock(&q->lock);
 	return 0;
@@ -1007,6 +1036,26 @@ fail:
 }
 
 /*
+ * A record found damaged where the index points: the entry is held as
+ * corrupt (never delivered, reported by `ternctl queue`), as the start-up
+ * check did when it read every record.
+ */
+static void
+queue_read_body_damaged(struct queue *q, struct envelope *cur)
+{
+	char qid[QID_STRLEN + 1];
+
+	if (q->readonly || (cur->flags & ENV_F_CORRUPT))
+		return;
+	cur->flags |= ENV_F_CORRUPT;
+	qid_format(cur->id, qid);
+	if (queue_update(q, cur) == 0)
+		log_warnx("queue: id=%s segment=%08x offset=%llu: body damaged: "
+		    "held as corrupt", qid, cur->seg,
+		    (unsigned long long)cur->off);
+}
+
+/*
  * env's location may be stale: copy-forward moves a record and recycles the
  * old segment. When the read fails, the index is asked once more and a new
  * location is tried.
@@ -1026,6 +1075,8 @@ queue_read_body(struct queue *q, const struct envelope *env, char **out,
 		rc = queue_read_body_at(q, cur, out, len);
 		saved = errno;
 	}
+	if (rc < 0 && saved == EBADMSG && cur != NULL)
+		queue_read_body_damaged(q, cur);
 	envelope_free(cur);
 	errno = saved;
 	return rc;

@@ -183,6 +183,22 @@ struct queue {
 
 	/* the last recovery's counts (queue_recover), for its log line */
 	uint64_t rec_scanned, rec_indexed, rec_damaged, rec_entries;
+
+	/* recount.c (under lock): live counts of the segments of the open */
+	int recount_needed;             /* queue_recover left them to it */
+	int counting;                   /* segments < count_below: not yet */
+	uint32_t count_below;
+	struct queue_recount *recount;  /* owned while it runs */
+};
+
+struct queue_recount {
+	pthread_t thr;
+	int running, stop;              /* stop: atomic */
+	uint64_t entries;               /* walk thread only */
+	uint64_t *counted;              /* ids counted, in walk order */
+	size_t ncounted, capcounted;
+	uint64_t *removed;              /* ids removed before the walk met them */
+	size_t nremoved, capremoved;
 };
 
 /* meta keys */
@@ -205,6 +221,16 @@ struct queue_seg *queue_seg_add(struct queue *q, uint32_t num, uint64_t size);
 void queue_seg_drop(struct queue *q, uint32_t num);
 /* One envelope of rec_len bytes no longer points into segment num. */
 void queue_seg_unref(struct queue *q, uint32_t num, uint64_t rec_len);
+/* The same for a message removed (recount.c: the walk may not have
+ * counted it yet). */
+void queue_seg_gone(struct queue *q, uint64_t id, uint32_t num,
+    uint64_t rec_len);
+/* 1 while segment num's live count is still being made: keep it. */
+int queue_seg_counting(const struct queue *q, uint32_t num);
+/* recount.c: the walk on its thread (after the committer starts); stop
+ * joins it (before the store closes). */
+int queue_recount_start(struct queue *q);
+void queue_recount_stop(struct queue *q);
 
 /* queue.c: store the envelope (location fields set) in t. */
 int queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e);

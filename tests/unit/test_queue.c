@@ -517,7 +517,10 @@ torn_case(enum torn_kind kind)
 		struct envelope *d = NULL;
 		struct queue_stats st;
 		assert_int_equal(queue_get(q, qid[bad], &d), 0);
-		assert_true(d->flags & ENV_F_CORRUPT);
+		/* an entry the recovery scan made was checked by it; one
+		 * indexed before is checked when its body is read */
+		if (kind != TORN_FLIP_INDEXED)
+			assert_true(d->flags & ENV_F_CORRUPT);
 		errno = 0;
 		assert_int_equal(queue_read_body(q, d, &body, &len), -1);
 		/*
@@ -526,6 +529,9 @@ torn_case(enum torn_kind kind)
 		 * caller would retry).
 		 */
 		assert_int_equal(errno, EBADMSG);
+		envelope_free(d);
+		assert_int_equal(queue_get(q, qid[bad], &d), 0);
+		assert_true(d->flags & ENV_F_CORRUPT);
 		envelope_free(d);
 		if (kind != TORN_TRUNCATE)
 			check_message(q, qid[2], 2, 5000);
