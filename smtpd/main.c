@@ -7,8 +7,11 @@
  * create the queue directory and hand it to the run-time user; drop
  * privileges (empty the capability bounding set, setgroups, setgid, setuid,
  * then verify that root cannot be regained); set no_new_privs; open the
- * queue, which runs recovery before any listener accepts; start the session
- * loops; log "ready". ternd runs in the foreground (systemd style).
+ * queue, which runs recovery before any listener accepts (the index walk
+ * that counts live messages goes on in the background); start the session
+ * loops; start delivery and the scheduler (its schedule is loaded in the
+ * background); the control socket; log "ready". ternd runs in the
+ * foreground (systemd style).
  *
  * Signals are handled on the main loop: SIGTERM/SIGINT stop gracefully
  * (stop accepting, let in-flight commits finish and answer, 421 to idle
@@ -417,13 +420,6 @@ main(int argc, char **argv)
 	    (unsigned long long)((now_mono_us() - t0) / 1000));
 	srv->queue = t.queue;
 
-	/* Delivery: workers, then the scheduler, which rebuilds its schedule. */
-	unsigned ndlv = conf->delivery_threads ? conf->delivery_threads :
-	    ternd_ncpu();
-	t.pool = deliver_pool_start(t.queue, conf, ndlv);
-	t.sched = sched_start(t.queue, conf, t.pool);
-	queue_set_notify(t.queue, sched_inbox(t.sched));
-
 	/* AUTH: users database (read-only here; ternctl writes it), pool, throttle. */
 	srv->auth_db = auth_db_open(conf->users_db, 0, err, sizeof(err));
 	if (srv->auth_db == NULL)
@@ -444,6 +440,19 @@ main(int argc, char **argv)
 		evsignal_add(sigs[i], NULL);
 	}
 
+	/*
+	 * Mail first: the sessions accept from here on (what they commit is
+	 * in the index before the scheduler's load walks it, or announced to
+	 * it). Then delivery: workers, then the scheduler, which loads its
+	 * schedule in the background.
+	 */
+	smtpd_loops_start(srv);
+	unsigned ndlv = conf->delivery_threads ? conf->delivery_threads :
+	    ternd_ncpu();
+	t.pool = deliver_pool_start(t.queue, conf, ndlv);
+	t.sched = sched_start(t.queue, conf, t.pool);
+	queue_set_notify(t.queue, sched_inbox(t.sched));
+
 	/* Control socket for ternctl, after the drop: owned by the run-time user. */
 	struct ctl_hooks hooks = { .op = ternd_ctl_op,
 	    .reload = ternd_ctl_reload, .arg = &t };
@@ -462,8 +471,6 @@ main(int argc, char **argv)
 	if (conf->metrics_listen != NULL && (t.metrics = metrics_server_new(t.base,
 	    conf->metrics_listen, t.queue, err, sizeof(err))) == NULL)
 		fatalx("metrics-listen %s: %s", conf->metrics_listen, err);
-
-	smtpd_loops_start(srv);
 
 	char lbuf[1024];
 	size_t o = 0;
