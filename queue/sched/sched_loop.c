@@ -202,8 +202,7 @@ sched_start(struct queue *q, struct conf *conf, struct deliver_pool *pool)
 	 * (sched_add and the load ignore ids already known) */
 	queue_set_notify(q, s->inbox);
 	s->load.total = queue_open_entries(q);
-	log_info("scheduler: loading the schedule in the background "
-	    "(%llu entries)", (unsigned long long)s->load.total);
+	log_info("scheduler: loading the schedule in the background");
 	event_active(s->load_ev, EV_TIMEOUT, 0);
 	event_active(s->timer, EV_TIMEOUT, 0);
 	if ((err = pthread_create(&s->thr, NULL, sched_thread, s)) != 0) {
@@ -534,8 +533,7 @@ sched_ops_stats(struct sched_ops *o, struct json_writer *w)
 	json_key(w, "read");
 	json_put_uint(w, o->s->load.seen);
 	json_key(w, "total");
-	json_put_uint(w, o->s->load.total > o->s->load.seen ?
-	    o->s->load.total : o->s->load.seen);
+	json_put_uint(w, o->s->load.total);     /* 0: not known */
 	json_obj_close(w);
 	sched_dest_stats(o->s, w, o->s->clock());
 	json_key(w, "queue");

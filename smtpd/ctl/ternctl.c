@@ -587,10 +587,15 @@ ternctl_print_stats(const struct ternctl_opts *o, const struct ternctl_resp *r)
 		ternctl_print_paused(r);
 		long l = ternctl_field(r, 0, "loading");
 		if (l >= 0 && r->toks[l].type == JSON_OBJECT &&
-		    !ternctl_bool(r, (size_t)l, "done"))
+		    !ternctl_bool(r, (size_t)l, "done") &&
+		    ternctl_num(r, (size_t)l, "total") > 0)
 			printf("loading: %lld of %lld\n",
 			    (long long)ternctl_num(r, (size_t)l, "read"),
 			    (long long)ternctl_num(r, (size_t)l, "total"));
+		else if (l >= 0 && r->toks[l].type == JSON_OBJECT &&
+		    !ternctl_bool(r, (size_t)l, "done"))
+			printf("loading: %lld entries read\n",
+			    (long long)ternctl_num(r, (size_t)l, "read"));
 		ternctl_print_dests(r);
 	} else
 		printf("ternd is not running: queue only, no counters\n");
