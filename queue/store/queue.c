@@ -1035,24 +1035,59 @@ fail:
 	return -1;
 }
 
+int
+queue_mark_corrupt(struct queue *q, uint64_t id, const char *why)
+{
+	uint8_t key[8];
+	char qid[QID_STRLEN + 1];
+
+	queue_be64(key, id);
+	qid_format(id, qid);
+	for (int tries = 0; tries < 20; tries++) {
+		struct store_txn *t = NULL;
+		struct envelope *cur = NULL;
+		void *v = NULL;
+		size_t vlen;
+		int rc;
+
+		if (store_begin(q->st, &t) < 0)
+			return -1;
+		rc = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
+		if (rc == 0 && envelope_decode(v, vlen, &cur) != ENV_DECODE_OK)
+			rc = STORE_NOTFOUND;    /* read as a placeholder already */
+		free(v);
+		if (rc == 0 && !(cur->flags & ENV_F_CORRUPT)) {
+			cur->flags |= ENV_F_CORRUPT;
+			if ((rc = queue_index_put(q, t, cur)) != 0)
+				store_abort(t);
+			else
+				rc = store_commit(t, 0);
+			if (rc == 0)
+				log_warnx("queue: id=%s segment=%08x offset=%llu: "
+				    "body %s: held as corrupt", qid, cur->seg,
+				    (unsigned long long)cur->off, why);
+			envelope_free(cur);
+			if (rc != STORE_RETRY)
+				return rc == 0 ? 0 : -1;
+			continue;
+		}
+		envelope_free(cur);
+		store_abort(t);
+		if (rc != STORE_RETRY)
+			return rc < 0 ? -1 : 0;
+	}
+	return -1;
+}
+
 /*
  * A record found damaged where the index points: the entry is held as
- * corrupt (never delivered, reported by `ternctl queue`), as the start-up
- * check did when it read every record.
+ * corrupt (never delivered, reported by `ternctl queue`).
  */
 static void
 queue_read_body_damaged(struct queue *q, struct envelope *cur)
 {
-	char qid[QID_STRLEN + 1];
-
-	if (q->readonly || (cur->flags & ENV_F_CORRUPT))
-		return;
-	cur->flags |= ENV_F_CORRUPT;
-	qid_format(cur->id, qid);
-	if (queue_update(q, cur) == 0)
-		log_warnx("queue: id=%s segment=%08x offset=%llu: body damaged: "
-		    "held as corrupt", qid, cur->seg,
-		    (unsigned long long)cur->off);
+	if (!q->readonly && !(cur->flags & ENV_F_CORRUPT))
+		(void)queue_mark_corrupt(q, cur->id, "damaged");
 }
 
 /*

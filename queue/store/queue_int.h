@@ -194,7 +194,10 @@ struct queue {
 struct queue_recount {
 	pthread_t thr;
 	int running, stop;              /* stop: atomic */
-	uint64_t entries;               /* walk thread only */
+	uint64_t entries, corrupt;      /* walk thread only */
+	int fd;                         /* walk thread: segment fd_seg, or -1 */
+	uint32_t fd_seg;
+	uint64_t fd_size;
 	uint64_t *counted;              /* ids counted, in walk order */
 	size_t ncounted, capcounted;
 	uint64_t *removed;              /* ids removed before the walk met them */
@@ -232,6 +235,9 @@ int queue_seg_counting(const struct queue *q, uint32_t num);
 int queue_recount_start(struct queue *q);
 void queue_recount_stop(struct queue *q);
 
+/* queue.c: set ENV_F_CORRUPT on id's entry (one transaction; logged with
+ * why). 0 (also when gone or already set), or -1. */
+int queue_mark_corrupt(struct queue *q, uint64_t id, const char *why);
 /* queue.c: store the envelope (location fields set) in t. */
 int queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e);
 

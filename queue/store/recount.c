@@ -18,11 +18,17 @@
  * aside and skipped when the walk meets them (it may have read the entry
  * before the removal). Both under q->lock; the walk reads the index in
  * chunks outside it (store_walk).
- * Never writes the index or a segment.
+ * The same walk checks each counted entry against its record (header, id,
+ * length, CRC: seg_record_read) and holds a damaged one as corrupt
+ * (queue_mark_corrupt: a flag set in a transaction of its own, so a
+ * delivery's update in between is not undone). Never writes a segment.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tern/log.h"
 #include "tern/util.h"
@@ -93,6 +99,45 @@ queue_seg_gone(struct queue *q, uint64_t id, uint32_t num, uint64_t rec_len)
 		    &rc->capremoved, id);
 }
 
+/* Is e's record there and its own? Else hold it (why logged). */
+static void
+queue_recount_check(struct queue *q, struct queue_recount *rc,
+    const struct envelope *e)
+{
+	struct envelope *r = NULL;
+	const char *why = "segment missing";
+	uint64_t rec_len;
+	struct stat sb;
+	int bad = 1;
+
+	if (rc->fd < 0 || rc->fd_seg != e->seg) {
+		char path[4096];
+		if (rc->fd >= 0)
+			close(rc->fd);
+		seg_path(q->segdir, e->seg, path, sizeof(path));
+		rc->fd = open(path, O_RDONLY | O_CLOEXEC);
+		rc->fd_seg = e->seg;
+		rc->fd_size = rc->fd >= 0 && fstat(rc->fd, &sb) == 0 ?
+		    (uint64_t)sb.st_size : 0;
+	}
+	if (rc->fd >= 0) {
+		enum seg_rec_status st = seg_record_read(rc->fd, e->seg,
+		    q->crc_salt, e->off, rc->fd_size, 0, &r, &rec_len, NULL,
+		    &why);
+		if (st == SEG_REC_OK && (r->id != e->id ||
+		    r->rec_len != e->rec_len || r->body_off != e->body_off ||
+		    r->crc != e->crc))
+			why = "record does not match the index";
+		else if (st == SEG_REC_OK)
+			bad = 0;
+		envelope_free(r);
+	}
+	if (bad) {
+		rc->corrupt++;
+		(void)queue_mark_corrupt(q, e->id, why);
+	}
+}
+
 static int
 queue_recount_one(void *arg, const void *key, size_t klen, const void *val,
     size_t vlen)
@@ -110,16 +155,24 @@ queue_recount_one(void *arg, const void *key, size_t klen, const void *val,
 	id = queue_get_be64(key);
 	if (envelope_decode(val, vlen, &e) != ENV_DECODE_OK)
 		return 0;       /* held as a placeholder wherever it is read */
+	int counted = 0, lost = 0, old;
 	pthread_mutex_lock(&q->lock);
-	if (e->seg < q->count_below &&
-	    !queue_recount_has(rc->removed, rc->nremoved, id) &&
-	    (sg = queue_seg_find(q, e->seg)) != NULL) {
+	old = e->seg < q->count_below &&
+	    !queue_recount_has(rc->removed, rc->nremoved, id);
+	sg = old ? queue_seg_find(q, e->seg) : NULL;
+	if (old && sg == NULL)
+		lost = 1;               /* its segment is not there */
+	else if (old) {
 		sg->live++;
 		sg->live_bytes += e->rec_len;
 		queue_recount_push(&rc->counted, &rc->ncounted, &rc->capcounted,
 		    id);
+		counted = 1;
 	}
 	pthread_mutex_unlock(&q->lock);
+	/* its segment stays while we count: the record can be read */
+	if ((counted || lost) && !(e->flags & ENV_F_CORRUPT))
+		queue_recount_check(q, rc, e);
 	rc->entries++;
 	envelope_free(e);
 	return 0;
@@ -142,13 +195,17 @@ queue_recount_main(void *arg)
 	rc->counted = rc->removed = NULL;
 	rc->ncounted = rc->nremoved = 0;
 	pthread_mutex_unlock(&q->lock);
+	if (rc->fd >= 0)
+		close(rc->fd);
+	rc->fd = -1;
 	if (r < 0)
 		log_warn("queue: the index walk that counts live messages "
 		    "failed: segments of before this start are kept until the "
 		    "next start");
 	else if (!stopped)
-		log_info("queue: live messages counted: entries=%llu ms=%llu",
-		    (unsigned long long)rc->entries,
+		log_info("queue: live messages counted: entries=%llu "
+		    "corrupt=%llu ms=%llu", (unsigned long long)rc->entries,
+		    (unsigned long long)rc->corrupt,
 		    (unsigned long long)((now_mono_us() - t0) / 1000));
 	return NULL;
 }
@@ -159,6 +216,7 @@ queue_recount_start(struct queue *q)
 	struct queue_recount *rc = xcalloc(1, sizeof(*rc));
 	int err;
 
+	rc->fd = -1;
 	pthread_mutex_lock(&q->lock);
 	q->recount = rc;
 	q->counting = 1;

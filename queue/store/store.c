@@ -16,9 +16,10 @@
  * segment log is the source of truth for acceptance, doc/queue.md).
  * Read-only: a private (heap) environment with only a buffer pool, both
  * databases opened DB_RDONLY: nothing is written, no recovery is run.
- * DB->verify of the files runs only when asked (STORE_OPEN_VERIFY) or for
- * a file made without page checksums: with them, every page BDB reads is
- * checked, so a damaged one is an error where it is read, never data.
+ * DB->verify of the files runs only when asked (STORE_OPEN_VERIFY), for a
+ * file made without page checksums, or for one shorter than its meta page
+ * says: with checksums every page BDB reads is checked, so a damaged one is
+ * an error where it is read, never data; a missing one is caught here.
  * Never blocks on anything but BDB's own locks and I/O; deadlocks are
  * reported as STORE_RETRY for the caller to re-run its transaction.
  */
@@ -28,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <db.h>
@@ -143,19 +145,40 @@ store_meta_has_chksum(const uint8_t *p, size_t len)
 	return magic == DB_BTREEMAGIC && (p[26] & 0x01) != 0;
 }
 
-/* 1 if the file at path exists and was made without page checksums. */
+int
+store_meta_size_ok(const uint8_t *p, size_t len, uint64_t file_size)
+{
+	uint32_t pagesize, last_pgno;
+
+	if (len < 36)
+		return 0;
+	memcpy(&pagesize, p + 20, 4);
+	memcpy(&last_pgno, p + 32, 4);
+	return pagesize >= 512 &&
+	    file_size >= ((uint64_t)last_pgno + 1) * pagesize;
+}
+
+/*
+ * 1 if the file at path exists and must be verified: made without page
+ * checksums, or shorter than its meta page says (pages cut off are no
+ * checksum failure, just missing).
+ */
 static int
 store_file_unchecked(const char *path)
 {
 	uint8_t b[64];
+	struct stat sb;
 	ssize_t n;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0)
 		return 0;
 	n = read(fd, b, sizeof(b));
+	if (fstat(fd, &sb) < 0)
+		sb.st_size = 0;
 	close(fd);
-	return n > 0 && !store_meta_has_chksum(b, (size_t)n);
+	return n > 0 && (!store_meta_has_chksum(b, (size_t)n) ||
+	    !store_meta_size_ok(b, (size_t)n, (uint64_t)sb.st_size));
 }
 
 /*
@@ -192,7 +215,8 @@ store_verify_files(struct store *s, const char *dir, int all, char *err,
 		}
 		log_info("queue: bdb verify %s: ok in %llu ms%s", path,
 		    (unsigned long long)((now_mono_us() - t0) / 1000),
-		    all ? "" : " (a file without page checksums)");
+		    all ? "" : " (no page checksums, or shorter than its "
+		    "meta page says)");
 	}
 	return 0;
 }

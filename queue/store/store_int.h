@@ -37,6 +37,9 @@ int store_open(const char *dir, int flags, struct store **out,
     char *err, size_t errlen);
 /* Pure: 1 if the meta page p[0..len) is a btree's made with checksums. */
 int store_meta_has_chksum(const uint8_t *p, size_t len);
+/* Pure: 1 if a file of file_size bytes holds every page its meta page
+ * p[0..len) counts (last page number, page size). */
+int store_meta_size_ok(const uint8_t *p, size_t len, uint64_t file_size);
 /* Checkpoint (unless readonly) and close. NULL is a no-op. */
 void store_close(struct store *s);
 /* Close without a checkpoint or log flush: for an index being set aside. */

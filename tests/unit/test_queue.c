@@ -518,7 +518,8 @@ torn_case(enum torn_kind kind)
 		struct queue_stats st;
 		assert_int_equal(queue_get(q, qid[bad], &d), 0);
 		/* an entry the recovery scan made was checked by it; one
-		 * indexed before is checked when its body is read */
+		 * indexed before is checked by the background walk, or when
+		 * its body is read, whichever comes first */
 		if (kind != TORN_FLIP_INDEXED)
 			assert_true(d->flags & ENV_F_CORRUPT);
 		errno = 0;
@@ -1774,6 +1775,7 @@ static void
 test_index_checksums(void **state)
 {
 	char *dir = mktmp("chk"), path[4200];
+	struct stat sb;
 	uint8_t b[64];
 	struct queue *q;
 	int fd;
@@ -1788,6 +1790,10 @@ test_index_checksums(void **state)
 		assert_int_equal(read(fd, b, sizeof(b)), (ssize_t)sizeof(b));
 		close(fd);
 		assert_int_equal(store_meta_has_chksum(b, sizeof(b)), 1);
+		assert_int_equal(stat(path, &sb), 0);
+		assert_int_equal(store_meta_size_ok(b, sizeof(b),
+		    (uint64_t)sb.st_size), 1);
+		assert_int_equal(store_meta_size_ok(b, sizeof(b), 512), 0);
 	}
 	assert_int_equal(store_meta_has_chksum(b, 20), 0);    /* short */
 	b[26] &= (uint8_t)~0x01;
