@@ -730,8 +730,19 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 			goto fail;
 		}
 	} else {
-		if (queue_index_open(q, o->rebuild_index, err, errlen) < 0)
+		char *mark = queue_join(q->dir, QUEUE_VERIFY_MARK);
+		if (access(mark, F_OK) == 0) {
+			log_warnx("queue: a walk of the index failed in the last "
+			    "run: verifying it");
+			q->verify_index = 1;
+		}
+		if (queue_index_open(q, o->rebuild_index, err, errlen) < 0) {
+			free(mark);
 			goto fail;
+		}
+		if (q->verify_index)
+			(void)unlink(mark);
+		free(mark);
 		if (queue_seg_roll(q, 0) < 0 && queue_open_noroll(q) < 0) {
 			snprintf(err, errlen, "cannot start a segment: %s",
 			    strerror(errno));

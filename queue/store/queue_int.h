@@ -204,6 +204,10 @@ struct queue_recount {
 	size_t nremoved, capremoved;
 };
 
+/* <dir>/QUEUE_VERIFY_MARK: a walk of the index failed while running; the
+ * next read-write open verifies it (as --verify-index) and removes it. */
+#define QUEUE_VERIFY_MARK "verify-index"
+
 /* meta keys */
 #define META_STAMP      "stamp"         /* u32 salt, u64 generation; also a
                                            key of STORE_ENVELOPES (5 bytes) */

@@ -25,6 +25,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -178,6 +179,21 @@ queue_recount_one(void *arg, const void *key, size_t klen, const void *val,
 	return 0;
 }
 
+/* Ask the next start for DB->verify: <dir>/verify-index (queue_open). */
+static void
+queue_recount_mark(struct queue *q)
+{
+	char path[4200];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", q->dir, QUEUE_VERIFY_MARK);
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600)) >= 0) {
+		(void)fsync(fd);
+		close(fd);
+		(void)fsync_dir(q->dir);
+	}
+}
+
 static void *
 queue_recount_main(void *arg)
 {
@@ -198,10 +214,13 @@ queue_recount_main(void *arg)
 	if (rc->fd >= 0)
 		close(rc->fd);
 	rc->fd = -1;
-	if (r < 0)
+	if (r < 0) {
+		queue_recount_mark(q);
 		log_warn("queue: the index walk that counts live messages "
-		    "failed: segments of before this start are kept until the "
-		    "next start");
+		    "failed: segments of before this start are kept; restart "
+		    "ternd: the next start verifies the index (and rebuilds it "
+		    "from the segments if it is damaged)");
+	}
 	else if (!stopped)
 		log_info("queue: live messages counted: entries=%llu "
 		    "corrupt=%llu ms=%llu", (unsigned long long)rc->entries,
