@@ -14,9 +14,11 @@
  *   -> drop half-prepared files (.tmp, tmp/ files)
  *   -> scan each segment from the indexed position (or its start), index
  *   every valid record BDB lacks, hold damaged ones, stop at the first
- *   invalid header -> verify every indexed envelope against its record
- *   (held as ENV_F_CORRUPT when unreadable) -> recompute live counts ->
- *   flush -> recycle empty segments -> roll to a fresh current segment.
+ *   invalid header -> roll to a fresh current segment. The walk of every
+ *   indexed envelope (checked against its record, held as ENV_F_CORRUPT
+ *   when unreadable; live counts; then housekeeping recycles the empty
+ *   segments) runs here only on a rebuild, with verify_index or without a
+ *   next_id; else on recount.c's thread once the committer runs.
  * Never deletes an envelope on its own; never writes in readonly mode.
  */
 #include <dirent.h>
