@@ -7,8 +7,11 @@
  * create the queue directory and hand it to the run-time user; drop
  * privileges (empty the capability bounding set, setgroups, setgid, setuid,
  * then verify that root cannot be regained); set no_new_privs; open the
- * queue, which runs recovery before any listener accepts; start the session
- * loops; log "ready". ternd runs in the foreground (systemd style).
+ * queue, which runs recovery before any listener accepts (the index walk
+ * that counts live messages goes on in the background); start the session
+ * loops; start delivery and the scheduler (its schedule is loaded in the
+ * background); the control socket; log "ready". ternd runs in the
+ * foreground (systemd style).
  *
  * Signals are handled on the main loop: SIGTERM/SIGINT stop gracefully
  * (stop accepting, let in-flight commits finish and answer, 421 to idle
@@ -73,12 +76,15 @@ static void
 ternd_usage(int help)
 {
 	fprintf(help ? stdout : stderr,
-	    "usage: ternd [-n] [-v] [-c config] [--rebuild-index]\n"
+	    "usage: ternd [-n] [-v] [-c config] [--rebuild-index] "
+	    "[--verify-index]\n"
 	    "  -c FILE  configuration file (default " TERND_DEFAULT_CONF ")\n"
 	    "  -n       check the configuration and exit\n"
 	    "  -v       verbose: debug and trace logging\n"
 	    "  --rebuild-index  set the queue index aside, rebuild it from the\n"
 	    "           segments and exit (ternd must be stopped)\n"
+	    "  --verify-index   check the index files with DB->verify before\n"
+	    "           opening them (slow on a big queue), then run as usual\n"
 	    "  --version  print the version and exit\n"
 	    "  --help   print this help and exit\n");
 	exit(help ? 0 : 2);
@@ -422,9 +428,10 @@ main(int argc, char **argv)
 		{ "rebuild-index", no_argument, NULL, 'R' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'H' },
+		{ "verify-index", no_argument, NULL, 'X' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int rebuild = 0;
+	int rebuild = 0, verify = 0;
 	while ((ch = getopt_long(argc, argv, "c:nvh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'R':
@@ -435,6 +442,9 @@ main(int argc, char **argv)
 			return 0;
 		case 'H':
 			ternd_usage(1);
+			break;
+		case 'X':
+			verify = 1;
 			break;
 		case 'c':
 			t.conf_path = optarg;
@@ -524,6 +534,7 @@ main(int argc, char **argv)
 		.spool_budget = conf->spool_memory_total,
 		.reserve_size = conf->queue_reserve,
 		.readonly = 0,
+		.verify_index = verify,
 	};
 	uint64_t t0 = now_mono_us();
 	if (queue_open(&qo, &t.queue, err, sizeof(err)) < 0)
@@ -531,13 +542,6 @@ main(int argc, char **argv)
 	log_info("queue %s open in %llu ms", conf->queue_dir,
 	    (unsigned long long)((now_mono_us() - t0) / 1000));
 	srv->queue = t.queue;
-
-	/* Delivery: workers, then the scheduler, which rebuilds its schedule. */
-	unsigned ndlv = conf->delivery_threads ? conf->delivery_threads :
-	    ternd_ncpu();
-	t.pool = deliver_pool_start(t.queue, conf, ndlv);
-	t.sched = sched_start(t.queue, conf, t.pool);
-	queue_set_notify(t.queue, sched_inbox(t.sched));
 
 	/* AUTH: users database (read-only here; ternctl writes it), pool, throttle. */
 	srv->auth_db = auth_db_open(conf->users_db, 0, err, sizeof(err));
@@ -559,6 +563,19 @@ main(int argc, char **argv)
 		evsignal_add(sigs[i], NULL);
 	}
 
+	/*
+	 * Mail first: the sessions accept from here on (what they commit is
+	 * in the index before the scheduler's load walks it, or announced to
+	 * it). Then delivery: workers, then the scheduler, which loads its
+	 * schedule in the background.
+	 */
+	smtpd_loops_start(srv);
+	unsigned ndlv = conf->delivery_threads ? conf->delivery_threads :
+	    ternd_ncpu();
+	t.pool = deliver_pool_start(t.queue, conf, ndlv);
+	t.sched = sched_start(t.queue, conf, t.pool);
+	queue_set_notify(t.queue, sched_inbox(t.sched));
+
 	/* Control socket for ternctl, after the drop: owned by the run-time user. */
 	struct ctl_hooks hooks = { .op = ternd_ctl_op,
 	    .reload = ternd_ctl_reload, .arg = &t };
@@ -577,8 +594,6 @@ main(int argc, char **argv)
 	if (conf->metrics_listen != NULL && (t.metrics = metrics_server_new(t.base,
 	    conf->metrics_listen, t.queue, err, sizeof(err))) == NULL)
 		fatalx("metrics-listen %s: %s", conf->metrics_listen, err);
-
-	smtpd_loops_start(srv);
 
 	char lbuf[1024];
 	size_t o = 0;

@@ -38,6 +38,7 @@ struct queue_opts {
 	uint64_t reserve_size;      /* <dir>/reserve kept for a full disk (0: none) */
 	int readonly;               /* ternctl with the daemon stopped: no recovery writes */
 	int rebuild_index;          /* set the index aside, rebuild it from the segments */
+	int verify_index;           /* DB->verify the index files at this open (slow) */
 };
 
 /*
@@ -110,6 +111,11 @@ int queue_remove(struct queue *q, uint64_t id);
 /* Call fn for each envelope in id order; stop early if fn returns non-zero. */
 typedef int queue_walk_fn(void *arg, const struct envelope *env);
 int queue_walk(struct queue *q, queue_walk_fn *fn, void *arg);
+/* The same for the ids above `after` only (0: all): a walk in slices. */
+int queue_walk_after(struct queue *q, uint64_t after, queue_walk_fn *fn,
+    void *arg);
+/* Index entries found by the recovery walk at open (a size estimate). */
+uint64_t queue_open_entries(const struct queue *q);
 
 /*
  * Read the body of env into a new buffer (*out, *len; caller frees).

@@ -570,11 +570,15 @@ sched_run(struct sched *s, int64_t now)
 
 	sched_dest_sweep(s, now);
 	while (s->heap.n > 0 && s->heap.a[0].when <= now &&
-	    n++ < SCHED_POP_BATCH) {
+	    n++ < SCHED_POP_BATCH && s->waiting < SCHED_WAIT_MAX) {
 		sched_heap_pop(&s->heap, &e);
 		sched_msg_start(s, e.item, now);
 	}
 	sched_pump(s, now);
+	/* enough jobs wait for a slot: the next results make room (and kick) */
+	if (s->waiting >= SCHED_WAIT_MAX && s->heap.n > 0 &&
+	    s->heap.a[0].when <= now)
+		return now + 1;
 	return s->heap.n > 0 ? s->heap.a[0].when : INT64_MAX;
 }
 
@@ -1032,8 +1036,17 @@ sched_add(struct sched *s, uint64_t qid)
 	sched_msg_schedule(s, m, 0);
 }
 
+/*
+ * The load: the envelope store walked in id order, a slice at a time
+ * (s->load.after: the last id seen), on the scheduler's loop, so new mail,
+ * results and operator requests are served between slices. A message met
+ * twice (committed during the load, so seen by the walk and announced by
+ * the committer; or scheduled by an operator's release or retry first) is
+ * known by its id in the table: the second sighting changes nothing.
+ */
 struct sched_load_ctx {
 	struct sched *s;
+	size_t left;                /* entries this slice may still take */
 	uint64_t *gone;
 	size_t ngone;
 };
@@ -1044,32 +1057,59 @@ sched_load_one(void *arg, const struct envelope *e)
 	struct sched_load_ctx *c = arg;
 	struct sched_msg *m;
 
-	if (e->flags & (ENV_F_HOLD | ENV_F_CORRUPT))
-		return 0;
+	c->s->load.after = e->id;
+	c->s->load.seen++;
+	/* known: announced, retried or released already; its state is ours */
+	if (sched_msg_find(c->s, e->id) != NULL ||
+	    (e->flags & (ENV_F_HOLD | ENV_F_CORRUPT)))
+		goto next;
 	if (envelope_pending(e) == 0) {     /* finished, not yet removed */
 		c->gone = xreallocarray(c->gone, c->ngone + 1, sizeof(uint64_t));
 		c->gone[c->ngone++] = e->id;
-		return 0;
+		goto next;
 	}
-	if (sched_msg_find(c->s, e->id) != NULL)
-		return 0;
 	m = sched_msg_new(c->s, e->id);
 	sched_msg_schedule(c->s, m, e->next_attempt);
-	return 0;
+next:
+	return --c->left == 0;
+}
+
+int
+sched_load_slice(struct sched *s, size_t max)
+{
+	struct sched_load_ctx c = { s, max, NULL, 0 };
+	int rc;
+
+	if (s->load.done)
+		return 0;
+	if (s->load.t0 == 0)
+		s->load.t0 = now_mono_us();
+	rc = queue_walk_after(s->q, s->load.after, sched_load_one, &c);
+	for (size_t i = 0; i < c.ngone; i++)
+		if (queue_remove(s->q, c.gone[i]) < 0 && errno != ENOENT)
+			log_warn("scheduler: queue_remove");
+	free(c.gone);
+	if (rc < 0)
+		return -1;
+	if (c.left > 0) {           /* the walk ended before the slice did */
+		s->load.done = 1;
+		log_info("scheduler: schedule loaded: %llu entries read, %zu "
+		    "messages scheduled in %llu ms",
+		    (unsigned long long)s->load.seen, s->nmsg,
+		    (unsigned long long)((now_mono_us() - s->load.t0) / 1000));
+		return 0;
+	}
+	return 1;
 }
 
 int
 sched_load(struct sched *s)
 {
-	struct sched_load_ctx c = { s, NULL, 0 };
-	int rc = queue_walk(s->q, sched_load_one, &c);
+	int rc;
 
-	for (size_t i = 0; i < c.ngone; i++)
-		if (queue_remove(s->q, c.gone[i]) < 0 && errno != ENOENT)
-			log_warn("scheduler: queue_remove");
-	free(c.gone);
-	log_info("scheduler: %zu messages scheduled", s->nmsg);
-	return rc < 0 ? -1 : 0;
+	while ((rc = sched_load_slice(s, SCHED_LOAD_SLICE)) > 0)
+		;
+	return rc;
 }
 
 static int64_t

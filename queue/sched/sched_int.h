@@ -31,15 +31,23 @@ typedef void sched_submit_fn(void *arg, struct dlv_job *j);
  */
 struct sched *sched_new(struct queue *q, struct conf *conf,
     struct event_base *base, sched_submit_fn *submit, void *arg);
-/* Rebuild the schedule from the envelope store (queue_walk). 0 or -1. */
+/*
+ * Rebuild the schedule from the envelope store, all at once (sched_load)
+ * or max entries per call (sched_load_slice: 1 more to read, 0 loaded,
+ * -1 the walk failed). Messages already known are left as they are.
+ */
+#define SCHED_LOAD_SLICE    2000
 int sched_load(struct sched *s);
+int sched_load_slice(struct sched *s, size_t max);
 /* Learn of a (new or released) message; no-op if already known. */
 void sched_add(struct sched *s, uint64_t qid);
 /*
  * Start due messages (at most SCHED_POP_BATCH per call) into their
  * destinations' queues and submit what the limits allow, round-robin over
- * the destinations. Returns the time of the next due message (<= now when
- * the batch bound stopped it: call again soon), or INT64_MAX if none.
+ * the destinations, while fewer than SCHED_WAIT_MAX jobs wait for a slot.
+ * Returns the time of the next due message (<= now when the batch bound
+ * stopped it: call again soon; now + 1 when the waiting bound did), or
+ * INT64_MAX if none.
  */
 int64_t sched_run(struct sched *s, int64_t now);
 /* Apply one delivery result (ownership moves; it is freed). */
@@ -192,16 +200,26 @@ struct sched {
 	uint64_t rnd;
 	int64_t (*clock)(void);
 	int freeing;
+	struct {                        /* the load (sched_load_slice) */
+		uint64_t after;         /* the last id read */
+		uint64_t seen;          /* entries read */
+		uint64_t total;         /* entries at open (an estimate) */
+		uint64_t t0;            /* monotonic us at the first slice */
+		int done;
+	} load;
 
 	/* thread mode (sched_start) */
 	int own_base, stopping, running;
 	struct event *timer;
+	struct event *load_ev;          /* the next slice of the load */
 	pthread_t thr;
 };
 
 /* ---- destinations (sched_dest.c) ---- */
 
 #define SCHED_POP_BATCH     1000        /* due messages started per run */
+#define SCHED_WAIT_MAX      10000       /* jobs waiting for a slot: no more
+                                           due messages start beyond it */
 #define SCHED_SWEEP_SEC     5           /* idle destinations, due probes */
 #define SCHED_STATS_MAX     200         /* destinations listed by stats */
 

@@ -6,7 +6,10 @@
  *
  * Runs: sched_start/sched_set_conf/sched_stop/sched_ctl_submit on the
  * caller's thread; the rest on the scheduler thread. Never blocks the caller
- * beyond the start-up walk of the envelope store and the join at stop.
+ * beyond the join at stop. The schedule is loaded from the envelope store
+ * on the scheduler thread, SCHED_LOAD_SLICE entries per turn of its loop
+ * (sched_load_cb), while new mail, results and operator requests are
+ * served; stats show the progress ("loading").
  *
  * Operator requests (struct ctl_op, tern/ctl.h) arrive as tq calls on the
  * inbox and run here, on the thread that owns the schedule: each reads the
@@ -147,6 +150,27 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(s->timer, &tv);
 }
 
+/* One slice of the load per turn of the loop, until it is done. */
+static void
+sched_load_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sched *s = arg;
+	struct timeval tv = { 0, 0 };
+	int rc;
+
+	(void)fd;
+	(void)what;
+	if (s->stopping)
+		return;
+	if ((rc = sched_load_slice(s, SCHED_LOAD_SLICE)) < 0 &&
+	    (s->load.done = 1))
+		log_warnx("scheduler: the envelope walk failed; messages not "
+		    "seen will be picked up at the next start");
+	if (rc > 0)
+		evtimer_add(s->load_ev, &tv);   /* after the loop polls again */
+	event_active(s->timer, EV_TIMEOUT, 0);  /* what this slice made due */
+}
+
 static void *
 sched_thread(void *arg)
 {
@@ -171,14 +195,15 @@ sched_start(struct queue *q, struct conf *conf, struct deliver_pool *pool)
 	s = sched_new(q, conf, base, sched_submit_pool, o);
 	o->s = s;
 	s->own_base = 1;
-	if ((s->timer = evtimer_new(base, sched_timer_cb, s)) == NULL)
+	if ((s->timer = evtimer_new(base, sched_timer_cb, s)) == NULL ||
+	    (s->load_ev = evtimer_new(base, sched_load_cb, s)) == NULL)
 		fatalx("sched_start: evtimer_new failed");
 	/* notify first, then walk: nothing committed in between is missed
-	 * (sched_add ignores ids it already knows) */
+	 * (sched_add and the load ignore ids already known) */
 	queue_set_notify(q, s->inbox);
-	if (sched_load(s) < 0)
-		log_warnx("scheduler: the envelope walk failed; messages not "
-		    "seen will be picked up at the next start");
+	s->load.total = queue_open_entries(q);
+	log_info("scheduler: loading the schedule in the background");
+	event_active(s->load_ev, EV_TIMEOUT, 0);
 	event_active(s->timer, EV_TIMEOUT, 0);
 	if ((err = pthread_create(&s->thr, NULL, sched_thread, s)) != 0) {
 		errno = err;
@@ -239,6 +264,9 @@ sched_stop(struct sched *s)
 	if (s->timer != NULL)
 		event_free(s->timer);
 	s->timer = NULL;
+	if (s->load_ev != NULL)
+		event_free(s->load_ev);
+	s->load_ev = NULL;
 	/* the workers have stopped: no result comes any more */
 	while ((m = STAILQ_FIRST(&o->parked)) != NULL) {
 		STAILQ_REMOVE_HEAD(&o->parked, next);
@@ -498,6 +526,15 @@ sched_ops_stats(struct sched_ops *o, struct json_writer *w)
 	    __ATOMIC_RELAXED));
 	json_obj_close(w);
 	sched_ops_paused_write(o, w);
+	json_key(w, "loading");
+	json_obj_open(w);
+	json_key(w, "done");
+	json_put_bool(w, o->s->load.done);
+	json_key(w, "read");
+	json_put_uint(w, o->s->load.seen);
+	json_key(w, "total");
+	json_put_uint(w, o->s->load.total);     /* 0: not known */
+	json_obj_close(w);
 	sched_dest_stats(o->s, w, o->s->clock());
 	json_key(w, "queue");
 }

@@ -855,7 +855,8 @@ queue_hk_recycle(struct queue *q)
 	pthread_mutex_lock(&q->lock);
 	for (size_t i = 0; i < q->nsegs && n < 64; i++) {
 		struct queue_seg *s = &q->segs[i];
-		if (s->live == 0 && s->num != q->cur_num && !s->recycling) {
+		if (s->live == 0 && s->num != q->cur_num && !s->recycling &&
+		    !queue_seg_counting(q, s->num)) {
 			s->recycling = 1;
 			queue_seg_rfd_put(s->rfd);   /* readers still on it keep theirs */
 			s->rfd = NULL;
@@ -975,6 +976,7 @@ queue_hk_copy_forward(struct queue *q)
 		 * only (the current one at the last stop) stays put */
 		uint64_t written = sg->extent ? sg->extent : sg->size;
 		if (sg->num == q->cur_num || sg->recycling || sg->live == 0 ||
+		    queue_seg_counting(q, sg->num) ||
 		    sg->cf_next > now ||
 		    sg->live_bytes * 100 > written * QUEUE_CF_LIVE_PCT)
 			continue;

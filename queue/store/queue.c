@@ -14,9 +14,11 @@
  *   -> drop half-prepared files (.tmp, tmp/ files)
  *   -> scan each segment from the indexed position (or its start), index
  *   every valid record BDB lacks, hold damaged ones, stop at the first
- *   invalid header -> verify every indexed envelope against its record
- *   (held as ENV_F_CORRUPT when unreadable) -> recompute live counts ->
- *   flush -> recycle empty segments -> roll to a fresh current segment.
+ *   invalid header -> roll to a fresh current segment. The walk of every
+ *   indexed envelope (checked against its record, held as ENV_F_CORRUPT
+ *   when unreadable; live counts; then housekeeping recycles the empty
+ *   segments) runs here only on a rebuild, with verify_index or without a
+ *   next_id; else on recount.c's thread once the committer runs.
  * Never deletes an envelope on its own; never writes in readonly mode.
  */
 #include <dirent.h>
@@ -154,6 +156,8 @@ struct queue_recovery {
 	uint64_t max_id;
 	uint64_t scanned, indexed, damaged, corrupt, entries;
 	int have_index;         /* an indexed position was recorded */
+	uint32_t iseg;          /* ... this one */
+	uint64_t ioff;
 	int rebuild;            /* the index is new: every record is scanned */
 };
 
@@ -383,7 +387,17 @@ queue_rec_extents(struct queue *q, uint32_t iseg)
 	store_commit(t, 0);
 }
 
-/* Verify one indexed envelope against its record; count it as live. */
+/* At or after the indexed position: written since the last start's
+ * index was flushed (the scan just read these records). */
+static int
+queue_rec_fresh(const struct queue_recovery *rc, const struct envelope *e)
+{
+	return !rc->have_index || e->seg > rc->iseg ||
+	    (e->seg == rc->iseg && e->off >= rc->ioff);
+}
+
+/* Count one indexed envelope as live; verify it against its record when
+ * asked (--verify-index, a rebuild) or when the scan just indexed it. */
 static int
 queue_rec_verify(void *arg, const void *key, size_t klen, const void *val,
     size_t vlen)
@@ -417,6 +431,13 @@ queue_rec_verify(void *arg, const void *key, size_t klen, const void *val,
 	}
 	if (e->flags & ENV_F_CORRUPT) {
 		rc->corrupt++;
+		envelope_free(e);
+		return 0;
+	}
+	/* the body is checked when it is read (queue_read_body): here only
+	 * on request, or for entries the scan just made */
+	if (sg != NULL && !q->verify_index && !rc->rebuild &&
+	    !queue_rec_fresh(rc, e)) {
 		envelope_free(e);
 		return 0;
 	}
@@ -522,8 +543,8 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 	queue_rec_cleandir(q->tmpdir, NULL);
 	if (queue_meta_get(q, META_INDEXED, strlen(META_INDEXED), v, 12) == 0) {
 		rc.have_index = 1;
-		iseg = queue_get_be32(v);
-		ioff = queue_get_be64(v + 4);
+		iseg = rc.iseg = queue_get_be32(v);
+		ioff = rc.ioff = queue_get_be64(v + 4);
 	}
 	if (queue_meta_get(q, META_NEXT_ID, strlen(META_NEXT_ID), v, 8) == 0)
 		next_id = queue_get_be64(v);
@@ -554,10 +575,14 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 		}
 	}
 	queue_rec_extents(q, iseg);
-	/* 2. every indexed envelope against its record; live counts */
+	/* 2. every indexed envelope (against its record when asked); live
+	 * counts. With an id counter to go on, a plain start leaves the
+	 * counts to recount.c's thread: listeners need not wait for a walk. */
 	for (size_t i = 0; i < q->nsegs; i++)
 		q->segs[i].live = q->segs[i].live_bytes = 0;
-	if (store_walk(q->st, STORE_ENVELOPES, queue_rec_verify, &rc) < 0) {
+	q->recount_needed = !rebuild && !q->verify_index && next_id > 0;
+	if (!q->recount_needed &&
+	    store_walk(q->st, STORE_ENVELOPES, queue_rec_verify, &rc) < 0) {
 		snprintf(err, errlen, "index walk failed: %s", strerror(errno));
 		goto fail;
 	}
@@ -577,8 +602,9 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 	if (q->next_seg == 0)
 		q->next_seg = 1;
 
-	/* 3. empty segments go (the index state that emptied them is flushed) */
-	for (size_t i = 0; i < q->nsegs; ) {
+	/* 3. empty segments go (the index state that emptied them is flushed);
+	 * counted in the background: housekeeping recycles them after */
+	for (size_t i = 0; !q->recount_needed && i < q->nsegs; ) {
 		if (q->segs[i].live == 0) {
 			if (rc.fds[i] >= 0)
 				close(rc.fds[i]);
@@ -590,9 +616,10 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 			i++;
 	}
 	log_info("queue: recovered segments=%zu scanned=%llu reindexed=%llu "
-	    "damaged=%llu corrupt=%llu", q->nsegs,
+	    "damaged=%llu corrupt=%llu%s", q->nsegs,
 	    (unsigned long long)rc.scanned, (unsigned long long)rc.indexed,
-	    (unsigned long long)rc.damaged, (unsigned long long)rc.corrupt);
+	    (unsigned long long)rc.damaged, (unsigned long long)rc.corrupt,
+	    q->recount_needed ? " (live counts: in the background)" : "");
 	ret = 0;
 fail:
 	saved = errno;
@@ -652,6 +679,7 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 
 	*out = NULL;
 	q->readonly = o->readonly;
+	q->verify_index = o->verify_index;
 	q->segment_size = o->segment_size ? o->segment_size : QUEUE_DEF_SEGMENT;
 	if (q->segment_size < QUEUE_MIN_SEGMENT)
 		q->segment_size = QUEUE_MIN_SEGMENT;
@@ -691,7 +719,7 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 		goto fail;
 	}
 	queue_space_open(q);    /* room for recovery on a full disk */
-	if (q->readonly && store_open(q->dbdir, 1, &q->st, err, errlen) < 0)
+	if (q->readonly && store_open(q->dbdir, STORE_OPEN_READONLY, &q->st, err, errlen) < 0)
 		goto fail;
 	if (q->readonly) {
 		uint32_t max_num;
@@ -704,8 +732,19 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 			goto fail;
 		}
 	} else {
-		if (queue_index_open(q, o->rebuild_index, err, errlen) < 0)
+		char *mark = queue_join(q->dir, QUEUE_VERIFY_MARK);
+		if (access(mark, F_OK) == 0) {
+			log_warnx("queue: a walk of the index failed in the last "
+			    "run: verifying it");
+			q->verify_index = 1;
+		}
+		if (queue_index_open(q, o->rebuild_index, err, errlen) < 0) {
+			free(mark);
 			goto fail;
+		}
+		if (q->verify_index)
+			(void)unlink(mark);
+		free(mark);
 		if (queue_seg_roll(q, 0) < 0 && queue_open_noroll(q) < 0) {
 			snprintf(err, errlen, "cannot start a segment: %s",
 			    strerror(errno));
@@ -716,6 +755,9 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 			snprintf(err, errlen, "cannot start the committer");
 			goto fail;
 		}
+		if (q->recount_needed && queue_recount_start(q) < 0)
+			log_warn("queue: cannot start the live count: segments "
+			    "of before this start are kept");
 	}
 	free(lockpath);
 	*out = q;
@@ -731,6 +773,7 @@ queue_close(struct queue *q)
 {
 	if (q == NULL)
 		return;
+	queue_recount_stop(q);
 	queue_commit_stop(q);
 	if (q->cur_fd >= 0)
 		close(q->cur_fd);
@@ -855,7 +898,7 @@ queue_remove(struct queue *q, uint64_t id)
 		return -1;
 	/* the segment is recycled by housekeeping after the next log flush */
 	pthread_mutex_lock(&q->lock);
-	queue_seg_unref(q, seg, len);
+	queue_seg_gone(q, id, seg, len);
 	q->removals++;
 	pthread_mutex_unlock(&q->lock);
 	return 0;
@@ -892,6 +935,24 @@ queue_walk(struct queue *q, queue_walk_fn *fn, void *arg)
 {
 	struct queue_walk_ctx c = { fn, arg };
 	return store_walk(q->st, STORE_ENVELOPES, queue_walk_one, &c);
+}
+
+int
+queue_walk_after(struct queue *q, uint64_t after, queue_walk_fn *fn,
+    void *arg)
+{
+	struct queue_walk_ctx c = { fn, arg };
+	uint8_t key[8];
+
+	queue_be64(key, after);
+	return store_walk_after(q->st, STORE_ENVELOPES, key, 8, queue_walk_one,
+	    &c);
+}
+
+uint64_t
+queue_open_entries(const struct queue *q)
+{
+	return q->rec_entries;
 }
 
 static void
@@ -987,6 +1048,61 @@ fail:
 	return -1;
 }
 
+int
+queue_mark_corrupt(struct queue *q, uint64_t id, const char *why)
+{
+	uint8_t key[8];
+	char qid[QID_STRLEN + 1];
+
+	queue_be64(key, id);
+	qid_format(id, qid);
+	for (int tries = 0; tries < 20; tries++) {
+		struct store_txn *t = NULL;
+		struct envelope *cur = NULL;
+		void *v = NULL;
+		size_t vlen;
+		int rc;
+
+		if (store_begin(q->st, &t) < 0)
+			return -1;
+		rc = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
+		if (rc == 0 && envelope_decode(v, vlen, &cur) != ENV_DECODE_OK)
+			rc = STORE_NOTFOUND;    /* read as a placeholder already */
+		free(v);
+		if (rc == 0 && !(cur->flags & ENV_F_CORRUPT)) {
+			cur->flags |= ENV_F_CORRUPT;
+			if ((rc = queue_index_put(q, t, cur)) != 0)
+				store_abort(t);
+			else
+				rc = store_commit(t, 0);
+			if (rc == 0)
+				log_warnx("queue: id=%s segment=%08x offset=%llu: "
+				    "body %s: held as corrupt", qid, cur->seg,
+				    (unsigned long long)cur->off, why);
+			envelope_free(cur);
+			if (rc != STORE_RETRY)
+				return rc == 0 ? 0 : -1;
+			continue;
+		}
+		envelope_free(cur);
+		store_abort(t);
+		if (rc != STORE_RETRY)
+			return rc < 0 ? -1 : 0;
+	}
+	return -1;
+}
+
+/*
+ * A record found damaged where the index points: the entry is held as
+ * corrupt (never delivered, reported by `ternctl queue`).
+ */
+static void
+queue_read_body_damaged(struct queue *q, struct envelope *cur)
+{
+	if (!q->readonly && !(cur->flags & ENV_F_CORRUPT))
+		(void)queue_mark_corrupt(q, cur->id, "damaged");
+}
+
 /*
  * env's location may be stale: copy-forward moves a record and recycles the
  * old segment. When the read fails, the index is asked once more and a new
@@ -1007,6 +1123,8 @@ queue_read_body(struct queue *q, const struct envelope *env, char **out,
 		rc = queue_read_body_at(q, cur, out, len);
 		saved = errno;
 	}
+	if (rc < 0 && saved == EBADMSG && cur != NULL)
+		queue_read_body_damaged(q, cur);
 	envelope_free(cur);
 	errno = saved;
 	return rc;

@@ -140,6 +140,7 @@ struct queue {
 	uint32_t crc_salt;
 	uint64_t spool_inuse;           /* atomic: bytes of all spools' buffers */
 	int readonly;
+	int verify_index;               /* queue_opts.verify_index */
 	int lockfd;
 	struct store *st;
 
@@ -182,7 +183,30 @@ struct queue {
 
 	/* the last recovery's counts (queue_recover), for its log line */
 	uint64_t rec_scanned, rec_indexed, rec_damaged, rec_entries;
+
+	/* recount.c (under lock): live counts of the segments of the open */
+	int recount_needed;             /* queue_recover left them to it */
+	int counting;                   /* segments < count_below: not yet */
+	uint32_t count_below;
+	struct queue_recount *recount;  /* owned while it runs */
 };
+
+struct queue_recount {
+	pthread_t thr;
+	int running, stop;              /* stop: atomic */
+	uint64_t entries, corrupt;      /* walk thread only */
+	int fd;                         /* walk thread: segment fd_seg, or -1 */
+	uint32_t fd_seg;
+	uint64_t fd_size;
+	uint64_t *counted;              /* ids counted, in walk order */
+	size_t ncounted, capcounted;
+	uint64_t *removed;              /* ids removed before the walk met them */
+	size_t nremoved, capremoved;
+};
+
+/* <dir>/QUEUE_VERIFY_MARK: a walk of the index failed while running; the
+ * next read-write open verifies it (as --verify-index) and removes it. */
+#define QUEUE_VERIFY_MARK "verify-index"
 
 /* meta keys */
 #define META_STAMP      "stamp"         /* u32 salt, u64 generation; also a
@@ -204,7 +228,20 @@ struct queue_seg *queue_seg_add(struct queue *q, uint32_t num, uint64_t size);
 void queue_seg_drop(struct queue *q, uint32_t num);
 /* One envelope of rec_len bytes no longer points into segment num. */
 void queue_seg_unref(struct queue *q, uint32_t num, uint64_t rec_len);
+/* The same for a message removed (recount.c: the walk may not have
+ * counted it yet). */
+void queue_seg_gone(struct queue *q, uint64_t id, uint32_t num,
+    uint64_t rec_len);
+/* 1 while segment num's live count is still being made: keep it. */
+int queue_seg_counting(const struct queue *q, uint32_t num);
+/* recount.c: the walk on its thread (after the committer starts); stop
+ * joins it (before the store closes). */
+int queue_recount_start(struct queue *q);
+void queue_recount_stop(struct queue *q);
 
+/* queue.c: set ENV_F_CORRUPT on id's entry (one transaction; logged with
+ * why). 0 (also when gone or already set), or -1. */
+int queue_mark_corrupt(struct queue *q, uint64_t id, const char *why);
 /* queue.c: store the envelope (location fields set) in t. */
 int queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e);
 

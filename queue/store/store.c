@@ -16,14 +16,20 @@
  * segment log is the source of truth for acceptance, doc/queue.md).
  * Read-only: a private (heap) environment with only a buffer pool, both
  * databases opened DB_RDONLY: nothing is written, no recovery is run.
+ * DB->verify of the files runs only when asked (STORE_OPEN_VERIFY), for a
+ * file made without page checksums, or for one shorter than its meta page
+ * says: with checksums every page BDB reads is checked, so a damaged one is
+ * an error where it is read, never data; a missing one is caught here.
  * Never blocks on anything but BDB's own locks and I/O; deadlocks are
  * reported as STORE_RETRY for the caller to re-run its transaction.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <db.h>
@@ -123,22 +129,80 @@ store_drop_regions(const char *dir)
 }
 
 /*
- * DB->verify of each database file that exists (a fresh handle each: verify
- * consumes it). Run after the environment's recovery and before the files
- * are opened, so that a damaged page is found here, as an error, and never
- * later as a fault inside a walk. 0, or a BDB error (err says which file).
+ * The first bytes of a BDB database file (its meta page): 1 if it is a
+ * btree made with page checksums, 0 if not (or not a btree we know).
+ * Offsets of DBMETA in BDB 5.3's db_page.h: magic at 12, metaflags at 26,
+ * DBMETA_CHKSUM 0x01; the magic is in the machine's byte order.
+ */
+int
+store_meta_has_chksum(const uint8_t *p, size_t len)
+{
+	uint32_t magic;
+
+	if (len < 27)
+		return 0;
+	memcpy(&magic, p + 12, 4);
+	return magic == DB_BTREEMAGIC && (p[26] & 0x01) != 0;
+}
+
+int
+store_meta_size_ok(const uint8_t *p, size_t len, uint64_t file_size)
+{
+	uint32_t pagesize, last_pgno;
+
+	if (len < 36)
+		return 0;
+	memcpy(&pagesize, p + 20, 4);
+	memcpy(&last_pgno, p + 32, 4);
+	return pagesize >= 512 &&
+	    file_size >= ((uint64_t)last_pgno + 1) * pagesize;
+}
+
+/*
+ * 1 if the file at path exists and must be verified: made without page
+ * checksums, or shorter than its meta page says (pages cut off are no
+ * checksum failure, just missing).
  */
 static int
-store_verify_files(struct store *s, const char *dir, char *err, size_t errlen)
+store_file_unchecked(const char *path)
+{
+	uint8_t b[64];
+	struct stat sb;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return 0;
+	n = read(fd, b, sizeof(b));
+	if (fstat(fd, &sb) < 0)
+		sb.st_size = 0;
+	close(fd);
+	return n > 0 && (!store_meta_has_chksum(b, (size_t)n) ||
+	    !store_meta_size_ok(b, (size_t)n, (uint64_t)sb.st_size));
+}
+
+/*
+ * DB->verify of database files (a fresh handle each: verify consumes it):
+ * every one that exists when all is set, else those made without page
+ * checksums (on them a damaged page would be read as data, or fault a
+ * walk). Run after the environment's recovery and before the files are
+ * opened. 0, or a BDB error (err says which file).
+ */
+static int
+store_verify_files(struct store *s, const char *dir, int all, char *err,
+    size_t errlen)
 {
 	char path[4096];
 	DB *db = NULL;
 	int rc;
+	uint64_t t0;
 
 	for (int i = 0; i < 2; i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, store_files[i]);
-		if (access(path, F_OK) != 0)
+		if (access(path, F_OK) != 0 ||
+		    (!all && !store_file_unchecked(path)))
 			continue;
+		t0 = now_mono_us();
 		if ((rc = db_create(&db, s->env, 0)) != 0)
 			return rc;
 		s->env->set_errcall(s->env, NULL);      /* verify is chatty */
@@ -149,17 +213,21 @@ store_verify_files(struct store *s, const char *dir, char *err, size_t errlen)
 			    db_strerror(rc));
 			return rc == DB_VERIFY_BAD ? rc : DB_VERIFY_BAD;
 		}
+		log_info("queue: bdb verify %s: ok in %llu ms%s", path,
+		    (unsigned long long)((now_mono_us() - t0) / 1000),
+		    all ? "" : " (no page checksums, or shorter than its "
+		    "meta page says)");
 	}
 	return 0;
 }
 
 int
-store_open(const char *dir, int readonly, struct store **out, char *err,
+store_open(const char *dir, int flags, struct store **out, char *err,
     size_t errlen)
 {
 	struct store *s = xcalloc(1, sizeof(*s));
 	u_int32_t envflags, dbflags;
-	int rc;
+	int rc, readonly = (flags & STORE_OPEN_READONLY) != 0;
 
 	s->readonly = readonly;
 	if ((rc = db_env_create(&s->env, 0)) != 0) {
@@ -195,7 +263,8 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 		snprintf(err, errlen, "bdb env open %s: %s", dir, db_strerror(rc));
 		goto fail;
 	}
-	if (!readonly && (rc = store_verify_files(s, dir, err, errlen)) != 0)
+	if (!readonly && (rc = store_verify_files(s, dir,
+	    (flags & STORE_OPEN_VERIFY) != 0, err, errlen)) != 0)
 		goto fail;
 	dbflags = readonly ? DB_RDONLY | DB_THREAD :
 	    DB_CREATE | DB_AUTO_COMMIT | DB_THREAD;
@@ -349,11 +418,23 @@ struct store_walk_item {
 int
 store_walk(struct store *s, enum store_table tb, store_walk_fn *fn, void *arg)
 {
+	return store_walk_after(s, tb, NULL, 0, fn, arg);
+}
+
+int
+store_walk_after(struct store *s, enum store_table tb, const void *after,
+    size_t afterlen, store_walk_fn *fn, void *arg)
+{
 	struct store_walk_item items[STORE_WALK_CHUNK];
 	void *last = NULL;
 	size_t lastlen = 0, n = 0;
 	int ret = -1, done = 0, rc, retries = 0;
 
+	if (after != NULL) {            /* resume as if after had been handed out */
+		last = xmalloc(afterlen ? afterlen : 1);
+		memcpy(last, after, afterlen);
+		lastlen = afterlen;
+	}
 	while (!done) {
 		DBC *c = NULL;
 		DBT k, v;

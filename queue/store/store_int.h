@@ -24,14 +24,22 @@ struct store;
 struct store_txn;
 
 /*
- * Open (creating) the environment in dir. readonly: no recovery and no
- * writes at all (see doc/queue.md "Read-only open" for what that costs).
- * Read-write: each existing database file passes DB->verify first, and new
- * ones get page checksums. -1 with errno EBADMSG: the files are damaged or
- * inconsistent (rebuild them); another errno: a system error.
+ * Open (creating) the environment in dir. flags: STORE_OPEN_READONLY: no
+ * recovery and no writes at all (see doc/queue.md "Read-only open" for
+ * what that costs). Read-write: BDB recovery; new files get page
+ * checksums; a file made without them passes DB->verify first, and with
+ * STORE_OPEN_VERIFY every file does. -1 with errno EBADMSG: the files are
+ * damaged or inconsistent (rebuild them); another errno: a system error.
  */
-int store_open(const char *dir, int readonly, struct store **out,
+#define STORE_OPEN_READONLY 0x1
+#define STORE_OPEN_VERIFY   0x2
+int store_open(const char *dir, int flags, struct store **out,
     char *err, size_t errlen);
+/* Pure: 1 if the meta page p[0..len) is a btree's made with checksums. */
+int store_meta_has_chksum(const uint8_t *p, size_t len);
+/* Pure: 1 if a file of file_size bytes holds every page its meta page
+ * p[0..len) counts (last page number, page size). */
+int store_meta_size_ok(const uint8_t *p, size_t len, uint64_t file_size);
 /* Checkpoint (unless readonly) and close. NULL is a no-op. */
 void store_close(struct store *s);
 /* Close without a checkpoint or log flush: for an index being set aside. */
@@ -59,6 +67,9 @@ int store_del(struct store *s, struct store_txn *t, enum store_table tb,
 typedef int store_walk_fn(void *arg, const void *key, size_t klen,
     const void *val, size_t vlen);
 int store_walk(struct store *s, enum store_table tb, store_walk_fn *fn, void *arg);
+/* The same from the first key after `after` (byte order; NULL: the first). */
+int store_walk_after(struct store *s, enum store_table tb, const void *after,
+    size_t afterlen, store_walk_fn *fn, void *arg);
 
 /*
  * Compact both databases and give their free pages back to the file system

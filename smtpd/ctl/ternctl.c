@@ -162,7 +162,8 @@ ternctl_usage(FILE *f)
 	    "  pause, resume {\"ok\":true,\"paused_all\":BOOL,\"paused_domains\":[D...]}\n"
 	    "  stats   {\"ok\":true,\"running\",\"uptime\",\"counters\":{\"accepted\",\n"
 	    "           \"delivered\",\"deferred\",\"bounced\",\"expired\",\"dsn\"}|null,\n"
-	    "           \"paused_all\",\"paused_domains\",\"destinations_total\",\n"
+	    "           \"paused_all\",\"paused_domains\",\"loading\":{\"done\",\"read\",\n"
+	    "           \"total\"},\"destinations_total\",\n"
 	    "           \"destinations_down\",\"destinations\":[{\"destination\",\"state\",\n"
 	    "           \"down_until\",\"concurrency\",\"max\",\"in_flight\",\"waiting\",\n"
 	    "           \"failures\",\"last_error\"}...],\"queue\":{\"messages\",\"pending\",\n"
@@ -586,6 +587,17 @@ ternctl_print_stats(const struct ternctl_opts *o, const struct ternctl_resp *r)
 		printf("expired: %lld\n", (long long)ternctl_num(r, (size_t)c, "expired"));
 		printf("dsn: %lld\n", (long long)ternctl_num(r, (size_t)c, "dsn"));
 		ternctl_print_paused(r);
+		long l = ternctl_field(r, 0, "loading");
+		if (l >= 0 && r->toks[l].type == JSON_OBJECT &&
+		    !ternctl_bool(r, (size_t)l, "done") &&
+		    ternctl_num(r, (size_t)l, "total") > 0)
+			printf("loading: %lld of %lld\n",
+			    (long long)ternctl_num(r, (size_t)l, "read"),
+			    (long long)ternctl_num(r, (size_t)l, "total"));
+		else if (l >= 0 && r->toks[l].type == JSON_OBJECT &&
+		    !ternctl_bool(r, (size_t)l, "done"))
+			printf("loading: %lld entries read\n",
+			    (long long)ternctl_num(r, (size_t)l, "read"));
 		ternctl_print_dests(r);
 	} else
 		printf("ternd is not running: queue only, no counters\n");

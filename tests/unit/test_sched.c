@@ -1148,6 +1148,48 @@ test_hold_and_load(void **state)
 	sched_free(s2);
 }
 
+/*
+ * The load in slices: a message the scheduler already knows (announced
+ * by the committer during the load) is not scheduled twice, a hold written
+ * between two slices is obeyed, and the load ends with every entry read.
+ */
+static void
+test_load_slices(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rr[] = { "s@d.example", NULL };
+	uint64_t id[5];
+	struct envelope *e;
+	struct sched *s2;
+	struct fx tmp;
+	int rc, slices = 0;
+
+	for (int i = 0; i < 5; i++)
+		id[i] = fx_commit(f, "alice@example.org", 0, rr);
+	fx_settle(f);
+	memset(&tmp, 0, sizeof(tmp));
+	queue_set_notify(f->q, NULL);
+	s2 = sched_new(f->q, f->conf, f->base, fx_submit, &tmp);
+	sched_add(s2, id[3]);                   /* announced before the walk */
+	assert_int_equal(sched_load_slice(s2, 2), 1);
+	slices++;
+	assert_int_equal(s2->load.seen, 2);
+	e = fx_get(f, id[4]);                   /* held by the operator now */
+	e->flags |= ENV_F_HOLD;
+	assert_int_equal(queue_update(f->q, e), 0);
+	envelope_free(e);
+	while ((rc = sched_load_slice(s2, 2)) == 1 && slices < 10)
+		slices++;
+	assert_int_equal(rc, 0);
+	assert_true(s2->load.done);
+	assert_true(s2->load.seen >= 5);
+	assert_int_equal(s2->nmsg, 4);          /* once each; not the held one */
+	assert_int_equal(s2->heap.n, 4);
+	assert_int_equal(sched_load_slice(s2, 2), 0);   /* done stays done */
+	assert_int_equal(s2->nmsg, 4);
+	sched_free(s2);
+}
+
 int
 main(void)
 {
@@ -1174,6 +1216,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_null_sender_never_answered,
 		    fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_notify_never, fx_setup,
+		    fx_teardown),
+		cmocka_unit_test_setup_teardown(test_load_slices, fx_setup,
 		    fx_teardown),
 		cmocka_unit_test_setup_teardown(test_hold_and_load, fx_setup,
 		    fx_teardown),
