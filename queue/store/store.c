@@ -34,12 +34,13 @@
 
 struct store {
 	DB_ENV *env;
-	DB *db[2];
+	DB *db[STORE_NTABLES];
 	int readonly;
 	int running;            /* opened: a panic now is news to the operator */
 };
 
-static const char *const store_files[2] = { "envelopes.db", "meta.db" };
+static const char *const store_files[STORE_NTABLES] = { "envelopes.db",
+	"meta.db", "query.db", "counts.db" };
 
 static void
 store_errcall(const DB_ENV *env, const char *pfx, const char *msg)
@@ -135,7 +136,7 @@ store_verify_files(struct store *s, const char *dir, char *err, size_t errlen)
 	DB *db = NULL;
 	int rc;
 
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < STORE_NTABLES; i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, store_files[i]);
 		if (access(path, F_OK) != 0)
 			continue;
@@ -151,6 +152,15 @@ store_verify_files(struct store *s, const char *dir, char *err, size_t errlen)
 		}
 	}
 	return 0;
+}
+
+static int
+store_file_exists(const char *dir, const char *name)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return access(path, F_OK) == 0;
 }
 
 int
@@ -199,7 +209,11 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 		goto fail;
 	dbflags = readonly ? DB_RDONLY | DB_THREAD :
 	    DB_CREATE | DB_AUTO_COMMIT | DB_THREAD;
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < STORE_NTABLES; i++) {
+		/* an index made before the query tables: read without them */
+		if (readonly && i >= STORE_QUERY &&
+		    !store_file_exists(dir, store_files[i]))
+			continue;
 		if ((rc = db_create(&s->db[i], s->env, 0)) != 0) {
 			snprintf(err, errlen, "db_create: %s", db_strerror(rc));
 			goto fail;
@@ -237,7 +251,7 @@ store_close(struct store *s)
 		s->env->txn_checkpoint(s->env, 0, 0, DB_FORCE);
 		s->env->log_archive(s->env, NULL, DB_ARCH_REMOVE);
 	}
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < STORE_NTABLES; i++)
 		if (s->db[i] != NULL)
 			s->db[i]->close(s->db[i], 0);
 	if (s->env != NULL)
@@ -257,6 +271,18 @@ store_close_discard(struct store *s)
 	store_close(s);
 }
 
+/* A transaction: BDB's, and what the layer above hung on it. */
+struct store_txn {
+	DB_TXN *tx;
+	struct store_txn_data *data;
+};
+
+static DB_TXN *
+store_tx(struct store_txn *t)
+{
+	return t != NULL ? t->tx : NULL;
+}
+
 int
 store_begin(struct store *s, struct store_txn **out)
 {
@@ -270,23 +296,82 @@ store_begin(struct store *s, struct store_txn **out)
 	}
 	if ((rc = s->env->txn_begin(s->env, NULL, &t, 0)) != 0)
 		return store_rc(rc);
-	*out = (struct store_txn *)t;
+	*out = xcalloc(1, sizeof(**out));
+	(*out)->tx = t;
 	return 0;
+}
+
+/* Free what hangs on st and st itself; returns BDB's handle. */
+static DB_TXN *
+store_txn_done(struct store_txn *st)
+{
+	DB_TXN *t = st->tx;
+
+	if (st->data != NULL)
+		st->data->free(st->data);
+	free(st);
+	return t;
 }
 
 int
 store_commit(struct store_txn *st, int sync)
 {
-	DB_TXN *t = (DB_TXN *)st;
+	DB_TXN *t = store_txn_done(st);
+
 	return store_rc(t->commit(t, sync ? DB_TXN_SYNC : 0));
 }
 
 void
 store_abort(struct store_txn *st)
 {
-	DB_TXN *t = (DB_TXN *)st;
-	if (t != NULL)
+	DB_TXN *t;
+
+	if (st != NULL) {
+		t = store_txn_done(st);
 		t->abort(t);
+	}
+}
+
+void
+store_txn_set_data(struct store_txn *st, struct store_txn_data *d)
+{
+	st->data = d;
+}
+
+struct store_txn_data *
+store_txn_data(struct store_txn *st)
+{
+	return st->data;
+}
+
+static void store_dbt(DBT *d, const void *p, size_t len);
+
+int
+store_has(struct store *s, enum store_table tb)
+{
+	return s->db[tb] != NULL;
+}
+
+int
+store_truncate(struct store *s, struct store_txn *t, enum store_table tb)
+{
+	u_int32_t n = 0;
+
+	return store_rc(s->db[tb]->truncate(s->db[tb], store_tx(t), &n, 0));
+}
+
+double
+store_key_before(struct store *s, enum store_table tb, const void *key,
+    size_t klen)
+{
+	DB_KEY_RANGE r;
+	DBT k;
+
+	store_dbt(&k, key, klen);
+	if (s->db[tb] == NULL ||
+	    s->db[tb]->key_range(s->db[tb], NULL, &k, &r, 0) != 0)
+		return 0;
+	return r.less;
 }
 
 static void
@@ -305,7 +390,7 @@ store_put(struct store *s, struct store_txn *t, enum store_table tb,
 
 	store_dbt(&k, key, klen);
 	store_dbt(&v, val, vlen);
-	return store_rc(s->db[tb]->put(s->db[tb], (DB_TXN *)t, &k, &v, 0));
+	return store_rc(s->db[tb]->put(s->db[tb], store_tx(t), &k, &v, 0));
 }
 
 int
@@ -320,7 +405,7 @@ store_get(struct store *s, struct store_txn *t, enum store_table tb,
 	store_dbt(&k, key, klen);
 	memset(&v, 0, sizeof(v));
 	v.flags = DB_DBT_MALLOC;
-	rc = s->db[tb]->get(s->db[tb], (DB_TXN *)t, &k, &v,
+	rc = s->db[tb]->get(s->db[tb], store_tx(t), &k, &v,
 	    t != NULL ? DB_RMW : 0);
 	if (rc != 0)
 		return store_rc(rc);
@@ -336,7 +421,7 @@ store_del(struct store *s, struct store_txn *t, enum store_table tb,
 	DBT k;
 
 	store_dbt(&k, key, klen);
-	return store_rc(s->db[tb]->del(s->db[tb], (DB_TXN *)t, &k, 0));
+	return store_rc(s->db[tb]->del(s->db[tb], store_tx(t), &k, 0));
 }
 
 #define STORE_WALK_CHUNK 64
@@ -349,11 +434,24 @@ struct store_walk_item {
 int
 store_walk(struct store *s, enum store_table tb, store_walk_fn *fn, void *arg)
 {
+	return store_walk_from(s, tb, NULL, 0, fn, arg);
+}
+
+int
+store_walk_from(struct store *s, enum store_table tb, const void *from,
+    size_t fromlen, store_walk_fn *fn, void *arg)
+{
+	int first = from != NULL;
 	struct store_walk_item items[STORE_WALK_CHUNK];
 	void *last = NULL;
 	size_t lastlen = 0, n = 0;
 	int ret = -1, done = 0, rc, retries = 0;
 
+	if (first) {
+		last = xmalloc(fromlen ? fromlen : 1);
+		memcpy(last, from, fromlen);
+		lastlen = fromlen;
+	}
 	while (!done) {
 		DBC *c = NULL;
 		DBT k, v;
@@ -376,7 +474,7 @@ store_walk(struct store *s, enum store_table tb, store_walk_fn *fn, void *arg)
 			k.size = (u_int32_t)lastlen;
 			rc = c->get(c, &k, &v, DB_SET_RANGE);
 			/* skip the key we already handed out */
-			if (rc == 0 && k.size == lastlen &&
+			if (rc == 0 && !first && k.size == lastlen &&
 			    memcmp(k.data, last, lastlen) == 0)
 				rc = c->get(c, &k, &v, DB_NEXT);
 		} else
@@ -420,6 +518,7 @@ store_walk(struct store *s, enum store_table tb, store_walk_fn *fn, void *arg)
 		}
 		if (eof || stop || n == 0)
 			done = 1;
+		first = 0;
 	}
 	ret = 0;
 fail:
@@ -435,7 +534,7 @@ store_compact(struct store *s, uint64_t *pages)
 	*pages = 0;
 	if (s->readonly)
 		return 0;
-	for (int i = 0; i < 2 && rc == 0; i++) {
+	for (int i = 0; i < STORE_NTABLES && rc == 0; i++) {
 		DB_COMPACT c;
 		memset(&c, 0, sizeof(c));
 		rc = s->db[i]->compact(s->db[i], NULL, NULL, NULL, &c,
