@@ -522,7 +522,8 @@ queue_qidx_ensure(struct queue *q)
 		    "and counts walk the envelopes until the next start");
 		return -1;
 	}
-	queue_counts(q, &c);
+	if (queue_counts(q, &c) < 0 || c.messages == 0)
+		return 0;               /* a new queue: nothing to say */
 	log_info("queue: query index built: messages=%llu recipients=%llu "
 	    "ms=%llu", (unsigned long long)c.messages,
 	    (unsigned long long)c.recipients,
