@@ -39,6 +39,9 @@
 #define QC_READY    "V"     /* be32 version: the index is complete */
 #define QIDX_VERSION 1u
 
+/* What queue_counts calls held: an operator hold or a corrupt message. */
+#define QIDX_HELD   (ENV_F_HOLD | ENV_F_CORRUPT)
+
 #define QKEY_MAX    1040    /* kind + text + NUL + 16 bytes */
 
 void
@@ -265,9 +268,9 @@ qdelta_env(struct qdelta *d, const struct envelope *e, const struct qkeys *ks,
 	if (e == NULL)
 		return;
 	d->tot.messages += sign;
-	d->tot.held += (e->flags & ENV_F_HOLD) ? sign : 0;
+	d->tot.held += (e->flags & QIDX_HELD) ? sign : 0;
 	d->tot.corrupt += (e->flags & ENV_F_CORRUPT) ? sign : 0;
-	d->tot.deferred += (!(e->flags & ENV_F_HOLD) && e->attempts > 0) ?
+	d->tot.deferred += (!(e->flags & QIDX_HELD) && e->attempts > 0) ?
 	    sign : 0;
 	d->tot.bytes += sign * (int64_t)e->size;
 	for (size_t i = 0; i < e->nrcpt; i++) {
@@ -579,11 +582,11 @@ queue_counts_one(void *arg, const struct envelope *e)
 	size_t pending = envelope_pending(e);
 
 	c->messages++;
-	if (e->flags & ENV_F_HOLD)
+	if (e->flags & QIDX_HELD)
 		c->held++;
 	if (e->flags & ENV_F_CORRUPT)
 		c->corrupt++;
-	if (!(e->flags & ENV_F_HOLD) && e->attempts > 0)
+	if (!(e->flags & QIDX_HELD) && e->attempts > 0)
 		c->deferred++;
 	c->recipients += pending;
 	c->bytes += e->size;

@@ -168,9 +168,10 @@ brute_one(void *arg, const struct envelope *e)
 	if (queue_filter_match(b->f, e))
 		ids_add(&b->ids, e);
 	b->c.messages++;
-	b->c.held += (e->flags & ENV_F_HOLD) != 0;
+	b->c.held += (e->flags & (ENV_F_HOLD | ENV_F_CORRUPT)) != 0;
 	b->c.corrupt += (e->flags & ENV_F_CORRUPT) != 0;
-	b->c.deferred += !(e->flags & ENV_F_HOLD) && e->attempts > 0;
+	b->c.deferred += !(e->flags & (ENV_F_HOLD | ENV_F_CORRUPT)) &&
+	    e->attempts > 0;
 	b->c.recipients += envelope_pending(e);
 	b->c.bytes += e->size;
 	if (e->arrival > 0 && (b->c.oldest_arrival == 0 ||
