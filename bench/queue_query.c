@@ -51,15 +51,27 @@ bq_handler(struct tq_msg *m, void *arg)
 	free(m);
 }
 
+static void
+bq_noop(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
 static void *
 bq_fill_main(void *arg)
 {
 	struct bq_fill *b = arg;
 	struct event_base *base = event_base_new();
 	struct tq *tq = tq_new(base, bq_handler, b);
+	/* something to wait for: the loop sleeps instead of spinning */
+	struct event *keep = event_new(base, -1, EV_PERSIST, bq_noop, NULL);
+	struct timeval tv = { 0, 50000 };
 	char body[200], addr[128];
 	uint64_t sent = 0;
 
+	event_add(keep, &tv);
 	memset(body, 'x', sizeof(body));
 	body[198] = '\r';
 	body[199] = '\n';
@@ -84,6 +96,7 @@ bq_fill_main(void *arg)
 	while (b->replies < sent)
 		event_base_loop(base, EVLOOP_ONCE);
 	tq_free(tq);
+	event_free(keep);
 	event_base_free(base);
 	return NULL;
 }
@@ -107,6 +120,21 @@ bq_dom(void *arg, const char *domain, uint64_t messages, uint64_t recipients)
 }
 
 /* Best of 5: milliseconds; *n the result's size. */
+static double
+bq_time_query(struct queue *q, const struct queue_filter *f, size_t limit,
+    uint64_t *n);
+
+/* Time a query and print it (the count is read after the call). */
+static void
+bq_query(struct queue *q, const char *name, const struct queue_filter *f,
+    size_t limit)
+{
+	uint64_t n = 0;
+	double ms = bq_time_query(q, f, limit, &n);
+
+	printf("query %s ms=%.2f matches=%llu\n", name, ms, (unsigned long long)n);
+}
+
 static double
 bq_time_query(struct queue *q, const struct queue_filter *f, size_t limit,
     uint64_t *n)
@@ -209,24 +237,19 @@ main(int argc, char **argv)
 	snprintf(addr, sizeof(addr), "u%llu@d%llu.example",
 	    (unsigned long long)(n / 2), (unsigned long long)(n / 2 % ndom));
 	f.rcpt = addr;
-	printf("query rcpt-address ms=%.2f matches=%llu\n",
-	    bq_time_query(q, &f, 0, &found), (unsigned long long)found);
+	bq_query(q, "rcpt-address", &f, 0);
 	queue_filter_init(&f);
 	f.domain = "d7.example";
-	printf("query domain ms=%.2f matches=%llu\n",
-	    bq_time_query(q, &f, 0, &found), (unsigned long long)found);
+	bq_query(q, "domain", &f, 0);
 	queue_filter_init(&f);
 	f.domain = "d7.example";
-	printf("query domain-page100 ms=%.2f matches=%llu\n",
-	    bq_time_query(q, &f, 100, &found), (unsigned long long)found);
+	bq_query(q, "domain-page100", &f, 100);
 	queue_filter_init(&f);
-	printf("query all-page100 ms=%.2f matches=%llu\n",
-	    bq_time_query(q, &f, 100, &found), (unsigned long long)found);
+	bq_query(q, "all-page100", &f, 100);
 	queue_filter_init(&f);
 	snprintf(addr, sizeof(addr), "u%llu@", (unsigned long long)(n / 3));
 	f.rcpt = addr;
-	printf("query rcpt-fragment ms=%.2f matches=%llu\n",
-	    bq_time_query(q, &f, 0, &found), (unsigned long long)found);
+	bq_query(q, "rcpt-fragment", &f, 0);
 	{
 		double best = 1e18, bestd = 1e18;
 		for (int r = 0; r < 5; r++) {
@@ -252,16 +275,19 @@ main(int argc, char **argv)
 		struct bq_collect col = { xcalloc(20000, sizeof(uint64_t)), 0,
 		    20000 };
 		struct bq_drain d[2];
+		int nt = getenv("BQ_THREADS") ? atoi(getenv("BQ_THREADS")) : 2;
 		pthread_t th[2];
 		queue_filter_init(&f);
 		queue_query(q, &f, 0, 20000, NULL, bq_collect_one, &col);
 		t0 = now_mono_us();
-		for (int i = 0; i < 2; i++) {
-			d[i] = (struct bq_drain){ q, col.ids, col.n / 2 * (uint64_t)i,
-			    i == 1 ? col.n - col.n / 2 : col.n / 2 };
+		nt = nt == 1 ? 1 : 2;
+		for (int i = 0; i < nt; i++) {
+			d[i] = (struct bq_drain){ q, col.ids, col.n / (uint64_t)nt *
+			    (uint64_t)i, i == nt - 1 ? col.n - col.n / (uint64_t)nt *
+			    (uint64_t)i : col.n / (uint64_t)nt };
 			pthread_create(&th[i], NULL, bq_drain_main, &d[i]);
 		}
-		for (int i = 0; i < 2; i++)
+		for (int i = 0; i < nt; i++)
 			pthread_join(th[i], NULL);
 		printf("drain messages=%zu (update+remove) msg/s=%.0f\n", col.n,
 		    (double)col.n * 1e6 / (double)(now_mono_us() - t0));

@@ -127,6 +127,25 @@ queue_index_follow(struct queue *q, struct store_txn *t, const struct envelope *
 	return rc;
 }
 
+/* Store e, whose stored copy is old (decoded: no read needed). */
+static int
+queue_index_replace(struct queue *q, struct store_txn *t,
+    const struct envelope *old, const struct envelope *e)
+{
+	uint8_t key[8], *enc = NULL;
+	size_t enclen;
+	int rc;
+
+	if (q->qidx && (rc = queue_qidx_change(q, t, old, e)) != 0)
+		return rc;
+	queue_be64(key, e->id);
+	if (envelope_encode(e, &enc, &enclen) < 0)
+		return -1;
+	rc = store_put(q->st, t, STORE_ENVELOPES, key, 8, enc, enclen);
+	free(enc);
+	return rc;
+}
+
 int
 queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e)
 {
@@ -855,7 +874,10 @@ queue_rmw(struct queue *q, uint64_t id, const struct envelope *repl,
 				queue_env_locate(e, cur);
 				e->size = cur->size;
 			}
-			rc = queue_index_put(q, t, e);
+			if (cur != NULL)
+				rc = queue_index_replace(q, t, cur, e);
+			else
+				rc = queue_index_put(q, t, e);
 			envelope_free(e);
 		} else if (rc == 0) {
 			rc = queue_index_del(q, t, id, cur);

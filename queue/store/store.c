@@ -179,7 +179,14 @@ store_open(const char *dir, int readonly, struct store **out, char *err,
 	s->env->set_errcall(s->env, store_errcall);
 	s->env->app_private = s;
 	s->env->set_event_notify(s->env, store_event);
-	s->env->set_cachesize(s->env, 0, 4u << 20, 1);
+	/*
+	 * 64 MiB: the query index's keys (by recipient address, domain,
+	 * sender) are written at scattered places, and a drain deletes them
+	 * there; with 4 MiB every one of those was a page read and a dirty
+	 * eviction (bench-queue-query: drain 2.8k/s at 4 MiB, 7.2k/s at 64
+	 * MiB, 100k messages). Heap pages: resident only once used.
+	 */
+	s->env->set_cachesize(s->env, 0, 64u << 20, 1);
 	if (readonly) {
 		/* heap regions, no log, no locks: nothing touches the disk */
 		envflags = DB_CREATE | DB_PRIVATE | DB_INIT_MPOOL | DB_THREAD;
