@@ -103,31 +103,7 @@ queue_seg_drop(struct queue *q, uint32_t num)
 
 /* ---- index helpers ---- */
 
-/* The query index follows the envelope: its old copy (if any) is read in t. */
-static int
-queue_index_follow(struct queue *q, struct store_txn *t, const struct envelope *e)
-{
-	struct envelope *old = NULL;
-	uint8_t key[8];
-	void *v = NULL;
-	size_t vlen;
-	int rc;
-
-	queue_be64(key, e->id);
-	rc = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
-	if (rc == STORE_NOTFOUND)
-		return queue_qidx_change(q, t, NULL, e);
-	if (rc != 0)
-		return rc;
-	if (envelope_decode(v, vlen, &old) != ENV_DECODE_OK)
-		old = queue_placeholder(e->id);
-	free(v);
-	rc = queue_qidx_change(q, t, old, e);
-	envelope_free(old);
-	return rc;
-}
-
-/* Store e, whose stored copy is old (decoded: no read needed). */
+/* Store e, whose stored copy is old (decoded; NULL: none). */
 static int
 queue_index_replace(struct queue *q, struct store_txn *t,
     const struct envelope *old, const struct envelope *e)
@@ -146,20 +122,29 @@ queue_index_replace(struct queue *q, struct store_txn *t,
 	return rc;
 }
 
+/* Store e; the query index follows: its old copy (if any) is read in t. */
 int
 queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e)
 {
-	uint8_t key[8], *enc = NULL;
-	size_t enclen;
+	struct envelope *old = NULL;
+	uint8_t key[8];
+	void *v = NULL;
+	size_t vlen;
 	int rc;
 
-	if (q->qidx && (rc = queue_index_follow(q, t, e)) != 0)
-		return rc;
+	if (!q->qidx)
+		return queue_index_replace(q, t, NULL, e);
 	queue_be64(key, e->id);
-	if (envelope_encode(e, &enc, &enclen) < 0)
-		return -1;
-	rc = store_put(q->st, t, STORE_ENVELOPES, key, 8, enc, enclen);
-	free(enc);
+	rc = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
+	if (rc == STORE_NOTFOUND)
+		return queue_index_replace(q, t, NULL, e);
+	if (rc != 0)
+		return rc;
+	if (envelope_decode(v, vlen, &old) != ENV_DECODE_OK)
+		old = queue_placeholder(e->id);
+	free(v);
+	rc = queue_index_replace(q, t, old, e);
+	envelope_free(old);
 	return rc;
 }
 
