@@ -5,8 +5,8 @@
  *
  * Counters are updated from every thread with relaxed atomics and read here
  * without locks: a scrape may see one counter a few events ahead of
- * another, never a torn value. The queue-size gauges come from a walk of
- * the envelope index at scrape time. The HTTP side accepts only GET (and
+ * another, never a torn value. The queue-size gauges come from the
+ * queue's counters (queue_counts, queue_domains: no walk of the index). The HTTP side accepts only GET (and
  * HEAD) of /metrics; it reads nothing from the peer but the request line
  * and headers, which evhttp bounds (set below).
  */
@@ -82,21 +82,104 @@ metrics_histogram(struct evbuffer *b, const char *name, const char *help,
 	    (unsigned long long)metrics_load(&h->count));
 }
 
-struct metrics_qwalk {
-	uint64_t messages[3];       /* active, held, corrupt */
-	uint64_t rcpts_pending;
-	uint64_t bytes;
+/* Domains exported as tern_queue_domain_* gauges (most pending first). */
+#define METRICS_QUEUE_DOMAINS 20
+
+struct metrics_qdoms {
+	struct {
+		char *name;         /* owned */
+		uint64_t v[2];      /* messages, recipients */
+	} d[METRICS_QUEUE_DOMAINS];
+	size_t n;
 };
 
-static int
-metrics_qwalk_fn(void *arg, const struct envelope *e)
+/* A label value: \\, " and newline escaped (exposition format 0.0.4). */
+static void
+metrics_label(struct evbuffer *b, const char *v)
 {
-	struct metrics_qwalk *w = arg;
-	int state = (e->flags & ENV_F_CORRUPT) ? 2 : (e->flags & ENV_F_HOLD) ? 1 : 0;
-	w->messages[state]++;
-	w->rcpts_pending += envelope_pending(e);
-	w->bytes += e->size;
+	for (; *v != '\0'; v++) {
+		if (*v == '\\' || *v == '"')
+			evbuffer_add_printf(b, "\\%c", *v);
+		else if (*v == '\n')
+			evbuffer_add(b, "\\n", 2);
+		else
+			evbuffer_add(b, v, 1);
+	}
+}
+
+static int
+metrics_qdom_fn(void *arg, const char *domain, uint64_t messages,
+    uint64_t recipients)
+{
+	struct metrics_qdoms *d = arg;
+
+	if (d->n == METRICS_QUEUE_DOMAINS)
+		return 1;
+	d->d[d->n].name = xstrdup(domain);
+	d->d[d->n].v[0] = messages;
+	d->d[d->n++].v[1] = recipients;
 	return 0;
+}
+
+static void
+metrics_qdoms_render(struct evbuffer *b, struct metrics_qdoms *d)
+{
+	static const char *const name[2] = { "tern_queue_domain_messages",
+	    "tern_queue_domain_recipients" };
+	static const char *const help[2] = { "Messages with a pending "
+	    "recipient at the domain (the 20 domains with the most pending "
+	    "recipients).", "Pending recipients at the domain (the same "
+	    "domains)." };
+
+	for (int k = 0; k < 2; k++) {
+		metrics_head(b, name[k], "gauge", help[k]);
+		for (size_t i = 0; i < d->n; i++) {
+			evbuffer_add_printf(b, "%s{domain=\"", name[k]);
+			metrics_label(b, d->d[i].name);
+			evbuffer_add_printf(b, "\"} %llu\n",
+			    (unsigned long long)d->d[i].v[k]);
+		}
+	}
+	for (size_t i = 0; i < d->n; i++)
+		free(d->d[i].name);
+}
+
+/* The queue gauges, from the queue's counters (no walk). */
+static void
+metrics_render_queue(struct evbuffer *b, struct queue *q)
+{
+	struct queue_counts c;
+	struct metrics_qdoms d;
+
+	memset(&d, 0, sizeof(d));
+	if (queue_counts(q, &c) < 0)
+		return;
+	metrics_head(b, "tern_queue_messages", "gauge",
+	    "Messages in the queue, by state.");
+	evbuffer_add_printf(b, "tern_queue_messages{state=\"active\"} %llu\n"
+	    "tern_queue_messages{state=\"held\"} %llu\n"
+	    "tern_queue_messages{state=\"corrupt\"} %llu\n",
+	    (unsigned long long)(c.messages - c.held),
+	    (unsigned long long)(c.held - c.corrupt),
+	    (unsigned long long)c.corrupt);
+	metrics_head(b, "tern_queue_deferred", "gauge",
+	    "Messages not held that were attempted at least once.");
+	evbuffer_add_printf(b, "tern_queue_deferred %llu\n",
+	    (unsigned long long)c.deferred);
+	metrics_head(b, "tern_queue_recipients_pending", "gauge",
+	    "Recipients not yet delivered or bounced.");
+	evbuffer_add_printf(b, "tern_queue_recipients_pending %llu\n",
+	    (unsigned long long)c.recipients);
+	metrics_head(b, "tern_queue_bytes", "gauge",
+	    "Body bytes of the messages in the queue.");
+	evbuffer_add_printf(b, "tern_queue_bytes %llu\n",
+	    (unsigned long long)c.bytes);
+	metrics_head(b, "tern_queue_oldest_arrival_seconds", "gauge",
+	    "Arrival (unix time) of the oldest message queued; 0: empty.");
+	evbuffer_add_printf(b, "tern_queue_oldest_arrival_seconds %lld\n",
+	    (long long)c.oldest_arrival);
+	(void)queue_domains(q, METRICS_QUEUE_DOMAINS, metrics_qdom_fn, &d);
+	metrics_qdoms_render(b, &d);    /* what was collected; frees it */
 }
 
 static void
@@ -213,24 +296,8 @@ metrics_render_buf(struct evbuffer *b, struct queue *q)
 	    metrics_load(&m->out_connections_reused_total));
 	metrics_render_dests(b);
 
-	if (q != NULL) {
-		struct metrics_qwalk w = { { 0, 0, 0 }, 0, 0 };
-		static const char *states[] = { "active", "held", "corrupt" };
-		queue_walk(q, metrics_qwalk_fn, &w);
-		metrics_head(b, "tern_queue_messages", "gauge",
-		    "Messages in the queue, by state.");
-		for (int i = 0; i < 3; i++)
-			evbuffer_add_printf(b, "tern_queue_messages{state=\"%s\"} %llu\n",
-			    states[i], (unsigned long long)w.messages[i]);
-		metrics_head(b, "tern_queue_recipients_pending", "gauge",
-		    "Recipients not yet delivered or bounced.");
-		evbuffer_add_printf(b, "tern_queue_recipients_pending %llu\n",
-		    (unsigned long long)w.rcpts_pending);
-		metrics_head(b, "tern_queue_bytes", "gauge",
-		    "Body bytes of the messages in the queue.");
-		evbuffer_add_printf(b, "tern_queue_bytes %llu\n",
-		    (unsigned long long)w.bytes);
-	}
+	if (q != NULL)
+		metrics_render_queue(b, q);
 }
 
 struct metrics_server {

@@ -205,14 +205,14 @@ struct ctl_op {
 	void (*reply)(struct ctl_op *op, struct json_writer *w);
 	/* Answer {"ok":false,"error":text,"code":code}. */
 	void (*fail)(struct ctl_op *op, int code, const char *text);
-	/* STATS: write the "queue" object from a walk of q. 0 or -1. */
+	/* STATS: write the "queue" object from q's counters. 0 or -1. */
 	int (*stats_queue)(struct json_writer *w, struct queue *q);
 };
 
 /* The control server's reply and fail (what it sets in every op). */
 void ctl_op_reply(struct ctl_op *op, struct json_writer *w);
 void ctl_op_fail(struct ctl_op *op, int code, const char *text);
-/* Write the "queue" object of STATS from a walk of q (any thread). 0 or -1. */
+/* Write the "queue" object of STATS from q's counters (any thread). 0 or -1. */
 int ctl_stats_queue_write(struct json_writer *w, struct queue *q);
 
 /*

@@ -159,7 +159,8 @@ long queue_query(struct queue *q, const struct queue_filter *f, uint64_t after,
 /* What the queue holds now (kept up to date, not counted on demand). */
 struct queue_counts {
 	uint64_t messages;          /* envelopes in the index */
-	uint64_t held;              /* ENV_F_HOLD (corrupt ones included) */
+	uint64_t held;              /* ENV_F_HOLD or ENV_F_CORRUPT (a corrupt
+	                               message is held) */
 	uint64_t corrupt;           /* ENV_F_CORRUPT */
 	uint64_t deferred;          /* not held, attempted at least once */
 	uint64_t recipients;        /* pending recipients */

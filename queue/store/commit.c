@@ -529,10 +529,11 @@ queue_commit_index(struct queue *q, struct queue_req **g, size_t n, uint64_t end
 			    strlen(META_NEXT_ID), v, 8);
 		}
 		if (rc == 0) {
-			rc = store_commit(t, 0);
-			break;
-		}
-		store_abort(t);
+			/* it ended t, committed or not */
+			if ((rc = queue_index_commit(q, t, 0)) == 0)
+				break;
+		} else
+			store_abort(t);
 		if (rc != STORE_RETRY)
 			break;
 	}

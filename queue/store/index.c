@@ -227,6 +227,7 @@ queue_index_rebuild(struct queue *q, const char *cause, char *err,
 		else
 			store_abort(t);
 	}
+	(void)queue_qidx_ensure(q);     /* an empty one, kept by the scan */
 	if (queue_recover(q, 1, err, errlen) < 0)
 		return -1;
 	log_warnx("queue: index rebuilt from segments: cause=\"%s\" "
@@ -277,6 +278,7 @@ queue_index_try(struct queue *q, char *cause, size_t clen, char *err,
 		    INDEX_HINT);
 		return -1;
 	}
+	(void)queue_qidx_ensure(q);     /* failing, it logs; walks answer */
 	if (queue_recover(q, 0, e2, sizeof(e2)) < 0) {
 		if (errno == EBADMSG) {
 			snprintf(cause, clen, "index damaged: %s", e2);

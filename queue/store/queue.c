@@ -105,19 +105,67 @@ queue_seg_drop(struct queue *q, uint32_t num)
 
 /* ---- index helpers ---- */
 
-int
-queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e)
+/* Store e, whose stored copy is old (decoded; NULL: none). */
+static int
+queue_index_replace(struct queue *q, struct store_txn *t,
+    const struct envelope *old, const struct envelope *e)
 {
 	uint8_t key[8], *enc = NULL;
 	size_t enclen;
 	int rc;
 
+	if (q->qidx && (rc = queue_qidx_change(q, t, old, e)) != 0)
+		return rc;
 	queue_be64(key, e->id);
 	if (envelope_encode(e, &enc, &enclen) < 0)
 		return -1;
 	rc = store_put(q->st, t, STORE_ENVELOPES, key, 8, enc, enclen);
 	free(enc);
 	return rc;
+}
+
+/* Store e; the query index follows: its old copy (if any) is read in t. */
+int
+queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e)
+{
+	struct envelope *old = NULL;
+	uint8_t key[8];
+	void *v = NULL;
+	size_t vlen;
+	int rc;
+
+	if (!q->qidx)
+		return queue_index_replace(q, t, NULL, e);
+	queue_be64(key, e->id);
+	rc = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
+	if (rc == STORE_NOTFOUND)
+		return queue_index_replace(q, t, NULL, e);
+	if (rc != 0)
+		return rc;
+	if (envelope_decode(v, vlen, &old) != ENV_DECODE_OK)
+		old = queue_placeholder(e->id);
+	free(v);
+	rc = queue_index_replace(q, t, old, e);
+	envelope_free(old);
+	return rc;
+}
+
+int
+queue_index_del(struct queue *q, struct store_txn *t, uint64_t id,
+    const struct envelope *old)
+{
+	struct envelope *ph = NULL;
+	uint8_t key[8];
+	int rc = 0;
+
+	if (q->qidx) {
+		if (old == NULL)
+			old = ph = queue_placeholder(id);
+		rc = queue_qidx_change(q, t, old, NULL);
+		envelope_free(ph);
+	}
+	queue_be64(key, id);
+	return rc != 0 ? rc : store_del(q->st, t, STORE_ENVELOPES, key, 8);
 }
 
 static int
@@ -137,7 +185,7 @@ queue_meta_get(struct queue *q, const char *key, size_t klen, uint8_t *out,
 }
 
 /* A stand-in for an index entry that does not decode: held, reported. */
-static struct envelope *
+struct envelope *
 queue_placeholder(uint64_t id)
 {
 	struct envelope *e = envelope_new();
@@ -244,7 +292,7 @@ queue_rec_commit(struct queue *q, struct store_txn **t, int force)
 {
 	int rc = 0;
 	if (*t != NULL && force) {
-		rc = store_commit(*t, 0);
+		rc = queue_index_commit(q, *t, 0);
 		*t = NULL;
 	}
 	if (*t == NULL && !force)
@@ -463,7 +511,7 @@ queue_rec_verify(void *arg, const void *key, size_t klen, const void *val,
 		    "as corrupt", qid, e->seg, (unsigned long long)e->off, why);
 		if (store_begin(q->st, &t) == 0) {
 			if (queue_index_put(q, t, e) == 0)
-				store_commit(t, 0);
+				queue_index_commit(q, t, 0);
 			else
 				store_abort(t);
 		}
@@ -854,19 +902,25 @@ queue_rmw(struct queue *q, uint64_t id, const struct envelope *repl,
 				queue_env_locate(e, cur);
 				e->size = cur->size;
 			}
-			rc = queue_index_put(q, t, e);
+			if (cur != NULL)
+				rc = queue_index_replace(q, t, cur, e);
+			else
+				rc = queue_index_put(q, t, e);
 			envelope_free(e);
 		} else if (rc == 0) {
-			rc = store_del(q->st, t, STORE_ENVELOPES, key, 8);
+			rc = queue_index_del(q, t, id, cur);
 			if (rc == 0 && seg_removed != NULL) {
 				*seg_removed = cur != NULL ? cur->seg : 0;
 				*len_removed = cur != NULL ? cur->rec_len : 0;
 			}
 		}
 		envelope_free(cur);
-		if (rc == 0)
-			return store_commit(t, 0) == 0 ? 0 : -1;
-		store_abort(t);
+		if (rc == 0) {
+			/* it ended t, committed or not */
+			if ((rc = queue_index_commit(q, t, 0)) == 0)
+				return 0;
+		} else
+			store_abort(t);
 		if (rc != STORE_RETRY)
 			return -1;
 	}
@@ -1073,8 +1127,8 @@ queue_mark_corrupt(struct queue *q, uint64_t id, const char *why)
 			cur->flags |= ENV_F_CORRUPT;
 			if ((rc = queue_index_put(q, t, cur)) != 0)
 				store_abort(t);
-			else
-				rc = store_commit(t, 0);
+			else            /* the query index's counters too */
+				rc = queue_index_commit(q, t, 0);
 			if (rc == 0)
 				log_warnx("queue: id=%s segment=%08x offset=%llu: "
 				    "body %s: held as corrupt", qid, cur->seg,
@@ -1130,23 +1184,17 @@ queue_read_body(struct queue *q, const struct envelope *env, char **out,
 	return rc;
 }
 
-static int
-queue_stats_one(void *arg, const struct envelope *e)
-{
-	struct queue_stats *st = arg;
-	st->messages++;
-	if (e->flags & ENV_F_HOLD)
-		st->held++;
-	if (e->flags & ENV_F_CORRUPT)
-		st->corrupt++;
-	return 0;
-}
-
 void
 queue_stats(struct queue *q, struct queue_stats *out)
 {
+	struct queue_counts c;
+
 	memset(out, 0, sizeof(*out));
-	queue_walk(q, queue_stats_one, out);
+	if (queue_counts(q, &c) == 0) {       /* counters: no walk */
+		out->messages = c.messages;
+		out->held = c.held;
+		out->corrupt = c.corrupt;
+	}
 	pthread_mutex_lock(&q->lock);
 	out->commits = q->commits;
 	out->batches = q->batches;

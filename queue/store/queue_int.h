@@ -143,6 +143,7 @@ struct queue {
 	int verify_index;               /* queue_opts.verify_index */
 	int lockfd;
 	struct store *st;
+	int qidx;                       /* the query index is kept (query.c) */
 
 	/* lock protects everything down to "committer only" */
 	pthread_mutex_t lock;
@@ -242,8 +243,38 @@ void queue_recount_stop(struct queue *q);
 /* queue.c: set ENV_F_CORRUPT on id's entry (one transaction; logged with
  * why). 0 (also when gone or already set), or -1. */
 int queue_mark_corrupt(struct queue *q, uint64_t id, const char *why);
-/* queue.c: store the envelope (location fields set) in t. */
+/*
+ * queue.c: store the envelope (location fields set) in t, or delete it
+ * (old: its decoded copy, NULL if undecodable); both keep the query index.
+ */
 int queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e);
+int queue_index_del(struct queue *q, struct store_txn *t, uint64_t id,
+    const struct envelope *old);
+/* A queue_placeholder(): what an undecodable index record reads as. */
+struct envelope *queue_placeholder(uint64_t id);
+
+/*
+ * query.c: the query index and its counters (doc/queue.md "Query index").
+ * queue_qidx_change: in t, envelope old (NULL: none) becomes e (NULL:
+ * removed): its keys move and the counts' deltas are noted on t.
+ * queue_index_commit: write the noted deltas, then commit; a deadlock
+ * aborts t and returns STORE_RETRY. Every transaction that put or deleted
+ * an envelope ends with it (or store_abort). 0, STORE_RETRY or -1.
+ */
+int queue_qidx_change(struct queue *q, struct store_txn *t,
+    const struct envelope *old, const struct envelope *e);
+int queue_index_commit(struct queue *q, struct store_txn *t, int sync);
+/*
+ * Read-write open, before the recovery scan: build the query index from
+ * the envelopes when it is missing or unfinished (an index made before it
+ * existed: one walk, logged). Sets q->qidx. 0 or -1.
+ */
+int queue_qidx_ensure(struct queue *q);
+/*
+ * verify.c: compare the counters and the number of keys with what a walk
+ * of the envelopes gives; each difference goes to fn. The number found.
+ */
+uint64_t queue_qidx_verify(struct queue *q, queue_verify_diff_fn *fn, void *arg);
 
 /* Point dst at the record src points at (segment, offset, lengths, CRC). */
 static inline void

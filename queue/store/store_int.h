@@ -2,8 +2,9 @@
  * store_int.h - queue-private key/value store (Berkeley DB 5.3 today; kept
  * small so that LMDB or SQLite could replace it without touching queue.c).
  *
- * Two tables: STORE_ENVELOPES (8-byte big-endian id -> envelope record) and
- * STORE_META (short ASCII key -> small big-endian value). Writes happen in
+ * Tables: STORE_ENVELOPES (8-byte big-endian id -> envelope record),
+ * STORE_META (short ASCII key -> small big-endian value), and the query
+ * index's two (below). Writes happen in
  * transactions that commit without a log sync (store_commit(t, 0)); the
  * housekeeping thread calls store_flush() about every 100 ms. Everything is
  * safe from any thread. Private to queue/: never include from elsewhere.
@@ -14,7 +15,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum store_table { STORE_ENVELOPES = 0, STORE_META = 1 };
+/*
+ * STORE_QUERY (query.db) holds the query index's keys (values empty) and
+ * STORE_COUNTS (counts.db) its counters: see query.c and doc/queue.md
+ * "Query index". In a read-only open of an index made before them they are
+ * absent (store_has() says 0).
+ */
+enum store_table { STORE_ENVELOPES = 0, STORE_META = 1, STORE_QUERY = 2,
+	STORE_COUNTS = 3 };
+#define STORE_NTABLES 4
 
 /* Return codes beyond 0 / -1 (errno set). */
 #define STORE_NOTFOUND  1
@@ -70,6 +79,30 @@ int store_walk(struct store *s, enum store_table tb, store_walk_fn *fn, void *ar
 /* The same from the first key after `after` (byte order; NULL: the first). */
 int store_walk_after(struct store *s, enum store_table tb, const void *after,
     size_t afterlen, store_walk_fn *fn, void *arg);
+/* The same from the first key >= from (fromlen bytes). */
+int store_walk_from(struct store *s, enum store_table tb, const void *from,
+    size_t fromlen, store_walk_fn *fn, void *arg);
+
+/* 1 if table tb is open (always, read-write). */
+int store_has(struct store *s, enum store_table tb);
+/* Empty tb in t. 0, STORE_RETRY or -1. */
+int store_truncate(struct store *s, struct store_txn *t, enum store_table tb);
+/*
+ * Estimate (O(log n), no lock held after it returns) the fraction of the
+ * keys of tb that sort before key. 0 on failure.
+ */
+double store_key_before(struct store *s, enum store_table tb, const void *key,
+    size_t klen);
+
+/*
+ * Data the layer above hangs on a transaction: store_commit() and
+ * store_abort() call its free function once the transaction is over.
+ */
+struct store_txn_data {
+	void (*free)(struct store_txn_data *d);
+};
+void store_txn_set_data(struct store_txn *t, struct store_txn_data *d);
+struct store_txn_data *store_txn_data(struct store_txn *t);
 
 /*
  * Compact both databases and give their free pages back to the file system

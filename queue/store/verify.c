@@ -255,6 +255,8 @@ queue_verify(struct queue *q, struct queue_verify *out,
 		queue_verify_diff(&c, 0, 0, 0, "index unreadable");
 		ret = -1;
 	}
+	if (ret == 0)
+		out->differences += queue_qidx_verify(q, fn, arg);
 	/* records no entry points at: removed (dead) or never indexed */
 	for (size_t i = 0, end; ret == 0 && i < c.n; i = end) {
 		int used = 0;

@@ -303,98 +303,66 @@ ctl_cmd_queue(struct ctl_req *r)
 
 /* ---- stats ---- */
 
-/* One pending recipient's domain (lower case) and its message. */
-struct ctl_dom_rcpt {
-	char *dom;                      /* owned */
-	uint64_t id;
-};
+/* Domains listed by STATS at most (the most pending recipients first). */
+#define CTL_STATS_DOMAINS 100
 
-struct ctl_stats {
-	uint64_t messages, pending, held, corrupt;
-	struct ctl_dom_rcpt *r;         /* every pending recipient */
-	size_t nr, cap;
+struct ctl_stats_doms {
+	struct json_writer *w;
+	uint64_t n;
 };
 
 static int
-ctl_stats_walk_cb(void *arg, const struct envelope *env)
+ctl_stats_dom_cb(void *arg, const char *domain, uint64_t messages,
+    uint64_t recipients)
 {
-	struct ctl_stats *st = arg;
+	struct ctl_stats_doms *d = arg;
 
-	st->messages++;
-	if (env->flags & ENV_F_CORRUPT)
-		st->corrupt++;
-	else if (env->flags & ENV_F_HOLD)
-		st->held++;
-	else
-		st->pending++;
-	for (size_t i = 0; i < env->nrcpt; i++) {
-		if (env->rcpts[i].state != RCPT_PENDING || env->rcpts[i].addr == NULL)
-			continue;
-		if (st->nr == st->cap) {
-			st->cap = st->cap ? st->cap * 2 : 64;
-			st->r = xreallocarray(st->r, st->cap, sizeof(*st->r));
-		}
-		st->r[st->nr].dom = xstrdup(addr_domain(env->rcpts[i].addr));
-		for (char *c = st->r[st->nr].dom; *c != '\0'; c++)
-			if (*c >= 'A' && *c <= 'Z')
-				*c = (char)(*c - 'A' + 'a');
-		st->r[st->nr++].id = env->id;
-	}
+	d->n++;
+	if (d->n > CTL_STATS_DOMAINS)
+		return 0;       /* counted, not listed */
+	json_obj_open(d->w);
+	json_kv_str(d->w, "domain", domain);
+	json_kv_uint(d->w, "messages", messages);
+	json_kv_uint(d->w, "recipients", recipients);
+	json_obj_close(d->w);
 	return 0;
 }
 
-static int
-ctl_dom_rcpt_cmp(const void *a, const void *b)
-{
-	const struct ctl_dom_rcpt *x = a, *y = b;
-	int c = strcmp(x->dom, y->dom);
-
-	return c != 0 ? c : x->id < y->id ? -1 : x->id > y->id;
-}
-
 /*
- * The queue part of STATS. Pending recipients are sorted by (domain, id)
- * and counted in runs: O(R log R), where a table searched per recipient
- * was O(R x domains).
+ * The queue part of STATS, from the queue's counters (queue_counts,
+ * queue_domains): no walk. "held" and "pending" count messages that are
+ * not corrupt; "domains" lists the CTL_STATS_DOMAINS domains with the most
+ * pending recipients, "domains_total" says how many have any.
  */
 int
 ctl_stats_queue_write(struct json_writer *w, struct queue *q)
 {
-	struct ctl_stats st = { 0 };
-	int rc = queue_walk(q, ctl_stats_walk_cb, &st);
+	struct queue_counts c;
+	struct ctl_stats_doms d = { w, 0 };
+	uint64_t seg_bytes, index_bytes;
+	int rc;
 
-	if (st.nr > 1)
-		qsort(st.r, st.nr, sizeof(*st.r), ctl_dom_rcpt_cmp);
-	if (rc != -1) {
-		json_obj_open(w);
-		json_kv_uint(w, "messages", st.messages);
-		json_kv_uint(w, "pending", st.pending);
-		json_kv_uint(w, "held", st.held);
-		json_kv_uint(w, "corrupt", st.corrupt);
-		uint64_t seg_bytes, index_bytes;
-		queue_disk_use(q, &seg_bytes, &index_bytes);
-		json_kv_uint(w, "segments_bytes", seg_bytes);
-		json_kv_uint(w, "index_bytes", index_bytes);
-		json_key(w, "domains");
-		json_arr_open(w);
-		for (size_t k = 0, end; k < st.nr; k = end) {
-			uint64_t msgs = 1;
-			for (end = k + 1; end < st.nr &&
-			    strcmp(st.r[end].dom, st.r[k].dom) == 0; end++)
-				msgs += st.r[end].id != st.r[end - 1].id;
-			json_obj_open(w);
-			json_kv_str(w, "domain", st.r[k].dom);
-			json_kv_uint(w, "messages", msgs);
-			json_kv_uint(w, "recipients", end - k);
-			json_obj_close(w);
-		}
-		json_arr_close(w);
-		json_obj_close(w);
-	}
-	for (size_t k = 0; k < st.nr; k++)
-		free(st.r[k].dom);
-	free(st.r);
-	return rc == -1 ? -1 : 0;
+	if (queue_counts(q, &c) < 0)
+		return -1;
+	json_obj_open(w);
+	json_kv_uint(w, "messages", c.messages);
+	json_kv_uint(w, "pending", c.messages - c.held);
+	json_kv_uint(w, "held", c.held - c.corrupt);
+	json_kv_uint(w, "corrupt", c.corrupt);
+	json_kv_uint(w, "deferred", c.deferred);
+	json_kv_uint(w, "recipients", c.recipients);
+	json_kv_uint(w, "bytes", c.bytes);
+	json_kv_int(w, "oldest_arrival", c.oldest_arrival);
+	queue_disk_use(q, &seg_bytes, &index_bytes);
+	json_kv_uint(w, "segments_bytes", seg_bytes);
+	json_kv_uint(w, "index_bytes", index_bytes);
+	json_key(w, "domains");
+	json_arr_open(w);
+	rc = queue_domains(q, 0, ctl_stats_dom_cb, &d);
+	json_arr_close(w);
+	json_kv_uint(w, "domains_total", d.n);
+	json_obj_close(w);
+	return rc;
 }
 
 static int

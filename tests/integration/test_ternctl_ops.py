@@ -377,8 +377,13 @@ def test_stats_numbers(ternd, sink):
     assert doc["counters"] == {"accepted": 4, "delivered": 3, "deferred": 4,
                                "bounced": 0, "expired": 0, "dsn": 0}
     assert doc["paused_all"] is False and doc["paused_domains"] == []
-    disk = {k: doc["queue"].pop(k) for k in ("segments_bytes", "index_bytes")}
+    disk = {k: doc["queue"].pop(k) for k in ("segments_bytes", "index_bytes",
+                                             "bytes", "oldest_arrival")}
     assert all(isinstance(v, int) and v > 0 for v in disk.values()), disk
+    # from the counters: m is held, m2 deferred; 4 pending recipients
+    assert doc["queue"].pop("deferred") == 1
+    assert doc["queue"].pop("recipients") == 4
+    assert doc["queue"].pop("domains_total") == 2
     assert doc["queue"] == {"messages": 2, "pending": 1, "held": 1, "corrupt": 0,
                             "domains": [{"domain": "example.net", "messages": 2,
                                          "recipients": 3},
