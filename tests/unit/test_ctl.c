@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
 
 #include "tern/ctl.h"
 #include "tern/envelope.h"
@@ -181,14 +182,14 @@ test_ctl_requests(void **state)
 {
 	struct ctl_test *t = *state;
 	char ping[128];
-	snprintf(ping, sizeof(ping), "{\"ok\":true,\"version\":1,\"pid\":%d}", (int)getpid());
+	snprintf(ping, sizeof(ping), "{\"ok\":true,\"version\":2,\"pid\":%d}", (int)getpid());
 	const struct {
 		const char *req;
 		const char *resp;
 	} cases[] = {
 		{ "{\"v\":1,\"cmd\":\"ping\"}", ping },
 		{ " { \"cmd\" : \"ping\" , \"v\" : 1 } \r", ping },
-		{ "{\"v\":2,\"cmd\":\"ping\"}",
+		{ "{\"v\":3,\"cmd\":\"ping\"}",
 		  "{\"ok\":false,\"error\":\"unsupported protocol version\",\"code\":3}" },
 		{ "{\"v\":\"1\",\"cmd\":\"ping\"}",
 		  "{\"ok\":false,\"error\":\"unsupported protocol version\",\"code\":3}" },
@@ -279,8 +280,10 @@ test_ctl_requests(void **state)
 		struct json_writer w;
 		size_t len;
 		json_writer_init(&w);
+		struct ctl_stream *st = NULL;
 		(void)ctl_request_handle(NULL, &ctl_test_hooks, sync[i][0],
-		    strlen(sync[i][0]), &w);
+		    strlen(sync[i][0]), &w, &st);
+		assert_null(st);
 		char *out = json_writer_finish(&w, &len);
 		assert_string_equal(out, sync[i][1]);
 		free(out);
@@ -403,7 +406,7 @@ test_ctl_answer_later(void **state)
 	t->kept = NULL;
 	got = ctl_test_read(t, fd, 2, &eof);
 	char want[256];
-	snprintf(want, sizeof(want), "{\"ok\":true}\n{\"ok\":true,\"version\":1,"
+	snprintf(want, sizeof(want), "{\"ok\":true}\n{\"ok\":true,\"version\":2,"
 	    "\"pid\":%d}\n", (int)getpid());
 	assert_string_equal(got, want);
 	free(got);
@@ -575,6 +578,7 @@ int
 main(void)
 {
 	signal(SIGPIPE, SIG_IGN);       /* as ternd: a gone client is EPIPE */
+	evthread_use_pthreads();        /* as ternd: the server has its thread */
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_ctl_requests, ctl_test_setup,
 		    ctl_test_teardown),
