@@ -46,6 +46,9 @@
  *    "older_than":N}     arrived at least N seconds ago (N >= 0)
  * RESULT (the messages acted on, and those a bulk request passed over):
  *   {"ok":true,"ids":["<qid>",...],"skipped":[{"id":"<qid>","reason":"..."}]}
+ *   A bulk request ("all") of more than CTL_OP_SLICE messages is handed to
+ *   the scheduler in ops of CTL_OP_SLICE ids, one after the other (its
+ *   thread keeps delivering in between); the answer joins their lists.
  *   With one "id", a message that cannot be acted on is an error instead:
  *   CTL_E_NOT_FOUND, or CTL_E_STATE ("message is being delivered", "message
  *   is held", ...). Reasons in "skipped": "in flight", "held", "corrupt",
@@ -166,6 +169,7 @@ struct envelope;
 #define CTL_OUT_HIGH      (1024 * 1024) /* output held per connection */
 #define CTL_OUT_LOW       (256 * 1024)  /* next page below this */
 #define CTL_WORKERS       2             /* threads for slow requests */
+#define CTL_OP_SLICE      1000          /* ids per op handed on */
 #define CTL_LINE_MAX      (64 * 1024)   /* request line, LF included */
 #define CTL_MAX_CLIENTS   64            /* concurrent control connections */
 #define CTL_IDLE_TIMEOUT  300           /* seconds without a request */

@@ -95,6 +95,17 @@ struct ctl_job {
 	struct buf out;                 /* the bytes to send */
 };
 
+/*
+ * A bulk op (delete/retry "all") of more than CTL_OP_SLICE ids, handed on
+ * a slice at a time so the scheduler's thread never takes them in one go;
+ * the slices' answers are joined into the one RESULT the client expects.
+ */
+struct ctl_bulk {
+	struct ctl_op *op;              /* owned: every id; never handed on */
+	size_t next;                    /* first id of the next slice */
+	struct buf ids, skipped;        /* the answers' array elements */
+};
+
 struct ctl_conn {
 	TAILQ_ENTRY(ctl_conn) entry;
 	struct ctl_server *srv;         /* borrowed: owns us */
@@ -102,6 +113,7 @@ struct ctl_conn {
 	struct bufferevent *bev;        /* owned */
 	struct ctl_stream *st;          /* owned: a listing waiting for the
 	                                   output to drain, or NULL */
+	struct ctl_bulk *bulk;          /* owned: a sliced bulk op, or NULL */
 	uid_t uid;
 	pid_t pid;
 	unsigned flags;
@@ -337,12 +349,24 @@ ctl_job_submit(struct ctl_server *s, struct ctl_job *j)
 static void ctl_conn_readcb(struct bufferevent *bev, void *arg);
 
 static void
+ctl_bulk_free(struct ctl_bulk *b)
+{
+	if (b == NULL)
+		return;
+	ctl_op_free(b->op);
+	buf_free(&b->ids);
+	buf_free(&b->skipped);
+	free(b);
+}
+
+static void
 ctl_conn_free(struct ctl_conn *c)
 {
 	TAILQ_REMOVE(&c->srv->conns, c, entry);
 	c->srv->nconns--;
 	bufferevent_free(c->bev);
 	ctl_stream_free(c->st);
+	ctl_bulk_free(c->bulk);
 	free(c);
 }
 
@@ -379,6 +403,91 @@ ctl_conn_hand_on(struct ctl_conn *c, struct ctl_op *op)
 	hc->op = op;
 	c->flags |= CTL_F_WAITING;
 	tq_call(c->srv->hooktq, ctl_server_hook_run, hc);
+}
+
+/* Hand on the bulk op's next slice of ids. */
+static void
+ctl_conn_bulk_next(struct ctl_conn *c)
+{
+	struct ctl_bulk *b = c->bulk;
+	struct ctl_op *op = xcalloc(1, sizeof(*op));
+	size_t n = b->op->nids - b->next;
+
+	if (n > CTL_OP_SLICE)
+		n = CTL_OP_SLICE;
+	op->type = b->op->type;
+	memcpy(op->domain, b->op->domain, sizeof(op->domain));
+	op->stats_queue = b->op->stats_queue;
+	op->ids = xreallocarray(NULL, n, sizeof(*op->ids));
+	memcpy(op->ids, b->op->ids + b->next, n * sizeof(*op->ids));
+	op->nids = n;
+	b->next += n;
+	ctl_conn_hand_on(c, op);
+}
+
+/* Append the raw elements of array key of the answer p to out. */
+static void
+ctl_bulk_join(struct buf *out, const char *p, const struct json_tok *toks,
+    const char *key)
+{
+	long a = json_obj_find(p, toks, 0, key);
+
+	if (a < 0 || toks[a].type != JSON_ARRAY || toks[a].size == 0)
+		return;
+	if (out->len > 0)
+		buf_add(out, ",", 1);
+	/* the elements, between the brackets, as the scheduler wrote them */
+	buf_add(out, p + toks[a].start + 1, toks[a].end - toks[a].start - 2);
+}
+
+/*
+ * A slice's answer text[0..len): joined, or (an error) the answer itself.
+ * Returns the text to send (owned) once the bulk op is over, else NULL
+ * (the next slice is out).
+ */
+static char *
+ctl_conn_bulk_answer(struct ctl_conn *c, const char *text, size_t len,
+    size_t *outlen)
+{
+	struct ctl_bulk *b = c->bulk;
+	struct json_tok *toks = NULL;
+	size_t n;
+	long ok;
+	char *res = NULL;
+
+	if (json_parse(text, len, NULL, 0, JSON_MAX_DEPTH, &n) == JSON_OK) {
+		toks = xreallocarray(NULL, n, sizeof(*toks));
+		(void)json_parse(text, len, toks, n, JSON_MAX_DEPTH, &n);
+	}
+	if (toks == NULL || (ok = json_obj_find(text, toks, 0, "ok")) < 0 ||
+	    toks[ok].type != JSON_TRUE) {
+		res = xmalloc(len + 1);         /* an error ends it */
+		memcpy(res, text, len);
+		*outlen = len;
+	} else {
+		ctl_bulk_join(&b->ids, text, toks, "ids");
+		ctl_bulk_join(&b->skipped, text, toks, "skipped");
+		if (b->next < b->op->nids) {
+			free(toks);
+			ctl_conn_bulk_next(c);
+			return NULL;
+		}
+		struct buf out = { 0 };
+		buf_printf(&out, "{\"ok\":true,\"ids\":[%s],\"skipped\":[%s]}",
+		    b->ids.p != NULL ? b->ids.p : "",
+		    b->skipped.p != NULL ? b->skipped.p : "");
+		if (out.err != 0 || b->ids.err != 0 || b->skipped.err != 0) {
+			buf_free(&out);
+			res = xstrdup("{\"ok\":false,\"error\":\"out of memory\","
+			    "\"code\":8}");
+		} else
+			res = out.p;
+		*outlen = strlen(res);
+	}
+	free(toks);
+	ctl_bulk_free(b);
+	c->bulk = NULL;
+	return res;
 }
 
 /* A worker answers the request line[0..len); the connection waits. */
@@ -599,6 +708,12 @@ ctl_job_done(void *arg)
 	    j->out.p, j->out.len) == -1) {
 		ctl_conn_error(c, CTL_E_INTERNAL, "out of memory");
 		c->flags &= ~CTL_F_WAITING;
+	} else if (j->op != NULL && !j->op->single &&
+	    j->op->nids > CTL_OP_SLICE) {
+		c->bulk = xcalloc(1, sizeof(*c->bulk));
+		c->bulk->op = j->op;
+		j->op = NULL;
+		ctl_conn_bulk_next(c);
 	} else if (j->op != NULL) {
 		ctl_conn_hand_on(c, j->op);
 		j->op = NULL;
@@ -630,6 +745,15 @@ ctl_server_answer_cb(struct tq_msg *msg, void *arg)
 	if (s->stopping || (c = ctl_conn_waiting(s, msg->reqid)) == NULL) {
 		log_debug("ctl: answer for a connection that has gone, dropped");
 		goto out;
+	}
+	if (a->text != NULL && c->bulk != NULL) {
+		size_t len;
+		char *text = ctl_conn_bulk_answer(c, a->text, a->len, &len);
+		if (text == NULL)
+			goto out;               /* the next slice is out */
+		free(a->text);
+		a->text = text;
+		a->len = len;
 	}
 	if (a->text == NULL) {
 		ctl_conn_error(c, CTL_E_INTERNAL, "out of memory");

@@ -177,6 +177,15 @@ def test_pages_and_summary(ternd):
                 ("show", got[0], "--limit", "3")):
         assert t.ternctl(*bad).returncode == 2, bad
 
+    # retry all: more ids than one op to the scheduler carries, answered as one
+    r = t.ternctl("retry", "all", "--json", timeout=60)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["ok"] is True
+    assert sorted(res["ids"]) == sorted(set(got) - set(held))
+    assert sorted(x["id"] for x in res["skipped"]) == sorted(held)
+    assert {x["reason"] for x in res["skipped"]} == {"held"}
+
     # offline (ternd stopped): the same stream from the queue directory
     t.stop()
     doc = listing(t)
