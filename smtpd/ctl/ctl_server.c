@@ -925,8 +925,13 @@ static void *
 ctl_server_thread(void *arg)
 {
 	struct ctl_server *s = arg;
+	struct ctl_conn *c;
 
 	event_base_dispatch(s->cbase);
+	/* close the connections here, and let the loop finish freeing them */
+	while ((c = TAILQ_FIRST(&s->conns)) != NULL)
+		ctl_conn_free(c);
+	event_base_loop(s->cbase, EVLOOP_NONBLOCK);
 	return NULL;
 }
 

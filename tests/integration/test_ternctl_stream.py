@@ -67,9 +67,15 @@ def paused_ternd(ternd):
     return t
 
 
+def slow(t):
+    """How much slower a sanitizer build runs (its offline open alone takes
+    seconds)."""
+    return 10 if t.bins.asan else 1
+
+
 def listing(t, *args):
     """ternctl queue --json [args]: the parsed document (checked to parse)."""
-    r = t.ternctl("queue", "--json", *args, timeout=60)
+    r = t.ternctl("queue", "--json", *args, timeout=60 * slow(t))
     assert r.returncode == 0, (r.returncode, r.stderr)
     doc = json.loads(r.stdout)
     assert doc["ok"] is True and doc["count"] == len(doc["messages"])
@@ -111,7 +117,7 @@ def test_pages_and_summary(ternd):
     got = [m["id"] for m in full["messages"]]
     assert got == sorted(ids), "listing is every message once, in id order"
     assert full["next_after"] is None
-    assert elapsed < 20
+    assert elapsed < 20 * slow(t)
 
     # pages join to exactly the full list: no duplicate, no gap
     assert pages(t, 700) == got
@@ -178,7 +184,7 @@ def test_pages_and_summary(ternd):
         assert t.ternctl(*bad).returncode == 2, bad
 
     # retry all: more ids than one op to the scheduler carries, answered as one
-    r = t.ternctl("retry", "all", "--json", timeout=60)
+    r = t.ternctl("retry", "all", "--json", timeout=60 * slow(t))
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["ok"] is True
@@ -190,7 +196,7 @@ def test_pages_and_summary(ternd):
     t.stop()
     doc = listing(t)
     assert [m["id"] for m in doc["messages"]] == got
-    assert pages(t, 1100) == got
+    assert pages(t, 1100 * slow(t)) == got
     s2 = json.loads(t.ternctl("queue", "--summary", "--json").stdout)
     assert s2["states"] == st and s2["domains"] == s["domains"]
 
@@ -238,10 +244,13 @@ def test_stalled_reader_blocks_nothing(ternd):
                 worst = max(worst, time.monotonic() - t0)
                 assert r.returncode == 0, (args, r.stderr)
             peak = max(peak, vmrss_kb(t.pid))
-        assert worst < 1.0, "a request waited %.2fs behind stalled listings" % worst
+        assert worst < 1.0 * slow(t), \
+            "a request waited %.2fs behind stalled listings" % worst
         # four stalled 30 MB listings: each holds about one page and the
-        # output low-water mark, not the listing
-        assert peak - rss0 < 16 * 1024, (rss0, peak)
+        # output low-water mark, not the listing (ASan's quarantine keeps
+        # freed memory resident: no bound there)
+        if not t.bins.asan:
+            assert peak - rss0 < 16 * 1024, (rss0, peak)
         # a stalled reader that starts reading gets the whole listing
         s = stalled[0]
         s.settimeout(30)
