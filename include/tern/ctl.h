@@ -165,6 +165,7 @@ struct envelope;
 #define CTL_STREAM_VERSION 2            /* listings stream from this one */
 #define CTL_PAGE_ROWS     512           /* rows per page of a listing ... */
 #define CTL_PAGE_BYTES    (256 * 1024)  /* ... or about this many bytes */
+#define CTL_PAGE_FIRST    64            /* rows of a listing's first page */
 #define CTL_SUMMARY_TOP   20            /* summary's domains by default */
 #define CTL_OUT_HIGH      (1024 * 1024) /* output held per connection */
 #define CTL_OUT_LOW       (256 * 1024)  /* next page below this */
@@ -311,7 +312,8 @@ int ctl_request_handle(struct queue *q, const struct ctl_hooks *hooks,
     struct ctl_stream **streamp);
 /*
  * Append the next page of a listing to out: at most CTL_PAGE_ROWS rows
- * (fewer once CTL_PAGE_BYTES are written), each an ENV line with its LF,
+ * (CTL_PAGE_FIRST for the first page, so the first row comes at once;
+ * fewer once CTL_PAGE_BYTES are written), each an ENV line with its LF,
  * and the trailer line once the listing is over. Reads q afresh from the
  * last id sent (any thread; nothing is held between pages). Returns 1 when
  * the trailer has been written (then 1 again, appending nothing), else 0.

@@ -360,6 +360,8 @@ ctl_stream_page(struct ctl_stream *st, struct queue *q, struct buf *out)
 
 	if (st->done)
 		return 1;
+	if (st->count == 0)             /* the first rows go out at once */
+		want = CTL_PAGE_FIRST;
 	if (st->limit != 0 && st->limit - st->count < want)
 		want = (size_t)(st->limit - st->count);
 	ctl_filter_query(&st->f, st->now, &qf);
