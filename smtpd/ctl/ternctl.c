@@ -581,11 +581,31 @@ ternctl_print_verify(const struct ternctl_opts *o, const struct ternctl_resp *r)
 	return TERNCTL_EX_OK;
 }
 
+/* The array a of {"domain","messages","recipients"}: stats' lines, or a
+ * table under a header (summary). */
+static void
+ternctl_print_domains(const struct ternctl_resp *r, long a, int table)
+{
+	char d[300];
+
+	if (a < 0 || r->toks[a].type != JSON_ARRAY)
+		return;
+	size_t i = (size_t)a + 1;
+	for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++) {
+		long long m = (long long)ternctl_num(r, i, "messages");
+		long long n = (long long)ternctl_num(r, i, "recipients");
+		ternctl_str(r, i, "domain", d, sizeof(d), NULL);
+		if (table)
+			printf("%-40s %10lld %10lld\n", d, m, n);
+		else
+			printf("  %-40s %6lld messages %6lld recipients\n", d, m, n);
+	}
+}
+
 static int
 ternctl_print_stats(const struct ternctl_opts *o, const struct ternctl_resp *r)
 {
 	long c = ternctl_field(r, 0, "counters"), q = ternctl_field(r, 0, "queue");
-	char d[300];
 
 	if (q < 0 || r->toks[q].type != JSON_OBJECT) {
 		fprintf(stderr, "ternctl: malformed response\n");
@@ -611,15 +631,7 @@ ternctl_print_stats(const struct ternctl_opts *o, const struct ternctl_resp *r)
 	printf("disk: segments %lld bytes, index %lld bytes\n",
 	    (long long)ternctl_num(r, (size_t)q, "segments_bytes"),
 	    (long long)ternctl_num(r, (size_t)q, "index_bytes"));
-	long a = ternctl_field(r, (size_t)q, "domains");
-	if (a >= 0 && r->toks[a].type == JSON_ARRAY) {
-		size_t i = (size_t)a + 1;
-		for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++)
-			printf("  %-40s %6lld messages %6lld recipients\n",
-			    ternctl_str(r, i, "domain", d, sizeof(d), NULL),
-			    (long long)ternctl_num(r, i, "messages"),
-			    (long long)ternctl_num(r, i, "recipients"));
-	}
+	ternctl_print_domains(r, ternctl_field(r, (size_t)q, "domains"), 0);
 	return TERNCTL_EX_OK;
 }
 
@@ -629,7 +641,7 @@ ternctl_print_summary(const struct ternctl_opts *o, const struct ternctl_resp *r
 	static const char *const states[] = { "messages", "new", "deferred",
 	    "held", "corrupt" };
 	long st = ternctl_field(r, 0, "states"), a = ternctl_field(r, 0, "domains");
-	char d[300], when[32];
+	char when[32];
 
 	(void)o;
 	if (st < 0 || r->toks[st].type != JSON_OBJECT) {
@@ -645,15 +657,10 @@ ternctl_print_summary(const struct ternctl_opts *o, const struct ternctl_resp *r
 	int64_t oldest = ternctl_num(r, 0, "oldest_arrival");
 	printf("%-10s %s\n", "oldest", oldest == 0 ? "-" :
 	    ternctl_time(oldest, when, sizeof(when)));
-	if (a < 0 || r->toks[a].type != JSON_ARRAY || r->toks[a].size == 0)
-		return TERNCTL_EX_OK;
-	printf("%-40s %10s %10s\n", "DOMAIN", "MESSAGES", "RECIPIENTS");
-	size_t i = (size_t)a + 1;
-	for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++)
-		printf("%-40s %10lld %10lld\n",
-		    ternctl_str(r, i, "domain", d, sizeof(d), NULL),
-		    (long long)ternctl_num(r, i, "messages"),
-		    (long long)ternctl_num(r, i, "recipients"));
+	if (a >= 0 && r->toks[a].type == JSON_ARRAY && r->toks[a].size > 0) {
+		printf("%-40s %10s %10s\n", "DOMAIN", "MESSAGES", "RECIPIENTS");
+		ternctl_print_domains(r, a, 1);
+	}
 	return TERNCTL_EX_OK;
 }
 
