@@ -1,25 +1,33 @@
 /*
  * ctl.h - the control socket: JSON lines over a UNIX stream socket, served
- * by ternd on its main event loop and spoken by ternctl.
+ * by ternd on a thread of its own (see ctl_server_new) and spoken by
+ * ternctl.
  *
  * Protocol (version CTL_PROTO_VERSION; this schema is public: scripts parse
  * it. Add fields freely, rename or retype none):
  *
  *   request   one line, at most CTL_LINE_MAX bytes with its LF:
- *             {"v":1,"cmd":"<name>", ...arguments}
+ *             {"v":2,"cmd":"<name>", ...arguments}
  *   response  one line per request, in order:
  *             {"ok":true, ...result}
  *             {"ok":false,"error":"<text>","code":<CTL_E_*>}
+ *             except a listing (queue), which is streamed: see STREAM.
  *
- * A request whose "v" is missing or not CTL_PROTO_VERSION gets CTL_E_VERSION;
+ * Versions: 2 streams listings (STREAM); 1 answered them with one object
+ * holding every message. Requests with "v":1 are still answered, except
+ * queue (CTL_E_VERSION: a v1 client expects the old single line).
+ * A request whose "v" is missing or not in CTL_PROTO_MIN..CTL_PROTO_VERSION
+ * gets CTL_E_VERSION;
  * a line that is not a JSON object gets CTL_E_BAD_REQUEST; a line longer than
  * CTL_LINE_MAX gets CTL_E_TOO_LONG and the connection is closed. A peer that
  * is not allowed (see ctl_server_new) gets one CTL_E_DENIED line and is
  * closed before anything it sent is read.
  *
  * Commands (ternctl prints these objects verbatim with --json):
- *   ping                 -> {"ok":true,"version":1,"pid":N}
- *   queue ["filter":F]   -> {"ok":true,"messages":[ENV,...]}   (id order)
+ *   ping                 -> {"ok":true,"version":2,"pid":N}
+ *   queue ["filter":F] ["limit":N] ["after":"<qid>"]  -> STREAM of ENV
+ *                           (id order; ids > after; at most limit, N >= 1)
+ *   summary ["top":N]    -> SUMMARY (from the queue's counters, never a walk)
  *   show  "id":"<qid>"   -> {"ok":true,"message":ENV+HIST}
  *         "body":true       ... plus "body":"<base64 of the raw body>"
  *                            (bodies are bytes, not text; base64 keeps
@@ -38,10 +46,33 @@
  *    "older_than":N}     arrived at least N seconds ago (N >= 0)
  * RESULT (the messages acted on, and those a bulk request passed over):
  *   {"ok":true,"ids":["<qid>",...],"skipped":[{"id":"<qid>","reason":"..."}]}
+ *   A bulk request ("all") of more than CTL_OP_SLICE messages is handed to
+ *   the scheduler in ops of CTL_OP_SLICE ids, one after the other (its
+ *   thread keeps delivering in between); the answer joins their lists.
  *   With one "id", a message that cannot be acted on is an error instead:
  *   CTL_E_NOT_FOUND, or CTL_E_STATE ("message is being delivered", "message
  *   is held", ...). Reasons in "skipped": "in flight", "held", "corrupt",
  *   "gone", "nothing pending".
+ * STREAM (a listing, one line each, produced a page at a time while the
+ * reader keeps up: the server holds at most about CTL_OUT_HIGH bytes of it):
+ *   {"ok":true,"stream":"messages"}          header (or one error line:
+ *                                            then nothing follows)
+ *   ENV                                      one line per message
+ *   {"end":true,"ok":true,"count":N,"next_after":"<qid>"|null}   trailer
+ *   count: the rows sent; next_after: with "limit", when the page is full,
+ *   the "after" of the next page (which may turn out empty), else null. A
+ *   read error after the header ends the stream with
+ *   {"end":true,"ok":false,"error":"...","code":N,"count":N,
+ *    "next_after":null}. Rows never have an "end" key.
+ *   Pages: queue_query from the last id sent, so messages queued or removed
+ *   meanwhile appear or not as of each page; no id is sent twice.
+ * SUMMARY (like Postfix's qshape, but counted as the queue changes):
+ *   {"ok":true,"states":{"messages":N,"new":N,"deferred":N,"held":N,
+ *    "corrupt":N},"recipients":N,"bytes":N,"oldest_arrival":<unix>|0,
+ *    "domains":[{"domain":"<d>","messages":N,"recipients":N},...]}
+ *   new = never attempted and not held; deferred = attempted, not held;
+ *   held includes corrupt; recipients: pending ones; domains: the top
+ *   (default CTL_SUMMARY_TOP, 0: all) by pending recipients, most first.
  * PAUSE: {"ok":true,"paused_all":bool,"paused_domains":["<d>",...]}
  * STATS:
  *   {"ok":true,"running":bool,"uptime":N|null,"counters":C|null,
@@ -74,8 +105,9 @@
  * Mutating commands (hold, release, delete, retry, bounce, pause, resume,
  * stats' counters) run on the scheduler's thread: the server hands a struct
  * ctl_op to ctl_hooks.op and answers when the op is answered (op->reply);
- * a connection's later requests wait for that answer, so responses stay in
- * order. Without an op hook (ternctl's offline fallback, tests) they answer
+ * a connection's later requests wait for that answer (and for the end of
+ * a listing), so responses stay in order: a client that wants to ask
+ * while a listing runs opens a second connection. Without an op hook (ternctl's offline fallback, tests) they answer
  * CTL_E_UNSUPPORTED, except stats, which then reports the queue only.
  *
  * Semantics: hold sets ENV_F_HOLD durably and unschedules; release clears it
@@ -129,7 +161,17 @@ struct event_base;
 struct queue;
 struct envelope;
 
-#define CTL_PROTO_VERSION 1
+#define CTL_PROTO_VERSION 2
+#define CTL_PROTO_MIN     1             /* oldest version still answered */
+#define CTL_STREAM_VERSION 2            /* listings stream from this one */
+#define CTL_PAGE_ROWS     512           /* rows per page of a listing ... */
+#define CTL_PAGE_BYTES    (256 * 1024)  /* ... or about this many bytes */
+#define CTL_PAGE_FIRST    64            /* rows of a listing's first page */
+#define CTL_SUMMARY_TOP   20            /* summary's domains by default */
+#define CTL_OUT_HIGH      (1024 * 1024) /* output held per connection */
+#define CTL_OUT_LOW       (256 * 1024)  /* next page below this */
+#define CTL_WORKERS       2             /* threads for slow requests */
+#define CTL_OP_SLICE      1000          /* ids per op handed on */
 #define CTL_LINE_MAX      (64 * 1024)   /* request line, LF included */
 #define CTL_MAX_CLIENTS   64            /* concurrent control connections */
 #define CTL_IDLE_TIMEOUT  300           /* seconds without a request */
@@ -181,6 +223,7 @@ enum ctl_op_type {
 	CTL_OP_PAUSE,
 	CTL_OP_RESUME,
 	CTL_OP_STATS,
+	CTL_OP_RELOAD,              /* the server's own: never handed to op */
 };
 
 struct ctl_return;              /* where answers go (ctl_server.c) */
@@ -217,7 +260,8 @@ int ctl_stats_queue_write(struct json_writer *w, struct queue *q);
 
 /*
  * What the daemon can do beyond reading the queue. Each hook runs on the
- * control loop and must not block. op takes ownership of the op and hands
+ * loop given to ctl_server_new (ternd's main loop, the one its signals and
+ * reloads run on), never on the control thread, and must not block. op takes ownership of the op and hands
  * it to the thread that owns the state (answer later with ctl_op_reply);
  * it returns 0, or -1 without taking it. reload returns 0 done, -1 failed.
  * A NULL hook makes its commands answer "not supported".
@@ -232,12 +276,18 @@ struct ctl_hooks {
 /*
  * Create the control socket at path (a stale socket file there is unlinked
  * first; the socket gets mode 0660 and, when group is not (gid_t)-1, that
- * group) and serve it on base. Each connection is authorised once, from
- * SO_PEERCRED: uid 0, the daemon's effective uid, and processes whose
- * primary or supplementary group (SO_PEERGROUPS) is group are allowed.
- * Requests are answered on base's thread: queue reads (queue_walk,
- * queue_get, queue_read_body) are Berkeley DB and segment reads, short
- * enough to run on the loop; a big queue listing is built in memory.
+ * group) and serve it from a thread of its own. Each connection is
+ * authorised once, from SO_PEERCRED: uid 0, the daemon's effective uid, and
+ * processes whose primary or supplementary group (SO_PEERGROUPS) is group
+ * are allowed.
+ * Threads: the control thread runs its own event loop (connections, short
+ * requests: ping, show, summary, stats' hand-off); requests that may read
+ * much of the queue (ctl_request_slow: listings page by page, verify,
+ * delete/retry "all") run on CTL_WORKERS worker threads, one page or one
+ * request at a time, so they never hold up the control loop, base, or
+ * each other's connections. Hooks (ctl_hooks) run on base. A listing's
+ * next page is produced only while its connection holds less than
+ * CTL_OUT_HIGH bytes of output: memory per listing stays bounded.
  * q and hooks are borrowed and must outlive the server; q may be NULL (queue
  * commands then answer CTL_E_INTERNAL). Returns NULL with a message in err.
  */
@@ -253,9 +303,24 @@ void ctl_server_free(struct ctl_server *s);
  * queue opened read-only when the daemon is down, so both answers are the
  * same bytes. hooks may be NULL; commands that need hooks->op answer
  * CTL_E_UNSUPPORTED here (stats: the queue part only). Returns the
- * response's code: 0 for ok, or a CTL_E_* value.
+ * response's code: 0 for ok, or a CTL_E_* value. A listing answers 0 with
+ * its header in out and *streamp set (owned by the caller): the rest of
+ * the STREAM comes from ctl_stream_page.
  */
+struct ctl_stream;
 int ctl_request_handle(struct queue *q, const struct ctl_hooks *hooks,
-    const char *req, size_t len, struct json_writer *out);
+    const char *req, size_t len, struct json_writer *out,
+    struct ctl_stream **streamp);
+/*
+ * Append the next page of a listing to out: at most CTL_PAGE_ROWS rows
+ * (CTL_PAGE_FIRST for the first page, so the first row comes at once;
+ * fewer once CTL_PAGE_BYTES are written), each an ENV line with its LF,
+ * and the trailer line once the listing is over. Reads q afresh from the
+ * last id sent (any thread; nothing is held between pages). Returns 1 when
+ * the trailer has been written (then 1 again, appending nothing), else 0.
+ * out->err is left 0.
+ */
+int ctl_stream_page(struct ctl_stream *st, struct queue *q, struct buf *out);
+void ctl_stream_free(struct ctl_stream *st);    /* NULL ok */
 
 #endif

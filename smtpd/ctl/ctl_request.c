@@ -45,6 +45,8 @@ struct ctl_req {
 	int arg;                        /* the command's table argument */
 	int async;                      /* may hand work on (struct ctl_op) */
 	struct ctl_op *op;              /* out: the op to hand on, owned */
+	struct ctl_stream *stream;      /* out: a listing to page, owned */
+	int64_t version;                /* the request's "v" */
 	const char *error;              /* text for a non-zero return */
 	size_t verify_listed;           /* verify: differences written */
 };
@@ -52,6 +54,7 @@ struct ctl_req {
 #define CTL_C_ID     0x01u          /* needs "id":"<qid>" */
 #define CTL_C_QUEUE  0x02u          /* needs the queue */
 #define CTL_C_IDALL  0x04u          /* "id":"<qid>", or "all":true [+filter] */
+#define CTL_C_SLOW   0x08u          /* may read much of the queue */
 
 struct ctl_cmd {
 	const char *name;
@@ -272,27 +275,224 @@ ctl_ids_cb(void *arg, const struct envelope *env)
 	return 0;
 }
 
+/* ---- listings, streamed in pages (ctl.h: ctl_stream_page) ---- */
+
+struct ctl_stream {
+	struct ctl_filter f;
+	int64_t now;                    /* of the request, for older_than */
+	uint64_t after;                 /* the last id written; 0: none yet */
+	uint64_t limit;                 /* rows wanted; 0: all */
+	uint64_t count;                 /* rows written */
+	int done;                       /* the trailer is written */
+};
+
+/* Where one page's rows go. */
+struct ctl_page {
+	struct buf *out;
+	size_t start;                   /* out->len when the page began */
+};
+
 static int
-ctl_queue_write_cb(void *arg, const struct envelope *env)
+ctl_stream_row_cb(void *arg, const struct envelope *env)
 {
-	ctl_envelope_write(arg, env, 0);
+	struct ctl_page *pg = arg;
+	struct json_writer w;
+	size_t len;
+	char *p;
+
+	json_writer_init(&w);
+	ctl_envelope_write(&w, env, 0);
+	if ((p = json_writer_finish(&w, &len)) == NULL) {
+		pg->out->err = ENOMEM;
+		return 1;
+	}
+	buf_add(pg->out, p, len);
+	buf_add(pg->out, "\n", 1);
+	free(p);
+	/* a page ends at CTL_PAGE_BYTES, so a row of many recipients still
+	   leaves it bounded */
+	return pg->out->len - pg->start >= CTL_PAGE_BYTES;
+}
+
+/* The trailer line: done, count, next_after (or the error). */
+static void
+ctl_stream_trailer(struct ctl_stream *st, struct buf *out, int code,
+    const char *error)
+{
+	struct json_writer w;
+	char qid[QID_STRLEN + 1];
+	size_t len;
+	char *p;
+
+	json_writer_init(&w);
+	json_obj_open(&w);
+	json_kv_bool(&w, "end", 1);
+	json_kv_bool(&w, "ok", code == 0);
+	if (code != 0) {
+		json_kv_str(&w, "error", error);
+		json_kv_int(&w, "code", code);
+	}
+	json_kv_uint(&w, "count", st->count);
+	json_key(&w, "next_after");
+	if (code == 0 && st->limit != 0 && st->count == st->limit &&
+	    st->after != 0) {
+		qid_format(st->after, qid);
+		json_put_str(&w, qid);
+	} else
+		json_put_null(&w);
+	json_obj_close(&w);
+	if ((p = json_writer_finish(&w, &len)) == NULL) {
+		out->err = ENOMEM;
+		return;
+	}
+	buf_add(out, p, len);
+	buf_add(out, "\n", 1);
+	free(p);
+	st->done = 1;
+}
+
+int
+ctl_stream_page(struct ctl_stream *st, struct queue *q, struct buf *out)
+{
+	struct queue_filter qf;
+	struct ctl_page pg = { out, out->len };
+	size_t want = CTL_PAGE_ROWS;
+	uint64_t last = 0;
+	long n;
+
+	if (st->done)
+		return 1;
+	if (st->count == 0)             /* the first rows go out at once */
+		want = CTL_PAGE_FIRST;
+	if (st->limit != 0 && st->limit - st->count < want)
+		want = (size_t)(st->limit - st->count);
+	ctl_filter_query(&st->f, st->now, &qf);
+	n = want == 0 ? 0 :
+	    queue_query(q, &qf, st->after, want, &last, ctl_stream_row_cb, &pg);
+	if (n < 0 || out->err != 0) {
+		out->err = 0;
+		out->len = pg.start;    /* no half page before the error */
+		if (out->p != NULL)
+			out->p[out->len] = '\0';
+		ctl_stream_trailer(st, out, CTL_E_INTERNAL, n < 0 ?
+		    "cannot read the queue" : "out of memory");
+		return 1;
+	}
+	st->count += (uint64_t)n;
+	if (n > 0)
+		st->after = last;
+	/* fewer rows than asked (and not cut by size): the listing is over */
+	if ((size_t)n < want && out->len - pg.start < CTL_PAGE_BYTES)
+		ctl_stream_trailer(st, out, 0, NULL);
+	else if (st->limit != 0 && st->count >= st->limit)
+		ctl_stream_trailer(st, out, 0, NULL);
+	return st->done;
+}
+
+void
+ctl_stream_free(struct ctl_stream *st)
+{
+	free(st);
+}
+
+/* "limit": N >= 1 and "after": "<qid>" of a listing. */
+static int
+ctl_req_page(struct ctl_req *r, struct ctl_stream *st)
+{
+	long i;
+	char buf[QID_STRLEN + 2];
+
+	if ((i = ctl_req_arg(r, "limit")) >= 0) {
+		if (r->toks[i].type != JSON_NUMBER || r->toks[i].num < 1) {
+			r->error = "\"limit\" must be a number >= 1";
+			return CTL_E_BAD_REQUEST;
+		}
+		st->limit = (uint64_t)r->toks[i].num;
+	}
+	if ((i = ctl_req_arg(r, "after")) >= 0) {
+		if (r->toks[i].type != JSON_STRING ||
+		    json_str_decode(r->p, &r->toks[i], buf, sizeof(buf)) < 0 ||
+		    qid_parse(buf, &st->after) == -1) {
+			r->error = "\"after\" must be a queue id (16 hex digits)";
+			return CTL_E_BAD_REQUEST;
+		}
+	}
+	return 0;
+}
+
+/* queue: the header now; the rows and the trailer by ctl_stream_page */
+static int
+ctl_cmd_queue(struct ctl_req *r)
+{
+	struct ctl_stream *st;
+	int code;
+
+	if (r->version < CTL_STREAM_VERSION) {
+		r->error = "listings are streamed since protocol 2: send \"v\":2";
+		return CTL_E_VERSION;
+	}
+	st = xcalloc(1, sizeof(*st));
+	if ((code = ctl_req_filter(r, &st->f)) != 0 ||
+	    (code = ctl_req_page(r, st)) != 0) {
+		free(st);
+		return code;
+	}
+	st->now = now_unix();
+	ctl_reply_ok_open(r->out);
+	json_kv_str(r->out, "stream", "messages");
+	json_obj_close(r->out);
+	r->stream = st;
+	return 0;
+}
+
+/* summary: counts per state and the top domains, from the counters */
+static int
+ctl_summary_dom_cb(void *arg, const char *domain, uint64_t messages,
+    uint64_t recipients)
+{
+	struct json_writer *w = arg;
+
+	json_obj_open(w);
+	json_kv_str(w, "domain", domain);
+	json_kv_uint(w, "messages", messages);
+	json_kv_uint(w, "recipients", recipients);
+	json_obj_close(w);
 	return 0;
 }
 
 static int
-ctl_cmd_queue(struct ctl_req *r)
+ctl_cmd_summary(struct ctl_req *r)
 {
-	struct ctl_filter f;
-	struct queue_filter qf;
-	int code;
+	struct queue_counts c;
+	int64_t top = CTL_SUMMARY_TOP;
+	long i;
 
-	if ((code = ctl_req_filter(r, &f)) != 0)
-		return code;
-	ctl_filter_query(&f, now_unix(), &qf);
+	if ((i = ctl_req_arg(r, "top")) >= 0) {
+		if (r->toks[i].type != JSON_NUMBER || r->toks[i].num < 0) {
+			r->error = "\"top\" must be a number >= 0";
+			return CTL_E_BAD_REQUEST;
+		}
+		top = r->toks[i].num;
+	}
+	if (queue_counts(r->q, &c) < 0) {
+		r->error = "cannot read the queue";
+		return CTL_E_INTERNAL;
+	}
 	ctl_reply_ok_open(r->out);
-	json_key(r->out, "messages");
+	json_key(r->out, "states");
+	json_obj_open(r->out);
+	json_kv_uint(r->out, "messages", c.messages);
+	json_kv_uint(r->out, "new", c.messages - c.held - c.deferred);
+	json_kv_uint(r->out, "deferred", c.deferred);
+	json_kv_uint(r->out, "held", c.held);
+	json_kv_uint(r->out, "corrupt", c.corrupt);
+	json_obj_close(r->out);
+	json_kv_uint(r->out, "recipients", c.recipients);
+	json_kv_uint(r->out, "bytes", c.bytes);
+	json_kv_int(r->out, "oldest_arrival", c.oldest_arrival);
+	json_key(r->out, "domains");
 	json_arr_open(r->out);
-	if (queue_query(r->q, &qf, 0, 0, NULL, ctl_queue_write_cb, r->out) < 0) {
+	if (queue_domains(r->q, (size_t)top, ctl_summary_dom_cb, r->out) < 0) {
 		r->error = "cannot read the queue";
 		return CTL_E_INTERNAL;
 	}
@@ -584,6 +784,11 @@ ctl_cmd_reload(struct ctl_req *r)
 		r->error = "not supported";
 		return CTL_E_UNSUPPORTED;
 	}
+	if (r->async) {                 /* the server runs it on the hooks' loop */
+		r->op = xcalloc(1, sizeof(*r->op));
+		r->op->type = CTL_OP_RELOAD;
+		return 0;
+	}
 	if (h->reload(h->arg) != 0) {
 		r->error = "reload failed (see the log)";
 		return CTL_E_INTERNAL;
@@ -596,7 +801,8 @@ ctl_cmd_reload(struct ctl_req *r)
 /* The command set. Add a line here (and one in ternctl's table). */
 static const struct ctl_cmd ctl_cmds[] = {
 	{ "ping",    ctl_cmd_ping,   0, 0 },
-	{ "queue",   ctl_cmd_queue,  CTL_C_QUEUE, 0 },
+	{ "queue",   ctl_cmd_queue,  CTL_C_QUEUE | CTL_C_SLOW, 0 },
+	{ "summary", ctl_cmd_summary, CTL_C_QUEUE, 0 },
 	{ "show",    ctl_cmd_show,   CTL_C_QUEUE | CTL_C_ID, 0 },
 	{ "hold",    ctl_cmd_op,     CTL_C_ID, CTL_OP_HOLD },
 	{ "release", ctl_cmd_op,     CTL_C_ID, CTL_OP_RELEASE },
@@ -607,7 +813,7 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "resume",  ctl_cmd_op,     0, CTL_OP_RESUME },
 	{ "stats",   ctl_cmd_stats,  0, CTL_OP_STATS },
 	{ "reload",  ctl_cmd_reload, 0, 0 },
-	{ "verify",  ctl_cmd_verify, CTL_C_QUEUE, 0 },
+	{ "verify",  ctl_cmd_verify, CTL_C_QUEUE | CTL_C_SLOW, 0 },
 };
 
 /* Find the command and check its arguments; 0, or a CTL_E_* with r->error. */
@@ -619,10 +825,11 @@ ctl_request_check(struct ctl_req *r, const struct ctl_cmd **cmdp)
 	const struct ctl_cmd *cmd = NULL;
 
 	if (v < 0 || r->toks[v].type != JSON_NUMBER ||
-	    r->toks[v].num != CTL_PROTO_VERSION) {
+	    r->toks[v].num < CTL_PROTO_MIN || r->toks[v].num > CTL_PROTO_VERSION) {
 		r->error = "unsupported protocol version";
 		return CTL_E_VERSION;
 	}
+	r->version = r->toks[v].num;
 	if (c < 0 || r->toks[c].type != JSON_STRING) {
 		r->error = "missing \"cmd\"";
 		return CTL_E_BAD_REQUEST;
@@ -668,12 +875,13 @@ ctl_reply_error(struct json_writer *w, int code, const char *text)
 
 /*
  * Answer one request into out, or, when async and the command hands work
- * on, return 0 with *opp set (out then stays empty).
+ * on, return 0 with *opp set (out then stays empty); a listing returns 0
+ * with its header in out and *streamp set.
  */
 int
 ctl_request_run(struct queue *q, const struct ctl_hooks *hooks,
     const char *req, size_t len, struct json_writer *out, int async,
-    struct ctl_op **opp)
+    struct ctl_op **opp, struct ctl_stream **streamp)
 {
 	struct json_tok toks[CTL_REQ_TOKENS];
 	struct ctl_req r = { .q = q, .hooks = hooks, .p = req, .toks = toks,
@@ -683,6 +891,7 @@ ctl_request_run(struct queue *q, const struct ctl_hooks *hooks,
 	int code;
 
 	*opp = NULL;
+	*streamp = NULL;
 	json_writer_reset(out);
 	if (json_parse(req, len, toks, CTL_REQ_TOKENS, CTL_REQ_DEPTH, &used) !=
 	    JSON_OK || toks[0].type != JSON_OBJECT) {
@@ -702,14 +911,43 @@ ctl_request_run(struct queue *q, const struct ctl_hooks *hooks,
 		code = CTL_E_INTERNAL;
 		ctl_reply_error(out, code, "out of memory");
 	}
+	if (code == 0)
+		*streamp = r.stream;
+	else
+		ctl_stream_free(r.stream);
 	return code;
 }
 
 int
+ctl_request_slow(const char *req, size_t len)
+{
+	struct json_tok toks[CTL_REQ_TOKENS];
+	struct ctl_req r = { .p = req, .toks = toks };
+	size_t used;
+	long c;
+
+	if (json_parse(req, len, toks, CTL_REQ_TOKENS, CTL_REQ_DEPTH, &used) !=
+	    JSON_OK || toks[0].type != JSON_OBJECT ||
+	    (c = ctl_req_arg(&r, "cmd")) < 0 || toks[c].type != JSON_STRING)
+		return 0;
+	for (size_t i = 0; i < sizeof(ctl_cmds) / sizeof(ctl_cmds[0]); i++) {
+		if (!json_str_eq(req, &toks[c], ctl_cmds[i].name))
+			continue;
+		if (ctl_cmds[i].flags & CTL_C_SLOW)
+			return 1;
+		/* delete/retry "all": the matching ids are collected */
+		return (ctl_cmds[i].flags & CTL_C_IDALL) &&
+		    ctl_req_arg(&r, "all") >= 0;
+	}
+	return 0;
+}
+
+int
 ctl_request_handle(struct queue *q, const struct ctl_hooks *hooks,
-    const char *req, size_t len, struct json_writer *out)
+    const char *req, size_t len, struct json_writer *out,
+    struct ctl_stream **streamp)
 {
 	struct ctl_op *op;
 
-	return ctl_request_run(q, hooks, req, len, out, 0, &op);
+	return ctl_request_run(q, hooks, req, len, out, 0, &op, streamp);
 }

@@ -63,6 +63,7 @@ enum { TERNCTL_EX_OK, TERNCTL_EX_NOTFOUND, TERNCTL_EX_USAGE,
 #define TERNCTL_C_IDOPT  0x80u      /* the ID is optional (with TERNCTL_C_ALL) */
 #define TERNCTL_C_SUB    0x100u     /* "queue <name>": not a command alone */
 #define TERNCTL_C_RDONLY 0x200u     /* offline: a read-only open, no recovery */
+#define TERNCTL_C_PAGE   0x400u     /* --limit/--after/--summary/--top (queue) */
 
 struct ternctl_opts {
 	const char *conf_path;
@@ -79,6 +80,10 @@ struct ternctl_opts {
 	const char *from, *to, *domain;
 	int held;
 	int64_t older_than;         /* -1: not given */
+	int64_t limit;              /* queue --limit; 0: not given */
+	const char *after;          /* queue --after ID */
+	int summary;                /* queue --summary */
+	int64_t top;                /* queue --summary --top N; -1: default */
 };
 
 /* A parsed response: text and its tokens (both owned). */
@@ -96,7 +101,7 @@ struct ternctl_cmd {
 	int (*print)(const struct ternctl_opts *o, const struct ternctl_resp *r);
 };
 
-static int ternctl_print_queue(const struct ternctl_opts *, const struct ternctl_resp *);
+static int ternctl_print_summary(const struct ternctl_opts *, const struct ternctl_resp *);
 static int ternctl_print_show(const struct ternctl_opts *, const struct ternctl_resp *);
 static int ternctl_print_ping(const struct ternctl_opts *, const struct ternctl_resp *);
 static int ternctl_print_result(const struct ternctl_opts *, const struct ternctl_resp *);
@@ -109,8 +114,9 @@ static int ternctl_print_verify(const struct ternctl_opts *, const struct ternct
 
 /* The command grammar. Add a line here and in ctl_request.c's ctl_cmds[]. */
 static const struct ternctl_cmd ternctl_cmds[] = {
-	{ "queue", "queue " TERNCTL_FILTERS,
-	  TERNCTL_C_LOCAL | TERNCTL_C_FILTER, ternctl_print_queue },
+	{ "queue", "queue " TERNCTL_FILTERS " [--limit N] [--after ID]\n"
+	  "  queue --summary [--top N]  (counts per state and the top domains)",
+	  TERNCTL_C_LOCAL | TERNCTL_C_FILTER | TERNCTL_C_PAGE, ternctl_print_summary },
 	{ "show",  "show <id> [--body]",
 	  TERNCTL_C_ID | TERNCTL_C_LOCAL | TERNCTL_C_BODY, ternctl_print_show },
 	{ "delete", "delete <id> | delete all | delete --all-matching " TERNCTL_FILTERS,
@@ -146,11 +152,17 @@ ternctl_usage(FILE *f)
 	    "filters: --from/--to match a substring of the sender / a pending\n"
 	    "  recipient (case-insensitive); --domain a pending recipient's domain;\n"
 	    "  --held held messages; --older-than N[s|m|h|d] arrived that long ago.\n"
+	    "pages: queue --limit N lists at most N messages and ends with the id to\n"
+	    "  pass as --after ID for the next page.\n"
 	    "exit: 0 done, 1 no such message, 2 usage, 3 ternd unreachable, 4 error.\n"
 	    "  queue, show and stats work from the queue directory when ternd is down.\n"
 	    "--json prints the server's response, one object (schema: tern/ctl.h):\n"
 	    "  error   {\"ok\":false,\"error\":TEXT,\"code\":N}\n"
-	    "  queue   {\"ok\":true,\"messages\":[ENV...]}\n"
+	    "  queue   {\"ok\":true,\"messages\":[ENV...],\"count\":N,\"next_after\":ID|null}\n"
+	    "          (printed as it streams: one ENV a line)\n"
+	    "  queue --summary {\"ok\":true,\"states\":{\"messages\",\"new\",\"deferred\",\n"
+	    "          \"held\",\"corrupt\"},\"recipients\",\"bytes\",\"oldest_arrival\",\n"
+	    "          \"domains\":[{\"domain\",\"messages\",\"recipients\"}...]}\n"
 	    "  show    {\"ok\":true,\"message\":ENV+{\"history\":[HIST...],\"history_dropped\"}}\n"
 	    "  ENV     {\"id\",\"arrival\",\"size\",\"sender\",\"recipients\":[RCPT...],\n"
 	    "           \"attempts\",\"next_attempt\",\"last_error\",\"held\",\"corrupt\",\n"
@@ -266,34 +278,38 @@ ternctl_print_rcpts_brief(const struct ternctl_resp *r, size_t msg)
 	}
 }
 
-static int
-ternctl_print_queue(const struct ternctl_opts *o, const struct ternctl_resp *r)
+/* One listed message (a row of a listing, token 0 of r). */
+static void
+ternctl_print_row(const struct ternctl_resp *r, uint64_t k)
 {
 	char id[64], sender[1024], when[32];
-	long a = ternctl_field(r, 0, "messages");
 
-	if (a < 0 || r->toks[a].type != JSON_ARRAY) {
-		fprintf(stderr, "ternctl: malformed response\n");
-		return TERNCTL_EX_FAIL;
-	}
-	if (r->toks[a].size == 0) {
+	if (k == 0)
+		printf("%-16s %-20s %10s  %s\n", "ID", "ARRIVAL (UTC)", "SIZE",
+		    "SENDER");
+	ternctl_str(r, 0, "id", id, sizeof(id), NULL);
+	ternctl_str(r, 0, "sender", sender, sizeof(sender), NULL);
+	printf("%-16s %-20s %10lld  <%s>%s%s\n", id,
+	    ternctl_time(ternctl_num(r, 0, "arrival"), when, sizeof(when)),
+	    (long long)ternctl_num(r, 0, "size"), sender,
+	    ternctl_bool(r, 0, "held") ? " HELD" : "",
+	    ternctl_bool(r, 0, "corrupt") ? " CORRUPT" : "");
+	ternctl_print_rcpts_brief(r, 0);
+}
+
+/* The end of a listing (human). */
+static void
+ternctl_print_end(const struct ternctl_resp *r, uint64_t rows)
+{
+	char next[64];
+
+	if (rows == 0)
 		printf("queue is empty\n");
-		return TERNCTL_EX_OK;
-	}
-	printf("%-16s %-20s %10s  %s\n", "ID", "ARRIVAL (UTC)", "SIZE", "SENDER");
-	size_t i = (size_t)a + 1;
-	for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++) {
-		ternctl_str(r, i, "id", id, sizeof(id), NULL);
-		ternctl_str(r, i, "sender", sender, sizeof(sender), NULL);
-		printf("%-16s %-20s %10lld  <%s>%s%s\n", id,
-		    ternctl_time(ternctl_num(r, i, "arrival"), when, sizeof(when)),
-		    (long long)ternctl_num(r, i, "size"), sender,
-		    ternctl_bool(r, i, "held") ? " HELD" : "",
-		    ternctl_bool(r, i, "corrupt") ? " CORRUPT" : "");
-		ternctl_print_rcpts_brief(r, i);
-	}
-	printf("-- %zu message%s\n", r->toks[a].size, r->toks[a].size == 1 ? "" : "s");
-	return TERNCTL_EX_OK;
+	else
+		printf("-- %llu message%s\n", (unsigned long long)rows,
+		    rows == 1 ? "" : "s");
+	if (ternctl_str(r, 0, "next_after", next, sizeof(next), NULL)[0])
+		printf("-- more: ternctl queue --after %s\n", next);
 }
 
 static void
@@ -568,11 +584,31 @@ ternctl_print_verify(const struct ternctl_opts *o, const struct ternctl_resp *r)
 	return TERNCTL_EX_OK;
 }
 
+/* The array a of {"domain","messages","recipients"}: stats' lines, or a
+ * table under a header (summary). */
+static void
+ternctl_print_domains(const struct ternctl_resp *r, long a, int table)
+{
+	char d[300];
+
+	if (a < 0 || r->toks[a].type != JSON_ARRAY)
+		return;
+	size_t i = (size_t)a + 1;
+	for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++) {
+		long long m = (long long)ternctl_num(r, i, "messages");
+		long long n = (long long)ternctl_num(r, i, "recipients");
+		ternctl_str(r, i, "domain", d, sizeof(d), NULL);
+		if (table)
+			printf("%-40s %10lld %10lld\n", d, m, n);
+		else
+			printf("  %-40s %6lld messages %6lld recipients\n", d, m, n);
+	}
+}
+
 static int
 ternctl_print_stats(const struct ternctl_opts *o, const struct ternctl_resp *r)
 {
 	long c = ternctl_field(r, 0, "counters"), q = ternctl_field(r, 0, "queue");
-	char d[300];
 
 	if (q < 0 || r->toks[q].type != JSON_OBJECT) {
 		fprintf(stderr, "ternctl: malformed response\n");
@@ -609,14 +645,35 @@ ternctl_print_stats(const struct ternctl_opts *o, const struct ternctl_resp *r)
 	printf("disk: segments %lld bytes, index %lld bytes\n",
 	    (long long)ternctl_num(r, (size_t)q, "segments_bytes"),
 	    (long long)ternctl_num(r, (size_t)q, "index_bytes"));
-	long a = ternctl_field(r, (size_t)q, "domains");
-	if (a >= 0 && r->toks[a].type == JSON_ARRAY) {
-		size_t i = (size_t)a + 1;
-		for (size_t k = 0; k < r->toks[a].size; i = r->toks[i].next, k++)
-			printf("  %-40s %6lld messages %6lld recipients\n",
-			    ternctl_str(r, i, "domain", d, sizeof(d), NULL),
-			    (long long)ternctl_num(r, i, "messages"),
-			    (long long)ternctl_num(r, i, "recipients"));
+	ternctl_print_domains(r, ternctl_field(r, (size_t)q, "domains"), 0);
+	return TERNCTL_EX_OK;
+}
+
+static int
+ternctl_print_summary(const struct ternctl_opts *o, const struct ternctl_resp *r)
+{
+	static const char *const states[] = { "messages", "new", "deferred",
+	    "held", "corrupt" };
+	long st = ternctl_field(r, 0, "states"), a = ternctl_field(r, 0, "domains");
+	char when[32];
+
+	(void)o;
+	if (st < 0 || r->toks[st].type != JSON_OBJECT) {
+		fprintf(stderr, "ternctl: malformed response\n");
+		return TERNCTL_EX_FAIL;
+	}
+	for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++)
+		printf("%-10s %10lld\n", states[k],
+		    (long long)ternctl_num(r, (size_t)st, states[k]));
+	printf("%-10s %10lld (pending)\n", "recipients",
+	    (long long)ternctl_num(r, 0, "recipients"));
+	printf("%-10s %10lld\n", "bytes", (long long)ternctl_num(r, 0, "bytes"));
+	int64_t oldest = ternctl_num(r, 0, "oldest_arrival");
+	printf("%-10s %s\n", "oldest", oldest == 0 ? "-" :
+	    ternctl_time(oldest, when, sizeof(when)));
+	if (a >= 0 && r->toks[a].type == JSON_ARRAY && r->toks[a].size > 0) {
+		printf("%-40s %10s %10s\n", "DOMAIN", "MESSAGES", "RECIPIENTS");
+		ternctl_print_domains(r, a, 1);
 	}
 	return TERNCTL_EX_OK;
 }
@@ -653,49 +710,100 @@ ternctl_connect(const char *path)
 	return fd;
 }
 
-/* Send req + LF, read one response line into *out (without LF). 0 or -1. */
-static int
-ternctl_exchange(int fd, const char *req, size_t reqlen, char **out, size_t *outlen)
-{
-	size_t cap = 64 * 1024, len = 0;
-	char *buf = NULL;
+/*
+ * Where response lines come from: the socket, or (offline) the request
+ * handler and its listing's pages. Either way memory holds one line, plus
+ * at most one page offline.
+ */
+struct ternctl_src {
+	int fd;                     /* -1: offline */
+	struct queue *q;            /* offline: owned */
+	struct ctl_stream *st;      /* offline: the listing, owned, or NULL */
+	struct buf in;              /* bytes not yet taken start at off */
+	size_t off;
+};
 
-	if (write_all(fd, req, reqlen) == -1 || write_all(fd, "\n", 1) == -1) {
-		fprintf(stderr, "ternctl: sending the request: %s\n", strerror(errno));
+/* Read more bytes into src->in. 1 read, 0 end, -1 error (printed). */
+static int
+ternctl_src_fill(struct ternctl_src *src)
+{
+	if (src->off > 0) {                     /* keep only what is not taken */
+		memmove(src->in.p, src->in.p + src->off, src->in.len - src->off);
+		src->in.len -= src->off;
+		src->off = 0;
+	}
+	if (src->fd == -1) {
+		if (src->st == NULL)
+			return 0;
+		size_t before = src->in.len;
+		int done = ctl_stream_page(src->st, src->q, &src->in);
+		if (done) {
+			ctl_stream_free(src->st);
+			src->st = NULL;
+		}
+		return src->in.len > before || !done ? 1 : 0;
+	}
+	if (src->in.len >= TERNCTL_RESP_MAX) {
+		fprintf(stderr, "ternctl: response too long\n");
 		return -1;
 	}
-	buf = xmalloc(cap);
+	if (buf_reserve(&src->in, 64 * 1024) == -1) {
+		fprintf(stderr, "ternctl: out of memory\n");
+		return -1;
+	}
 	for (;;) {
-		if (len == cap) {
-			if (cap >= TERNCTL_RESP_MAX) {
-				fprintf(stderr, "ternctl: response too long\n");
-				goto fail;
-			}
-			cap *= 2;
-			buf = xreallocarray(buf, cap, 1);
-		}
-		ssize_t n = read(fd, buf + len, cap - len);
+		ssize_t n = read(src->fd, src->in.p + src->in.len,
+		    src->in.cap - src->in.len - 1);
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1) {
-			fprintf(stderr, "ternctl: reading the response: %s\n", strerror(errno));
-			goto fail;
+			fprintf(stderr, "ternctl: reading the response: %s\n",
+			    strerror(errno));
+			return -1;
 		}
-		if (n == 0) {
-			fprintf(stderr, "ternctl: ternd closed the connection\n");
-			goto fail;
-		}
-		char *nl = memchr(buf + len, '\n', (size_t)n);
-		len += (size_t)n;
+		src->in.len += (size_t)n;
+		return n > 0;
+	}
+}
+
+/*
+ * The next response line (without its LF) in *line, valid until the next
+ * call. 0, or -1 (the end came first, or an error; printed).
+ */
+static int
+ternctl_src_line(struct ternctl_src *src, const char **line, size_t *len)
+{
+	size_t scanned = 0;
+
+	for (;;) {
+		char *p = src->in.p != NULL ? src->in.p + src->off : NULL;
+		size_t have = src->in.len - src->off;
+		char *nl = have > scanned ? memchr(p + scanned, '\n',
+		    have - scanned) : NULL;
 		if (nl != NULL) {
-			*outlen = (size_t)(nl - buf);
-			*out = buf;
+			*line = p;
+			*len = (size_t)(nl - p);
+			src->off += *len + 1;
 			return 0;
 		}
+		scanned = have;
+		int r = ternctl_src_fill(src);
+		if (r == 0)
+			fprintf(stderr, "ternctl: ternd closed the connection\n");
+		if (r <= 0)
+			return -1;
 	}
-fail:
-	free(buf);
-	return -1;
+}
+
+static void
+ternctl_src_close(struct ternctl_src *src)
+{
+	if (src->fd != -1)
+		close(src->fd);
+	ctl_stream_free(src->st);
+	if (src->q != NULL)
+		queue_close(src->q);
+	buf_free(&src->in);
 }
 
 /*
@@ -746,10 +854,14 @@ ternctl_local_open(struct queue_opts *qo, struct queue **q, char *err,
 	return 0;
 }
 
-/* Answer from the queue directory. 0, or -1 (queue cannot be opened). */
+/*
+ * Answer from the queue directory: the response's first line goes into
+ * src (a listing's pages follow as src is read). 0, or -1 (queue cannot
+ * be opened).
+ */
 static int
 ternctl_local(const struct conf *cf, const char *req, size_t reqlen,
-    int rdonly, char **out, size_t *outlen)
+    int rdonly, struct ternctl_src *src)
 {
 	struct queue_opts qo = {
 		.dir = cf->queue_dir, .segment_size = cf->segment_size,
@@ -790,16 +902,24 @@ ternctl_local(const struct conf *cf, const char *req, size_t reqlen,
 		return -1;
 	}
 	json_writer_init(&w);
-	(void)ctl_request_handle(q, NULL, req, reqlen, &w);
-	queue_close(q);
-	*out = json_writer_finish(&w, outlen);
-	if (*out == NULL) {
+	(void)ctl_request_handle(q, NULL, req, reqlen, &w, &src->st);
+	size_t len;
+	char *out = json_writer_finish(&w, &len);
+	if (out == NULL) {
 		fprintf(stderr, "ternctl: out of memory\n");
+		ctl_stream_free(src->st);
+		src->st = NULL;
+		queue_close(q);
 		return -1;
 	}
+	src->q = q;                     /* closed with src: pages may follow */
+	buf_add(&src->in, out, len);
+	buf_add(&src->in, "\n", 1);
+	free(out);
 	return 0;
 }
 
+/* Parse r->p[0..len) (borrowed) into r->toks (owned, reused). 0 or -1. */
 static int
 ternctl_resp_parse(struct ternctl_resp *r)
 {
@@ -807,8 +927,10 @@ ternctl_resp_parse(struct ternctl_resp *r)
 	enum json_status st = json_parse(r->p, r->len, NULL, 0, JSON_MAX_DEPTH, &n);
 
 	if (st == JSON_OK) {
-		r->toks = xreallocarray(NULL, n, sizeof(*r->toks));
-		r->ntoks = n;
+		if (n > r->ntoks) {
+			r->toks = xreallocarray(r->toks, n, sizeof(*r->toks));
+			r->ntoks = n;
+		}
 		st = json_parse(r->p, r->len, r->toks, n, JSON_MAX_DEPTH, &n);
 	}
 	if (st != JSON_OK || r->toks[0].type != JSON_OBJECT) {
@@ -816,6 +938,25 @@ ternctl_resp_parse(struct ternctl_resp *r)
 		    st != JSON_OK ? json_strerror(st) : "not an object");
 		return -1;
 	}
+	return 0;
+}
+
+/* A whole decimal number >= min (and < 2^31) into *out; 0, or -1 (printed). */
+static int
+ternctl_parse_count(const char *arg, int64_t min, int64_t *out)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(arg, &end, 10);
+	if (errno != 0 || end == arg || *end != '\0' || v < min ||
+	    v > 0x7fffffff) {
+		fprintf(stderr, "ternctl: not a number >= %lld: %s\n",
+		    (long long)min, arg);
+		return -1;
+	}
+	*out = v;
 	return 0;
 }
 
@@ -834,6 +975,10 @@ ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
 		{ "older-than", required_argument, NULL, 'O' },
 		{ "all-matching", no_argument, NULL, 'A' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "limit", required_argument, NULL, 'L' },
+		{ "after", required_argument, NULL, 'a' },
+		{ "summary", no_argument, NULL, 'S' },
+		{ "top", required_argument, NULL, 't' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const struct ternctl_cmd *cmd = NULL;
@@ -841,6 +986,7 @@ ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
 
 	o->conf_path = TERNCTL_CONF;
 	o->older_than = -1;
+	o->top = -1;
 	while ((ch = getopt_long(argc, argv, "c:s:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': o->conf_path = optarg; break;
@@ -852,6 +998,22 @@ ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
 		case 'D': o->domain = optarg; o->nfilter++; break;
 		case 'H': o->held = 1; o->nfilter++; break;
 		case 'A': o->all_matching = 1; break;
+		case 'S': o->summary = 1; break;
+		case 'a': {
+			uint64_t id;
+			if (qid_parse(optarg, &id) == -1) {
+				fprintf(stderr, "ternctl: not a queue id: %s\n", optarg);
+				return -1;
+			}
+			o->after = optarg;
+			break;
+		}
+		case 'L':
+		case 't':
+			if (ternctl_parse_count(optarg, ch == 'L' ? 1 : 0,
+			    ch == 'L' ? &o->limit : &o->top) == -1)
+				return -1;
+			break;
 		case 'O': {
 			unsigned secs;
 			if (conf_parse_duration(optarg, strlen(optarg), &secs) < 0) {
@@ -917,6 +1079,13 @@ ternctl_parse_args(int argc, char **argv, struct ternctl_opts *o,
 		}
 	}
 	if (o->all_matching && !(cmd->flags & TERNCTL_C_ALL))
+		goto usage;
+	if ((o->limit > 0 || o->after != NULL || o->summary || o->top >= 0) &&
+	    !(cmd->flags & TERNCTL_C_PAGE))
+		goto usage;
+	/* the summary is of the whole queue; --top only shapes it */
+	if ((o->summary && (o->nfilter > 0 || o->limit > 0 || o->after != NULL)) ||
+	    (o->top >= 0 && !o->summary))
 		goto usage;
 	if (o->nfilter > 0 && !(cmd->flags & TERNCTL_C_FILTER) &&
 	    !((cmd->flags & TERNCTL_C_DOMAIN) && o->nfilter == 1 &&
@@ -1074,17 +1243,94 @@ done:
 	return rc;
 }
 
+/* An error response: printed; the exit code. */
+static int
+ternctl_fail(const struct ternctl_opts *o, const struct ternctl_cmd *cmd,
+    const struct ternctl_resp *r)
+{
+	char msg[512];
+	int64_t code = ternctl_num(r, 0, "code");
+
+	ternctl_str(r, 0, "error", msg, sizeof(msg), NULL);
+	if (o->json)
+		printf("%.*s\n", (int)r->len, r->p);
+	fprintf(stderr, "ternctl: %s: %s\n", cmd->name, msg[0] ? msg : "failed");
+	return code == CTL_E_NOT_FOUND ? TERNCTL_EX_NOTFOUND :
+	    code == CTL_E_BAD_REQUEST ? TERNCTL_EX_USAGE : TERNCTL_EX_FAIL;
+}
+
+/*
+ * A listing (ctl.h STREAM), printed row by row as it arrives. --json
+ * prints one JSON object as it goes: {"ok":true,"messages":[ENV,...
+ * one ENV a line ...],"count":N,"next_after":ID|null} (an error after the
+ * first rows adds "error" and "code" there, and exits 4).
+ */
+static int
+ternctl_stream(const struct ternctl_opts *o, struct ternctl_src *src,
+    struct ternctl_resp *r)
+{
+	uint64_t rows = 0;
+	char msg[512];
+
+	if (o->json)
+		printf("{\"ok\":true,\"messages\":[");
+	for (;;) {
+		if (ternctl_src_line(src, (const char **)&r->p, &r->len) == -1 ||
+		    ternctl_resp_parse(r) == -1)
+			return TERNCTL_EX_FAIL;
+		if (ternctl_field(r, 0, "end") >= 0)
+			break;
+		if (o->json)
+			printf("%s%.*s", rows > 0 ? ",\n" : "\n", (int)r->len, r->p);
+		else
+			ternctl_print_row(r, rows);
+		rows++;
+	}
+	int failed = !ternctl_bool(r, 0, "ok");
+	if (o->json) {
+		long n = ternctl_field(r, 0, "next_after");
+		printf("%s],\"count\":%llu,\"next_after\":", rows > 0 ? "\n" : "",
+		    (unsigned long long)rows);
+		if (n >= 0 && r->toks[n].type == JSON_STRING)
+			printf("%.*s", (int)(r->toks[n].end - r->toks[n].start + 2),
+			    r->p + r->toks[n].start - 1);
+		else
+			printf("null");
+		if (failed) {
+			long e = ternctl_field(r, 0, "error");
+			printf(",\"error\":%.*s,\"code\":%lld", e >= 0 ?
+			    (int)(r->toks[e].end - r->toks[e].start + 2) : 4,
+			    e >= 0 ? r->p + r->toks[e].start - 1 : "null",
+			    (long long)ternctl_num(r, 0, "code"));
+		}
+		printf("}\n");
+	} else if (!failed)
+		ternctl_print_end(r, rows);
+	if (failed) {
+		ternctl_str(r, 0, "error", msg, sizeof(msg), NULL);
+		fprintf(stderr, "ternctl: queue: %s\n", msg[0] ? msg : "failed");
+		return TERNCTL_EX_FAIL;
+	}
+	if ((uint64_t)ternctl_num(r, 0, "count") != rows) {
+		fprintf(stderr, "ternctl: queue: %llu rows, the trailer says %lld\n",
+		    (unsigned long long)rows, (long long)ternctl_num(r, 0, "count"));
+		return TERNCTL_EX_FAIL;
+	}
+	return fflush(stdout) == 0 ? TERNCTL_EX_OK : TERNCTL_EX_FAIL;
+}
+
 int
 main(int argc, char **argv)
 {
 	struct ternctl_opts o = { 0 };
 	const struct ternctl_cmd *cmd = NULL;
 	struct ternctl_resp r = { 0 };
+	struct ternctl_src src = { .fd = -1 };
 	struct conf *cf = NULL;
 	struct json_writer w;
 	char *req = NULL, *text = NULL;
 	size_t reqlen;
-	int fd = -1, rc = TERNCTL_EX_FAIL;
+	int rc = TERNCTL_EX_FAIL;
 
 	log_init("ternctl", 0, 0);
 	if (ternctl_parse_args(argc, argv, &o, &cmd) == -1)
@@ -1124,7 +1370,13 @@ main(int argc, char **argv)
 	json_key(&w, "v");
 	json_put_int(&w, CTL_PROTO_VERSION);
 	json_key(&w, "cmd");
-	json_put_str(&w, cmd->name);
+	json_put_str(&w, o.summary ? "summary" : cmd->name);
+	if (o.limit > 0)
+		json_kv_int(&w, "limit", o.limit);
+	if (o.after != NULL)
+		json_kv_str(&w, "after", o.after);
+	if (o.top >= 0)
+		json_kv_int(&w, "top", o.top);
 	if (o.id != NULL) {
 		json_key(&w, "id");
 		json_put_str(&w, o.id);
@@ -1172,11 +1424,11 @@ main(int argc, char **argv)
 		goto done;
 	}
 
-	if ((fd = ternctl_connect(sock)) == -1) {
+	if ((src.fd = ternctl_connect(sock)) == -1) {
 		int e = errno;
 		if (!(cmd->flags & TERNCTL_C_LOCAL) ||
 		    ternctl_local(cf, req, reqlen, (cmd->flags & TERNCTL_C_RDONLY) != 0,
-		    &r.p, &r.len) == -1) {
+		    &src) == -1) {
 			fprintf(stderr, "ternctl: cannot connect to %s: %s (is ternd running?)\n",
 			    sock, strerror(e));
 			rc = TERNCTL_EX_UNREACHABLE;
@@ -1185,24 +1437,23 @@ main(int argc, char **argv)
 		fprintf(stderr, "ternctl: ternd not reachable at %s (%s); "
 		    "answered from the queue directory %s\n", sock, strerror(e),
 		    cf->queue_dir);
-	} else if (ternctl_exchange(fd, req, reqlen, &r.p, &r.len) == -1)
+	} else if (write_all(src.fd, req, reqlen) == -1 ||
+	    write_all(src.fd, "\n", 1) == -1) {
+		fprintf(stderr, "ternctl: sending the request: %s\n", strerror(errno));
 		goto done;
-	if (ternctl_resp_parse(&r) == -1)
+	}
+	if (ternctl_src_line(&src, (const char **)&r.p, &r.len) == -1 ||
+	    ternctl_resp_parse(&r) == -1)
 		goto done;
 
 	long ok = ternctl_field(&r, 0, "ok");
 	if (ok < 0 || r.toks[ok].type != JSON_TRUE) {
-		char msg[512];
-		int64_t code = ternctl_num(&r, 0, "code");
-		ternctl_str(&r, 0, "error", msg, sizeof(msg), NULL);
-		if (o.json)
-			printf("%.*s\n", (int)r.len, r.p);
-		fprintf(stderr, "ternctl: %s: %s\n", cmd->name, msg[0] ? msg : "failed");
-		rc = code == CTL_E_NOT_FOUND ? TERNCTL_EX_NOTFOUND :
-		    code == CTL_E_BAD_REQUEST ? TERNCTL_EX_USAGE : TERNCTL_EX_FAIL;
+		rc = ternctl_fail(&o, cmd, &r);
 		goto done;
 	}
-	if (o.json) {
+	if (ternctl_field(&r, 0, "stream") >= 0)
+		rc = ternctl_stream(&o, &src, &r);
+	else if (o.json) {
 		printf("%.*s\n", (int)r.len, r.p);
 		rc = fflush(stdout) == 0 ? TERNCTL_EX_OK : TERNCTL_EX_FAIL;
 		long ag = ternctl_field(&r, 0, "agree");
@@ -1211,10 +1462,8 @@ main(int argc, char **argv)
 	} else
 		rc = cmd->print(&o, &r);
 done:
-	if (fd != -1)
-		close(fd);
+	ternctl_src_close(&src);
 	free(req);
-	free(r.p);
 	free(r.toks);
 	conf_unref(cf);
 	return rc;

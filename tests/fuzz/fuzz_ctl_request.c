@@ -200,8 +200,21 @@ fuzz_check(struct queue *q, const struct ctl_hooks *hooks, const char *req,
 	long k;
 	int rc, calls = reload_calls;
 
+	struct ctl_stream *st = NULL;
 	json_writer_init(&w);
-	rc = ctl_request_handle(q, hooks, req, len, &w);
+	rc = ctl_request_handle(q, hooks, req, len, &w, &st);
+	if (st != NULL) {
+		/* a listing: its pages are lines of JSON, the last one ends it */
+		struct buf page = { 0 };
+		int done = 0;
+		for (int i = 0; i < 1000 && !done; i++)
+			done = ctl_stream_page(st, q, &page);
+		if (!done || page.err != 0 || page.len == 0 ||
+		    page.p[page.len - 1] != '\n')
+			abort();
+		buf_free(&page);
+		ctl_stream_free(st);
+	}
 	out = json_writer_finish(&w, &outlen);
 	if (out == NULL || outlen == 0 || strlen(out) != outlen ||
 	    memchr(out, '\n', outlen) != NULL || memchr(out, '\r', outlen) != NULL)

@@ -111,12 +111,19 @@ def test_queue_json_and_human(two_messages):
     assert "erin@example.com" in out
     assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", out)
 
-    # --json may come first, output is one line of JSON, stable
+    # --json may come first; the output is one JSON document, printed as it
+    # streams: one message a line between the opening and the closing line
     r1 = t.ternctl("--json", "queue")
     r2 = t.ternctl("queue", "--json")
-    assert r1.returncode == 0 and r1.stdout.count(b"\n") == 1
-    assert json.loads(r1.stdout)["ok"] is True
-    assert json.loads(r1.stdout)["messages"] == json.loads(r2.stdout)["messages"]
+    assert r1.returncode == 0
+    lines = r1.stdout.split(b"\n")
+    assert lines[0] == b'{"ok":true,"messages":[' and lines[-1] == b""
+    assert lines[-2].startswith(b'],"count":')
+    assert {json.loads(l.rstrip(b","))["id"] for l in lines[1:-2]} >= {id1, id2}
+    doc = json.loads(r1.stdout)
+    assert doc["ok"] is True and doc["count"] == len(doc["messages"])
+    assert doc["next_after"] is None
+    assert doc["messages"] == json.loads(r2.stdout)["messages"]
 
 
 def test_show(two_messages):
@@ -173,7 +180,7 @@ def test_protocol(two_messages):
     path = control_path(t)
     # several requests in one write: answered in order
     reqs = [{"v": 1, "cmd": "ping"},
-            {"v": 2, "cmd": "ping"},
+            {"v": 3, "cmd": "ping"},
             {"cmd": "ping"},
             {"v": 1, "cmd": "nope"},
             {"v": 1, "cmd": "hold", "id": id1},
@@ -182,7 +189,7 @@ def test_protocol(two_messages):
     data = b"".join(json.dumps(q).encode() + b"\n" for q in reqs) + b"[1,2]\n{oops\n"
     got = ctl_raw(path, data)
     assert len(got) == len(reqs) + 2, got
-    assert got[0]["ok"] is True and got[0]["version"] == 1 and got[0]["pid"] == t.pid
+    assert got[0]["ok"] is True and got[0]["version"] == 2 and got[0]["pid"] == t.pid
     assert got[1] == {"ok": False, "error": "unsupported protocol version", "code": 3}
     assert got[2]["code"] == 3
     assert got[3] == {"ok": False, "error": "unknown command", "code": 4}

@@ -22,10 +22,13 @@
 #include <cmocka.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
 
 #include "tern/ctl.h"
 #include "tern/envelope.h"
 #include "tern/json.h"
+#include "tern/queue.h"
+#include "tern/tq.h"
 #include "tern/util.h"
 
 struct ctl_test {
@@ -181,14 +184,14 @@ test_ctl_requests(void **state)
 {
 	struct ctl_test *t = *state;
 	char ping[128];
-	snprintf(ping, sizeof(ping), "{\"ok\":true,\"version\":1,\"pid\":%d}", (int)getpid());
+	snprintf(ping, sizeof(ping), "{\"ok\":true,\"version\":2,\"pid\":%d}", (int)getpid());
 	const struct {
 		const char *req;
 		const char *resp;
 	} cases[] = {
 		{ "{\"v\":1,\"cmd\":\"ping\"}", ping },
 		{ " { \"cmd\" : \"ping\" , \"v\" : 1 } \r", ping },
-		{ "{\"v\":2,\"cmd\":\"ping\"}",
+		{ "{\"v\":3,\"cmd\":\"ping\"}",
 		  "{\"ok\":false,\"error\":\"unsupported protocol version\",\"code\":3}" },
 		{ "{\"v\":\"1\",\"cmd\":\"ping\"}",
 		  "{\"ok\":false,\"error\":\"unsupported protocol version\",\"code\":3}" },
@@ -279,8 +282,10 @@ test_ctl_requests(void **state)
 		struct json_writer w;
 		size_t len;
 		json_writer_init(&w);
+		struct ctl_stream *st = NULL;
 		(void)ctl_request_handle(NULL, &ctl_test_hooks, sync[i][0],
-		    strlen(sync[i][0]), &w);
+		    strlen(sync[i][0]), &w, &st);
+		assert_null(st);
 		char *out = json_writer_finish(&w, &len);
 		assert_string_equal(out, sync[i][1]);
 		free(out);
@@ -403,7 +408,7 @@ test_ctl_answer_later(void **state)
 	t->kept = NULL;
 	got = ctl_test_read(t, fd, 2, &eof);
 	char want[256];
-	snprintf(want, sizeof(want), "{\"ok\":true}\n{\"ok\":true,\"version\":1,"
+	snprintf(want, sizeof(want), "{\"ok\":true}\n{\"ok\":true,\"version\":2,"
 	    "\"pid\":%d}\n", (int)getpid());
 	assert_string_equal(got, want);
 	free(got);
@@ -571,10 +576,199 @@ test_ctl_filter_age_extremes(void **state)
 	}
 }
 
+/* ---- listings in pages (ctl_stream_page) on a real queue ---- */
+
+struct ctl_test_commits {
+	size_t done, ok;
+};
+
+static void
+ctl_test_commit_cb(struct tq_msg *m, void *arg)
+{
+	struct ctl_test_commits *c = arg;
+
+	if (m->type == TQ_COMMIT_DONE) {
+		c->done++;
+		c->ok += ((struct queue_commit_done *)m)->status == Q_OK;
+	}
+	free(m);
+}
+
+/* Queue n messages of nrcpt recipients each (committed, indexed). */
+static void
+ctl_test_fill(struct queue *q, size_t n, size_t nrcpt)
+{
+	struct event_base *b = event_base_new();
+	struct ctl_test_commits c = { 0 };
+	struct tq *tq = tq_new(b, ctl_test_commit_cb, &c);
+	char rcpt[128];
+
+	for (size_t i = 0; i < n; i++) {
+		struct envelope *e = envelope_new();
+		struct spool *sp = spool_new(q);
+		e->sender = strdup("s@example.org");
+		for (size_t k = 0; k < nrcpt; k++) {
+			snprintf(rcpt, sizeof(rcpt), "rcpt%zu.%zu.padpadpadpadpadpad@"
+			    "d%zu.example", i, k, k % 3);
+			envelope_add_rcpt(e, rcpt, NULL, 0);
+		}
+		assert_int_equal(spool_write(sp, "x\r\n", 3), 0);
+		queue_commit_submit(q, e, sp, tq, i);
+	}
+	uint64_t end = now_mono_us() + 20000000u;
+	while (c.done < n && now_mono_us() < end)
+		event_base_loop(b, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_int_equal(c.ok, n);
+	tq_free(tq);
+	event_base_free(b);
+}
+
+/*
+ * Run the listing request req to its end: the ids of its rows (in *ids,
+ * at most max), and checks on every page: rows are single-line ENV
+ * objects, a page is at most CTL_PAGE_ROWS rows and ends near
+ * CTL_PAGE_BYTES, the trailer comes once, last. Returns the row count;
+ * *next gets next_after ("" for null).
+ */
+static size_t
+ctl_test_list(struct queue *q, const char *req, uint64_t *ids, size_t max,
+    char *next, size_t maxrow)
+{
+	struct json_writer w;
+	struct ctl_stream *st = NULL;
+	struct json_tok toks[64];
+	size_t used, rows = 0, len;
+	char *hdr;
+	int done = 0;
+
+	json_writer_init(&w);
+	assert_int_equal(ctl_request_handle(q, NULL, req, strlen(req), &w, &st),
+	    0);
+	hdr = json_writer_finish(&w, &len);
+	assert_string_equal(hdr, "{\"ok\":true,\"stream\":\"messages\"}");
+	free(hdr);
+	assert_non_null(st);
+	for (int pages = 0; !done; pages++) {
+		struct buf b = { 0 };
+		assert_true(pages < 10000);
+		done = ctl_stream_page(st, q, &b);
+		assert_int_equal(b.err, 0);
+		assert_true(b.len < CTL_PAGE_BYTES + maxrow);
+		size_t nrows = 0;
+		for (char *p = b.p, *nl; p != NULL && p < b.p + b.len; p = nl + 1) {
+			nl = memchr(p, '\n', (size_t)(b.p + b.len - p));
+			assert_non_null(nl);
+			long i = -1;
+			if (json_parse(p, (size_t)(nl - p), toks, 64, JSON_MAX_DEPTH,
+			    &used) != JSON_OK) {
+				/* a row with many recipients: more tokens */
+				assert_int_equal(json_parse(p, (size_t)(nl - p), NULL, 0,
+				    JSON_MAX_DEPTH, &used), JSON_OK);
+				assert_true(memcmp(p, "{\"id\":\"", 7) == 0);
+				char qid[QID_STRLEN + 1];
+				memcpy(qid, p + 7, QID_STRLEN);
+				qid[QID_STRLEN] = '\0';
+				assert_int_equal(qid_parse(qid, &ids[rows]), 0);
+			} else if ((i = json_obj_find(p, toks, 0, "end")) >= 0) {
+				assert_true(done && nl + 1 == b.p + b.len);
+				long c = json_obj_find(p, toks, 0, "count");
+				long n = json_obj_find(p, toks, 0, "next_after");
+				assert_true(c >= 0 && n >= 0);
+				assert_int_equal(toks[c].num, (int64_t)rows);
+				next[0] = '\0';
+				if (toks[n].type == JSON_STRING)
+					json_str_decode(p, &toks[n], next, QID_STRLEN + 1);
+				continue;
+			} else {
+				long id = json_obj_find(p, toks, 0, "id");
+				char qid[QID_STRLEN + 1];
+				assert_true(id >= 0);
+				json_str_decode(p, &toks[id], qid, sizeof(qid));
+				assert_int_equal(qid_parse(qid, &ids[rows]), 0);
+			}
+			if (rows > 0)
+				assert_true(ids[rows] > ids[rows - 1]);
+			assert_true(++rows <= max);
+			nrows++;
+		}
+		assert_true(nrows <= CTL_PAGE_ROWS);
+		buf_free(&b);
+	}
+	/* done stays done, adding nothing */
+	struct buf b = { 0 };
+	assert_int_equal(ctl_stream_page(st, q, &b), 1);
+	assert_int_equal(b.len, 0);
+	ctl_stream_free(st);
+	return rows;
+}
+
+static void
+test_ctl_stream_pages(void **state)
+{
+	char dir[256], req[256], cmd[300], next[QID_STRLEN + 1];
+	const char *tmp = getenv("TERN_TEST_TMPDIR");
+	struct queue_opts o = { .segment_size = 4 << 20,
+	    .spool_memory = 256 << 10, .spool_budget = 64 << 20 };
+	struct queue *q = NULL;
+	char err[256];
+	size_t n = CTL_PAGE_ROWS * 2 + 7;
+	uint64_t *all = calloc(n + 100, sizeof(*all));
+	uint64_t *page = calloc(n + 100, sizeof(*page));
+
+	snprintf(dir, sizeof(dir), "%s/ctlq-XXXXXX", tmp ? tmp : "/tmp");
+	assert_non_null(mkdtemp(dir));
+	o.dir = dir;
+	if (queue_open(&o, &q, err, sizeof(err)) < 0)
+		fail_msg("queue_open: %s", err);
+	ctl_test_fill(q, n, 1);
+	ctl_test_fill(q, 40, 150);              /* rows of ~20 KB */
+
+	/* the whole listing: pages of at most CTL_PAGE_ROWS, or cut by size */
+	size_t total = ctl_test_list(q, "{\"v\":2,\"cmd\":\"queue\"}", all,
+	    n + 100, next, 64 * 1024);
+	assert_int_equal(total, n + 40);
+	assert_string_equal(next, "");
+
+	/* pages of 100 join to the same ids; next_after is the last id */
+	size_t got = 0;
+	char after[QID_STRLEN + 1] = "";
+	for (int i = 0; i < 100; i++) {
+		if (after[0] == '\0')
+			snprintf(req, sizeof(req), "{\"v\":2,\"cmd\":\"queue\","
+			    "\"limit\":100}");
+		else
+			snprintf(req, sizeof(req), "{\"v\":2,\"cmd\":\"queue\","
+			    "\"limit\":100,\"after\":\"%s\"}", after);
+		size_t k = ctl_test_list(q, req, page + got, n + 100 - got, next,
+		    64 * 1024);
+		assert_true(k <= 100);
+		got += k;
+		if (next[0] == '\0')
+			break;
+		assert_int_equal(k, 100);
+		char last[QID_STRLEN + 1];
+		qid_format(page[got - 1], last);
+		assert_string_equal(next, last);
+		memcpy(after, next, sizeof(after));
+	}
+	assert_int_equal(got, total);
+	assert_memory_equal(page, all, total * sizeof(*all));
+
+	/* a filter that matches nothing: the trailer alone */
+	assert_int_equal(ctl_test_list(q, "{\"v\":2,\"cmd\":\"queue\","
+	    "\"filter\":{\"held\":true}}", page, 1, next, 0), 0);
+	queue_close(q);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	free(all);
+	free(page);
+}
+
 int
 main(void)
 {
 	signal(SIGPIPE, SIG_IGN);       /* as ternd: a gone client is EPIPE */
+	evthread_use_pthreads();        /* as ternd: the server has its thread */
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_ctl_requests, ctl_test_setup,
 		    ctl_test_teardown),
@@ -583,6 +777,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_ctl_answer_later, ctl_test_setup,
 		    ctl_test_teardown),
 		cmocka_unit_test(test_ctl_filter),
+		cmocka_unit_test(test_ctl_stream_pages),
 		cmocka_unit_test(test_ctl_filter_age_extremes),
 		cmocka_unit_test_setup_teardown(test_ctl_socket_file, ctl_test_setup,
 		    ctl_test_teardown),
