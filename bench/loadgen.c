@@ -12,9 +12,12 @@
  * -T seconds have passed; the message in flight is then counted as failed, never
  * acknowledged. Prints one JSON line: sent, acked, rejected, errors, t_start_ns,
  * t_end_ns (CLOCK_MONOTONIC). With -o FILE, writes every acknowledged id, one a line.
+ * Recipients are rcptI@bench.example (I = 1..r); with -D N they are instead
+ * rcptI-mID@dK.bench.example, K = ID mod N: every address unique, and each of the
+ * N domains holds about m/N messages (bench/scale queries them).
  *
  * Usage: loadgen -s HOST:PORT -m MSGS [-c SESS] [-r RCPTS] [-l BYTES] [-C PER_CONN]
- *                [-t -u USER -w PASS] [-T TIMEOUT_S] [-o ACKED_FILE]
+ *                [-t -u USER -w PASS] [-T TIMEOUT_S] [-o ACKED_FILE] [-D DOMAINS]
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,6 +55,7 @@ struct lg_thread {
 static struct sockaddr_in lg_addr;
 static unsigned long lg_total;
 static unsigned lg_rcpts = 1, lg_per_conn;
+static unsigned long lg_domains;
 static size_t lg_size = 4096;
 static int lg_tls;
 static const char *lg_user = "", *lg_pass = "";
@@ -207,8 +211,13 @@ static int lg_message_send(struct lg_conn *c, struct lg_thread *t, unsigned long
 	len += (size_t)snprintf(cmds + len, sizeof(cmds) - len,
 				"MAIL FROM:<sender@loadgen.example> SIZE=%zu\r\n", lg_size);
 	for (i = 0; i < lg_rcpts && i < 100; i++)
-		len += (size_t)snprintf(cmds + len, sizeof(cmds) - len,
-					"RCPT TO:<rcpt%u@bench.example>\r\n", i + 1);
+		if (lg_domains)
+			len += (size_t)snprintf(cmds + len, sizeof(cmds) - len,
+						"RCPT TO:<rcpt%u-m%lu@d%lu.bench.example>\r\n",
+						i + 1, id, id % lg_domains);
+		else
+			len += (size_t)snprintf(cmds + len, sizeof(cmds) - len,
+						"RCPT TO:<rcpt%u@bench.example>\r\n", i + 1);
 	len += (size_t)snprintf(cmds + len, sizeof(cmds) - len, "DATA\r\n");
 	if (lg_write(c, cmds, len) < 0)
 		return -1;
@@ -321,7 +330,7 @@ int main(int argc, char **argv)
 	unsigned long sent = 0, acked = 0, rejected = 0, errors = 0;
 	uint64_t t_start, t_end;
 
-	while ((opt = getopt(argc, argv, "s:m:c:r:l:C:tu:w:T:o:")) != -1) {
+	while ((opt = getopt(argc, argv, "s:m:c:r:l:C:tu:w:T:o:D:")) != -1) {
 		switch (opt) {
 		case 's': {
 			char *colon = strrchr(optarg, ':');
@@ -343,6 +352,7 @@ int main(int argc, char **argv)
 		case 'w': lg_pass = optarg; break;
 		case 'T': lg_timeout = atof(optarg); break;
 		case 'o': acked_path = optarg; break;
+		case 'D': lg_domains = strtoul(optarg, NULL, 10); break;
 		default:
 			fprintf(stderr, "usage: see bench/loadgen.c\n");
 			return 2;

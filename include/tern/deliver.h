@@ -87,6 +87,10 @@ struct dlv_result {
 	                                   took over NOTIFY for accepted recipients */
 	uint64_t elapsed_us;
 	enum dlv_peer peer;
+	struct envelope *env;           /* owned or NULL: the job's snapshot, handed
+	                                   back so that the scheduler need not read
+	                                   the envelope again (sched.c says when it
+	                                   may use it) */
 };
 
 void dlv_job_free(struct dlv_job *j);

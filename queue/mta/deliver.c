@@ -128,6 +128,7 @@ dlv_result_free(struct dlv_result *r)
 	free(r->r);
 	free(r->relay);
 	free(r->tls);
+	envelope_free(r->env);
 	free(r);
 }
 

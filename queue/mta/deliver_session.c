@@ -350,6 +350,8 @@ dlv_session_done(struct dlv_session *s, int reusable)
 	}
 	r->elapsed_us = now_mono_us() - s->start_us;
 	r->peer = s->peer;
+	r->env = s->job->env;           /* the snapshot goes back unchanged */
+	s->job->env = NULL;
 	tq_post(s->job->reply, &r->hdr);
 
 	if (c != NULL) {

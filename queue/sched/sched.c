@@ -531,7 +531,7 @@ sched_msg_start(struct sched *s, struct sched_msg *m, int64_t now)
 	}
 
 	m->state = SCHED_M_RUNNING;
-	m->njobs = (unsigned)ng;
+	m->njobs = m->round_jobs = (unsigned)ng;
 	sched_msg_round_clear(m);
 	/* queue first, defer after: a deferral may end the round */
 	for (size_t k = 0; k < ng; k++) {
@@ -615,6 +615,27 @@ sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
 }
 
 /*
+ * The envelope a result applies to. The job's snapshot, when the worker
+ * handed it back and the round has no other job: nothing else writes a
+ * message while its attempt is in flight (operator commands refuse it), so
+ * the snapshot is what the index holds, but for the body's location, which
+ * copy-forward may move and queue_update/queue_remove take from the index.
+ * Otherwise (another job of the round may have written since) it is read
+ * again. 0, 1 gone, -1 error, as queue_get.
+ */
+static int
+sched_result_env(struct sched *s, const struct sched_msg *m,
+    struct dlv_result *r, struct envelope **env)
+{
+	if (m->round_jobs == 1 && r->env != NULL && r->env->id == m->qid) {
+		*env = r->env;
+		r->env = NULL;
+		return 0;
+	}
+	return queue_get(s->q, m->qid, env);
+}
+
+/*
  * Write one job's result into its message (r is taken). quiet: deferred
  * without an attempt (destination down): no log line, no history entry,
  * not counted as a delivery attempt.
@@ -635,7 +656,7 @@ sched_result_apply(struct sched *s, uint64_t qid64, struct dlv_result *r,
 		    qid);
 		goto out;
 	}
-	if ((rc = queue_get(s->q, qid64, &env)) == 0) {
+	if ((rc = sched_result_env(s, m, r, &env)) == 0) {
 		for (size_t i = 0; i < r->n; i++) {
 			const struct dlv_rcpt_result *rr = &r->r[i];
 			struct env_rcpt *rcp;

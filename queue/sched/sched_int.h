@@ -104,6 +104,7 @@ struct sched_msg {
 	size_t hpos;                    /* heap index or SCHED_NOT_IN_HEAP */
 	enum sched_mstate state;
 	unsigned njobs;
+	unsigned round_jobs;            /* round: the jobs it started with */
 	size_t *perm, nperm;            /* round: permanent failures */
 	size_t *expired, nexpired;      /* SCHED_M_DSN: expiring recipients */
 	size_t *relayed, nrelayed;      /* round: sent with NOTIFY=SUCCESS to a

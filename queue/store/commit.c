@@ -893,11 +893,17 @@ queue_hk_recycle(struct queue *q)
  * again; at most QUEUE_CF_BYTES per pass, one segment per pass, and a
  * segment is looked at again QUEUE_CF_AGAIN seconds later at the earliest
  * (the moves land in the index only after the committer's next batch).
+ * A segment is moved only when it has held still: at its first look, and
+ * while it loses at least 1/QUEUE_CF_DRAINING of its live records from one
+ * look to the next (a second apart), it is emptying by itself (a queue
+ * draining after an outage) and moving it would rewrite records about to
+ * be removed, after a walk of the whole index.
  */
 #define QUEUE_CF_LIVE_PCT   25
 #define QUEUE_CF_BYTES      (32ull << 20)
 #define QUEUE_CF_AGAIN      10
 #define QUEUE_CF_IDLE       3600        /* after a pass that moved nothing */
+#define QUEUE_CF_DRAINING   8
 
 struct queue_cf_walk {
 	uint32_t seg;
@@ -961,6 +967,18 @@ queue_cf_submit(struct queue *q, struct envelope *e)
 	return 0;
 }
 
+/* 1 when sg is seen for the first time or still emptying fast (q->lock). */
+static int
+queue_cf_draining(struct queue_seg *sg)
+{
+	int draining = !sg->cf_looked || (sg->live < sg->cf_live &&
+	    (sg->cf_live - sg->live) * QUEUE_CF_DRAINING >= sg->cf_live);
+
+	sg->cf_looked = 1;
+	sg->cf_live = sg->live;
+	return draining;
+}
+
 static void
 queue_hk_copy_forward(struct queue *q)
 {
@@ -981,6 +999,10 @@ queue_hk_copy_forward(struct queue *q)
 		    sg->cf_next > now ||
 		    sg->live_bytes * 100 > written * QUEUE_CF_LIVE_PCT)
 			continue;
+		if (queue_cf_draining(sg)) {
+			sg->cf_next = now + 1;
+			continue;
+		}
 		sg->cf_next = now + QUEUE_CF_AGAIN;
 		w.seg = sg->num;
 		break;

@@ -120,6 +120,8 @@ struct queue_seg {
 	uint64_t live_bytes;    /* their records' bytes */
 	uint64_t extent;        /* bytes of records written (0: not known) */
 	int64_t cf_next;        /* copy-forward: not before (mono seconds) */
+	uint64_t cf_live;       /* copy-forward: live at its last look */
+	int cf_looked;          /* copy-forward: cf_live is set */
 	int recycling;
 	struct seg_rfd *rfd;    /* owned ref or NULL: cached for queue_read_body */
 };
