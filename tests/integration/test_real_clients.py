@@ -374,9 +374,7 @@ class PrivatePostfix:
         return p.read_text(errors="replace") if p.exists() else ""
 
     def start(self):
-        self._ctl("check")
-        self._ctl("set-permissions")
-        r = self._ctl("start")
+        r = self._ctl("start")      # makes the queue's subdirectories too
         assert r.returncode == 0, "postfix start: %s%s\n%s" % (r.stdout, r.stderr, self.log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
