@@ -19,7 +19,7 @@ direction where it is observable: Postfix's debug log of its SMTP client
 (Postfix -> ternd) and Postfix smtpd's per-session command counts (ternd ->
 Postfix).
 
-The Node client is installed with npm at test time into <build dir>/test-npm
+The Node client is installed with npm at test time into build/test-npm
 (once); the test skips only when the npm registry cannot be reached. Postfix
 needs root (its master process); without root those tests skip.
 """
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI, free_port, require_tool, strip_received
+from conftest import IN_CI, REPO, free_port, require_tool, strip_received
 from test_auth import PASSWORD, USER, start as start_submission
 
 RCPT = "rcpt@other.test"
@@ -192,11 +192,12 @@ t.sendMail({ envelope: { from: from, to: [to] }, raw: fs.readFileSync(file) }).t
 
 
 @pytest.fixture(scope="session")
-def nodemailer(tern_bin):
-    """Path of an installed nodemailer package (npm install, once, under the build dir)."""
+def nodemailer():
+    """Path of an installed nodemailer package (npm install, once, into the
+    repository's build/test-npm, whatever TERN_BUILD_DIR says)."""
     node = require_tool("node")
     npm = require_tool("npm")
-    prefix = tern_bin.build_dir / "test-npm"
+    prefix = REPO / "build" / "test-npm"
     pkg = prefix / "node_modules" / "nodemailer"
     if not (pkg / "package.json").is_file():
         prefix.mkdir(parents=True, exist_ok=True)
