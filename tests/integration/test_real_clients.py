@@ -68,22 +68,6 @@ def message(tag, frm=USER, to=RCPT, subject=None, body=None):
     return head.encode() + body
 
 
-def strip_fields(data, name, count):
-    """data without its first `count` header fields, each of which must be `name`."""
-    for _ in range(count):
-        assert data[:len(name) + 1].lower() == name.lower().encode() + b":", \
-            "expected a %s: field on top, got %r" % (name, data[:300])
-        pos = 0
-        while True:
-            nl = data.find(b"\n", pos)
-            assert nl >= 0, "unterminated header field: %r" % data[:500]
-            pos = nl + 1
-            if data[pos:pos + 1] not in (b" ", b"\t"):
-                break
-        data = data[pos:]
-    return data
-
-
 def assert_same(got, sent, what):
     if got != sent:
         i = next((k for k in range(min(len(got), len(sent))) if got[k] != sent[k]),
@@ -97,6 +81,12 @@ def assert_same(got, sent, what):
 def run(args, **kw):
     kw.setdefault("timeout", 60)
     return subprocess.run([str(a) for a in args], capture_output=True, **kw)
+
+
+def run_client(args, **kw):
+    """(exit status 0, stdout + stderr as text) of a client run."""
+    r = run(args, **kw)
+    return r.returncode == 0, (r.stdout + r.stderr).decode(errors="replace")
 
 
 # ---------------------------------------------------------------- clients
@@ -117,9 +107,7 @@ def send_swaks(t, certs, tmp, port, implicit, msg, auth=True):
             "--data", "@%s" % f, "--timeout", "20"]
     if auth:
         args += ["--auth", "PLAIN", "--auth-user", USER, "--auth-password", PASSWORD]
-    r = run(args)
-    out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-    return r.returncode == 0, out
+    return run_client(args)
 
 
 def send_curl(t, certs, tmp, port, implicit, msg, auth=True):
@@ -132,9 +120,7 @@ def send_curl(t, certs, tmp, port, implicit, msg, auth=True):
             "--max-time", "30"]
     if auth:
         args += ["--user", "%s:%s" % (USER, PASSWORD)]
-    r = run(args)
-    out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-    return r.returncode == 0, out
+    return run_client(args)
 
 
 def send_msmtp(t, certs, tmp, port, implicit, msg, auth=True):
@@ -151,9 +137,7 @@ def send_msmtp(t, certs, tmp, port, implicit, msg, auth=True):
         lines += ["auth off"]
     conf.write_text("\n".join(lines) + "\n")
     conf.chmod(0o600)
-    r = run([msmtp, "-C", conf, "-a", "default", "-f", USER, "--", RCPT], input=msg)
-    out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-    return r.returncode == 0, out
+    return run_client([msmtp, "-C", conf, "-a", "default", "-f", USER, "--", RCPT], input=msg)
 
 
 def send_smtplib(t, certs, tmp, port, implicit, msg, auth=True):
@@ -225,10 +209,9 @@ def make_send_nodemailer(nodemailer):
         f = tmp / "node.eml"
         f.write_bytes(msg)
         env = dict(os.environ, TERN_NODEMAILER=str(pkg))
-        r = run([node, js, port, "1" if implicit else "0", certs.ca_cert,
-                 USER if auth else "", PASSWORD if auth else "", USER, RCPT, f], env=env)
-        out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-        return r.returncode == 0, out
+        return run_client([node, js, port, "1" if implicit else "0", certs.ca_cert,
+                           USER if auth else "", PASSWORD if auth else "", USER, RCPT, f],
+                          env=env)
     return send
 
 
@@ -492,7 +475,7 @@ def check_arrivals(s, msgs, what):
         mid = re.search(rb"Message-ID: <([^>]+)>", msg).group(1)
         m = by_id.get(mid)
         assert m is not None, "%s: message %r never reached the sink" % (what, name)
-        assert_same(strip_fields(m.data, "Received", 2), msg, "%s, %s" % (what, name))
+        assert_same(strip_received(strip_received(m.data)), msg, "%s, %s" % (what, name))
         assert m.mail_from == mail_from
         # ternd keeps domains in A-label form, so it relays (and delivers) them so
         assert m.rcpt_tos == [rcpt.replace(ULABEL, ALABEL)], m.rcpt_tos
