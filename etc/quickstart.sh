@@ -10,6 +10,8 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
 if [ "${TERN_SKIP_APT:-0}" != 1 ]; then
     export DEBIAN_FRONTEND=noninteractive
+    # postfix (for the tests' private instances): "No configuration", no system instance
+    echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
     $SUDO apt-get update -q
     $SUDO apt-get install -y -q $(grep -v '^#' etc/debian-packages)
 fi
