@@ -13,7 +13,7 @@ if [ "${TERN_SKIP_APT:-0}" != 1 ]; then
     # postfix (for the tests' private instances): "No configuration", no system instance
     echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
     $SUDO apt-get update -q
-    $SUDO apt-get install -y -q $(grep -v '^#' etc/debian-packages)
+    $SUDO apt-get install -y -q $(etc/debian-packages.sh)
 fi
 
 [ -f build/build.ninja ] || meson setup build >/dev/null
