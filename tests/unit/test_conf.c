@@ -1609,6 +1609,7 @@ test_idn_domains(void **state)
 	assert_int_equal(parse(LISTEN "relay-domains a\xe2\x81\x84" "b.example\n",
 	    &c, &e), 1);
 	assert_non_null(strstr(e.msg[0], "not a valid internationalized"));
+	errs_clear(&e);
 }
 
 int
