@@ -19,15 +19,12 @@ int
 idn_to_ascii(const char *d, size_t len, char *out, size_t outcap)
 {
 	char *in, *a = NULL;
-	int ascii = 1, rc;
+	int rc;
 	size_t n;
 
 	if (memchr(d, '\0', len) != NULL)
 		return -1;
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)d[i] >= 0x80)
-			ascii = 0;
-	if (ascii) {
+	if (!has_8bit(d, len)) {
 		if (len + 1 > outcap)
 			return -1;
 		for (size_t i = 0; i < len; i++)

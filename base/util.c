@@ -253,6 +253,17 @@ utf8_seq_len(const unsigned char *p, size_t n)
 	return need;
 }
 
+int
+has_8bit(const void *p, size_t n)
+{
+	const unsigned char *c = p;
+
+	for (size_t i = 0; i < n; i++)
+		if (c[i] >= 0x80)
+			return 1;
+	return 0;
+}
+
 const char *
 addr_domain(const char *addr)
 {

@@ -35,7 +35,7 @@ static const char proxy_v1_sig[] = "PROXY ";
 static int
 proxy_prefix_of(const uint8_t *p, size_t len, const void *sig, size_t siglen)
 {
-	return memcmp(p, sig, len < siglen ? len : siglen) == 0;
+	return len == 0 || memcmp(p, sig, len < siglen ? len : siglen) == 0;
 }
 
 /* ---- version 1 ---- */

@@ -46,6 +46,8 @@ uint16_t sockaddr_port(const struct sockaddr *sa);
  * (no overlong forms, no surrogates, nothing above U+10FFFF), or 0. Pure.
  */
 size_t utf8_seq_len(const unsigned char *p, size_t n);
+/* 1 if p[0..n) holds an octet >= 0x80 (p may be NULL when n is 0). */
+int has_8bit(const void *p, size_t n);
 
 /*
  * Base64 (RFC 4648 section 4), the one codec of the tree. Pure.

@@ -161,15 +161,6 @@ dsn_wrap(struct buf *b, const char *first, const char *text,
 	buf_addstr(b, "\r\n");
 }
 
-static int
-dsn_has8(const char *s)
-{
-	for (; *s != '\0'; s++)
-		if ((unsigned char)*s >= 0x80)
-			return 1;
-	return 0;
-}
-
 int
 dsn_diag_is_smtp(const char *t)
 {
@@ -530,7 +521,7 @@ dsn_build(const struct dsn_msg *m, char **out, size_t *outlen,
 				    strchr(o, ';') ? "" : "rfc822; ", o);
 			/* RFC 6533 3: a UTF-8 address is of type utf-8 */
 			buf_printf(&b, "Final-Recipient: %s; %s\r\n",
-			    m->utf8 && dsn_has8(a) ? "utf-8" : "rfc822", a);
+			    m->utf8 && has_8bit(a, strlen(a)) ? "utf-8" : "rfc822", a);
 			buf_printf(&b, "Action: %s\r\n",
 			    delayed ? "delayed" : relayed ? "relayed" : "failed");
 			buf_printf(&b, "Status: %s\r\n", s[0] ? s :

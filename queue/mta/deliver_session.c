@@ -156,6 +156,7 @@ struct dlv_session {
 
 static void dlv_session_connect_next(struct dlv_session *s);
 static void dlv_session_resolve(struct dlv_session *s);
+static void dlv_session_targets_ready(struct dlv_session *s);
 static int dlv_lmtp_body_reply(struct dlv_session *s,
     const struct smtp_reply *r);
 
@@ -616,16 +617,6 @@ dlv_tx_send(struct dlv_session *s)
 	dlv_tx_arm(s);
 }
 
-/* 1 if s holds an octet >= 0x80 (NULL: no). */
-static int
-dlv_has8(const char *p, size_t n)
-{
-	for (size_t i = 0; p != NULL && i < n; i++)
-		if ((unsigned char)p[i] >= 0x80)
-			return 1;
-	return 0;
-}
-
 /*
  * Does this message need SMTPUTF8 (RFC 6531 3.4)? Only one sent with the
  * parameter, and then when the sender, a recipient of this job or the
@@ -639,15 +630,15 @@ dlv_needs_smtputf8(const struct dlv_session *s)
 
 	if (!(env->flags & ENV_F_SMTPUTF8))
 		return 0;
-	if (dlv_has8(env->sender, strlen(env->sender)))
+	if (has_8bit(env->sender, strlen(env->sender)))
 		return 1;
 	for (size_t i = 0; i < s->job->nrcpt; i++) {
 		const char *a = env->rcpts[s->job->rcpts[i]].addr;
-		if (dlv_has8(a, strlen(a)))
+		if (has_8bit(a, strlen(a)))
 			return 1;
 	}
 	hend = memmem(s->body, s->bodylen, "\r\n\r\n", 4);
-	return dlv_has8(s->body, hend != NULL ?
+	return has_8bit(s->body, hend != NULL ?
 	    (size_t)(hend - s->body) : s->bodylen);
 }
 
@@ -1640,6 +1631,13 @@ dlv_session_resolved(void *arg, struct mx_result *res)
 	mx_result_free(res);
 	if (dlv_session_drop_self(s))
 		return;
+	dlv_session_targets_ready(s);
+}
+
+/* s->targets is set: try them in order from the first. */
+static void
+dlv_session_targets_ready(struct dlv_session *s)
+{
 	s->ti = 0;
 	s->have_err = 0;
 	s->all_perm = 1;
@@ -1663,10 +1661,7 @@ dlv_lmtp_unix_target(struct dlv_session *s)
 	}
 	snprintf(s->targets[0].host, sizeof(s->targets[0].host), "%s", path);
 	s->ntargets = 1;
-	s->ti = 0;
-	s->have_err = 0;
-	s->all_perm = 1;
-	dlv_session_connect_next(s);
+	dlv_session_targets_ready(s);
 }
 
 static void

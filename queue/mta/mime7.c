@@ -29,15 +29,6 @@ struct m7_ctype {
 	char bnd[80];           /* boundary as given (RFC 2046: <= 70) */
 };
 
-static int
-m7_has8(const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)p[i] >= 0x80)
-			return 1;
-	return 0;
-}
-
 /* Offset just past the line that starts at i (its LF), or n. */
 static size_t
 m7_eol(const char *p, size_t n, size_t i)
@@ -315,9 +306,9 @@ m7_entity(struct buf *o, const char *p, size_t n, int depth, int top,
 	if (depth > MIME7_DEPTH)
 		return MIME7_BROKEN;
 	m7_split(p, n, &hlen, &boff);
-	if (m7_has8(p, hlen))
+	if (has_8bit(p, hlen))
 		return MIME7_HEADER8;
-	if (!m7_has8(p + boff, n - boff)) {
+	if (!has_8bit(p + boff, n - boff)) {
 		buf_add(o, p, n);
 		return MIME7_OK;
 	}
@@ -373,7 +364,7 @@ mime7_convert(const char *p, size_t len, char **out, size_t *outlen)
 
 	*out = NULL;
 	*outlen = 0;
-	if (!m7_has8(p, len))
+	if (!has_8bit(p, len))
 		return MIME7_SEVEN;
 	if ((st = m7_entity(&b, p, len, 0, 1, 0)) != MIME7_OK) {
 		buf_free(&b);

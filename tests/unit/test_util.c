@@ -185,6 +185,18 @@ test_json_escape(void **state)
 	}
 }
 
+static void
+test_has_8bit(void **state)
+{
+	(void)state;
+	assert_false(has_8bit(NULL, 0));
+	assert_false(has_8bit("plain ascii\r\n", 13));
+	assert_true(has_8bit("caf\xc3\xa9", 5));
+	assert_false(has_8bit("caf\xc3\xa9", 3));         /* only what is given */
+	assert_true(has_8bit("\x80", 1));
+	assert_false(has_8bit("\x7f\x00", 2));
+}
+
 int
 main(void)
 {
@@ -198,6 +210,7 @@ main(void)
 		cmocka_unit_test(test_json_escape),
 		cmocka_unit_test(test_utf8_seq_len),
 		cmocka_unit_test(test_tq_order),
+		cmocka_unit_test(test_has_8bit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
