@@ -124,6 +124,17 @@ uint64_t queue_open_entries(const struct queue *q);
 int queue_read_body(struct queue *q, const struct envelope *env,
     char **out, size_t *len);
 
+/*
+ * The 7-bit form of message id's body (RFC 6152 3), made once by the
+ * delivery client for a next hop without 8BITMIME and kept until the
+ * message is removed (queue/store/body7.c). read: 0 with *out (caller
+ * frees, NUL-terminated) and *outlen, or 1 when there is no usable copy.
+ * write: 0, or -1 with errno (the copy is a cache: a failure costs only a
+ * conversion next time). Any thread.
+ */
+int queue_body7_read(struct queue *q, uint64_t id, char **out, size_t *outlen);
+int queue_body7_write(struct queue *q, uint64_t id, const char *p, size_t len);
+
 /* ---- queries (any thread; doc/queue.md "Queries") ---- */
 
 /*

@@ -642,10 +642,21 @@ dlv_needs_smtputf8(const struct dlv_session *s)
 	    (size_t)(hend - s->body) : s->bodylen);
 }
 
+/* Send body[0..len) (owned) instead of the queued body from now on. */
+static void
+dlv_tx_use_7bit(struct dlv_session *s, char *body, size_t len)
+{
+	free(s->body);
+	s->body = body;
+	s->bodylen = len;
+	s->flags |= DLV_F_7BIT;
+}
+
 /*
  * RFC 6152 3: an 8-bit message (BODY=8BITMIME) for a next hop that does
- * not offer 8BITMIME is converted to 7 bits (mime7.h), once per session:
- * the converted body serves every later address of this job. What cannot
+ * not offer 8BITMIME is converted to 7 bits (mime7.h) once: the converted
+ * body is kept beside the queue (queue_body7_write) and serves every later
+ * address, job and attempt until the message leaves the queue. What cannot
  * be converted bounces with 5.6.3, or goes as it is when the operator said
  * "8bit-unconvertible send". 0 to go on, -1 when the recipients are decided.
  */
@@ -659,15 +670,21 @@ dlv_tx_7bit(struct dlv_session *s)
 	if (!(s->job->env->flags & ENV_F_8BIT) || (s->flags & DLV_F_7BIT) ||
 	    (s->conn->ehlo.ext & SMTP_EXT_8BITMIME))
 		return 0;
+	if (queue_body7_read(s->w->q, s->job->env->id, &out, &outlen) == 0) {
+		log_info("id=%s 7-bit copy reused for %s (no 8BITMIME): "
+		    "%zu bytes", s->qid, dlv_session_relay(s), outlen);
+		dlv_tx_use_7bit(s, out, outlen);
+		return 0;
+	}
 	st = mime7_convert(s->body, s->bodylen, &out, &outlen);
 	if (st == MIME7_OK) {
 		log_info("id=%s converted to 7 bits for %s (no 8BITMIME): "
 		    "%zu -> %zu bytes", s->qid, dlv_session_relay(s),
 		    s->bodylen, outlen);
-		free(s->body);
-		s->body = out;
-		s->bodylen = outlen;
-		s->flags |= DLV_F_7BIT;
+		if (queue_body7_write(s->w->q, s->job->env->id, out,
+		    outlen) < 0)
+			log_warn("id=%s cannot keep the 7-bit copy", s->qid);
+		dlv_tx_use_7bit(s, out, outlen);
 		return 0;
 	}
 	if (st == MIME7_SEVEN)

@@ -793,6 +793,8 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 		if (q->verify_index)
 			(void)unlink(mark);
 		free(mark);
+		if (queue_body7_open(q) < 0)
+			log_warn("queue: %s/7bit", q->dir);
 		if (queue_seg_roll(q, 0) < 0 && queue_open_noroll(q) < 0) {
 			snprintf(err, errlen, "cannot start a segment: %s",
 			    strerror(errno));
@@ -950,6 +952,7 @@ queue_remove(struct queue *q, uint64_t id)
 	}
 	if (queue_rmw(q, id, NULL, &seg, &len) < 0)
 		return -1;
+	queue_body7_drop(q, id);
 	/* the segment is recycled by housekeeping after the next log flush */
 	pthread_mutex_lock(&q->lock);
 	queue_seg_gone(q, id, seg, len);

@@ -156,6 +156,7 @@ struct queue {
 	struct tq *notify;              /* borrowed */
 	uint64_t commits, batches;
 	uint64_t removals;              /* queue_remove()s since open */
+	uint64_t n7bit;                 /* atomic: files in <dir>/7bit (body7.c) */
 	struct queue_seg *segs;         /* sorted by num */
 	size_t nsegs;
 	uint32_t cur_num;               /* 0: no current segment */
@@ -324,5 +325,9 @@ void queue_space_check(struct queue *q);
 void queue_space_close(struct queue *q);
 /* ENOSPC while new mail must be refused, else 0. Any thread. */
 int queue_space_refuse(struct queue *q);
+
+/* body7.c: the 7-bit copies' directory at open, and a copy's removal. */
+int queue_body7_open(struct queue *q);
+void queue_body7_drop(struct queue *q, uint64_t id);
 
 #endif

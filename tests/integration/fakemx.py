@@ -9,6 +9,8 @@
     mx.eightbit = False   # "ok": do not offer 8BITMIME
     mx.chunking = True    # "ok": offer CHUNKING and take BDAT
     mx.smtputf8 = True    # "ok": offer SMTPUTF8
+    mx.data_defer = 1     # "ok": answer the next N final dots with 451
+    mx.deferred           # [(MAIL FROM line, message bytes)] answered with 451
     mx.verbs              # the command verbs received, in order
     mx.data               # [(MAIL FROM line, message bytes dot-unstuffed)]
     mx.wait_messages(n, timeout)     # until n messages arrived
@@ -38,6 +40,8 @@ class FakeMX:
         self.eightbit = True
         self.chunking = False
         self.smtputf8 = False
+        self.data_defer = 0
+        self.deferred = []
         self.verbs = []
         self.data = []
         self.connections = 0
@@ -136,6 +140,17 @@ class FakeMX:
             except Exception:
                 pass
 
+    def _defer_one(self, mail, body, writer):
+        """A final dot answered with 451 while data_defer lasts."""
+        with self._cond:
+            if self.data_defer <= 0:
+                return False
+            self.data_defer -= 1
+            self.deferred.append((mail, body))
+            self._cond.notify_all()
+        writer.write(b"451 4.3.0 try again later\r\n")
+        return True
+
     async def _session(self, reader, writer):
         writer.write(b"220 fakemx ESMTP\r\n")
         rcpts = []
@@ -176,6 +191,8 @@ class FakeMX:
                     body.append(d[1:] if d.startswith(b".") else d)
                 if self.data_delay:
                     await asyncio.sleep(self.data_delay)
+                if self._defer_one(mail, b"".join(body), writer):
+                    continue
                 with self._cond:
                     self.messages += 1
                     self.rcpts.extend(rcpts)

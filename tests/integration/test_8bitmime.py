@@ -7,6 +7,7 @@ delivers to a FakeMX on loopback that offers 8BITMIME or not."""
 import email
 import email.policy
 import re
+import time
 
 from conftest import RawSMTP
 from fakemx import FakeMX
@@ -127,3 +128,52 @@ def test_unconvertible_sent_as_is_when_told(env):
     assert b"BODY=8BITMIME" not in mail
     assert received_body(data) == SIGNED
     assert re.search(r"id=%s sent as it is" % qid, env.t.log(), re.I)
+
+
+def test_converted_once_and_reused_by_the_retry(env):
+    """The conversion is made once: the first attempt (answered 451 at the
+    final dot) converts and keeps the 7-bit copy, the retry sends the same
+    bytes without converting again, and the copy leaves with the message."""
+    mx = world(env, eightbit=False)
+    mx.data_defer = 1
+    copies = env.t.queue_dir / "7bit"
+    try:
+        qid = send(env, MULTI)
+        env.t.wait_log(r"id=%s 7-bit copy reused" % qid, timeout=20)
+        mx.wait_messages(1, timeout=15)
+        env.wait_gone([qid])
+    finally:
+        mx.stop()
+    log = env.t.log()
+    assert len(re.findall(r"id=%s converted to 7 bits" % qid, log)) == 1, log
+    assert len(re.findall(r"id=%s 7-bit copy reused" % qid, log)) == 1, log
+    (deferred,) = mx.deferred
+    (accepted,) = mx.data
+    assert max(accepted[1]) < 0x80
+    assert received_body(deferred[1]) == received_body(accepted[1])
+    assert list(copies.iterdir()) == [], "the 7-bit copy outlived its message"
+
+
+def test_damaged_copy_is_converted_again(env):
+    """A 7-bit copy that fails its check is removed and the message is
+    converted again, never sent damaged."""
+    mx = world(env, eightbit=False)
+    mx.data_defer = 1
+    copies = env.t.queue_dir / "7bit"
+    try:
+        qid = send(env, MULTI)
+        deadline = time.monotonic() + 15
+        while not mx.deferred and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (f,) = list(copies.iterdir())
+        raw = bytearray(f.read_bytes())
+        raw[len(raw) // 2] ^= 0x01
+        f.write_bytes(bytes(raw))
+        mx.wait_messages(1, timeout=15)
+        env.wait_gone([qid])
+    finally:
+        mx.stop()
+    log = env.t.log()
+    assert "damaged 7-bit copy removed" in log, log
+    assert len(re.findall(r"id=%s converted to 7 bits" % qid, log)) == 2, log
+    assert received_body(mx.deferred[0][1]) == received_body(mx.data[0][1])

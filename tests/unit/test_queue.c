@@ -289,6 +289,68 @@ test_commit_one(void **state)
 	free(dir);
 }
 
+/* 7-bit copies (body7.c): read back, removed with the message, orphans
+ * and a damaged copy removed, none for a readonly queue. */
+static void
+test_body7(void **state)
+{
+	char *dir = mktmp("b7");
+	struct queue *q = qopen(dir, 1 << 20, 0, 0);
+	struct waiter *w = waiter_new();
+	char *out = NULL, path[4200];
+	size_t outlen = 0;
+	uint64_t qid, other;
+	FILE *f;
+
+	queue_set_notify(q, w->tq);
+	submit(q, w->tq, 1, 7);
+	submit(q, w->tq, 2, 7);
+	waiter_wait(w, 2);
+	qid = w->res[1].qid;
+	other = w->res[2].qid;
+	assert_int_equal(queue_body7_read(q, qid, &out, &outlen), 1);
+	assert_int_equal(queue_body7_write(q, qid, "seven\r\n", 7), 0);
+	assert_int_equal(queue_body7_write(q, qid + 1000, "orphan", 6), 0);
+	assert_int_equal(queue_body7_write(q, other, "other\r\n", 7), 0);
+	assert_int_equal(queue_body7_read(q, qid, &out, &outlen), 0);
+	assert_int_equal(outlen, 7);
+	assert_memory_equal(out, "seven\r\n", 7);
+	free(out);
+	queue_close(q);
+
+	/* reopen: the orphan goes, the copies of queued messages stay */
+	q = qopen(dir, 1 << 20, 0, 0);
+	assert_int_equal(queue_body7_read(q, qid + 1000, &out, &outlen), 1);
+	assert_int_equal(queue_body7_read(q, qid, &out, &outlen), 0);
+	free(out);
+	/* a flipped octet: the copy is refused and removed */
+	{
+		char qs[QID_STRLEN + 1];
+		qid_format(other, qs);
+		snprintf(path, sizeof(path), "%s/7bit/%s", dir, qs);
+		assert_non_null(f = fopen(path, "r+"));
+		assert_int_equal(fseek(f, 9, SEEK_SET), 0);
+		assert_int_equal(fputc('X', f), 'X');
+		fclose(f);
+	}
+	assert_int_equal(queue_body7_read(q, other, &out, &outlen), 1);
+	assert_null(out);
+	assert_int_equal(access(path, F_OK), -1);
+	/* removed with its message */
+	assert_int_equal(queue_remove(q, qid), 0);
+	assert_int_equal(queue_body7_read(q, qid, &out, &outlen), 1);
+	{
+		char qs[QID_STRLEN + 1];
+		qid_format(qid, qs);
+		snprintf(path, sizeof(path), "%s/7bit/%s", dir, qs);
+		assert_int_equal(access(path, F_OK), -1);
+	}
+	queue_close(q);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+}
+
 struct submitter {
 	struct queue *q;
 	struct tq *reply;
@@ -1876,6 +1938,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_status_reply),
 		cmocka_unit_test(test_commit_one),
+		cmocka_unit_test(test_body7),
 		cmocka_unit_test(test_commit_concurrent),
 		cmocka_unit_test(test_crash_recovery),
 		cmocka_unit_test(test_torn_garbage),
