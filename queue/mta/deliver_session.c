@@ -642,6 +642,33 @@ dlv_needs_smtputf8(const struct dlv_session *s)
 	    (size_t)(hend - s->body) : s->bodylen);
 }
 
+/*
+ * This next hop lacks what the message needs (SMTPUTF8, or 8BITMIME for a
+ * message that cannot be converted): a permanent reason, but another MX
+ * may offer it (RFC 6531 3.4 forbids only sending it here). A connection
+ * from the cache has no address list: it goes back to the cache and the
+ * destination is resolved, so that every MX gets its turn; the recipients
+ * bounce with status only when no next hop offers it.
+ */
+static void
+dlv_tx_refuse_hop(struct dlv_session *s, const char *status,
+    const char *why)
+{
+	if (s->flags & DLV_F_REUSED) {
+		struct dlv_conn *c = s->conn;
+
+		log_info("id=%s %s: trying the destination's other next hops",
+		    s->qid, why);
+		s->conn = NULL;
+		s->flags &= ~(DLV_F_REUSED | DLV_F_EHLO_DONE |
+		    DLV_F_PIPELINING);
+		dlv_conn_park(c);
+		dlv_session_resolve(s);
+		return;
+	}
+	dlv_session_next(s, DLV_PERM, status, "%s", why);
+}
+
 /* Send body[0..len) (owned) instead of the queued body from now on. */
 static void
 dlv_tx_use_7bit(struct dlv_session *s, char *body, size_t len)
@@ -698,9 +725,12 @@ dlv_tx_7bit(struct dlv_session *s)
 	snprintf(why, sizeof(why), "%s does not offer 8BITMIME and the "
 	    "message cannot be converted to 7 bits: %s",
 	    dlv_session_relay(s), mime7_status_text(st));
-	dlv_rcpt_set_all(s, st == MIME7_NOMEM ? DLV_TEMP : DLV_PERM,
-	    st == MIME7_NOMEM ? "4.3.0" : "5.6.3", why);
-	dlv_session_done(s, 1);
+	if (st == MIME7_NOMEM) {
+		dlv_rcpt_set_all(s, DLV_TEMP, "4.3.0", why);
+		dlv_session_done(s, 1);
+	} else {
+		dlv_tx_refuse_hop(s, "5.6.3", why);
+	}
 	return -1;
 }
 
@@ -728,8 +758,7 @@ dlv_tx_start(struct dlv_session *s)
 		snprintf(why, sizeof(why), "%s does not offer SMTPUTF8, which "
 		    "this message needs (internationalized address or header)",
 		    dlv_session_relay(s));
-		dlv_rcpt_set_all(s, DLV_PERM, "5.6.7", why);
-		dlv_session_done(s, 1);
+		dlv_tx_refuse_hop(s, "5.6.7", why);
 		return;
 	}
 	if (dlv_tx_7bit(s) < 0)

@@ -127,6 +127,39 @@ def test_without_smtputf8_at_the_hop_it_bounces_5_6_7(env):
     assert re.search(r"id=%s .*status=bounced" % qid, env.t.log(), re.I)
 
 
+def test_an_mx_without_smtputf8_is_skipped_for_the_next(env):
+    """The preferred MX lacks SMTPUTF8: the next MX, which offers it, gets
+    the message (RFC 6531 3.4 forbids sending it to the first, not trying
+    the others), also when the first MX's connection is reused from the
+    cache after an ASCII message."""
+    env.zone_add({"example.test": {"MX": [(10, "mx1.example.test"),
+                                          (20, "mx2.example.test")]},
+                  "mx1.example.test": {"A": ["127.0.0.2"]},
+                  "mx2.example.test": {"A": ["127.0.0.3"]}})
+    mx1 = FakeMX("127.0.0.2", env.port)
+    mx2 = FakeMX("127.0.0.3", env.port)
+    mx2.smtputf8 = True
+    mx1.start()
+    mx2.start()
+    env.start()
+    try:
+        q1 = send(env, "bob@example.test", utf8=False, subject="ascii first")
+        mx1.wait_messages(1, timeout=20)
+        env.wait_gone([q1])
+        q2 = send(env, "josé@example.test", subject="Grüße")
+        mx2.wait_messages(1, timeout=20)
+        env.wait_gone([q2])
+    finally:
+        mx1.stop()
+        mx2.stop()
+    assert mx1.messages == 1 and mx2.messages == 1
+    assert "josé@example.test" in mx2.rcpts
+    assert mx2.data[0][0].endswith(b" SMTPUTF8")
+    log = env.t.log()
+    assert re.search(r"id=%s next hop skipped: status=5\.6\.7 .*SMTPUTF8" % q2, log), log
+    assert re.search(r"id=%s .*status=sent" % q2, log), log
+
+
 def test_show_says_smtputf8(env):
     env.zone_add({"example.com": {"MX": [(10, "mx1.example.com")]},
                   "mx1.example.com": {"A": ["127.0.0.4"]}})   # nothing listens
