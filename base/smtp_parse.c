@@ -28,7 +28,8 @@
  *    SMTP_PARSE_BAD_ADDRESS (it is a syntax rule, not a transport limit).
  *  - <postmaster> (RCPT only): addr is "postmaster" as written, domain_off ==
  *    len (empty domain), flag SMTP_MB_POSTMASTER.
- *  - Non-ASCII bytes must be well-formed UTF-8 and set SMTP_MB_UTF8; the
+ *  - Non-ASCII bytes must be well-formed UTF-8 (else SMTP_PARSE_BAD_UTF8)
+ *    and set SMTP_MB_UTF8; the
  *    parser does not require the SMTPUTF8 parameter, the session does.
  *  - xtext accepts upper- and lower-case hex after '+'. AUTH= is checked as
  *    xtext (or "<>"), not decoded: the session decides whether to trust it.
@@ -337,7 +338,7 @@ smtp_parse_mailbox_core(const char *s, size_t n, struct smtp_mailbox *mb,
 		return SMTP_PARSE_BAD_ADDRESS;
 	if ((flags & SMTP_MB_UTF8) &&
 	    !smtp_parse_utf8_valid((const unsigned char *)s, n))
-		return SMTP_PARSE_BAD_ADDRESS;
+		return SMTP_PARSE_BAD_UTF8;
 	if (n > SMTP_PATH_MAX - 2)
 		return SMTP_PARSE_TOO_LONG;
 	memcpy(mb->addr, s, n);

@@ -311,19 +311,6 @@ smtpd_cmd_helo(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	return 0;
 }
 
-/* 1 if p[0..n) holds a byte >= 0x80 that is not well-formed UTF-8. */
-static int
-smtpd_bad_utf8(const char *p, size_t n)
-{
-	for (size_t i = 0, k; i < n; i += k) {
-		k = 1;
-		if ((unsigned char)p[i] >= 0x80 &&
-		    (k = utf8_seq_len((const unsigned char *)p + i, n - i)) == 0)
-			return 1;
-	}
-	return 0;
-}
-
 /*
  * SMTPUTF8 (RFC 6531): a mailbox with non-ASCII octets needs the SMTPUTF8
  * parameter of this transaction (553 5.6.7 without it); its domain is
@@ -417,12 +404,12 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	case SMTP_PARSE_TOO_LONG:
 		smtpd_reply(s, 501, "5.1.7", "Sender address too long");
 		return -1;
+	case SMTP_PARSE_BAD_UTF8:
+		smtpd_reply(s, 501, "5.6.7", "Malformed UTF-8 in the sender "
+		    "address");
+		return -1;
 	default:
-		if (smtpd_bad_utf8(cmd->arg, cmd->arg_len))
-			smtpd_reply(s, 501, "5.6.7", "Malformed UTF-8 in the "
-			    "sender address");
-		else
-			smtpd_reply(s, 501, "5.1.7", "Bad sender address syntax");
+		smtpd_reply(s, 501, "5.1.7", "Bad sender address syntax");
 		return -1;
 	}
 	if (!(s->flags & SMTPD_F_EHLO) && (p.has_size || p.body != SMTP_BODY_7BIT
@@ -569,13 +556,12 @@ smtpd_cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	case SMTP_PARSE_TOO_LONG:
 		smtpd_reply(s, 501, "5.1.3", "Recipient address too long");
 		return -1;
+	case SMTP_PARSE_BAD_UTF8:
+		smtpd_reply(s, 501, "5.6.7", "Malformed UTF-8 in the recipient "
+		    "address");
+		return -1;
 	default:
-		if (smtpd_bad_utf8(cmd->arg, cmd->arg_len))
-			smtpd_reply(s, 501, "5.6.7", "Malformed UTF-8 in the "
-			    "recipient address");
-		else
-			smtpd_reply(s, 501, "5.1.3", "Bad recipient address "
-			    "syntax");
+		smtpd_reply(s, 501, "5.1.3", "Bad recipient address syntax");
 		return -1;
 	}
 	if (smtpd_mailbox_utf8(s, &mb, (s->tx->env->flags & ENV_F_SMTPUTF8) != 0,

@@ -27,6 +27,7 @@ enum smtp_parse_status {
 	SMTP_PARSE_BAD_CHAR,      /* NUL, control or 8-bit byte in a command */
 	SMTP_PARSE_BAD_ADDRESS,   /* mailbox syntax: 501 5.1.3 (RCPT) / 5.1.7 (MAIL) */
 	SMTP_PARSE_BAD_PARAM,     /* unknown or malformed ESMTP parameter: 555 5.5.4 */
+	SMTP_PARSE_BAD_UTF8,      /* malformed UTF-8 in a mailbox: 501 5.6.7 */
 };
 
 enum smtp_verb {

@@ -29,6 +29,7 @@ status_name(enum smtp_parse_status st)
 	case SMTP_PARSE_BAD_CHAR: return "BAD_CHAR";
 	case SMTP_PARSE_BAD_ADDRESS: return "BAD_ADDRESS";
 	case SMTP_PARSE_BAD_PARAM: return "BAD_PARAM";
+	case SMTP_PARSE_BAD_UTF8: return "BAD_UTF8";
 	}
 	return "?";
 }
@@ -342,11 +343,11 @@ static const struct path_case path_cases[] = {
 	  "x.example", SMTP_MB_UTF8 | SMTP_MB_QUOTED },
 	{ K_RCPT, S("<user@\xf0\x9f\x93\xa7.example>"), SMTP_PARSE_OK,
 	  "user@\xf0\x9f\x93\xa7.example", "\xf0\x9f\x93\xa7.example", SMTP_MB_UTF8 },
-	{ K_MAIL, S("<j\xc3@x.example>"), SMTP_PARSE_BAD_ADDRESS, NULL, NULL, 0 },
-	{ K_MAIL, S("<j\xc0\xaf@x.example>"), SMTP_PARSE_BAD_ADDRESS, NULL, NULL, 0 },
-	{ K_MAIL, S("<a@b\xed\xa0\x80.example>"), SMTP_PARSE_BAD_ADDRESS, NULL, NULL, 0 },
-	{ K_MAIL, S("<a@b\xf4\x90\x80\x80.example>"), SMTP_PARSE_BAD_ADDRESS, NULL, NULL, 0 },
-	{ K_MAIL, S("<a\xff@b.example>"), SMTP_PARSE_BAD_ADDRESS, NULL, NULL, 0 },
+	{ K_MAIL, S("<j\xc3@x.example>"), SMTP_PARSE_BAD_UTF8, NULL, NULL, 0 },
+	{ K_MAIL, S("<j\xc0\xaf@x.example>"), SMTP_PARSE_BAD_UTF8, NULL, NULL, 0 },
+	{ K_MAIL, S("<a@b\xed\xa0\x80.example>"), SMTP_PARSE_BAD_UTF8, NULL, NULL, 0 },
+	{ K_MAIL, S("<a@b\xf4\x90\x80\x80.example>"), SMTP_PARSE_BAD_UTF8, NULL, NULL, 0 },
+	{ K_MAIL, S("<a\xff@b.example>"), SMTP_PARSE_BAD_UTF8, NULL, NULL, 0 },
 	/* bare mailboxes */
 	{ K_MBOX, S("user@example.com"), SMTP_PARSE_OK, "user@example.com", "example.com", 0 },
 	{ K_MBOX, S("<user@example.com>"), SMTP_PARSE_BAD_ADDRESS, NULL, NULL, 0 },
