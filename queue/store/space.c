@@ -98,7 +98,9 @@ queue_space_regrow(struct queue *q)
 	rc = posix_fallocate(fd, 0, (off_t)q->reserve_size);
 	if (rc != 0) {
 		/* a partial allocation would be space taken from delivery */
-		(void)ftruncate(fd, (off_t)q->reserve_held);
+		if (ftruncate(fd, (off_t)q->reserve_held) < 0)
+			log_warn("queue: %s: cannot give back a partial "
+			    "reserve", path);
 		close(fd);
 		errno = rc;
 		return -1;
@@ -208,7 +210,8 @@ queue_space_restore(struct queue *q, uint64_t want)
 			q->reserve_held = len;
 			break;
 		}
-		(void)ftruncate(fd, 0);
+		if (ftruncate(fd, 0) < 0)
+			log_warn("queue: %s", path);
 	}
 	(void)fsync(fd);
 	close(fd);

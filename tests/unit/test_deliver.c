@@ -108,7 +108,8 @@ srv_session(struct srv *sv, int fd)
 	}
 	if (sv->mode == SRV_GREET_554) {
 		srv_write(fd, "554 5.7.1 go away\r\n");
-		(void)read(fd, buf, sizeof(buf));     /* QUIT, or EOF */
+		if (read(fd, buf, sizeof(buf)) < 0)     /* QUIT, or EOF */
+			return;
 		return;
 	}
 	srv_write(fd, "220 sink.test ESMTP\r\n");
