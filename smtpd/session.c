@@ -394,6 +394,15 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		smtpd_reply(s, 530, "5.7.0", "Authentication required");
 		return -1;
 	}
+	/* a disk the queue cannot write to: say so now, not after the DATA */
+	if (queue_space_refuse(s->srv->queue) != 0) {
+		METRIC_INC(messages_refused_total[METRICS_REF_QUEUE]);
+		log_info("session=%016llx client=%s status=refused "
+		    "reason=queue-disk-full", (unsigned long long)s->id,
+		    s->peer_str);
+		smtpd_reply(s, 452, "4.3.1", "Insufficient system storage");
+		return -1;
+	}
 	st = smtp_parse_mail_from(cmd->arg, cmd->arg_len, &mb, &p);
 	switch (st) {
 	case SMTP_PARSE_OK:

@@ -135,6 +135,13 @@ int queue_read_body(struct queue *q, const struct envelope *env,
 int queue_body7_read(struct queue *q, uint64_t id, char **out, size_t *outlen);
 int queue_body7_write(struct queue *q, uint64_t id, const char *p, size_t len);
 
+/*
+ * ENOSPC while the queue refuses new mail (its disk is nearly full:
+ * doc/queue.md "A full disk"), else 0. Any thread, cheap: the session asks
+ * at MAIL so that a client is not made to send a body that cannot be kept.
+ */
+int queue_space_refuse(struct queue *q);
+
 /* ---- queries (any thread; doc/queue.md "Queries") ---- */
 
 /*

@@ -323,8 +323,6 @@ void queue_space_open(struct queue *q);
 void queue_space_check(struct queue *q);
 /* Before the index closes: lend the reserve to a checkpoint that needs it. */
 void queue_space_close(struct queue *q);
-/* ENOSPC while new mail must be refused, else 0. Any thread. */
-int queue_space_refuse(struct queue *q);
 
 /* body7.c: the 7-bit copies' directory at open, and a copy's removal. */
 int queue_body7_open(struct queue *q);

@@ -268,6 +268,13 @@ def test_disk_full(ternd, sink, small_disk):
     code, line = send_fresh(t.port(), "full-running")
     assert (code, line[:5]) == (452, "4.3.1"), (code, line)
     tally.add("full-running", code, line)
+    # refused at MAIL: no body is sent for nothing
+    c = RawSMTP(t.port(), timeout=30)
+    c.greeting()
+    c.ehlo()
+    c.cmd("MAIL FROM:<s@client.test>", 452, "4.3.1")
+    c.close()
+    assert "reason=queue-disk-full" in t.log()
     assert set(tally.acked.values()) <= t.queue_ids()
 
     # 3. stop and start on the full disk; offline ternctl reads the queue
