@@ -482,11 +482,13 @@ queue_commit_index_reloc(struct queue *q, struct store_txn *t,
 	size_t vlen;
 	int rc;
 
-	r->reloc_moved = 0;
+	r->reloc_moved = r->reloc_gone = 0;
 	queue_be64(key, e->id);
 	rc = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
-	if (rc == STORE_NOTFOUND)
-		return 0;                       /* gone meanwhile: the copy is dead */
+	if (rc == STORE_NOTFOUND) {
+		r->reloc_gone = 1;              /* removed meanwhile: the copy is dead */
+		return 0;
+	}
 	if (rc != 0)
 		return rc;
 	if (envelope_decode(v, vlen, &cur) == ENV_DECODE_OK &&
@@ -559,8 +561,13 @@ queue_commit_index(struct queue *q, struct queue_req **g, size_t n, uint64_t end
 		if (r->reloc_moved) {
 			queue_seg_unref(q, r->reloc_seg, r->reloc_len);
 			METRIC_INC(queue_copied_forward_total);
-		} else
+		} else {
+			/* a copy of a removed message must not come back
+			 * in a rebuild either */
+			if (r->reloc_gone)
+				queue_mark_removed(q, r->env->seg, r->env->off);
 			queue_seg_unref(q, r->env->seg, r->rec_len);
+		}
 	}
 	pthread_mutex_unlock(&q->lock);
 	for (size_t i = 0; notify != NULL && i < n; i++) {

@@ -95,6 +95,8 @@ queue_seg_drop(struct queue *q, uint32_t num)
 	for (size_t i = 0; i < q->nsegs; i++) {
 		if (q->segs[i].num == num) {
 			queue_seg_rfd_put(q->segs[i].rfd);
+			if (q->segs[i].wfd_open && q->segs[i].wfd >= 0)
+				close(q->segs[i].wfd);
 			memmove(&q->segs[i], &q->segs[i + 1],
 			    (q->nsegs - i - 1) * sizeof(*q->segs));
 			q->nsegs--;
@@ -202,12 +204,79 @@ struct queue_recovery {
 	struct queue *q;
 	int *fds;               /* parallel to q->segs during recovery */
 	uint64_t max_id;
-	uint64_t scanned, indexed, damaged, corrupt, entries;
+	uint64_t scanned, indexed, damaged, corrupt, entries, buried;
 	int have_index;         /* an indexed position was recorded */
 	uint32_t iseg;          /* ... this one */
 	uint64_t ioff;
 	int rebuild;            /* the index is new: every record is scanned */
+	/* ids of records marked removed, met in a full scan (open addressing,
+	 * 0 = empty: ids are never 0) */
+	uint64_t *gone;
+	size_t gone_cap, gone_n;
 };
+
+static size_t
+queue_gone_slot(const struct queue_recovery *rc, uint64_t id)
+{
+	size_t i = (size_t)((id * 0x9e3779b97f4a7c15ull) >> 17) &
+	    (rc->gone_cap - 1);
+
+	while (rc->gone[i] != 0 && rc->gone[i] != id)
+		i = (i + 1) & (rc->gone_cap - 1);
+	return i;
+}
+
+static int
+queue_gone_has(const struct queue_recovery *rc, uint64_t id)
+{
+	return rc->gone_n > 0 && rc->gone[queue_gone_slot(rc, id)] == id;
+}
+
+static void
+queue_gone_add(struct queue_recovery *rc, uint64_t id)
+{
+	if (2 * (rc->gone_n + 1) > rc->gone_cap) {
+		uint64_t *old = rc->gone;
+		size_t oldcap = rc->gone_cap;
+
+		rc->gone_cap = oldcap ? oldcap * 2 : 1024;
+		rc->gone = xcalloc(rc->gone_cap, sizeof(*rc->gone));
+		for (size_t i = 0; i < oldcap; i++)
+			if (old[i] != 0)
+				rc->gone[queue_gone_slot(rc, old[i])] = old[i];
+		free(old);
+	}
+	size_t i = queue_gone_slot(rc, id);
+	if (rc->gone[i] == 0) {
+		rc->gone[i] = id;
+		rc->gone_n++;
+	}
+}
+
+/*
+ * A full scan met a record of a removed message (marked, or an id marked
+ * earlier in the scan): it is not indexed, and an entry this scan made from
+ * an earlier record of it (the original of a copy) goes. 0 or -1.
+ */
+static int
+queue_rec_bury(struct queue_recovery *rc, struct store_txn *t,
+    const struct envelope *e, const void *cur, size_t curlen)
+{
+	struct envelope *old = NULL;
+	int r = 0;
+
+	queue_gone_add(rc, e->id);
+	rc->buried++;
+	if (cur == NULL)
+		return 0;
+	if (envelope_decode(cur, curlen, &old) != ENV_DECODE_OK)
+		old = NULL;
+	r = queue_index_del(rc->q, t, e->id, old);
+	envelope_free(old);
+	if (r == 0 && rc->indexed > 0)
+		rc->indexed--;
+	return r == 0 ? 0 : -1;
+}
 
 static int
 queue_rec_fd(struct queue_recovery *rc, uint32_t num, uint64_t *size)
@@ -349,12 +418,27 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 			return -1;
 		}
 		r = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
-		free(v);
 		if (r != 0 && r != STORE_NOTFOUND) {
+			free(v);
 			envelope_free(e);
 			store_abort(t);
 			return -1;
 		}
+		/* removed messages stay removed (SEG_F_REMOVED) */
+		if (!rc->have_index && (st == SEG_REC_REMOVED ||
+		    queue_gone_has(rc, e->id))) {
+			r = queue_rec_bury(rc, t, e, r == 0 ? v : NULL, vlen);
+			free(v);
+			if (r < 0) {
+				envelope_free(e);
+				store_abort(t);
+				return -1;
+			}
+			goto next;
+		}
+		free(v);
+		if (st == SEG_REC_REMOVED)
+			goto next;      /* an index that has it says otherwise */
 		/*
 		 * A copy-forward record whose id the index lacks is the copy
 		 * of a message removed after the copy was made (its original
@@ -394,6 +478,7 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 				return -1;
 			}
 		}
+next:
 		envelope_free(e);
 		if (rec_len > limit - off)
 			break;
@@ -493,7 +578,7 @@ queue_rec_verify(void *arg, const void *key, size_t klen, const void *val,
 		enum seg_rec_status st = seg_record_read(fd, e->seg, q->crc_salt,
 		    e->off, size,
 		    0, &r, &rec_len, NULL, &why);
-		if (st != SEG_REC_OK)
+		if (st != SEG_REC_OK && st != SEG_REC_REMOVED)
 			bad = 1;
 		else if (r->id != e->id || r->rec_len != e->rec_len ||
 		    r->body_off != e->body_off || r->crc != e->crc) {
@@ -664,9 +749,10 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 			i++;
 	}
 	log_info("queue: recovered segments=%zu scanned=%llu reindexed=%llu "
-	    "damaged=%llu corrupt=%llu%s", q->nsegs,
+	    "damaged=%llu corrupt=%llu removed=%llu%s", q->nsegs,
 	    (unsigned long long)rc.scanned, (unsigned long long)rc.indexed,
 	    (unsigned long long)rc.damaged, (unsigned long long)rc.corrupt,
+	    (unsigned long long)rc.buried,
 	    q->recount_needed ? " (live counts: in the background)" : "");
 	ret = 0;
 fail:
@@ -675,6 +761,7 @@ fail:
 		if (rc.fds[i] >= 0)
 			close(rc.fds[i]);
 	free(rc.fds);
+	free(rc.gone);
 	errno = saved;
 	return ret;
 }
@@ -835,8 +922,15 @@ queue_close(struct queue *q)
 	pthread_mutex_destroy(&q->prep_lock);
 	pthread_cond_destroy(&q->cond);
 	pthread_cond_destroy(&q->hk_cond);
-	for (size_t i = 0; i < q->nsegs; i++)
+	for (size_t i = 0; i < q->nsegs; i++) {
 		queue_seg_rfd_put(q->segs[i].rfd);
+		if (q->segs[i].wfd_open && q->segs[i].wfd >= 0) {
+			if (fdatasync(q->segs[i].wfd) < 0)
+				log_warn("queue: segment=%08x: removal marks",
+				    q->segs[i].num);
+			close(q->segs[i].wfd);
+		}
+	}
 	free(q->segs);
 	free(q->dir);
 	free(q->segdir);
@@ -875,7 +969,7 @@ queue_get(struct queue *q, uint64_t id, struct envelope **out)
 /* Read-modify-write of one envelope: fn decides on the decoded copy. */
 static int
 queue_rmw(struct queue *q, uint64_t id, const struct envelope *repl,
-    uint32_t *seg_removed, uint64_t *len_removed)
+    uint32_t *seg_removed, uint64_t *off_removed, uint64_t *len_removed)
 {
 	uint8_t key[8];
 	int rc = -1;
@@ -913,6 +1007,7 @@ queue_rmw(struct queue *q, uint64_t id, const struct envelope *repl,
 			rc = queue_index_del(q, t, id, cur);
 			if (rc == 0 && seg_removed != NULL) {
 				*seg_removed = cur != NULL ? cur->seg : 0;
+				*off_removed = cur != NULL ? cur->off : 0;
 				*len_removed = cur != NULL ? cur->rec_len : 0;
 			}
 		}
@@ -937,24 +1032,52 @@ queue_update(struct queue *q, const struct envelope *env)
 		errno = EROFS;
 		return -1;
 	}
-	return queue_rmw(q, env->id, env, NULL, NULL);
+	return queue_rmw(q, env->id, env, NULL, NULL, NULL);
+}
+
+/*
+ * Mark the record at off of segment seg removed (q->lock held, so the
+ * segment cannot be dropped meanwhile). Not synced here: see doc/queue.md
+ * "Removal marks" for what a crash can cost.
+ */
+void
+queue_mark_removed(struct queue *q, uint32_t seg, uint64_t off)
+{
+	struct queue_seg *sg = queue_seg_find(q, seg);
+	uint8_t fl[2] = { SEG_F_REMOVED >> 8, SEG_F_REMOVED & 0xff };
+
+	if (sg == NULL || seg == 0)
+		return;
+	if (!sg->wfd_open) {
+		char path[4096];
+		seg_path(q->segdir, seg, path, sizeof(path));
+		sg->wfd = open(path, O_WRONLY | O_CLOEXEC);
+		sg->wfd_open = 1;
+		if (sg->wfd < 0)
+			log_warn("queue: %s: removal marks", path);
+	}
+	if (sg->wfd >= 0 && pwrite(sg->wfd, fl, 2,
+	    (off_t)(off + SEG_FLAGS_OFF)) != 2)
+		log_warn("queue: segment=%08x offset=%llu: removal mark", seg,
+		    (unsigned long long)off);
 }
 
 int
 queue_remove(struct queue *q, uint64_t id)
 {
 	uint32_t seg = 0;
-	uint64_t len = 0;
+	uint64_t off = 0, len = 0;
 
 	if (q->readonly) {
 		errno = EROFS;
 		return -1;
 	}
-	if (queue_rmw(q, id, NULL, &seg, &len) < 0)
+	if (queue_rmw(q, id, NULL, &seg, &off, &len) < 0)
 		return -1;
 	queue_body7_drop(q, id);
 	/* the segment is recycled by housekeeping after the next log flush */
 	pthread_mutex_lock(&q->lock);
+	queue_mark_removed(q, seg, off);
 	queue_seg_gone(q, id, seg, len);
 	q->removals++;
 	pthread_mutex_unlock(&q->lock);
@@ -1083,6 +1206,7 @@ queue_read_body_at(struct queue *q, const struct envelope *env, char **out,
 	seg_hdr_decode(buf, &h);
 	memcpy(hb, buf, SEG_HDR_LEN);
 	memset(hb + 24, 0, 4);
+	memset(hb + SEG_FLAGS_OFF, 0, 2);       /* removal marks: not in the CRC */
 	crc = crc32c(crc32c(q->crc_salt, hb, SEG_HDR_LEN), buf + SEG_HDR_LEN,
 	    env->rec_len - SEG_HDR_LEN);
 	if (h.magic != SEG_MAGIC || h.version != SEG_VERSION ||

@@ -43,12 +43,23 @@ enum seg_rec_status {
 	SEG_REC_DAMAGED,        /* header + envelope valid, CRC bad or body cut */
 	SEG_REC_END,            /* zeros or stale bytes: the clean end of the log */
 	SEG_REC_BAD,            /* anything else: garbage, torn header ... */
+	SEG_REC_REMOVED,        /* as OK, but marked SEG_F_REMOVED: the message
+	                           left the queue after this record was written */
 };
+
+/*
+ * Header flags. SEG_F_REMOVED is written in place (the two flag octets) when
+ * the message whose index entry points at the record is removed, so that a
+ * rebuild from the segments does not bring delivered mail back. The flags
+ * are outside the CRC (read as zero when it is computed).
+ */
+#define SEG_F_REMOVED   0x0001u
+#define SEG_FLAGS_OFF   6u      /* where the flags are in the header */
 
 /*
  * Read and check the record at off of segment num (file fd, readable up to
  * limit). prev_seq: the record's seq must be greater; *seqp gets it (may be
- * NULL). On OK/DAMAGED *env is
+ * NULL). On OK/DAMAGED/REMOVED *env is
  * the decoded envelope with its location fields (seg, off, rec_len,
  * body_off, crc) set from the record; *reason says what is wrong otherwise.
  */
@@ -103,6 +114,8 @@ struct queue_req {
 	uint32_t reloc_seg;
 	uint64_t reloc_off, reloc_len;
 	int reloc_moved;        /* the index now points here */
+	int reloc_gone;         /* the message was removed before the copy
+	                           was indexed */
 };
 
 /* ---- the segment table ---- */
@@ -124,6 +137,9 @@ struct queue_seg {
 	int cf_looked;          /* copy-forward: cf_live is set */
 	int recycling;
 	struct seg_rfd *rfd;    /* owned ref or NULL: cached for queue_read_body */
+	int wfd;                /* write fd for removal marks; -1 (or 0 before
+	                           the first mark: see wfd_open) */
+	int wfd_open;
 };
 
 /* Drop one reference (q->lock held); the last one closes the fd. */
@@ -327,5 +343,8 @@ void queue_space_close(struct queue *q);
 /* body7.c: the 7-bit copies' directory at open, and a copy's removal. */
 int queue_body7_open(struct queue *q);
 void queue_body7_drop(struct queue *q, uint64_t id);
+
+/* Mark the record at off of segment seg SEG_F_REMOVED (q->lock held). */
+void queue_mark_removed(struct queue *q, uint32_t seg, uint64_t off);
 
 #endif

@@ -125,6 +125,10 @@ queue_recount_check(struct queue *q, struct queue_recount *rc,
 		enum seg_rec_status st = seg_record_read(rc->fd, e->seg,
 		    q->crc_salt, e->off, rc->fd_size, 0, &r, &rec_len, NULL,
 		    &why);
+		/* REMOVED: removed while the walk ran (the mark follows the
+		 * index) */
+		if (st == SEG_REC_REMOVED)
+			st = SEG_REC_OK;
 		if (st == SEG_REC_OK && (r->id != e->id ||
 		    r->rec_len != e->rec_len || r->body_off != e->body_off ||
 		    r->crc != e->crc))

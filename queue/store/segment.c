@@ -259,6 +259,7 @@ seg_record_read(int fd, uint32_t num, uint32_t salt, uint64_t off,
 		/* stream the CRC over the whole payload */
 		uint64_t pos = 0;
 		hb[24] = hb[25] = hb[26] = hb[27] = 0;
+		hb[SEG_FLAGS_OFF] = hb[SEG_FLAGS_OFF + 1] = 0;
 		crc = crc32c(salt, hb, SEG_HDR_LEN);
 		if ((buf = malloc(SEG_CHUNK)) == NULL) {
 			*reason = "out of memory";
@@ -292,7 +293,8 @@ seg_record_read(int fd, uint32_t num, uint32_t salt, uint64_t off,
 	if (damaged)
 		env->flags |= ENV_F_CORRUPT;
 	*envp = env;
-	if (!damaged)
-		*reason = "ok";
-	return damaged ? SEG_REC_DAMAGED : SEG_REC_OK;
+	if (damaged)
+		return SEG_REC_DAMAGED;
+	*reason = "ok";
+	return (h.flags & SEG_F_REMOVED) ? SEG_REC_REMOVED : SEG_REC_OK;
 }

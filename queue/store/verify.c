@@ -27,6 +27,7 @@ struct queue_vrec {
 	int ok;                 /* CRC and envelope valid */
 	int used;               /* an index entry points at it */
 	int copy;               /* a copy-forward record */
+	int removed;            /* marked SEG_F_REMOVED */
 };
 
 struct queue_vctx {
@@ -97,7 +98,9 @@ queue_verify_scan(struct queue_vctx *c, uint32_t num, uint64_t limit)
 		}
 		c->v[c->n++] = (struct queue_vrec){ .id = e->id, .off = off,
 		    .rec_len = rec_len, .seg = num, .crc = e->crc,
-		    .ok = st == SEG_REC_OK, .copy = (e->flags & ENV_F_COPY) != 0 };
+		    .ok = st == SEG_REC_OK || st == SEG_REC_REMOVED,
+		    .removed = st == SEG_REC_REMOVED,
+		    .copy = (e->flags & ENV_F_COPY) != 0 };
 		envelope_free(e);
 		if (rec_len > limit - off)
 			break;
@@ -136,9 +139,15 @@ queue_verify_read_one(struct queue_vctx *c, const struct envelope *e)
 		close(fd);
 		return 0;
 	}
-	ok = seg_record_read(fd, e->seg, c->q->crc_salt, e->off,
-	    (uint64_t)sb.st_size, 0, &r, &rec_len, NULL, &why) == SEG_REC_OK &&
-	    r->id == e->id && rec_len == e->rec_len;
+	switch (seg_record_read(fd, e->seg, c->q->crc_salt, e->off,
+	    (uint64_t)sb.st_size, 0, &r, &rec_len, NULL, &why)) {
+	case SEG_REC_OK:
+	case SEG_REC_REMOVED:
+		ok = r->id == e->id && rec_len == e->rec_len;
+		break;
+	default:
+		ok = 0;
+	}
 	envelope_free(r);
 	close(fd);
 	return ok;
@@ -267,7 +276,7 @@ queue_verify(struct queue *q, struct queue_verify *out,
 		for (size_t k = i; k < end; k++) {
 			struct queue_vrec *r = &c.v[k];
 			int after = r->seg > iseg || (r->seg == iseg && r->off >= ioff);
-			if (!after || !r->ok || r->copy) {
+			if (!after || !r->ok || r->copy || r->removed) {
 				out->dead++;    /* removed, awaiting recycling */
 				continue;
 			}
