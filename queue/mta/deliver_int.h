@@ -63,7 +63,9 @@ struct dlv_conn {
 	char *tls;                          /* owned or NULL: protocol + cipher */
 	struct smtp_ehlo ehlo;              /* what the server offered */
 	unsigned nmsg;                      /* transactions done on it */
-	unsigned authed;                    /* 1: AUTH succeeded (route-auth) */
+	uint32_t authed;                    /* AUTH succeeded (route-auth): the
+	                                       credentials' tag (dlv_auth_tag),
+	                                       else 0 */
 };
 
 TAILQ_HEAD(dlv_conn_list, dlv_conn);

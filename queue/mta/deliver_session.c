@@ -1001,6 +1001,20 @@ dlv_auth_entry(const struct dlv_session *s)
 }
 
 /*
+ * Which credentials a connection authenticated with (never 0): a reload
+ * that changes the user or the password of a route makes its cached
+ * connections unusable (dlv_session_start).
+ */
+static uint32_t
+dlv_auth_tag(const struct route_auth_entry *e)
+{
+	uint32_t h = fnv1a32(2166136261u, e->user, strlen(e->user) + 1);
+
+	h = fnv1a32(h, e->pass, strlen(e->pass));
+	return h | 1u;
+}
+
+/*
  * No authenticated session on this connection: one line for the operator
  * (host and user, never the password), every recipient deferred with a
  * 4.7.x status (never a bounce: the message is not at fault), and the
@@ -1073,7 +1087,7 @@ dlv_auth_reply(struct dlv_session *s, const struct smtp_reply *r)
 		log_debug("id=%s relay=%s authenticated as %s (AUTH %s)",
 		    s->qid, s->conn->relay, s->cred->user,
 		    client_auth_mech_name(s->auth.mech));
-		s->conn->authed = 1;
+		s->conn->authed = dlv_auth_tag(s->cred);
 		dlv_tx_start(s);
 		return;
 	case CLIENT_AUTH_FAILED:
@@ -1806,10 +1820,15 @@ dlv_session_start(struct dlv_worker *w, struct dlv_job *job)
 		return;
 	}
 	c = dlv_conn_take(w, s->key);
-	if (c != NULL && !c->authed && dlv_auth_entry(s) != NULL) {
-		/* cached before the route had credentials (a reload) */
-		dlv_conn_quit(c);
-		c = NULL;
+	if (c != NULL) {
+		const struct route_auth_entry *cred = dlv_auth_entry(s);
+		/* cached under other credentials, or none (a reload) */
+		if (c->authed != (cred != NULL ? dlv_auth_tag(cred) : 0)) {
+			log_debug("id=%s relay=%s cached connection closed: the "
+			    "route's credentials changed", s->qid, c->relay);
+			dlv_conn_quit(c);
+			c = NULL;
+		}
 	}
 	if (c != NULL) {
 		log_trace(TRACE_CLIENT, "dlv id=%s reusing connection to %s",

@@ -316,3 +316,30 @@ def test_reload_picks_up_a_changed_file(ternd, dns, ca_file, smarthost, tmp_path
     attempt_line(t, qid, "sent")
     assert s.credentials == [("PLAIN", USER, "an old password"), ("PLAIN", USER, PASSWORD)]
     assert_no_secret(t, qid, queued=False)
+
+
+def test_reload_with_new_credentials_closes_the_authenticated_connection(
+        ternd, dns, ca_file, smarthost, tmp_path):
+    """A cached connection authenticated under the old credentials is not
+    reused after a reload changes them: the next message opens a new
+    session and authenticates as the new user."""
+    other = "other-user@tern.test"
+    s = smarthost(users={USER: PASSWORD, other: "a new secret"})
+    f = write_auth(tmp_path / "route-auth", auth_line(s.port))
+    t = start(ternd, dns, ca_file, s.port, f)
+    p = os.path.dirname(t.conf_path)   # ternd's user re-reads tern.conf
+    while p not in ("/", "/tmp"):
+        os.chmod(p, os.stat(p).st_mode | 0o001)
+        p = os.path.dirname(p)
+    send(t, "one")
+    s.wait_messages(1)
+    write_auth(f, "[mx.test]:%d %s %s\n" % (s.port, other, "a new secret"))
+    r = t.ternctl("reload")
+    assert r.returncode == 0, r
+    t.wait_log(r"reload: .*route-auth|route-auth %s: credentials" % re.escape(str(f)))
+    qid = send(t, "two")
+    msgs = s.wait_messages(2)
+    assert [m["login"] for m in msgs] == [USER, other], msgs
+    assert s.sessions == 2, s.sessions
+    assert [c[1] for c in s.credentials] == [USER, other]
+    attempt_line(t, qid, "sent")
