@@ -32,6 +32,7 @@
 #include <event2/listener.h>
 
 #include "tern/log.h"
+#include "tern/metrics.h"
 #include "tern/proxy.h"
 #include "tern/util.h"
 #include "smtpd_int.h"
@@ -198,16 +199,25 @@ struct smtpd_accept_arg {
 	char spec[128];            /* listener spec as bound */
 };
 
-/* Answer a connection we do not take, log why (if reason), close it. */
+/*
+ * Answer a connection we do not take, count it under why, log the reason
+ * (if any), close it. On an implicit-TLS listener (lc; NULL when unknown)
+ * the client's first bytes are a TLS handshake and a plaintext reply would
+ * only be garbage to it: it gets the close alone.
+ */
 static void
-smtpd_accept_refuse(evutil_socket_t fd, const char *reply, const char *reason,
+smtpd_accept_refuse(evutil_socket_t fd, const struct conf_listen *lc,
+    enum metrics_conn_refusal why, const char *reply, const char *reason,
     const struct sockaddr *sa)
 {
 	char line[128], addr[64];
-	int n = snprintf(line, sizeof(line), "%s\r\n", reply);
-	ssize_t w = write(fd, line, (size_t)n);
 
-	(void)w;                /* best effort: the peer may be gone */
+	METRIC_INC(connections_refused_total[why]);
+	if (lc == NULL || lc->tls != CONF_TLS_IMPLICIT) {
+		int n = snprintf(line, sizeof(line), "%s\r\n", reply);
+		ssize_t w = write(fd, line, (size_t)n);
+		(void)w;        /* best effort: the peer may be gone */
+	}
 	if (reason != NULL)
 		log_info("connect client=%s refused reason=%s",
 		    sockaddr_ntop(sa, addr, sizeof(addr)), reason);
@@ -256,6 +266,8 @@ smtpd_proxy_fail(struct smtpd_proxy_wait *w, const char *reason,
 	log_info("connect client=%s listener=%s refused reason=%s%s%s",
 	    sockaddr_ntop((struct sockaddr *)&w->peer, addr, sizeof(addr)),
 	    w->lc->spec, reason, error ? " error=" : "", error ? error : "");
+	METRIC_INC(connections_refused_total[strcmp(reason, "shutting-down") == 0 ?
+	    METRICS_CREF_STOPPING : METRICS_CREF_PROXY]);
 	smtpd_proxy_wait_free(w);
 }
 
@@ -285,8 +297,9 @@ smtpd_proxy_done(struct smtpd_proxy_wait *w, const struct proxy_hdr *h)
 		    "reason=max-connections-per-ip",
 		    sockaddr_ntop(client, a, sizeof(a)),
 		    sockaddr_ntop((struct sockaddr *)&w->peer, b, sizeof(b)));
-		smtpd_accept_refuse(w->fd, "421 4.7.0 Too many connections from "
-		    "your address", NULL, client);
+		smtpd_accept_refuse(w->fd, w->lc, METRICS_CREF_PER_IP,
+		    "421 4.7.0 Too many connections from your address", NULL,
+		    client);
 		w->fd = -1;
 		srv->nconnections--;
 		conf_unref(w->conf);
@@ -375,6 +388,7 @@ smtpd_proxy_accept(struct smtpd_loop *loop, evutil_socket_t fd,
 		log_info("connect client=%s listener=%s refused "
 		    "reason=not-in-proxy-networks",
 		    sockaddr_ntop(sa, addr, sizeof(addr)), lc->spec);
+		METRIC_INC(connections_refused_total[METRICS_CREF_PROXY]);
 		close(fd);
 		conf_unref(conf);
 		return;
@@ -432,17 +446,19 @@ smtpd_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 			break;
 		}
 	if (loop->stopping) {
-		smtpd_accept_refuse(fd, "421 4.3.2 Service shutting down", NULL, sa);
+		smtpd_accept_refuse(fd, lc, METRICS_CREF_STOPPING,
+		    "421 4.3.2 Service shutting down", NULL, sa);
 		goto out;
 	}
 	if (lc == NULL) {
 		/* removed by a reload: keep the mode it was started with */
-		smtpd_accept_refuse(fd, "421 4.3.2 Listener disabled", NULL, sa);
+		smtpd_accept_refuse(fd, NULL, METRICS_CREF_STOPPING,
+		    "421 4.3.2 Listener disabled", NULL, sa);
 		goto out;
 	}
 	if (srv->nconnections >= conf->max_connections) {
-		smtpd_accept_refuse(fd, "421 4.7.0 Too many connections, try "
-		    "again later", "max-connections", sa);
+		smtpd_accept_refuse(fd, lc, METRICS_CREF_MAX, "421 4.7.0 Too "
+		    "many connections, try again later", "max-connections", sa);
 		goto out;
 	}
 	if (lc->proxy) {
@@ -459,8 +475,9 @@ smtpd_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	unsigned perip = conf_is_trusted(conf, sa) ?
 	    conf->max_connections_per_ip_trusted : conf->max_connections_per_ip;
 	if (smtpd_connlimit_take(srv, sa, perip) < 0) {
-		smtpd_accept_refuse(fd, "421 4.7.0 Too many connections from "
-		    "your address", "max-connections-per-ip", sa);
+		smtpd_accept_refuse(fd, lc, METRICS_CREF_PER_IP, "421 4.7.0 Too "
+		    "many connections from your address",
+		    "max-connections-per-ip", sa);
 		goto out;
 	}
 	srv->nconnections++;

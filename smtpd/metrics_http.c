@@ -224,6 +224,8 @@ metrics_render_buf(struct evbuffer *b, struct queue *q)
 	static const char *refusals[] = { "relay_denied", "auth", "sender",
 	    "size", "content", "queue", "limit" };
 	static const char *dlv[] = { "sent", "deferred", "bounced", "expired" };
+	static const char *crefusals[] = { "max-connections",
+	    "max-connections-per-ip", "proxy", "shutting-down" };
 	struct metrics *m = &tern_metrics;
 
 	metrics_head(b, "tern_sessions_total", "counter",
@@ -248,6 +250,12 @@ metrics_render_buf(struct evbuffer *b, struct queue *q)
 	metrics_counter(b, "tern_early_talkers_total",
 	    "Relay clients refused (554 5.5.1) for sending before the greeting.",
 	    metrics_load(&m->early_talkers_total));
+	metrics_head(b, "tern_connections_refused_total", "counter",
+	    "Inbound connections closed before their session, by reason.");
+	for (int i = 0; i < METRICS_NCREFUSALS; i++)
+		evbuffer_add_printf(b, "tern_connections_refused_total{reason="
+		    "\"%s\"} %llu\n", crefusals[i], (unsigned long long)
+		    metrics_load(&m->connections_refused_total[i]));
 	metrics_counter(b, "tern_messages_accepted_total",
 	    "Messages accepted (durable, answered 250).",
 	    metrics_load(&m->messages_accepted_total));

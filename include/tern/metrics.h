@@ -33,6 +33,16 @@ enum metrics_refusal {
 	METRICS_NREFUSALS,
 };
 
+/* Why a connection was closed before its session started. */
+enum metrics_conn_refusal {
+	METRICS_CREF_MAX = 0,       /* max-connections */
+	METRICS_CREF_PER_IP,        /* max-connections-per-ip */
+	METRICS_CREF_PROXY,         /* PROXY header missing, bad, or not from
+	                               proxy-networks */
+	METRICS_CREF_STOPPING,      /* shutting down, listener removed */
+	METRICS_NCREFUSALS,
+};
+
 enum metrics_delivery { METRICS_DLV_SENT = 0, METRICS_DLV_DEFERRED,
 	METRICS_DLV_BOUNCED, METRICS_DLV_EXPIRED, METRICS_NDLV };
 
@@ -53,6 +63,7 @@ struct metrics {
 	uint64_t tls_handshakes_total;
 	uint64_t auth_total[2];               /* [0] failed, [1] ok */
 	uint64_t early_talkers_total;         /* relay clients that sent before 220 */
+	uint64_t connections_refused_total[METRICS_NCREFUSALS];
 	uint64_t messages_accepted_total;
 	uint64_t messages_refused_total[METRICS_NREFUSALS];
 	uint64_t bytes_accepted_total;

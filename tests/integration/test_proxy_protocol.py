@@ -23,6 +23,7 @@ import time
 import pytest
 
 from conftest import free_port, require_tool
+from test_operations import scrape
 
 CLIENT = "127.0.0.5"          # the mail client, bound as source address
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -419,3 +420,35 @@ def test_stop_while_a_header_is_awaited(ternd):
         t.stop()
         assert time.monotonic() - t0 < 5
         assert read_until_closed(s) == b""
+
+
+def test_implicit_tls_refusal_is_a_bare_close_and_counted(ternd, certs):
+    """Behind an implicit-TLS proxy listener the client speaks TLS first: a
+    connection over the per-address limit is closed without a plaintext
+    421 (which would be garbage to its handshake), and every refusal is
+    counted in tern_connections_refused_total by reason."""
+    mport = free_port()
+    t = ternd(hostname="mx1.test",
+              listeners=[("smtps", "relay tls proxy")],
+              extra_conf="tls-cert %s\ntls-key %s\nproxy-networks 127.0.0.1\n"
+                         "max-connections-per-ip 1\nmetrics-listen 127.0.0.1:%d\n"
+                         % (certs.cert, certs.key, mport))
+    ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
+    hdr = b"PROXY TCP4 203.0.113.50 127.0.0.1 1 465\r\n"
+    with raw(t.port("smtps")) as s1:
+        s1.sendall(hdr)
+        with ctx.wrap_socket(s1, server_hostname="mx.test") as ts:
+            assert read_reply(ts).startswith(b"220 ")
+            with raw(t.port("smtps")) as s2:
+                s2.sendall(hdr)
+                assert read_until_closed(s2) == b""
+            t.wait_log(r"connect client=203\.0\.113\.50 via=127\.0\.0\.1 refused "
+                       r"reason=max-connections-per-ip")
+    with raw(t.port("smtps")) as s3:
+        s3.sendall(b"PROXY BOGUS\r\n")
+        assert read_until_closed(s3) == b""
+    t.wait_log(r"refused reason=proxy-header")
+    m = scrape(mport)
+    assert m['tern_connections_refused_total{reason="max-connections-per-ip"}'] == 1, m
+    assert m['tern_connections_refused_total{reason="proxy"}'] == 1, m
+    assert m['tern_connections_refused_total{reason="max-connections"}'] == 0, m
