@@ -12,6 +12,8 @@ socket and an IMAP listener on 127.0.0.1:<free port>. It runs as
     d = Dovecot(["bob", "carol"], quota={"carol": "1"}).start()
     d.lmtp_port, d.lmtp_socket, d.imap_port
     d.fetch_all("bob") -> [raw message bytes] of bob's INBOX, over IMAP
+    d.auth_socket            Dovecot's auth-client socket (mode 0666), for a
+                             Postfix smtpd with smtpd_sasl_type = dovecot
     d.stop(); d.start()      (same ports, same mail)
     d.cleanup()              (stop and remove the directory)
 
@@ -60,6 +62,7 @@ class Dovecot:
         self.lmtp_port = free_port()
         self.imap_port = free_port()
         self.lmtp_socket = os.path.join(self.dir, "lmtp")
+        self.auth_socket = os.path.join(self.dir, "run", "auth-client")
         self.proc = None
         uid, gid, internal, login = _ids()
         mail = os.path.join(self.dir, "mail")
@@ -120,6 +123,11 @@ service imap-login {{
   }}
   inet_listener imaps {{
     port = 0
+  }}
+}}
+service auth {{
+  unix_listener auth-client {{
+    mode = 0666
   }}
 }}
 protocol lmtp {{

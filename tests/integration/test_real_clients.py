@@ -335,7 +335,7 @@ class PrivatePostfix:
     """`postfix -c DIR/etc` with everything under DIR; stopped by `postfix -c
     DIR/etc stop`, then by the master's PID if it is still there."""
 
-    def __init__(self, postfix, d, relay_port):
+    def __init__(self, postfix, d, relay_port, extra_main=""):
         self.postfix = postfix
         self.dir = Path(d)
         self.etc = self.dir / "etc"
@@ -345,7 +345,8 @@ class PrivatePostfix:
         (self.dir / "queue").mkdir()
         (self.dir / "data").mkdir()
         self.dir.chmod(0o755)
-        (self.etc / "main.cf").write_text(MAIN_CF.format(dir=self.dir, relay_port=relay_port))
+        (self.etc / "main.cf").write_text(MAIN_CF.format(dir=self.dir, relay_port=relay_port)
+                                          + extra_main)
         (self.etc / "master.cf").write_text(MASTER_CF.format(port=self.port))
         pw = pwd.getpwnam("postfix")
         os.chown(self.dir / "data", pw.pw_uid, pw.pw_gid)
@@ -417,8 +418,8 @@ def postfix():
     base = Path(tempfile.mkdtemp(prefix="tern-postfix-", dir="/tmp"))
     base.chmod(0o755)
 
-    def make(relay_port):
-        p = PrivatePostfix(exe, base / ("pf%d" % len(made)), relay_port)
+    def make(relay_port, extra_main=""):
+        p = PrivatePostfix(exe, base / ("pf%d" % len(made)), relay_port, extra_main)
         made.append(p)
         return p.start()
 

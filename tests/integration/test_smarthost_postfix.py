@@ -1,0 +1,88 @@
+"""A real smarthost: ternd relays through a private Postfix whose submission
+needs STARTTLS and SASL AUTH, with Dovecot's auth service behind it (Postfix's
+`smtpd_sasl_type = dovecot`, a private Dovecot as in test_lmtp.py). The route
+is `smtp:[mx.test]:PORT tls-policy=verify` with a route-auth line, as in
+test_smarthost_auth.py, which covers the same client against aiosmtpd.
+
+What must hold: the right credentials deliver through Postfix to the sink
+(Postfix logs the SASL login tern used); a wrong password is refused by
+Postfix (535) and ternd defers the mail with 4.7.8, nothing reaches the sink;
+Postfix relays nothing for an unauthenticated client."""
+
+import os
+import shutil
+import smtplib
+
+import pytest
+
+from conftest import require_tool
+from dovecot import PASSWORD, Dovecot
+from test_real_clients import postfix  # noqa: F401 (fixture)
+from test_smarthost_auth import RCPT, attempt_line, send, start, write_auth
+from test_tls_verify import ca_file  # noqa: F401 (fixture)
+
+USER = "relayuser"
+
+
+@pytest.fixture
+def dovecot():
+    require_tool("/usr/sbin/dovecot")
+    d = Dovecot([USER]).start()
+    yield d
+    d.cleanup()
+
+
+def postfix_sasl(postfix, certs, dovecot, sink_port):
+    """A private Postfix: STARTTLS with the test CA's mx.test certificate,
+    AUTH through Dovecot, relay only for authenticated clients, on to the
+    sink."""
+    d = dovecot.dir
+    cert, key = os.path.join(d, "pf-cert.pem"), os.path.join(d, "pf-key.pem")
+    shutil.copyfile(str(certs.cert), cert)
+    shutil.copyfile(str(certs.key), key)
+    os.chmod(key, 0o600)
+    extra = "\n".join([
+        "smtpd_tls_security_level = may",
+        "smtpd_tls_cert_file = %s" % cert,
+        "smtpd_tls_key_file = %s" % key,
+        "smtpd_tls_auth_only = yes",
+        "smtpd_sasl_auth_enable = yes",
+        "smtpd_sasl_type = dovecot",
+        "smtpd_sasl_path = %s" % dovecot.auth_socket,
+        "smtpd_sasl_security_options = noanonymous",
+        "smtpd_relay_restrictions = permit_sasl_authenticated, reject",
+        "mynetworks = 127.0.0.2/32",
+    ]) + "\n"
+    return postfix(sink_port, extra)
+
+
+def test_ternd_relays_through_postfix_with_sasl(ternd, dns, ca_file, certs, postfix,
+                                                dovecot, sink, tmp_path):
+    s = sink()
+    pf = postfix_sasl(postfix, certs, dovecot, s.port)
+    # Postfix refuses to relay for a client that did not authenticate
+    with smtplib.SMTP("127.0.0.1", pf.port, timeout=10) as c:
+        c.ehlo("client.test")
+        assert c.mail("alice@sender.test")[0] == 250
+        code, _ = c.rcpt(RCPT)
+        assert code == 554, code
+    f = write_auth(tmp_path / "route-auth", "[mx.test]:%d %s %s\n" % (pf.port, USER, PASSWORD))
+    t = start(ternd, dns, ca_file, pf.port, f)
+    qid = send(t, "through postfix")
+    attempt_line(t, qid, "sent")
+    (m,) = s.wait_for(1, timeout=30)
+    assert b"Subject: through postfix" in m.data
+    pf.wait_log(r"sasl_method=PLAIN, sasl_username=%s" % USER)
+
+
+def test_wrong_password_at_postfix_defers_4_7_8(ternd, dns, ca_file, certs, postfix,
+                                              dovecot, sink, tmp_path):
+    s = sink()
+    pf = postfix_sasl(postfix, certs, dovecot, s.port)
+    f = write_auth(tmp_path / "route-auth", "[mx.test]:%d %s %s\n" % (pf.port, USER, "wrong"))
+    t = start(ternd, dns, ca_file, pf.port, f)
+    qid = send(t, "never")
+    line = attempt_line(t, qid, "deferred")
+    assert line.group(2) == "4.7.8", line.group(0)
+    pf.wait_log(r"SASL PLAIN authentication failed")
+    assert s.messages == []
