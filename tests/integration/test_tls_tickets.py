@@ -7,6 +7,7 @@ certificate.
   a rotation still resumes within its lifetime (and the new ticket is sealed
   with another key: the key name at the head of the ticket changes); a
   ticket older than the lifetime gets a full handshake;
+- the ticket keys outlive a reload (SIGHUP builds new TLS contexts);
 - `tls-session-tickets off`: no ticket, no TLS 1.3 resumption (TLS 1.2
   session IDs still resume);
 - with an RSA and an ECDSA pair (RSA written first), a client that can use
@@ -14,13 +15,17 @@ certificate.
   (signature algorithms) and TLS 1.2 (cipher suites).
 """
 
+import os
 import re
+import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import time
 
 from conftest import require_tool
+from test_tls import _runtime_readable_dir, _start_reloadable
 
 QUIT_TIMEOUT = 20
 
@@ -123,6 +128,20 @@ def test_ticket_from_before_a_rotation_resumes_then_expires(ternd, certs, tmp_pa
     # the server is fine and resumes new tickets again
     assert not reused(s_client(port, "-tls1_3", sess_out=a))
     assert reused(s_client(port, "-tls1_3", sess_in=a))
+
+
+def test_ticket_resumes_after_a_reload(ternd, certs, tmp_path):
+    d = _runtime_readable_dir()
+    try:
+        t = _start_reloadable(ternd, certs, d)[0]
+        f = tmp_path / "s.pem"
+        for ver in ("-tls1_3", "-tls1_2"):
+            assert not reused(s_client(t.port("tls"), ver, sess_out=f))
+            os.kill(t.pid, signal.SIGHUP)
+            t.wait_log(r"reload done" + r"(.|\n)*reload done" * (ver == "-tls1_2"))
+            assert reused(s_client(t.port("tls"), ver, sess_in=f)), ver
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_tickets_off(ternd, certs, tmp_path):
