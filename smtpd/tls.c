@@ -11,10 +11,12 @@
  * refused (no pass phrase prompt).
  *
  * Owns the process-wide session-ticket key ring (tls_ring, under a mutex):
- * random keys made in memory, never written out, rotated when a ticket is
- * sealed or opened and found due, wiped when expired (see tern/tls.h).
- * OpenSSL hands the ticket callback the client's ticket; the callback only
- * looks up its 16-byte key name.
+ * random keys made in memory, never written out. There is no timer: each
+ * ticket sealed or opened first wipes the expired keys and, when sealing,
+ * makes a new key if the newest is due; a ticket opened with a retired or
+ * due key is renewed, which seals (see tern/tls.h). OpenSSL hands the
+ * ticket callback the client's ticket; the callback only looks up its
+ * 16-byte key name.
  *
  * RFC 8314 (implicit TLS), RFC 3207 (STARTTLS), RFC 7525/9325 (TLS 1.2+,
  * AEAD with forward secrecy), RFC 5077 and RFC 8446 4.6.1 (tickets).
