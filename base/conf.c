@@ -82,6 +82,7 @@ static const char *const conf_words_bare[] = { "reject", "normalize", NULL };
 static const char *const conf_words_log[] = { "stderr", "syslog", NULL };
 static const char *const conf_words_logfmt[] = { "text", "json", NULL };
 static const char *const conf_words_noyes[] = { "no", "yes", NULL };
+static const char *const conf_words_offon[] = { "off", "on", NULL };
 static const char *const conf_words_8bit[] = { "bounce", "send", NULL };
 
 _Static_assert(sizeof(enum conf_tls_policy) == sizeof(int), "keyword store");
@@ -1430,6 +1431,9 @@ static const struct conf_directive conf_table[] = {
 	    local_senders, 2, -1, "USER ADDRESS|@DOMAIN|* ..."),
 	D_LIST("tls-cert", conf_set_tls_cert, NULL, 0, 0, tls, 1, 1, "FILE"),
 	D_LIST("tls-key", conf_set_tls_key, NULL, 0, 0, tls, 1, 1, "FILE"),
+	D_WORD("tls-session-tickets", "on", conf_words_offon,
+	    tls_session_tickets, "on|off"),
+	D_DUR("tls-ticket-lifetime", "1h", 2, 7 * DAY, tls_ticket_lifetime),
 	D_LIST("listen", conf_set_listen, NULL, 0, 0, listen, 2, 4,
 	    "ADDR:PORT relay|submission [starttls|tls|plain] [proxy]"),
 	D_LIST("relay-domains", conf_set_relay_domains, NULL, 0, 0,

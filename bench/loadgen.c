@@ -6,7 +6,10 @@
  * header "X-Bench-Id: N" so bench/sink can account for it. Each message: MAIL, -r RCPTs
  * and DATA pipelined in one write, then the body (-l bytes, 76-column lines) and the
  * terminator in one write. Sessions are reused for -C messages (0: until done).
- * With -t: STARTTLS (no certificate check) and AUTH PLAIN -u USER -w PASS.
+ * With -t: STARTTLS (no certificate check) and AUTH PLAIN -u USER -w PASS; with -R
+ * as well, each session thread offers the TLS session of its previous connection
+ * (a ticket, or a TLS 1.2 session ID) for resumption, like a mail client that keeps
+ * its session between submissions; the JSON line then counts "resumed" handshakes.
  * A message counts as acknowledged only on a 250 after the data. A session that fails
  * (connection refused/reset, e.g. the MTA was killed) is retried after 50 ms until
  * -T seconds have passed; the message in flight is then counted as failed, never
@@ -17,7 +20,8 @@
  * N domains holds about m/N messages (bench/scale queries them).
  *
  * Usage: loadgen -s HOST:PORT -m MSGS [-c SESS] [-r RCPTS] [-l BYTES] [-C PER_CONN]
- *                [-t -u USER -w PASS] [-T TIMEOUT_S] [-o ACKED_FILE] [-D DOMAINS]
+ *                [-t -u USER -w PASS [-R]] [-T TIMEOUT_S] [-o ACKED_FILE]
+ *                [-D DOMAINS]
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -49,6 +53,8 @@ struct lg_thread {
 	unsigned long *acked_ids;
 	size_t n_acked, cap_acked;
 	unsigned long sent, rejected, errors;
+	unsigned long handshakes, resumed;
+	SSL_SESSION *sess;	/* -R: the last connection's session */
 	char *msg;
 };
 
@@ -57,7 +63,7 @@ static unsigned long lg_total;
 static unsigned lg_rcpts = 1, lg_per_conn;
 static unsigned long lg_domains;
 static size_t lg_size = 4096;
-static int lg_tls;
+static int lg_tls, lg_resume;
 static const char *lg_user = "", *lg_pass = "";
 static char lg_auth_b64[512];
 static double lg_timeout = 600;
@@ -144,6 +150,8 @@ static int lg_reply_read(struct lg_conn *c)
 static void lg_conn_close(struct lg_conn *c)
 {
 	if (c->ssl) {
+		/* close_notify: a session freed without it is not resumable */
+		SSL_shutdown(c->ssl);
 		SSL_free(c->ssl);
 		c->ssl = NULL;
 	}
@@ -152,7 +160,22 @@ static void lg_conn_close(struct lg_conn *c)
 	c->fd = -1;
 }
 
-static int lg_conn_open(struct lg_conn *c)
+/* -R: keep the session (with the ticket that came after the handshake). */
+static void lg_session_keep(struct lg_conn *c, struct lg_thread *t)
+{
+	SSL_SESSION *s;
+
+	if (!lg_resume || !c->ssl || !(s = SSL_get1_session(c->ssl)))
+		return;
+	if (SSL_SESSION_is_resumable(s)) {
+		SSL_SESSION_free(t->sess);
+		t->sess = s;
+	} else {
+		SSL_SESSION_free(s);
+	}
+}
+
+static int lg_conn_open(struct lg_conn *c, struct lg_thread *t)
 {
 	int one = 1;
 
@@ -175,8 +198,15 @@ static int lg_conn_open(struct lg_conn *c)
 		if (lg_write(c, "STARTTLS\r\n", 10) < 0 || lg_reply_read(c) != 220)
 			goto fail;
 		c->ssl = SSL_new(lg_ssl_ctx);
-		if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1 || SSL_connect(c->ssl) != 1)
+		if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
 			goto fail;
+		if (lg_resume && t->sess)
+			SSL_set_session(c->ssl, t->sess);
+		if (SSL_connect(c->ssl) != 1)
+			goto fail;
+		t->handshakes++;
+		if (SSL_session_reused(c->ssl))
+			t->resumed++;
 		if (lg_write(c, "EHLO loadgen.example\r\n", 22) < 0 || lg_reply_read(c) != 250)
 			goto fail;
 		n = snprintf(cmd, sizeof(cmd), "AUTH PLAIN %s\r\n", lg_auth_b64);
@@ -269,7 +299,7 @@ static void *lg_thread_run(void *arg)
 		while (c.fd < 0) {
 			if (lg_now_ns() > lg_deadline_ns)
 				goto out;
-			if (lg_conn_open(&c) == 0) {
+			if (lg_conn_open(&c, t) == 0) {
 				on_conn = 0;
 				break;
 			}
@@ -284,10 +314,13 @@ static void *lg_thread_run(void *arg)
 		if (lg_per_conn && ++on_conn >= lg_per_conn) {
 			if (lg_write(&c, "QUIT\r\n", 6) == 0)
 				lg_reply_read(&c);
+			lg_session_keep(&c, t);
 			lg_conn_close(&c);
 		}
 	}
 out:
+	SSL_SESSION_free(t->sess);
+	t->sess = NULL;
 	if (c.fd >= 0) {
 		if (lg_write(&c, "QUIT\r\n", 6) == 0)
 			lg_reply_read(&c);
@@ -327,10 +360,10 @@ int main(int argc, char **argv)
 	char host[64] = "127.0.0.1";
 	int port = 25, opt;
 	struct lg_thread *threads;
-	unsigned long sent = 0, acked = 0, rejected = 0, errors = 0;
+	unsigned long sent = 0, acked = 0, rejected = 0, errors = 0, hs = 0, resumed = 0;
 	uint64_t t_start, t_end;
 
-	while ((opt = getopt(argc, argv, "s:m:c:r:l:C:tu:w:T:o:D:")) != -1) {
+	while ((opt = getopt(argc, argv, "s:m:c:r:l:C:tu:w:T:o:D:R")) != -1) {
 		switch (opt) {
 		case 's': {
 			char *colon = strrchr(optarg, ':');
@@ -353,6 +386,7 @@ int main(int argc, char **argv)
 		case 'T': lg_timeout = atof(optarg); break;
 		case 'o': acked_path = optarg; break;
 		case 'D': lg_domains = strtoul(optarg, NULL, 10); break;
+		case 'R': lg_resume = 1; break;
 		default:
 			fprintf(stderr, "usage: see bench/loadgen.c\n");
 			return 2;
@@ -393,6 +427,8 @@ int main(int argc, char **argv)
 		acked += threads[i].n_acked;
 		rejected += threads[i].rejected;
 		errors += threads[i].errors;
+		hs += threads[i].handshakes;
+		resumed += threads[i].resumed;
 	}
 	if (acked_path) {
 		FILE *f = fopen(acked_path, "w");
@@ -406,8 +442,9 @@ int main(int argc, char **argv)
 		fclose(f);
 	}
 	printf("{\"sent\": %lu, \"acked\": %lu, \"rejected\": %lu, \"errors\": %lu, "
+	       "\"handshakes\": %lu, \"resumed\": %lu, "
 	       "\"t_start_ns\": %llu, \"t_end_ns\": %llu}\n",
-	       sent, acked, rejected, errors, (unsigned long long)t_start,
+	       sent, acked, rejected, errors, hs, resumed, (unsigned long long)t_start,
 	       (unsigned long long)t_end);
 	return 0;
 }

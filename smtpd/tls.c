@@ -10,8 +10,16 @@
  * X509_check_host. Key bytes are wiped when freed; an encrypted key is
  * refused (no pass phrase prompt).
  *
+ * Owns the process-wide session-ticket key ring (tls_ring, under a mutex):
+ * random keys made in memory, never written out. There is no timer: each
+ * ticket sealed or opened first wipes the expired keys and, when sealing,
+ * makes a new key if the newest is due; a ticket opened with a retired or
+ * due key is renewed, which seals (see tern/tls.h). OpenSSL hands the
+ * ticket callback the client's ticket; the callback only looks up its
+ * 16-byte key name.
+ *
  * RFC 8314 (implicit TLS), RFC 3207 (STARTTLS), RFC 7525/9325 (TLS 1.2+,
- * AEAD with forward secrecy).
+ * AEAD with forward secrecy), RFC 5077 and RFC 8446 4.6.1 (tickets).
  */
 #include <sys/stat.h>
 
@@ -22,11 +30,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -48,6 +60,8 @@ struct tls_server {
 	SSL_CTX *ctx[TLS_MAX_CTX];      /* owned; ctx[0] is the default */
 	int keytypes[TLS_MAX_CTX][4];   /* EVP_PKEY ids loaded in each ctx */
 	size_t nctx;
+	int tickets;                    /* tls-session-tickets */
+	unsigned ticket_lifetime;       /* tls-ticket-lifetime, seconds */
 };
 
 /*
@@ -65,11 +79,134 @@ tls_ssl_ref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
 	tls_server_unref(ptr);
 }
 
+/* The ticket cipher, fetched once rather than at every ticket. */
+static EVP_CIPHER *tls_ticket_cipher;
+
 static void
 tls_ssl_idx_init(void)
 {
 	tls_ssl_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL,
 	    tls_ssl_ref_free);
+	tls_ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* session-ticket keys */
+
+static pthread_mutex_t tls_ring_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct tls_ticket_ring tls_ring;   /* under tls_ring_mu */
+
+static void
+tls_ticket_key_wipe(struct tls_ticket_key *k)
+{
+	OPENSSL_cleanse(k, sizeof(*k));
+}
+
+void
+tls_ticket_ring_expire(struct tls_ticket_ring *r, long long now,
+    unsigned lifetime)
+{
+	long long keep = (long long)lifetime + lifetime / 2;
+
+	for (size_t i = 0; i < TLS_TICKET_KEYS; i++)
+		if (r->k[i].used && (now - r->k[i].born >= keep ||
+		    now < r->k[i].born))
+			tls_ticket_key_wipe(&r->k[i]);
+}
+
+int
+tls_ticket_ring_seal_key(struct tls_ticket_ring *r, long long now,
+    unsigned lifetime, struct tls_ticket_key *out)
+{
+	tls_ticket_ring_expire(r, now, lifetime);
+	if (lifetime == 0)
+		return -1;
+	if (!r->k[0].used || now - r->k[0].born >= lifetime / 2) {
+		struct tls_ticket_key nk = { .born = now, .used = 1 };
+		if (RAND_priv_bytes(nk.name, sizeof(nk.name)) != 1 ||
+		    RAND_priv_bytes(nk.aes, sizeof(nk.aes)) != 1 ||
+		    RAND_priv_bytes(nk.hmac, sizeof(nk.hmac)) != 1) {
+			tls_ticket_key_wipe(&nk);
+			return -1;
+		}
+		tls_ticket_key_wipe(&r->k[TLS_TICKET_KEYS - 1]);
+		memmove(&r->k[1], &r->k[0],
+		    (TLS_TICKET_KEYS - 1) * sizeof(r->k[0]));
+		r->k[0] = nk;
+		tls_ticket_key_wipe(&nk);
+	}
+	*out = r->k[0];
+	return 0;
+}
+
+int
+tls_ticket_ring_open_key(struct tls_ticket_ring *r,
+    const unsigned char name[16], long long now, unsigned lifetime,
+    struct tls_ticket_key *out)
+{
+	tls_ticket_ring_expire(r, now, lifetime);
+	for (size_t i = 0; i < TLS_TICKET_KEYS; i++)
+		if (r->k[i].used && CRYPTO_memcmp(r->k[i].name, name,
+		    sizeof(r->k[i].name)) == 0) {
+			*out = r->k[i];
+			return i == 0 && now - r->k[0].born < lifetime / 2 ?
+			    1 : 2;
+		}
+	return 0;
+}
+
+static long long
+tls_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec;
+}
+
+/*
+ * OpenSSL's ticket callback: enc 1 seals a new ticket (key name and IV out),
+ * enc 0 opens the client's (key name in). Returns 1 (go on), 2 (opened with
+ * a retired key: renew), 0 (no ticket, or a full handshake), -1 (error).
+ */
+static int
+tls_ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
+    EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+	static char digest[] = "SHA256";
+	struct tls_server *t = SSL_get_ex_data(ssl, tls_ssl_idx);
+	struct tls_ticket_key k;
+	int r;
+
+	if (t == NULL || tls_ticket_cipher == NULL)
+		return 0;
+	pthread_mutex_lock(&tls_ring_mu);
+	if (enc)
+		r = tls_ticket_ring_seal_key(&tls_ring, tls_now(),
+		    t->ticket_lifetime, &k) == 0 ? 1 : 0;
+	else
+		r = tls_ticket_ring_open_key(&tls_ring, name, tls_now(),
+		    t->ticket_lifetime, &k);
+	pthread_mutex_unlock(&tls_ring_mu);
+	if (r == 0)
+		return 0;
+	if (enc) {
+		memcpy(name, k.name, sizeof(k.name));
+		if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(tls_ticket_cipher))
+		    != 1)
+			r = -1;
+	}
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac,
+		    sizeof(k.hmac)),
+		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+		OSSL_PARAM_construct_end(),
+	};
+	if (r > 0 && (EVP_MAC_CTX_set_params(hctx, params) != 1 ||
+	    (enc ? EVP_EncryptInit_ex(cctx, tls_ticket_cipher, NULL, k.aes, iv) :
+	    EVP_DecryptInit_ex(cctx, tls_ticket_cipher, NULL, k.aes, iv)) != 1))
+		r = -1;
+	tls_ticket_key_wipe(&k);
+	return r;
 }
 
 static void
@@ -101,7 +238,7 @@ tls_sni_cb(SSL *ssl, int *alert, void *arg)
 }
 
 static SSL_CTX *
-tls_server_ctx_new(char *err, size_t errlen)
+tls_server_ctx_new(const struct tls_server *t, char *err, size_t errlen)
 {
 	static const unsigned char sid_ctx[] = "tern";
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -121,7 +258,15 @@ tls_server_ctx_new(char *err, size_t errlen)
 	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
 	SSL_CTX_sess_set_cache_size(ctx, 20000);
-	SSL_CTX_set_timeout(ctx, 3600);
+	if (t->ticket_lifetime > 0)     /* 0 in a conf not from conf_parse */
+		SSL_CTX_set_timeout(ctx, (long)t->ticket_lifetime);
+	if (t->tickets) {
+		SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb);
+	} else {
+		/* no stateless tickets, and none backed by the cache (TLS 1.3) */
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		SSL_CTX_set_num_tickets(ctx, 0);
+	}
 	SSL_CTX_set_tlsext_servername_callback(ctx, tls_sni_cb);
 	/* Partial writes let libevent hand OpenSSL less than a whole record. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
@@ -335,7 +480,7 @@ tls_server_slot(struct tls_server *t, int type, size_t *kout, int *slotout,
 			snprintf(err, errlen, "too many certificate pairs");
 			return -1;
 		}
-		if ((t->ctx[k] = tls_server_ctx_new(err, errlen)) == NULL)
+		if ((t->ctx[k] = tls_server_ctx_new(t, err, errlen)) == NULL)
 			return -1;
 		t->nctx++;
 	}
@@ -358,6 +503,9 @@ tls_server_new_pem(const struct conf *c, const struct tls_pem *pems,
 	struct tls_server *t = xcalloc(1, sizeof(*t));
 	struct tls_pair_parsed pp;
 	t->refcnt = 1;
+	t->tickets = c->tls_session_tickets;
+	t->ticket_lifetime = c->tls_ticket_lifetime;
+	pthread_once(&tls_ssl_idx_once, tls_ssl_idx_init);
 
 	for (size_t i = 0; i < c->ntls; i++) {
 		const struct conf_tls_pair *p = &c->tls[i];

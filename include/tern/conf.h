@@ -129,6 +129,9 @@ struct conf {
 
 	struct conf_tls_pair *tls;    /* tls-cert / tls-key pairs, in order */
 	size_t ntls;
+	int tls_session_tickets;      /* 1 (default): issue TLS session tickets */
+	unsigned tls_ticket_lifetime; /* seconds a ticket (and a session) may be
+	                                 resumed; default 1h */
 
 	struct conf_listen *listen;
 	size_t nlisten;

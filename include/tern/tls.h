@@ -3,7 +3,9 @@
  * delivery client (queue/mta/tls_client.c).
  *
  * Server side: TLS 1.2 and 1.3 only, forward-secret AEAD ciphers, server
- * cipher preference, session resumption (tickets + a server-side cache).
+ * cipher preference, session resumption (tickets sealed with rotating keys,
+ * tls-session-tickets / tls-ticket-lifetime, and a server-side cache for
+ * TLS 1.2 session IDs).
  * Several tls-cert/tls-key pairs may be configured: pairs of different key
  * types (RSA, ECDSA) share one context and OpenSSL picks what the client
  * supports; a pair whose key type is already taken starts another context,
@@ -75,6 +77,51 @@ struct ssl_ctx_st *tls_client_ctx_new(char *err, size_t errlen);
  */
 struct ssl_st *tls_client_ssl_new(struct ssl_ctx_st *ctx, const char *host,
     int verify);
+
+/*
+ * Session-ticket keys (RFC 5077; RFC 8446 4.6.1). The server contexts share
+ * one process-wide ring (kept across reloads, in memory only): a ticket is
+ * sealed with the newest key, made when the ring is empty or its newest key
+ * is lifetime/2 old; a key opens tickets until it is 1.5 x lifetime old
+ * (its last ticket, sealed just before the next key took over, then expires:
+ * the session itself is resumable for `lifetime`), then it is wiped.
+ * The functions below are the ring's rules, pure but for RAND_bytes, with the
+ * clock passed in (seconds, any monotonic origin); the caller locks.
+ */
+#define TLS_TICKET_KEYS 4             /* 1.5 x lifetime / (lifetime/2) + 1 */
+
+struct tls_ticket_key {
+	unsigned char name[16];       /* sent in clear at the head of a ticket */
+	unsigned char aes[32];        /* AES-256-CBC */
+	unsigned char hmac[32];       /* HMAC-SHA256 */
+	long long born;               /* when it became the sealing key */
+	int used;                     /* 0: empty slot */
+};
+
+struct tls_ticket_ring {
+	struct tls_ticket_key k[TLS_TICKET_KEYS];   /* k[0] newest */
+};
+
+/*
+ * The key to seal a new ticket with at time now (a copy in *out), rotating
+ * first when due and wiping expired keys. 0, or -1 if no random key could be
+ * made (then no ticket is issued).
+ */
+int tls_ticket_ring_seal_key(struct tls_ticket_ring *r, long long now,
+    unsigned lifetime, struct tls_ticket_key *out);
+/*
+ * The key named name, if it may still open tickets at time now (expired
+ * keys are wiped first): 1 it is the sealing key, 2 an older one or one due
+ * for rotation (the caller renews the ticket: a TLS 1.3 server sends a new
+ * ticket after a resumption only then), 0 unknown or expired (full
+ * handshake).
+ */
+int tls_ticket_ring_open_key(struct tls_ticket_ring *r,
+    const unsigned char name[16], long long now, unsigned lifetime,
+    struct tls_ticket_key *out);
+/* Wipe expired keys (all of them with lifetime 0). */
+void tls_ticket_ring_expire(struct tls_ticket_ring *r, long long now,
+    unsigned lifetime);
 
 /* "TLSv1.3 TLS_AES_256_GCM_SHA384" of an established connection. */
 void tls_describe(struct ssl_st *ssl, char *buf, size_t len);

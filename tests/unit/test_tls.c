@@ -4,6 +4,8 @@
  * contexts built from PEM bytes in memory: one pair, a chain, two key types
  * in one context, a key that does not match, garbage, an encrypted key
  * (refused, no prompt). Keys and certificates are made in process.
+ * The session-ticket key ring's rules: rotation every lifetime/2, retired
+ * keys still open tickets until 1.5 x lifetime, then are wiped.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -240,6 +242,64 @@ test_pem_read(void **state)
 	unlink(path);
 }
 
+/* The key ring, on a clock of our own: lifetime 100 s. */
+static void
+test_ticket_ring(void **state)
+{
+	struct tls_ticket_ring r;
+	struct tls_ticket_key a, b, c, x;
+	const unsigned life = 100;
+
+	memset(&r, 0, sizeof(r));
+	/* the first seal makes a key; it stays the sealing key for 49 s */
+	assert_int_equal(tls_ticket_ring_seal_key(&r, 1000, life, &a), 0);
+	assert_int_equal(tls_ticket_ring_seal_key(&r, 1049, life, &x), 0);
+	assert_memory_equal(a.name, x.name, sizeof(a.name));
+	assert_memory_equal(a.aes, x.aes, sizeof(a.aes));
+	assert_int_equal(tls_ticket_ring_open_key(&r, a.name, 1049, life, &x), 1);
+	assert_memory_equal(a.hmac, x.hmac, sizeof(a.hmac));
+
+	/* at lifetime/2 the key is due: it opens, asking for a new ticket */
+	assert_int_equal(tls_ticket_ring_open_key(&r, a.name, 1050, life, &x), 2);
+	/* at lifetime/2 a new key takes over; the old one still opens (2) */
+	assert_int_equal(tls_ticket_ring_seal_key(&r, 1050, life, &b), 0);
+	assert_memory_not_equal(a.name, b.name, sizeof(a.name));
+	assert_memory_not_equal(a.aes, b.aes, sizeof(a.aes));
+	assert_int_equal(tls_ticket_ring_open_key(&r, b.name, 1050, life, &x), 1);
+	assert_int_equal(tls_ticket_ring_open_key(&r, a.name, 1050, life, &x), 2);
+	assert_memory_equal(a.aes, x.aes, sizeof(a.aes));
+
+	/* a third key; the first one opens until 1.5 x lifetime after its birth */
+	assert_int_equal(tls_ticket_ring_seal_key(&r, 1120, life, &c), 0);
+	assert_int_equal(tls_ticket_ring_open_key(&r, a.name, 1149, life, &x), 2);
+	assert_int_equal(tls_ticket_ring_open_key(&r, a.name, 1150, life, &x), 0);
+	assert_int_equal(tls_ticket_ring_open_key(&r, b.name, 1150, life, &x), 2);
+	/* and is wiped from the ring */
+	for (size_t i = 0; i < TLS_TICKET_KEYS; i++)
+		assert_memory_not_equal(r.k[i].name, a.name, sizeof(a.name));
+
+	/* an unknown name */
+	memset(x.name, 0x5a, sizeof(x.name));
+	assert_int_equal(tls_ticket_ring_open_key(&r, x.name, 1150, life, &x), 0);
+
+	/* long silence: every key expires, the next seal makes a fresh one */
+	assert_int_equal(tls_ticket_ring_open_key(&r, c.name, 1270, life, &x), 0);
+	assert_int_equal(tls_ticket_ring_seal_key(&r, 1270, life, &x), 0);
+	assert_memory_not_equal(x.name, c.name, sizeof(x.name));
+	int live = 0;
+	for (size_t i = 0; i < TLS_TICKET_KEYS; i++)
+		live += r.k[i].used;
+	assert_int_equal(live, 1);
+
+	/* a clock that steps back wipes rather than trusts; lifetime 0 wipes all */
+	assert_int_equal(tls_ticket_ring_open_key(&r, x.name, 1269, life, &x), 0);
+	assert_int_equal(tls_ticket_ring_seal_key(&r, 1300, life, &x), 0);
+	tls_ticket_ring_expire(&r, 1300, 0);
+	for (size_t i = 0; i < TLS_TICKET_KEYS; i++)
+		assert_int_equal(r.k[i].used, 0);
+	assert_int_equal(tls_ticket_ring_seal_key(&r, 1300, 0, &x), -1);
+}
+
 static int
 setup(void **state)
 {
@@ -264,6 +324,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pem_read),
 		cmocka_unit_test(test_new_pem),
+		cmocka_unit_test(test_ticket_ring),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

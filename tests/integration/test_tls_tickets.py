@@ -1,0 +1,197 @@
+"""TLS session resumption by ticket through the real ternd, with real clients
+(openssl s_client, Python ssl), and the choice between an RSA and an ECDSA
+certificate.
+
+- a ticket resumes the session (TLS 1.3 and TLS 1.2);
+- the ticket keys rotate every tls-ticket-lifetime/2: a ticket sealed before
+  a rotation still resumes within its lifetime (and the new ticket is sealed
+  with another key: the key name at the head of the ticket changes); a
+  ticket older than the lifetime gets a full handshake;
+- the ticket keys outlive a reload (SIGHUP builds new TLS contexts);
+- `tls-session-tickets off`: no ticket, no TLS 1.3 resumption (TLS 1.2
+  session IDs still resume);
+- with an RSA and an ECDSA pair (RSA written first), a client that can use
+  ECDSA gets the ECDSA certificate, one that cannot the RSA one, on TLS 1.3
+  (signature algorithms) and TLS 1.2 (cipher suites).
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+
+from conftest import require_tool
+from test_tls import _runtime_readable_dir, _start_reloadable
+
+QUIT_TIMEOUT = 20
+
+
+def start(ternd, certs, pairs=None, extra=""):
+    pairs = pairs or [(certs.cert, certs.key)]
+    conf = "".join("tls-cert %s\ntls-key %s\n" % p for p in pairs) + extra
+    return ternd(listeners=[("relay", "relay starttls"), ("tls", "relay tls")],
+                 extra_conf=conf)
+
+
+def s_client(port, *args, sess_in=None, sess_out=None, starttls=False):
+    """One implicit-TLS (or STARTTLS) session that reads the greeting and
+    QUITs; returns s_client's stdout+stderr."""
+    cmd = [require_tool("openssl"), "s_client", "-connect", "127.0.0.1:%d" % port,
+           "-servername", "localhost", "-crlf", "-ign_eof", *args]
+    if starttls:
+        cmd += ["-starttls", "smtp"]
+    if sess_in:
+        cmd += ["-sess_in", str(sess_in)]
+    if sess_out:
+        cmd += ["-sess_out", str(sess_out)]
+    r = subprocess.run(cmd, input=b"QUIT\n", capture_output=True, timeout=QUIT_TIMEOUT)
+    out = (r.stdout + r.stderr).decode(errors="replace")
+    assert r.returncode == 0, out
+    assert "221 2.0.0" in out, out
+    return out
+
+
+def reused(out):
+    m = re.search(r"^(New|Reused), (TLSv1\.[23])", out, re.M)
+    assert m, out
+    return m.group(1) == "Reused"
+
+
+def ticket_key_name(sess_file):
+    """The first 16 bytes of the session's ticket (the server's key name), hex,
+    or None if the session holds no ticket (or s_client saved no session:
+    with TLS 1.3 it saves one when a ticket comes)."""
+    if not sess_file.exists():
+        return None
+    out = subprocess.run([require_tool("openssl"), "sess_id", "-in", str(sess_file),
+                          "-noout", "-text"], capture_output=True, check=True,
+                         timeout=10).stdout.decode()
+    m = re.search(r"TLS session ticket:\n\s*0000 - ((?:[0-9a-f]{2}[ -]){16})", out)
+    return m.group(1).replace("-", " ").replace(" ", "") if m else None
+
+
+def test_ticket_resumes_tls13_and_tls12(ternd, certs, tmp_path):
+    t = start(ternd, certs)
+    for ver in ("-tls1_3", "-tls1_2"):
+        for port, starttls in ((t.port("tls"), False), (t.port("relay"), True)):
+            f = tmp_path / ("sess%s-%d" % (ver, port))
+            assert not reused(s_client(port, ver, sess_out=f, starttls=starttls))
+            assert ticket_key_name(f) is not None          # a ticket came
+            assert reused(s_client(port, ver, sess_in=f, starttls=starttls))
+    t.wait_log(r"TLSv1\.3 \S+.*resumed=yes")
+    t.wait_log(r"TLSv1\.2 \S+.*resumed=yes")
+
+
+def test_python_ssl_resumes_by_ticket(ternd, certs):
+    t = start(ternd, certs)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(certs.ca_cert))
+    sess = None
+    for i in range(3):
+        raw = socket.create_connection(("127.0.0.1", t.port("tls")), timeout=10)
+        s = ctx.wrap_socket(raw, server_hostname="localhost", session=sess)
+        assert s.recv(4096).startswith(b"220")     # the tickets come before it
+        assert s.session_reused == (i > 0)
+        assert s.session.has_ticket
+        assert s.session.ticket_lifetime_hint == 3600   # tls-ticket-lifetime default
+        sess = s.session
+        s.sendall(b"QUIT\r\n")
+        s.recv(4096)
+        s.close()
+
+
+def test_ticket_from_before_a_rotation_resumes_then_expires(ternd, certs, tmp_path):
+    """tls-ticket-lifetime 6s: a new key every 3 s; a session resumes for 6 s.
+    The waits count from the end of the s_client run that got the ticket (it
+    was sealed before then), so a slow machine makes them longer, not wrong."""
+    t = start(ternd, certs, extra="tls-ticket-lifetime 6s\n")
+    port = t.port("tls")
+    a, b = tmp_path / "a.pem", tmp_path / "b.pem"
+    t0 = time.monotonic()
+    assert not reused(s_client(port, "-tls1_3", sess_out=a))
+    ta = time.monotonic()
+    name_a = ticket_key_name(a)
+    # the key that sealed a is due for rotation 3 s after it was made
+    while time.monotonic() < ta + 3.1:
+        time.sleep(0.1)
+    assert time.monotonic() - t0 < 5.5, "too slow to test within the lifetime"
+    assert reused(s_client(port, "-tls1_3", sess_in=a, sess_out=b))
+    tb = time.monotonic()
+    name_b = ticket_key_name(b)
+    assert name_a and name_b and name_a != name_b, (name_a, name_b)
+    # b is good for 6 s (whole seconds: up to 7); after 7.5 s it is not resumed
+    while time.monotonic() < tb + 7.5:
+        time.sleep(0.1)
+    assert not reused(s_client(port, "-tls1_3", sess_in=b))
+    assert not reused(s_client(port, "-tls1_3", sess_in=a))
+    # the server is fine and resumes new tickets again
+    assert not reused(s_client(port, "-tls1_3", sess_out=a))
+    assert reused(s_client(port, "-tls1_3", sess_in=a))
+
+
+def test_ticket_resumes_after_a_reload(ternd, certs, tmp_path):
+    d = _runtime_readable_dir()
+    try:
+        t = _start_reloadable(ternd, certs, d)[0]
+        f = tmp_path / "s.pem"
+        for ver in ("-tls1_3", "-tls1_2"):
+            assert not reused(s_client(t.port("tls"), ver, sess_out=f))
+            os.kill(t.pid, signal.SIGHUP)
+            t.wait_log(r"reload done" + r"(.|\n)*reload done" * (ver == "-tls1_2"))
+            assert reused(s_client(t.port("tls"), ver, sess_in=f)), ver
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_tickets_off(ternd, certs, tmp_path):
+    t = start(ternd, certs, extra="tls-session-tickets off\n")
+    port = t.port("tls")
+    f = tmp_path / "s.pem"
+    # TLS 1.3: no ticket, so nothing to resume with
+    assert not reused(s_client(port, "-tls1_3", sess_out=f))
+    assert ticket_key_name(f) is None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(certs.ca_cert))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="localhost")
+    assert s.recv(4096).startswith(b"220")
+    assert not s.session.has_ticket
+    s.close()
+    # TLS 1.2: no ticket either, but the session ID still resumes
+    assert not reused(s_client(port, "-tls1_2", sess_out=f))
+    assert ticket_key_name(f) is None
+    assert reused(s_client(port, "-tls1_2", sess_in=f))
+
+
+def test_ecdsa_preferred_rsa_otherwise(ternd, certs):
+    rsa = certs.make_leaf("localhost", ["DNS:localhost", "IP:127.0.0.1"],
+                          key_type="rsa", tag="-pref-rsa")
+    ec = certs.make_leaf("localhost", ["DNS:localhost", "IP:127.0.0.1"],
+                         key_type="ec", tag="-pref-ec")
+    t = start(ternd, certs, pairs=[rsa, ec])        # RSA written first
+    cases = [
+        # (client options, expected key)
+        (["-tls1_3"], "ec"),
+        (["-tls1_2"], "ec"),
+        (["-tls1_3", "-sigalgs", "ecdsa_secp256r1_sha256:rsa_pss_rsae_sha256"], "ec"),
+        # the server's preference, not the client's order
+        (["-tls1_3", "-sigalgs", "rsa_pss_rsae_sha256:ecdsa_secp256r1_sha256"], "ec"),
+        (["-tls1_3", "-sigalgs", "rsa_pss_rsae_sha256:rsa_pss_rsae_sha384"], "rsa"),
+        (["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"], "rsa"),
+        (["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256:"
+          "ECDHE-ECDSA-AES128-GCM-SHA256"], "ec"),
+    ]
+    for starttls, port in ((False, t.port("tls")), (True, t.port("relay"))):
+        for opts, want in cases:
+            out = s_client(port, *opts, starttls=starttls)
+            m = re.search(r"Server public key is (\d+) bit", out)
+            assert m, out
+            bits = int(m.group(1))
+            assert bits == (256 if want == "ec" else 2048), (opts, out)
+            sig = re.search(r"Peer signature type: (\S+)", out)
+            assert sig and (sig.group(1) == "ECDSA") == (want == "ec"), (opts, out)
