@@ -179,6 +179,23 @@ typedef int queue_domain_fn(void *arg, const char *domain, uint64_t messages,
     uint64_t recipients);
 int queue_domains(struct queue *q, size_t top, queue_domain_fn *fn, void *arg);
 
+/*
+ * The messages a scheduler loads, soonest next attempt first: fn(arg, id,
+ * next_attempt) for every message neither held nor corrupt, in (next
+ * attempt, id) order, from just after *pos (zeroed: from the start); *pos
+ * follows the walk, so a later call resumes after the last one seen. fn
+ * returns non-zero to stop. 0, 1 if there is no query index to read (walk
+ * the envelopes instead), or -1.
+ */
+struct queue_due_pos {
+	int64_t when;
+	uint64_t id;
+	int started;
+};
+typedef int queue_due_fn(void *arg, uint64_t id, int64_t when);
+int queue_walk_due(struct queue *q, struct queue_due_pos *pos,
+    queue_due_fn *fn, void *arg);
+
 struct queue_stats {
 	uint64_t messages;          /* envelopes in the index */
 	uint64_t held;

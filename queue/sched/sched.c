@@ -1058,12 +1058,19 @@ sched_add(struct sched *s, uint64_t qid)
 }
 
 /*
- * The load: the envelope store walked in id order, a slice at a time
- * (s->load.after: the last id seen), on the scheduler's loop, so new mail,
- * results and operator requests are served between slices. A message met
- * twice (committed during the load, so seen by the walk and announced by
- * the committer; or scheduled by an operator's release or retry first) is
- * known by its id in the table: the second sighting changes nothing.
+ * The load: the query index's next-attempt keys walked in (next attempt,
+ * id) order (queue_walk_due), a slice at a time (s->load.due: the last
+ * key seen), on the scheduler's loop, so new mail, results and operator
+ * requests are served between slices and the messages due first are
+ * loaded, and started, first. Only ids and times are read: a message that
+ * turns out finished is removed when it is started. Without a query index
+ * (queue_walk_due says 1) the envelopes are walked in id order instead
+ * (s->load.after: the last id seen). A message met twice (committed during
+ * the load, so seen by the walk and announced by the committer; or
+ * scheduled by an operator's release or retry first) is known by its id in
+ * the table: the second sighting changes nothing. A key that moves during
+ * the load belongs to a message the scheduler knows already (only it, and
+ * the operator's commands that schedule what they change, write one).
  */
 struct sched_load_ctx {
 	struct sched *s;
@@ -1095,17 +1102,32 @@ next:
 	return --c->left == 0;
 }
 
+static int
+sched_load_due(void *arg, uint64_t id, int64_t when)
+{
+	struct sched_load_ctx *c = arg;
+
+	c->s->load.seen++;
+	if (sched_msg_find(c->s, id) == NULL)
+		sched_msg_schedule(c->s, sched_msg_new(c->s, id), when);
+	return --c->left == 0;
+}
+
 int
 sched_load_slice(struct sched *s, size_t max)
 {
 	struct sched_load_ctx c = { s, max, NULL, 0 };
-	int rc;
+	int rc = 1;
 
 	if (s->load.done)
 		return 0;
 	if (s->load.t0 == 0)
 		s->load.t0 = now_mono_us();
-	rc = queue_walk_after(s->q, s->load.after, sched_load_one, &c);
+	if (!s->load.by_id &&
+	    (rc = queue_walk_due(s->q, &s->load.due, sched_load_due, &c)) == 1)
+		s->load.by_id = 1;
+	if (s->load.by_id)
+		rc = queue_walk_after(s->q, s->load.after, sched_load_one, &c);
 	for (size_t i = 0; i < c.ngone; i++)
 		if (queue_remove(s->q, c.gone[i]) < 0 && errno != ENOENT)
 			log_warn("scheduler: queue_remove");

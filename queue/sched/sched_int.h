@@ -14,6 +14,7 @@
 #include <sys/queue.h>
 
 #include "tern/deliver.h"
+#include "tern/queue.h"
 
 struct event;
 struct event_base;
@@ -202,7 +203,10 @@ struct sched {
 	int64_t (*clock)(void);
 	int freeing;
 	struct {                        /* the load (sched_load_slice) */
-		uint64_t after;         /* the last id read */
+		struct queue_due_pos due;       /* next-attempt order: the
+		                                   last (when, id) read */
+		int by_id;              /* no query index: the envelopes */
+		uint64_t after;         /* by_id: the last id read */
 		uint64_t seen;          /* entries read */
 		uint64_t total;         /* entries at open (an estimate) */
 		uint64_t t0;            /* monotonic us at the first slice */
