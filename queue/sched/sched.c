@@ -340,6 +340,33 @@ sched_msg_job_gone(struct sched *s, struct sched_msg *m, int64_t now)
 }
 
 /*
+ * Connection slots: each job of a destination in flight holds the lowest
+ * slot free (0, 1, ...), and the slot picks its delivery worker
+ * (deliver_pool_submit), so a destination's connections spread over the
+ * workers while a slot's jobs keep one worker and its cached connection.
+ * Beyond 64 at once the slots repeat.
+ */
+static unsigned
+sched_slot_take(struct sched_dest *d)
+{
+	unsigned i;
+
+	if (d->slots == UINT64_MAX)
+		return d->active;
+	for (i = 0; d->slots & (1ULL << i); i++)
+		;
+	d->slots |= 1ULL << i;
+	return i;
+}
+
+static void
+sched_slot_put(struct sched_dest *d, unsigned slot)
+{
+	if (slot < 64)
+		d->slots &= ~(1ULL << slot);
+}
+
+/*
  * A waiting entry of d becomes a job: the envelope is read now (waiting
  * entries hold none), the route of its first recipient's domain is taken
  * again, and the job goes to the workers. Takes w.
@@ -382,11 +409,12 @@ sched_wait_start(struct sched *s, struct sched_dest *d, struct sched_wait *w,
 	j->route.domain = xstrdup(r->domain);
 	j->route.host = r->host ? xstrdup(r->host) : NULL;
 	j->reply = s->inbox;
+	j->slot = sched_slot_take(d);
 	free(w);
 	d->active++;
 	s->active++;
 	d->last_used = now;
-	sched_flight_add(s, j->hdr.reqid, m->qid, d);
+	sched_flight_add(s, j->hdr.reqid, m->qid, d)->slot = j->slot;
 	s->submit(s->submit_arg, j);        /* ownership moves */
 }
 
@@ -603,6 +631,7 @@ sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
 	}
 	f.dest->active--;
 	s->active--;
+	sched_slot_put(f.dest, f.slot);
 	if (sched_dest_feedback(s, f.dest, r, now) == SCHED_FB_DEAD)
 		sched_dest_defer_all(s, f.dest, now);
 	if (f.dest->state == SCHED_D_DOWN &&
@@ -1166,6 +1195,10 @@ sched_inbox_cb(struct tq_msg *msg, void *arg)
 {
 	struct sched *s = arg;
 
+	/* the lines of a run of results go out together: the timer, kicked
+	 * below and run after the inbox, ends the batch */
+	if (s->timer != NULL && !s->freeing)
+		log_batch_begin();
 	switch (msg->type) {
 	case TQ_NEW_MESSAGE:
 		if (!s->freeing)

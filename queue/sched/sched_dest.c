@@ -412,7 +412,7 @@ sched_flight_hash(const struct sched *s, uint64_t id)
 	return (size_t)(id >> 32) & (s->ftabsz - 1);
 }
 
-void
+struct sched_flight *
 sched_flight_add(struct sched *s, uint64_t jobid, uint64_t qid,
     struct sched_dest *d)
 {
@@ -442,6 +442,7 @@ sched_flight_add(struct sched *s, uint64_t jobid, uint64_t qid,
 	f->hnext = s->ftab[h];
 	s->ftab[h] = f;
 	s->nfl++;
+	return f;
 }
 
 int

@@ -158,6 +158,8 @@ struct sched_dest {
 	struct sched_wait_list wait;    /* owned */
 	unsigned nwait;
 	unsigned active;                /* jobs at a worker */
+	uint64_t slots;                 /* connection slots in use: bit i is
+	                                   slot i (sched_wait_start) */
 	unsigned max;                   /* dest-limit or max-dest-connections */
 	struct sched_window win;
 	enum sched_dstate state;
@@ -174,6 +176,7 @@ struct sched_flight {
 	uint64_t jobid;
 	uint64_t qid;
 	struct sched_dest *dest;        /* borrowed */
+	unsigned slot;                  /* its slot in dest->slots */
 	struct sched_flight *hnext;
 };
 
@@ -259,8 +262,8 @@ char *sched_dest_key(const struct conf_route *r, const char *domain,
     const char **name);
 
 /* In-flight jobs by id (sched_dest.c). */
-void sched_flight_add(struct sched *s, uint64_t jobid, uint64_t qid,
-    struct sched_dest *d);
+struct sched_flight *sched_flight_add(struct sched *s, uint64_t jobid,
+    uint64_t qid, struct sched_dest *d);
 int sched_flight_take(struct sched *s, uint64_t jobid,
     struct sched_flight *out);
 

@@ -130,8 +130,10 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 	int64_t now = s->clock(), next;
 	struct timeval tv = { 0, 0 };
 
-	if (s->stopping)
+	if (s->stopping) {
+		log_batch_end();
 		return;
+	}
 	if (((struct sched_ops *)s->submit_arg)->paused_all)
 		next = INT64_MAX;       /* nothing starts; resume kicks us */
 	else
@@ -148,6 +150,7 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 		tv.tv_usec = 0;
 	}
 	evtimer_add(s->timer, &tv);
+	log_batch_end();                /* what the inbox gathered (sched.c) */
 }
 
 /* One slice of the load per turn of the loop, until it is done. */
@@ -176,6 +179,7 @@ sched_thread(void *arg)
 {
 	struct sched *s = arg;
 	event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	log_batch_end();
 	return NULL;
 }
 
