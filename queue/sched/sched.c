@@ -366,10 +366,18 @@ sched_slot_put(struct sched_dest *d, unsigned slot)
 		d->slots &= ~(1ULL << slot);
 }
 
+void
+sched_wait_free(struct sched_wait *w)
+{
+	envelope_free(w->env);
+	free(w->idx);
+	free(w);
+}
+
 /*
- * A waiting entry of d becomes a job: the envelope is read now (waiting
- * entries hold none), the route of its first recipient's domain is taken
- * again, and the job goes to the workers. Takes w.
+ * A waiting entry of d becomes a job: the envelope is read now (unless
+ * the entry kept its round's), the route of its first recipient's domain
+ * is taken again, and the job goes to the workers. Takes w.
  */
 static void
 sched_wait_start(struct sched *s, struct sched_dest *d, struct sched_wait *w,
@@ -382,16 +390,20 @@ sched_wait_start(struct sched *s, struct sched_dest *d, struct sched_wait *w,
 	const char *dom;
 	int rc;
 
-	if ((rc = queue_get(s->q, m->qid, &env)) != 0 ||
-	    w->idx[0] >= env->nrcpt) {
+	if (w->env != NULL) {
+		env = w->env;
+		w->env = NULL;
+		rc = 0;
+	} else
+		rc = queue_get(s->q, m->qid, &env);
+	if (rc != 0 || w->idx[0] >= env->nrcpt) {
 		if (rc < 0) {
 			char qid[QID_STRLEN + 1];
 			qid_format(m->qid, qid);
 			log_warn("id=%s scheduler: cannot read the envelope", qid);
 		}
 		envelope_free(env);
-		free(w->idx);
-		free(w);
+		sched_wait_free(w);
 		sched_msg_job_gone(s, m, now);
 		return;
 	}
@@ -402,6 +414,7 @@ sched_wait_start(struct sched *s, struct sched_dest *d, struct sched_wait *w,
 	j->hdr.reqid = ++s->next_jobid;
 	j->env = env;                       /* the snapshot moves to the job */
 	j->rcpts = w->idx;                  /* moves */
+	w->idx = NULL;
 	j->nrcpt = w->n;
 	/* a shared static route: the first recipient's domain */
 	j->domain = xstrdup(dom);
@@ -410,7 +423,7 @@ sched_wait_start(struct sched *s, struct sched_dest *d, struct sched_wait *w,
 	j->route.host = r->host ? xstrdup(r->host) : NULL;
 	j->reply = s->inbox;
 	j->slot = sched_slot_take(d);
-	free(w);
+	sched_wait_free(w);
 	d->active++;
 	s->active++;
 	d->last_used = now;
@@ -490,7 +503,8 @@ sched_dest_defer_all(struct sched *s, struct sched_dest *d, int64_t now)
 	while ((w = TAILQ_FIRST(&d->wait)) != NULL) {
 		sched_wait_unlink(s, w);
 		sched_defer_down(s, d, w->m, w->idx, w->n, now);
-		free(w);
+		w->idx = NULL;
+		sched_wait_free(w);
 	}
 }
 
@@ -577,6 +591,10 @@ sched_msg_start(struct sched *s, struct sched_msg *m, int64_t now)
 		w->idx = xreallocarray(g[k].idx, g[k].n, sizeof(size_t));
 		w->n = g[k].n;
 		g[k].idx = NULL;
+		if (ng == 1) {          /* the round's only job: no re-read */
+			w->env = env;
+			env = NULL;
+		}
 		TAILQ_INSERT_TAIL(&d->wait, w, link);
 		d->nwait++;
 		s->waiting++;
@@ -1336,8 +1354,7 @@ sched_ctl_unwait(struct sched *s, struct sched_msg *m)
 		return;
 	while ((w = TAILQ_FIRST(&m->waits)) != NULL) {
 		sched_wait_unlink(s, w);
-		free(w->idx);
-		free(w);
+		sched_wait_free(w);
 	}
 	m->njobs = 0;
 	m->state = SCHED_M_IDLE;

@@ -88,14 +88,19 @@ enum sched_mstate {
 struct sched_dest;
 
 /* Recipients of one message for one destination, not yet a job: built
- * into a dlv_job (envelope read again) only when handed out. */
+ * into a dlv_job only when handed out, with the envelope read again, or
+ * with env when the round has this one job (nothing else writes the
+ * message meanwhile; hold, delete and bounce take the round back). */
 struct sched_wait {
 	TAILQ_ENTRY(sched_wait) link;   /* d->wait */
 	TAILQ_ENTRY(sched_wait) mlink;  /* m->waits */
 	struct sched_msg *m;            /* borrowed: its njobs counts us */
 	struct sched_dest *d;           /* borrowed: whose queue we are in */
 	size_t *idx, n;                 /* owned: recipient indexes */
+	struct envelope *env;           /* owned or NULL (above) */
 };
+/* Free w (not linked anywhere any more). */
+void sched_wait_free(struct sched_wait *w);
 TAILQ_HEAD(sched_wait_list, sched_wait);
 TAILQ_HEAD(sched_wait_mlist, sched_wait);
 
