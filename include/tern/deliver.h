@@ -74,8 +74,6 @@ struct dlv_job {
 	char *domain;                   /* owned: recipient domain (the destination) */
 	struct conf_route route;        /* copy; route.domain/host owned by the job */
 	struct tq *reply;               /* borrowed: where the result goes */
-	unsigned slot;                  /* the destination's connection slot
-	                                   (0: the first): picks the worker */
 };
 
 struct dlv_result {

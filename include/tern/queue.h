@@ -107,6 +107,14 @@ int queue_update(struct queue *q, const struct envelope *env);
  * 0, or -1 (errno ENOENT if the id is unknown).
  */
 int queue_remove(struct queue *q, uint64_t id);
+/*
+ * queue_remove of n ids in one transaction (what a delivery loop finished
+ * in one turn): gone[i] is set to 1 for an id that was not there. 0, or -1
+ * (none removed). At most QUEUE_REMOVE_BATCH ids.
+ */
+#define QUEUE_REMOVE_BATCH 64
+int queue_remove_many(struct queue *q, const uint64_t *ids, size_t n,
+    int *gone);
 
 /* Call fn for each envelope in id order; stop early if fn returns non-zero. */
 typedef int queue_walk_fn(void *arg, const struct envelope *env);

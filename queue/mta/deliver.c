@@ -5,13 +5,10 @@
  * N worker threads, each with its own event_base, c-ares resolver and job
  * inbox (a tq). deliver_pool_submit() may be called from any thread; it
  * picks the worker by a hash of the job's destination key (route kind,
- * host or domain, port, TLS policy) plus the job's connection slot (the
- * scheduler gives each job of a destination in flight the lowest slot
- * free: 0, 1, ...), so the jobs of one slot run on the same loop and find
- * that loop's idle cached connection (reuse needs no cross-thread lookup),
- * while a destination with several connections at once spreads them over
- * the workers. (The scheduler bounds parallel connections per destination;
- * slots bound each worker's share of them.)
+ * host or domain, port, TLS policy), so every job for one destination runs
+ * on the same loop and finds that loop's idle cached connection: reuse
+ * needs no cross-thread lookup. (The scheduler bounds parallel connections
+ * per destination; one destination cannot spread over several workers.)
  *
  * Each worker owns its connections (w->conns) and sessions (w->sessions).
  * An idle connection stays cached DLV_CONN_IDLE_MAX_SEC seconds and serves
@@ -399,7 +396,7 @@ void
 deliver_pool_submit(struct deliver_pool *p, struct dlv_job *j)
 {
 	char *key = dlv_route_key(j);
-	unsigned i = (unsigned)((dlv_key_hash(key) + (uint64_t)j->slot) % p->n);
+	unsigned i = dlv_key_hash(key) % p->n;
 
 	free(key);
 	j->hdr.type = TQ_DELIVERY_JOB;

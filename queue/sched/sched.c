@@ -339,33 +339,6 @@ sched_msg_job_gone(struct sched *s, struct sched_msg *m, int64_t now)
 		sched_round_finish(s, m, now, NULL);
 }
 
-/*
- * Connection slots: each job of a destination in flight holds the lowest
- * slot free (0, 1, ...), and the slot picks its delivery worker
- * (deliver_pool_submit), so a destination's connections spread over the
- * workers while a slot's jobs keep one worker and its cached connection.
- * Beyond 64 at once the slots repeat.
- */
-static unsigned
-sched_slot_take(struct sched_dest *d)
-{
-	unsigned i;
-
-	if (d->slots == UINT64_MAX)
-		return d->active;
-	for (i = 0; d->slots & (1ULL << i); i++)
-		;
-	d->slots |= 1ULL << i;
-	return i;
-}
-
-static void
-sched_slot_put(struct sched_dest *d, unsigned slot)
-{
-	if (slot < 64)
-		d->slots &= ~(1ULL << slot);
-}
-
 void
 sched_wait_free(struct sched_wait *w)
 {
@@ -422,12 +395,11 @@ sched_wait_start(struct sched *s, struct sched_dest *d, struct sched_wait *w,
 	j->route.domain = xstrdup(r->domain);
 	j->route.host = r->host ? xstrdup(r->host) : NULL;
 	j->reply = s->inbox;
-	j->slot = sched_slot_take(d);
 	sched_wait_free(w);
 	d->active++;
 	s->active++;
 	d->last_used = now;
-	sched_flight_add(s, j->hdr.reqid, m->qid, d)->slot = j->slot;
+	sched_flight_add(s, j->hdr.reqid, m->qid, d);
 	s->submit(s->submit_arg, j);        /* ownership moves */
 }
 
@@ -649,7 +621,6 @@ sched_apply_result(struct sched *s, struct dlv_result *r, int64_t now)
 	}
 	f.dest->active--;
 	s->active--;
-	sched_slot_put(f.dest, f.slot);
 	if (sched_dest_feedback(s, f.dest, r, now) == SCHED_FB_DEAD)
 		sched_dest_defer_all(s, f.dest, now);
 	if (f.dest->state == SCHED_D_DOWN &&
@@ -810,6 +781,49 @@ sched_idx_in(const size_t *a, size_t n, size_t v)
 	return 0;
 }
 
+void
+sched_remove_flush(struct sched *s)
+{
+	int gone[QUEUE_REMOVE_BATCH];
+	char qid[QID_STRLEN + 1];
+	int rc;
+
+	if (s->nrm == 0)
+		return;
+	rc = queue_remove_many(s->q, s->rm, s->nrm, gone);
+	for (size_t i = 0; i < s->nrm; i++) {
+		qid_format(s->rm[i], qid);
+		if (rc < 0)             /* still finished: removed at the next
+		                           start (or when next seen) */
+			log_warn("id=%s scheduler: queue_remove", qid);
+		else
+			log_info("id=%s removed", qid);
+	}
+	s->nrm = 0;
+}
+
+/*
+ * A finished message: removed with the others of this turn of the loop, in
+ * one transaction, by the timer (kicked here for the first one). A crash
+ * before is a crash before a removal's commit reached the log, which is
+ * flushed every 100 ms anyway: the last results were not written either
+ * (sched_finalize), so those recipients are tried again (at-least-once).
+ */
+static void
+sched_remove_later(struct sched *s, uint64_t qid)
+{
+	if (s->timer == NULL) {         /* no loop turn to wait for */
+		s->rm[s->nrm++] = qid;
+		sched_remove_flush(s);
+		return;
+	}
+	if (s->nrm == QUEUE_REMOVE_BATCH)
+		sched_remove_flush(s);
+	if (s->nrm++ == 0 && !s->freeing)
+		event_active(s->timer, EV_TIMEOUT, 0);
+	s->rm[s->nrm - 1] = qid;
+}
+
 /*
  * Mark the round's failures done, set WARNED, write, log, and remove the
  * message or put it back in the heap. dsn: the DSN's queue id, or 0 with
@@ -872,10 +886,7 @@ sched_finalize(struct sched *s, struct sched_msg *m, struct envelope *env,
 		    m->nrelayed, extra + 7);
 
 	if (envelope_pending(env) == 0) {
-		if (queue_remove(s->q, env->id) < 0 && errno != ENOENT)
-			log_warn("id=%s scheduler: queue_remove", qid);
-		else
-			log_info("id=%s removed", qid);
+		sched_remove_later(s, env->id);
 		sched_msg_forget(s, m);
 	} else if (env->flags & (ENV_F_HOLD | ENV_F_CORRUPT)) {
 		sched_msg_forget(s, m);
@@ -1117,7 +1128,9 @@ sched_add(struct sched *s, uint64_t qid)
  * scheduled by an operator's release or retry first) is known by its id in
  * the table: the second sighting changes nothing. A key that moves during
  * the load belongs to a message the scheduler knows already (only it, and
- * the operator's commands that schedule what they change, write one).
+ * the operator's commands that schedule what they change, write one); one
+ * moved ahead of the walk (deferred meanwhile) is read again, and counted
+ * in "entries read" again.
  */
 struct sched_load_ctx {
 	struct sched *s;

@@ -411,7 +411,7 @@ sched_flight_hash(const struct sched *s, uint64_t id)
 	return (size_t)(id >> 32) & (s->ftabsz - 1);
 }
 
-struct sched_flight *
+void
 sched_flight_add(struct sched *s, uint64_t jobid, uint64_t qid,
     struct sched_dest *d)
 {
@@ -441,7 +441,6 @@ sched_flight_add(struct sched *s, uint64_t jobid, uint64_t qid,
 	f->hnext = s->ftab[h];
 	s->ftab[h] = f;
 	s->nfl++;
-	return f;
 }
 
 int

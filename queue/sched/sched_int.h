@@ -62,6 +62,12 @@ unsigned sched_waiting(const struct sched *s);
 unsigned sched_dsn_pending(const struct sched *s);
 /* Testing: the clock used for results that arrive through the inbox. */
 void sched_set_clock(struct sched *s, int64_t (*clock)(void));
+/*
+ * Remove the finished messages gathered (thread mode: sched_finalize
+ * gathers them, the timer that follows a run of results removes them in
+ * one transaction and logs "removed"; without a timer they go at once).
+ */
+void sched_remove_flush(struct sched *s);
 /* Free a core (after its loop stopped). Waiting jobs are freed. */
 void sched_free(struct sched *s);
 
@@ -163,8 +169,6 @@ struct sched_dest {
 	struct sched_wait_list wait;    /* owned */
 	unsigned nwait;
 	unsigned active;                /* jobs at a worker */
-	uint64_t slots;                 /* connection slots in use: bit i is
-	                                   slot i (sched_wait_start) */
 	unsigned max;                   /* dest-limit or max-dest-connections */
 	struct sched_window win;
 	enum sched_dstate state;
@@ -181,7 +185,6 @@ struct sched_flight {
 	uint64_t jobid;
 	uint64_t qid;
 	struct sched_dest *dest;        /* borrowed */
-	unsigned slot;                  /* its slot in dest->slots */
 	struct sched_flight *hnext;
 };
 
@@ -220,6 +223,10 @@ struct sched {
 		uint64_t t0;            /* monotonic us at the first slice */
 		int done;
 	} load;
+
+	uint64_t rm[QUEUE_REMOVE_BATCH];        /* finished, to remove in
+	                                           one transaction */
+	size_t nrm;
 
 	/* thread mode (sched_start) */
 	int own_base, stopping, running;
@@ -267,8 +274,8 @@ char *sched_dest_key(const struct conf_route *r, const char *domain,
     const char **name);
 
 /* In-flight jobs by id (sched_dest.c). */
-struct sched_flight *sched_flight_add(struct sched *s, uint64_t jobid,
-    uint64_t qid, struct sched_dest *d);
+void sched_flight_add(struct sched *s, uint64_t jobid, uint64_t qid,
+    struct sched_dest *d);
 int sched_flight_take(struct sched *s, uint64_t jobid,
     struct sched_flight *out);
 

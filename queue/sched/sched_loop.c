@@ -131,6 +131,7 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct timeval tv = { 0, 0 };
 
 	if (s->stopping) {
+		sched_remove_flush(s);
 		log_batch_end();
 		return;
 	}
@@ -150,7 +151,8 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 		tv.tv_usec = 0;
 	}
 	evtimer_add(s->timer, &tv);
-	log_batch_end();                /* what the inbox gathered (sched.c) */
+	sched_remove_flush(s);          /* what the inbox gathered (sched.c) */
+	log_batch_end();
 }
 
 /* One slice of the load per turn of the loop, until it is done. */
@@ -179,6 +181,7 @@ sched_thread(void *arg)
 {
 	struct sched *s = arg;
 	event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	sched_remove_flush(s);
 	log_batch_end();
 	return NULL;
 }
