@@ -7,9 +7,11 @@
  * Runs: sched_start/sched_set_conf/sched_stop/sched_ctl_submit on the
  * caller's thread; the rest on the scheduler thread. Never blocks the caller
  * beyond the join at stop. The schedule is loaded from the envelope store
- * on the scheduler thread, SCHED_LOAD_SLICE entries per turn of its loop
- * (sched_load_cb), while new mail, results and operator requests are
- * served; stats show the progress ("loading").
+ * on the scheduler thread, soonest next attempt first (sched.c),
+ * SCHED_LOAD_SLICE entries per turn of its loop (sched_load_cb), while new
+ * mail, results and operator requests are served; stats show the progress
+ * ("loading"). The timer that follows a run of the inbox also writes the
+ * run's log lines (one batch) and removes the messages it finished.
  *
  * Operator requests (struct ctl_op, tern/ctl.h) arrive as tq calls on the
  * inbox and run here, on the thread that owns the schedule: each reads the
