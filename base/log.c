@@ -2,7 +2,9 @@
  * log.c - logging for ternd and ternctl.
  *
  * Runs on every thread; each line is written with one write(2) (stderr) or
- * one syslog(3) call, so lines from different threads never interleave.
+ * one syslog(3) call, so lines from different threads never interleave. A
+ * thread may gather its lines in a batch (log_batch_begin) and write
+ * several whole lines with one write(2) of at most PIPE_BUF bytes.
  * Never allocates on the logging path (fixed buffers on the stack, cut
  * safely when full); preserves errno.
  *
@@ -76,6 +78,50 @@ static const char *const log_level_names[] = {
 	"error", "warning", "info", "debug" };
 static const int log_level_prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 
+/* This thread's batch (log_batch_begin): whole lines not yet written. */
+static __thread char log_batch_buf[LOG_BATCH_MAX];
+static __thread size_t log_batch_len;
+static __thread int log_batch_on;
+
+static void
+log_batch_flush(void)
+{
+	if (log_batch_len > 0) {
+		ssize_t w = write(STDERR_FILENO, log_batch_buf, log_batch_len);
+		(void)w;
+	}
+	log_batch_len = 0;
+}
+
+/* One whole line to stderr: into the batch, or written now. */
+static void
+log_write_line(enum log_level lvl, const char *line, size_t n)
+{
+	if (log_batch_on && lvl >= LOG_L_INFO && n <= LOG_BATCH_MAX) {
+		if (log_batch_len + n > LOG_BATCH_MAX)
+			log_batch_flush();
+		memcpy(log_batch_buf + log_batch_len, line, n);
+		log_batch_len += n;
+		return;
+	}
+	log_batch_flush();              /* keeps the lines in order */
+	ssize_t w = write(STDERR_FILENO, line, n);
+	(void)w;
+}
+
+void
+log_batch_begin(void)
+{
+	log_batch_on = 1;
+}
+
+void
+log_batch_end(void)
+{
+	log_batch_flush();
+	log_batch_on = 0;
+}
+
 /* The JSON form of msg, to syslog or stderr; its own frame for the buffer. */
 static void
 log_emit_json(enum log_level lvl, const char *tbuf, const char *msg)
@@ -91,8 +137,7 @@ log_emit_json(enum log_level lvl, const char *tbuf, const char *msg)
 		syslog(log_level_prio[lvl], "%s", line);
 		return;
 	}
-	ssize_t w = write(STDERR_FILENO, line, n);
-	(void)w;
+	log_write_line(lvl, line, n);
 }
 
 static void
@@ -149,8 +194,7 @@ log_emit(enum log_level lvl, const char *suffix, const char *fmt, va_list ap)
 		n = sizeof(line) - 1;
 		line[n - 1] = '\n';
 	}
-	ssize_t w = write(STDERR_FILENO, line, (size_t)n);
-	(void)w;
+	log_write_line(lvl, line, (size_t)n);
 }
 
 void

@@ -42,6 +42,18 @@ void log_debug(const char *fmt, ...) TERN_PRINTF(1, 2);
 void log_trace(unsigned bit, const char *fmt, ...) TERN_PRINTF(2, 3);
 void vlog(enum log_level lvl, const char *fmt, va_list ap) TERN_PRINTF(2, 0);
 
+/*
+ * Batches (stderr only, this thread only): between log_batch_begin() and
+ * log_batch_end() info and debug lines are gathered and written together,
+ * several whole lines per write(2), at most LOG_BATCH_MAX bytes (PIPE_BUF:
+ * a write that size is never interleaved with other threads' lines). A
+ * warning or error writes what is gathered, then itself, at once. end
+ * writes the rest; begin while a batch is open does nothing.
+ */
+#define LOG_BATCH_MAX 4096
+void log_batch_begin(void);
+void log_batch_end(void);
+
 __attribute__((noreturn)) void fatal(const char *fmt, ...) TERN_PRINTF(1, 2);
 __attribute__((noreturn)) void fatalx(const char *fmt, ...) TERN_PRINTF(1, 2);
 __attribute__((noreturn)) void panic(const char *fmt, ...) TERN_PRINTF(1, 2);

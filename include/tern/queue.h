@@ -107,6 +107,14 @@ int queue_update(struct queue *q, const struct envelope *env);
  * 0, or -1 (errno ENOENT if the id is unknown).
  */
 int queue_remove(struct queue *q, uint64_t id);
+/*
+ * queue_remove of n ids in one transaction (what a delivery loop finished
+ * in one turn): gone[i] is set to 1 for an id that was not there. 0, or -1
+ * (none removed). At most QUEUE_REMOVE_BATCH ids.
+ */
+#define QUEUE_REMOVE_BATCH 64
+int queue_remove_many(struct queue *q, const uint64_t *ids, size_t n,
+    int *gone);
 
 /* Call fn for each envelope in id order; stop early if fn returns non-zero. */
 typedef int queue_walk_fn(void *arg, const struct envelope *env);
@@ -196,6 +204,23 @@ int queue_counts(struct queue *q, struct queue_counts *out);   /* 0 or -1 */
 typedef int queue_domain_fn(void *arg, const char *domain, uint64_t messages,
     uint64_t recipients);
 int queue_domains(struct queue *q, size_t top, queue_domain_fn *fn, void *arg);
+
+/*
+ * The messages a scheduler loads, soonest next attempt first: fn(arg, id,
+ * next_attempt) for every message neither held nor corrupt, in (next
+ * attempt, id) order, from just after *pos (zeroed: from the start); *pos
+ * follows the walk, so a later call resumes after the last one seen. fn
+ * returns non-zero to stop. 0, 1 if there is no query index to read (walk
+ * the envelopes instead), or -1.
+ */
+struct queue_due_pos {
+	int64_t when;
+	uint64_t id;
+	int started;
+};
+typedef int queue_due_fn(void *arg, uint64_t id, int64_t when);
+int queue_walk_due(struct queue *q, struct queue_due_pos *pos,
+    queue_due_fn *fn, void *arg);
 
 struct queue_stats {
 	uint64_t messages;          /* envelopes in the index */

@@ -339,10 +339,18 @@ sched_msg_job_gone(struct sched *s, struct sched_msg *m, int64_t now)
 		sched_round_finish(s, m, now, NULL);
 }
 
+void
+sched_wait_free(struct sched_wait *w)
+{
+	envelope_free(w->env);
+	free(w->idx);
+	free(w);
+}
+
 /*
- * A waiting entry of d becomes a job: the envelope is read now (waiting
- * entries hold none), the route of its first recipient's domain is taken
- * again, and the job goes to the workers. Takes w.
+ * A waiting entry of d becomes a job: the envelope is read now (unless
+ * the entry kept its round's), the route of its first recipient's domain
+ * is taken again, and the job goes to the workers. Takes w.
  */
 static void
 sched_wait_start(struct sched *s, struct sched_dest *d, struct sched_wait *w,
@@ -355,16 +363,20 @@ sched_wait_start(struct sched *s, struct sched_dest *d, struct sched_wait *w,
 	const char *dom;
 	int rc;
 
-	if ((rc = queue_get(s->q, m->qid, &env)) != 0 ||
-	    w->idx[0] >= env->nrcpt) {
+	if (w->env != NULL) {
+		env = w->env;
+		w->env = NULL;
+		rc = 0;
+	} else
+		rc = queue_get(s->q, m->qid, &env);
+	if (rc != 0 || w->idx[0] >= env->nrcpt) {
 		if (rc < 0) {
 			char qid[QID_STRLEN + 1];
 			qid_format(m->qid, qid);
 			log_warn("id=%s scheduler: cannot read the envelope", qid);
 		}
 		envelope_free(env);
-		free(w->idx);
-		free(w);
+		sched_wait_free(w);
 		sched_msg_job_gone(s, m, now);
 		return;
 	}
@@ -375,6 +387,7 @@ sched_wait_start(struct sched *s, struct sched_dest *d, struct sched_wait *w,
 	j->hdr.reqid = ++s->next_jobid;
 	j->env = env;                       /* the snapshot moves to the job */
 	j->rcpts = w->idx;                  /* moves */
+	w->idx = NULL;
 	j->nrcpt = w->n;
 	/* a shared static route: the first recipient's domain */
 	j->domain = xstrdup(dom);
@@ -382,7 +395,7 @@ sched_wait_start(struct sched *s, struct sched_dest *d, struct sched_wait *w,
 	j->route.domain = xstrdup(r->domain);
 	j->route.host = r->host ? xstrdup(r->host) : NULL;
 	j->reply = s->inbox;
-	free(w);
+	sched_wait_free(w);
 	d->active++;
 	s->active++;
 	d->last_used = now;
@@ -462,7 +475,8 @@ sched_dest_defer_all(struct sched *s, struct sched_dest *d, int64_t now)
 	while ((w = TAILQ_FIRST(&d->wait)) != NULL) {
 		sched_wait_unlink(s, w);
 		sched_defer_down(s, d, w->m, w->idx, w->n, now);
-		free(w);
+		w->idx = NULL;
+		sched_wait_free(w);
 	}
 }
 
@@ -549,6 +563,10 @@ sched_msg_start(struct sched *s, struct sched_msg *m, int64_t now)
 		w->idx = xreallocarray(g[k].idx, g[k].n, sizeof(size_t));
 		w->n = g[k].n;
 		g[k].idx = NULL;
+		if (ng == 1) {          /* the round's only job: no re-read */
+			w->env = env;
+			env = NULL;
+		}
 		TAILQ_INSERT_TAIL(&d->wait, w, link);
 		d->nwait++;
 		s->waiting++;
@@ -763,6 +781,49 @@ sched_idx_in(const size_t *a, size_t n, size_t v)
 	return 0;
 }
 
+void
+sched_remove_flush(struct sched *s)
+{
+	int gone[QUEUE_REMOVE_BATCH];
+	char qid[QID_STRLEN + 1];
+	int rc;
+
+	if (s->nrm == 0)
+		return;
+	rc = queue_remove_many(s->q, s->rm, s->nrm, gone);
+	for (size_t i = 0; i < s->nrm; i++) {
+		qid_format(s->rm[i], qid);
+		if (rc < 0)             /* still finished: removed at the next
+		                           start (or when next seen) */
+			log_warn("id=%s scheduler: queue_remove", qid);
+		else
+			log_info("id=%s removed", qid);
+	}
+	s->nrm = 0;
+}
+
+/*
+ * A finished message: removed with the others of this turn of the loop, in
+ * one transaction, by the timer (kicked here for the first one). A crash
+ * before is a crash before a removal's commit reached the log, which is
+ * flushed every 100 ms anyway: the last results were not written either
+ * (sched_finalize), so those recipients are tried again (at-least-once).
+ */
+static void
+sched_remove_later(struct sched *s, uint64_t qid)
+{
+	if (s->timer == NULL) {         /* no loop turn to wait for */
+		s->rm[s->nrm++] = qid;
+		sched_remove_flush(s);
+		return;
+	}
+	if (s->nrm == QUEUE_REMOVE_BATCH)
+		sched_remove_flush(s);
+	if (s->nrm++ == 0 && !s->freeing)
+		event_active(s->timer, EV_TIMEOUT, 0);
+	s->rm[s->nrm - 1] = qid;
+}
+
 /*
  * Mark the round's failures done, set WARNED, write, log, and remove the
  * message or put it back in the heap. dsn: the DSN's queue id, or 0 with
@@ -825,10 +886,7 @@ sched_finalize(struct sched *s, struct sched_msg *m, struct envelope *env,
 		    m->nrelayed, extra + 7);
 
 	if (envelope_pending(env) == 0) {
-		if (queue_remove(s->q, env->id) < 0 && errno != ENOENT)
-			log_warn("id=%s scheduler: queue_remove", qid);
-		else
-			log_info("id=%s removed", qid);
+		sched_remove_later(s, env->id);
 		sched_msg_forget(s, m);
 	} else if (env->flags & (ENV_F_HOLD | ENV_F_CORRUPT)) {
 		sched_msg_forget(s, m);
@@ -1058,12 +1116,21 @@ sched_add(struct sched *s, uint64_t qid)
 }
 
 /*
- * The load: the envelope store walked in id order, a slice at a time
- * (s->load.after: the last id seen), on the scheduler's loop, so new mail,
- * results and operator requests are served between slices. A message met
- * twice (committed during the load, so seen by the walk and announced by
- * the committer; or scheduled by an operator's release or retry first) is
- * known by its id in the table: the second sighting changes nothing.
+ * The load: the query index's next-attempt keys walked in (next attempt,
+ * id) order (queue_walk_due), a slice at a time (s->load.due: the last
+ * key seen), on the scheduler's loop, so new mail, results and operator
+ * requests are served between slices and the messages due first are
+ * loaded, and started, first. Only ids and times are read: a message that
+ * turns out finished is removed when it is started. Without a query index
+ * (queue_walk_due says 1) the envelopes are walked in id order instead
+ * (s->load.after: the last id seen). A message met twice (committed during
+ * the load, so seen by the walk and announced by the committer; or
+ * scheduled by an operator's release or retry first) is known by its id in
+ * the table: the second sighting changes nothing. A key that moves during
+ * the load belongs to a message the scheduler knows already (only it, and
+ * the operator's commands that schedule what they change, write one); one
+ * moved ahead of the walk (deferred meanwhile) is read again, and counted
+ * in "entries read" again.
  */
 struct sched_load_ctx {
 	struct sched *s;
@@ -1095,17 +1162,32 @@ next:
 	return --c->left == 0;
 }
 
+static int
+sched_load_due(void *arg, uint64_t id, int64_t when)
+{
+	struct sched_load_ctx *c = arg;
+
+	c->s->load.seen++;
+	if (sched_msg_find(c->s, id) == NULL)
+		sched_msg_schedule(c->s, sched_msg_new(c->s, id), when);
+	return --c->left == 0;
+}
+
 int
 sched_load_slice(struct sched *s, size_t max)
 {
 	struct sched_load_ctx c = { s, max, NULL, 0 };
-	int rc;
+	int rc = 1;
 
 	if (s->load.done)
 		return 0;
 	if (s->load.t0 == 0)
 		s->load.t0 = now_mono_us();
-	rc = queue_walk_after(s->q, s->load.after, sched_load_one, &c);
+	if (!s->load.by_id &&
+	    (rc = queue_walk_due(s->q, &s->load.due, sched_load_due, &c)) == 1)
+		s->load.by_id = 1;
+	if (s->load.by_id)
+		rc = queue_walk_after(s->q, s->load.after, sched_load_one, &c);
 	for (size_t i = 0; i < c.ngone; i++)
 		if (queue_remove(s->q, c.gone[i]) < 0 && errno != ENOENT)
 			log_warn("scheduler: queue_remove");
@@ -1144,6 +1226,10 @@ sched_inbox_cb(struct tq_msg *msg, void *arg)
 {
 	struct sched *s = arg;
 
+	/* the lines of a run of results go out together: the timer, kicked
+	 * below and run after the inbox, ends the batch */
+	if (s->timer != NULL && !s->freeing)
+		log_batch_begin();
 	switch (msg->type) {
 	case TQ_NEW_MESSAGE:
 		if (!s->freeing)
@@ -1281,8 +1367,7 @@ sched_ctl_unwait(struct sched *s, struct sched_msg *m)
 		return;
 	while ((w = TAILQ_FIRST(&m->waits)) != NULL) {
 		sched_wait_unlink(s, w);
-		free(w->idx);
-		free(w);
+		sched_wait_free(w);
 	}
 	m->njobs = 0;
 	m->state = SCHED_M_IDLE;

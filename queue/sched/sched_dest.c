@@ -194,8 +194,7 @@ sched_dest_free_all(struct sched *s)
 		struct sched_wait *w;
 		while ((w = TAILQ_FIRST(&d->wait)) != NULL) {
 			TAILQ_REMOVE(&d->wait, w, link);
-			free(w->idx);
-			free(w);
+			sched_wait_free(w);
 		}
 		sched_dest_forget(s, d);
 	}

@@ -14,6 +14,7 @@
 #include <sys/queue.h>
 
 #include "tern/deliver.h"
+#include "tern/queue.h"
 
 struct event;
 struct event_base;
@@ -61,6 +62,12 @@ unsigned sched_waiting(const struct sched *s);
 unsigned sched_dsn_pending(const struct sched *s);
 /* Testing: the clock used for results that arrive through the inbox. */
 void sched_set_clock(struct sched *s, int64_t (*clock)(void));
+/*
+ * Remove the finished messages gathered (thread mode: sched_finalize
+ * gathers them, the timer that follows a run of results removes them in
+ * one transaction and logs "removed"; without a timer they go at once).
+ */
+void sched_remove_flush(struct sched *s);
 /* Free a core (after its loop stopped). Waiting jobs are freed. */
 void sched_free(struct sched *s);
 
@@ -87,14 +94,19 @@ enum sched_mstate {
 struct sched_dest;
 
 /* Recipients of one message for one destination, not yet a job: built
- * into a dlv_job (envelope read again) only when handed out. */
+ * into a dlv_job only when handed out, with the envelope read again, or
+ * with env when the round has this one job (nothing else writes the
+ * message meanwhile; hold, delete and bounce take the round back). */
 struct sched_wait {
 	TAILQ_ENTRY(sched_wait) link;   /* d->wait */
 	TAILQ_ENTRY(sched_wait) mlink;  /* m->waits */
 	struct sched_msg *m;            /* borrowed: its njobs counts us */
 	struct sched_dest *d;           /* borrowed: whose queue we are in */
 	size_t *idx, n;                 /* owned: recipient indexes */
+	struct envelope *env;           /* owned or NULL (above) */
 };
+/* Free w (not linked anywhere any more). */
+void sched_wait_free(struct sched_wait *w);
 TAILQ_HEAD(sched_wait_list, sched_wait);
 TAILQ_HEAD(sched_wait_mlist, sched_wait);
 
@@ -202,12 +214,19 @@ struct sched {
 	int64_t (*clock)(void);
 	int freeing;
 	struct {                        /* the load (sched_load_slice) */
-		uint64_t after;         /* the last id read */
+		struct queue_due_pos due;       /* next-attempt order: the
+		                                   last (when, id) read */
+		int by_id;              /* no query index: the envelopes */
+		uint64_t after;         /* by_id: the last id read */
 		uint64_t seen;          /* entries read */
 		uint64_t total;         /* entries at open (an estimate) */
 		uint64_t t0;            /* monotonic us at the first slice */
 		int done;
 	} load;
+
+	uint64_t rm[QUEUE_REMOVE_BATCH];        /* finished, to remove in
+	                                           one transaction */
+	size_t nrm;
 
 	/* thread mode (sched_start) */
 	int own_base, stopping, running;

@@ -7,9 +7,11 @@
  * Runs: sched_start/sched_set_conf/sched_stop/sched_ctl_submit on the
  * caller's thread; the rest on the scheduler thread. Never blocks the caller
  * beyond the join at stop. The schedule is loaded from the envelope store
- * on the scheduler thread, SCHED_LOAD_SLICE entries per turn of its loop
- * (sched_load_cb), while new mail, results and operator requests are
- * served; stats show the progress ("loading").
+ * on the scheduler thread, soonest next attempt first (sched.c),
+ * SCHED_LOAD_SLICE entries per turn of its loop (sched_load_cb), while new
+ * mail, results and operator requests are served; stats show the progress
+ * ("loading"). The timer that follows a run of the inbox also writes the
+ * run's log lines (one batch) and removes the messages it finished.
  *
  * Operator requests (struct ctl_op, tern/ctl.h) arrive as tq calls on the
  * inbox and run here, on the thread that owns the schedule: each reads the
@@ -130,8 +132,11 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 	int64_t now = s->clock(), next;
 	struct timeval tv = { 0, 0 };
 
-	if (s->stopping)
+	if (s->stopping) {
+		sched_remove_flush(s);
+		log_batch_end();
 		return;
+	}
 	if (((struct sched_ops *)s->submit_arg)->paused_all)
 		next = INT64_MAX;       /* nothing starts; resume kicks us */
 	else
@@ -148,6 +153,8 @@ sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 		tv.tv_usec = 0;
 	}
 	evtimer_add(s->timer, &tv);
+	sched_remove_flush(s);          /* what the inbox gathered (sched.c) */
+	log_batch_end();
 }
 
 /* One slice of the load per turn of the loop, until it is done. */
@@ -176,6 +183,8 @@ sched_thread(void *arg)
 {
 	struct sched *s = arg;
 	event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	sched_remove_flush(s);
+	log_batch_end();
 	return NULL;
 }
 

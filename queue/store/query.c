@@ -31,13 +31,14 @@
 #define QK_ARRIVAL  'a'     /* be64(arrival ^ sign bit), be64(id) */
 #define QK_DOMAIN   'd'     /* pending rcpt's domain, NUL, be64(id) */
 #define QK_HELD     'h'     /* be64(id) */
+#define QK_NEXT     'n'     /* be64(next_attempt ^ sign bit), be64(id) */
 #define QK_RCPT     'r'     /* pending rcpt address, NUL, be64(id) */
 #define QK_SENDER   's'     /* sender address, NUL, be64(id) */
 /* STORE_COUNTS keys */
 #define QC_TOTAL    "C"     /* 6 x be64: struct qtot in order */
 #define QC_DOMAIN   'D'     /* + domain: be64 messages, be64 recipients */
 #define QC_READY    "V"     /* be32 version: the index is complete */
-#define QIDX_VERSION 1u
+#define QIDX_VERSION 2u    /* 2: the next-attempt keys */
 
 /* What queue_counts calls held: an operator hold or a corrupt message. */
 #define QIDX_HELD   (ENV_F_HOLD | ENV_F_CORRUPT)
@@ -125,6 +126,7 @@ qkey_text(uint8_t *out, char kind, const char *text)
 	return n + 2;
 }
 
+/* A signed time as a big-endian key part that sorts in time order. */
 static uint64_t
 qkey_arrival(int64_t t)
 {
@@ -191,6 +193,12 @@ qkeys_env(struct qkeys *ks, const struct envelope *e)
 		k[0] = QK_HELD;
 		queue_be64(k + 1, e->id);
 		qkeys_push(ks, k, 9);
+	}
+	if (!(e->flags & QIDX_HELD)) {      /* what the scheduler loads */
+		k[0] = QK_NEXT;
+		queue_be64(k + 1, qkey_arrival(e->next_attempt));
+		queue_be64(k + 9, e->id);
+		qkeys_push(ks, k, 17);
 	}
 	if (e->sender != NULL)
 		qkeys_text(ks, QK_SENDER, e->sender, e->id);
@@ -472,8 +480,10 @@ qidx_ready(struct queue *q)
 	if (!store_has(q->st, STORE_COUNTS) || !store_has(q->st, STORE_QUERY))
 		return 0;
 	rc = store_get(q->st, NULL, STORE_COUNTS, QC_READY, 1, &v, &vlen);
+	/* an older version lacks keys: rebuilt like a missing index */
+	rc = rc == 0 && vlen == 4 && queue_get_be32(v) == QIDX_VERSION;
 	free(v);
-	return rc == 0 && vlen == 4;
+	return rc;
 }
 
 static int
@@ -1034,6 +1044,54 @@ queue_query(struct queue *q, const struct queue_filter *f, uint64_t after,
 	if (n >= 0 && last != NULL)
 		*last = c.last;
 	return n;
+}
+
+/* ---- the schedule in next-attempt order ---- */
+
+struct queue_due_ctx {
+	struct queue_due_pos *pos;
+	queue_due_fn *fn;
+	void *arg;
+};
+
+static int
+queue_due_one(void *arg, const void *key, size_t klen, const void *val,
+    size_t vlen)
+{
+	struct queue_due_ctx *c = arg;
+	const uint8_t *k = key;
+
+	(void)val;
+	(void)vlen;
+	if (klen != 17 || k[0] != QK_NEXT)
+		return 1;
+	c->pos->when = (int64_t)(queue_get_be64(k + 1) ^ (1ULL << 63));
+	c->pos->id = queue_get_be64(k + 9);
+	c->pos->started = 1;
+	return c->fn(c->arg, c->pos->id, c->pos->when);
+}
+
+int
+queue_walk_due(struct queue *q, struct queue_due_pos *pos, queue_due_fn *fn,
+    void *arg)
+{
+	struct queue_due_ctx c = { pos, fn, arg };
+	uint8_t k[17];
+	int rc;
+
+	if (!qidx_usable(q))
+		return 1;
+	k[0] = QK_NEXT;
+	if (!pos->started) {
+		rc = store_walk_from(q->st, STORE_QUERY, k, 1, queue_due_one,
+		    &c);
+	} else {
+		queue_be64(k + 1, qkey_arrival(pos->when));
+		queue_be64(k + 9, pos->id);
+		rc = store_walk_after(q->st, STORE_QUERY, k, 17,
+		    queue_due_one, &c);
+	}
+	return rc < 0 ? -1 : 0;
 }
 
 /* ---- verify: the counters against a walk ---- */

@@ -1084,6 +1084,83 @@ queue_remove(struct queue *q, uint64_t id)
 	return 0;
 }
 
+/* One removal of a batch in t: 0, STORE_NOTFOUND, or a store error. */
+static int
+queue_remove_in(struct queue *q, struct store_txn *t, uint64_t id,
+    uint32_t *seg, uint64_t *len)
+{
+	struct envelope *cur = NULL;
+	uint8_t key[8];
+	void *v = NULL;
+	size_t vlen;
+	int rc;
+
+	queue_be64(key, id);
+	rc = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
+	if (rc != 0)
+		return rc;
+	if (envelope_decode(v, vlen, &cur) != ENV_DECODE_OK)
+		cur = NULL;
+	free(v);
+	rc = queue_index_del(q, t, id, cur);
+	*seg = cur != NULL ? cur->seg : 0;
+	*len = cur != NULL ? cur->rec_len : 0;
+	envelope_free(cur);
+	return rc;
+}
+
+int
+queue_remove_many(struct queue *q, const uint64_t *ids, size_t n, int *gone)
+{
+	uint32_t seg[QUEUE_REMOVE_BATCH];
+	uint64_t len[QUEUE_REMOVE_BATCH];
+	int rc = -1;
+
+	if (q->readonly) {
+		errno = EROFS;
+		return -1;
+	}
+	if (n > QUEUE_REMOVE_BATCH) {
+		errno = EINVAL;
+		return -1;
+	}
+	for (int tries = 0; tries < 20; tries++) {
+		struct store_txn *t = NULL;
+
+		if (store_begin(q->st, &t) < 0)
+			return -1;
+		rc = 0;
+		for (size_t i = 0; i < n && rc == 0; i++) {
+			rc = queue_remove_in(q, t, ids[i], &seg[i], &len[i]);
+			gone[i] = rc == STORE_NOTFOUND;
+			if (gone[i])
+				rc = 0;
+		}
+		if (rc == 0)
+			rc = queue_index_commit(q, t, 0);       /* ends t */
+		else
+			store_abort(t);
+		if (rc == 0)
+			break;
+		if (rc != STORE_RETRY)
+			return -1;
+	}
+	if (rc != 0) {
+		errno = EAGAIN;
+		return -1;
+	}
+	/* the segments are recycled by housekeeping after the next flush */
+	pthread_mutex_lock(&q->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (gone[i])
+			continue;
+		queue_seg_gone(q, ids[i], seg[i], len[i]);
+		q->removals++;
+	}
+	pthread_mutex_unlock(&q->lock);
+	return 0;
+}
+
 struct queue_walk_ctx {
 	queue_walk_fn *fn;
 	void *arg;

@@ -492,11 +492,53 @@ test_json_long_line(void **state)
 	assert_int_equal(json_obj_find(j.p, j.toks, 0, "k64"), -1);
 }
 
+/*
+ * A batch: info lines wait, a warning writes them and itself at once, the
+ * end writes the rest; more than a batch holds goes out in whole lines, in
+ * order.
+ */
+static void
+test_batch(void **state)
+{
+	char *out, want[64];
+	const char *p;
+	size_t len;
+	(void)state;
+
+	log_set_json(0);
+	cap_begin();
+	log_batch_begin();
+	log_info("batch one");
+	log_info("batch two");
+	assert_int_equal(lseek(cap_fd, 0, SEEK_END), 0);    /* waiting */
+	log_warnx("batch three");
+	assert_true(lseek(cap_fd, 0, SEEK_END) > 0);
+	log_info("batch four");
+	for (int i = 0; i < 200; i++)
+		log_info("batch line %03d %s", i, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+		    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+	log_batch_end();
+	log_info("batch after");                /* unbatched */
+	out = cap_end(&len);
+	p = out;
+	assert_non_null(p = strstr(p, "batch one\n"));
+	assert_non_null(p = strstr(p, "batch two\n"));
+	assert_non_null(p = strstr(p, "warning: batch three\n"));
+	assert_non_null(p = strstr(p, "batch four\n"));
+	for (int i = 0; i < 200; i++) {
+		snprintf(want, sizeof(want), "]: batch line %03d x", i);
+		assert_non_null(p = strstr(p, want));
+	}
+	assert_non_null(strstr(p, "batch after\n"));
+	free(out);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_text_lines),
+		cmocka_unit_test(test_batch),
 		cmocka_unit_test(test_json_lines),
 		cmocka_unit_test(test_json_values),
 		cmocka_unit_test(test_json_escaping),

@@ -925,6 +925,58 @@ count_files(const char *dir, const char *suffix)
 	return n;
 }
 
+/*
+ * Removals in one transaction: the ids there go (counts follow, a second
+ * batch finds them gone), an unknown id is reported gone, the others stay,
+ * and a batch above the bound is refused whole.
+ */
+static void
+test_remove_many(void **state)
+{
+	char *dir = mktmp("rmmany");
+	struct queue *q = qopen(dir, 64 << 10, 0, 0);
+	struct waiter *w = waiter_new();
+	struct queue_counts c;
+	struct envelope *e = NULL;
+	uint64_t ids[QUEUE_REMOVE_BATCH + 1];
+	int gone[QUEUE_REMOVE_BATCH + 1];
+	(void)state;
+
+	qnotify(q, w);
+	for (uint64_t r = 0; r < 10; r++)
+		submit(q, w->tq, r, 1000);
+	waiter_wait(w, 10);
+	for (size_t i = 0; i < 5; i++)
+		ids[i] = w->res[2 * i].qid;
+	ids[5] = 12345;                         /* never queued */
+	assert_int_equal(queue_remove_many(q, ids, 6, gone), 0);
+	for (size_t i = 0; i < 5; i++)
+		assert_int_equal(gone[i], 0);
+	assert_int_equal(gone[5], 1);
+	for (uint64_t r = 0; r < 10; r++) {
+		int rc = queue_get(q, w->res[r].qid, &e);
+		assert_int_equal(rc, r % 2 == 0 ? 1 : 0);
+		envelope_free(e);
+		e = NULL;
+	}
+	assert_int_equal(queue_counts(q, &c), 0);
+	assert_int_equal(c.messages, 5);
+	assert_int_equal(queue_remove_many(q, ids, 2, gone), 0);
+	assert_true(gone[0] && gone[1]);
+	for (size_t i = 0; i <= QUEUE_REMOVE_BATCH; i++)
+		ids[i] = w->res[1].qid;
+	errno = 0;
+	assert_int_equal(queue_remove_many(q, ids, QUEUE_REMOVE_BATCH + 1,
+	    gone), -1);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(queue_get(q, w->res[1].qid, &e), 0);
+	envelope_free(e);
+	queue_close(q);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+}
+
 static void
 test_remove_recycle(void **state)
 {
@@ -1963,6 +2015,7 @@ main(void)
 		cmocka_unit_test(test_torn_cut_envelope),
 		cmocka_unit_test(test_torn_cut_before_envelope),
 		cmocka_unit_test(test_remove_recycle),
+		cmocka_unit_test(test_remove_many),
 		cmocka_unit_test(test_copy_forward),
 		cmocka_unit_test(test_copy_forward_crash),
 		cmocka_unit_test(test_copy_of_removed_not_recovered),

@@ -1182,11 +1182,54 @@ test_load_slices(void **state)
 		slices++;
 	assert_int_equal(rc, 0);
 	assert_true(s2->load.done);
-	assert_true(s2->load.seen >= 5);
+	assert_true(s2->load.seen >= 4);        /* the hold took id[4]'s key */
 	assert_int_equal(s2->nmsg, 4);          /* once each; not the held one */
 	assert_int_equal(s2->heap.n, 4);
 	assert_int_equal(sched_load_slice(s2, 2), 0);   /* done stays done */
 	assert_int_equal(s2->nmsg, 4);
+	sched_free(s2);
+}
+
+/*
+ * The load reads the soonest next attempts first, whatever the ids: with
+ * ids in the reverse of due order, a first slice of 2 holds the two
+ * soonest, and the first job handed out is the most overdue message.
+ */
+static void
+test_load_nearest_first(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rr[] = { "n@d.example", NULL };
+	uint64_t id[5];
+	struct envelope *e;
+	struct sched *s2;
+	struct fx tmp;
+
+	for (int i = 0; i < 5; i++)
+		id[i] = fx_commit(f, "alice@example.org", 0, rr);
+	fx_settle(f);
+	for (int i = 0; i < 5; i++) {           /* id[4] is due first */
+		e = fx_get(f, id[i]);
+		e->next_attempt = fx_now - 100 * i + (i < 3 ? 1000 : 0);
+		assert_int_equal(queue_update(f->q, e), 0);
+		envelope_free(e);
+	}
+	memset(&tmp, 0, sizeof(tmp));
+	queue_set_notify(f->q, NULL);
+	s2 = sched_new(f->q, f->conf, f->base, fx_submit, &tmp);
+	assert_int_equal(sched_load_slice(s2, 2), 1);
+	assert_int_equal(s2->nmsg, 2);
+	sched_run(s2, fx_now);
+	assert_int_equal(tmp.njobs, 2);
+	assert_true(tmp.jobs[0]->env->id == id[4]);
+	assert_true(tmp.jobs[1]->env->id == id[3]);
+	for (size_t i = 0; i < tmp.njobs; i++)
+		dlv_job_free(tmp.jobs[i]);
+	tmp.njobs = 0;
+	assert_int_equal(sched_load(s2), 0);
+	assert_int_equal(s2->nmsg, 5);
+	sched_run(s2, fx_now);
+	assert_int_equal(tmp.njobs, 0);         /* the others are not due */
 	sched_free(s2);
 }
 
@@ -1219,6 +1262,8 @@ main(void)
 		    fx_teardown),
 		cmocka_unit_test_setup_teardown(test_load_slices, fx_setup,
 		    fx_teardown),
+		cmocka_unit_test_setup_teardown(test_load_nearest_first,
+		    fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_hold_and_load, fx_setup,
 		    fx_teardown),
 	};
