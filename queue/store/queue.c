@@ -1087,7 +1087,7 @@ queue_remove(struct queue *q, uint64_t id)
 /* One removal of a batch in t: 0, STORE_NOTFOUND, or a store error. */
 static int
 queue_remove_in(struct queue *q, struct store_txn *t, uint64_t id,
-    uint32_t *seg, uint64_t *len)
+    uint32_t *seg, uint64_t *off, uint64_t *len)
 {
 	struct envelope *cur = NULL;
 	uint8_t key[8];
@@ -1104,6 +1104,7 @@ queue_remove_in(struct queue *q, struct store_txn *t, uint64_t id,
 	free(v);
 	rc = queue_index_del(q, t, id, cur);
 	*seg = cur != NULL ? cur->seg : 0;
+	*off = cur != NULL ? cur->off : 0;
 	*len = cur != NULL ? cur->rec_len : 0;
 	envelope_free(cur);
 	return rc;
@@ -1113,7 +1114,7 @@ int
 queue_remove_many(struct queue *q, const uint64_t *ids, size_t n, int *gone)
 {
 	uint32_t seg[QUEUE_REMOVE_BATCH];
-	uint64_t len[QUEUE_REMOVE_BATCH];
+	uint64_t off[QUEUE_REMOVE_BATCH], len[QUEUE_REMOVE_BATCH];
 	int rc = -1;
 
 	if (q->readonly) {
@@ -1131,7 +1132,8 @@ queue_remove_many(struct queue *q, const uint64_t *ids, size_t n, int *gone)
 			return -1;
 		rc = 0;
 		for (size_t i = 0; i < n && rc == 0; i++) {
-			rc = queue_remove_in(q, t, ids[i], &seg[i], &len[i]);
+			rc = queue_remove_in(q, t, ids[i], &seg[i], &off[i],
+			    &len[i]);
 			gone[i] = rc == STORE_NOTFOUND;
 			if (gone[i])
 				rc = 0;
@@ -1154,10 +1156,14 @@ queue_remove_many(struct queue *q, const uint64_t *ids, size_t n, int *gone)
 	for (size_t i = 0; i < n; i++) {
 		if (gone[i])
 			continue;
+		queue_mark_removed(q, seg[i], off[i]);
 		queue_seg_gone(q, ids[i], seg[i], len[i]);
 		q->removals++;
 	}
 	pthread_mutex_unlock(&q->lock);
+	for (size_t i = 0; i < n; i++)
+		if (!gone[i])
+			queue_body7_drop(q, ids[i]);
 	return 0;
 }
 
