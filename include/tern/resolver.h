@@ -90,6 +90,9 @@ struct mx_result {
 	int implicit_mx;                  /* no MX records: the domain itself */
 	struct mx_host *hosts;            /* owned; sorted by pref, equal prefs shuffled */
 	size_t nhosts;                    /* may be 0 when status != OK */
+	int dnssec_ad;                    /* MX lookups: the MX answer (or its
+	                                     NODATA) came with the AD bit of a
+	                                     validating resolver (DANE) */
 };
 
 /* Addresses within a host: IPv4 first, then IPv6, each in answer order. */
