@@ -95,7 +95,7 @@ def test_verify_delivers_to_a_valid_certificate(ternd, dns, sink, ca_file, where
     line = attempt_line(t, qid, "sent")
     assert line.group(1) == "mx.test[127.0.0.1]:%d" % s.port, line.group(0)
     assert line.group(2).startswith("2."), line.group(0)
-    assert re.search(r'tls="TLSv1\.[23] \S+"', line.group(0)), line.group(0)
+    assert re.search(r'tls=verified cipher="TLSv1\.[23] \S+"', line.group(0)), line.group(0)
 
 
 @pytest.mark.parametrize("where", sorted(POLICIES))
