@@ -41,7 +41,7 @@ struct dlv_dane {
 /* Cancel the lookup, free the answer. */
 void dlv_dane_clear(struct dlv_dane *d);
 
-/* The verdict of an answer (and a log line saying why, for qid and host). */
+/* What an answer makes of its host's connections. */
 enum dlv_dane_verdict dlv_dane_verdict(const struct tlsa_result *t);
 
 /*
