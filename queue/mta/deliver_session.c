@@ -610,7 +610,8 @@ dlv_tx_send(struct dlv_session *s)
 			/* RFC 8689 4.2.1: passed on (dlv_requiretls_check) */
 			dlv_session_send(s, "MAIL FROM:<%s>%s%s%s%s%s",
 			    env->sender, size, body, utf8, dsn,
-			    (env->flags & ENV_F_REQUIRETLS) ? " REQUIRETLS" : "");
+			    (env->flags & ENV_F_REQUIRETLS) &&
+			    (e->ext & SMTP_EXT_REQUIRETLS) ? " REQUIRETLS" : "");
 		} else if (s->send_idx <= s->nsend) {
 			size_t i = s->sendlist[s->send_idx - 1];
 			const struct env_rcpt *rc = &env->rcpts[s->job->rcpts[i]];
@@ -1999,8 +2000,9 @@ dlv_tls_mode(const struct dlv_session *s)
  * RFC 8689 4.2.1: a message sent with REQUIRETLS goes only over TLS whose
  * peer DANE or MTA-STS authenticated, to a next hop that offers REQUIRETLS
  * (and the parameter is passed on). Otherwise this next hop is skipped
- * with 5.7.30; when none is left the recipients bounce. 0 to go on, -1
- * when the session moved on.
+ * with 5.7.30; when none is left the recipients bounce. LMTP over a unix
+ * socket is local final delivery, never on a network: it takes the mail
+ * (without the parameter). 0 to go on, -1 when the session moved on.
  */
 static int
 dlv_requiretls_check(struct dlv_session *s)
@@ -2008,7 +2010,8 @@ dlv_requiretls_check(struct dlv_session *s)
 	const struct dlv_conn *c = s->conn;
 	const char *why;
 
-	if (!(s->job->env->flags & ENV_F_REQUIRETLS))
+	if (!(s->job->env->flags & ENV_F_REQUIRETLS) ||
+	    s->job->route.transport == CONF_XPORT_LMTP_UNIX)
 		return 0;
 	if (c->ssl == NULL)
 		why = "no TLS";
