@@ -269,8 +269,14 @@ def test_requiretls_shown_and_kept_in_the_queue(ternd, dns, certs):
     assert "requiretls: yes" in out, out
 
 
-def check_bounce(bounce_sink, t, qid):
-    result_line(t, qid, "bounced")
+def bounced_5730(t, tls_sink, bounce_sink, why):
+    """Send with REQUIRETLS: the recipient bounces 5.7.30 for why, nothing
+    reaches tls_sink, and the DSN (RFC 8689 5) holds the header, no body,
+    and came without REQUIRETLS."""
+    qid = send(t, requiretls=True)
+    line = result_line(t, qid, "bounced")
+    assert line.group(1) == "5.7.30", line.group(0)
+    assert why in line.group(0), line.group(0)
     (b,) = bounce_sink.wait_for(1)
     assert b.mail_from in ("", "<>")
     assert b.requiretls is False
@@ -278,29 +284,20 @@ def check_bounce(bounce_sink, t, qid):
     assert b"REQUIRETLS" in b.data
     assert BODY_MARK not in b.data, b.data          # RFC 8689 5: no body
     assert b"text/rfc822-headers" in b.data
+    assert tls_sink.messages == []
 
 
 def test_requiretls_peer_without_requiretls_bounces(ternd, dns, tls_sink, bounce_sink, certs):
     set_zone(dns, tls_sink.port, [(3, 1, 1, spki_sha256(certs.cert))])
     t = start_rt(ternd, dns, certs, tls_sink.port, bounce_port=bounce_sink.port)
-    qid = send(t, requiretls=True)
-    line = result_line(t, qid, "bounced")
-    assert line.group(1) == "5.7.30", line.group(0)
-    assert "REQUIRETLS not offered" in line.group(0)
-    check_bounce(bounce_sink, t, qid)
-    assert tls_sink.messages == []
+    bounced_5730(t, tls_sink, bounce_sink, "REQUIRETLS not offered")
 
 
 def test_requiretls_peer_without_dane_bounces(ternd, dns, tls_sink, bounce_sink, certs):
     tls_sink.requiretls = True
     set_zone(dns, tls_sink.port, secure_mx=False)
     t = start_rt(ternd, dns, certs, tls_sink.port, bounce_port=bounce_sink.port)
-    qid = send(t, requiretls=True)
-    line = result_line(t, qid, "bounced")
-    assert line.group(1) == "5.7.30", line.group(0)
-    assert "not authenticated by DANE or MTA-STS" in line.group(0)
-    check_bounce(bounce_sink, t, qid)
-    assert tls_sink.messages == []
+    bounced_5730(t, tls_sink, bounce_sink, "not authenticated by DANE or MTA-STS")
 
 
 def test_tls_required_no_goes_in_plaintext(ternd, dns, sink, certs):
