@@ -19,9 +19,15 @@
  * out) every query it issued, then frees itself: c-ares callbacks therefore
  * never see freed memory, and the owner's arg is never touched again.
  *
- * Untrusted input: DNS replies (parsed by c-ares and resolver/mx.c only),
- * domain names from recipient addresses. RFCs: 5321 §5.1, 7505, 2308
- * (negative caching, simplified to a fixed short TTL).
+ * Queries are built here and sent with ares_send() so that they carry the
+ * AD bit (RFC 6840 5.7): the reply's AD bit (is the answer validated by a
+ * validating resolver?) is kept with each answer, cached ones included,
+ * for DANE (MX answers, TLSA lookups: tern/tlsa.h).
+ *
+ * Untrusted input: DNS replies (parsed by c-ares, resolver/mx.c and
+ * resolver/tlsa.c only), domain names from recipient addresses. RFCs:
+ * 5321 §5.1, 7505, 2308 (negative caching, simplified to a fixed short
+ * TTL), 7672 2.1 (the AD bit as the trust signal).
  */
 #include <arpa/inet.h>
 #include <ctype.h>

@@ -36,6 +36,10 @@
  *   host lookup: no A and no AAAA            5.4.4 "no address for h"
  * Names in reason strings come from DNS (or from a recipient address): log
  * them through log_escape().
+ *
+ * Every query asks with the AD bit; mx_result.dnssec_ad says whether the
+ * MX answer came back validated (DANE, RFC 7672 2.2.1). TLSA lookups are in
+ * tern/tlsa.h.
  */
 #ifndef TERN_RESOLVER_H
 #define TERN_RESOLVER_H
