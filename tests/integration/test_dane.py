@@ -13,10 +13,13 @@ Bounces of REQUIRETLS mail go to the sender's domain, routed to a plain
 second sink, where the DSN is checked: status 5.7.30, no body."""
 
 import hashlib
+import os
 import re
+import shutil
 import smtplib
 import ssl
 import subprocess
+import tempfile
 
 import pytest
 
@@ -134,9 +137,23 @@ def test_dane_ee_match_is_verified(ternd, dns, tls_sink, certs):
     assert (tlsa_name(tls_sink.port), "TLSA", "udp") in dns.queries
 
 
-def test_dane_mismatch_defers_and_sends_nothing(ternd, dns, tls_sink):
+@pytest.fixture
+def ca_file(certs):
+    """The test CA, world-readable (the delivery threads run as `user`)."""
+    d = tempfile.mkdtemp(prefix="tern-ca-", dir="/tmp")
+    os.chmod(d, 0o755)
+    path = os.path.join(d, "ca.pem")
+    shutil.copyfile(str(certs.ca_cert), path)
+    os.chmod(path, 0o644)
+    yield path
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_dane_mismatch_defers_and_sends_nothing(ternd, dns, tls_sink, ca_file):
+    # the sink's certificate is valid for mx.test under the CA store given
+    # (SSL_CERT_FILE): no PKIX fallback when usable TLSA exist
     set_zone(dns, tls_sink.port, [(3, 1, 1, "00" * 32)])
-    t = start(ternd, dns, tls_sink.port)
+    t = start(ternd, dns, tls_sink.port, env={"SSL_CERT_FILE": ca_file})
     qid = send(t)
     line = result_line(t, qid, "deferred")
     assert line.group(1) == "4.7.5", line.group(0)
