@@ -13,13 +13,10 @@ Bounces of REQUIRETLS mail go to the sender's domain, routed to a plain
 second sink, where the DSN is checked: status 5.7.30, no body."""
 
 import hashlib
-import os
 import re
-import shutil
 import smtplib
 import ssl
 import subprocess
-import tempfile
 
 import pytest
 
@@ -135,18 +132,6 @@ def test_dane_ee_match_is_verified(ternd, dns, tls_sink, certs):
     assert " tls=dane-verified cipher=\"TLSv1." in line.group(0), line.group(0)
     t.wait_log(r"id=%s relay=\S+ dane-verified: TLSA 3 1 1 depth=0" % qid)
     assert (tlsa_name(tls_sink.port), "TLSA", "udp") in dns.queries
-
-
-@pytest.fixture
-def ca_file(certs):
-    """The test CA, world-readable (the delivery threads run as `user`)."""
-    d = tempfile.mkdtemp(prefix="tern-ca-", dir="/tmp")
-    os.chmod(d, 0o755)
-    path = os.path.join(d, "ca.pem")
-    shutil.copyfile(str(certs.ca_cert), path)
-    os.chmod(path, 0o644)
-    yield path
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_dane_mismatch_defers_and_sends_nothing(ternd, dns, tls_sink, ca_file):
