@@ -77,7 +77,7 @@ struct conf_parser {
 static const char *const conf_words_mode[] = { "relay", "submission", NULL };
 static const char *const conf_words_ltls[] = { "plain", "starttls", "tls", NULL };
 static const char *const conf_words_tlsp[] = {
-	"none", "may", "encrypt", "verify", NULL };
+	"none", "may", "encrypt", "verify", "dane", NULL };
 static const char *const conf_words_bare[] = { "reject", "normalize", NULL };
 static const char *const conf_words_log[] = { "stderr", "syslog", NULL };
 static const char *const conf_words_logfmt[] = { "text", "json", NULL };
@@ -1355,12 +1355,12 @@ conf_set_route(struct conf_parser *p, const struct conf_directive *d,
 	if (argc > 2) {
 		if (strncmp(argv[2], "tls-policy=", 11) != 0) {
 			conf_error(p, "route: unknown option \"%s\" (expected "
-			    "tls-policy=none|may|encrypt|verify)", argv[2]);
+			    "tls-policy=none|may|encrypt|verify|dane)", argv[2]);
 			bad = 1;
 		} else if ((tls = conf_keyword_find(conf_words_tlsp,
 		    argv[2] + 11)) == -1) {
 			conf_error(p, "route: unknown tls-policy \"%s\" "
-			    "(expected none, may, encrypt or verify)",
+			    "(expected none, may, encrypt, verify or dane)",
 			    argv[2] + 11);
 			bad = 1;
 		}
@@ -1445,9 +1445,9 @@ static const struct conf_directive conf_table[] = {
 	D_DUR("proxy-timeout", "10s", 1, 300, proxy_timeout),
 	D_LIST("route", conf_set_route, NULL, 0, 0, routes, 2, 3,
 	    "DOMAIN mx|smtp:HOST[:PORT]|smtp:[HOST][:PORT]|lmtp:[HOST][:PORT]|"
-	    "lmtp:unix:/PATH [tls-policy=none|may|encrypt|verify]"),
+	    "lmtp:unix:/PATH [tls-policy=none|may|encrypt|verify|dane]"),
 	D_WORD("tls-policy", "may", conf_words_tlsp, tls_policy,
-	    "none|may|encrypt|verify"),
+	    "none|may|encrypt|verify|dane"),
 	D_STR("route-auth", conf_set_path, NULL, route_auth_file, "FILE"),
 	D_WORD("8bit-unconvertible", "bounce", conf_words_8bit, eightbit_send,
 	    "bounce|send"),
@@ -2097,6 +2097,8 @@ conf_route_for(const struct conf *c, const char *domain, size_t len)
 		    CONF_XPORT_SMTP },
 		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_VERIFY, 0,
 		    CONF_XPORT_SMTP },
+		{ (char *)"*", CONF_ROUTE_MX, NULL, 0, CONF_TLSP_DANE, 0,
+		    CONF_XPORT_SMTP },
 	};
 	const struct conf_route *best = NULL, *star = NULL;
 	size_t bestlen = 0;
@@ -2139,7 +2141,7 @@ conf_listen_mode_name(enum conf_listen_mode m)
 const char *
 conf_tls_policy_name(enum conf_tls_policy p)
 {
-	return (unsigned)p < 4 ? conf_words_tlsp[p] : "?";
+	return (unsigned)p <= CONF_TLSP_DANE ? conf_words_tlsp[p] : "?";
 }
 
 const char *

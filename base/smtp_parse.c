@@ -583,6 +583,7 @@ smtp_parse_orcpt(const char *v, size_t n)
 #define SMTP_PARSE_P_AUTH     0x20u
 #define SMTP_PARSE_P_NOTIFY   0x40u
 #define SMTP_PARSE_P_ORCPT    0x80u
+#define SMTP_PARSE_P_REQTLS   0x100u
 
 /* One MAIL parameter; key k[0..kn), value v[0..vn) or v == NULL. 0 / -1. */
 static int
@@ -603,15 +604,20 @@ smtp_parse_mail_param(const char *k, size_t kn, const char *v, size_t vn,
 		bit = SMTP_PARSE_P_ENVID;
 	else if (smtp_parse_ieq(k, kn, "AUTH"))
 		bit = SMTP_PARSE_P_AUTH;
+	else if (smtp_parse_ieq(k, kn, "REQUIRETLS"))
+		bit = SMTP_PARSE_P_REQTLS;
 	else
 		return -1;
 	if (*seen & bit)
 		return -1;
 	*seen |= bit;
-	if (bit == SMTP_PARSE_P_UTF8) {
+	if (bit == SMTP_PARSE_P_UTF8 || bit == SMTP_PARSE_P_REQTLS) {
 		if (v != NULL)
 			return -1;
-		p->smtputf8 = 1;
+		if (bit == SMTP_PARSE_P_UTF8)
+			p->smtputf8 = 1;
+		else
+			p->requiretls = 1;
 		return 0;
 	}
 	if (v == NULL)

@@ -19,9 +19,15 @@
  * out) every query it issued, then frees itself: c-ares callbacks therefore
  * never see freed memory, and the owner's arg is never touched again.
  *
- * Untrusted input: DNS replies (parsed by c-ares and resolver/mx.c only),
- * domain names from recipient addresses. RFCs: 5321 §5.1, 7505, 2308
- * (negative caching, simplified to a fixed short TTL).
+ * Queries are built here and sent with ares_send() so that they carry the
+ * AD bit (RFC 6840 5.7): the reply's AD bit (is the answer validated by a
+ * validating resolver?) is kept with each answer, cached ones included,
+ * for DANE (MX answers, TLSA lookups: tern/tlsa.h).
+ *
+ * Untrusted input: DNS replies (parsed by c-ares, resolver/mx.c and
+ * resolver/tlsa.c only), domain names from recipient addresses. RFCs:
+ * 5321 §5.1, 7505, 2308 (negative caching, simplified to a fixed short
+ * TTL), 7672 2.1 (the AD bit as the trust signal).
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -36,14 +42,16 @@
 
 #include "tern/log.h"
 #include "tern/resolver.h"
+#include "tern/tlsa.h"
 #include "tern/util.h"
 
 #define RESOLVER_T_A     1
 #define RESOLVER_T_MX    15
 #define RESOLVER_T_AAAA  28
+#define RESOLVER_T_TLSA  52
 #define RESOLVER_C_IN    1
 
-enum resolver_kind { RESOLVER_Q_MX, RESOLVER_Q_HOST };
+enum resolver_kind { RESOLVER_Q_MX, RESOLVER_Q_HOST, RESOLVER_Q_TLSA };
 
 struct resolver_watch {
 	LIST_ENTRY(resolver_watch) next;
@@ -58,6 +66,7 @@ struct resolver_cache_entry {
 	uint32_t hash;
 	int type;
 	int status;                               /* SUCCESS, ENOTFOUND, ENODATA */
+	int ad;                                   /* the answer's AD bit */
 	unsigned char *buf;                       /* owned; NULL if negative */
 	size_t len;
 	char name[];                              /* lower case, no final dot */
@@ -75,6 +84,8 @@ struct resolver_query {
 	struct event *done_ev;
 	struct mx_result *res;                    /* owned until handed over */
 	int *st4, *st6;                           /* per host; -1 = not asked */
+	resolver_tlsa_cb *tcb;                    /* RESOLVER_Q_TLSA: cb unused */
+	struct tlsa_result *tres;                 /* owned, RESOLVER_Q_TLSA */
 };
 
 struct resolver_sub {
@@ -245,7 +256,7 @@ resolver_cache_unlink(struct resolver *r, struct resolver_cache_entry **ep)
  */
 static int
 resolver_cache_get(struct resolver *r, int type, const char *name, int *st,
-    const unsigned char **buf, size_t *len)
+    const unsigned char **buf, size_t *len, int *ad)
 {
 	struct resolver_cache_entry **ep, *e;
 
@@ -261,6 +272,7 @@ resolver_cache_get(struct resolver *r, int type, const char *name, int *st,
 	TAILQ_REMOVE(&r->lru, e, lru);
 	TAILQ_INSERT_HEAD(&r->lru, e, lru);
 	*st = e->status;
+	*ad = e->ad;
 	*buf = e->buf;
 	*len = e->len;
 	return 1;
@@ -268,7 +280,7 @@ resolver_cache_get(struct resolver *r, int type, const char *name, int *st,
 
 static void
 resolver_cache_put(struct resolver *r, int type, const char *name, int st,
-    const unsigned char *buf, size_t len)
+    const unsigned char *buf, size_t len, int ad)
 {
 	struct resolver_cache_entry **ep, *e;
 	size_t nlen = resolver_name_len(name), i;
@@ -307,6 +319,7 @@ resolver_cache_put(struct resolver *r, int type, const char *name, int st,
 	e->hash = resolver_cache_hash(type, name, nlen);
 	e->type = type;
 	e->status = st;
+	e->ad = ad;
 	if (buf != NULL) {
 		e->buf = xmalloc(len);
 		memcpy(e->buf, buf, len);
@@ -342,6 +355,7 @@ resolver_query_free(struct resolver_query *q)
 	if (q->done_ev != NULL)
 		event_free(q->done_ev);
 	mx_result_free(q->res);
+	free(q->tres);
 	free(q->st4);
 	free(q->st6);
 	free(q);
@@ -352,12 +366,21 @@ resolver_done_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct resolver_query *q = arg;
 	resolver_mx_cb *cb = q->cb;
+	resolver_tlsa_cb *tcb = q->tcb;
 	void *cbarg = q->arg;
 	struct mx_result *res = q->res;
+	struct tlsa_result *tres = q->tres;
 
 	/* Forget the lookup before calling out: the callback may do anything. */
 	q->res = NULL;
+	q->tres = NULL;
 	resolver_query_free(q);
+	if (tcb != NULL) {
+		mx_result_free(res);
+		tcb(cbarg, tres);
+		free(tres);
+		return;
+	}
 	cb(cbarg, res);
 }
 
@@ -386,6 +409,13 @@ resolver_query_finish(struct resolver_query *q)
 	for (i = 0; i < res->nhosts && q->st4 != NULL; i++) {
 		resolver_host_sort(&res->hosts[i]);
 		mx_host_classify(&res->hosts[i], q->st4[i], q->st6[i]);
+	}
+	if (q->kind == RESOLVER_Q_TLSA) {
+		log_trace(TRACE_DNS, "dns tlsa status=%d records=%zu",
+		    (int)q->tres->status, q->tres->n);
+		q->done = 1;
+		event_active(q->done_ev, EV_TIMEOUT, 1);
+		return;
 	}
 	if (q->kind == RESOLVER_Q_MX) {
 		mx_result_classify(res);
@@ -453,13 +483,15 @@ resolver_hosts_query(struct resolver_query *q)
 
 static void
 resolver_on_mx(struct resolver_query *q, int st, const unsigned char *buf,
-    size_t len)
+    size_t len, int ad)
 {
 	struct mx_result *res = q->res;
 	struct mx_plan plan;
 	size_t i;
 
 	mx_plan_from_reply(st, buf, len, res->query, resolver_rand, NULL, &plan);
+	/* DANE (RFC 7672 2.2.1): a validated MX set, or validated NODATA */
+	res->dnssec_ad = ad && (st == ARES_SUCCESS || st == ARES_ENODATA);
 	res->implicit_mx = plan.implicit_mx;
 	res->status = plan.status;
 	memcpy(res->dsn, plan.dsn, sizeof(res->dsn));
@@ -494,13 +526,15 @@ resolver_on_addr(struct resolver_query *q, int type, size_t idx, int st,
 
 static void
 resolver_sub_done(struct resolver_sub *sub, int st, const unsigned char *buf,
-    size_t len)
+    size_t len, int ad)
 {
 	struct resolver_query *q = sub->q;
 
 	if (!q->cancelled) {
-		if (sub->type == RESOLVER_T_MX)
-			resolver_on_mx(q, st, buf, len);
+		if (sub->type == RESOLVER_T_TLSA)
+			tlsa_from_reply(st, buf, len, ad, sub->name, q->tres);
+		else if (sub->type == RESOLVER_T_MX)
+			resolver_on_mx(q, st, buf, len, ad);
 		else
 			resolver_on_addr(q, sub->type, sub->host, st, buf, len);
 	}
@@ -515,6 +549,7 @@ resolver_ares_cb(void *arg, int st, int timeouts, unsigned char *abuf,
 	struct resolver_sub *sub = arg;
 	struct resolver *r = sub->q->r;
 	size_t len = alen > 0 ? (size_t)alen : 0;
+	int ad;
 
 	if (r->destroying) {
 		/* resolver_free() frees the lookups after ares_destroy(). */
@@ -522,15 +557,20 @@ resolver_ares_cb(void *arg, int st, int timeouts, unsigned char *abuf,
 		free(sub);
 		return;
 	}
+	/* ares_send() hands back the raw reply: map its rcode as
+	 * ares_query() would */
+	st = dns_reply_status(st, abuf, len);
+	ad = dns_reply_ad(abuf, len) == 1;
 	if (log_trace_mask() & TRACE_DNS) {
 		char name[RESOLVER_NAME_MAX * 4 + 1];
 
 		log_escape(name, sizeof(name), sub->name, strlen(sub->name));
-		log_trace(TRACE_DNS, "dns query=%s type=%d status=%s timeouts=%d",
-		    name, sub->type, mx_ares_strstatus(st), timeouts);
+		log_trace(TRACE_DNS, "dns query=%s type=%d status=%s ad=%d "
+		    "timeouts=%d", name, sub->type, mx_ares_strstatus(st), ad,
+		    timeouts);
 	}
-	resolver_cache_put(r, sub->type, sub->name, st, abuf, len);
-	resolver_sub_done(sub, st, abuf, len);
+	resolver_cache_put(r, sub->type, sub->name, st, abuf, len, ad);
+	resolver_sub_done(sub, st, abuf, len, ad);
 }
 
 static void
@@ -540,8 +580,9 @@ resolver_sub_start(struct resolver_query *q, int type, size_t host,
 	struct resolver *r = q->r;
 	struct resolver_sub *sub;
 	const unsigned char *buf;
+	unsigned char *qbuf;
 	size_t len;
-	int st;
+	int st, ad, qlen;
 
 	sub = xcalloc(1, sizeof(*sub));
 	sub->q = q;
@@ -549,13 +590,26 @@ resolver_sub_start(struct resolver_query *q, int type, size_t host,
 	sub->host = host;
 	strncpy(sub->name, name, RESOLVER_NAME_MAX);
 	q->pending++;
-	if (resolver_cache_get(r, type, name, &st, &buf, &len)) {
-		resolver_sub_done(sub, st, buf, len);
+	if (resolver_cache_get(r, type, name, &st, &buf, &len, &ad)) {
+		resolver_sub_done(sub, st, buf, len, ad);
 		return;
 	}
-	/* May call resolver_ares_cb() at once (bad name, no memory). */
-	ares_query(r->channel, sub->name, RESOLVER_C_IN, type, resolver_ares_cb,
-	    sub);
+	/*
+	 * Built here rather than by ares_query() to set the AD bit (RFC 6840
+	 * 5.7): a validating resolver then says whether it validated the
+	 * answer, which DANE needs (RFC 7672 2.1). Harmless for the others.
+	 */
+	st = ares_create_query(sub->name, RESOLVER_C_IN, type, 0, 1, &qbuf,
+	    &qlen, 0);
+	if (st != ARES_SUCCESS) {
+		resolver_sub_done(sub, st, NULL, 0, 0);
+		return;
+	}
+	if (qlen > 3)
+		qbuf[3] |= 0x20;
+	/* May call resolver_ares_cb() at once (no memory). */
+	ares_send(r->channel, qbuf, qlen, resolver_ares_cb, sub);
+	ares_free_string(qbuf);
 	resolver_timer_arm(r);
 }
 
@@ -687,6 +741,26 @@ resolver_host_lookup(struct resolver *r, const char *host, resolver_mx_cb *cb,
 	return q;
 }
 
+struct resolver_query *
+resolver_tlsa_lookup(struct resolver *r, const char *host, unsigned port,
+    resolver_tlsa_cb *cb, void *arg)
+{
+	struct resolver_query *q;
+	char name[RESOLVER_NAME_MAX + 1];
+
+	if (tlsa_qname(host, port, name, sizeof(name)) == -1 ||
+	    (q = resolver_query_new(r, RESOLVER_Q_TLSA, name, NULL, arg)) ==
+	    NULL)
+		return NULL;
+	q->tcb = cb;
+	q->tres = xcalloc(1, sizeof(*q->tres));
+	q->tres->status = TLSA_FAIL;
+	q->pending = 1;
+	resolver_sub_start(q, RESOLVER_T_TLSA, 0, name);
+	resolver_query_release(q);
+	return q;
+}
+
 void
 resolver_cancel(struct resolver_query *q)
 {
@@ -700,6 +774,7 @@ resolver_cancel(struct resolver_query *q)
 	/* Sub-queries are in flight: free when the last one comes back. */
 	q->cancelled = 1;
 	q->cb = NULL;
+	q->tcb = NULL;
 	q->arg = NULL;
 }
 

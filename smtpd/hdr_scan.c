@@ -27,10 +27,23 @@ hdr_scan_name_done(struct hdr_scan *h)
 		h->flags |= HDR_HAVE_DATE;
 	else if (ascii_casecmp_n(h->name, h->name_len, "message-id", 10) == 0)
 		h->flags |= HDR_HAVE_MSGID;
-	else if ((ascii_casecmp_n(h->name, h->name_len, "received", 8) == 0 ||
+	else if (ascii_casecmp_n(h->name, h->name_len, "tls-required", 12) == 0) {
+		h->in_tlsreq = 1;
+		h->tv_len = 0;
+	} else if ((ascii_casecmp_n(h->name, h->name_len, "received", 8) == 0 ||
 	    ascii_casecmp_n(h->name, h->name_len, "delivered-to", 12) == 0) &&
 	    h->ntrace < UINT_MAX)
 		h->ntrace++;
+}
+
+/* A TLS-Required: field ended: is its value "No"? (RFC 8689 5) */
+static void
+hdr_scan_value_done(struct hdr_scan *h)
+{
+	if (h->in_tlsreq && h->tv_len == 2 &&
+	    ascii_casecmp_n(h->tv, 2, "no", 2) == 0)
+		h->flags |= HDR_TLS_REQUIRED_NO;
+	h->in_tlsreq = 0;
 }
 
 size_t
@@ -44,6 +57,8 @@ hdr_scan_feed(struct hdr_scan *h, const char *p, size_t len)
 		case HS_DONE:
 			return i;
 		case HS_LINE_START:
+			if (c != ' ' && c != '\t')
+				hdr_scan_value_done(h);
 			if (c == '\r')
 				h->state = HS_CR;
 			else if (c == '\n') {
@@ -81,6 +96,12 @@ hdr_scan_feed(struct hdr_scan *h, const char *p, size_t len)
 		case HS_REST:
 			if (c == '\n')
 				h->state = HS_LINE_START;
+			else if (h->in_tlsreq && c != ' ' && c != '\t' &&
+			    c != '\r') {
+				if (h->tv_len < sizeof(h->tv))
+					h->tv[h->tv_len] = (char)c;
+				h->tv_len++;
+			}
 			break;
 		}
 	}

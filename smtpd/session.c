@@ -303,6 +303,8 @@ smtpd_cmd_helo(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	evbuffer_add_printf(out, "250-DSN\r\n");
 	evbuffer_add_printf(out, "250-CHUNKING\r\n");
 	evbuffer_add_printf(out, "250-SMTPUTF8\r\n");
+	if (s->flags & SMTPD_F_TLS)     /* RFC 8689 2: only over TLS */
+		evbuffer_add_printf(out, "250-REQUIRETLS\r\n");
 	if (smtpd_starttls_offered(s))
 		evbuffer_add_printf(out, "250-STARTTLS\r\n");
 	if (smtpd_auth_offered(s))
@@ -422,12 +424,18 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		return -1;
 	}
 	if (!(s->flags & SMTPD_F_EHLO) && (p.has_size || p.body != SMTP_BODY_7BIT
-	    || p.ret || p.envid[0] || p.auth[0] || p.smtputf8)) {
+	    || p.ret || p.envid[0] || p.auth[0] || p.smtputf8 ||
+	    p.requiretls)) {
 		smtpd_reply(s, 555, "5.5.4", "MAIL parameters need EHLO");
 		return -1;
 	}
 	if (p.body == SMTP_BODY_BINARYMIME) {
 		smtpd_reply(s, 555, "5.5.4", "Unsupported MAIL parameter");
+		return -1;
+	}
+	if (p.requiretls && !(s->flags & SMTPD_F_TLS)) {
+		/* RFC 8689 4.1: REQUIRETLS is offered only over TLS */
+		smtpd_reply(s, 530, "5.7.10", "REQUIRETLS needs a TLS session");
 		return -1;
 	}
 	if (smtpd_mailbox_utf8(s, &mb, p.smtputf8, "sender") < 0)
@@ -469,6 +477,8 @@ smtpd_cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		env->flags |= ENV_F_8BIT;
 	if (p.smtputf8)
 		env->flags |= ENV_F_SMTPUTF8;
+	if (p.requiretls)
+		env->flags |= ENV_F_REQUIRETLS;
 	if (p.ret == 'H')
 		env->flags |= ENV_F_RET_HDRS;
 	else if (p.ret == 'F')
@@ -1310,6 +1320,8 @@ smtpd_data_end(struct smtpd_session *s)
 	env->size = spool_size(tx->body);
 	if (seen & DATA_SEEN_8BIT)
 		env->flags |= ENV_F_8BIT;
+	if (tx->hs.flags & HDR_TLS_REQUIRED_NO)     /* RFC 8689 5 */
+		env->flags |= ENV_F_TLS_OPTIONAL;
 	env->arrival = now_unix();
 	log_escape(tx->from, sizeof(tx->from), env->sender, strlen(env->sender));
 	tx->nrcpt = env->nrcpt;

@@ -72,6 +72,8 @@ enum conf_route_transport {
 
 enum conf_tls_policy {
 	CONF_TLSP_NONE, CONF_TLSP_MAY, CONF_TLSP_ENCRYPT, CONF_TLSP_VERIFY,
+	CONF_TLSP_DANE,     /* RFC 7672 for MX routes (queue/mta/dane.c);
+	                       other routes treat it as "may" */
 };
 
 struct conf_route {

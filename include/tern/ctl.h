@@ -132,7 +132,7 @@
  *   {"id":"<16 hex>","arrival":<unix>,"size":<body bytes>,"sender":"<addr or
  *    empty for <>>","recipients":[RCPT,...],"attempts":N,"next_attempt":<unix>,
  *    "last_error":"..."|null,"held":bool,"corrupt":bool,"smtputf8":bool,
- *    "8bitmime":bool,
+ *    "8bitmime":bool,"requiretls":bool,"tls_optional":bool,
  *    "client":"<ip>"|null,"helo":"..."|null,"auth_user":"..."|null}
  * RCPT:
  *   {"address":"...","state":"pending|sent|bounced|expired|deleted",

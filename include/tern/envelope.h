@@ -70,6 +70,12 @@ struct env_attempt {
 #define ENV_F_RET_FULL  0x80u  /* RET=FULL (passed on to a DSN-capable hop) */
 #define ENV_F_COPY      0x100u /* a copy-forward record (segment only, never
                                   in the index): see queue_rec_scan() */
+#define ENV_F_REQUIRETLS 0x200u /* MAIL FROM:<..> REQUIRETLS (RFC 8689):
+                                  only over DANE or MTA-STS authenticated TLS
+                                  to a hop offering REQUIRETLS, else 5.7.30 */
+#define ENV_F_TLS_OPTIONAL 0x400u /* the header holds "TLS-Required: No"
+                                  (RFC 8689 5): DANE and MTA-STS failures
+                                  do not stop delivery */
 
 struct envelope {
 	uint64_t id;

@@ -1,9 +1,10 @@
 /*
  * hdr_scan.h - incremental scanner of a message's header section (RFC 5322
  * 2.2, 3.6): where it ends, whether Date: and Message-ID: are present, and
- * how many trace fields (Received:, Delivered-To:) it holds. Used for the
- * submission fix-ups of RFC 6409 8.1 and 8.3 and for the hop count that
- * stops mail loops (RFC 5321 6.3).
+ * how many trace fields (Received:, Delivered-To:) it holds, and whether a
+ * "TLS-Required: No" field is present. Used for the submission fix-ups of
+ * RFC 6409 8.1 and 8.3, for the hop count that stops mail loops (RFC 5321
+ * 6.3) and for the TLS-Required header field (RFC 8689 5).
  *
  * Pure and incremental: no allocation, no I/O; any split of the input gives
  * the same result. Input is message text as the DATA filter outputs it
@@ -17,6 +18,8 @@
 #define HDR_HAVE_DATE   0x1u
 #define HDR_HAVE_MSGID  0x2u
 #define HDR_END         0x4u   /* the empty line that ends the header section was seen */
+#define HDR_TLS_REQUIRED_NO 0x8u /* a TLS-Required: field whose value is "No"
+                                   (any case, white space and folding aside) */
 
 struct hdr_scan {
 	int state;               /* private */
@@ -25,6 +28,9 @@ struct hdr_scan {
 	                            (saturates at UINT_MAX) */
 	size_t name_len;         /* private */
 	char name[16];           /* private: field name so far */
+	int in_tlsreq;           /* private: inside a TLS-Required: value */
+	size_t tv_len;           /* private: its non-blank octets so far */
+	char tv[3];              /* private: the first of them */
 };
 
 void hdr_scan_init(struct hdr_scan *h);

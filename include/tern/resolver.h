@@ -36,6 +36,10 @@
  *   host lookup: no A and no AAAA            5.4.4 "no address for h"
  * Names in reason strings come from DNS (or from a recipient address): log
  * them through log_escape().
+ *
+ * Every query asks with the AD bit; mx_result.dnssec_ad says whether the
+ * MX answer came back validated (DANE, RFC 7672 2.2.1). TLSA lookups are in
+ * tern/tlsa.h.
  */
 #ifndef TERN_RESOLVER_H
 #define TERN_RESOLVER_H
@@ -90,6 +94,9 @@ struct mx_result {
 	int implicit_mx;                  /* no MX records: the domain itself */
 	struct mx_host *hosts;            /* owned; sorted by pref, equal prefs shuffled */
 	size_t nhosts;                    /* may be 0 when status != OK */
+	int dnssec_ad;                    /* MX lookups: the MX answer (or its
+	                                     NODATA) came with the AD bit of a
+	                                     validating resolver (DANE) */
 };
 
 /* Addresses within a host: IPv4 first, then IPv6, each in answer order. */

@@ -75,6 +75,7 @@ struct smtp_mail_params {
 	int has_size;
 	enum smtp_body body;      /* BODY= */
 	int smtputf8;             /* SMTPUTF8 */
+	int requiretls;           /* REQUIRETLS (RFC 8689) */
 	char ret;                 /* RET=FULL 'F' / HDRS 'H' / 0 */
 	char envid[101];          /* ENVID= (xtext, kept encoded), "" if absent */
 	char auth[SMTP_PATH_MAX + 1]; /* AUTH=<mailbox>|<>, kept as xtext, "" if absent */

@@ -56,6 +56,7 @@ enum smtp_reply_status smtp_reply_parse(const char *p, size_t len,
 #define SMTP_EXT_SMTPUTF8      0x020u   /* RFC 6531 */
 #define SMTP_EXT_DSN           0x040u   /* RFC 3461 */
 #define SMTP_EXT_CHUNKING      0x080u   /* RFC 3030 */
+#define SMTP_EXT_REQUIRETLS    0x100u   /* RFC 8689 */
 
 struct smtp_ehlo {
 	unsigned ext;                   /* SMTP_EXT_* */

@@ -49,6 +49,14 @@ enum dlv_conn_state {
 	DLV_CONN_QUIT,          /* QUIT written, closing */
 };
 
+/* How a connection's TLS peer was authenticated (REQUIRETLS needs DANE or STS). */
+enum dlv_tls_auth {
+	DLV_TLSAUTH_NONE = 0,   /* plaintext, or TLS without verification */
+	DLV_TLSAUTH_PKIX,       /* tls-policy verify: chain and name */
+	DLV_TLSAUTH_DANE,       /* a usable TLSA record matched (RFC 7672) */
+	DLV_TLSAUTH_STS,        /* MTA-STS enforce: PKIX, name and policy mx matched */
+};
+
 /* One outbound connection; owned by the worker (w->conns). */
 struct dlv_conn {
 	TAILQ_ENTRY(dlv_conn) entry;
@@ -66,6 +74,7 @@ struct dlv_conn {
 	uint32_t authed;                    /* AUTH succeeded (route-auth): the
 	                                       credentials' tag (dlv_auth_tag),
 	                                       else 0 */
+	enum dlv_tls_auth tls_auth;
 };
 
 TAILQ_HEAD(dlv_conn_list, dlv_conn);

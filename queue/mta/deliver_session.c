@@ -45,6 +45,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -52,6 +53,7 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 
 #include "tern/deliver.h"
 #include "tern/envelope.h"
@@ -64,9 +66,11 @@
 #include "tern/smtp.h"
 #include "tern/smtp_reply.h"
 #include "tern/tls.h"
+#include "tern/tlsrpt.h"
 #include "tern/util.h"
 
 #include "client_auth.h"
+#include "dane.h"
 #include "deliver_int.h"
 
 enum dlv_state {
@@ -147,6 +151,8 @@ struct dlv_session {
 	struct client_auth auth;            /* the AUTH exchange (DLV_S_AUTH) */
 	const struct route_auth_entry *cred;  /* borrowed from conf: AUTH's */
 
+	struct dlv_dane dane;               /* DANE (dane.c): tls-policy dane */
+
 	/* the last failure of an address, for when none is left */
 	int have_err;
 	int all_perm;
@@ -159,6 +165,13 @@ static void dlv_session_resolve(struct dlv_session *s);
 static void dlv_session_targets_ready(struct dlv_session *s);
 static int dlv_lmtp_body_reply(struct dlv_session *s,
     const struct smtp_reply *r);
+static const char *dlv_tls_mode(const struct dlv_session *s);
+static int dlv_session_dane(struct dlv_session *s);
+static int dlv_session_dane_auth(const struct dlv_session *s);
+static void dlv_session_dane_report(struct dlv_session *s,
+    enum tlsrpt_result res, const char *detail);
+static int dlv_requiretls_check(struct dlv_session *s);
+static int dlv_session_tls_auth(struct dlv_session *s);
 
 /* ------------------------------------------------------------------ */
 /* helpers */
@@ -290,6 +303,7 @@ dlv_session_free(struct dlv_session *s)
 {
 	TAILQ_REMOVE(&s->w->sessions, s, entry);
 	resolver_cancel(s->rq);
+	dlv_dane_clear(&s->dane);
 	if (s->conn != NULL)
 		dlv_conn_free(s->conn);
 	event_free(s->timer);
@@ -336,6 +350,7 @@ dlv_session_done(struct dlv_session *s, int reusable)
 		if (s->rstate[i] != DLV_R_DONE) /* cannot happen; be safe */
 			panic("dlv_session_done: recipient %zu undecided", i);
 	}
+	r->tls_mode = dlv_tls_mode(s);
 	if (c != NULL) {
 		r->relay = c->relay != NULL ? xstrdup(c->relay) : NULL;
 		r->tls = c->tls != NULL ? xstrdup(c->tls) : NULL;
@@ -592,8 +607,11 @@ dlv_tx_send(struct dlv_session *s)
 				utf8 = " SMTPUTF8";
 			if (e->ext & SMTP_EXT_DSN)
 				dlv_dsn_mail_params(env, dsn, sizeof(dsn));
-			dlv_session_send(s, "MAIL FROM:<%s>%s%s%s%s",
-			    env->sender, size, body, utf8, dsn);
+			/* RFC 8689 4.2.1: passed on (dlv_requiretls_check) */
+			dlv_session_send(s, "MAIL FROM:<%s>%s%s%s%s%s",
+			    env->sender, size, body, utf8, dsn,
+			    (env->flags & ENV_F_REQUIRETLS) &&
+			    (e->ext & SMTP_EXT_REQUIRETLS) ? " REQUIRETLS" : "");
 		} else if (s->send_idx <= s->nsend) {
 			size_t i = s->sendlist[s->send_idx - 1];
 			const struct env_rcpt *rc = &env->rcpts[s->job->rcpts[i]];
@@ -753,6 +771,8 @@ dlv_tx_start(struct dlv_session *s)
 		dlv_session_done(s, 1);     /* nothing was sent: reusable */
 		return;
 	}
+	if (dlv_requiretls_check(s) < 0)
+		return;
 	if (!(e->ext & SMTP_EXT_SMTPUTF8) && dlv_needs_smtputf8(s)) {
 		char why[300];
 		snprintf(why, sizeof(why), "%s does not offer SMTPUTF8, which "
@@ -961,6 +981,12 @@ dlv_session_tls_start(struct dlv_session *s)
 	SSL *ssl;
 
 	ssl = tls_client_ssl_new(s->w->ssl_ctx, t->host, verify);
+	/* DANE: only the usable TLSA authenticate the peer (dane.c) */
+	if (ssl != NULL && dlv_session_dane_auth(s) &&
+	    dlv_dane_ssl_setup(ssl, t->host, s->dane.tlsa) == -1) {
+		SSL_free(ssl);
+		ssl = NULL;
+	}
 	if (ssl == NULL) {
 		dlv_session_next(s, DLV_TEMP, "4.7.5", "cannot set up TLS "
 		    "for %s", c->relay);
@@ -1129,6 +1155,8 @@ dlv_session_ehlo_done(struct dlv_session *s)
 				return;
 			}
 		} else if (!offered) {
+			dlv_session_dane_report(s, TLSRPT_STARTTLS_NOT_SUPPORTED,
+			    NULL);
 			dlv_session_next(s, DLV_TEMP, "4.7.5", "TLS required "
 			    "but not offered by %s", s->conn->relay);
 			return;
@@ -1203,6 +1231,7 @@ dlv_session_pre_reply(struct dlv_session *s, const struct smtp_reply *r,
 			dlv_session_ready(s);
 			return;
 		}
+		dlv_session_dane_report(s, TLSRPT_STARTTLS_NOT_SUPPORTED, buf);
 		dlv_session_next(s, DLV_TEMP, "4.7.5", "%s said to STARTTLS: "
 		    "%s", s->conn->relay, buf);
 		return;
@@ -1386,6 +1415,8 @@ dlv_session_on_event(struct dlv_session *s, short what)
 			c->tls = xstrdup(d);
 			log_trace(TRACE_CLIENT, "dlv id=%s relay=%s TLS %s",
 			    s->qid, c->relay, d);
+			if (dlv_session_tls_auth(s) < 0)
+				return;
 			dlv_session_ehlo(s);
 		}
 		return;
@@ -1412,6 +1443,15 @@ dlv_session_on_event(struct dlv_session *s, short what)
 		return;
 	case DLV_S_HANDSHAKE:
 		dlv_ssl_error(c->bev, why, sizeof(why));
+		if (dlv_session_dane_auth(s)) {
+			/* DANE: say which check failed, and report it */
+			long vr = SSL_get_verify_result(c->ssl);
+			if (vr != X509_V_OK)
+				snprintf(why, sizeof(why), "DANE authentication "
+				    "failed: %s", X509_verify_cert_error_string(vr));
+			dlv_session_dane_report(s, dlv_dane_failure_type(c->ssl),
+			    why);
+		}
 		if (s->tlsp == CONF_TLSP_MAY) {
 			dlv_session_retry_plain(s, why);
 			return;
@@ -1492,6 +1532,14 @@ static void
 dlv_session_connect_next(struct dlv_session *s)
 {
 	while (s->ti < s->ntargets) {
+		/* DANE: this host's TLSA set its TLS policy (dane.c) */
+		if (s->dane.want) {
+			int d = dlv_session_dane(s);
+			if (d < 0)
+				return;         /* looking up */
+			if (d > 0)
+				continue;       /* host skipped */
+		}
 		const struct dlv_target *t = &s->targets[s->ti];
 		struct sockaddr_storage ss = t->ss;
 		socklen_t sslen;
@@ -1663,6 +1711,7 @@ dlv_session_resolved(void *arg, struct mx_result *res)
 	size_t n = 0;
 
 	s->rq = NULL;
+	s->dane.mx_secure = res->status == RESOLVER_OK && res->dnssec_ad;
 	metrics_observe(&tern_metrics.dns_seconds, now_mono_us() - s->t_resolve);
 	/* MX routing never hands mail back to ourselves (RFC 5321 5.1) */
 	if (res->status == RESOLVER_OK && s->job->route.kind != CONF_ROUTE_HOST)
@@ -1794,6 +1843,16 @@ dlv_session_start(struct dlv_worker *w, struct dlv_job *job)
 	s->key = dlv_route_key(job);
 	s->port = job->route.port ? job->route.port : s->conf->mx_port;
 	s->tlsp = job->route.tls;
+	if (s->tlsp == CONF_TLSP_DANE) {
+		/* DANE for MX-resolved SMTP routes, unless the message said
+		 * "TLS-Required: No" (RFC 8689 5); else opportunistic */
+		s->dane.want = job->route.kind != CONF_ROUTE_HOST &&
+		    job->route.transport == CONF_XPORT_SMTP &&
+		    job->domain[0] != '[' &&
+		    !((env->flags & ENV_F_TLS_OPTIONAL) &&
+		    !(env->flags & ENV_F_REQUIRETLS));
+		s->tlsp = CONF_TLSP_MAY;
+	}
 	s->timer = evtimer_new(w->base, dlv_session_timercb, s);
 	if (s->timer == NULL)
 		panic("dlv_session_start: evtimer_new failed");
@@ -1840,4 +1899,199 @@ dlv_session_start(struct dlv_worker *w, struct dlv_job *job)
 		return;
 	}
 	dlv_session_resolve(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* DANE (RFC 7672; the policy is in dane.c) and REQUIRETLS (RFC 8689) */
+
+/* The current target is to be authenticated by its usable TLSA. */
+static int
+dlv_session_dane_auth(const struct dlv_session *s)
+{
+	return s->dane.want && s->dane.mx_secure &&
+	    s->dane.verdict == DLV_DANE_AUTH;
+}
+
+/* A TLS-RPT event of the "tlsa" policy, when DANE applies to the target. */
+static void
+dlv_session_dane_report(struct dlv_session *s, enum tlsrpt_result res,
+    const char *detail)
+{
+	if (!s->dane.want || !s->dane.mx_secure || s->dane.tlsa == NULL ||
+	    s->dane.verdict == DLV_DANE_MAY || s->ti >= s->ntargets)
+		return;
+	dlv_dane_report(&s->dane, s->job->domain, &s->targets[s->ti].ss, res,
+	    detail);
+}
+
+static void
+dlv_session_tlsa_done(void *arg, const struct tlsa_result *res)
+{
+	struct dlv_session *s = arg;
+
+	s->dane.rq = NULL;
+	s->dane.tlsa = xmalloc(sizeof(*s->dane.tlsa));
+	memcpy(s->dane.tlsa, res, sizeof(*res));
+	dlv_session_connect_next(s);
+}
+
+/* The TLSA lookup of the current target's host failed: skip the host. */
+static void
+dlv_session_dane_skip(struct dlv_session *s)
+{
+	struct dlv_dane *d = &s->dane;
+	char host[300];
+
+	if (!d->reported)
+		dlv_session_dane_report(s, TLSRPT_DNSSEC_INVALID,
+		    d->tlsa->reason);
+	d->reported = 1;
+	log_escape(host, sizeof(host), d->host, strlen(d->host));
+	snprintf(s->err_status, sizeof(s->err_status), "4.7.5");
+	snprintf(s->err_text, sizeof(s->err_text), "%.190s for %.300s (DANE)",
+	    d->tlsa->reason, host);
+	s->have_err = 1;
+	s->all_perm = 0;
+	log_info("id=%s next hop skipped: status=%s %s", s->qid,
+	    s->err_status, s->err_text);
+	while (s->ti < s->ntargets &&
+	    strcasecmp(s->targets[s->ti].host, d->host) == 0)
+		s->ti++;
+}
+
+/*
+ * DANE (RFC 7672 2.2), before connecting to s->targets[s->ti]: with a
+ * secure MX answer, the TLSA of its host decide s->tlsp. -1 while the
+ * lookup runs (dlv_session_tlsa_done() goes on from here), 1 when the host
+ * was skipped (its TLSA lookup failed), 0 to connect.
+ */
+static int
+dlv_session_dane(struct dlv_session *s)
+{
+	struct dlv_dane *d = &s->dane;
+	const struct dlv_target *t = &s->targets[s->ti];
+
+	d->verdict = DLV_DANE_MAY;
+	s->tlsp = CONF_TLSP_MAY;
+	if (!d->mx_secure || t->ss.ss_family == AF_UNIX)
+		return 0;       /* insecure MX: no DANE (STS may apply) */
+	if (d->tlsa == NULL || strcasecmp(d->host, t->host) != 0) {
+		dlv_dane_clear(d);
+		snprintf(d->host, sizeof(d->host), "%s", t->host);
+		d->rq = resolver_tlsa_lookup(s->w->resolver, t->host, s->port,
+		    dlv_session_tlsa_done, s);
+		if (d->rq != NULL) {
+			dlv_session_enter(s, DLV_S_RESOLVE);
+			return -1;
+		}
+		d->tlsa = xcalloc(1, sizeof(*d->tlsa));
+		d->tlsa->status = TLSA_FAIL;
+		snprintf(d->tlsa->reason, sizeof(d->tlsa->reason),
+		    "TLSA lookup failed: name too long");
+	}
+	d->verdict = dlv_dane_verdict(d->tlsa);
+	switch (d->verdict) {
+	case DLV_DANE_DEFER:
+		dlv_session_dane_skip(s);
+		return 1;
+	case DLV_DANE_ENCRYPT:
+		if (!d->reported) {
+			log_info("id=%s dane: %s has TLSA records, none usable: "
+			    "TLS without authentication", s->qid, t->host);
+			dlv_session_dane_report(s, TLSRPT_TLSA_INVALID,
+			    "no usable TLSA record");
+			d->reported = 1;
+		}
+		/* FALLTHROUGH */
+	case DLV_DANE_AUTH:
+		s->tlsp = CONF_TLSP_ENCRYPT;
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/*
+ * After the handshake: how the peer was authenticated (c->tls_auth), and
+ * for DANE, the check of the match and its TLS-RPT success. -1 when the
+ * session moved on to the next address.
+ */
+static int
+dlv_session_tls_auth(struct dlv_session *s)
+{
+	struct dlv_conn *c = s->conn;
+	char what[200];
+
+	c->tls_auth = DLV_TLSAUTH_NONE;
+	if (dlv_session_dane_auth(s)) {
+		if (!dlv_dane_verified(c->ssl, what, sizeof(what))) {
+			dlv_session_dane_report(s, TLSRPT_VALIDATION_FAILURE,
+			    what);
+			dlv_session_next(s, DLV_TEMP, "4.7.5", "DANE "
+			    "authentication of %s failed: %s", c->relay, what);
+			return -1;
+		}
+		c->tls_auth = DLV_TLSAUTH_DANE;
+		log_info("id=%s relay=%s dane-verified: TLSA %s", s->qid,
+		    c->relay, what);
+		dlv_session_dane_report(s, TLSRPT_SUCCESS, NULL);
+	} else if (s->tlsp == CONF_TLSP_VERIFY) {
+		c->tls_auth = DLV_TLSAUTH_PKIX;
+	}
+	return 0;
+}
+
+/* The delivery log's tls= word for the session's connection. */
+static const char *
+dlv_tls_mode(const struct dlv_session *s)
+{
+	const struct dlv_conn *c = s->conn;
+
+	if (c == NULL || c->ssl == NULL)
+		return "none";
+	switch (c->tls_auth) {
+	case DLV_TLSAUTH_DANE:
+		return "dane-verified";
+	case DLV_TLSAUTH_STS:
+		return "sts-verified";
+	case DLV_TLSAUTH_PKIX:
+		return "verified";
+	default:
+		return s->tlsp == CONF_TLSP_ENCRYPT ? "encrypt" : "may";
+	}
+}
+
+/*
+ * RFC 8689 4.2.1: a message sent with REQUIRETLS goes only over TLS whose
+ * peer DANE or MTA-STS authenticated, to a next hop that offers REQUIRETLS
+ * (and the parameter is passed on). Otherwise this next hop is skipped
+ * with 5.7.30; when none is left the recipients bounce. LMTP over a unix
+ * socket is local final delivery, never on a network: it takes the mail
+ * (without the parameter). 0 to go on, -1 when the session moved on.
+ */
+static int
+dlv_requiretls_check(struct dlv_session *s)
+{
+	const struct dlv_conn *c = s->conn;
+	const char *why;
+
+	if (!(s->job->env->flags & ENV_F_REQUIRETLS) ||
+	    s->job->route.transport == CONF_XPORT_LMTP_UNIX)
+		return 0;
+	if (c->ssl == NULL)
+		why = "no TLS";
+	else if (c->tls_auth != DLV_TLSAUTH_DANE &&
+	    c->tls_auth != DLV_TLSAUTH_STS)
+		why = "TLS not authenticated by DANE or MTA-STS";
+	else if (!(c->ehlo.ext & SMTP_EXT_REQUIRETLS))
+		why = "REQUIRETLS not offered";
+	else
+		return 0;
+	{
+		char text[400];
+		snprintf(text, sizeof(text), "REQUIRETLS support required: "
+		    "%s: %s", c->relay, why);
+		dlv_tx_refuse_hop(s, "5.7.30", text);
+	}
+	return -1;
 }

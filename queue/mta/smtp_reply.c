@@ -162,6 +162,7 @@ smtp_ehlo_parse(const char *p, size_t len, struct smtp_ehlo *out)
 		{ "SMTPUTF8", SMTP_EXT_SMTPUTF8 },
 		{ "DSN", SMTP_EXT_DSN },
 		{ "CHUNKING", SMTP_EXT_CHUNKING },
+		{ "REQUIRETLS", SMTP_EXT_REQUIRETLS },
 	};
 	size_t pos = 0, lineno = 0;
 

@@ -33,6 +33,9 @@ tls_client_ctx_new(char *err, size_t errlen)
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
 	if (SSL_CTX_set_default_verify_paths(ctx) != 1)
 		log_warnx("tls: cannot load the system CA store");
+	/* DANE (queue/mta/dane.c) is enabled per connection on top */
+	if (SSL_CTX_dane_enable(ctx) <= 0)
+		log_warnx("tls: cannot enable DANE verification");
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 	return ctx;

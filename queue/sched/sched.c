@@ -731,9 +731,11 @@ sched_result_apply(struct sched *s, uint64_t qid64, struct dlv_result *r,
 		if (!last && queue_update(s->q, env) < 0)
 			log_warn("id=%s scheduler: queue_update", qid);
 		char tls[240], tlsesc[200];
+		/* tls=MODE: how the peer was authenticated (deliver.h) */
 		if (r->tls != NULL) {
 			log_escape(tlsesc, sizeof(tlsesc), r->tls, strlen(r->tls));
-			snprintf(tls, sizeof(tls), "tls=\"%s\"", tlsesc);
+			snprintf(tls, sizeof(tls), "tls=%s cipher=\"%s\"",
+			    r->tls_mode != NULL ? r->tls_mode : "may", tlsesc);
 		} else
 			snprintf(tls, sizeof(tls), "tls=none");
 		for (size_t i = 0; i < r->n && !quiet; i++) {
@@ -1028,7 +1030,10 @@ sched_round_finish(struct sched *s, struct sched_msg *m, int64_t now,
 	dm.nrcpt = nd;
 	dm.orig = body;
 	dm.origlen = bodylen;
-	dm.ret_full = (env->flags & ENV_F_RET_FULL) != 0;
+	/* RFC 8689 5: the bounce of a REQUIRETLS message carries its header
+	 * at most (never the body), and goes without REQUIRETLS */
+	dm.ret_full = (env->flags & ENV_F_RET_FULL) != 0 &&
+	    !(env->flags & ENV_F_REQUIRETLS);
 	dm.utf8 = (env->flags & ENV_F_SMTPUTF8) != 0;
 	dm.rnd = sched_rand64(s);
 	if (dsn_build(&dm, &dsn, &dsnlen, &dflags) != DSN_OK) {

@@ -111,6 +111,8 @@ ctl_envelope_write(struct json_writer *w, const struct envelope *env,
 	json_kv_bool(w, "corrupt", (env->flags & ENV_F_CORRUPT) != 0);
 	json_kv_bool(w, "smtputf8", (env->flags & ENV_F_SMTPUTF8) != 0);
 	json_kv_bool(w, "8bitmime", (env->flags & ENV_F_8BIT) != 0);
+	json_kv_bool(w, "requiretls", (env->flags & ENV_F_REQUIRETLS) != 0);
+	json_kv_bool(w, "tls_optional", (env->flags & ENV_F_TLS_OPTIONAL) != 0);
 	json_kv_str(w, "client", env->client_addr);
 	json_kv_str(w, "helo", env->client_helo);
 	json_kv_str(w, "auth_user", env->auth_user);

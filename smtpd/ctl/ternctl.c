@@ -413,6 +413,8 @@ ternctl_print_show(const struct ternctl_opts *o, const struct ternctl_resp *r)
 	printf("corrupt: %s\n", ternctl_bool(r, e, "corrupt") ? "yes" : "no");
 	printf("smtputf8: %s\n", ternctl_bool(r, e, "smtputf8") ? "yes" : "no");
 	printf("8bitmime: %s\n", ternctl_bool(r, e, "8bitmime") ? "yes" : "no");
+	printf("requiretls: %s\n", ternctl_bool(r, e, "requiretls") ? "yes" :
+	    ternctl_bool(r, e, "tls_optional") ? "no (TLS-Required: No)" : "no");
 	long a = ternctl_field(r, e, "recipients");
 	if (a >= 0 && r->toks[a].type == JSON_ARRAY) {
 		size_t i = (size_t)a + 1;

@@ -33,6 +33,9 @@ certs             (session) test CA + leaf made once with the openssl CLI:
                   *.test, 127.0.0.1 and ::1. .make_leaf(name, sans) makes another one
                   (key_type="rsa" for an RSA key; tag="x" to keep several per name).
 
+ca_file           (function) the test CA, world-readable under /tmp: the path,
+                  for env={"SSL_CERT_FILE": ca_file} (delivery trusts it).
+
 ternd             (function, factory) ternd(**kw) -> a running Ternd. Keywords:
                     listeners=("relay",)   each item is a mode ("relay", "submission"),
                                            giving `listen 127.0.0.1:PORT MODE plain`, or a
@@ -274,6 +277,19 @@ class Certs:
 def certs(tmp_path_factory):
     openssl = require_tool("openssl")
     return Certs(tmp_path_factory.mktemp("certs"), openssl)
+
+
+@pytest.fixture
+def ca_file(certs):
+    """The test CA as a world-readable copy under /tmp, for SSL_CERT_FILE of
+    a ternd whose delivery threads (run as `user`) must read it."""
+    d = tempfile.mkdtemp(prefix="tern-ca-", dir="/tmp")
+    os.chmod(d, 0o755)
+    path = os.path.join(d, "ca.pem")
+    shutil.copyfile(str(certs.ca_cert), path)
+    os.chmod(path, 0o644)
+    yield path
+    shutil.rmtree(d, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- raw SMTP client

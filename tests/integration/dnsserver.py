@@ -23,6 +23,13 @@ Failure injection per name (any type, or one type):
     dns.timeout("slow.test", "MX")         # no answer at all (client times out)
     dns.clear_faults()
 
+DNSSEC, as a validating resolver reports it (RFC 4035 3.2.3), for DANE:
+
+    dns.ad = True                          # set the AD bit on every answer
+    dns.insecure("example.test")           # ... except this name's (any type)
+    dns.add("_25._tcp.mx.example.test", "TLSA", (3, 1, 1, "ab12..."))
+        # TLSA: (usage, selector, matching type, hex or bytes)
+
 Every query is recorded in dns.queries as (name, type, proto) tuples, e.g.
 ("example.test", "MX", "udp"), so a test can assert what was (not) asked.
 """
@@ -32,7 +39,7 @@ import socketserver
 import struct
 import threading
 
-from dnslib import AAAA, CNAME, MX, QTYPE, RCODE, RR, TXT, A, DNSRecord
+from dnslib import AAAA, CNAME, MX, QTYPE, RCODE, RR, TLSA, TXT, A, DNSRecord
 
 TTL = 60
 
@@ -50,6 +57,8 @@ class TestDNSServer:
         self._lock = threading.Lock()
         self._zones = {}
         self._faults = {}          # (name, type or None) -> "servfail"|"timeout"
+        self.ad = False            # AD bit on answers (see the docstring)
+        self._insecure = set()     # names answered without it
         self.queries = []
         self._udp = None
         self._tcp = None
@@ -79,6 +88,10 @@ class TestDNSServer:
         with self._lock:
             self._faults[(_norm(name), rtype.upper() if rtype else None)] = "timeout"
 
+    def insecure(self, name):
+        with self._lock:
+            self._insecure.add(_norm(name))
+
     def clear_faults(self):
         with self._lock:
             self._faults.clear()
@@ -88,6 +101,8 @@ class TestDNSServer:
             self._zones = {}
             self._faults.clear()
             self.queries.clear()
+            self._insecure.clear()
+            self.ad = False
 
     # ---- answering -------------------------------------------------------
 
@@ -103,6 +118,11 @@ class TestDNSServer:
             return RR(qname, QTYPE.CNAME, rdata=CNAME(rec), ttl=TTL)
         if rtype == "TXT":
             return RR(qname, QTYPE.TXT, rdata=TXT(rec), ttl=TTL)
+        if rtype == "TLSA":
+            usage, selector, mtype, data = rec
+            if isinstance(data, str):
+                data = bytes.fromhex(data)
+            return RR(qname, QTYPE.TLSA, rdata=TLSA(usage, selector, mtype, data), ttl=TTL)
         raise ValueError("unsupported record type %s" % rtype)
 
     def answer(self, data, proto):
@@ -113,6 +133,8 @@ class TestDNSServer:
             return None
         reply = req.reply()  # sets QR, AA, RD copied
         reply.header.ra = 0
+        reply.header.ad = 0  # copied from the query too: only dns.ad sets it
+        reply.header.cd = 0
         if not req.questions:
             reply.header.rcode = RCODE.FORMERR
             return reply.pack()
@@ -128,6 +150,8 @@ class TestDNSServer:
             if fault == "servfail":
                 reply.header.rcode = RCODE.SERVFAIL
                 return reply.pack()
+            if self.ad and name not in self._insecure:
+                reply.header.ad = 1
             # follow CNAMEs inside our own data (bounded)
             cur = name
             for _ in range(8):

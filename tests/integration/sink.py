@@ -18,6 +18,8 @@ Behaviour knobs (set any time, from the test thread):
         # and the final dot were received). s.release() lets hung sessions go
         # on; stop() cancels them.
 
+    s.requiretls = True   # offer REQUIRETLS (RFC 8689) in EHLO over TLS and
+        # take the MAIL parameter: msgs[0].requiretls says whether it came
     s.dsn = True      # offer DSN (RFC 3461) in EHLO and take its parameters:
         # msgs[0].dsn_mail lists MAIL's RET=/ENVID= as sent, msgs[0].dsn_rcpt
         # one list per accepted recipient of its NOTIFY=/ORCPT= as sent
@@ -50,6 +52,7 @@ class SinkMessage:
         self.ehlo = ehlo
         self.dsn_mail = []
         self.dsn_rcpt = []
+        self.requiretls = False
 
     def __repr__(self):
         return "<SinkMessage from=%r to=%r %d bytes>" % (self.mail_from, self.rcpt_tos,
@@ -75,6 +78,8 @@ class _Handler:
         session.host_name = hostname
         if self.sink.dsn:
             responses.insert(len(responses) - 1, "250-DSN")
+        if self.sink.requiretls and session.ssl is not None:
+            responses.insert(len(responses) - 1, "250-REQUIRETLS")
         return responses
 
     async def handle_HELO(self, server, session, envelope, hostname):
@@ -133,6 +138,7 @@ class _Handler:
             ehlo=session.host_name,
         )
         msg.dsn_mail = list(getattr(envelope, "dsn_mail", []))
+        msg.requiretls = getattr(envelope, "requiretls", False)
         msg.dsn_rcpt = list(getattr(envelope, "dsn_rcpt", []))
         self.sink._add(msg)
         return reply or "250 2.0.0 OK: received"
@@ -155,6 +161,9 @@ class _SinkSMTP(SMTP):
         if self.event_handler.sink.dsn and arg:
             arg, taken = _split_params(arg, ("RET", "ENVID"))
             self.envelope.dsn_mail = taken
+        if self.event_handler.sink.requiretls and arg:
+            arg, taken = _split_params(arg, ("REQUIRETLS",))
+            self.envelope.requiretls = bool(taken)
         return await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg):
@@ -203,6 +212,7 @@ class Sink:
         self.hang = None
         self.hang_limit = 120.0
         self.dsn = False
+        self.requiretls = False
         self.messages = []
         self.refused_data = []
         self.sessions = 0

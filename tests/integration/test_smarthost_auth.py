@@ -30,7 +30,6 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult
 
 from conftest import QID_RE, free_port
-from test_tls_verify import ca_file  # noqa: F401  (fixture: the test CA, world-readable)
 
 USER = "relay-user@tern.test"
 PASSWORD = "c0rrect horse#battery staple"      # a blank and a '#' in it

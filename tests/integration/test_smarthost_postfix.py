@@ -19,7 +19,6 @@ from conftest import require_tool
 from dovecot import PASSWORD, Dovecot
 from test_real_clients import postfix  # noqa: F401 (fixture)
 from test_smarthost_auth import RCPT, attempt_line, send, start, write_auth
-from test_tls_verify import ca_file  # noqa: F401 (fixture)
 
 USER = "relayuser"
 

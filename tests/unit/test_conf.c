@@ -817,15 +817,15 @@ static const struct {
 	    "smtp:HOST[:PORT] or smtp:[HOST][:PORT])" } },
 	{ LISTEN "route x.test mx tls-policy=maybe\nroute y.test mx tls=none\n",
 	  { "t.conf:2: route: unknown tls-policy \"maybe\" (expected none, may, "
-	    "encrypt or verify)",
+	    "encrypt, verify or dane)",
 	    "t.conf:3: route: unknown option \"tls=none\" (expected "
-	    "tls-policy=none|may|encrypt|verify)" } },
+	    "tls-policy=none|may|encrypt|verify|dane)" } },
 	{ LISTEN "route X.test mx\nroute x.TEST smtp:[h]\n",
 	  { "t.conf:3: route: x.test already routed at line 2" } },
 	{ LISTEN "route x.test\n",
 	  { "t.conf:2: route: missing argument (usage: route DOMAIN "
 	    "mx|smtp:HOST[:PORT]|smtp:[HOST][:PORT]|lmtp:[HOST][:PORT]|"
-	    "lmtp:unix:/PATH [tls-policy=none|may|encrypt|verify])" } },
+	    "lmtp:unix:/PATH [tls-policy=none|may|encrypt|verify|dane])" } },
 	{ LISTEN "route a.test lmtp:unix:run/lmtp\nroute b.test lmtp:unix:\n"
 	  "route c.test lmtp:unix:/a/../b\nroute d.test lmtp:[10.0.0.256]:24\n"
 	  "route e.test lmtp:[::1]:0\nroute f.test lmtp:\n",
@@ -853,7 +853,7 @@ static const struct {
 	    "optional :port)" } },
 	{ LISTEN "tls-policy maybe\n",
 	  { "t.conf:2: tls-policy: unknown value \"maybe\" (expected none, may, "
-	    "encrypt or verify)" } },
+	    "encrypt, verify or dane)" } },
 	{ LISTEN "log file\n",
 	  { "t.conf:2: log: unknown value \"file\" (expected stderr or "
 	    "syslog)" } },

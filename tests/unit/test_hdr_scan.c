@@ -34,6 +34,16 @@ static const struct {
 	{ "\rX: y\r\n\r\n", 9, HDR_END },
 	/* the empty line after a body line in the body is not looked at */
 	{ "A: b\r\n\r\nDate: later\r\n\r\n", 8, HDR_END },
+	/* RFC 8689 5: TLS-Required: No, any case, folded, blanks aside */
+	{ "TLS-Required: No\r\n\r\n", 20, HDR_END | HDR_TLS_REQUIRED_NO },
+	{ "tls-required:\r\n  nO \r\nX: y\r\n\r\n", 30,
+	  HDR_END | HDR_TLS_REQUIRED_NO },
+	{ "TLS-Required: Nope\r\n\r\n", 22, HDR_END },
+	{ "TLS-Required: N o\r\n\r\n", 21, HDR_END | HDR_TLS_REQUIRED_NO },
+	{ "TLS-Required: Yes\r\n\r\n", 21, HDR_END },
+	{ "X: a\r\n TLS-Required: No\r\n\r\n", 27, HDR_END },
+	{ "TLS-Required-X: No\r\n\r\n", 22, HDR_END },
+	{ "A: b\r\n\r\nTLS-Required: No\r\n\r\n", 8, HDR_END },
 };
 
 static void

@@ -21,6 +21,7 @@
 #include <event2/event.h>
 
 #include "tern/resolver.h"
+#include "tern/tlsa.h"
 #include "tern/util.h"
 
 /* --- the zone ----------------------------------------------------------- */
@@ -29,6 +30,7 @@
 #define T_CNAME 5
 #define T_MX    15
 #define T_AAAA  28
+#define T_TLSA  52
 #define T_ANY   0       /* rcode entries: answer every type so */
 
 #define RC_DROP (-1)    /* never answer */
@@ -70,6 +72,12 @@ static const struct zrec {
 	{ "onlyaaaa.test", T_AAAA, 0, 300, 0, "2001:db8::1" },
 	/* over UDP: truncated (TC, no answers); over TCP: the answer */
 	{ "tc.test", T_MX, 0, 300, 10, "mx1.two.test" },
+	/* DNSSEC: names under sec.test come with the AD bit (dns_respond) */
+	{ "dane.sec.test", T_MX, 0, 300, 10, "mx.sec.test" },
+	{ "mx.sec.test", T_A, 0, 300, 0, "127.0.0.4" },
+	{ "_25._tcp.mx.sec.test", T_TLSA, 0, 300, 3, "311" },
+	{ "_26._tcp.mx.sec.test", T_ANY, 2, 0, 0, NULL },
+	{ "_25._tcp.mx1.two.test", T_TLSA, 0, 300, 3, "311" },
 };
 #define NZONE (sizeof(zone) / sizeof(zone[0]))
 
@@ -139,6 +147,12 @@ w_rr(struct wire *w, const struct zrec *z)
 		assert_int_equal(inet_pton(AF_INET6, z->data, a), 1);
 		for (int i = 0; i < 16; i++)
 			w_u8(w, a[i]);
+		break;
+	case T_TLSA:            /* data "USM", then 32 bytes of 0xab */
+		for (int i = 0; i < 3; i++)
+			w_u8(w, (unsigned)(z->data[i] - '0'));
+		for (int i = 0; i < 32; i++)
+			w_u8(w, 0xab);
 		break;
 	}
 	w->b[at] = (unsigned char)((w->n - at - 2) >> 8);
@@ -237,6 +251,10 @@ dns_respond(const unsigned char *q, size_t qlen, struct wire *w, int tcp)
 	}
 	w->b[2] = 0x81;         /* QR, RD */
 	w->b[3] = (unsigned char)(0x80 | rcode);  /* RA */
+	/* "validated" (AD) for sec.test when asked with AD (RFC 6840 5.7) */
+	if (rcode != 2 && (q[3] & 0x20) && strlen(name) >= 8 &&
+	    strcasecmp(name + strlen(name) - 8, "sec.test") == 0)
+		w->b[3] |= 0x20;
 	w->b[6] = (unsigned char)(an >> 8);
 	w->b[7] = (unsigned char)an;
 	return 0;
@@ -846,6 +864,71 @@ test_resolv_conf_and_bad_server(void **state)
 	}
 }
 
+struct got_tlsa {
+	int calls;
+	struct tlsa_result res;
+};
+
+static void
+got_tlsa_cb(void *arg, const struct tlsa_result *res)
+{
+	struct got_tlsa *g = arg;
+
+	g->calls++;
+	g->res = *res;
+}
+
+static void
+lookup_tlsa(struct fx *f, const char *host, unsigned port,
+    struct got_tlsa *g)
+{
+	uint64_t deadline = now_mono_us() + 3000000;
+
+	memset(g, 0, sizeof(*g));
+	assert_non_null(resolver_tlsa_lookup(f->r, host, port, got_tlsa_cb,
+	    g));
+	assert_int_equal(g->calls, 0);
+	while (g->calls == 0 && now_mono_us() < deadline)
+		event_base_loop(f->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_int_equal(g->calls, 1);
+}
+
+/* DANE: the AD bit of the MX answer, TLSA lookups, their cache. */
+static void
+test_dnssec_and_tlsa(void **state)
+{
+	struct fx *f = *state;
+	struct got g;
+	struct got_tlsa *gt = calloc(1, sizeof(*gt));
+	struct mx_result *res = lookup_mx(f, "dane.sec.test", &g);
+
+	assert_int_equal(res->status, RESOLVER_OK);
+	assert_int_equal(res->dnssec_ad, 1);
+	res = lookup_mx(f, "two.test", &g);
+	assert_int_equal(res->dnssec_ad, 0);
+	res = lookup_mx(f, "dane.sec.test", &g);     /* cached: AD kept */
+	assert_int_equal(res->dnssec_ad, 1);
+	assert_int_equal(seen_count("dane.sec.test", T_MX), 1);
+
+	lookup_tlsa(f, "mx.sec.test", 25, gt);
+	assert_int_equal(gt->res.status, TLSA_SECURE);
+	assert_int_equal(gt->res.n, 1);
+	assert_int_equal(tlsa_usable_count(&gt->res), 1);
+	lookup_tlsa(f, "MX.sec.test.", 25, gt);        /* a warm cache */
+	assert_int_equal(gt->res.status, TLSA_SECURE);
+	assert_int_equal(seen_count("_25._tcp.mx.sec.test", T_TLSA), 1);
+	/* unsigned records: no DANE */
+	lookup_tlsa(f, "mx1.two.test", 25, gt);
+	assert_int_equal(gt->res.status, TLSA_INSECURE);
+	/* signed NXDOMAIN: no TLSA, securely */
+	lookup_tlsa(f, "none.sec.test", 25, gt);
+	assert_int_equal(gt->res.status, TLSA_NONE);
+	/* SERVFAIL: a failure, never "no TLSA" */
+	lookup_tlsa(f, "mx.sec.test", 26, gt);
+	assert_int_equal(gt->res.status, TLSA_FAIL);
+	free(gt);
+}
+
 int
 main(void)
 {
@@ -864,6 +947,7 @@ main(void)
 		T(test_free_with_pending),
 		T(test_free_inside_callback),
 		T(test_resolv_conf_and_bad_server),
+		T(test_dnssec_and_tlsa),
 #undef T
 	};
 

@@ -624,6 +624,20 @@ test_mail_params(void **state)
 	assert_int_equal(strlen(p.envid), 100);
 	assert_int_equal(smtp_parse_mail_from(envid, 9 + 101, &mb, &p),
 	    SMTP_PARSE_BAD_PARAM);
+	/* RFC 8689 4.1: REQUIRETLS takes no value, once */
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(smtp_parse_mail_from("<a@b.example> requiretls "
+	    "SMTPUTF8", 33, &mb, &p), SMTP_PARSE_OK);
+	assert_int_equal(p.requiretls, 1);
+	assert_int_equal(p.smtputf8, 1);
+	assert_int_equal(smtp_parse_mail_from("<a@b.example> REQUIRETLS=yes",
+	    28, &mb, &p), SMTP_PARSE_BAD_PARAM);
+	assert_int_equal(smtp_parse_mail_from("<a@b.example> REQUIRETLS "
+	    "REQUIRETLS", 35, &mb, &p), SMTP_PARSE_BAD_PARAM);
+	memset(&p, 0x77, sizeof(p));
+	assert_int_equal(smtp_parse_mail_from("<a@b.example>", 13, &mb, &p),
+	    SMTP_PARSE_OK);
+	assert_int_equal(p.requiretls, 0);
 }
 
 /* ---- RCPT parameters -------------------------------------------------- */

@@ -156,6 +156,8 @@ static const struct ehlo_case {
 	  SMTP_EXT_SIZE, 0 },
 	{ "250-x\n250-8BITMIME\n250 SIZE 10\n", SMTP_EXT_8BITMIME |
 	  SMTP_EXT_SIZE, 10 },
+	{ "250-x\r\n250-STARTTLS\r\n250 requiretls\r\n", SMTP_EXT_STARTTLS |
+	  SMTP_EXT_REQUIRETLS, 0 },
 };
 
 static void
