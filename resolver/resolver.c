@@ -1,6 +1,6 @@
 /*
- * resolver.c - c-ares on libevent: one channel per event loop, MX and host
- * lookups, a small TTL-bounded answer cache.
+ * resolver.c - c-ares on libevent: one channel per event loop, MX, host and
+ * TXT lookups, a small TTL-bounded answer cache.
  *
  * Thread: everything runs on the thread of the event_base the resolver was
  * created for. Never blocks: c-ares sockets are watched by libevent events
@@ -40,10 +40,11 @@
 
 #define RESOLVER_T_A     1
 #define RESOLVER_T_MX    15
+#define RESOLVER_T_TXT   16
 #define RESOLVER_T_AAAA  28
 #define RESOLVER_C_IN    1
 
-enum resolver_kind { RESOLVER_Q_MX, RESOLVER_Q_HOST };
+enum resolver_kind { RESOLVER_Q_MX, RESOLVER_Q_HOST, RESOLVER_Q_TXT };
 
 struct resolver_watch {
 	LIST_ENTRY(resolver_watch) next;
@@ -74,6 +75,8 @@ struct resolver_query {
 	unsigned pending;                         /* sub-queries + holds */
 	struct event *done_ev;
 	struct mx_result *res;                    /* owned until handed over */
+	struct txt_result *txt;                   /* RESOLVER_Q_TXT: the same */
+	resolver_txt_cb *txtcb;                   /* RESOLVER_Q_TXT: instead of cb */
 	int *st4, *st6;                           /* per host; -1 = not asked */
 };
 
@@ -342,6 +345,7 @@ resolver_query_free(struct resolver_query *q)
 	if (q->done_ev != NULL)
 		event_free(q->done_ev);
 	mx_result_free(q->res);
+	txt_result_free(q->txt);
 	free(q->st4);
 	free(q->st6);
 	free(q);
@@ -354,11 +358,17 @@ resolver_done_cb(evutil_socket_t fd, short what, void *arg)
 	resolver_mx_cb *cb = q->cb;
 	void *cbarg = q->arg;
 	struct mx_result *res = q->res;
+	resolver_txt_cb *txtcb = q->txtcb;
+	struct txt_result *txt = q->txt;
 
 	/* Forget the lookup before calling out: the callback may do anything. */
 	q->res = NULL;
+	q->txt = NULL;
 	resolver_query_free(q);
-	cb(cbarg, res);
+	if (txtcb != NULL)
+		txtcb(cbarg, txt);
+	else
+		cb(cbarg, res);
 }
 
 /* IPv4 addresses first, then IPv6, keeping answer order within each. */
@@ -383,6 +393,11 @@ resolver_query_finish(struct resolver_query *q)
 	struct mx_result *res = q->res;
 	size_t i;
 
+	if (q->kind == RESOLVER_Q_TXT) {
+		q->done = 1;
+		event_active(q->done_ev, EV_TIMEOUT, 1);
+		return;
+	}
 	for (i = 0; i < res->nhosts && q->st4 != NULL; i++) {
 		resolver_host_sort(&res->hosts[i]);
 		mx_host_classify(&res->hosts[i], q->st4[i], q->st6[i]);
@@ -499,7 +514,9 @@ resolver_sub_done(struct resolver_sub *sub, int st, const unsigned char *buf,
 	struct resolver_query *q = sub->q;
 
 	if (!q->cancelled) {
-		if (sub->type == RESOLVER_T_MX)
+		if (sub->type == RESOLVER_T_TXT)
+			txt_from_reply(st, buf, len, q->txt->query, q->txt);
+		else if (sub->type == RESOLVER_T_MX)
 			resolver_on_mx(q, st, buf, len);
 		else
 			resolver_on_addr(q, sub->type, sub->host, st, buf, len);
@@ -687,6 +704,23 @@ resolver_host_lookup(struct resolver *r, const char *host, resolver_mx_cb *cb,
 	return q;
 }
 
+struct resolver_query *
+resolver_txt_lookup(struct resolver *r, const char *name, resolver_txt_cb *cb,
+    void *arg)
+{
+	struct resolver_query *q;
+
+	if ((q = resolver_query_new(r, RESOLVER_Q_TXT, name, NULL, arg)) == NULL)
+		return NULL;
+	q->txtcb = cb;
+	q->txt = xcalloc(1, sizeof(*q->txt));
+	memcpy(q->txt->query, q->res->query, sizeof(q->txt->query));
+	q->pending = 1;
+	resolver_sub_start(q, RESOLVER_T_TXT, 0, name);
+	resolver_query_release(q);
+	return q;
+}
+
 void
 resolver_cancel(struct resolver_query *q)
 {
@@ -700,6 +734,7 @@ resolver_cancel(struct resolver_query *q)
 	/* Sub-queries are in flight: free when the last one comes back. */
 	q->cancelled = 1;
 	q->cb = NULL;
+	q->txtcb = NULL;
 	q->arg = NULL;
 }
 
