@@ -83,6 +83,11 @@ struct dlv_result {
 	size_t n;
 	char *relay;                    /* owned or NULL: "mx.example[192.0.2.1]:25" */
 	char *tls;                      /* owned or NULL: "TLSv1.3 TLS_AES_256_GCM_SHA384" */
+	const char *tls_mode;           /* static or NULL (= "none"): how the
+	                                   next hop's TLS was checked: "may",
+	                                   "encrypt", "verified",
+	                                   "dane-verified", "sts-verified",
+	                                   "sts-testing" */
 	int peer_dsn;                   /* the next hop offered DSN (RFC 3461): it
 	                                   took over NOTIFY for accepted recipients */
 	uint64_t elapsed_us;

@@ -49,6 +49,14 @@ enum dlv_conn_state {
 	DLV_CONN_QUIT,          /* QUIT written, closing */
 };
 
+/* How a connection's TLS peer was authenticated (REQUIRETLS needs DANE or STS). */
+enum dlv_tls_auth {
+	DLV_TLSAUTH_NONE = 0,   /* plaintext, or TLS without verification */
+	DLV_TLSAUTH_PKIX,       /* tls-policy verify: chain and name */
+	DLV_TLSAUTH_DANE,       /* a usable TLSA record matched (RFC 7672) */
+	DLV_TLSAUTH_STS,        /* MTA-STS enforce: PKIX, name and policy mx matched */
+};
+
 /* One outbound connection; owned by the worker (w->conns). */
 struct dlv_conn {
 	TAILQ_ENTRY(dlv_conn) entry;
@@ -64,6 +72,7 @@ struct dlv_conn {
 	struct smtp_ehlo ehlo;              /* what the server offered */
 	unsigned nmsg;                      /* transactions done on it */
 	unsigned authed;                    /* 1: AUTH succeeded (route-auth) */
+	enum dlv_tls_auth tls_auth;
 };
 
 TAILQ_HEAD(dlv_conn_list, dlv_conn);

@@ -718,6 +718,9 @@ sched_result_apply(struct sched *s, uint64_t qid64, struct dlv_result *r,
 			snprintf(tls, sizeof(tls), "tls=\"%s\"", tlsesc);
 		} else
 			snprintf(tls, sizeof(tls), "tls=none");
+		/* how the next hop's TLS was checked: none, may, ... */
+		snprintf(tls + strlen(tls), sizeof(tls) - strlen(tls),
+		    " tls=%s", r->tls_mode != NULL ? r->tls_mode : "none");
 		for (size_t i = 0; i < r->n && !quiet; i++) {
 			const struct dlv_rcpt_result *rr = &r->r[i];
 			if (rr->rcpt >= env->nrcpt || rr->cls == DLV_PERM)
