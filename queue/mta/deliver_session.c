@@ -1962,6 +1962,12 @@ dlv_session_start(struct dlv_worker *w, struct dlv_job *job)
 		dlv_conn_quit(c);
 		c = NULL;
 	}
+	if (c != NULL && dlv_sts_applies(s) && c->tls_auth !=
+	    DLV_TLSAUTH_STS && mta_sts_cached_enforce(job->domain)) {
+		/* opened before the domain's enforce policy was known */
+		dlv_conn_quit(c);
+		c = NULL;
+	}
 	if (c != NULL) {
 		log_trace(TRACE_CLIENT, "dlv id=%s reusing connection to %s",
 		    s->qid, c->relay);

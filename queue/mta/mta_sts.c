@@ -115,6 +115,20 @@ static void mta_sts_fetch_start(struct sts_fetch *f);
 static void mta_sts_fetch_end(struct sts_fetch *f, const char *body,
     size_t len, enum tlsrpt_result err, const char *why);
 
+/* The table's key for domain: lower case, no final dot, bounded. */
+static void
+mta_sts_domain_key(const char *domain, char out[RESOLVER_NAME_MAX + 1])
+{
+	size_t i;
+
+	for (i = 0; domain[i] != '\0' && i < RESOLVER_NAME_MAX; i++)
+		out[i] = (char)(domain[i] >= 'A' && domain[i] <= 'Z' ?
+		    domain[i] - 'A' + 'a' : domain[i]);
+	if (i > 0 && out[i - 1] == '.')
+		i--;
+	out[i] = '\0';
+}
+
 /* ---- the table (callers hold sts_lock) --------------------------------- */
 
 static struct sts_entry *
@@ -354,6 +368,22 @@ mta_sts_shutdown(void)
 	pthread_mutex_unlock(&sts_lock);
 }
 
+int
+mta_sts_cached_enforce(const char *domain)
+{
+	struct mta_sts_outcome *o;
+	char d[RESOLVER_NAME_MAX + 1];
+	int enforce;
+
+	mta_sts_domain_key(domain, d);
+	pthread_mutex_lock(&sts_lock);
+	o = mta_sts_entry_outcome(mta_sts_find(d), time(NULL));
+	pthread_mutex_unlock(&sts_lock);
+	enforce = o != NULL && o->pol.mode == STS_MODE_ENFORCE;
+	mta_sts_outcome_free(o);
+	return enforce;
+}
+
 /* ---- queries ----------------------------------------------------------- */
 
 static void
@@ -461,7 +491,6 @@ mta_sts_query(struct event_base *base, struct resolver *r,
 {
 	struct mta_sts_query *q = xcalloc(1, sizeof(*q));
 	char name[RESOLVER_NAME_MAX + 16];
-	size_t i;
 
 	q->base = base;
 	q->r = r;
@@ -470,12 +499,7 @@ mta_sts_query(struct event_base *base, struct resolver *r,
 	q->port = conf->mta_sts_port ? conf->mta_sts_port : 443;
 	q->ca_file = conf->mta_sts_ca_file != NULL ?
 	    xstrdup(conf->mta_sts_ca_file) : NULL;
-	for (i = 0; domain[i] != '\0' && i + 1 < sizeof(q->domain); i++)
-		q->domain[i] = (char)(domain[i] >= 'A' && domain[i] <= 'Z' ?
-		    domain[i] - 'A' + 'a' : domain[i]);
-	if (i > 0 && q->domain[i - 1] == '.')
-		i--;
-	q->domain[i] = '\0';
+	mta_sts_domain_key(domain, q->domain);
 	q->wake = event_new(base, -1, 0, mta_sts_wake_cb, q);
 	if (q->wake == NULL)
 		panic("mta_sts_query: event_new failed");
@@ -795,7 +819,6 @@ mta_sts_fetch_end(struct sts_fetch *f, const char *body, size_t len,
 		struct tlsrpt_event ev = {
 			.policy_domain = f->domain,
 			.policy = TLSRPT_POLICY_STS,
-			.mx_host = f->host,
 			.result = err,
 			.detail = why,
 		};

@@ -52,6 +52,13 @@ void mta_sts_shutdown(void);
 struct mta_sts_query *mta_sts_query(struct event_base *base,
     struct resolver *r, const struct conf *conf, const char *domain,
     mta_sts_cb *cb, void *arg);
+/*
+ * 1 when the cache holds an unexpired enforce policy for domain (no DNS,
+ * any thread): a cached connection that was not verified under it must
+ * not be reused.
+ */
+int mta_sts_cached_enforce(const char *domain);
+
 /* Drop a query whose callback has not run yet; NULL is a no-op. */
 void mta_sts_cancel(struct mta_sts_query *q);
 void mta_sts_outcome_free(struct mta_sts_outcome *o);   /* NULL: no-op */
