@@ -55,6 +55,8 @@ fuzz_sts_policy(const char *p, size_t len)
 	}
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
