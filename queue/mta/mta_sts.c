@@ -121,7 +121,7 @@ mta_sts_domain_key(const char *domain, char out[RESOLVER_NAME_MAX + 1])
 {
 	size_t i;
 
-	for (i = 0; domain[i] != '\0' && i < RESOLVER_NAME_MAX; i++)
+	for (i = 0; i < RESOLVER_NAME_MAX && domain[i] != '\0'; i++)
 		out[i] = (char)(domain[i] >= 'A' && domain[i] <= 'Z' ?
 		    domain[i] - 'A' + 'a' : domain[i]);
 	if (i > 0 && out[i - 1] == '.')

@@ -23,6 +23,7 @@ import smtplib
 import ssl
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -44,11 +45,13 @@ def policy(mode="enforce", mx=("mx.test",), max_age=86400):
 
 
 class PolicyServer:
-    """HTTPS on 127.0.0.1:port. Set .status, .body (bytes), .ctype and
-    .location at any time; .requests counts the GETs of the policy path."""
+    """HTTPS on 127.0.0.1:port. Set .status, .body (bytes), .ctype,
+    .location and .delay (seconds before answering) at any time; .requests
+    counts the GETs of the policy path."""
 
     def __init__(self, cert, key):
         self.status, self.ctype, self.location = 200, "text/plain", None
+        self.delay = 0
         self.body = policy().encode()
         self.requests = 0
         srv = self
@@ -57,6 +60,8 @@ class PolicyServer:
             def do_GET(self):
                 if self.path == "/.well-known/mta-sts.txt":
                     srv.requests += 1
+                if srv.delay:
+                    time.sleep(srv.delay)
                 body = srv.body
                 self.send_response(srv.status)
                 self.send_header("Content-Type", srv.ctype)
@@ -158,6 +163,9 @@ def tlsrpt_line(t, result, timeout=10):
 
 
 def test_enforce_matching_mx_delivers_verified_one_fetch(ternd, dns, sink, ca_file, https):
+    # a slow policy server: the three deliveries start while the one fetch
+    # runs, and wait for it
+    https.delay = 1.0
     s = sink(tls=True)
     t = start(ternd, dns, ca_file, https, s.port)
     qids = send(t, 3)
@@ -230,6 +238,20 @@ def test_policy_cached_across_restart(ternd, dns, sink, ca_file, https):
     assert line.group(0).endswith(" tls=sts-verified"), line.group(0)
     assert "policy fetch failed" not in t.log()
     assert len(s.wait_for(2)) == 2
+
+
+def test_broken_cache_file_is_ignored(ternd, dns, sink, ca_file, https):
+    s = sink(tls=True)
+    t = start(ternd, dns, ca_file, https, s.port)
+    t.stop()
+    cache = t.queue_dir / "mta-sts.cache"
+    cache.write_bytes(b"tern-mta-sts 1\nsts.example 20261206a 0 99999999999 999999\nxx")
+    t.start()
+    t.wait_log(r"mta-sts: \S+mta-sts\.cache: broken entry at byte 15: the rest is ignored")
+    (qid,) = send(t)
+    assert attempt_line(t, qid, "sent").group(0).endswith(" tls=sts-verified")
+    assert https.requests == 1
+    assert cache.read_bytes().startswith(b"tern-mta-sts 1\nsts.example 20261206a ")
 
 
 def test_cached_policy_survives_a_failed_refresh(ternd, dns, sink, ca_file, https,
