@@ -16,12 +16,9 @@ the sink got, and the TLS-RPT record (tlsrpt.c logs each at debug level,
 hence -v)."""
 
 import http.server
-import os
 import re
-import shutil
 import smtplib
 import ssl
-import tempfile
 import threading
 import time
 
@@ -88,18 +85,6 @@ class PolicyServer:
             self.httpd.server_close()
             self.thread.join(timeout=5)
             self.httpd = None
-
-
-@pytest.fixture
-def ca_file(certs):
-    """World-readable copy of the test CA (ternd reads it as its user)."""
-    d = tempfile.mkdtemp(prefix="tern-stsca-", dir="/tmp")
-    os.chmod(d, 0o755)
-    path = os.path.join(d, "ca.pem")
-    shutil.copyfile(str(certs.ca_cert), path)
-    os.chmod(path, 0o644)
-    yield path
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
