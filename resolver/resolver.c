@@ -357,12 +357,13 @@ resolver_done_cb(evutil_socket_t fd, short what, void *arg)
 	struct resolver_query *q = arg;
 	resolver_mx_cb *cb = q->cb;
 	void *cbarg = q->arg;
-	struct mx_result *res = q->res;
 	resolver_txt_cb *txtcb = q->txtcb;
+	struct mx_result *res = txtcb != NULL ? NULL : q->res;
 	struct txt_result *txt = q->txt;
 
 	/* Forget the lookup before calling out: the callback may do anything. */
-	q->res = NULL;
+	if (res != NULL)
+		q->res = NULL;
 	q->txt = NULL;
 	resolver_query_free(q);
 	if (txtcb != NULL)

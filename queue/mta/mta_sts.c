@@ -186,6 +186,25 @@ mta_sts_entry_get(const char *domain, int64_t now)
 	return e;
 }
 
+/*
+ * RFC 8460 4.4 "policy-string": the policy file's lines joined by '\n',
+ * without CRs and without a final empty line. Owned by the caller.
+ */
+static char *
+mta_sts_policy_string(const char *p, size_t len)
+{
+	char *out = xmalloc(len + 1);
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++)
+		if (p[i] != '\r')
+			out[n++] = p[i];
+	while (n > 0 && out[n - 1] == '\n')
+		n--;
+	out[n] = '\0';
+	return out;
+}
+
 /* The policy e holds, if unexpired and not mode none; else NULL. */
 static struct mta_sts_outcome *
 mta_sts_entry_outcome(const struct sts_entry *e, int64_t now)
@@ -202,9 +221,7 @@ mta_sts_entry_outcome(const struct sts_entry *e, int64_t now)
 	}
 	snprintf(o->domain, sizeof(o->domain), "%s", e->domain);
 	snprintf(o->id, sizeof(o->id), "%s", e->id);
-	o->text = xmalloc(e->len + 1);
-	memcpy(o->text, e->text, e->len);
-	o->text[e->len] = '\0';
+	o->text = mta_sts_policy_string(e->text, e->len);
 	return o;
 }
 

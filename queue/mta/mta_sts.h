@@ -23,7 +23,8 @@ struct mta_sts_outcome {
 	char domain[256];               /* the policy domain, lower case */
 	char id[STS_ID_MAX + 1];
 	struct sts_policy pol;
-	char *text;                     /* owned: the policy file as fetched */
+	char *text;                     /* owned: the policy file's lines
+	                                   joined by '\n' (RFC 8460 4.4) */
 };
 
 /* o is owned by the callee: mta_sts_outcome_free(). NULL = no policy. */
