@@ -518,9 +518,9 @@ dlv_sts_note(struct dlv_session *s, const struct dlv_target *t,
 	    tlsrpt_result_name(r), esc, testing ? " (testing: going on)" : "");
 }
 
-/* A TLS failure with the current target under a policy (else nothing). */
+/* A TLS outcome with the current target under a policy (else nothing). */
 static void
-dlv_sts_tls_failed(struct dlv_session *s, enum tlsrpt_result r,
+dlv_sts_tls_outcome(struct dlv_session *s, enum tlsrpt_result r,
     const char *detail)
 {
 	if (s->sts != NULL && s->ti < s->ntargets)
@@ -553,13 +553,13 @@ dlv_tls_handshake_done(struct dlv_session *s)
 	if (s->sts == NULL)
 		return;
 	if (v != X509_V_OK) {
-		dlv_sts_tls_failed(s, mta_sts_verify_result(v),
+		dlv_sts_tls_outcome(s, mta_sts_verify_result(v),
 		    X509_verify_cert_error_string(v));
 		return;
 	}
 	if (s->sts->pol.mode == STS_MODE_ENFORCE)
 		c->tls_auth = DLV_TLSAUTH_STS;
-	dlv_sts_tls_failed(s, TLSRPT_SUCCESS, NULL);
+	dlv_sts_tls_outcome(s, TLSRPT_SUCCESS, NULL);
 }
 
 /* How the connection's TLS was checked, for the delivery log line. */
@@ -1243,7 +1243,7 @@ dlv_session_ehlo_done(struct dlv_session *s)
 	int offered = (e->ext & SMTP_EXT_STARTTLS) != 0;
 
 	if (s->conn->ssl == NULL && !offered && !(s->flags & DLV_F_NO_TLS))
-		dlv_sts_tls_failed(s, TLSRPT_STARTTLS_NOT_SUPPORTED,
+		dlv_sts_tls_outcome(s, TLSRPT_STARTTLS_NOT_SUPPORTED,
 		    "STARTTLS not offered");
 	if (s->conn->ssl == NULL && s->tlsp != CONF_TLSP_NONE) {
 		if (s->tlsp == CONF_TLSP_MAY) {
@@ -1324,7 +1324,7 @@ dlv_session_pre_reply(struct dlv_session *s, const struct smtp_reply *r,
 			dlv_session_tls_start(s);
 			return;
 		}
-		dlv_sts_tls_failed(s, TLSRPT_STARTTLS_NOT_SUPPORTED, buf);
+		dlv_sts_tls_outcome(s, TLSRPT_STARTTLS_NOT_SUPPORTED, buf);
 		if (s->tlsp == CONF_TLSP_MAY) {
 			/* offered but refused: go on in plaintext */
 			dlv_session_ready(s);
@@ -1540,7 +1540,7 @@ dlv_session_on_event(struct dlv_session *s, short what)
 		return;
 	case DLV_S_HANDSHAKE:
 		dlv_ssl_error(c->bev, why, sizeof(why));
-		dlv_sts_tls_failed(s, dlv_sts_handshake_result(c), why);
+		dlv_sts_tls_outcome(s, dlv_sts_handshake_result(c), why);
 		if (s->tlsp == CONF_TLSP_MAY) {
 			dlv_session_retry_plain(s, why);
 			return;
@@ -1593,7 +1593,7 @@ dlv_session_timercb(evutil_socket_t fd, short what, void *arg)
 		    "timeout", relay);
 		return;
 	case DLV_S_HANDSHAKE:
-		dlv_sts_tls_failed(s, TLSRPT_VALIDATION_FAILURE,
+		dlv_sts_tls_outcome(s, TLSRPT_VALIDATION_FAILURE,
 		    "TLS handshake timeout");
 		if (s->tlsp == CONF_TLSP_MAY) {
 			dlv_session_retry_plain(s, "timeout");

@@ -276,20 +276,6 @@ def certs(tmp_path_factory):
     return Certs(tmp_path_factory.mktemp("certs"), openssl)
 
 
-@pytest.fixture
-def ca_file(certs):
-    """A world-readable copy of the test CA certificate, for a ternd that must
-    trust it after dropping root (SSL_CERT_FILE, mta-sts-ca-file): the `certs`
-    directory under pytest's tmp is root-only."""
-    d = tempfile.mkdtemp(prefix="tern-ca-", dir="/tmp")
-    os.chmod(d, 0o755)
-    path = os.path.join(d, "ca.pem")
-    shutil.copyfile(str(certs.ca_cert), path)
-    os.chmod(path, 0o644)
-    yield path
-    shutil.rmtree(d, ignore_errors=True)
-
-
 # ---------------------------------------------------------------- raw SMTP client
 
 class Reply:

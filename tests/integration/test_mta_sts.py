@@ -26,6 +26,7 @@ import pytest
 
 import dnsserver
 from conftest import QID_RE, free_port
+from test_tls_verify import ca_file  # noqa: F401  (fixture: the test CA, world-readable)
 from sink import Sink
 
 DOMAIN = "sts.example"

@@ -21,7 +21,9 @@ holds the message back, not the sink."""
 
 import os
 import re
+import shutil
 import smtplib
+import tempfile
 
 import pytest
 
@@ -41,6 +43,17 @@ def attempt_line(t, qid, status, timeout=20):
     """The per-attempt log line (sched.c sched_log_rcpt) for RCPT."""
     return t.wait_log(r"id=%s to=<%s> relay=(\S+) dsn=(\S+) status=%s [^\n]*"
                       % (qid, re.escape(RCPT), status), timeout=timeout)
+
+
+@pytest.fixture
+def ca_file(certs):
+    d = tempfile.mkdtemp(prefix="tern-ca-", dir="/tmp")
+    os.chmod(d, 0o755)
+    path = os.path.join(d, "ca.pem")
+    shutil.copyfile(str(certs.ca_cert), path)
+    os.chmod(path, 0o644)
+    yield path
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def start(ternd, dns, ca_file, port, extra, zone=None):
