@@ -46,7 +46,7 @@
 #include "tern/smtp.h"
 #include "tern/util.h"
 
-#define CONF_DIR_MAX    64            /* table entries, checked below */
+#define CONF_DIR_MAX    96            /* table entries, checked below */
 #define CONF_FILE_MAX   (16u << 20)   /* a config larger than this is a mistake */
 #define CONF_NAME_MAX   64            /* user and group names */
 
@@ -1455,6 +1455,10 @@ static const struct conf_directive conf_table[] = {
 	    "IP[:PORT] ..."),
 	{ "mx-port", conf_set_port, CONF_T_PORT, "25", 1, 65535, OFF(mx_port),
 	  NULL, 0, 1, 1, "PORT" },
+	D_WORD("mta-sts", "on", conf_words_offon, mta_sts, "on|off"),
+	{ "mta-sts-port", conf_set_port, CONF_T_PORT, "443", 1, 65535,
+	  OFF(mta_sts_port), NULL, 0, 1, 1, "PORT" },
+	D_STR("mta-sts-ca-file", conf_set_path, NULL, mta_sts_ca_file, "FILE"),
 
 	D_SIZE("max-message-size", "35M", 1 * KB, 4 * GB, max_message_size),
 	D_UINT("max-recipients", "100", 1, 100000, max_recipients),
@@ -1794,6 +1798,7 @@ conf_free(struct conf *c)
 	}
 	free(c->routes);
 	free(c->route_auth_file);
+	free(c->mta_sts_ca_file);
 	route_auth_free(c->route_auth);
 	free(c->resolvers);
 	free(c->retry);

@@ -1,6 +1,6 @@
 /*
- * resolver.c - c-ares on libevent: one channel per event loop, MX and host
- * lookups, a small TTL-bounded answer cache.
+ * resolver.c - c-ares on libevent: one channel per event loop, MX, host and
+ * TXT lookups, a small TTL-bounded answer cache.
  *
  * Thread: everything runs on the thread of the event_base the resolver was
  * created for. Never blocks: c-ares sockets are watched by libevent events
@@ -47,11 +47,13 @@
 
 #define RESOLVER_T_A     1
 #define RESOLVER_T_MX    15
+#define RESOLVER_T_TXT   16
 #define RESOLVER_T_AAAA  28
 #define RESOLVER_T_TLSA  52
 #define RESOLVER_C_IN    1
 
-enum resolver_kind { RESOLVER_Q_MX, RESOLVER_Q_HOST, RESOLVER_Q_TLSA };
+enum resolver_kind { RESOLVER_Q_MX, RESOLVER_Q_HOST, RESOLVER_Q_TLSA,
+	RESOLVER_Q_TXT };
 
 struct resolver_watch {
 	LIST_ENTRY(resolver_watch) next;
@@ -83,6 +85,8 @@ struct resolver_query {
 	unsigned pending;                         /* sub-queries + holds */
 	struct event *done_ev;
 	struct mx_result *res;                    /* owned until handed over */
+	struct txt_result *txt;                   /* RESOLVER_Q_TXT: the same */
+	resolver_txt_cb *txtcb;                   /* RESOLVER_Q_TXT: instead of cb */
 	int *st4, *st6;                           /* per host; -1 = not asked */
 	resolver_tlsa_cb *tcb;                    /* RESOLVER_Q_TLSA: cb unused */
 	struct tlsa_result *tres;                 /* owned, RESOLVER_Q_TLSA */
@@ -356,6 +360,7 @@ resolver_query_free(struct resolver_query *q)
 		event_free(q->done_ev);
 	mx_result_free(q->res);
 	free(q->tres);
+	txt_result_free(q->txt);
 	free(q->st4);
 	free(q->st6);
 	free(q);
@@ -368,17 +373,25 @@ resolver_done_cb(evutil_socket_t fd, short what, void *arg)
 	resolver_mx_cb *cb = q->cb;
 	resolver_tlsa_cb *tcb = q->tcb;
 	void *cbarg = q->arg;
+	resolver_txt_cb *txtcb = q->txtcb;
 	struct mx_result *res = q->res;
 	struct tlsa_result *tres = q->tres;
+	struct txt_result *txt = q->txt;
 
 	/* Forget the lookup before calling out: the callback may do anything. */
 	q->res = NULL;
 	q->tres = NULL;
+	q->txt = NULL;
 	resolver_query_free(q);
 	if (tcb != NULL) {
 		mx_result_free(res);
 		tcb(cbarg, tres);
 		free(tres);
+		return;
+	}
+	if (txtcb != NULL) {
+		mx_result_free(res);
+		txtcb(cbarg, txt);      /* the callback owns txt */
 		return;
 	}
 	cb(cbarg, res);
@@ -406,6 +419,11 @@ resolver_query_finish(struct resolver_query *q)
 	struct mx_result *res = q->res;
 	size_t i;
 
+	if (q->kind == RESOLVER_Q_TXT) {
+		q->done = 1;
+		event_active(q->done_ev, EV_TIMEOUT, 1);
+		return;
+	}
 	for (i = 0; i < res->nhosts && q->st4 != NULL; i++) {
 		resolver_host_sort(&res->hosts[i]);
 		mx_host_classify(&res->hosts[i], q->st4[i], q->st6[i]);
@@ -533,6 +551,8 @@ resolver_sub_done(struct resolver_sub *sub, int st, const unsigned char *buf,
 	if (!q->cancelled) {
 		if (sub->type == RESOLVER_T_TLSA)
 			tlsa_from_reply(st, buf, len, ad, sub->name, q->tres);
+		else if (sub->type == RESOLVER_T_TXT)
+			txt_from_reply(st, buf, len, q->txt->query, q->txt);
 		else if (sub->type == RESOLVER_T_MX)
 			resolver_on_mx(q, st, buf, len, ad);
 		else
@@ -761,6 +781,23 @@ resolver_tlsa_lookup(struct resolver *r, const char *host, unsigned port,
 	return q;
 }
 
+struct resolver_query *
+resolver_txt_lookup(struct resolver *r, const char *name, resolver_txt_cb *cb,
+    void *arg)
+{
+	struct resolver_query *q;
+
+	if ((q = resolver_query_new(r, RESOLVER_Q_TXT, name, NULL, arg)) == NULL)
+		return NULL;
+	q->txtcb = cb;
+	q->txt = xcalloc(1, sizeof(*q->txt));
+	memcpy(q->txt->query, q->res->query, sizeof(q->txt->query));
+	q->pending = 1;
+	resolver_sub_start(q, RESOLVER_T_TXT, 0, name);
+	resolver_query_release(q);
+	return q;
+}
+
 void
 resolver_cancel(struct resolver_query *q)
 {
@@ -775,6 +812,7 @@ resolver_cancel(struct resolver_query *q)
 	q->cancelled = 1;
 	q->cb = NULL;
 	q->tcb = NULL;
+	q->txtcb = NULL;
 	q->arg = NULL;
 }
 

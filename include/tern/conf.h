@@ -161,6 +161,12 @@ struct conf {
 	struct sockaddr_storage *resolvers;  /* empty: /etc/resolv.conf */
 	size_t nresolvers;
 	uint16_t mx_port;             /* default 25 */
+	int mta_sts;                  /* mta-sts on|off: MTA-STS (RFC 8461) for
+	                                 MX-routed mail; default 1 (on) */
+	uint16_t mta_sts_port;        /* mta-sts-port: HTTPS port of the policy
+	                                 fetch, default 443 (tests) */
+	char *mta_sts_ca_file;        /* mta-sts-ca-file: CA bundle for the
+	                                 policy fetch; NULL = system store */
 
 	uint64_t max_message_size;    /* bytes, default 35M */
 	unsigned max_recipients;      /* default 100 */

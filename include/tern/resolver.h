@@ -154,6 +154,44 @@ void resolver_cancel(struct resolver_query *q);
 
 void mx_result_free(struct mx_result *res);   /* NULL is a no-op */
 
+/*
+ * TXT records of one name (RFC 1035 3.3.14), for policy discovery
+ * (MTA-STS "_mta-sts.<domain>"). Each record's character-strings are
+ * joined into one string, as RFC 8461 3.1 and RFC 7208 3.3 read them.
+ * status: OK with n >= 1 records; PERMFAIL when the name has none
+ * (NXDOMAIN or NODATA, dsn "5.1.2"); TEMPFAIL for SERVFAIL, timeouts and
+ * malformed answers. At most RESOLVER_TXT_MAX records are kept, each cut
+ * at RESOLVER_TXT_LEN bytes (txt_len[i] says how long; a record may hold
+ * NUL bytes). Lifetimes, threads and cancel as for resolver_mx_lookup();
+ * the answer is cached for its TTL like the others.
+ */
+#define RESOLVER_TXT_MAX 16
+#define RESOLVER_TXT_LEN 4096
+
+struct txt_result {
+	enum resolver_status status;
+	char dsn[8];
+	char reason[RESOLVER_REASON_MAX];
+	char query[RESOLVER_NAME_MAX + 1];
+	size_t n;
+	char *txt[RESOLVER_TXT_MAX];      /* owned, NUL-terminated */
+	size_t txt_len[RESOLVER_TXT_MAX];
+};
+
+typedef void resolver_txt_cb(void *arg, struct txt_result *res);
+
+struct resolver_query *resolver_txt_lookup(struct resolver *r,
+    const char *name, resolver_txt_cb *cb, void *arg);
+void txt_result_free(struct txt_result *res);  /* NULL is a no-op */
+
+/*
+ * Pure (resolver/txt.c): fill out->n/txt/txt_len and the status from the
+ * answer to a TXT query (ares_status and the raw reply, as for
+ * mx_plan_from_reply). name goes into the reason. Returns out->status.
+ */
+enum resolver_status txt_from_reply(int ares_status, const unsigned char *buf,
+    size_t len, const char *name, struct txt_result *out);
+
 const char *resolver_strstatus(enum resolver_status s);  /* "ok", ... */
 
 /*

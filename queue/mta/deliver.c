@@ -38,6 +38,7 @@
 #include "tern/util.h"
 
 #include "deliver_int.h"
+#include "mta_sts.h"
 
 struct deliver_pool {
 	struct queue *q;                    /* borrowed */
@@ -341,6 +342,7 @@ dlv_worker_main(void *arg)
 		dlv_conn_free(cn);
 	/* let libevent finish the bufferevents freed just now */
 	event_base_loop(w->base, EVLOOP_NONBLOCK);
+	mta_sts_loop_stop(w->base);     /* MTA-STS fetches of this loop */
 	resolver_free(w->resolver);
 	w->resolver = NULL;
 	tq_free(w->inbox);              /* jobs still posted are freed */
@@ -362,6 +364,7 @@ deliver_pool_start(struct queue *q, struct conf *conf, unsigned n)
 	p->n = n;
 	pthread_mutex_init(&p->lock, NULL);
 	p->conf = conf_ref(conf);
+	mta_sts_init(conf->queue_dir);  /* the MTA-STS policy cache */
 	p->ssl_ctx = tls_client_ctx_new(err, sizeof(err));
 	if (p->ssl_ctx == NULL)
 		fatalx("delivery: TLS client context: %s", err);
@@ -447,6 +450,7 @@ deliver_pool_free(struct deliver_pool *p)
 	if (p == NULL)
 		return;
 	free(p->w);
+	mta_sts_shutdown();
 	SSL_CTX_free(p->ssl_ctx);
 	conf_unref(p->conf);
 	pthread_mutex_destroy(&p->lock);

@@ -72,6 +72,7 @@
 #include "client_auth.h"
 #include "dane.h"
 #include "deliver_int.h"
+#include "mta_sts.h"
 
 enum dlv_state {
 	DLV_S_RESOLVE,          /* waiting for DNS */
@@ -158,6 +159,10 @@ struct dlv_session {
 	int all_perm;
 	char err_status[16];
 	char err_text[512];
+
+	/* MTA-STS (RFC 8461): see "MTA-STS" below and mta_sts.c */
+	struct mta_sts_query *stsq;         /* borrowed handle while looking up */
+	struct mta_sts_outcome *sts;        /* owned or NULL: the policy in force */
 };
 
 static void dlv_session_connect_next(struct dlv_session *s);
@@ -304,6 +309,8 @@ dlv_session_free(struct dlv_session *s)
 	TAILQ_REMOVE(&s->w->sessions, s, entry);
 	resolver_cancel(s->rq);
 	dlv_dane_clear(&s->dane);
+	mta_sts_cancel(s->stsq);
+	mta_sts_outcome_free(s->sts);
 	if (s->conn != NULL)
 		dlv_conn_free(s->conn);
 	event_free(s->timer);
@@ -354,6 +361,7 @@ dlv_session_done(struct dlv_session *s, int reusable)
 	if (c != NULL) {
 		r->relay = c->relay != NULL ? xstrdup(c->relay) : NULL;
 		r->tls = c->tls != NULL ? xstrdup(c->tls) : NULL;
+		r->tls_mode = dlv_tls_mode(s);
 		r->peer_dsn = (c->ehlo.ext & SMTP_EXT_DSN) != 0;
 	} else if (s->have_err && s->ntargets > 0) {
 		/* no connection left: name the last address tried */
@@ -476,6 +484,176 @@ dlv_session_lost(struct dlv_session *s, const char *status, const char *why)
 	s->conn = NULL;
 	s->peer = DLV_PEER_FAIL;
 	dlv_session_done(s, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* MTA-STS (RFC 8461): the policy of an MX-routed domain (mta_sts.c) */
+
+/*
+ * DANE first (RFC 8461 2): a domain under DANE uses it, and MTA-STS only
+ * applies to domains without. Under DANE means tls-policy dane and an MX
+ * answer the resolver validated (AD): TLSA then decide host by host
+ * (dane.c), a host without TLSA getting opportunistic TLS.
+ */
+static int
+dlv_session_uses_dane(const struct dlv_session *s)
+{
+	return s->dane.want && s->dane.mx_secure;
+}
+
+/* MX-resolved SMTP routes only: static routes and LMTP keep their policy. */
+static int
+dlv_sts_applies(const struct dlv_session *s)
+{
+	const struct dlv_job *j = s->job;
+
+	return s->conf->mta_sts && j->route.kind == CONF_ROUTE_MX &&
+	    j->route.transport == CONF_XPORT_SMTP && j->domain[0] != '[' &&
+	    !dlv_session_uses_dane(s);
+}
+
+/* Report one outcome for the current target, and log a failure. */
+static void
+dlv_sts_note(struct dlv_session *s, const struct dlv_target *t,
+    enum tlsrpt_result r, const char *detail)
+{
+	char host[RESOLVER_NAME_MAX * 4 + 1], esc[600];
+	int testing = s->sts->pol.mode == STS_MODE_TESTING;
+
+	mta_sts_report(s->sts, t->host, (const struct sockaddr *)&t->ss, r,
+	    detail);
+	if (r == TLSRPT_SUCCESS)
+		return;
+	log_escape(host, sizeof(host), t->host, strlen(t->host));
+	log_escape(esc, sizeof(esc), detail ? detail : "", detail ?
+	    strlen(detail) : 0);
+	log_info("id=%s mta-sts %s: domain=%s mx=%s result=%s: %s%s", s->qid,
+	    sts_mode_name(s->sts->pol.mode), s->sts->domain, host,
+	    tlsrpt_result_name(r), esc, testing ? " (testing: going on)" : "");
+}
+
+/* A TLS outcome with the current target under a policy (else nothing). */
+static void
+dlv_sts_tls_outcome(struct dlv_session *s, enum tlsrpt_result r,
+    const char *detail)
+{
+	if (s->sts != NULL && s->ti < s->ntargets)
+		dlv_sts_note(s, &s->targets[s->ti], r, detail);
+}
+
+/* The RFC 8460 result of a failed handshake on c. */
+static enum tlsrpt_result
+dlv_sts_handshake_result(const struct dlv_conn *c)
+{
+	long v = c->ssl != NULL ? SSL_get_verify_result(c->ssl) : X509_V_OK;
+
+	return v != X509_V_OK ? mta_sts_verify_result(v) :
+	    TLSRPT_VALIDATION_FAILURE;
+}
+
+/*
+ * The handshake is done: how the peer was authenticated. Under a testing
+ * policy the certificate was checked without being enforced: a failure is
+ * reported and delivery goes on.
+ */
+static void
+dlv_tls_handshake_done(struct dlv_session *s)
+{
+	struct dlv_conn *c = s->conn;
+	long v = SSL_get_verify_result(c->ssl);
+
+	if (s->tlsp == CONF_TLSP_VERIFY)
+		c->tls_auth = DLV_TLSAUTH_PKIX;
+	if (s->sts == NULL)
+		return;
+	if (v != X509_V_OK) {
+		dlv_sts_tls_outcome(s, mta_sts_verify_result(v),
+		    X509_verify_cert_error_string(v));
+		return;
+	}
+	if (s->sts->pol.mode == STS_MODE_ENFORCE)
+		c->tls_auth = DLV_TLSAUTH_STS;
+	dlv_sts_tls_outcome(s, TLSRPT_SUCCESS, NULL);
+}
+
+/* How the connection's TLS was checked, for the delivery log line. */
+static const char *
+dlv_tls_mode(const struct dlv_session *s)
+{
+	const struct dlv_conn *c = s->conn;
+
+	if (c != NULL && c->tls_auth == DLV_TLSAUTH_STS)
+		return "sts-verified";
+	if (c != NULL && c->tls_auth == DLV_TLSAUTH_DANE)
+		return "dane-verified";
+	if (s->sts != NULL && s->sts->pol.mode == STS_MODE_TESTING)
+		return "sts-testing";
+	if (c == NULL || c->ssl == NULL)
+		return "none";
+	if (c->tls_auth == DLV_TLSAUTH_PKIX)
+		return "verified";
+	return s->tlsp == CONF_TLSP_ENCRYPT ? "encrypt" : "may";
+}
+
+/*
+ * RFC 8461 4.1: MX hosts that match none of the policy's mx patterns are
+ * reported (validation-failure); under enforce they are skipped, and none
+ * left defers with 4.7.5. Returns 1 when the session is done.
+ */
+static int
+dlv_sts_filter(struct dlv_session *s)
+{
+	const struct mta_sts_outcome *o = s->sts;
+	int enforce = o->pol.mode == STS_MODE_ENFORCE;
+	char last[RESOLVER_NAME_MAX + 1] = "", why[600];
+	size_t k = 0;
+
+	for (size_t i = 0; i < s->ntargets; i++) {
+		struct dlv_target t = s->targets[i];
+
+		if (sts_policy_mx_ok(&o->pol, t.host)) {
+			s->targets[k++] = t;
+			continue;
+		}
+		if (strcmp(last, t.host) != 0) {    /* once per host */
+			snprintf(why, sizeof(why), "MX host %.255s matches no mx "
+			    "pattern of the policy", t.host);
+			dlv_sts_note(s, &t, TLSRPT_VALIDATION_FAILURE, why);
+			snprintf(last, sizeof(last), "%s", t.host);
+		}
+		if (!enforce)
+			s->targets[k++] = t;
+	}
+	s->ntargets = k;
+	if (k > 0)
+		return 0;
+	snprintf(why, sizeof(why), "MTA-STS policy of %s (enforce): no MX "
+	    "host matches its mx patterns", o->domain);
+	log_warnx("id=%s status=deferred dsn=4.7.5 %s", s->qid, why);
+	dlv_rcpt_set_all(s, DLV_TEMP, "4.7.5", why);
+	dlv_session_done(s, 0);
+	return 1;
+}
+
+/* The policy lookup is over: o is the policy in force, or NULL. */
+static void
+dlv_sts_ready(void *arg, struct mta_sts_outcome *o)
+{
+	struct dlv_session *s = arg;
+
+	s->stsq = NULL;
+	mta_sts_outcome_free(s->sts);
+	s->sts = o;
+	if (o != NULL) {
+		log_debug("id=%s mta-sts: domain=%s id=%s mode=%s", s->qid,
+		    o->domain, o->id, sts_mode_name(o->pol.mode));
+		if (dlv_sts_filter(s))
+			return;
+		/* enforce: STARTTLS and a valid certificate for the MX name */
+		if (o->pol.mode == STS_MODE_ENFORCE)
+			s->tlsp = CONF_TLSP_VERIFY;
+	}
+	dlv_session_targets_ready(s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -977,10 +1155,14 @@ dlv_session_tls_start(struct dlv_session *s)
 	struct dlv_conn *c = s->conn;
 	const struct dlv_target *t = &s->targets[s->ti];
 	int verify = s->tlsp == CONF_TLSP_VERIFY;
+	/* MTA-STS testing: the name and chain are checked, not enforced */
+	int sts_check = s->sts != NULL && !verify;
 	struct bufferevent *tb;
 	SSL *ssl;
 
-	ssl = tls_client_ssl_new(s->w->ssl_ctx, t->host, verify);
+	ssl = tls_client_ssl_new(s->w->ssl_ctx, t->host, verify || sts_check);
+	if (ssl != NULL && sts_check)
+		SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
 	/* DANE: only the usable TLSA authenticate the peer (dane.c) */
 	if (ssl != NULL && dlv_session_dane_auth(s) &&
 	    dlv_dane_ssl_setup(ssl, t->host, s->dane.tlsa) == -1) {
@@ -1145,6 +1327,9 @@ dlv_session_ehlo_done(struct dlv_session *s)
 	const struct smtp_ehlo *e = &s->conn->ehlo;
 	int offered = (e->ext & SMTP_EXT_STARTTLS) != 0;
 
+	if (s->conn->ssl == NULL && !offered && !(s->flags & DLV_F_NO_TLS))
+		dlv_sts_tls_outcome(s, TLSRPT_STARTTLS_NOT_SUPPORTED,
+		    "STARTTLS not offered");
 	if (s->conn->ssl == NULL && s->tlsp != CONF_TLSP_NONE) {
 		if (s->tlsp == CONF_TLSP_MAY) {
 			if (offered && !(s->flags & DLV_F_NO_TLS)) {
@@ -1226,6 +1411,7 @@ dlv_session_pre_reply(struct dlv_session *s, const struct smtp_reply *r,
 			dlv_session_tls_start(s);
 			return;
 		}
+		dlv_sts_tls_outcome(s, TLSRPT_STARTTLS_NOT_SUPPORTED, buf);
 		if (s->tlsp == CONF_TLSP_MAY) {
 			/* offered but refused: go on in plaintext */
 			dlv_session_ready(s);
@@ -1417,6 +1603,7 @@ dlv_session_on_event(struct dlv_session *s, short what)
 			    s->qid, c->relay, d);
 			if (dlv_session_tls_auth(s) < 0)
 				return;
+			dlv_tls_handshake_done(s);
 			dlv_session_ehlo(s);
 		}
 		return;
@@ -1452,6 +1639,7 @@ dlv_session_on_event(struct dlv_session *s, short what)
 			dlv_session_dane_report(s, dlv_dane_failure_type(c->ssl),
 			    why);
 		}
+		dlv_sts_tls_outcome(s, dlv_sts_handshake_result(c), why);
 		if (s->tlsp == CONF_TLSP_MAY) {
 			dlv_session_retry_plain(s, why);
 			return;
@@ -1504,6 +1692,8 @@ dlv_session_timercb(evutil_socket_t fd, short what, void *arg)
 		    "timeout", relay);
 		return;
 	case DLV_S_HANDSHAKE:
+		dlv_sts_tls_outcome(s, TLSRPT_VALIDATION_FAILURE,
+		    "TLS handshake timeout");
 		if (s->tlsp == CONF_TLSP_MAY) {
 			dlv_session_retry_plain(s, "timeout");
 			return;
@@ -1740,6 +1930,12 @@ dlv_session_resolved(void *arg, struct mx_result *res)
 	mx_result_free(res);
 	if (dlv_session_drop_self(s))
 		return;
+	if (dlv_sts_applies(s)) {
+		/* MTA-STS: the policy decides which targets, and how */
+		s->stsq = mta_sts_query(s->w->base, s->w->resolver, s->conf,
+		    s->job->domain, dlv_sts_ready, s);
+		return;
+	}
 	dlv_session_targets_ready(s);
 }
 
@@ -1888,6 +2084,12 @@ dlv_session_start(struct dlv_worker *w, struct dlv_job *job)
 			dlv_conn_quit(c);
 			c = NULL;
 		}
+	}
+	if (c != NULL && dlv_sts_applies(s) && c->tls_auth !=
+	    DLV_TLSAUTH_STS && mta_sts_cached_enforce(job->domain)) {
+		/* opened before the domain's enforce policy was known */
+		dlv_conn_quit(c);
+		c = NULL;
 	}
 	if (c != NULL) {
 		log_trace(TRACE_CLIENT, "dlv id=%s reusing connection to %s",
@@ -2039,26 +2241,6 @@ dlv_session_tls_auth(struct dlv_session *s)
 		c->tls_auth = DLV_TLSAUTH_PKIX;
 	}
 	return 0;
-}
-
-/* The delivery log's tls= word for the session's connection. */
-static const char *
-dlv_tls_mode(const struct dlv_session *s)
-{
-	const struct dlv_conn *c = s->conn;
-
-	if (c == NULL || c->ssl == NULL)
-		return "none";
-	switch (c->tls_auth) {
-	case DLV_TLSAUTH_DANE:
-		return "dane-verified";
-	case DLV_TLSAUTH_STS:
-		return "sts-verified";
-	case DLV_TLSAUTH_PKIX:
-		return "verified";
-	default:
-		return s->tlsp == CONF_TLSP_ENCRYPT ? "encrypt" : "may";
-	}
 }
 
 /*

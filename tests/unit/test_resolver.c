@@ -29,6 +29,7 @@
 #define T_A     1
 #define T_CNAME 5
 #define T_MX    15
+#define T_TXT   16
 #define T_AAAA  28
 #define T_TLSA  52
 #define T_ANY   0       /* rcode entries: answer every type so */
@@ -78,6 +79,9 @@ static const struct zrec {
 	{ "_25._tcp.mx.sec.test", T_TLSA, 0, 300, 3, "311" },
 	{ "_26._tcp.mx.sec.test", T_ANY, 2, 0, 0, NULL },
 	{ "_25._tcp.mx1.two.test", T_TLSA, 0, 300, 3, "311" },
+	/* TXT: '|' separates the character-strings of one record */
+	{ "_mta-sts.two.test", T_TXT, 0, 300, 0, "v=STSv1; id=|abc;" },
+	{ "_mta-sts.two.test", T_TXT, 0, 300, 0, "v=spf1 -all" },
 };
 #define NZONE (sizeof(zone) / sizeof(zone[0]))
 
@@ -137,6 +141,19 @@ w_rr(struct wire *w, const struct zrec *z)
 		break;
 	case T_CNAME:
 		w_name(w, z->data);
+		break;
+	case T_TXT:
+		for (const char *p = z->data; ; ) {
+			const char *bar = strchr(p, '|');
+			size_t n = bar ? (size_t)(bar - p) : strlen(p);
+
+			w_u8(w, (unsigned)n);
+			for (size_t i = 0; i < n; i++)
+				w_u8(w, (unsigned char)p[i]);
+			if (bar == NULL)
+				break;
+			p = bar + 1;
+		}
 		break;
 	case T_A:
 		assert_int_equal(inet_pton(AF_INET, z->data, a), 1);
@@ -759,6 +776,79 @@ test_host_lookup(void **state)
 	mx_result_free(g.res);
 }
 
+struct got_txt {
+	int calls;
+	struct txt_result *res;
+};
+
+static void
+got_txt_cb(void *arg, struct txt_result *res)
+{
+	struct got_txt *g = arg;
+
+	g->calls++;
+	txt_result_free(g->res);
+	g->res = res;
+}
+
+static void
+test_txt_lookup(void **state)
+{
+	struct fx *f = *state;
+	struct got_txt g;
+	struct resolver_query *q;
+	uint64_t deadline;
+
+	memset(&g, 0, sizeof(g));
+	assert_non_null(resolver_txt_lookup(f->r, "_mta-sts.two.test",
+	    got_txt_cb, &g));
+	assert_int_equal(g.calls, 0);       /* never from inside the call */
+	deadline = now_mono_us() + 3000000;
+	while (g.calls == 0 && now_mono_us() < deadline)
+		event_base_loop(f->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_int_equal(g.calls, 1);
+	assert_int_equal(g.res->status, RESOLVER_OK);
+	assert_int_equal(g.res->n, 2);
+	/* the strings of one record are joined */
+	assert_string_equal(g.res->txt[0], "v=STSv1; id=abc;");
+	assert_int_equal(g.res->txt_len[0], 16);
+	assert_string_equal(g.res->txt[1], "v=spf1 -all");
+	assert_int_equal(seen_count("_mta-sts.two.test", T_TXT), 1);
+	txt_result_free(g.res);
+
+	/* NODATA (the name has MX only) and NXDOMAIN: PERMFAIL, no record */
+	memset(&g, 0, sizeof(g));
+	resolver_txt_lookup(f->r, "two.test", got_txt_cb, &g);
+	deadline = now_mono_us() + 3000000;
+	while (g.calls == 0 && now_mono_us() < deadline)
+		event_base_loop(f->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_int_equal(g.res->status, RESOLVER_PERMFAIL);
+	assert_int_equal(g.res->n, 0);
+	txt_result_free(g.res);
+
+	memset(&g, 0, sizeof(g));
+	resolver_txt_lookup(f->r, "fail.test", got_txt_cb, &g);
+	deadline = now_mono_us() + 3000000;
+	while (g.calls == 0 && now_mono_us() < deadline)
+		event_base_loop(f->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_int_equal(g.res->status, RESOLVER_TEMPFAIL);
+	assert_string_equal(g.res->dsn, "4.4.3");
+	txt_result_free(g.res);
+
+	/* cached: no second query; cancelled: never called back */
+	memset(&g, 0, sizeof(g));
+	q = resolver_txt_lookup(f->r, "_mta-sts.two.test", got_txt_cb, &g);
+	resolver_cancel(q);
+	run_for(f, 50);
+	assert_int_equal(g.calls, 0);
+	assert_int_equal(seen_count("_mta-sts.two.test", T_TXT), 1);
+	q = resolver_txt_lookup(f->r, "slow.test", got_txt_cb, &g);
+	run_for(f, 50);
+	resolver_cancel(q);
+	run_for(f, 50);
+	assert_int_equal(g.calls, 0);
+}
+
 static void
 test_cancel(void **state)
 {
@@ -943,6 +1033,7 @@ main(void)
 		T(test_timeout),
 		T(test_tcp_fallback),
 		T(test_host_lookup),
+		T(test_txt_lookup),
 		T(test_cancel),
 		T(test_free_with_pending),
 		T(test_free_inside_callback),
