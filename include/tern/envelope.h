@@ -70,6 +70,8 @@ struct env_attempt {
 #define ENV_F_RET_FULL  0x80u  /* RET=FULL (passed on to a DSN-capable hop) */
 #define ENV_F_COPY      0x100u /* a copy-forward record (segment only, never
                                   in the index): see queue_rec_scan() */
+#define ENV_F_TLSRPT    0x800u /* a TLS-RPT report: its delivery is not
+                                  itself recorded for TLS-RPT */
 
 struct envelope {
 	uint64_t id;

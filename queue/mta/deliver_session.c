@@ -52,6 +52,7 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 
 #include "tern/deliver.h"
 #include "tern/envelope.h"
@@ -64,6 +65,7 @@
 #include "tern/smtp.h"
 #include "tern/smtp_reply.h"
 #include "tern/tls.h"
+#include "tern/tlsrpt.h"
 #include "tern/util.h"
 
 #include "client_auth.h"
@@ -940,6 +942,68 @@ dlv_session_tls_start(struct dlv_session *s)
 }
 
 /* ------------------------------------------------------------------ */
+/* TLS-RPT hooks (tern/tlsrpt.h) */
+
+/*
+ * Record this connection's TLS outcome with the policy no-policy-found:
+ * MX routes only (a static route's next hop says nothing about the
+ * recipient domain), not under tls-policy none, never for the delivery of
+ * a TLS-RPT report itself (ENV_F_TLSRPT: no reports about reports). A
+ * connection that a DANE or MTA-STS policy governs is recorded by that
+ * policy's code instead.
+ */
+static void
+dlv_session_tlsrpt(struct dlv_session *s, enum tlsrpt_result r,
+    const char *detail)
+{
+	struct tlsrpt_event ev = { .policy = TLSRPT_POLICY_NONE, .result = r,
+	    .detail = detail };
+	const struct dlv_target *t;
+	char rip[INET6_ADDRSTRLEN + 1], sip[INET6_ADDRSTRLEN + 1];
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	evutil_socket_t fd;
+
+	if (s->job->route.kind != CONF_ROUTE_MX ||
+	    s->tlsp == CONF_TLSP_NONE || s->job->env == NULL ||
+	    (s->job->env->flags & ENV_F_TLSRPT) || s->ti >= s->ntargets)
+		return;
+	t = &s->targets[s->ti];
+	ev.policy_domain = s->job->domain;
+	ev.mx_host = t->host;
+	ev.receiving_ip = sockaddr_ntop((const struct sockaddr *)&t->ss, rip,
+	    sizeof(rip));
+	if (s->conn != NULL && s->conn->bev != NULL &&
+	    (fd = bufferevent_getfd(s->conn->bev)) >= 0 &&
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+		ev.sending_ip = sockaddr_ntop((const struct sockaddr *)&ss,
+		    sip, sizeof(sip));
+	tlsrpt_record(&ev);
+}
+
+/* A failed handshake in RFC 8460 4.3 terms: what verification said. */
+static enum tlsrpt_result
+dlv_session_tlsrpt_why(const struct dlv_session *s)
+{
+	long v;
+
+	if (s->conn == NULL || s->conn->ssl == NULL ||
+	    s->tlsp != CONF_TLSP_VERIFY)
+		return TLSRPT_VALIDATION_FAILURE;
+	v = SSL_get_verify_result(s->conn->ssl);
+	switch (v) {
+	case X509_V_OK:
+		return TLSRPT_VALIDATION_FAILURE;
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+		return TLSRPT_CERT_EXPIRED;
+	case X509_V_ERR_HOSTNAME_MISMATCH:
+		return TLSRPT_CERT_HOST_MISMATCH;
+	default:
+		return TLSRPT_CERT_NOT_TRUSTED;
+	}
+}
+
+/* ------------------------------------------------------------------ */
 /* AUTH to a smarthost (route-auth) */
 
 /* The credentials of the session's route, or NULL. */
@@ -1060,6 +1124,9 @@ dlv_session_ehlo_done(struct dlv_session *s)
 	int offered = (e->ext & SMTP_EXT_STARTTLS) != 0;
 
 	if (s->conn->ssl == NULL && s->tlsp != CONF_TLSP_NONE) {
+		if (!offered)
+			dlv_session_tlsrpt(s, TLSRPT_STARTTLS_NOT_SUPPORTED,
+			    NULL);
 		if (s->tlsp == CONF_TLSP_MAY) {
 			if (offered && !(s->flags & DLV_F_NO_TLS)) {
 				dlv_session_enter(s, DLV_S_STARTTLS);
@@ -1138,6 +1205,7 @@ dlv_session_pre_reply(struct dlv_session *s, const struct smtp_reply *r,
 			dlv_session_tls_start(s);
 			return;
 		}
+		dlv_session_tlsrpt(s, TLSRPT_STARTTLS_NOT_SUPPORTED, NULL);
 		if (s->tlsp == CONF_TLSP_MAY) {
 			/* offered but refused: go on in plaintext */
 			dlv_session_ready(s);
@@ -1326,6 +1394,7 @@ dlv_session_on_event(struct dlv_session *s, short what)
 			c->tls = xstrdup(d);
 			log_trace(TRACE_CLIENT, "dlv id=%s relay=%s TLS %s",
 			    s->qid, c->relay, d);
+			dlv_session_tlsrpt(s, TLSRPT_SUCCESS, NULL);
 			dlv_session_ehlo(s);
 		}
 		return;
@@ -1352,6 +1421,7 @@ dlv_session_on_event(struct dlv_session *s, short what)
 		return;
 	case DLV_S_HANDSHAKE:
 		dlv_ssl_error(c->bev, why, sizeof(why));
+		dlv_session_tlsrpt(s, dlv_session_tlsrpt_why(s), why);
 		if (s->tlsp == CONF_TLSP_MAY) {
 			dlv_session_retry_plain(s, why);
 			return;
@@ -1404,6 +1474,7 @@ dlv_session_timercb(evutil_socket_t fd, short what, void *arg)
 		    "timeout", relay);
 		return;
 	case DLV_S_HANDSHAKE:
+		dlv_session_tlsrpt(s, TLSRPT_VALIDATION_FAILURE, "timeout");
 		if (s->tlsp == CONF_TLSP_MAY) {
 			dlv_session_retry_plain(s, "timeout");
 			return;

@@ -1,0 +1,218 @@
+"""SMTP TLS Reporting (RFC 8460; `tlsrpt` in doc/tern.conf.5): ternd counts
+each outbound session's TLS outcome per recipient domain and report period
+and, when the period closes, mails the gzip-compressed JSON report to the
+rua=mailto: addresses of the domain's "_smtp._tls" TXT record, through its
+own queue (queue/mta/tlsrpt_send.c).
+
+The zone: good.example and none.example have their MX at 127.0.0.2, a
+STARTTLS sink (certificate for *.test); bad.example has its MX at 127.0.0.3,
+a sink without STARTTLS, and a route with tls-policy verify, so its session
+fails with starttls-not-supported and the mail is deferred. good.example and
+bad.example publish TLSRPT records pointing at reports@reports.example,
+whose MX (127.0.0.4, a plain sink) collects the reports; reports.example
+publishes one too, so a report about the delivery of reports would show up
+there. none.example publishes none and gets no report. All sinks share one
+port (mx-port) on their own loopback addresses.
+"""
+
+import email
+import email.policy
+import gzip
+import ipaddress
+import json
+import re
+import smtplib
+import socket
+import time
+from datetime import datetime, timezone
+
+from conftest import free_port
+
+ORG = "tern-test.example"
+FROM = "tlsrpt@tern.test"
+RUA = "reports@reports.example"
+INTERVAL = 2
+
+
+def zone():
+    rec = "v=TLSRPTv1; rua=mailto:" + RUA
+    return {
+        "good.example": {"MX": [(10, "mx-good.test")]},
+        "none.example": {"MX": [(10, "mx-good.test")]},
+        "bad.example": {"MX": [(10, "mx-bad.test")]},
+        "reports.example": {"MX": [(10, "mx-rpt.test")]},
+        "mx-good.test": {"A": ["127.0.0.2"]},
+        "mx-bad.test": {"A": ["127.0.0.3"]},
+        "mx-rpt.test": {"A": ["127.0.0.4"]},
+        "_smtp._tls.good.example": {"TXT": [rec]},
+        # an https: URI is ignored (and logged); the mailto: one is used
+        "_smtp._tls.bad.example": {"TXT": [
+            "v=TLSRPTv1;rua=mailto:%s,https://reports.example/tlsrpt" % RUA]},
+        "_smtp._tls.reports.example": {"TXT": [rec]},
+        # not a TLSRPT record: discarded (RFC 8460 3)
+        "_smtp._tls.none.example": {"TXT": ["v=spf1 -all"]},
+    }
+
+
+def conf(interval=INTERVAL):
+    return "\n".join([
+        "tlsrpt on",
+        "tlsrpt-interval %d" % interval,
+        "tlsrpt-org " + ORG,
+        "tlsrpt-from " + FROM,
+        "route bad.example mx tls-policy=verify",
+        "retry 1h",
+        "delay-warning 0",
+        "connect-timeout 5s",
+        "command-timeout 5s",
+    ])
+
+
+def shared_port():
+    """A port free on 127.0.0.2, .3 and .4 alike (the three sinks)."""
+    for _ in range(50):
+        port = free_port("127.0.0.2")
+        try:
+            for host in ("127.0.0.3", "127.0.0.4"):
+                with socket.socket() as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no port free on 127.0.0.2-4")
+
+
+def start_all(ternd, dns, sink, interval=INTERVAL):
+    port = shared_port()
+    good = sink(host="127.0.0.2", port=port, tls=True)
+    bad = sink(host="127.0.0.3", port=port)
+    rpt = sink(host="127.0.0.4", port=port)
+    dns.set_zone(zone())
+    t = ternd(hostname="tern.test", default_route=None, relay_domains=None,
+              trusted="127.0.0.0/8", mx_port=port, extra_conf=conf(interval))
+    return t, good, bad, rpt
+
+
+def send(t, rcpts):
+    with smtplib.SMTP(*t.addr(), timeout=10) as c:
+        c.ehlo("client.test")
+        refused = c.sendmail("alice@sender.test", rcpts,
+                             b"From: alice@sender.test\r\nSubject: hi\r\n\r\nhi\r\n")
+        assert refused == {}
+
+
+def rfc3339(s):
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", s), s
+    return int(datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ")
+               .replace(tzinfo=timezone.utc).timestamp())
+
+
+def decode_report(m):
+    """Check the report mail's structure; return (header fields, JSON)."""
+    assert m.mail_from == "<>" or m.mail_from == "", m.mail_from
+    assert m.rcpt_tos == [RUA]
+    msg = email.message_from_bytes(m.data, policy=email.policy.compat32)
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "tlsrpt"
+    assert msg["From"] == "<%s>" % FROM
+    assert msg["To"] == "<%s>" % RUA
+    assert msg["Date"] and msg["Message-ID"]
+    domain = msg["TLS-Report-Domain"]
+    assert msg["TLS-Report-Submission"] == ORG
+    subj = re.fullmatch(r"Report Domain: (\S+) Submitter: (\S+) "
+                        r"Report-ID: <([^>]+)>", msg["Subject"])
+    assert subj, msg["Subject"]
+    assert subj.group(1) == domain and subj.group(2) == ORG
+    parts = msg.get_payload()
+    assert [p.get_content_type() for p in parts] == [
+        "text/plain", "application/tlsrpt+gzip"]
+    att = parts[1]
+    assert att["Content-Transfer-Encoding"] == "base64"
+    fn = re.fullmatch(r"(\S+)!(\S+)!(\d+)!(\d+)\.json\.gz", att.get_filename())
+    assert fn, att.get_filename()
+    assert fn.group(1) == ORG and fn.group(2) == domain
+    report = json.loads(gzip.decompress(att.get_payload(decode=True)))
+    assert set(report) == {"organization-name", "date-range", "contact-info",
+                           "report-id", "policies"}
+    assert report["organization-name"] == ORG
+    assert report["contact-info"] == FROM
+    assert report["report-id"] == subj.group(3)
+    dr = report["date-range"]
+    assert set(dr) == {"start-datetime", "end-datetime"}
+    start, end = rfc3339(dr["start-datetime"]), rfc3339(dr["end-datetime"])
+    assert (start, end) == (int(fn.group(3)), int(fn.group(4)))
+    assert start % INTERVAL == 0 and end == start + INTERVAL - 1
+    return domain, report
+
+
+def one_policy(report, domain, mx):
+    (p,) = report["policies"]
+    assert set(p) == {"policy", "summary", "failure-details"}
+    assert p["policy"] == {"policy-type": "no-policy-found", "policy-string": [],
+                           "policy-domain": domain, "mx-host": [mx]}
+    assert set(p["summary"]) == {"total-successful-session-count",
+                                 "total-failure-session-count"}
+    return p
+
+
+def test_tlsrpt_reports_success_and_failure(ternd, dns, sink):
+    t, good, bad, rpt = start_all(ternd, dns, sink)
+    send(t, ["bob@good.example", "carol@bad.example", "dave@none.example"])
+    (m,) = [x for x in good.wait_for(2) if x.rcpt_tos == ["bob@good.example"]]
+    assert m.tls is True
+    t.wait_log(r"to=<carol@bad\.example> .*status=deferred")
+
+    reports = dict(decode_report(x) for x in rpt.wait_for(2, timeout=20))
+    assert set(reports) == {"good.example", "bad.example"}
+
+    p = one_policy(reports["good.example"], "good.example", "mx-good.test")
+    assert p["summary"] == {"total-successful-session-count": 1,
+                            "total-failure-session-count": 0}
+    assert p["failure-details"] == []
+
+    p = one_policy(reports["bad.example"], "bad.example", "mx-bad.test")
+    assert p["summary"] == {"total-successful-session-count": 0,
+                            "total-failure-session-count": 1}
+    (d,) = p["failure-details"]
+    sip = d.pop("sending-mta-ip")
+    assert ipaddress.ip_address(sip).is_loopback, sip
+    assert d == {"result-type": "starttls-not-supported",
+                 "receiving-mx-hostname": "mx-bad.test",
+                 "receiving-ip": "127.0.0.3", "failed-session-count": 1}
+
+    t.wait_log(r"tlsrpt: domain=none\.example no report: no TLSRPT record")
+    t.wait_log(r"tlsrpt: domain=bad\.example 1 https: report URI\(s\) ignored")
+    t.wait_log(r"id=\w+ tlsrpt report queued domain=good\.example "
+               r"report_id=\S+ policies=1")
+
+    # the reports' own deliveries (to reports.example, which publishes a
+    # TLSRPT record and offers no STARTTLS) are not recorded: three more
+    # periods bring no report about them, nor a second one about anything
+    t.wait_log(r"to=<%s> .*status=sent" % re.escape(RUA))
+    deadline = time.monotonic() + 3 * INTERVAL + 1
+    while time.monotonic() < deadline:
+        assert len(rpt.messages) == 2, rpt.messages
+        time.sleep(0.2)
+    assert "domain=reports.example" not in t.log()
+
+
+def test_tlsrpt_counts_survive_a_restart(ternd, dns, sink):
+    """A day-long period: the counts are saved at stop and read back."""
+    t, good, bad, rpt = start_all(ternd, dns, sink, interval=86400)
+    send(t, ["bob@good.example"])
+    good.wait_for(1)
+    t.wait_log(r"to=<bob@good\.example> .*status=sent")
+    t.stop()
+    state = json.loads(open("%s/tlsrpt.state" % t.queue_dir).read())
+    (e,) = state["entries"]
+    assert (e["domain"], e["policy"], e["ok"], e["failed"]) == \
+        ("good.example", "no-policy-found", 1, 0)
+    assert e["end"] - e["start"] == 86400 and e["start"] % 86400 == 0
+    t.start()
+    send(t, ["eve@good.example"])
+    t.wait_log(r"to=<eve@good\.example> .*status=sent")
+    t.stop()
+    state = json.loads(open("%s/tlsrpt.state" % t.queue_dir).read())
+    (e,) = state["entries"]
+    assert (e["ok"], e["failed"]) == (2, 0)
+    assert rpt.messages == []
