@@ -13,6 +13,11 @@ whose MX (127.0.0.4, a plain sink) collects the reports; reports.example
 publishes one too, so a report about the delivery of reports would show up
 there. none.example publishes none and gets no report. All sinks share one
 port (mx-port) on their own loopback addresses.
+
+The certificate failures under tls-policy verify (a certificate of the
+trusted test CA for another name, a self-signed one) go to sinks on
+127.0.0.5 and .6; the last test checks that the counts of a day-long period
+are saved at stop and read back at start (<queue>/tlsrpt.state).
 """
 
 import email
@@ -23,10 +28,13 @@ import json
 import re
 import smtplib
 import socket
+import subprocess
 import time
 from datetime import datetime, timezone
 
 from conftest import free_port
+from sink import Sink
+from test_tls_verify import ca_file  # noqa: F401 (a fixture)
 
 ORG = "tern-test.example"
 FROM = "tlsrpt@tern.test"
@@ -68,18 +76,18 @@ def conf(interval=INTERVAL):
     ])
 
 
-def shared_port():
-    """A port free on 127.0.0.2, .3 and .4 alike (the three sinks)."""
+def shared_port(hosts=("127.0.0.2", "127.0.0.3", "127.0.0.4")):
+    """A port free on every one of hosts (the sinks)."""
     for _ in range(50):
-        port = free_port("127.0.0.2")
+        port = free_port(hosts[0])
         try:
-            for host in ("127.0.0.3", "127.0.0.4"):
+            for host in hosts[1:]:
                 with socket.socket() as s:
                     s.bind((host, port))
         except OSError:
             continue
         return port
-    raise AssertionError("no port free on 127.0.0.2-4")
+    raise AssertionError("no port free on %s" % (hosts,))
 
 
 def start_all(ternd, dns, sink, interval=INTERVAL):
@@ -194,6 +202,60 @@ def test_tlsrpt_reports_success_and_failure(ternd, dns, sink):
         assert len(rpt.messages) == 2, rpt.messages
         time.sleep(0.2)
     assert "domain=reports.example" not in t.log()
+
+
+def test_tlsrpt_certificate_failures_under_verify(ternd, dns, sink, certs,
+                                                  ca_file, tmp_path):  # noqa: F811
+    """tls-policy verify: a certificate of the trusted CA for another name
+    (certificate-host-mismatch) and a self-signed one (not-trusted)."""
+    hosts = ("127.0.0.4", "127.0.0.5", "127.0.0.6")
+    port = shared_port(hosts)
+    rpt = sink(host="127.0.0.4", port=port)
+    cert, key = certs.make_leaf("other.example", tag="-tlsrpt")
+    selfc, selfk = tmp_path / "self.pem", tmp_path / "self.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(selfk),
+                    "-out", str(selfc), "-days", "30", "-subj", "/CN=mx-unt.test",
+                    "-addext", "subjectAltName=DNS:mx-unt.test"],
+                   check=True, capture_output=True)
+    sinks = [Sink("127.0.0.5", port, tls_cert=str(cert), tls_key=str(key)).start(),
+             Sink("127.0.0.6", port, tls_cert=str(selfc), tls_key=str(selfk)).start()]
+    try:
+        rec = "v=TLSRPTv1; rua=mailto:" + RUA
+        dns.set_zone({
+            "mismatch.example": {"MX": [(10, "mx-mis.test")]},
+            "untrusted.example": {"MX": [(10, "mx-unt.test")]},
+            "reports.example": {"MX": [(10, "mx-rpt.test")]},
+            "mx-mis.test": {"A": ["127.0.0.5"]},
+            "mx-unt.test": {"A": ["127.0.0.6"]},
+            "mx-rpt.test": {"A": ["127.0.0.4"]},
+            "_smtp._tls.mismatch.example": {"TXT": [rec]},
+            "_smtp._tls.untrusted.example": {"TXT": [rec]},
+        })
+        t = ternd(hostname="tern.test", default_route=None, relay_domains=None,
+                  trusted="127.0.0.0/8", mx_port=port,
+                  extra_conf=conf() + "\nroute mismatch.example mx tls-policy=verify"
+                  "\nroute untrusted.example mx tls-policy=verify",
+                  env={"SSL_CERT_FILE": ca_file})
+        send(t, ["a@mismatch.example", "b@untrusted.example"])
+        reports = dict(decode_report(x) for x in rpt.wait_for(2, timeout=20))
+        assert set(reports) == {"mismatch.example", "untrusted.example"}
+        for dom, mx, ip, why in (
+                ("mismatch.example", "mx-mis.test", "127.0.0.5",
+                 "certificate-host-mismatch"),
+                ("untrusted.example", "mx-unt.test", "127.0.0.6",
+                 "certificate-not-trusted")):
+            p = one_policy(reports[dom], dom, mx)
+            assert p["summary"] == {"total-successful-session-count": 0,
+                                    "total-failure-session-count": 1}
+            (d,) = p["failure-details"]
+            d.pop("sending-mta-ip")
+            assert d == {"result-type": why, "receiving-mx-hostname": mx,
+                         "receiving-ip": ip, "failed-session-count": 1}
+        assert all(s.messages == [] for s in sinks)
+    finally:
+        for s in sinks:
+            s.stop()
 
 
 def test_tlsrpt_counts_survive_a_restart(ternd, dns, sink):
