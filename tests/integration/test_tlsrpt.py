@@ -15,8 +15,9 @@ there. none.example publishes none and gets no report. All sinks share one
 port (mx-port) on their own loopback addresses.
 
 The certificate failures under tls-policy verify (a certificate of the
-trusted test CA for another name, a self-signed one) go to sinks on
-127.0.0.5 and .6; the last test checks that the counts of a day-long period
+trusted test CA for another name, a self-signed one, an expired one) go to
+sinks on 127.0.0.5, .6 and .7; the last test checks that the counts of a
+day-long period
 are saved at stop and read back at start (<queue>/tlsrpt.state).
 """
 
@@ -30,7 +31,7 @@ import smtplib
 import socket
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from conftest import free_port
 from sink import Sink
@@ -204,11 +205,39 @@ def test_tlsrpt_reports_success_and_failure(ternd, dns, sink):
     assert "domain=reports.example" not in t.log()
 
 
+def expired_leaf(certs, tmp_path, name):
+    """A leaf of the test CA for name whose validity ended yesterday."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca_key = serialization.load_pem_private_key(certs.ca_key.read_bytes(), None)
+    ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=10))
+            .not_valid_after(now - timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
+            .sign(ca_key, hashes.SHA256()))
+    cpath, kpath = tmp_path / "expired.pem", tmp_path / "expired.key"
+    cpath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    kpath.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+    return cpath, kpath
+
+
 def test_tlsrpt_certificate_failures_under_verify(ternd, dns, sink, certs,
                                                   ca_file, tmp_path):  # noqa: F811
     """tls-policy verify: a certificate of the trusted CA for another name
-    (certificate-host-mismatch) and a self-signed one (not-trusted)."""
-    hosts = ("127.0.0.4", "127.0.0.5", "127.0.0.6")
+    (certificate-host-mismatch), a self-signed one (not-trusted) and an
+    expired one of the trusted CA (certificate-expired)."""
+    hosts = ("127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7")
     port = shared_port(hosts)
     rpt = sink(host="127.0.0.4", port=port)
     cert, key = certs.make_leaf("other.example", tag="-tlsrpt")
@@ -220,11 +249,16 @@ def test_tlsrpt_certificate_failures_under_verify(ternd, dns, sink, certs,
                    check=True, capture_output=True)
     sinks = [Sink("127.0.0.5", port, tls_cert=str(cert), tls_key=str(key)).start(),
              Sink("127.0.0.6", port, tls_cert=str(selfc), tls_key=str(selfk)).start()]
+    expc, expk = expired_leaf(certs, tmp_path, "mx-exp.test")
+    sinks.append(Sink("127.0.0.7", port, tls_cert=str(expc), tls_key=str(expk)).start())
     try:
         rec = "v=TLSRPTv1; rua=mailto:" + RUA
         dns.set_zone({
             "mismatch.example": {"MX": [(10, "mx-mis.test")]},
             "untrusted.example": {"MX": [(10, "mx-unt.test")]},
+            "expired.example": {"MX": [(10, "mx-exp.test")]},
+            "mx-exp.test": {"A": ["127.0.0.7"]},
+            "_smtp._tls.expired.example": {"TXT": [rec]},
             "reports.example": {"MX": [(10, "mx-rpt.test")]},
             "mx-mis.test": {"A": ["127.0.0.5"]},
             "mx-unt.test": {"A": ["127.0.0.6"]},
@@ -235,16 +269,20 @@ def test_tlsrpt_certificate_failures_under_verify(ternd, dns, sink, certs,
         t = ternd(hostname="tern.test", default_route=None, relay_domains=None,
                   trusted="127.0.0.0/8", mx_port=port,
                   extra_conf=conf() + "\nroute mismatch.example mx tls-policy=verify"
-                  "\nroute untrusted.example mx tls-policy=verify",
+                  "\nroute untrusted.example mx tls-policy=verify"
+                  "\nroute expired.example mx tls-policy=verify",
                   env={"SSL_CERT_FILE": ca_file})
-        send(t, ["a@mismatch.example", "b@untrusted.example"])
-        reports = dict(decode_report(x) for x in rpt.wait_for(2, timeout=20))
-        assert set(reports) == {"mismatch.example", "untrusted.example"}
+        send(t, ["a@mismatch.example", "b@untrusted.example", "c@expired.example"])
+        reports = dict(decode_report(x) for x in rpt.wait_for(3, timeout=20))
+        assert set(reports) == {"mismatch.example", "untrusted.example",
+                                "expired.example"}
         for dom, mx, ip, why in (
                 ("mismatch.example", "mx-mis.test", "127.0.0.5",
                  "certificate-host-mismatch"),
                 ("untrusted.example", "mx-unt.test", "127.0.0.6",
-                 "certificate-not-trusted")):
+                 "certificate-not-trusted"),
+                ("expired.example", "mx-exp.test", "127.0.0.7",
+                 "certificate-expired")):
             p = one_policy(reports[dom], dom, mx)
             assert p["summary"] == {"total-successful-session-count": 0,
                                     "total-failure-session-count": 1}
