@@ -17,8 +17,8 @@ port (mx-port) on their own loopback addresses.
 The certificate failures under tls-policy verify (a certificate of the
 trusted test CA for another name, a self-signed one, an expired one) go to
 sinks on 127.0.0.5, .6 and .7; the last test checks that the counts of a
-day-long period
-are saved at stop and read back at start (<queue>/tlsrpt.state).
+day-long period are saved at stop and read back at start
+(<queue>/tlsrpt.state).
 """
 
 import email
