@@ -71,7 +71,6 @@ struct tlsrpt_reporter {
 	LIST_HEAD(, tlsrpt_job) jobs;
 	uint64_t next_reqid;
 	int stopping;
-	int64_t last_save;
 };
 
 static void tlsrpt_send_tick(evutil_socket_t fd, short what, void *arg);
@@ -102,13 +101,10 @@ tlsrpt_send_tick_sec(const struct conf *c)
 }
 
 static void
-tlsrpt_send_save(struct tlsrpt_reporter *t, int64_t now)
+tlsrpt_send_save(const struct tlsrpt_reporter *t)
 {
-	if (!tlsrpt_dirty())
-		return;
-	if (tlsrpt_save(t->path) < 0)
+	if (tlsrpt_dirty() && tlsrpt_save(t->path) < 0)
 		log_warn("tlsrpt: cannot save %s", t->path);
-	t->last_save = now;
 }
 
 /* Queue the mail of job j; on failure its entries go back. */
@@ -273,7 +269,7 @@ tlsrpt_send_tick(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (t->conf->tlsrpt)
 		tlsrpt_send_due(t, now);
-	tlsrpt_send_save(t, now);
+	tlsrpt_send_save(t);
 	tlsrpt_send_arm(t);
 }
 
@@ -372,7 +368,6 @@ tlsrpt_reporter_start(struct queue *q, struct conf *conf)
 	    (t->timer = evtimer_new(t->base, tlsrpt_send_tick, t)) == NULL)
 		fatalx("tlsrpt_reporter_start: libevent");
 	t->inbox = tq_new(t->base, tlsrpt_send_inbox, t);
-	t->last_save = now_unix();
 	tlsrpt_send_arm(t);
 	if ((err = pthread_create(&t->thr, NULL, tlsrpt_send_thread, t)) != 0) {
 		errno = err;
@@ -441,8 +436,7 @@ tlsrpt_reporter_stop(struct tlsrpt_reporter *t)
 		tq_call(t->inbox, tlsrpt_send_stop_call, t);
 		pthread_join(t->thr, NULL);
 	}
-	if (tlsrpt_dirty() && tlsrpt_save(t->path) < 0)
-		log_warn("tlsrpt: cannot save %s", t->path);
+	tlsrpt_send_save(t);
 	tq_free(t->inbox);
 	event_free(t->timer);
 	event_base_free(t->base);
