@@ -1515,6 +1515,13 @@ static const struct conf_directive conf_table[] = {
 	D_WORD("log-format", "text", conf_words_logfmt, log_json, "text|json"),
 	D_STR("metrics-listen", conf_set_hostport, NULL, metrics_listen,
 	    "ADDR:PORT"),
+
+	/* TLS reporting (RFC 8460): queue/mta/tlsrpt_send.c */
+	D_WORD("tlsrpt", "off", conf_words_offon, tlsrpt, "on|off"),
+	D_STR("tlsrpt-from", conf_set_postmaster, NULL, tlsrpt_from,
+	    "ADDRESS"),
+	D_STR("tlsrpt-org", conf_set_hostname, NULL, tlsrpt_org, "NAME"),
+	D_DUR("tlsrpt-interval", "1d", 1, DAY, tlsrpt_interval),
 };
 
 #define CONF_NDIR (sizeof(conf_table) / sizeof(conf_table[0]))
@@ -1803,6 +1810,8 @@ conf_free(struct conf *c)
 	free(c->resolvers);
 	free(c->retry);
 	free(c->metrics_listen);
+	free(c->tlsrpt_from);
+	free(c->tlsrpt_org);
 	free(c->users_db);
 	conf_sender_list_free(c->sender_login, c->nsender_login);
 	conf_sender_list_free(c->local_senders, c->nlocal_senders);

@@ -42,6 +42,7 @@
 #include "tern/queue.h"
 #include "tern/route_auth.h"
 #include "tern/tls.h"
+#include "tern/tlsrpt.h"
 #include "tern/util.h"
 #include "privhelper_int.h"
 #include "smtpd_int.h"
@@ -59,6 +60,7 @@ struct ternd {
 	struct metrics_server *metrics;
 	struct sched *sched;
 	struct privhelper *helper;      /* root helper for reloads, or NULL */
+	struct tlsrpt_reporter *tlsrpt; /* TLS-RPT counts and reports */
 };
 
 static void
@@ -337,6 +339,7 @@ ternd_reload_conf(struct ternd *t)
 	log_set_json(nc->log_json);
 	deliver_pool_set_conf(t->pool, nc);
 	sched_set_conf(t->sched, nc);
+	tlsrpt_reporter_set_conf(t->tlsrpt, nc);
 	conf_unref(old);
 	tls_server_unref(oldtls);
 	log_info("reload done (listeners unchanged: they need a restart)");
@@ -572,6 +575,7 @@ main(int argc, char **argv)
 	smtpd_loops_start(srv);
 	unsigned ndlv = conf->delivery_threads ? conf->delivery_threads :
 	    ternd_ncpu();
+	t.tlsrpt = tlsrpt_reporter_start(t.queue, conf);
 	t.pool = deliver_pool_start(t.queue, conf, ndlv);
 	t.sched = sched_start(t.queue, conf, t.pool);
 	queue_set_notify(t.queue, sched_inbox(t.sched));
@@ -618,6 +622,7 @@ main(int argc, char **argv)
 	queue_set_notify(t.queue, NULL);
 	deliver_pool_stop(t.pool);
 	sched_stop(t.sched);
+	tlsrpt_reporter_stop(t.tlsrpt);     /* saves the TLS-RPT counts */
 	deliver_pool_free(t.pool);
 	queue_close(t.queue);
 	smtpd_loops_free(srv);

@@ -231,6 +231,14 @@ struct conf {
 	int log_syslog;               /* "log syslog" vs "log stderr" (default) */
 	int log_json;                 /* log-format json */
 	char *metrics_listen;         /* "127.0.0.1:9100" or NULL */
+
+	/* TLS reporting (RFC 8460) */
+	int tlsrpt;                   /* tlsrpt on|off, default off */
+	char *tlsrpt_from;            /* From: and contact-info; NULL: the
+	                                 postmaster address */
+	char *tlsrpt_org;             /* organization-name; NULL: hostname */
+	unsigned tlsrpt_interval;     /* seconds per report period, default
+	                                 1d (aligned to UTC days) */
 };
 
 /* Error sink: called once per problem with "FILE:LINE: message" text. */

@@ -76,6 +76,8 @@ struct env_attempt {
 #define ENV_F_TLS_OPTIONAL 0x400u /* the header holds "TLS-Required: No"
                                   (RFC 8689 5): DANE and MTA-STS failures
                                   do not stop delivery */
+#define ENV_F_TLSRPT    0x800u /* a TLS-RPT report: its delivery is not
+                                  itself recorded for TLS-RPT */
 
 struct envelope {
 	uint64_t id;

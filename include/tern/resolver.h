@@ -148,6 +148,18 @@ struct resolver_query *resolver_mx_lookup(struct resolver *r,
 struct resolver_query *resolver_host_lookup(struct resolver *r,
     const char *host, resolver_mx_cb *cb, void *arg);
 
+/*
+ * Any record type (16 TXT, 52 TLSA, ...), for callers with parsers of their
+ * own: cb gets the c-ares status of the query (ARES_SUCCESS, ARES_ENODATA,
+ * ARES_ENOTFOUND, ARES_ESERVFAIL, ...) and the raw answer, borrowed for
+ * the call only (NULL/0 unless ARES_SUCCESS). Cached like the others.
+ * Handle, NULL and cancel as for resolver_mx_lookup().
+ */
+typedef void resolver_raw_cb(void *arg, int ares_status,
+    const unsigned char *buf, size_t len);
+struct resolver_query *resolver_raw_lookup(struct resolver *r,
+    const char *name, int type, resolver_raw_cb *cb, void *arg);
+
 /* Drop a pending lookup: its callback will never run. q must be a handle
  * whose callback has not started yet. NULL is a no-op. */
 void resolver_cancel(struct resolver_query *q);

@@ -176,6 +176,7 @@ static int dlv_session_dane_auth(const struct dlv_session *s);
 static void dlv_session_dane_report(struct dlv_session *s,
     enum tlsrpt_result res, const char *detail);
 static int dlv_requiretls_check(struct dlv_session *s);
+static int dlv_session_tlsrpt_quiet(const struct dlv_session *s);
 static int dlv_session_tls_auth(struct dlv_session *s);
 
 /* ------------------------------------------------------------------ */
@@ -537,7 +538,8 @@ static void
 dlv_sts_tls_outcome(struct dlv_session *s, enum tlsrpt_result r,
     const char *detail)
 {
-	if (s->sts != NULL && s->ti < s->ntargets)
+	if (s->sts != NULL && s->ti < s->ntargets &&
+	    !dlv_session_tlsrpt_quiet(s))
 		dlv_sts_note(s, &s->targets[s->ti], r, detail);
 }
 
@@ -1194,6 +1196,84 @@ dlv_session_tls_start(struct dlv_session *s)
 }
 
 /* ------------------------------------------------------------------ */
+/* TLS-RPT hooks (tern/tlsrpt.h) */
+
+/* The delivery of a TLS-RPT report is never recorded (no reports about
+ * reports), whichever policy applies. */
+static int
+dlv_session_tlsrpt_quiet(const struct dlv_session *s)
+{
+	return s->job->env == NULL || (s->job->env->flags & ENV_F_TLSRPT);
+}
+
+/* An MTA-STS policy, or DANE with TLSA for this host, records the outcome. */
+static int
+dlv_session_policy_governs(const struct dlv_session *s)
+{
+	return s->sts != NULL || (s->dane.want && s->dane.mx_secure &&
+	    s->dane.tlsa != NULL && s->dane.verdict != DLV_DANE_MAY);
+}
+
+/*
+ * Record this connection's TLS outcome with the policy no-policy-found:
+ * MX routes only (a static route's next hop says nothing about the
+ * recipient domain), not under tls-policy none, never for the delivery of
+ * a TLS-RPT report itself (ENV_F_TLSRPT: no reports about reports). A
+ * connection that a DANE or MTA-STS policy governs is recorded by that
+ * policy's code instead.
+ */
+static void
+dlv_session_tlsrpt(struct dlv_session *s, enum tlsrpt_result r,
+    const char *detail)
+{
+	struct tlsrpt_event ev = { .policy = TLSRPT_POLICY_NONE, .result = r,
+	    .detail = detail };
+	const struct dlv_target *t;
+	char rip[INET6_ADDRSTRLEN + 1], sip[INET6_ADDRSTRLEN + 1];
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	evutil_socket_t fd;
+
+	if (s->job->route.kind != CONF_ROUTE_MX ||
+	    s->tlsp == CONF_TLSP_NONE || dlv_session_tlsrpt_quiet(s) ||
+	    s->ti >= s->ntargets || dlv_session_policy_governs(s))
+		return;
+	t = &s->targets[s->ti];
+	ev.policy_domain = s->job->domain;
+	ev.mx_host = t->host;
+	ev.receiving_ip = sockaddr_ntop((const struct sockaddr *)&t->ss, rip,
+	    sizeof(rip));
+	if (s->conn != NULL && s->conn->bev != NULL &&
+	    (fd = bufferevent_getfd(s->conn->bev)) >= 0 &&
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+		ev.sending_ip = sockaddr_ntop((const struct sockaddr *)&ss,
+		    sip, sizeof(sip));
+	tlsrpt_record(&ev);
+}
+
+/* A failed handshake in RFC 8460 4.3 terms: what verification said. */
+static enum tlsrpt_result
+dlv_session_tlsrpt_why(const struct dlv_session *s)
+{
+	long v;
+
+	if (s->conn == NULL || s->conn->ssl == NULL ||
+	    s->tlsp != CONF_TLSP_VERIFY)
+		return TLSRPT_VALIDATION_FAILURE;
+	v = SSL_get_verify_result(s->conn->ssl);
+	switch (v) {
+	case X509_V_OK:
+		return TLSRPT_VALIDATION_FAILURE;
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+		return TLSRPT_CERT_EXPIRED;
+	case X509_V_ERR_HOSTNAME_MISMATCH:
+		return TLSRPT_CERT_HOST_MISMATCH;
+	default:
+		return TLSRPT_CERT_NOT_TRUSTED;
+	}
+}
+
+/* ------------------------------------------------------------------ */
 /* AUTH to a smarthost (route-auth) */
 
 /* The credentials of the session's route, or NULL. */
@@ -1331,6 +1411,9 @@ dlv_session_ehlo_done(struct dlv_session *s)
 		dlv_sts_tls_outcome(s, TLSRPT_STARTTLS_NOT_SUPPORTED,
 		    "STARTTLS not offered");
 	if (s->conn->ssl == NULL && s->tlsp != CONF_TLSP_NONE) {
+		if (!offered)
+			dlv_session_tlsrpt(s, TLSRPT_STARTTLS_NOT_SUPPORTED,
+			    NULL);
 		if (s->tlsp == CONF_TLSP_MAY) {
 			if (offered && !(s->flags & DLV_F_NO_TLS)) {
 				dlv_session_enter(s, DLV_S_STARTTLS);
@@ -1412,6 +1495,7 @@ dlv_session_pre_reply(struct dlv_session *s, const struct smtp_reply *r,
 			return;
 		}
 		dlv_sts_tls_outcome(s, TLSRPT_STARTTLS_NOT_SUPPORTED, buf);
+		dlv_session_tlsrpt(s, TLSRPT_STARTTLS_NOT_SUPPORTED, NULL);
 		if (s->tlsp == CONF_TLSP_MAY) {
 			/* offered but refused: go on in plaintext */
 			dlv_session_ready(s);
@@ -1604,6 +1688,7 @@ dlv_session_on_event(struct dlv_session *s, short what)
 			if (dlv_session_tls_auth(s) < 0)
 				return;
 			dlv_tls_handshake_done(s);
+			dlv_session_tlsrpt(s, TLSRPT_SUCCESS, NULL);
 			dlv_session_ehlo(s);
 		}
 		return;
@@ -1640,6 +1725,7 @@ dlv_session_on_event(struct dlv_session *s, short what)
 			    why);
 		}
 		dlv_sts_tls_outcome(s, dlv_sts_handshake_result(c), why);
+		dlv_session_tlsrpt(s, dlv_session_tlsrpt_why(s), why);
 		if (s->tlsp == CONF_TLSP_MAY) {
 			dlv_session_retry_plain(s, why);
 			return;
@@ -1694,6 +1780,7 @@ dlv_session_timercb(evutil_socket_t fd, short what, void *arg)
 	case DLV_S_HANDSHAKE:
 		dlv_sts_tls_outcome(s, TLSRPT_VALIDATION_FAILURE,
 		    "TLS handshake timeout");
+		dlv_session_tlsrpt(s, TLSRPT_VALIDATION_FAILURE, "timeout");
 		if (s->tlsp == CONF_TLSP_MAY) {
 			dlv_session_retry_plain(s, "timeout");
 			return;
@@ -2120,7 +2207,8 @@ dlv_session_dane_report(struct dlv_session *s, enum tlsrpt_result res,
     const char *detail)
 {
 	if (!s->dane.want || !s->dane.mx_secure || s->dane.tlsa == NULL ||
-	    s->dane.verdict == DLV_DANE_MAY || s->ti >= s->ntargets)
+	    s->dane.verdict == DLV_DANE_MAY || s->ti >= s->ntargets ||
+	    dlv_session_tlsrpt_quiet(s))
 		return;
 	dlv_dane_report(&s->dane, s->job->domain, &s->targets[s->ti].ss, res,
 	    detail);
