@@ -104,6 +104,16 @@ enum dkim_alg dkim_key_alg(const struct dkim_key *k);
 const char *dkim_alg_name(enum dkim_alg a);   /* "rsa-sha256" ... */
 
 /*
+ * Read a key file (dkim_keyfile.c): a regular file of at most
+ * DKIM_KEY_FILE_MAX bytes, not readable or writable by others. 0 with
+ * *buf (NUL-terminated; free with dkim_key_buf_free) and *len, or -1
+ * with a message in err.
+ */
+int dkim_key_file_read(const char *path, char **buf, size_t *len, char *err,
+    size_t errlen);
+void dkim_key_buf_free(char *buf, size_t len);   /* zeroes, then frees */
+
+/*
  * The DNS TXT record value for k's public key, "v=DKIM1; k=rsa; p=...",
  * NUL-terminated in a new buffer (caller frees), or NULL.
  */
