@@ -82,7 +82,7 @@ dkim_canon_free(struct dkim_canon *c)
 size_t
 dkim_canon_header(const char *raw, size_t len, char *out)
 {
-	size_t i = 0, n = 0;
+	size_t i = 0, n = 0, vstart;
 	int sp = 0;
 
 	/* name, lowercase, without the WSP before the colon */
@@ -91,6 +91,7 @@ dkim_canon_header(const char *raw, size_t len, char *out)
 			out[n++] = (char)((raw[i] >= 'A' && raw[i] <= 'Z') ?
 			    raw[i] + 32 : raw[i]);
 	out[n++] = ':';
+	vstart = n;
 	if (i < len)
 		i++;
 	/* value: unfolded, WSP runs as one SP, none at either end */
@@ -102,7 +103,7 @@ dkim_canon_header(const char *raw, size_t len, char *out)
 			sp = 1;
 			continue;
 		}
-		if (sp && out[n - 1] != ':')
+		if (sp && n > vstart)      /* none at the start of the value */
 			out[n++] = ' ';
 		sp = 0;
 		out[n++] = ch;

@@ -52,6 +52,10 @@ test_header_canon(void **state)
 	assert_memory_equal(out, "a:X\r\n", n);
 	n = dkim_canon_header("SUBJECT:\t\r\n", 11, out);   /* empty value */
 	assert_memory_equal(out, "subject:\r\n", n);
+	/* a colon inside the value keeps the WSP after it */
+	n = dkim_canon_header("Subject: a:\r\n\tb : c\r\n", 21, out);
+	assert_int_equal(n, 18);
+	assert_memory_equal(out, "subject:a: b : c\r\n", n);
 }
 
 /* RFC 6376 3.4.5, with field names we sign instead of A: and B: */
