@@ -23,7 +23,6 @@ machine. No root needed (as root, ternd drops to the harness's user after
 reading the keys). Not part of the test suite.
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -36,9 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from conftest import Ternd, TernBin, free_port  # noqa: E402
-from dnsserver import TestDNSServer  # noqa: E402
-from proxy import Sink, build_tools, wait_until, stop  # noqa: E402
+from conftest import Ternd  # noqa: E402
+from proxy import Sink, stop, w1_setup, wait_until  # noqa: E402
 
 CONF = ("max-connections-per-ip 1000\nmax-connections-per-ip-trusted 0\n"
         "tls-policy none\ndkim-sign-trusted on\n")
@@ -93,19 +91,7 @@ def one_run(bins, dns, work, setup, a):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--build", default=str(REPO / "build"))
-    ap.add_argument("--msgs", type=int, default=5000)
-    ap.add_argument("--sess", type=int, default=50)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--workdir", default="/var/tmp/tern-bench-dkim")
-    a = ap.parse_args()
-    work = Path(a.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    os.chmod(work, 0o755)
-    build_tools(work)
-    bins = TernBin(os.path.abspath(a.build))
-    dns = TestDNSServer("127.0.0.1", free_port(udp=True)).start()
+    a, work, bins, dns = w1_setup(__doc__, "/var/tmp/tern-bench-dkim")
     runs = {s: [] for s in SETUPS}
     try:
         for rep in range(a.reps):
