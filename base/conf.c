@@ -1071,6 +1071,71 @@ conf_set_dest_limit(struct conf_parser *p, const struct conf_directive *d,
 	return 0;
 }
 
+/* A DKIM selector: dot-separated labels of letters, digits, - and _. */
+static int
+conf_selector_check(const char *s)
+{
+	size_t len = strlen(s), label = 0;
+
+	if (len == 0 || len > 63 || s[0] == '.' || s[len - 1] == '.')
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		char ch = s[i];
+		if (ch == '.') {
+			if (label == 0)
+				return -1;
+			label = 0;
+		} else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    conf_isdigit(ch) || ch == '-' || ch == '_')
+			label++;
+		else
+			return -1;
+	}
+	return 0;
+}
+
+static int
+conf_set_dkim_sign(struct conf_parser *p, const struct conf_directive *d,
+    int argc, char **argv)
+{
+	struct conf *c = p->c;
+	struct conf_dkim_sign ds = { 0 };
+	size_t dlen = strlen(argv[0]);
+
+	if (dlen > 0 && argv[0][dlen - 1] == '.')
+		dlen--;
+	if (conf_domain_check(argv[0], dlen) != 0) {
+		conf_error(p, "dkim-sign: \"%s\" is not a domain", argv[0]);
+		return -1;
+	}
+	if (conf_selector_check(argv[1]) != 0) {
+		conf_error(p, "dkim-sign: bad selector \"%s\" (letters, "
+		    "digits, - and _, in dot-separated labels)", argv[1]);
+		return -1;
+	}
+	if (argv[2][0] != '/' || strlen(argv[2]) >= PATH_MAX) {
+		conf_error(p, "dkim-sign: \"%s\" is not an absolute path",
+		    argv[2]);
+		return -1;
+	}
+	for (size_t i = 0; i < c->ndkim_sign; i++)
+		if (strncasecmp(c->dkim_sign[i].domain, argv[0], dlen) == 0 &&
+		    c->dkim_sign[i].domain[dlen] == '\0' &&
+		    strcmp(c->dkim_sign[i].selector, argv[1]) == 0) {
+			conf_error(p, "dkim-sign: %s %s already at line %d",
+			    argv[0], argv[1], c->dkim_sign[i].line);
+			return -1;
+		}
+	ds.domain = conf_strdup_lower(argv[0], dlen);
+	ds.selector = xstrdup(argv[1]);
+	ds.keyfile = xstrdup(argv[2]);
+	ds.line = p->line;
+	c->dkim_sign = conf_array_grow(c->dkim_sign, c->ndkim_sign,
+	    sizeof(*c->dkim_sign));
+	c->dkim_sign[c->ndkim_sign++] = ds;
+	return 0;
+}
+
 unsigned
 conf_dest_limit_for(const struct conf *c, const char *name)
 {
@@ -1451,6 +1516,10 @@ static const struct conf_directive conf_table[] = {
 	D_STR("route-auth", conf_set_path, NULL, route_auth_file, "FILE"),
 	D_WORD("8bit-unconvertible", "bounce", conf_words_8bit, eightbit_send,
 	    "bounce|send"),
+	D_LIST("dkim-sign", conf_set_dkim_sign, NULL, 0, 0, dkim_sign, 3, 3,
+	    "DOMAIN SELECTOR KEYFILE"),
+	D_WORD("dkim-sign-trusted", "off", conf_words_offon, dkim_sign_trusted,
+	    "off|on"),
 	D_LIST("resolver", conf_set_resolver, NULL, 0, 0, resolvers, 1, -1,
 	    "IP[:PORT] ..."),
 	{ "mx-port", conf_set_port, CONF_T_PORT, "25", 1, 65535, OFF(mx_port),
@@ -1807,6 +1876,14 @@ conf_free(struct conf *c)
 	free(c->route_auth_file);
 	free(c->mta_sts_ca_file);
 	route_auth_free(c->route_auth);
+	for (size_t i = 0; i < c->ndkim_sign; i++) {
+		free(c->dkim_sign[i].domain);
+		free(c->dkim_sign[i].selector);
+		free(c->dkim_sign[i].keyfile);
+		if (c->dkim_sign[i].key != NULL && c->dkim_key_free != NULL)
+			c->dkim_key_free(c->dkim_sign[i].key);
+	}
+	free(c->dkim_sign);
 	free(c->resolvers);
 	free(c->retry);
 	free(c->metrics_listen);

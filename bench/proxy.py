@@ -147,13 +147,15 @@ def one_run(bins, dns, work, setup, a):
         stop(sink.proc)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def w1_setup(doc, workdir):
+    """The options of a W1 script (--build --msgs --sess --reps --workdir), its
+    work directory with sink and loadgen built, the binaries, a DNS server."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--build", default=str(REPO / "build"))
     ap.add_argument("--msgs", type=int, default=5000)
     ap.add_argument("--sess", type=int, default=50)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--workdir", default="/var/tmp/tern-bench-proxy")
+    ap.add_argument("--workdir", default=workdir)
     a = ap.parse_args()
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -161,6 +163,11 @@ def main():
     build_tools(work)
     bins = TernBin(os.path.abspath(a.build))
     dns = TestDNSServer("127.0.0.1", free_port(udp=True)).start()
+    return a, work, bins, dns
+
+
+def main():
+    a, work, bins, dns = w1_setup(__doc__, "/var/tmp/tern-bench-proxy")
     setups = ["direct", "haproxy-1", "haproxy-2"]
     runs = {s: [] for s in setups}
     try:

@@ -40,6 +40,7 @@
 #include "tern/log.h"
 #include "tern/metrics.h"
 #include "tern/queue.h"
+#include "tern/dkim.h"
 #include "tern/route_auth.h"
 #include "tern/tls.h"
 #include "tern/tlsrpt.h"
@@ -286,6 +287,59 @@ ternd_route_auth(struct ternd *t, struct conf *c, int reload, int *to_log)
 }
 
 /*
+ * dkim-sign: read and parse each key into c, before c is shared. At start
+ * ternd is still root; on a reload the privileged helper reads the files
+ * when there is one. A key that cannot be read, or is not RSA >= 1024 bits
+ * or Ed25519, is a configuration error at its dkim-sign line. 0 or -1.
+ */
+static int
+ternd_dkim_keys(struct ternd *t, struct conf *c, int reload, int *to_log)
+{
+	char **bufs, err[512], msg[1024];
+	size_t *lens, i;
+	int nerr = 0, helper;
+
+	if (c->ndkim_sign == 0)
+		return 0;
+	c->dkim_key_free = dkim_key_free;
+	bufs = xcalloc(c->ndkim_sign, sizeof(*bufs));
+	lens = xcalloc(c->ndkim_sign, sizeof(*lens));
+	helper = reload && t->helper != NULL && privhelper_alive(t->helper);
+	if (helper && privhelper_dkim_fetch(t->helper, c, bufs, lens, err,
+	    sizeof(err)) != 0) {
+		snprintf(msg, sizeof(msg), "%s: dkim-sign: %s", c->path, err);
+		ternd_conf_err(to_log, msg);
+		free(bufs);
+		free(lens);
+		return -1;
+	}
+	for (i = 0; i < c->ndkim_sign; i++) {
+		struct conf_dkim_sign *ds = &c->dkim_sign[i];
+		if (!helper && dkim_key_file_read(ds->keyfile, &bufs[i], &lens[i],
+		    err, sizeof(err)) != 0)
+			ds->key = NULL;
+		else {
+			ds->key = dkim_key_parse(bufs[i], lens[i], err, sizeof(err));
+			dkim_key_buf_free(bufs[i], lens[i]);
+		}
+		if (ds->key == NULL) {
+			snprintf(msg, sizeof(msg), "%s:%d: dkim-sign %s %s: %s: %s",
+			    c->path, ds->line, ds->domain, ds->selector,
+			    ds->keyfile, err);
+			ternd_conf_err(to_log, msg);
+			nerr++;
+		}
+	}
+	free(bufs);
+	free(lens);
+	if (nerr == 0)
+		log_info("dkim-sign: %zu key%s read%s", c->ndkim_sign,
+		    c->ndkim_sign == 1 ? "" : "s", helper ? " by the privileged "
+		    "helper" : "");
+	return nerr == 0 ? 0 : -1;
+}
+
+/*
  * Re-read the configuration and certificates; on any error keep the
  * running ones. Listeners stay as bound. Returns 0 or -1.
  */
@@ -318,7 +372,8 @@ ternd_reload_conf(struct ternd *t)
 		log_warnx("reload failed: keeping the running configuration");
 		return -1;
 	}
-	if (ternd_route_auth(t, nc, 1, &to_log) != 0) {
+	if (ternd_route_auth(t, nc, 1, &to_log) != 0 ||
+	    ternd_dkim_keys(t, nc, 1, &to_log) != 0) {
 		log_warnx("reload failed: keeping the running configuration");
 		conf_unref(nc);
 		return -1;
@@ -471,7 +526,8 @@ main(int argc, char **argv)
 		return 1;
 	}
 	/* as root, before the drop: the file may be root's alone */
-	if (ternd_route_auth(&t, conf, 0, &to_log) != 0) {
+	if (ternd_route_auth(&t, conf, 0, &to_log) != 0 ||
+	    ternd_dkim_keys(&t, conf, 0, &to_log) != 0) {
 		fprintf(stderr, "ternd: %s: configuration has errors\n", t.conf_path);
 		conf_unref(conf);
 		return 1;

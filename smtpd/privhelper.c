@@ -26,9 +26,11 @@
  * each key a PEM private key) and sends back, per pair, the two paths and
  * the two files' bytes. On the other request it reads the route-auth file
  * that configuration names, with the owner and mode checks of
- * route_auth_read (tern/route_auth.h), and sends back its path and bytes.
+ * route_auth_read (tern/route_auth.h), and sends back its path and bytes;
+ * on the third, each dkim-sign key file (dkim_key_file_read: not readable
+ * by others), as n pairs of path and bytes.
  * It sends nothing else: no configuration text, no file the configuration
- * does not name as tls-cert, tls-key or route-auth.
+ * does not name as tls-cert, tls-key, route-auth or dkim-sign key.
  *
  * Wire format (one request, one response, same host and binary, so host
  * byte order): request = u32 PRIVHELPER_MAGIC, u32 op (PRIVHELPER_OP_TLS
@@ -64,6 +66,7 @@
 #include <openssl/crypto.h>
 
 #include "tern/log.h"
+#include "tern/dkim.h"
 #include "tern/route_auth.h"
 #include "tern/util.h"
 #include "privhelper_int.h"
@@ -71,6 +74,8 @@
 #define PRIVHELPER_MAGIC     0x74706831u   /* "tph1" */
 #define PRIVHELPER_OP_TLS    1u
 #define PRIVHELPER_OP_ROUTE_AUTH 2u
+#define PRIVHELPER_OP_DKIM   3u
+#define PRIVHELPER_MAX_DKIM  256           /* dkim-sign keys in one answer */
 #define PRIVHELPER_FD        3             /* the helper's socket */
 #define PRIVHELPER_TIMEOUT_S 10
 #define PRIVHELPER_MAX_PAIRS 64            /* 16 contexts x 4 key types */
@@ -317,6 +322,57 @@ fail:
 	return privhelper_put_error(fd, err);
 }
 
+/*
+ * Answer a dkim-sign request: each key file the configuration names, in
+ * order, checked as ternd checks it (dkim_key_file_read: regular, not
+ * readable by others). All or nothing.
+ */
+static int
+privhelper_serve_dkim(int fd, const char *conf_path)
+{
+	struct conf *c = NULL;
+	char err[PRIVHELPER_ERR_MAX], msg[PRIVHELPER_ERR_MAX - 64];
+	char **bufs = NULL;
+	size_t *lens = NULL, n = 0;
+	int rc;
+
+	if ((c = privhelper_conf_load(conf_path, err, sizeof(err))) == NULL)
+		goto fail;
+	if (c->ndkim_sign > PRIVHELPER_MAX_DKIM) {
+		snprintf(err, sizeof(err), "more than %d dkim-sign lines",
+		    PRIVHELPER_MAX_DKIM);
+		goto fail;
+	}
+	bufs = xcalloc(c->ndkim_sign + 1, sizeof(*bufs));
+	lens = xcalloc(c->ndkim_sign + 1, sizeof(*lens));
+	for (n = 0; n < c->ndkim_sign; n++)
+		if (dkim_key_file_read(c->dkim_sign[n].keyfile, &bufs[n],
+		    &lens[n], msg, sizeof(msg)) != 0) {
+			snprintf(err, sizeof(err), "%s: %s",
+			    c->dkim_sign[n].keyfile, msg);
+			goto fail;
+		}
+	rc = privhelper_put_u32(fd, PRIVHELPER_MAGIC) |
+	    privhelper_put_u32(fd, 0) | privhelper_put_u32(fd, (uint32_t)n);
+	for (size_t i = 0; i < n; i++)
+		rc |= privhelper_put_blob(fd, c->dkim_sign[i].keyfile,
+		    strlen(c->dkim_sign[i].keyfile)) |
+		    privhelper_put_blob(fd, bufs[i], lens[i]);
+	for (size_t i = 0; i < n; i++)
+		dkim_key_buf_free(bufs[i], lens[i]);
+	free(bufs);
+	free(lens);
+	conf_unref(c);
+	return rc;
+fail:
+	for (size_t i = 0; i < n; i++)
+		dkim_key_buf_free(bufs[i], lens[i]);
+	free(bufs);
+	free(lens);
+	conf_unref(c);
+	return privhelper_put_error(fd, err);
+}
+
 /* Keep the socket as PRIVHELPER_FD, close everything else. */
 static void
 privhelper_close_fds(int sock)
@@ -356,10 +412,13 @@ privhelper_main(int sock, pid_t parent, const char *conf_path)
 		if (r != 0)
 			_exit(0);          /* the daemon closed its end */
 		if (req[0] != PRIVHELPER_MAGIC || (req[1] != PRIVHELPER_OP_TLS &&
-		    req[1] != PRIVHELPER_OP_ROUTE_AUTH))
+		    req[1] != PRIVHELPER_OP_ROUTE_AUTH &&
+		    req[1] != PRIVHELPER_OP_DKIM))
 			_exit(1);          /* a confused peer: stop serving it */
 		if ((req[1] == PRIVHELPER_OP_TLS ?
 		    privhelper_serve_tls(PRIVHELPER_FD, conf_path) :
+		    req[1] == PRIVHELPER_OP_DKIM ?
+		    privhelper_serve_dkim(PRIVHELPER_FD, conf_path) :
 		    privhelper_serve_route_auth(PRIVHELPER_FD, conf_path)) != 0)
 			_exit(0);
 	}
@@ -550,6 +609,52 @@ privhelper_route_auth_fetch(struct privhelper *h, const struct conf *c,
 malformed:
 	snprintf(err, errlen, "privileged helper: malformed answer");
 	privhelper_let_go(h);
+	return -1;
+}
+
+int
+privhelper_dkim_fetch(struct privhelper *h, const struct conf *c,
+    char **bufs, size_t *lens, char *err, size_t errlen)
+{
+	uint32_t n;
+	size_t stored = 0;
+	int same, malformed = 0;
+
+	if (privhelper_ask(h, PRIVHELPER_OP_DKIM, PRIVHELPER_MAX_DKIM, &n, err,
+	    errlen) != 0)
+		return -1;
+	same = n == c->ndkim_sign;
+	for (size_t i = 0; i < n; i++) {
+		char *path = NULL, *buf = NULL;
+		size_t plen, len;
+		if (privhelper_get_blob(h->fd, PATH_MAX, &path, &plen) != 0 ||
+		    privhelper_get_blob(h->fd, DKIM_KEY_FILE_MAX, &buf,
+		    &len) != 0) {
+			free(path);
+			privhelper_let_go(h);
+			malformed = 1;
+			same = 0;
+			break;
+		}
+		/* the whole answer is read, even to refuse it */
+		if (same && strcmp(path, c->dkim_sign[i].keyfile) == 0) {
+			bufs[stored] = buf;
+			lens[stored++] = len;
+		} else {
+			dkim_key_buf_free(buf, len);
+			same = 0;
+		}
+		free(path);
+	}
+	if (same)
+		return 0;
+	for (size_t k = 0; k < stored; k++) {
+		dkim_key_buf_free(bufs[k], lens[k]);
+		bufs[k] = NULL;
+	}
+	snprintf(err, errlen, "%s", malformed ? "privileged helper: malformed "
+	    "answer" : "privileged helper: dkim-sign changed in the "
+	    "configuration during the reload: try again");
 	return -1;
 }
 

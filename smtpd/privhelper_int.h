@@ -48,6 +48,14 @@ int privhelper_tls_fetch(struct privhelper *h, const struct conf *c,
  */
 int privhelper_route_auth_fetch(struct privhelper *h, const struct conf *c,
     char **buf, size_t *len, char *err, size_t errlen);
+/*
+ * Ask for the bytes of c's dkim-sign key files, in order (the helper's
+ * configuration must name the same files). 0 with bufs[i], lens[i] for
+ * each of c->ndkim_sign (free each with dkim_key_buf_free), or -1 with a
+ * message in err and nothing to free. Blocks as privhelper_tls_fetch.
+ */
+int privhelper_dkim_fetch(struct privhelper *h, const struct conf *c,
+    char **bufs, size_t *lens, char *err, size_t errlen);
 /* Close the socket, end and reap the helper. NULL is a no-op. */
 void privhelper_free(struct privhelper *h);
 

@@ -20,7 +20,8 @@
  * and dropped, so its bytes never run as commands.
  * The header section is scanned (hdr_scan) on the way: a message that
  * arrives with max-hops trace fields or more is a mail loop and is refused
- * at the end of data (RFC 5321 6.3).
+ * at the end of data (RFC 5321 6.3). Mail to be DKIM-signed is hashed on
+ * the way too, and signed at the end of data (session_dkim.c).
  *
  * Pipelining: the read callback consumes every complete command in the
  * input buffer and appends the replies to the output buffer; libevent
@@ -52,6 +53,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "tern/dkim.h"
 #include "tern/hdr_scan.h"
 #include "tern/idn.h"
 #include "tern/log.h"
@@ -100,6 +102,7 @@ struct smtpd_tx {
 	uint64_t bdat_left;           /* octets of the current chunk to read */
 	uint64_t bdat_size;           /* the current chunk's size */
 	int bdat_last;                /* the current chunk is the LAST */
+	struct dkim_canon *dkim;      /* owned or NULL: may be DKIM-signed */
 };
 
 /* Headers larger than this go through unchanged (no fix-ups). */
@@ -240,6 +243,7 @@ smtpd_tx_free(struct smtpd_session *s)
 	envelope_free(s->tx->env);
 	spool_free(s->tx->body);
 	free(s->tx->hbuf);
+	smtpd_dkim_free(s->tx->dkim);
 	free(s->tx);
 	s->tx = NULL;
 	s->qid[0] = '\0';
@@ -661,6 +665,8 @@ smtpd_tx_write(struct smtpd_tx *tx, const char *p, size_t len)
 	}
 	if (spool_write(tx->body, p, len) < 0)
 		tx->write_errno = errno ? errno : EIO;
+	else if (tx->dkim != NULL)     /* DKIM: hashed as it streams */
+		dkim_canon_feed(tx->dkim, p, len);
 }
 
 /*
@@ -798,6 +804,8 @@ smtpd_tx_body_begin(struct smtpd_session *s, int raw)
 	data_filter_init(&tx->df, (s->conf->bare_newline == CONF_BARE_NORMALIZE ?
 	    DATA_F_NORMALIZE : 0) | (raw ? DATA_F_RAW : 0));
 	hdr_scan_init(&tx->hs);
+	tx->dkim = smtpd_dkim_begin(s->conf, (s->flags & SMTPD_F_AUTHED) != 0,
+	    s->lc->mode == CONF_LISTEN_LOCAL, (s->flags & SMTPD_F_TRUSTED) != 0);
 	if (s->lc->mode != CONF_LISTEN_RELAY) {
 		tx->fixup = 1;
 		snprintf(tx->msgid_host, sizeof(tx->msgid_host), "%s",
@@ -1313,6 +1321,15 @@ smtpd_data_end(struct smtpd_session *s)
 		log_warn("id=%s client=%s status=refused reason=spool-write",
 		    s->qid, s->peer_str);
 		smtpd_reply(s, code, enh, "%s", text);
+		goto refused;
+	}
+	if (tx->dkim != NULL &&
+	    smtpd_dkim_finish(tx->dkim, s->conf, tx->body, s->qid) != 0) {
+		METRIC_INC(messages_refused_total[METRICS_REF_QUEUE]);
+		log_info("id=%s client=%s status=refused reason=dkim-sign",
+		    s->qid, s->peer_str);
+		smtpd_reply(s, 451, "4.3.0", "Error: the message could not be "
+		    "signed; try again later");
 		goto refused;
 	}
 

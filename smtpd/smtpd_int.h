@@ -117,6 +117,25 @@ int smtpd_local_peer(int fd, uid_t *uid, char *name, size_t namelen);
  */
 void smtpd_notify(const char *state);
 
+/* ---- session_dkim.c ---- */
+
+struct dkim_canon;
+/*
+ * A canonicaliser for a transaction that may be signed (dkim-sign lines,
+ * and a client authenticated, local, or trusted with dkim-sign-trusted on),
+ * else NULL (also when out of memory: the message then goes unsigned).
+ */
+struct dkim_canon *smtpd_dkim_begin(const struct conf *c, int authed,
+    int local, int trusted);
+/*
+ * End of data: sign with every key of the From: domain and prepend the
+ * fields to body; logs the outcome. 0 (signed, or not to be signed), or
+ * -1 when signing failed (the message must not be queued: 451).
+ */
+int smtpd_dkim_finish(struct dkim_canon *dk, const struct conf *c,
+    struct spool *body, const char *qid);
+void smtpd_dkim_free(struct dkim_canon *dk);    /* NULL is a no-op */
+
 /* ---- session.c ---- */
 
 enum smtpd_state {

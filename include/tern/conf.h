@@ -111,6 +111,22 @@ struct conf_sender_login {
 	int line;
 };
 
+/*
+ * dkim-sign DOMAIN SELECTOR KEYFILE: sign mail whose From: domain is
+ * DOMAIN with the key in KEYFILE, published at SELECTOR._domainkey.DOMAIN.
+ */
+struct dkim_key;
+struct conf_dkim_sign {
+	char *domain;                 /* lowercase, no trailing dot */
+	char *selector;
+	char *keyfile;                /* absolute path */
+	int line;
+	struct dkim_key *key;         /* owned: not read by conf_parse/conf_load
+	                                 (OpenSSL is not the base's): ternd
+	                                 fills it before the conf is shared and
+	                                 sets conf.dkim_key_free */
+};
+
 struct conf {
 	int refcnt;                   /* atomic; conf_ref()/conf_unref() */
 	char *path;                   /* file it was loaded from */
@@ -157,6 +173,10 @@ struct conf {
 	                                 it (route_auth_load) before the conf
 	                                 is shared; freed, zeroed, with it */
 	int eightbit_send;            /* 8bit-unconvertible: 0 bounce, 1 send */
+	struct conf_dkim_sign *dkim_sign;  /* in file order */
+	size_t ndkim_sign;
+	int dkim_sign_trusted;        /* 1: sign trusted-networks' mail too */
+	void (*dkim_key_free)(struct dkim_key *);  /* frees dkim_sign[].key */
 
 	struct sockaddr_storage *resolvers;  /* empty: /etc/resolv.conf */
 	size_t nresolvers;

@@ -57,6 +57,13 @@ struct spool *spool_new(struct queue *q);
 /* Append bytes. 0, or -1 with errno (ENOSPC, EDQUOT, EIO, ENOMEM). */
 int spool_write(struct spool *s, const void *p, size_t len);
 uint64_t spool_size(const struct spool *s);
+/*
+ * Put bytes before everything written so far (and after, before any
+ * earlier prefix), without copying the body: the committer writes them
+ * first, in the same record (a header field made once the body has
+ * streamed, e.g. DKIM-Signature:). 0, or -1 with errno ENOMEM.
+ */
+int spool_prepend(struct spool *s, const void *p, size_t len);
 void spool_free(struct spool *s);   /* NULL is a no-op; discards the body */
 
 /* ---- commit (any thread) ---- */

@@ -434,9 +434,11 @@ queue_copy_spilled(struct queue *q, struct spool *s, uint64_t off, uint32_t *crc
 
 	if (buf == NULL)
 		return -1;
-	while (pos < s->size) {
-		size_t want = s->size - pos > COMMIT_CHUNK ? COMMIT_CHUNK :
-		    (size_t)(s->size - pos);
+	uint64_t fsize = s->size - s->prelen;   /* the prefix is not in the file */
+
+	while (pos < fsize) {
+		size_t want = fsize - pos > COMMIT_CHUNK ? COMMIT_CHUNK :
+		    (size_t)(fsize - pos);
 		ssize_t n = pread(s->fd, buf, want, (off_t)pos);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -616,8 +618,10 @@ queue_commit_group(struct queue *q, struct queue_req **g, size_t n)
 		seg_hdr_encode(&h, r->head);
 		/* crc field still 0 */
 		crc = crc32c(q->crc_salt, r->head, r->headlen);
+		crc = crc32c(crc, b->pre, b->prelen);   /* spool_prepend's */
 		if (b->fd >= 0) {
-			if (queue_copy_spilled(q, b, off + r->headlen, &crc) < 0)
+			if (queue_copy_spilled(q, b, off + r->headlen + b->prelen,
+			    &crc) < 0)
 				goto fail;
 		} else
 			crc = crc32c(crc, b->mem, b->len);
@@ -626,8 +630,10 @@ queue_commit_group(struct queue *q, struct queue_req **g, size_t n)
 		r->env->crc = crc;
 		if (queue_iovw_add(&w, r->head, r->headlen, off) < 0)
 			goto fail;
+		if (queue_iovw_add(&w, b->pre, b->prelen, off + r->headlen) < 0)
+			goto fail;
 		if (b->fd < 0 && queue_iovw_add(&w, b->mem, b->len,
-		    off + r->headlen) < 0)
+		    off + r->headlen + b->prelen) < 0)
 			goto fail;
 		off += r->rec_len;
 	}

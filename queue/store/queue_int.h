@@ -87,8 +87,10 @@ struct spool {
 	char *mem;              /* owned; NULL once spilled */
 	size_t len, cap;
 	int fd;                 /* -1, or the unlinked spill file */
-	uint64_t size;
+	uint64_t size;          /* prefix and body */
 	int err;                /* sticky errno after a failed write */
+	char *pre;              /* owned or NULL: spool_prepend's bytes, */
+	size_t prelen;          /* written before mem / the file */
 };
 
 /*

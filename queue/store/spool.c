@@ -5,7 +5,8 @@
  * it after ownership moved with queue_commit_submit(). Holds up to
  * spool_memory bytes in memory, then spills everything to an unlinked file
  * in <queue>/tmp (O_TMPFILE, or mkstemp + unlink), which nothing ever
- * syncs: durability comes from the copy into the segment. Writes to the
+ * syncs: durability comes from the copy into the segment. A small prefix
+ * (spool_prepend) is kept apart and written first by the committer. Writes to the
  * spill file are plain write()s on a local disk (page cache); never blocks
  * on the network. The bytes are the peer's, stored verbatim.
  *
@@ -146,6 +147,25 @@ fail:
 	return -1;
 }
 
+int
+spool_prepend(struct spool *s, const void *p, size_t len)
+{
+	char *np;
+
+	if (len == 0)
+		return 0;
+	if ((np = malloc(len + s->prelen)) == NULL)
+		return -1;
+	memcpy(np, p, len);
+	if (s->prelen > 0)
+		memcpy(np + len, s->pre, s->prelen);
+	free(s->pre);
+	s->pre = np;
+	s->prelen += len;
+	s->size += len;
+	return 0;
+}
+
 uint64_t
 spool_size(const struct spool *s)
 {
@@ -161,5 +181,6 @@ spool_free(struct spool *s)
 		close(s->fd);
 	spool_unreserve(s);
 	free(s->mem);
+	free(s->pre);
 	free(s);
 }

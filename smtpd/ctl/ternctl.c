@@ -46,6 +46,7 @@
 #include "tern/log.h"
 #include "tern/queue.h"
 #include "tern/util.h"
+#include "ternctl_dkim.h"
 
 #define TERNCTL_CONF        "/etc/tern/tern.conf"
 #define TERNCTL_RESP_MAX    (1024u * 1024 * 1024)  /* response line bound */
@@ -148,6 +149,8 @@ ternctl_usage(FILE *f)
 	    "commands:\n");
 	for (size_t i = 0; i < sizeof(ternctl_cmds) / sizeof(ternctl_cmds[0]); i++)
 		fprintf(f, "  %s\n", ternctl_cmds[i].usage);
+	fprintf(f, "  dkim keygen DOMAIN SELECTOR [--type rsa|ed25519] [--bits 2048] "
+	    "[--out FILE]\n");
 	fprintf(f,
 	    "filters: --from/--to match a substring of the sender / a pending\n"
 	    "  recipient (case-insensitive); --domain a pending recipient's domain;\n"
@@ -1335,6 +1338,8 @@ main(int argc, char **argv)
 	int rc = TERNCTL_EX_FAIL;
 
 	log_init("ternctl", 0, 0);
+	if (ternctl_dkim_main(argc, argv, &rc))    /* dkim keygen: its own args */
+		return rc;
 	if (ternctl_parse_args(argc, argv, &o, &cmd) == -1)
 		return TERNCTL_EX_USAGE;
 

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "tern/conf.h"
+#include "tern/dkim.h"
 #include "tern/route_auth.h"
 #include "tern/tls.h"
 #include "privhelper_int.h"
@@ -214,6 +215,67 @@ test_route_auth(void **state)
 	unlink(ra2);
 }
 
+/*
+ * dkim-sign key files: each one's bytes, in order; one open to others, or
+ * a configuration that now names other files, refuses the whole answer.
+ */
+static void
+test_dkim_keys(void **state)
+{
+	char conf[600], k1[600], k2[600], text[2000], err[512];
+	char *bufs[2] = { NULL, NULL };
+	size_t lens[2];
+	struct conf *c;
+	struct privhelper *h;
+
+	if (geteuid() != 0)
+		skip();
+	put("dkim1.key", KEY, 0600, k1, sizeof(k1));
+	put("dkim2.key", CERT, 0640, k2, sizeof(k2));
+	snprintf(text, sizeof(text), "listen 127.0.0.1:2525 relay\nhostname h\n"
+	    "dkim-sign example.com a %s\ndkim-sign example.com b %s\n", k1, k2);
+	put("tern.conf", text, 0644, conf, sizeof(conf));
+	c = load(conf);
+	h = privhelper_start(conf, err, sizeof(err));
+	assert_non_null(h);
+
+	assert_int_equal(privhelper_dkim_fetch(h, c, bufs, lens, err,
+	    sizeof(err)), 0);
+	assert_int_equal(lens[0], strlen(KEY));
+	assert_memory_equal(bufs[0], KEY, lens[0]);
+	assert_int_equal(lens[1], strlen(CERT));
+	assert_memory_equal(bufs[1], CERT, lens[1]);
+	dkim_key_buf_free(bufs[0], lens[0]);
+	dkim_key_buf_free(bufs[1], lens[1]);
+
+	/* readable by others: refused, nothing to free */
+	assert_int_equal(chmod(k2, 0644), 0);
+	bufs[0] = bufs[1] = NULL;
+	assert_int_equal(privhelper_dkim_fetch(h, c, bufs, lens, err,
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "others may read"));
+	assert_null(strstr(err, "BBBB"));
+	assert_null(bufs[0]);
+	assert_true(privhelper_alive(h));
+	assert_int_equal(chmod(k2, 0600), 0);
+
+	/* the configuration now names one key only: refused */
+	snprintf(text, sizeof(text), "listen 127.0.0.1:2525 relay\nhostname h\n"
+	    "dkim-sign example.com a %s\n", k1);
+	put("tern.conf", text, 0644, conf, sizeof(conf));
+	assert_int_equal(privhelper_dkim_fetch(h, c, bufs, lens, err,
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "changed"));
+	assert_null(bufs[0]);
+	assert_true(privhelper_alive(h));
+
+	privhelper_free(h);
+	conf_unref(c);
+	unlink(conf);
+	unlink(k1);
+	unlink(k2);
+}
+
 /* A helper that died: the daemon learns it once and lets it go. */
 static void
 test_helper_gone(void **state)
@@ -260,6 +322,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fetch),
 		cmocka_unit_test(test_route_auth),
+		cmocka_unit_test(test_dkim_keys),
 		cmocka_unit_test(test_helper_gone),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -351,6 +351,50 @@ test_body7(void **state)
 	free(dir);
 }
 
+/*
+ * spool_prepend: a prefix made after the body streamed is stored before it,
+ * for a body in memory and for one spilled to its file (spool-memory 64).
+ */
+static void
+test_spool_prepend(void **state)
+{
+	static const size_t sizes[] = { 7, 5000 };
+	char *dir = mktmp("prepend");
+	struct queue *q = qopen(dir, 1 << 20, 64, 0);
+	struct waiter *w = waiter_new();
+
+	qnotify(q, w);
+	for (size_t i = 0; i < 2; i++) {
+		struct envelope *e = envelope_new(), *got = NULL;
+		struct spool *s = spool_new(q);
+		char *b = body_make(i, sizes[i]), *body = NULL;
+		size_t len;
+
+		e->sender = strdup("sender@example.org");
+		envelope_add_rcpt(e, "r@example.com", NULL, 0);
+		assert_int_equal(spool_write(s, b, sizes[i]), 0);
+		assert_int_equal(spool_prepend(s, "B: 2\r\n", 6), 0);
+		assert_int_equal(spool_prepend(s, "A: 1\r\n", 6), 0);
+		assert_true(spool_size(s) == sizes[i] + 12);
+		queue_commit_submit(q, e, s, w->tq, i + 1);
+		waiter_wait(w, i + 1);
+		assert_int_equal(w->res[i + 1].st, Q_OK);
+		assert_int_equal(queue_get(q, w->res[i + 1].qid, &got), 0);
+		assert_true(got->size == sizes[i] + 12);
+		assert_int_equal(queue_read_body(q, got, &body, &len), 0);
+		assert_int_equal(len, sizes[i] + 12);
+		assert_memory_equal(body, "A: 1\r\nB: 2\r\n", 12);
+		assert_memory_equal(body + 12, b, sizes[i]);
+		free(body);
+		free(b);
+		envelope_free(got);
+	}
+	queue_close(q);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+}
+
 struct submitter {
 	struct queue *q;
 	struct tq *reply;
@@ -1999,6 +2043,7 @@ main(void)
 		cmocka_unit_test(test_status_reply),
 		cmocka_unit_test(test_commit_one),
 		cmocka_unit_test(test_body7),
+		cmocka_unit_test(test_spool_prepend),
 		cmocka_unit_test(test_commit_concurrent),
 		cmocka_unit_test(test_crash_recovery),
 		cmocka_unit_test(test_torn_garbage),
