@@ -73,6 +73,8 @@
 #define SMTPD_F_AUTHCHECK 0x200u /* credentials with the auth pool */
 #define SMTPD_F_TLS_SHUT 0x400u  /* close_notify sent (or not to be sent) */
 #define SMTPD_F_GREETING 0x800u  /* greet-delay: 220 not sent yet */
+#define SMTPD_F_WCORK    0x1000u /* plain socket, EV_WRITE off, output empty */
+#define SMTPD_F_BATCH    0x2000u /* replies wait for smtpd_batch_end() */
 
 /* Stop reading while this much reply text waits for a client that doesn't read. */
 #define SMTPD_OUT_MAX    (64 * 1024)
@@ -195,6 +197,55 @@ smtpd_enter(struct smtpd_session *s, enum smtpd_state to)
  * The one function that writes a reply. Logs every 4xx/5xx once; a 421
  * closes the session once the output has drained.
  */
+/*
+ * Reply batches (plain sockets; session_io.c says why). Between
+ * smtpd_batch_begin() and smtpd_batch_end() replies collect in the output
+ * buffer with the bufferevent's EV_WRITE off (SMTPD_F_WCORK), so adding
+ * them arms nothing; the end writes them with one writev and hands
+ * libevent only what the socket did not take. EV_WRITE stays off while the
+ * output is empty: a reply made outside a batch (a timer, an auth result)
+ * turns it back on through smtpd_out() first, and libevent sends it.
+ */
+static void
+smtpd_uncork(struct smtpd_session *s)
+{
+	struct bufferevent *b = bufferevent_get_underlying(s->bev);
+
+	s->flags &= ~SMTPD_F_WCORK;
+	bufferevent_enable(b != NULL ? b : s->bev, EV_WRITE);  /* STARTTLS: the socket's */
+}
+
+/* The output buffer, for a reply. */
+static struct evbuffer *
+smtpd_out(struct smtpd_session *s)
+{
+	if ((s->flags & (SMTPD_F_WCORK | SMTPD_F_BATCH)) == SMTPD_F_WCORK)
+		smtpd_uncork(s);
+	return bufferevent_get_output(s->bev);
+}
+
+static void
+smtpd_batch_begin(struct smtpd_session *s)
+{
+	s->flags |= SMTPD_F_BATCH;
+	if (!(s->flags & SMTPD_F_WCORK) && smtpd_io_plain(s->bev) &&
+	    evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+		/* the write event is not pending: no system call */
+		bufferevent_disable(s->bev, EV_WRITE);
+		s->flags |= SMTPD_F_WCORK;
+	}
+}
+
+static void
+smtpd_batch_end(struct smtpd_session *s)
+{
+	s->flags &= ~SMTPD_F_BATCH;
+	if (!(s->flags & SMTPD_F_WCORK))
+		return;
+	if (!smtpd_io_plain(s->bev) || !smtpd_io_flush(s->bev))
+		smtpd_uncork(s);   /* STARTTLS began, or the socket is full */
+}
+
 static void smtpd_reply(struct smtpd_session *s, int code, const char *enh,
     const char *fmt, ...) TERN_PRINTF(4, 5);
 
@@ -209,11 +260,9 @@ smtpd_reply(struct smtpd_session *s, int code, const char *enh,
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
 	if (enh != NULL)
-		evbuffer_add_printf(bufferevent_get_output(s->bev), "%d %s %s\r\n",
-		    code, enh, text);
+		evbuffer_add_printf(smtpd_out(s), "%d %s %s\r\n", code, enh, text);
 	else
-		evbuffer_add_printf(bufferevent_get_output(s->bev), "%d %s\r\n",
-		    code, text);
+		evbuffer_add_printf(smtpd_out(s), "%d %s\r\n", code, text);
 	if (code >= 400)
 		log_info("session=%016llx client=%s reply=\"%d %s %s\"",
 		    (unsigned long long)s->id, s->peer_str, code,
@@ -297,7 +346,7 @@ smtpd_cmd_helo(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		return 0;
 	}
 	s->flags |= SMTPD_F_EHLO;
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *out = smtpd_out(s);
 	evbuffer_add_printf(out, "250-%s\r\n", s->conf->hostname);
 	evbuffer_add_printf(out, "250-PIPELINING\r\n");
 	evbuffer_add_printf(out, "250-SIZE %llu\r\n",
@@ -1538,10 +1587,30 @@ smtpd_line_too_long(struct smtpd_session *s, size_t maxline)
  * line limit is enforced before the buffer can grow past it: a line longer
  * than SMTP_CMD_MAX is discarded up to its LF and answered 500 5.5.2.
  */
+/*
+ * A message streaming in on a plain socket: read what the socket holds now
+ * (session_io.c), rather than 4 KiB per loop pass. *more: the last read
+ * may have left bytes behind (libevent's read was capped, or ours filled
+ * its block); 0 once a read came back short. 1 if bytes were read.
+ */
+static int
+smtpd_data_read_more(struct smtpd_session *s, int *more)
+{
+	ssize_t r;
+
+	if (!*more)
+		return 0;
+	r = smtpd_io_read(s->bev, SMTPD_IO_READ);
+	*more = r >= SMTPD_IO_READ;
+	return r > 0;
+}
+
 static void
 smtpd_session_process(struct smtpd_session *s)
 {
 	char line[SASL_LINE_MAX + 1];
+	int more = (s->flags & SMTPD_F_BATCH) && smtpd_io_plain(s->bev) &&
+	    evbuffer_get_length(bufferevent_get_input(s->bev)) >= SMTPD_IO_EV_READ;
 
 	while (!(s->flags & SMTPD_F_CLOSING)) {
 		/* re-read each time: STARTTLS replaces the bufferevent */
@@ -1561,8 +1630,11 @@ smtpd_session_process(struct smtpd_session *s)
 				smtpd_read_bdat(s);
 			else
 				smtpd_read_data(s);
-			if (s->state == SMTPD_S_DATA)
+			if (s->state == SMTPD_S_DATA) {
+				if (smtpd_data_read_more(s, &more))
+					continue;
 				return;        /* need more bytes */
+			}
 			smtpd_request_begin(s);
 			continue;
 		}
@@ -1680,7 +1752,9 @@ smtpd_session_readcb(struct bufferevent *bev, void *arg)
 {
 	struct smtpd_session *s = arg;
 
+	smtpd_batch_begin(s);
 	smtpd_session_process(s);
+	smtpd_batch_end(s);
 	smtpd_session_reap(s);
 }
 
@@ -2116,7 +2190,9 @@ smtpd_loop_inbox(struct tq_msg *m, void *arg)
 			    "(id=%s status=%d)", (unsigned long long)m->reqid, qid,
 			    d->status);
 		} else {
+			smtpd_batch_begin(s);
 			smtpd_commit_done(s, d);
+			smtpd_batch_end(s);
 			smtpd_session_reap(s);
 		}
 		free(d);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "tern/auth.h"
 #include "tern/conf.h"
@@ -162,5 +163,29 @@ void smtpd_loop_inbox(struct tq_msg *m, void *arg);
 void smtpd_loop_shutdown_sessions(struct smtpd_loop *loop);
 
 const char *smtpd_strstate(enum smtpd_state st);
+
+/* ---- session_io.c ---- */
+
+struct bufferevent;
+
+/* libevent 2.1 reads at most this much per wake-up (EVBUFFER_MAX_READ). */
+#define SMTPD_IO_EV_READ   4096
+/* The block size of smtpd_io_read() while a message streams in. */
+#define SMTPD_IO_READ      (64 * 1024)
+
+/* 1 if bev is a socket bufferevent without TLS: the shortcuts apply. */
+int smtpd_io_plain(struct bufferevent *bev);
+/*
+ * Write bev's output to its socket now, as much as the socket takes.
+ * 1 if the output is empty after; 0 if bytes are left (the socket is full,
+ * or failed: libevent's write event takes over and reports the error).
+ */
+int smtpd_io_flush(struct bufferevent *bev);
+/*
+ * Read up to want bytes from bev's socket into its input buffer (one
+ * readv). The bytes read; 0 at EOF, -1 with errno (EAGAIN: nothing there).
+ * EOF and errors are left for libevent's next read to report.
+ */
+ssize_t smtpd_io_read(struct bufferevent *bev, size_t want);
 
 #endif

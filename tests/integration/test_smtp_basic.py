@@ -237,16 +237,22 @@ def test_pipelined_transaction_in_one_write(ternd, smtp_raw):
     assert rcpts == ["bob@example.com", "carol@example.com"]
 
 
-def test_pipelined_second_transaction_after_data(ternd, smtp_raw):
-    # RFC 2920: after the end-of-data dot, the next MAIL/RCPT/DATA may follow
-    # in the same write
-    t = ternd()
-    c = smtp_raw(t.port())
+def pipelined_to_data(c):
+    """Greeting, then EHLO, MAIL a@client.test, RCPT b@example.com and DATA
+    in one write, up to the 354."""
     c.greeting()
     c.send(b"EHLO client.test\r\nMAIL FROM:<a@client.test>\r\nRCPT TO:<b@example.com>\r\n"
            b"DATA\r\n")
     for code in (250, 250, 250, 354):
         c.expect(code)
+    return c
+
+
+def test_pipelined_second_transaction_after_data(ternd, smtp_raw):
+    # RFC 2920: after the end-of-data dot, the next MAIL/RCPT/DATA may follow
+    # in the same write
+    t = ternd()
+    c = pipelined_to_data(smtp_raw(t.port()))
     c.send(b"\r\nfirst\r\n.\r\nMAIL FROM:<c@client.test>\r\nRCPT TO:<d@example.com>\r\n"
            b"DATA\r\n")
     q1 = assert_queued(c.reply())
@@ -261,6 +267,28 @@ def test_pipelined_second_transaction_after_data(ternd, smtp_raw):
     assert t.show_message(q2) == b"\r\nsecond\r\n"
     senders = {m["id"]: m["sender"] for m in t.queue()}
     assert senders == {q1: "a@client.test", q2: "c@client.test"}
+
+
+def test_big_body_then_pipelined_transaction_in_one_write(ternd, smtp_raw):
+    # the session reads a streaming message in large blocks: the block that
+    # ends the first message also holds the next transaction, which must run
+    # as commands, and both bodies are queued byte for byte
+    t = ternd(extra_conf="max-message-size 10M")
+    c = pipelined_to_data(smtp_raw(t.port()))
+    first = b"Subject: big\r\n\r\n" + b"".join(
+        (b"." if i % 89 == 0 else b"") + b"%07d " % i + b"x" * 70 + b"\r\n"
+        for i in range(3000))
+    second = b"Subject: small\r\n\r\nsecond\r\n"
+    c.send(stuff(first) + b".\r\nMAIL FROM:<c@client.test>\r\nRCPT TO:<d@example.com>\r\n"
+           b"DATA\r\n")
+    q1 = assert_queued(c.reply(timeout=30))
+    for code in (250, 250, 354):
+        c.expect(code)
+    c.send(second + b".\r\nQUIT\r\n")
+    q2 = assert_queued(c.reply())
+    c.expect(221, "2.0.0")
+    assert t.show_message(q1) == first
+    assert t.show_message(q2) == second
 
 
 def test_rset_noop_vrfy_help_quit(ternd, smtp_raw):
