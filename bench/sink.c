@@ -8,7 +8,7 @@
  * arrived with it, so it can tell when every recipient of every message has arrived
  * ("complete") and whether any arrived twice ("over", a duplicate delivery).
  * Control, on the same port: "XSTAT" answers
- *   250 msgs=M rcpts=R complete=C over=O noid=X done_ns=T
+ *   250 msgs=M rcpts=R complete=C over=O noid=X done_ns=T bdat=B
  * where done_ns is CLOCK_MONOTONIC (ns) of the moment complete reached the expected
  * count (0 until then). On SIGTERM/SIGINT it writes the ids it saw (one per line,
  * "id count") to the -o file, if given, and exits 0.
@@ -16,7 +16,8 @@
  * With -B it also offers CHUNKING (RFC 3030) and takes "BDAT n [LAST]": the n
  * octets that follow are read raw (no dot-stuffing), their header lines scanned
  * for X-Bench-Id as in DATA (a header line cut by a chunk boundary is not seen),
- * each chunk answered 250, and LAST ends the message, counted as after DATA.
+ * each chunk answered 250, and LAST ends the message, counted as after DATA
+ * (and in bdat=, the messages that came in BDAT chunks).
  *
  * Usage: sink -p PORT -n EXPECTED_IDS [-r RCPTS_PER_ID] [-o SEEN_FILE] [-B]
  * Single-threaded epoll; never blocks; a line longer than the buffer is dropped
@@ -64,7 +65,7 @@ static unsigned long expected_ids;
 static unsigned rcpts_per_id = 1;
 static int offer_chunking;
 static uint16_t *id_counts;
-static unsigned long n_msgs, n_rcpts, n_complete, n_over, n_noid;
+static unsigned long n_msgs, n_rcpts, n_complete, n_over, n_noid, n_bdat;
 static uint64_t done_ns;
 
 static uint64_t sink_now_ns(void)
@@ -148,6 +149,7 @@ static void sink_bdat_end(struct conn *c)
 	if (c->bdat_last) {
 		c->bdat_msg = 0;
 		c->in_headers = 0;
+		n_bdat++;
 		sink_message_end(c);
 		REPLY(c, "250 2.0.0 Ok: queued\r\n");
 	} else {
@@ -244,9 +246,9 @@ static void sink_command_line(struct conn *c, const char *p, size_t len)
 		c->quit = 1;
 	} else if (len >= 5 && strncasecmp(p, "XSTAT", 5) == 0) {
 		int n = snprintf(buf, sizeof(buf),
-				 "250 msgs=%lu rcpts=%lu complete=%lu over=%lu noid=%lu done_ns=%llu\r\n",
-				 n_msgs, n_rcpts, n_complete, n_over, n_noid,
-				 (unsigned long long)done_ns);
+				 "250 msgs=%lu rcpts=%lu complete=%lu over=%lu noid=%lu done_ns=%llu "
+				 "bdat=%lu\r\n", n_msgs, n_rcpts, n_complete, n_over, n_noid,
+				 (unsigned long long)done_ns, n_bdat);
 		sink_reply_add(c, buf, (size_t)n);
 	} else {
 		REPLY(c, "502 5.5.2 Command not recognized\r\n");
