@@ -8,12 +8,18 @@
  * arrived with it, so it can tell when every recipient of every message has arrived
  * ("complete") and whether any arrived twice ("over", a duplicate delivery).
  * Control, on the same port: "XSTAT" answers
- *   250 msgs=M rcpts=R complete=C over=O noid=X done_ns=T
+ *   250 msgs=M rcpts=R complete=C over=O noid=X done_ns=T bdat=B
  * where done_ns is CLOCK_MONOTONIC (ns) of the moment complete reached the expected
  * count (0 until then). On SIGTERM/SIGINT it writes the ids it saw (one per line,
  * "id count") to the -o file, if given, and exits 0.
  *
- * Usage: sink -p PORT -n EXPECTED_IDS [-r RCPTS_PER_ID] [-o SEEN_FILE]
+ * With -B it also offers CHUNKING (RFC 3030) and takes "BDAT n [LAST]": the n
+ * octets that follow are read raw (no dot-stuffing), their header lines scanned
+ * for X-Bench-Id as in DATA (a header line cut by a chunk boundary is not seen),
+ * each chunk answered 250, and LAST ends the message, counted as after DATA
+ * (and in bdat=, the messages that came in BDAT chunks).
+ *
+ * Usage: sink -p PORT -n EXPECTED_IDS [-r RCPTS_PER_ID] [-o SEEN_FILE] [-B]
  * Single-threaded epoll; never blocks; a line longer than the buffer is dropped
  * in DATA (it cannot be a header we need) and closes the session in command mode.
  */
@@ -42,6 +48,10 @@ struct conn {
 	int in_headers;    /* inside DATA, before the empty line */
 	int skipping;      /* dropping the rest of an over-long line */
 	int quit;          /* close once the output is flushed */
+	int bdat_msg;      /* a message is coming in BDAT chunks */
+	int bdat_last;     /* the BDAT chunk being read is the LAST */
+	int bdat_cut;      /* a header line was cut by a chunk's end: skip its rest */
+	unsigned long long bdat_left;	/* octets of the BDAT chunk still to read */
 	unsigned txn_rcpts;
 	unsigned long id;
 	size_t in_len;
@@ -53,8 +63,9 @@ struct conn {
 static volatile sig_atomic_t sink_stop;
 static unsigned long expected_ids;
 static unsigned rcpts_per_id = 1;
+static int offer_chunking;
 static uint16_t *id_counts;
-static unsigned long n_msgs, n_rcpts, n_complete, n_over, n_noid;
+static unsigned long n_msgs, n_rcpts, n_complete, n_over, n_noid, n_bdat;
 static uint64_t done_ns;
 
 static uint64_t sink_now_ns(void)
@@ -108,14 +119,9 @@ static void sink_message_end(struct conn *c)
 	c->id = 0;
 }
 
-static void sink_data_line(struct conn *c, const char *p, size_t len)
+/* A line of the message (without its line end): look for the id in the headers. */
+static void sink_header_line(struct conn *c, const char *p, size_t len)
 {
-	if (len == 1 && p[0] == '.') {
-		c->in_data = 0;
-		sink_message_end(c);
-		REPLY(c, "250 2.0.0 Ok: queued\r\n");
-		return;
-	}
 	if (!c->in_headers)
 		return;
 	if (len == 0) {
@@ -126,17 +132,99 @@ static void sink_data_line(struct conn *c, const char *p, size_t len)
 		c->id = strtoul(p + 11, NULL, 10);
 }
 
+static void sink_data_line(struct conn *c, const char *p, size_t len)
+{
+	if (len == 1 && p[0] == '.') {
+		c->in_data = 0;
+		sink_message_end(c);
+		REPLY(c, "250 2.0.0 Ok: queued\r\n");
+		return;
+	}
+	sink_header_line(c, p, len);
+}
+
+/* The end of a BDAT chunk: answer it; the LAST one ends the message. */
+static void sink_bdat_end(struct conn *c)
+{
+	if (c->bdat_last) {
+		c->bdat_msg = 0;
+		c->in_headers = 0;
+		n_bdat++;
+		sink_message_end(c);
+		REPLY(c, "250 2.0.0 Ok: queued\r\n");
+	} else {
+		REPLY(c, "250 2.0.0 Ok: chunk\r\n");
+	}
+}
+
+/* "BDAT n [LAST]" (the arguments after the verb, not terminated). */
+static void sink_bdat_begin(struct conn *c, const char *p, size_t len)
+{
+	char arg[64], *end;
+
+	if (len >= sizeof(arg)) {
+		REPLY(c, "501 5.5.4 Syntax: BDAT size [LAST]\r\n");
+		return;
+	}
+	memcpy(arg, p, len);
+	arg[len] = '\0';
+	c->bdat_left = strtoull(arg, &end, 10);
+	c->bdat_last = strncasecmp(end, " LAST", 5) == 0;
+	if (!c->bdat_msg) {	/* the first chunk of a message */
+		c->bdat_msg = 1;
+		c->bdat_cut = 0;
+		c->in_headers = 1;
+	}
+	if (c->bdat_left == 0)
+		sink_bdat_end(c);
+}
+
+/*
+ * Take up to the rest of a BDAT chunk from in[0..avail): whole lines while in
+ * the headers (0 if a header line is not whole yet), everything after them.
+ */
+static size_t sink_bdat_take(struct conn *c, const char *in, size_t avail)
+{
+	size_t n = avail < c->bdat_left ? avail : (size_t)c->bdat_left;
+	const char *nl;
+
+	if (c->in_headers) {
+		nl = memchr(in, '\n', n);
+		if (nl) {
+			size_t len = (size_t)(nl - in);
+
+			n = len + 1;
+			if (!c->bdat_cut)
+				sink_header_line(c, in, len > 0 && in[len - 1] == '\r' ?
+						 len - 1 : len);
+			c->bdat_cut = 0;
+		} else if (n < c->bdat_left && avail < IN_SIZE) {
+			return 0;	/* wait for the rest of the line */
+		} else {
+			c->bdat_cut = 1;
+		}
+	}
+	c->bdat_left -= n;
+	if (c->bdat_left == 0)
+		sink_bdat_end(c);
+	return n;
+}
+
 static void sink_command_line(struct conn *c, const char *p, size_t len)
 {
 	char buf[256];
 
 	if (len >= 4 && (strncasecmp(p, "EHLO", 4) == 0)) {
-		REPLY(c, "250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 1073741824\r\n");
+		REPLY(c, "250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n");
+		if (offer_chunking)
+			REPLY(c, "250-CHUNKING\r\n");
+		REPLY(c, "250 SIZE 1073741824\r\n");
 	} else if (len >= 4 && strncasecmp(p, "HELO", 4) == 0) {
 		REPLY(c, "250 sink\r\n");
 	} else if (len >= 4 && strncasecmp(p, "MAIL", 4) == 0) {
 		c->txn_rcpts = 0;
 		c->id = 0;
+		c->bdat_msg = 0;
 		REPLY(c, "250 2.1.0 Ok\r\n");
 	} else if (len >= 4 && strncasecmp(p, "RCPT", 4) == 0) {
 		c->txn_rcpts++;
@@ -145,8 +233,11 @@ static void sink_command_line(struct conn *c, const char *p, size_t len)
 		c->in_data = 1;
 		c->in_headers = 1;
 		REPLY(c, "354 End data with <CR><LF>.<CR><LF>\r\n");
+	} else if (offer_chunking && len > 5 && strncasecmp(p, "BDAT ", 5) == 0) {
+		sink_bdat_begin(c, p + 5, len - 5);
 	} else if (len >= 4 && strncasecmp(p, "RSET", 4) == 0) {
 		c->txn_rcpts = 0;
+		c->bdat_msg = 0;
 		REPLY(c, "250 2.0.0 Ok\r\n");
 	} else if (len >= 4 && strncasecmp(p, "NOOP", 4) == 0) {
 		REPLY(c, "250 2.0.0 Ok\r\n");
@@ -155,9 +246,9 @@ static void sink_command_line(struct conn *c, const char *p, size_t len)
 		c->quit = 1;
 	} else if (len >= 5 && strncasecmp(p, "XSTAT", 5) == 0) {
 		int n = snprintf(buf, sizeof(buf),
-				 "250 msgs=%lu rcpts=%lu complete=%lu over=%lu noid=%lu done_ns=%llu\r\n",
-				 n_msgs, n_rcpts, n_complete, n_over, n_noid,
-				 (unsigned long long)done_ns);
+				 "250 msgs=%lu rcpts=%lu complete=%lu over=%lu noid=%lu done_ns=%llu "
+				 "bdat=%lu\r\n", n_msgs, n_rcpts, n_complete, n_over, n_noid,
+				 (unsigned long long)done_ns, n_bdat);
 		sink_reply_add(c, buf, (size_t)n);
 	} else {
 		REPLY(c, "502 5.5.2 Command not recognized\r\n");
@@ -171,9 +262,17 @@ static void sink_input_process(struct conn *c)
 
 	while (pos < c->in_len && !c->quit) {
 		char *start = c->in + pos;
-		char *nl = memchr(start, '\n', c->in_len - pos);
+		char *nl;
 		size_t len;
 
+		if (c->bdat_left > 0) {
+			len = sink_bdat_take(c, start, c->in_len - pos);
+			if (len == 0)
+				break;
+			pos += len;
+			continue;
+		}
+		nl = memchr(start, '\n', c->in_len - pos);
 		if (!nl)
 			break;
 		len = (size_t)(nl - start);
@@ -279,14 +378,15 @@ int main(int argc, char **argv)
 	struct epoll_event ev;
 	struct sigaction sact = { .sa_handler = sink_signal_handle };
 
-	while ((opt = getopt(argc, argv, "p:n:r:o:")) != -1) {
+	while ((opt = getopt(argc, argv, "p:n:r:o:B")) != -1) {
 		switch (opt) {
 		case 'p': port = atoi(optarg); break;
 		case 'n': expected_ids = strtoul(optarg, NULL, 10); break;
 		case 'r': rcpts_per_id = (unsigned)atoi(optarg); break;
 		case 'o': seen_path = optarg; break;
+		case 'B': offer_chunking = 1; break;
 		default:
-			fprintf(stderr, "usage: sink -p PORT -n EXPECTED_IDS [-r RCPTS] [-o FILE]\n");
+			fprintf(stderr, "usage: sink -p PORT -n EXPECTED_IDS [-r RCPTS] [-o FILE] [-B]\n");
 			return 2;
 		}
 	}

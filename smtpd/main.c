@@ -1,7 +1,8 @@
 /*
  * main.c - ternd: start-up, privilege drop, signals, shutdown.
  *
- * Order of start-up: parse and check the config; as root, fork the
+ * Order of start-up: parse and check the config; raise the open-file
+ * limit for max-connections (see ternd_raise_nofile); as root, fork the
  * privileged helper (privhelper.c: it re-reads certificate and key files
  * for reloads); bind every listener (root may be needed for ports < 1024);
  * create the queue directory and hand it to the run-time user; drop
@@ -28,6 +29,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -154,6 +156,40 @@ ternd_no_new_privs(void)
 {
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
 		fatal("prctl(PR_SET_NO_NEW_PRIVS)");
+}
+
+/*
+ * Every session holds a socket: the soft open-file limit goes up to the
+ * hard one (often 1024 against 524288 under systemd), and, while still
+ * root, the hard one too if max-connections needs more. What is left short
+ * is said once: past it, accept fails (EMFILE) and new sessions wait.
+ */
+#define TERND_FD_RESERVE 1024   /* queue, index, delivery, resolver, control */
+
+static void
+ternd_raise_nofile(const struct conf *c)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)c->max_connections + TERND_FD_RESERVE;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+		struct rlimit up = { need, need };
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl = up;
+	}
+	if (rl.rlim_cur != rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+		log_warnx("open-file limit %llu is below max-connections %u + %u: "
+		    "raise it (LimitNOFILE=, ulimit -n)", (unsigned long long)
+		    rl.rlim_cur, c->max_connections, TERND_FD_RESERVE);
+	else
+		log_debug("open-file limit %llu", (unsigned long long)rl.rlim_cur);
 }
 
 static void
@@ -542,6 +578,7 @@ main(int argc, char **argv)
 	log_set_json(conf->log_json);
 
 	signal(SIGPIPE, SIG_IGN);
+	ternd_raise_nofile(conf);
 	if (evthread_use_pthreads() < 0)
 		fatalx("evthread_use_pthreads failed");
 

@@ -5,7 +5,8 @@
  *
  * Runs on one session loop thread; a session is never touched by another
  * thread. Owns: its bufferevent, its transaction (envelope + spool) until
- * the message is handed to the committer, a reference on the conf it
+ * the message is handed to the committer, the SASL state from AUTH to its
+ * outcome only (an idle session stays small), a reference on the conf it
  * started with. Never blocks (spool writes go to memory or the page cache)
  * and never frees itself inside a handler: handlers set SMTPD_F_CLOSING and
  * only the top of a bufferevent callback calls smtpd_session_free().
@@ -132,7 +133,7 @@ struct smtpd_session {
 	struct smtpd_tx *tx;          /* owned; NULL outside a transaction */
 	char qid[QID_STRLEN + 1];     /* id of the transaction in progress */
 	uint64_t nmessages;
-	struct sasl sasl;             /* AUTH exchange in progress (wiped after) */
+	struct sasl *sasl;            /* owned or NULL: AUTH exchange in progress */
 	char *auth_user;              /* owned or NULL: authenticated login */
 	struct event *auth_delay;     /* owned or NULL: slowed 535 reply */
 	struct event *closer;         /* owned or NULL: waits for TLS output to drain */
@@ -1067,6 +1068,29 @@ smtpd_auth_delay_cb(evutil_socket_t fd, short what, void *arg)
 	smtpd_session_process(s);
 }
 
+/*
+ * The SASL state lives only from AUTH to its outcome: most sessions never
+ * authenticate, and an idle one should cost little (it is half the session).
+ */
+static struct sasl *
+smtpd_sasl_begin(struct smtpd_session *s)
+{
+	if (s->sasl == NULL)
+		s->sasl = calloc(1, sizeof(*s->sasl));
+	return s->sasl;
+}
+
+/* Wipe the exchange (credentials included) and forget it. */
+static void
+smtpd_sasl_end(struct smtpd_session *s)
+{
+	if (s->sasl == NULL)
+		return;
+	sasl_wipe(s->sasl);
+	free(s->sasl);
+	s->sasl = NULL;
+}
+
 /* Act on a SASL step's outcome. */
 static void
 smtpd_auth_progress(struct smtpd_session *s, enum sasl_status st)
@@ -1076,24 +1100,24 @@ smtpd_auth_progress(struct smtpd_session *s, enum sasl_status st)
 	switch (st) {
 	case SASL_CONTINUE:
 		s->flags |= SMTPD_F_AUTHING;
-		smtpd_reply(s, 334, NULL, "%s", sasl_prompt(&s->sasl));
+		smtpd_reply(s, 334, NULL, "%s", sasl_prompt(s->sasl));
 		return;
 	case SASL_OK:
 		s->flags &= ~SMTPD_F_AUTHING;
 		if (s->srv->auth_pool == NULL || auth_pool_check(s->srv->auth_pool,
-		    s->srv->auth_db, s->sasl.creds.user, s->sasl.creds.pass,
+		    s->srv->auth_db, s->sasl->creds.user, s->sasl->creds.pass,
 		    s->loop->inbox, s->id) < 0) {
-			sasl_wipe(&s->sasl);
+			smtpd_sasl_end(s);
 			r = auth_status_reply(AUTH_TEMPFAIL);
 			smtpd_reply(s, r->code, r->enhanced, "%s", r->text);
 			return;
 		}
-		sasl_wipe(&s->sasl);
+		smtpd_sasl_end(s);
 		s->flags |= SMTPD_F_AUTHCHECK;
 		return;
 	default:
 		s->flags &= ~SMTPD_F_AUTHING;
-		sasl_wipe(&s->sasl);
+		smtpd_sasl_end(s);
 		r = sasl_status_reply(st);
 		if (st == SASL_BAD_CREDS || st == SASL_AUTHZ_DENIED) {
 			auth_throttle_fail(s->srv->auth_throttle,
@@ -1140,7 +1164,14 @@ smtpd_cmd_auth(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		    "attempts; try again later");
 		return 0;
 	}
-	smtpd_auth_progress(s, sasl_start(&s->sasl, cmd->arg, cmd->arg_len));
+	if (smtpd_sasl_begin(s) == NULL) {
+		const struct sasl_reply *r = auth_status_reply(AUTH_TEMPFAIL);
+		log_warnx("session=%016llx client=%s auth: out of memory",
+		    (unsigned long long)s->id, s->peer_str);
+		smtpd_reply(s, r->code, r->enhanced, "%s", r->text);
+		return 0;
+	}
+	smtpd_auth_progress(s, sasl_start(s->sasl, cmd->arg, cmd->arg_len));
 	return 0;
 }
 
@@ -1245,7 +1276,7 @@ smtpd_dispatch(struct smtpd_session *s, char *line, size_t len)
 		len--;
 	if (s->flags & SMTPD_F_AUTHING) {
 		/* a SASL response, not a command (RFC 4954 4) */
-		enum sasl_status sst = sasl_step(&s->sasl, line, len);
+		enum sasl_status sst = sasl_step(s->sasl, line, len);
 		explicit_bzero(line, len);
 		smtpd_auth_progress(s, sst);
 		return;
@@ -1572,7 +1603,7 @@ smtpd_line_too_long(struct smtpd_session *s, size_t maxline)
 		const struct sasl_reply *r = sasl_status_reply(SASL_TOO_LONG);
 		int exchange = (s->flags & SMTPD_F_AUTHING) != 0;
 		s->flags &= ~SMTPD_F_AUTHING;
-		sasl_wipe(&s->sasl);
+		smtpd_sasl_end(s);
 		log_info("session=%016llx client=%s auth=aborted reason=line-too-long "
 		    "in=%s", (unsigned long long)s->id, s->peer_str,
 		    exchange ? "response" : "command");
@@ -2155,7 +2186,7 @@ smtpd_session_free(struct smtpd_session *s)
 	    (unsigned long long)s->id, s->peer_str,
 	    (unsigned long long)s->nmessages);
 	smtpd_tx_free(s);
-	sasl_wipe(&s->sasl);
+	smtpd_sasl_end(s);
 	free(s->auth_user);
 	if (s->auth_delay != NULL)
 		event_free(s->auth_delay);
