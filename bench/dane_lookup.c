@@ -25,7 +25,7 @@
 #include "tern/tlsa.h"
 #include "tern/util.h"
 
-static unsigned queries;
+#include "dns_stub.h"
 
 /* The answer to query q: its header and question, one TLSA, AD set. */
 static size_t
@@ -34,39 +34,14 @@ bench_answer(const unsigned char *q, size_t qlen, unsigned char *out)
 	static const unsigned char rr[] = {
 		0xc0, 0x0c, 0x00, 0x34, 0x00, 0x01, 0x00, 0x00, 0x01, 0x2c,
 		0x00, 0x23, 3, 1, 1 };
-	size_t n;
+	size_t n = dns_stub_header(q, qlen, out, 0xa0, 1);
 
-	if (qlen < 12 || qlen > 400)
+	if (n == 0)
 		return 0;
-	memcpy(out, q, qlen);
-	out[2] = 0x81;                  /* QR, RD */
-	out[3] = 0xa0;                  /* RA, AD, NOERROR */
-	out[6] = 0;
-	out[7] = 1;                     /* ANCOUNT */
-	out[10] = out[11] = 0;          /* no ARCOUNT (no OPT echoed) */
-	n = qlen;
 	memcpy(out + n, rr, sizeof(rr));
 	n += sizeof(rr);
 	memset(out + n, 0xab, 32);
 	return n + 32;
-}
-
-static void
-bench_dns_cb(evutil_socket_t fd, short what, void *arg)
-{
-	unsigned char q[512], a[600];
-	struct sockaddr_storage from;
-	socklen_t flen = sizeof(from);
-	ssize_t n = recvfrom(fd, q, sizeof(q), 0, (struct sockaddr *)&from,
-	    &flen);
-	size_t alen;
-
-	(void)what;
-	(void)arg;
-	if (n <= 0 || (alen = bench_answer(q, (size_t)n, a)) == 0)
-		return;
-	queries++;
-	(void)sendto(fd, a, alen, 0, (struct sockaddr *)&from, flen);
 }
 
 struct bench_run {
@@ -119,13 +94,11 @@ bench_time(struct event_base *base, struct resolver *r, unsigned n,
 int
 main(int argc, char **argv)
 {
-	struct sockaddr_in sin;
 	struct sockaddr_storage ss;
-	socklen_t slen = sizeof(sin);
 	struct resolver_opts nocache = { .cache_max = (size_t)-1 };
 	struct event_base *base = event_base_new();
 	unsigned n = 20000, ok, q0;
-	int fd, c;
+	int c;
 	double warm, cold;
 
 	while ((c = getopt(argc, argv, "n:")) != -1)
@@ -133,32 +106,21 @@ main(int argc, char **argv)
 			n = (unsigned)strtoul(optarg, NULL, 10);
 	if (n == 0 || base == NULL)
 		return 2;
-	fd = socket(AF_INET, SOCK_DGRAM, 0);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == -1 ||
-	    getsockname(fd, (struct sockaddr *)&sin, &slen) == -1) {
-		perror("dns socket");
+	if (dns_stub_start(base, bench_answer, &ss) == -1)
 		return 1;
-	}
-	event_add(event_new(base, fd, EV_READ | EV_PERSIST, bench_dns_cb,
-	    NULL), NULL);
-	memset(&ss, 0, sizeof(ss));
-	memcpy(&ss, &sin, sizeof(sin));
 
 	struct resolver *cached = resolver_new(base, &ss, 1, NULL);
 	struct resolver *uncached = resolver_new(base, &ss, 1, &nocache);
 	if (cached == NULL || uncached == NULL)
 		return 1;
-	q0 = queries;
+	q0 = dns_stub_queries();
 	warm = bench_time(base, cached, n, &ok);
 	printf("cached:   %u lookups, %u secure, %u queries sent, %.2f us per "
-	    "lookup\n", n, ok, queries - q0, warm);
-	q0 = queries;
+	    "lookup\n", n, ok, dns_stub_queries() - q0, warm);
+	q0 = dns_stub_queries();
 	cold = bench_time(base, uncached, n, &ok);
 	printf("uncached: %u lookups, %u secure, %u queries sent, %.2f us per "
-	    "lookup\n", n, ok, queries - q0, cold);
+	    "lookup\n", n, ok, dns_stub_queries() - q0, cold);
 	resolver_free(cached);
 	resolver_free(uncached);
 	return 0;

@@ -32,14 +32,13 @@
 #include "tern/resolver.h"
 #include "tern/util.h"
 
+#include "dns_stub.h"
 #include "mta_sts.h"
 
 #define BENCH_DOMAIN "bench.example"
 #define BENCH_ID     "20261206"
 #define BENCH_POLICY "version: STSv1\nmode: enforce\nmx: mx.bench.example\n" \
 	"max_age: 86400\n"
-
-static unsigned queries;
 
 /* The answer to query q: its header and question, one TXT record. */
 static size_t
@@ -49,39 +48,14 @@ bench_answer(const unsigned char *q, size_t qlen, unsigned char *out)
 	static const unsigned char rr[] = {
 		0xc0, 0x0c, 0x00, 0x10, 0x00, 0x01, 0x00, 0x00, 0x01, 0x2c,
 		0x00, sizeof(txt), sizeof(txt) - 1 };
-	size_t n;
+	size_t n = dns_stub_header(q, qlen, out, 0x80, 1);
 
-	if (qlen < 12 || qlen > 400)
+	if (n == 0)
 		return 0;
-	memcpy(out, q, qlen);
-	out[2] = 0x81;                  /* QR, RD */
-	out[3] = 0x80;                  /* RA, NOERROR */
-	out[6] = 0;
-	out[7] = 1;                     /* ANCOUNT */
-	out[10] = out[11] = 0;          /* no ARCOUNT (no OPT echoed) */
-	n = qlen;
 	memcpy(out + n, rr, sizeof(rr));
 	n += sizeof(rr);
 	memcpy(out + n, txt, sizeof(txt) - 1);
 	return n + sizeof(txt) - 1;
-}
-
-static void
-bench_dns_cb(evutil_socket_t fd, short what, void *arg)
-{
-	unsigned char q[512], a[600];
-	struct sockaddr_storage from;
-	socklen_t flen = sizeof(from);
-	ssize_t n = recvfrom(fd, q, sizeof(q), 0, (struct sockaddr *)&from,
-	    &flen);
-	size_t alen;
-
-	(void)what;
-	(void)arg;
-	if (n <= 0 || (alen = bench_answer(q, (size_t)n, a)) == 0)
-		return;
-	queries++;
-	(void)sendto(fd, a, alen, 0, (struct sockaddr *)&from, flen);
 }
 
 struct bench_run {
@@ -160,15 +134,13 @@ int
 main(int argc, char **argv)
 {
 	static const char conf_text[] = "listen 127.0.0.1:1 relay plain\n";
-	struct sockaddr_in sin;
 	struct sockaddr_storage ss;
-	socklen_t slen = sizeof(sin);
 	struct resolver_opts nocache = { .cache_max = (size_t)-1 };
 	struct event_base *base = event_base_new();
 	struct conf *conf = NULL;
 	char dir[] = "/tmp/tern-sts-bench-XXXXXX", path[600];
 	unsigned n = 20000, ok, q0;
-	int fd, c;
+	int c;
 	double warm, cold;
 
 	while ((c = getopt(argc, argv, "n:")) != -1)
@@ -180,32 +152,21 @@ main(int argc, char **argv)
 	    bench_conf_err, NULL) != 0)
 		return 2;
 	mta_sts_init(dir);
-	fd = socket(AF_INET, SOCK_DGRAM, 0);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == -1 ||
-	    getsockname(fd, (struct sockaddr *)&sin, &slen) == -1) {
-		perror("dns socket");
+	if (dns_stub_start(base, bench_answer, &ss) == -1)
 		return 1;
-	}
-	event_add(event_new(base, fd, EV_READ | EV_PERSIST, bench_dns_cb,
-	    NULL), NULL);
-	memset(&ss, 0, sizeof(ss));
-	memcpy(&ss, &sin, sizeof(sin));
 
 	struct resolver *cached = resolver_new(base, &ss, 1, NULL);
 	struct resolver *uncached = resolver_new(base, &ss, 1, &nocache);
 	if (cached == NULL || uncached == NULL)
 		return 1;
-	q0 = queries;
+	q0 = dns_stub_queries();
 	warm = bench_time(base, cached, conf, n, &ok);
 	printf("cached TXT, cached policy: %.2f us per decision, %u of %u "
-	    "enforce, %u DNS queries\n", warm, ok, n, queries - q0);
-	q0 = queries;
+	    "enforce, %u DNS queries\n", warm, ok, n, dns_stub_queries() - q0);
+	q0 = dns_stub_queries();
 	cold = bench_time(base, uncached, conf, n, &ok);
 	printf("TXT asked each time, cached policy: %.2f us per decision, "
-	    "%u of %u enforce, %u DNS queries\n", cold, ok, n, queries - q0);
+	    "%u of %u enforce, %u DNS queries\n", cold, ok, n, dns_stub_queries() - q0);
 	resolver_free(cached);
 	resolver_free(uncached);
 	mta_sts_shutdown();
