@@ -1186,6 +1186,9 @@ sched_load_slice(struct sched *s, size_t max)
 
 	if (s->load.done)
 		return 0;
+	/* a finished message is still in the index until its removal: the
+	 * walk below must not find it and schedule it again */
+	sched_remove_flush(s);
 	if (s->load.t0 == 0)
 		s->load.t0 = now_mono_us();
 	if (!s->load.by_id &&

@@ -563,6 +563,12 @@ sched_ctl_call(void *arg)
 		op->fail(op, CTL_E_INTERNAL, "ternd is stopping");
 		return;
 	}
+	/*
+	 * Finished messages leave the index at the end of the loop's turn
+	 * (sched_remove_later): before an operator's request reads it, so
+	 * that a retry cannot send a delivered message again.
+	 */
+	sched_remove_flush(s);
 	json_writer_init(&w);
 	json_obj_open(&w);
 	json_key(&w, "ok");
