@@ -14,7 +14,7 @@ set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
 PY=/usr/bin/python3
-FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+FUZZ_SECONDS=${FUZZ_SECONDS:-10}
 failed=""
 
 step() { printf '\n==== %s\n' "$*"; }
