@@ -50,7 +50,10 @@ fuzz_be32(const uint8_t *p)
 	    (uint32_t)p[2] << 8 | p[3];
 }
 
-/* The CRC of the record at data[off..off+rec_len), as the writer makes it. */
+/*
+ * The CRC of the record at data[off..off+rec_len), as the writer makes it:
+ * the CRC field and the flags (removal marks, written later) as zeros.
+ */
 static uint32_t
 fuzz_record_crc(const uint8_t *data, uint64_t off, uint64_t rec_len)
 {
@@ -58,6 +61,7 @@ fuzz_record_crc(const uint8_t *data, uint64_t off, uint64_t rec_len)
 
 	memcpy(hb, data + off, SEG_HDR_LEN);
 	memset(hb + 24, 0, 4);
+	memset(hb + SEG_FLAGS_OFF, 0, 2);
 	return crc32c(crc32c(0, hb, SEG_HDR_LEN), data + off + SEG_HDR_LEN,
 	    (size_t)(rec_len - SEG_HDR_LEN));
 }
@@ -92,8 +96,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				abort();
 			break;
 		}
-		if (st != SEG_REC_OK && st != SEG_REC_DAMAGED)
+		if (st != SEG_REC_OK && st != SEG_REC_DAMAGED &&
+		    st != SEG_REC_REMOVED)
 			abort();
+		/* REMOVED is an OK record whose header carries the mark */
+		if (st == SEG_REC_REMOVED) {
+			if (!(data[off + SEG_FLAGS_OFF + 1] & SEG_F_REMOVED))
+				abort();
+			st = SEG_REC_OK;
+		}
 		if (env == NULL || seq <= prev || rec_len < SEG_HDR_LEN + 4 ||
 		    rec_len > SEG_HDR_LEN + (uint64_t)UINT32_MAX)
 			abort();
