@@ -27,32 +27,25 @@
  * names the socket), 4 other error (e.g. CTL_E_STATE: message in flight).
  */
 #include <errno.h>
-#include <grp.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "tern/auth.h"
 #include "tern/conf.h"
 #include "tern/ctl.h"
 #include "tern/json.h"
 #include "tern/log.h"
-#include "tern/queue.h"
 #include "tern/util.h"
-#include "ternctl_dkim.h"
+#include "ternctl_int.h"
 
-#define TERNCTL_CONF        "/etc/tern/tern.conf"
 #define TERNCTL_RESP_MAX    (1024u * 1024 * 1024)  /* response line bound */
 
-enum { TERNCTL_EX_OK, TERNCTL_EX_NOTFOUND, TERNCTL_EX_USAGE,
-       TERNCTL_EX_UNREACHABLE, TERNCTL_EX_FAIL };
 
 #define TERNCTL_C_ID     0x01u      /* takes a queue id */
 #define TERNCTL_C_LOCAL  0x02u      /* read-only: may answer from the queue dir */
@@ -66,26 +59,6 @@ enum { TERNCTL_EX_OK, TERNCTL_EX_NOTFOUND, TERNCTL_EX_USAGE,
 #define TERNCTL_C_RDONLY 0x200u     /* offline: a read-only open, no recovery */
 #define TERNCTL_C_PAGE   0x400u     /* --limit/--after/--summary/--top (queue) */
 
-struct ternctl_opts {
-	const char *conf_path;
-	const char *socket_path;
-	int json;
-	int body;
-	const char *id;
-	const char *user_op;        /* add, del, list */
-	const char *user_name;
-	const char *cmd_name;
-	int all;                    /* "all" or --all-matching */
-	int all_matching;
-	int nfilter;                /* filter options given */
-	const char *from, *to, *domain;
-	int held;
-	int64_t older_than;         /* -1: not given */
-	int64_t limit;              /* queue --limit; 0: not given */
-	const char *after;          /* queue --after ID */
-	int summary;                /* queue --summary */
-	int64_t top;                /* queue --summary --top N; -1: default */
-};
 
 /* A parsed response: text and its tokens (both owned). */
 struct ternctl_resp {
@@ -720,13 +693,6 @@ ternctl_connect(const char *path)
  * handler and its listing's pages. Either way memory holds one line, plus
  * at most one page offline.
  */
-struct ternctl_src {
-	int fd;                     /* -1: offline */
-	struct queue *q;            /* offline: owned */
-	struct ctl_stream *st;      /* offline: the listing, owned, or NULL */
-	struct buf in;              /* bytes not yet taken start at off */
-	size_t off;
-};
 
 /* Read more bytes into src->in. 1 read, 0 end, -1 error (printed). */
 static int
@@ -738,13 +704,13 @@ ternctl_src_fill(struct ternctl_src *src)
 		src->off = 0;
 	}
 	if (src->fd == -1) {
-		if (src->st == NULL)
+		if (src->local == NULL)
 			return 0;
 		size_t before = src->in.len;
-		int done = ctl_stream_page(src->st, src->q, &src->in);
+		int done = src->local_page(src->local, &src->in);
 		if (done) {
-			ctl_stream_free(src->st);
-			src->st = NULL;
+			src->local_free(src->local);
+			src->local = NULL;
 		}
 		return src->in.len > before || !done ? 1 : 0;
 	}
@@ -805,123 +771,28 @@ ternctl_src_close(struct ternctl_src *src)
 {
 	if (src->fd != -1)
 		close(src->fd);
-	ctl_stream_free(src->st);
-	if (src->q != NULL)
-		queue_close(src->q);
+	if (src->local != NULL)
+		src->local_free(src->local);
 	buf_free(&src->in);
 }
 
-/*
- * Root becomes the owner of a directory (uid and gid, no other groups) for
- * good before touching anything in it: that owner, the daemon's user, could
- * have planted symlinks there, and root following them would write anywhere.
- * Exits when the switch fails.
- */
-static void
-ternctl_become_owner(const struct stat *st, const char *dir)
+int
+ternctl_command_index(int argc, char **argv, const char **conf_path)
 {
-	gid_t g = st->st_gid;
+	int i = 1;
 
-	if (setgroups(1, &g) != 0 || setresgid(g, g, g) != 0 ||
-	    setresuid(st->st_uid, st->st_uid, st->st_uid) != 0)
-		fatal("cannot become the owner (uid %u) of %s",
-		    (unsigned)st->st_uid, dir);
-}
-
-/* Below this much free space, recovery is not tried offline. */
-#define TERNCTL_RECOVER_MIN   (32ull << 20)
-
-/*
- * Open the queue for an offline answer: with recovery when qo says so and
- * the disk has room for it, else (or when that fails) read-only, which
- * writes nothing and so works on a full disk; the index is then read as it
- * stands (exact after a clean stop; doc/queue.md "Read-only open").
- */
-static int
-ternctl_local_open(struct queue_opts *qo, struct queue **q, char *err,
-    size_t errlen)
-{
-	struct statvfs sv;
-	char why[512];
-	int full = statvfs(qo->dir, &sv) == 0 &&
-	    (uint64_t)sv.f_bavail * sv.f_frsize < TERNCTL_RECOVER_MIN;
-
-	if (qo->readonly)
-		return queue_open(qo, q, err, errlen);
-	if (!full && queue_open(qo, q, err, errlen) == 0)
-		return 0;
-	snprintf(why, sizeof(why), "%s", full ? "disk nearly full" : err);
-	qo->readonly = 1;
-	if (queue_open(qo, q, err, errlen) < 0)
-		return -1;
-	fprintf(stderr, "ternctl: %s: %s; reading the index as it stands "
-	    "(start ternd to recover it)\n", qo->dir, why);
-	return 0;
-}
-
-/*
- * Answer from the queue directory: the response's first line goes into
- * src (a listing's pages follow as src is read). 0, or -1 (queue cannot
- * be opened).
- */
-static int
-ternctl_local(const struct conf *cf, const char *req, size_t reqlen,
-    int rdonly, struct ternctl_src *src)
-{
-	struct queue_opts qo = {
-		.dir = cf->queue_dir, .segment_size = cf->segment_size,
-		.spool_memory = cf->spool_memory, .readonly = 1,
-		/* the reserve is ternd's: a reader never spends it */
-	};
-	struct queue *q = NULL;
-	struct json_writer w;
-	char err[512];
-	struct stat st;
-
-	/* never create a queue where there was none */
-	if (stat(cf->queue_dir, &st) == -1) {
-		fprintf(stderr, "ternctl: queue directory %s: %s\n", cf->queue_dir,
-		    strerror(errno));
-		return -1;
+	while (i < argc && argv[i][0] == '-') {
+		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "-s") == 0) &&
+		    i + 1 < argc) {
+			if (argv[i][1] == 'c')
+				*conf_path = argv[i + 1];
+			i += 2;
+		} else if (strcmp(argv[i], "--json") == 0)
+			i++;
+		else
+			return 0;
 	}
-	/*
-	 * After a crash the index may lag the segment log (acknowledged mail
-	 * is indexed by recovery). So when we can act as the queue's owner,
-	 * run the same recovery ternd would at start (the queue lock keeps
-	 * ternd out meanwhile); root first becomes that owner so no file ends
-	 * up owned by root. Otherwise read the index as it stands.
-	 */
-	if (geteuid() == 0 && st.st_uid != 0) {
-		ternctl_become_owner(&st, cf->queue_dir);
-		qo.readonly = 0;
-	} else if (geteuid() == st.st_uid)
-		qo.readonly = 0;
-	if (rdonly)
-		qo.readonly = 1;
-	if (ternctl_local_open(&qo, &q, err, sizeof(err)) == -1) {
-		fprintf(stderr, "ternctl: cannot open the queue directory %s: %s\n",
-		    cf->queue_dir, err);
-		if (rdonly)
-			fprintf(stderr, "ternctl: the index cannot be read; rebuild "
-			    "it from the segments: ternd --rebuild-index -c CONFIG\n");
-		return -1;
-	}
-	json_writer_init(&w);
-	(void)ctl_request_handle(q, NULL, req, reqlen, &w, &src->st);
-	size_t len;
-	char *out = json_writer_finish(&w, &len);
-	if (out == NULL) {
-		fprintf(stderr, "ternctl: out of memory\n");
-		ctl_stream_free(src->st);
-		src->st = NULL;
-		queue_close(q);
-		return -1;
-	}
-	src->q = q;                     /* closed with src: pages may follow */
-	buf_add(&src->in, out, len);
-	buf_add(&src->in, "\n", 1);
-	free(out);
-	return 0;
+	return i < argc ? i : 0;
 }
 
 /* Parse r->p[0..len) (borrowed) into r->toks (owned, reused). 0 or -1. */
@@ -1116,138 +987,6 @@ usage:
 	return -1;
 }
 
-static int
-ternctl_user_list_cb(const char *name, void *arg)
-{
-	struct json_writer *w = arg;
-	if (w != NULL)
-		json_put_str(w, name);
-	else
-		printf("%s\n", name);
-	return 0;
-}
-
-/*
- * Run as root, user add|del|list first become the owner of the directory
- * that holds the users database when that owner is not root (the queue
- * directory, owned by the daemon's user): the files are then made, locked
- * and replaced with that user's rights only, and a new users.db belongs to
- * it. A root-owned directory (or none yet) keeps root, and auth.c refuses
- * symlinks there.
- */
-static void
-ternctl_user_drop(const char *users_db)
-{
-	char *dir = xstrdup(users_db), *slash = strrchr(dir, '/');
-	struct stat st;
-
-	if (slash == NULL)
-		strcpy(dir, ".");
-	else if (slash == dir)
-		dir[1] = '\0';
-	else
-		*slash = '\0';
-	if (geteuid() == 0 && stat(dir, &st) == 0 && S_ISDIR(st.st_mode) &&
-	    st.st_uid != 0)
-		ternctl_become_owner(&st, dir);
-	free(dir);
-}
-
-/*
- * user add|del|list: works on the users database file directly (atomic
- * replace; ternd notices the new file at its next AUTH), so it needs write
- * access to the queue directory but not a running daemon.
- */
-static int
-ternctl_user(const struct ternctl_opts *o, const struct conf *cf)
-{
-	char err[512], pass[AUTH_PASS_MAX + 2];
-	int rc = TERNCTL_EX_FAIL;
-	struct auth_db *db;
-
-	ternctl_user_drop(cf->users_db);
-	db = auth_db_open(cf->users_db, strcmp(o->user_op, "list") != 0, err,
-	    sizeof(err));
-	if (db == NULL) {
-		fprintf(stderr, "ternctl: %s: %s\n", cf->users_db, err);
-		return TERNCTL_EX_FAIL;
-	}
-	if (strcmp(o->user_op, "add") == 0) {
-		if (isatty(STDIN_FILENO))
-			fprintf(stderr, "password for %s (one line): ", o->user_name);
-		if (fgets(pass, sizeof(pass), stdin) == NULL) {
-			fprintf(stderr, "ternctl: user add: no password on stdin\n");
-			rc = TERNCTL_EX_USAGE;
-			goto done;
-		}
-		size_t n = strlen(pass);
-		if (n > 0 && pass[n - 1] != '\n' && !feof(stdin)) {
-			fprintf(stderr, "ternctl: user add: password longer than %d "
-			    "bytes\n", AUTH_PASS_MAX);
-			rc = TERNCTL_EX_USAGE;
-			goto done;
-		}
-		while (n > 0 && (pass[n - 1] == '\n' || pass[n - 1] == '\r'))
-			pass[--n] = '\0';
-		if (auth_user_set(db, o->user_name, pass, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ternctl: user add %s: %s\n", o->user_name, err);
-			rc = TERNCTL_EX_USAGE;
-			goto done;
-		}
-		if (o->json)
-			printf("{\"ok\":true}\n");
-		else
-			printf("user %s set\n", o->user_name);
-		rc = TERNCTL_EX_OK;
-	} else if (strcmp(o->user_op, "del") == 0) {
-		int r = auth_user_del(db, o->user_name, err, sizeof(err));
-		if (r < 0) {
-			fprintf(stderr, "ternctl: user del %s: %s\n", o->user_name, err);
-			goto done;
-		}
-		if (r == 1) {
-			fprintf(stderr, "ternctl: user del: no such user: %s\n",
-			    o->user_name);
-			rc = TERNCTL_EX_NOTFOUND;
-			goto done;
-		}
-		if (o->json)
-			printf("{\"ok\":true}\n");
-		else
-			printf("user %s deleted\n", o->user_name);
-		rc = TERNCTL_EX_OK;
-	} else {
-		struct json_writer w;
-		if (o->json) {
-			json_writer_init(&w);
-			json_obj_open(&w);
-			json_key(&w, "ok");
-			json_put_bool(&w, 1);
-			json_key(&w, "users");
-			json_arr_open(&w);
-		}
-		if (auth_user_list(db, ternctl_user_list_cb, o->json ? &w : NULL,
-		    err, sizeof(err)) < 0) {
-			fprintf(stderr, "ternctl: user list: %s\n", err);
-			goto done;
-		}
-		if (o->json) {
-			size_t len;
-			json_arr_close(&w);
-			json_obj_close(&w);
-			char *out = json_writer_finish(&w, &len);
-			if (out != NULL)
-				printf("%.*s\n", (int)len, out);
-			free(out);
-		}
-		rc = TERNCTL_EX_OK;
-	}
-done:
-	explicit_bzero(pass, sizeof(pass));
-	auth_db_close(db);
-	return rc;
-}
-
 /* An error response: printed; the exit code. */
 static int
 ternctl_fail(const struct ternctl_opts *o, const struct ternctl_cmd *cmd,
@@ -1342,6 +1081,7 @@ main(int argc, char **argv)
 		return rc;
 	if (ternctl_parse_args(argc, argv, &o, &cmd) == -1)
 		return TERNCTL_EX_USAGE;
+	o.argv = argv;
 
 	FILE *f = fopen(o.conf_path, "r");
 	if (f == NULL) {
@@ -1434,8 +1174,8 @@ main(int argc, char **argv)
 	if ((src.fd = ternctl_connect(sock)) == -1) {
 		int e = errno;
 		if (!(cmd->flags & TERNCTL_C_LOCAL) ||
-		    ternctl_local(cf, req, reqlen, (cmd->flags & TERNCTL_C_RDONLY) != 0,
-		    &src) == -1) {
+		    ternctl_local(&o, cf, req, reqlen,
+		    (cmd->flags & TERNCTL_C_RDONLY) != 0, &src) == -1) {
 			fprintf(stderr, "ternctl: cannot connect to %s: %s (is ternd running?)\n",
 			    sock, strerror(e));
 			rc = TERNCTL_EX_UNREACHABLE;

@@ -22,7 +22,7 @@
 
 #include "tern/dkim.h"
 #include "tern/util.h"
-#include "ternctl_dkim.h"
+#include "ternctl_int.h"
 
 static void
 ternctl_dkim_usage(void)
@@ -147,22 +147,10 @@ usage:
 int
 ternctl_dkim_main(int argc, char **argv, int *rc)
 {
-	const char *conf_path = TERNCTL_DKIM_CONF;
-	int i = 1;
+	const char *conf_path = TERNCTL_CONF;
+	int i = ternctl_command_index(argc, argv, &conf_path);
 
-	/* the global options ternctl takes before its command */
-	while (i < argc && argv[i][0] == '-') {
-		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "-s") == 0) &&
-		    i + 1 < argc) {
-			if (argv[i][1] == 'c')
-				conf_path = argv[i + 1];
-			i += 2;
-		} else if (strcmp(argv[i], "--json") == 0)
-			i++;
-		else
-			return 0;
-	}
-	if (i >= argc || strcmp(argv[i], "dkim") != 0)
+	if (i == 0 || strcmp(argv[i], "dkim") != 0)
 		return 0;
 	if (i + 1 >= argc || strcmp(argv[i + 1], "keygen") != 0) {
 		ternctl_dkim_usage();

@@ -9,7 +9,8 @@ and runs what it installed: the packaged ternd with the packaged default
 /etc/tern/tern.conf (paths rebased into the root, the loopback port moved
 to a free one, the test's DNS server and a dead route added), then the
 packaged /usr/sbin/sendmail -t, and sees the message queued with the
-packaged ternctl. Installing it with dpkg -i is not done: on a host whose
+packaged mailq, and once ternd is stopped with the packaged ternctl (its
+ternctl-local answers from the queue directory). Installing it with dpkg -i is not done: on a host whose
 tests also need Postfix the two conflict, as MTAs do.
 
 Run once: under ASan (TERN_SANITIZED) it is skipped, the package does not
@@ -111,7 +112,8 @@ def test_deb_builds_installs_and_takes_mail(dns):
 
         root = work / "root"
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, timeout=60)
-        for p in ("usr/sbin/ternd", "usr/sbin/ternctl", "usr/sbin/tern-sendmail",
+        for p in ("usr/sbin/ternd", "usr/sbin/ternctl", "usr/sbin/ternctl-local",
+                  "usr/share/man/man8/ternctl-local.8.gz", "usr/sbin/tern-sendmail",
                   "usr/sbin/sendmail", "usr/bin/mailq", "usr/bin/newaliases",
                   "usr/lib/sendmail", "usr/lib/sysusers.d/tern.conf",
                   "usr/lib/tmpfiles.d/tern.conf", "etc/tern/tern.conf",
@@ -156,6 +158,16 @@ def test_deb_builds_installs_and_takes_mail(dns):
         assert r.returncode == 0, r.stderr
         assert "<root@pkg.test>" in r.stdout and "ops@example.org" in r.stdout, r.stdout
         assert "status=queued" in log.read_text()
+
+        # ternd stopped: the packaged ternctl answers from the queue
+        # directory through the packaged ternctl-local beside it
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        r = subprocess.run([str(root / "usr/sbin/ternctl"), "-c", str(conf), "queue"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert "answered from the queue directory" in r.stderr, r.stderr
+        assert "ops@example.org" in r.stdout, r.stdout
     finally:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

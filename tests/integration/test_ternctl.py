@@ -260,3 +260,53 @@ def test_fallback_to_queue_dir(two_messages):
     assert r.returncode == 3
     assert re.search(rb"^ternctl: cannot connect to \S+: \S.* \(is ternd running\?\)$",
                      r.stderr, re.M), r.stderr
+
+
+def loaded_libraries(binary):
+    """The shared objects the dynamic loader maps for binary (what ldd prints),
+    without running it."""
+    import os
+    import subprocess
+    r = subprocess.run([str(binary)], env=dict(os.environ, LD_TRACE_LOADED_OBJECTS="1"),
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    return [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
+
+
+def test_socket_client_alone_and_ternctl_local(ternd, tmp_path):
+    """ternctl is only the socket's client: it maps neither OpenSSL nor Berkeley DB nor
+    libcrypt (their start-up is most of a process start here); ternctl-local, beside it,
+    has them and does the work on files. A ternctl without ternctl-local still answers
+    what ternd answers, and says what is missing when it needs the files."""
+    import shutil
+    import subprocess
+    t = ternd()
+    lean = loaded_libraries(t.bins.ternctl)
+    full = loaded_libraries(t.bins.ternctl.parent / "ternctl-local")
+    heavy = ("libcrypto", "libssl", "libdb", "libcrypt.")
+    assert not [l for l in lean if l.startswith(heavy)], lean
+    for h in ("libcrypto", "libdb", "libcrypt."):
+        assert any(l.startswith(h) for l in full), (h, full)
+
+    alone = tmp_path / "bin" / "ternctl"
+    alone.parent.mkdir()
+    shutil.copy2(t.bins.ternctl, alone)
+
+    def run(*args):
+        return subprocess.run([str(alone), "-c", str(t.conf_path), *args],
+                              capture_output=True, timeout=30, env=t.env)
+
+    r = run("ping")
+    assert r.returncode == 0, r.stderr
+    r = run("stats", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["ok"] is True, r.stderr
+    r = run("user", "list")
+    assert r.returncode == 4, r.stderr
+    assert b"cannot run " + str(alone.parent / "ternctl-local").encode() in r.stderr
+    t.stop()
+    r = run("queue")
+    assert r.returncode == 3, r.stderr
+    assert b"ternctl-local" in r.stderr and b"is ternd running?" in r.stderr, r.stderr
+    # the real pair, daemon down: answered by ternctl-local from the queue directory
+    r = t.ternctl("queue", "--json")
+    assert r.returncode == 0 and b"queue directory" in r.stderr, r.stderr
