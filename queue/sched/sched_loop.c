@@ -294,9 +294,24 @@ sched_stop(struct sched *s)
 /* ------------------------------------------------------------------ */
 /* operator requests (scheduler thread) */
 
+/*
+ * An operator's request. One naming many messages (delete/hold/... all
+ * matching a filter: possibly the whole queue) is done SCHED_OPS_SLICE
+ * messages per turn of the loop, each a write of the index, so deliveries'
+ * results, the dispatch timer and other requests are served in between:
+ * the rest is posted to the inbox again (which sched_free drains, failing
+ * it, when the scheduler stops meanwhile).
+ */
+#define SCHED_OPS_SLICE 256
+
 struct sched_ctl_call {
 	struct sched *s;
 	struct ctl_op *op;              /* owned */
+	struct json_writer w;           /* the answer so far */
+	size_t next;                    /* op->ids[next]: the next message */
+	uint64_t *skid;                 /* skipped ids and their (static) */
+	const char **skr;               /* reasons, written after "ids" */
+	size_t nsk;
 };
 
 static const char *
@@ -549,18 +564,95 @@ sched_ops_stats(struct sched_ops *o, struct json_writer *w)
 }
 
 static void
+sched_ctl_call_free(struct sched_ctl_call *c)
+{
+	free(c->skid);
+	free(c->skr);
+	free(c);
+}
+
+/*
+ * The next slice of a bulk request (hold, release, delete, retry, bounce);
+ * the answer once every id is done. A single named message that cannot be
+ * acted on fails the request instead.
+ */
+static void
+sched_ctl_slice(void *arg)
+{
+	struct sched_ctl_call *c = arg;
+	struct sched *s = c->s;
+	struct ctl_op *op = c->op;
+	struct sched_ops *o = s->submit_arg;
+	int64_t now = s->clock();
+	char qid[QID_STRLEN + 1];
+	size_t end = c->next + SCHED_OPS_SLICE;
+
+	if (s->stopping || s->freeing) {
+		char text[128];
+		snprintf(text, sizeof(text), "ternd is stopping: %zu of %zu "
+		    "messages were done", c->next - c->nsk, op->nids);
+		json_writer_reset(&c->w);
+		op->fail(op, CTL_E_INTERNAL, text);
+		sched_ctl_call_free(c);
+		return;
+	}
+	sched_remove_flush(s);          /* see sched_ctl_call */
+	for (; c->next < op->nids && c->next < end; c->next++) {
+		const char *reason = NULL;
+		uint64_t id = op->ids[c->next];
+		int code = sched_ops_one(o, op->type, id, now, &reason);
+		if (code != 0 && op->single) {
+			json_writer_reset(&c->w);
+			op->fail(op, code, code == CTL_E_NOT_FOUND ?
+			    "no such message" : sched_ops_state_text(reason));
+			sched_ops_kick(o);
+			sched_ctl_call_free(c);
+			return;
+		}
+		if (code != 0) {
+			c->skid[c->nsk] = id;
+			c->skr[c->nsk++] = reason;
+			continue;
+		}
+		qid_format(id, qid);
+		json_put_str(&c->w, qid);
+	}
+	sched_ops_kick(o);
+	if (c->next < op->nids) {
+		tq_call(s->inbox, sched_ctl_slice, c);  /* after a turn of the loop */
+		return;
+	}
+	json_arr_close(&c->w);
+	json_key(&c->w, "skipped");
+	json_arr_open(&c->w);
+	for (size_t i = 0; i < c->nsk; i++) {
+		qid_format(c->skid[i], qid);
+		json_obj_open(&c->w);
+		json_key(&c->w, "id");
+		json_put_str(&c->w, qid);
+		json_key(&c->w, "reason");
+		json_put_str(&c->w, c->skr[i]);
+		json_obj_close(&c->w);
+	}
+	json_arr_close(&c->w);
+	json_obj_close(&c->w);
+	op->reply(op, &c->w);
+	sched_ctl_call_free(c);
+}
+
+static void
 sched_ctl_call(void *arg)
 {
 	struct sched_ctl_call *c = arg;
 	struct sched *s = c->s;
 	struct ctl_op *op = c->op;
 	struct sched_ops *o = s->submit_arg;
-	struct json_writer w;
+	struct json_writer *w = &c->w;
 	int64_t now = s->clock();
 
-	free(c);
 	if (s->stopping || s->freeing) {
 		op->fail(op, CTL_E_INTERNAL, "ternd is stopping");
+		sched_ctl_call_free(c);
 		return;
 	}
 	/*
@@ -569,21 +661,22 @@ sched_ctl_call(void *arg)
 	 * that a retry cannot send a delivered message again.
 	 */
 	sched_remove_flush(s);
-	json_writer_init(&w);
-	json_obj_open(&w);
-	json_key(&w, "ok");
-	json_put_bool(&w, 1);
+	json_writer_init(w);
+	json_obj_open(w);
+	json_key(w, "ok");
+	json_put_bool(w, 1);
 	switch (op->type) {
 	case CTL_OP_PAUSE:
 	case CTL_OP_RESUME:
 		sched_ops_pause(o, op);
-		sched_ops_paused_write(o, &w);
+		sched_ops_paused_write(o, w);
 		break;
 	case CTL_OP_STATS:
-		sched_ops_stats(o, &w);
-		if (op->stats_queue(&w, s->q) < 0) {
-			json_writer_reset(&w);
+		sched_ops_stats(o, w);
+		if (op->stats_queue(w, s->q) < 0) {
+			json_writer_reset(w);
 			op->fail(op, CTL_E_INTERNAL, "cannot read the queue");
+			sched_ctl_call_free(c);
 			return;
 		}
 		break;
@@ -591,63 +684,23 @@ sched_ctl_call(void *arg)
 	case CTL_OP_RELEASE:
 	case CTL_OP_DELETE:
 	case CTL_OP_RETRY:
-	case CTL_OP_BOUNCE: {
-		/* skipped ids and their (static) reasons, written after "ids" */
-		uint64_t *skid = xcalloc(op->nids + 1, sizeof(*skid));
-		const char **skr = xcalloc(op->nids + 1, sizeof(*skr));
-		size_t nsk = 0;
-		char qid[QID_STRLEN + 1];
-
+	case CTL_OP_BOUNCE:
+		c->skid = xcalloc(op->nids + 1, sizeof(*c->skid));
+		c->skr = xcalloc(op->nids + 1, sizeof(*c->skr));
 		/* retry all [--domain D]: down marks go first (all, or D's) */
 		if (op->type == CTL_OP_RETRY && !op->single)
 			sched_dest_lift(s, op->domain[0] ? op->domain : NULL, now);
-		json_key(&w, "ids");
-		json_arr_open(&w);
-		for (size_t i = 0; i < op->nids; i++) {
-			const char *reason = NULL;
-			int code = sched_ops_one(o, op->type, op->ids[i], now,
-			    &reason);
-			if (code != 0 && op->single) {
-				json_writer_reset(&w);
-				free(skid);
-				free(skr);
-				op->fail(op, code, code == CTL_E_NOT_FOUND ?
-				    "no such message" :
-				    sched_ops_state_text(reason));
-				sched_ops_kick(o);
-				return;
-			}
-			if (code != 0) {
-				skid[nsk] = op->ids[i];
-				skr[nsk++] = reason;
-				continue;
-			}
-			qid_format(op->ids[i], qid);
-			json_put_str(&w, qid);
-		}
-		json_arr_close(&w);
-		json_key(&w, "skipped");
-		json_arr_open(&w);
-		for (size_t i = 0; i < nsk; i++) {
-			qid_format(skid[i], qid);
-			json_obj_open(&w);
-			json_key(&w, "id");
-			json_put_str(&w, qid);
-			json_key(&w, "reason");
-			json_put_str(&w, skr[i]);
-			json_obj_close(&w);
-		}
-		json_arr_close(&w);
-		free(skid);
-		free(skr);
-		break;
-	}
+		json_key(w, "ids");
+		json_arr_open(w);
+		sched_ctl_slice(c);
+		return;
 	default:
 		panic("sched_ctl_call: op %d", (int)op->type);
 	}
-	json_obj_close(&w);
-	op->reply(op, &w);
+	json_obj_close(w);
+	op->reply(op, w);
 	sched_ops_kick(o);
+	sched_ctl_call_free(c);
 }
 
 void

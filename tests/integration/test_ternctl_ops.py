@@ -455,3 +455,41 @@ def test_exit_codes(world):
         r = ctl(t, *args)
         assert r.returncode == 0, (args, r.stderr)
     assert ctl(t, "show", unknown).returncode == 1
+
+
+def test_bulk_request_done_in_slices(world):
+    """A request naming more messages than the scheduler does per turn of its loop
+    (256) is done in slices, with other requests and deliveries served in between:
+    the answer still names every message exactly once, and each is acted on."""
+    t, s = world
+    n = 600
+    ids = []
+    with smtplib.SMTP(*t.addr(), timeout=30) as c:
+        c.ehlo("client.test")
+        for i in range(n):
+            code, resp = c.mail("bulk@sender.test")[0], None
+            assert code == 250
+            assert c.rcpt("r%d@bulk.example" % i)[0] == 250
+            code, resp = c.data(b"Subject: bulk %d\r\n\r\nhello\r\n" % i)
+            assert code == 250, resp
+            ids.append(QID.search(resp.decode()).group(1).lower())
+    other = submit(t, "alice@sender.test", ["bob@example.com"])
+    wait_until(lambda: all(m["attempts"] >= 1 for m in t.queue()), timeout=60,
+               what="first attempts of %d messages" % (n + 1))
+
+    listed = ctlj(t, "queue", "--domain", "bulk.example")["messages"]
+    assert sorted(m["id"] for m in listed) == sorted(ids)
+
+    # a stats request sent while a delete of all 600 is under way is answered too
+    import subprocess
+    bulk = subprocess.Popen([str(t.bins.ternctl), "-c", str(t.conf_path), "--json",
+                             "delete", "--all-matching", "--domain", "bulk.example"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=t.env)
+    assert ctlj(t, "stats")["ok"] is True
+    out, err = bulk.communicate(timeout=60)
+    assert bulk.returncode == 0, err
+    doc = json.loads(out)
+    assert sorted(doc["ids"]) == sorted(ids) and doc["skipped"] == []
+    assert [m["id"] for m in t.queue()] == [other]
+    log = t.log()
+    assert len(re.findall(r"status=deleted by=operator", log)) == n
