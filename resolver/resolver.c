@@ -53,7 +53,7 @@
 #define RESOLVER_C_IN    1
 
 enum resolver_kind { RESOLVER_Q_MX, RESOLVER_Q_HOST, RESOLVER_Q_TLSA,
-	RESOLVER_Q_TXT, RESOLVER_Q_RAW };
+	RESOLVER_Q_TXT };
 
 struct resolver_watch {
 	LIST_ENTRY(resolver_watch) next;
@@ -90,10 +90,6 @@ struct resolver_query {
 	int *st4, *st6;                           /* per host; -1 = not asked */
 	resolver_tlsa_cb *tcb;                    /* RESOLVER_Q_TLSA: cb unused */
 	struct tlsa_result *tres;                 /* owned, RESOLVER_Q_TLSA */
-	resolver_raw_cb *raw_cb;                  /* RESOLVER_Q_RAW: */
-	int raw_st;                               /* its c-ares status */
-	unsigned char *raw;                       /* owned: its answer */
-	size_t rawlen;
 };
 
 struct resolver_sub {
@@ -365,26 +361,9 @@ resolver_query_free(struct resolver_query *q)
 	mx_result_free(q->res);
 	free(q->tres);
 	txt_result_free(q->txt);
-	free(q->raw);
 	free(q->st4);
 	free(q->st6);
 	free(q);
-}
-
-/* The end of a raw lookup: forget it, then hand its answer over. */
-static void
-resolver_raw_done(struct resolver_query *q)
-{
-	resolver_raw_cb *cb = q->raw_cb;
-	void *cbarg = q->arg;
-	unsigned char *raw = q->raw;
-	size_t rawlen = q->rawlen;
-	int st = q->raw_st;
-
-	q->raw = NULL;
-	resolver_query_free(q);
-	cb(cbarg, st, raw, rawlen);
-	free(raw);
 }
 
 static void
@@ -399,10 +378,6 @@ resolver_done_cb(evutil_socket_t fd, short what, void *arg)
 	struct tlsa_result *tres = q->tres;
 	struct txt_result *txt = q->txt;
 
-	if (q->kind == RESOLVER_Q_RAW) {
-		resolver_raw_done(q);
-		return;
-	}
 	/* Forget the lookup before calling out: the callback may do anything. */
 	q->res = NULL;
 	q->tres = NULL;
@@ -444,7 +419,7 @@ resolver_query_finish(struct resolver_query *q)
 	struct mx_result *res = q->res;
 	size_t i;
 
-	if (q->kind == RESOLVER_Q_TXT || q->kind == RESOLVER_Q_RAW) {
+	if (q->kind == RESOLVER_Q_TXT) {
 		q->done = 1;
 		event_active(q->done_ev, EV_TIMEOUT, 1);
 		return;
@@ -573,14 +548,7 @@ resolver_sub_done(struct resolver_sub *sub, int st, const unsigned char *buf,
 {
 	struct resolver_query *q = sub->q;
 
-	if (!q->cancelled && q->kind == RESOLVER_Q_RAW) {
-		q->raw_st = st;
-		if (st == ARES_SUCCESS && len > 0) {
-			q->raw = xmalloc(len);
-			memcpy(q->raw, buf, len);
-			q->rawlen = len;
-		}
-	} else if (!q->cancelled) {
+	if (!q->cancelled) {
 		if (sub->type == RESOLVER_T_TLSA)
 			tlsa_from_reply(st, buf, len, ad, sub->name, q->tres);
 		else if (sub->type == RESOLVER_T_TXT)
@@ -698,22 +666,6 @@ resolver_mx_lookup(struct resolver *r, const char *domain, resolver_mx_cb *cb,
 		return NULL;
 	q->pending = 1;         /* hold until every sub-query is issued */
 	resolver_sub_start(q, RESOLVER_T_MX, 0, domain);
-	resolver_query_release(q);
-	return q;
-}
-
-struct resolver_query *
-resolver_raw_lookup(struct resolver *r, const char *name, int type,
-    resolver_raw_cb *cb, void *arg)
-{
-	struct resolver_query *q;
-
-	if ((q = resolver_query_new(r, RESOLVER_Q_RAW, name, NULL, arg)) ==
-	    NULL)
-		return NULL;
-	q->raw_cb = cb;
-	q->pending = 1;
-	resolver_sub_start(q, type, 0, name);
 	resolver_query_release(q);
 	return q;
 }

@@ -148,18 +148,6 @@ struct resolver_query *resolver_mx_lookup(struct resolver *r,
 struct resolver_query *resolver_host_lookup(struct resolver *r,
     const char *host, resolver_mx_cb *cb, void *arg);
 
-/*
- * Any record type (16 TXT, 52 TLSA, ...), for callers with parsers of their
- * own: cb gets the c-ares status of the query (ARES_SUCCESS, ARES_ENODATA,
- * ARES_ENOTFOUND, ARES_ESERVFAIL, ...) and the raw answer, borrowed for
- * the call only (NULL/0 unless ARES_SUCCESS). Cached like the others.
- * Handle, NULL and cancel as for resolver_mx_lookup().
- */
-typedef void resolver_raw_cb(void *arg, int ares_status,
-    const unsigned char *buf, size_t len);
-struct resolver_query *resolver_raw_lookup(struct resolver *r,
-    const char *name, int type, resolver_raw_cb *cb, void *arg);
-
 /* Drop a pending lookup: its callback will never run. q must be a handle
  * whose callback has not started yet. NULL is a no-op. */
 void resolver_cancel(struct resolver_query *q);
@@ -168,8 +156,9 @@ void mx_result_free(struct mx_result *res);   /* NULL is a no-op */
 
 /*
  * TXT records of one name (RFC 1035 3.3.14), for policy discovery
- * (MTA-STS "_mta-sts.<domain>"). Each record's character-strings are
- * joined into one string, as RFC 8461 3.1 and RFC 7208 3.3 read them.
+ * (MTA-STS "_mta-sts.<domain>", TLS-RPT "_smtp._tls.<domain>"). Each
+ * record's character-strings are joined into one string, as RFC 8461 3.1
+ * and RFC 7208 3.3 read them.
  * status: OK with n >= 1 records; PERMFAIL when the name has none
  * (NXDOMAIN or NODATA, dsn "5.1.2"); TEMPFAIL for SERVFAIL, timeouts and
  * malformed answers. At most RESOLVER_TXT_MAX records are kept, each cut

@@ -179,14 +179,16 @@ enum tlsrpt_txt_status tlsrpt_txt_parse(const char *p, size_t len,
     struct tlsrpt_txt *out);
 
 /*
- * From a raw DNS answer to "_smtp._tls.<domain> TXT": the one TLSRPT record
- * (RFC 8460 3: records not starting with "v=TLSRPTv1" are discarded, and
- * anything but exactly one left means no reporting). Returns TLSRPT_TXT_OK
- * with out filled, or the reason there is nothing to report to (a reply
- * that does not parse, no record or several count as NOT_TLSRPT). Pure.
+ * From the n TXT records of "_smtp._tls.<domain>" (txt[i] of len[i] bytes,
+ * each record's character-strings joined, as resolver_txt_lookup gives
+ * them): the one TLSRPT record (RFC 8460 3: records not starting with
+ * "v=TLSRPTv1" are discarded, and anything but exactly one left means no
+ * reporting). Returns TLSRPT_TXT_OK with out filled, or the reason there is
+ * nothing to report to (no record or several: NOT_TLSRPT; a record of 4096
+ * bytes or more, which the resolver may have cut: SYNTAX). Pure.
  */
-enum tlsrpt_txt_status tlsrpt_txt_from_reply(const unsigned char *buf,
-    size_t len, struct tlsrpt_txt *out);
+enum tlsrpt_txt_status tlsrpt_txt_from_records(char *const *txt,
+    const size_t *len, size_t n, struct tlsrpt_txt *out);
 
 /* What one report says, besides the aggregate entries of its domain. */
 struct tlsrpt_report_info {

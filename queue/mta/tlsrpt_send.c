@@ -31,7 +31,6 @@
 #include <string.h>
 #include <sys/queue.h>
 
-#include <ares.h>
 #include <event2/event.h>
 
 #include "tern/conf.h"
@@ -43,7 +42,6 @@
 #include "tern/util.h"
 
 #define TLSRPT_TICK_MAX     60          /* seconds between looks at the clock */
-#define TLSRPT_T_TXT        16          /* DNS type TXT */
 #define TLSRPT_STATE_FILE   "tlsrpt.state"
 
 /* One domain's report on its way: lookup, then commit. */
@@ -170,21 +168,23 @@ fail:
 }
 
 static void
-tlsrpt_send_txt_cb(void *arg, int st, const unsigned char *buf, size_t len)
+tlsrpt_send_txt_cb(void *arg, struct txt_result *res)
 {
 	struct tlsrpt_job *j = arg;
 	struct tlsrpt_txt txt;
 	enum tlsrpt_txt_status ts;
 
 	j->rq = NULL;
-	if (st != ARES_SUCCESS && st != ARES_ENODATA && st != ARES_ENOTFOUND) {
+	if (res->status == RESOLVER_TEMPFAIL) {
 		log_warnx("tlsrpt: domain=%s no report: TXT lookup failed (%s)",
-		    j->domain, mx_ares_strstatus(st));
+		    j->domain, res->reason);
+		txt_result_free(res);
 		tlsrpt_job_free(j);
 		return;
 	}
-	ts = st == ARES_SUCCESS ? tlsrpt_txt_from_reply(buf, len, &txt) :
-	    TLSRPT_TXT_NOT_TLSRPT;
+	ts = res->status == RESOLVER_OK ? tlsrpt_txt_from_records(res->txt,
+	    res->txt_len, res->n, &txt) : TLSRPT_TXT_NOT_TLSRPT;
+	txt_result_free(res);
 	if (ts == TLSRPT_TXT_OK && txt.nhttps > 0)
 		log_info("tlsrpt: domain=%s %zu https: report URI(s) ignored "
 		    "(reports go by mail only)", j->domain, txt.nhttps);
@@ -213,8 +213,8 @@ tlsrpt_send_job(struct tlsrpt_reporter *t, struct tlsrpt_agg *list)
 	j->end = list->end;
 	LIST_INSERT_HEAD(&t->jobs, j, link);
 	snprintf(name, sizeof(name), "_smtp._tls.%s", j->domain);
-	if (t->resolver == NULL || (j->rq = resolver_raw_lookup(t->resolver,
-	    name, TLSRPT_T_TXT, tlsrpt_send_txt_cb, j)) == NULL) {
+	if (t->resolver == NULL || (j->rq = resolver_txt_lookup(t->resolver,
+	    name, tlsrpt_send_txt_cb, j)) == NULL) {
 		log_warnx("tlsrpt: domain=%s no report: cannot look up %s",
 		    j->domain, name);
 		tlsrpt_job_free(j);

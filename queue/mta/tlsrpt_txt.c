@@ -2,11 +2,12 @@
  * tlsrpt_txt.c - the "_smtp._tls.<domain>" TXT record of SMTP TLS Reporting
  * (RFC 8460 3): where a policy domain wants its reports (tern/tlsrpt.h).
  *
- * Pure: no I/O, no globals, no logging; no allocation except by c-ares'
- * own TXT parser (freed before returning). Runs on the reporter's thread;
- * fuzzed (tests/fuzz/fuzz_tlsrpt_txt.c).
+ * Pure: no I/O, no globals, no logging, no allocation. Runs on the
+ * reporter's thread; fuzzed (tests/fuzz/fuzz_tlsrpt_txt.c). The DNS answer
+ * itself is parsed by the resolver (resolver_txt_lookup: one string per
+ * record, its character-strings joined); this file reads those strings.
  *
- * Untrusted input: the DNS answer, i.e. whatever the domain (or anyone
+ * Untrusted input: the TXT records, i.e. whatever the domain (or anyone
  * spoofing an unsigned answer) publishes. Every field is bounded; an
  * address is only used when it parses as a plain local@domain mailbox.
  *
@@ -20,8 +21,6 @@
  * counted in nhttps and ignored: tern delivers reports by mail only.
  */
 #include <string.h>
-
-#include <ares.h>
 
 #include "tern/smtp.h"
 #include "tern/tlsrpt.h"
@@ -209,43 +208,21 @@ tlsrpt_txt_parse(const char *p, size_t len, struct tlsrpt_txt *out)
 }
 
 enum tlsrpt_txt_status
-tlsrpt_txt_from_reply(const unsigned char *buf, size_t len,
+tlsrpt_txt_from_records(char *const *txt, const size_t *len, size_t n,
     struct tlsrpt_txt *out)
 {
-	struct ares_txt_ext *list = NULL;
-	char rec[TLSRPT_TXT_MAX], found[TLSRPT_TXT_MAX];
-	size_t reclen = 0, foundlen = 0, nfound = 0;
-	int toolong = 0;
+	size_t nfound = 0, at = 0;
 
 	memset(out, 0, sizeof(*out));
-	if (buf == NULL || len == 0 || len > 65535 ||
-	    ares_parse_txt_reply_ext(buf, (int)len, &list) != ARES_SUCCESS)
-		return TLSRPT_TXT_NOT_TLSRPT;
-	for (struct ares_txt_ext *t = list; ; t = t->next) {
-		/* a record ends where the next starts, or at the end */
-		if (t == NULL || t->record_start) {
-			if ((reclen > 0 || toolong) &&
-			    tlsrpt_txt_is_tlsrpt(rec, reclen)) {
-				nfound++;
-				memcpy(found, rec, reclen);
-				foundlen = toolong ? 0 : reclen;
-			}
-			reclen = 0;
-			toolong = 0;
+	for (size_t i = 0; i < n; i++)
+		if (txt[i] != NULL && tlsrpt_txt_is_tlsrpt(txt[i],
+		    len[i] < TLSRPT_TXT_MAX ? len[i] : TLSRPT_TXT_MAX)) {
+			nfound++;
+			at = i;
 		}
-		if (t == NULL)
-			break;
-		if (t->length > sizeof(rec) - reclen) {
-			toolong = 1;
-			continue;
-		}
-		memcpy(rec + reclen, t->txt, t->length);
-		reclen += t->length;
-	}
-	ares_free_data(list);
 	if (nfound != 1)
 		return TLSRPT_TXT_NOT_TLSRPT;
-	if (foundlen == 0)
-		return TLSRPT_TXT_SYNTAX;
-	return tlsrpt_txt_parse(found, foundlen, out);
+	if (len[at] >= TLSRPT_TXT_MAX)
+		return TLSRPT_TXT_SYNTAX;       /* longer than any we read (or cut) */
+	return tlsrpt_txt_parse(txt[at], len[at], out);
 }

@@ -1023,79 +1023,6 @@ test_dnssec_and_tlsa(void **state)
 	free(gt);
 }
 
-/* resolver_raw_lookup(): the c-ares status and the answer as received */
-struct got_raw {
-	int calls, st;
-	unsigned char buf[512];
-	size_t len;
-};
-
-static void
-got_raw_cb(void *arg, int st, const unsigned char *buf, size_t len)
-{
-	struct got_raw *g = arg;
-
-	g->calls++;
-	g->st = st;
-	g->len = len;
-	assert_true(len <= sizeof(g->buf));
-	assert_true((buf == NULL) == (len == 0));
-	if (len > 0)
-		memcpy(g->buf, buf, len);
-}
-
-static void
-lookup_raw(struct fx *f, const char *name, int type, struct got_raw *g)
-{
-	uint64_t deadline = now_mono_us() + 3000000;
-
-	memset(g, 0, sizeof(*g));
-	assert_non_null(resolver_raw_lookup(f->r, name, type, got_raw_cb, g));
-	assert_int_equal(g->calls, 0);  /* never called back synchronously */
-	while (g->calls == 0 && now_mono_us() < deadline)
-		event_base_loop(f->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-	assert_int_equal(g->calls, 1);
-}
-
-static void
-test_raw_lookup(void **state)
-{
-	struct fx *f = *state;
-	struct got_raw g;
-	struct mx_plan plan;
-	struct resolver_query *q;
-
-	lookup_raw(f, "two.test", T_MX, &g);
-	assert_int_equal(g.st, ARES_SUCCESS);
-	assert_true(g.len > 12);
-	assert_int_equal(g.buf[6] << 8 | g.buf[7], 2);     /* ancount */
-	assert_int_equal(mx_plan_from_reply(g.st, g.buf, g.len, "two.test",
-	    NULL, NULL, &plan), RESOLVER_OK);
-	assert_int_equal(plan.n, 2);
-	/* from the cache the second time; no address lookups at all */
-	lookup_raw(f, "two.test", T_MX, &g);
-	assert_int_equal(g.st, ARES_SUCCESS);
-	assert_int_equal(seen_count("two.test", T_MX), 1);
-	assert_int_equal(seen_count("mx1.two.test", T_A), 0);
-
-	lookup_raw(f, "nx.test", 16, &g);
-	assert_int_equal(g.st, ARES_ENOTFOUND);
-	assert_int_equal(g.len, 0);
-	lookup_raw(f, "two.test", 16, &g);
-	assert_int_equal(g.st, ARES_ENODATA);
-	lookup_raw(f, "fail.test", 16, &g);
-	assert_int_equal(g.st, ARES_ESERVFAIL);
-
-	/* cancelled in flight: never called back */
-	memset(&g, 0, sizeof(g));
-	q = resolver_raw_lookup(f->r, "slow.test", 16, got_raw_cb, &g);
-	assert_non_null(q);
-	run_for(f, 50);
-	resolver_cancel(q);
-	run_for(f, 600);
-	assert_int_equal(g.calls, 0);
-}
-
 int
 main(void)
 {
@@ -1116,7 +1043,6 @@ main(void)
 		T(test_free_inside_callback),
 		T(test_resolv_conf_and_bad_server),
 		T(test_dnssec_and_tlsa),
-		T(test_raw_lookup),
 #undef T
 	};
 

@@ -15,8 +15,10 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <ares.h>
 #include <zlib.h>
 
+#include "tern/resolver.h"
 #include "tern/tlsrpt.h"
 #include "tern/util.h"
 
@@ -159,8 +161,27 @@ w_txt(struct wire *w, const char *const *strs)
 	w->b[at + 1] = (unsigned char)(w->n - at - 2);
 }
 
+/* The records of a wire answer as the resolver gives them; then ours. */
+static enum tlsrpt_txt_status
+txt_records(const struct wire *w, size_t len, struct tlsrpt_txt *t)
+{
+	struct txt_result res;
+	enum tlsrpt_txt_status st;
+
+	memset(&res, 0, sizeof(res));
+	if (txt_from_reply(ARES_SUCCESS, w->b, len, "_smtp._tls.x.example",
+	    &res) != RESOLVER_OK) {
+		memset(t, 0, sizeof(*t));
+		st = TLSRPT_TXT_NOT_TLSRPT;     /* as the sender treats it */
+	} else
+		st = tlsrpt_txt_from_records(res.txt, res.txt_len, res.n, t);
+	for (size_t i = 0; i < res.n; i++)
+		free(res.txt[i]);
+	return st;
+}
+
 static void
-test_txt_from_reply(void **state)
+test_txt_from_records(void **state)
 {
 	static const char *const split[] = { "v=TLSRPTv1; rua=mai",
 	    "lto:a@x.example", NULL };
@@ -169,13 +190,16 @@ test_txt_from_reply(void **state)
 	    "v=TLSRPTv1; rua=mailto:b@x.example", NULL };
 	struct wire w;
 	struct tlsrpt_txt t;
+	char *big = malloc(4096);
+	char *recs[1] = { big };
+	size_t lens[1] = { 4096 };
 
 	(void)state;
 	/* one record in two character-strings, beside a non-TLSRPT one */
 	w_head(&w, 2);
 	w_txt(&w, spf);
 	w_txt(&w, split);
-	assert_int_equal(tlsrpt_txt_from_reply(w.b, w.n, &t), TLSRPT_TXT_OK);
+	assert_int_equal(txt_records(&w, w.n, &t), TLSRPT_TXT_OK);
 	assert_int_equal(t.nrua, 1);
 	assert_string_equal(t.rua[0], "a@x.example");
 
@@ -183,21 +207,29 @@ test_txt_from_reply(void **state)
 	w_head(&w, 2);
 	w_txt(&w, split);
 	w_txt(&w, other);
-	assert_int_equal(tlsrpt_txt_from_reply(w.b, w.n, &t),
-	    TLSRPT_TXT_NOT_TLSRPT);
+	assert_int_equal(txt_records(&w, w.n, &t), TLSRPT_TXT_NOT_TLSRPT);
 
 	/* none at all, an empty answer, garbage */
 	w_head(&w, 1);
 	w_txt(&w, spf);
-	assert_int_equal(tlsrpt_txt_from_reply(w.b, w.n, &t),
-	    TLSRPT_TXT_NOT_TLSRPT);
+	assert_int_equal(txt_records(&w, w.n, &t), TLSRPT_TXT_NOT_TLSRPT);
 	w_head(&w, 0);
-	assert_int_equal(tlsrpt_txt_from_reply(w.b, w.n, &t),
+	assert_int_equal(txt_records(&w, w.n, &t), TLSRPT_TXT_NOT_TLSRPT);
+	assert_int_equal(txt_records(&w, 5, &t), TLSRPT_TXT_NOT_TLSRPT);
+	assert_int_equal(tlsrpt_txt_from_records(NULL, NULL, 0, &t),
 	    TLSRPT_TXT_NOT_TLSRPT);
-	assert_int_equal(tlsrpt_txt_from_reply(w.b, 5, &t),
-	    TLSRPT_TXT_NOT_TLSRPT);
-	assert_int_equal(tlsrpt_txt_from_reply(NULL, 0, &t),
-	    TLSRPT_TXT_NOT_TLSRPT);
+
+	/* a record as long as the resolver keeps may have been cut */
+	assert_non_null(big);
+	memset(big, 'x', 4096);
+	memcpy(big, "v=TLSRPTv1; rua=mailto:c@x.example; ", 36);
+	assert_int_equal(tlsrpt_txt_from_records(recs, lens, 1, &t),
+	    TLSRPT_TXT_SYNTAX);
+	lens[0] = 35;                   /* without the trailing "; " */
+	assert_int_equal(tlsrpt_txt_from_records(recs, lens, 1, &t),
+	    TLSRPT_TXT_OK);
+	assert_string_equal(t.rua[0], "c@x.example");
+	free(big);
 }
 
 /* ------------------------------------------------------------------ */
@@ -467,7 +499,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_txt_parse),
 		cmocka_unit_test(test_txt_rua_max),
-		cmocka_unit_test(test_txt_from_reply),
+		cmocka_unit_test(test_txt_from_records),
 		cmocka_unit_test(test_json),
 		cmocka_unit_test(test_gzip),
 		cmocka_unit_test(test_mail),
