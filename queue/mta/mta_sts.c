@@ -9,7 +9,9 @@
  * its domain being fetched (by any worker) registers and is woken with
  * event_active() on its own loop when the fetch ends. The only blocking
  * step is the rewrite of the cache file after a successful fetch (a small
- * file, once per policy change: write, fsync, rename).
+ * file, once per policy change: write, fsync, rename), on that worker's
+ * thread but outside sts_lock: the table is copied into memory under the
+ * lock, and written under sts_save_lock, an older copy never over a newer.
  *
  * Owns: the table (entries, their policy text), each fetch (connection,
  * TLS context, timer) and each query until its callback has run.
@@ -110,6 +112,9 @@ static LIST_HEAD(, sts_entry) sts_entries = LIST_HEAD_INITIALIZER(sts_entries);
 static LIST_HEAD(, sts_fetch) sts_fetches = LIST_HEAD_INITIALIZER(sts_fetches);
 static size_t sts_nentries;
 static char *sts_path;                  /* owned: the cache file */
+static uint64_t sts_gen;                /* copies made, under sts_lock */
+static pthread_mutex_t sts_save_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t sts_saved_gen;          /* written, under sts_save_lock */
 
 static void mta_sts_fetch_start(struct sts_fetch *f);
 static void mta_sts_fetch_end(struct sts_fetch *f, const char *body,
@@ -238,41 +243,57 @@ mta_sts_outcome_free(struct mta_sts_outcome *o)
 
 /*
  * "tern-mta-sts 1\n", then per domain "DOMAIN ID FETCHED EXPIRES LEN\n"
- * followed by LEN bytes of policy and "\n". Written whole, under sts_lock.
+ * followed by LEN bytes of policy and "\n": the whole table, into *out
+ * (owned by the caller), with its generation. Under sts_lock.
  */
-static void
-mta_sts_save(void)
+static uint64_t
+mta_sts_snapshot(struct buf *out)
 {
-	char tmp[4096];
 	struct sts_entry *e;
-	FILE *fp;
-	int fd, ok;
+	char line[RESOLVER_NAME_MAX + STS_ID_MAX + 80];
 
-	if (sts_path == NULL)
-		return;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", sts_path);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) == -1 ||
-	    (fp = fdopen(fd, "w")) == NULL) {
-		log_warn("mta-sts: cannot write %s", tmp);
-		if (fd != -1)
-			close(fd);
-		return;
-	}
-	fputs(STS_FILE_MAGIC, fp);
+	memset(out, 0, sizeof(*out));
+	buf_add(out, STS_FILE_MAGIC, strlen(STS_FILE_MAGIC));
 	LIST_FOREACH(e, &sts_entries, link) {
 		if (e->text == NULL)
 			continue;
-		fprintf(fp, "%s %s %lld %lld %zu\n", e->domain, e->id,
-		    (long long)e->fetched, (long long)e->expires, e->len);
-		fwrite(e->text, 1, e->len, fp);
-		fputc('\n', fp);
+		int n = snprintf(line, sizeof(line), "%s %s %lld %lld %zu\n",
+		    e->domain, e->id, (long long)e->fetched,
+		    (long long)e->expires, e->len);
+		buf_add(out, line, (size_t)n < sizeof(line) ? (size_t)n :
+		    sizeof(line) - 1);
+		buf_add(out, e->text, e->len);
+		buf_add(out, "\n", 1);
 	}
-	ok = fflush(fp) == 0 && fsync(fileno(fp)) == 0;
-	ok = fclose(fp) == 0 && ok;
+	return ++sts_gen;
+}
+
+/* Write a snapshot (taken): temporary file, fsync, rename. Not under sts_lock. */
+static void
+mta_sts_save(struct buf *snap, uint64_t gen)
+{
+	char tmp[4096];
+	int fd, ok;
+
+	pthread_mutex_lock(&sts_save_lock);
+	if (sts_path == NULL || gen <= sts_saved_gen)
+		goto out;               /* a newer copy is on disk already */
+	snprintf(tmp, sizeof(tmp), "%s.tmp", sts_path);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0600)) == -1) {
+		log_warn("mta-sts: cannot write %s", tmp);
+		goto out;
+	}
+	ok = write_all(fd, snap->p, snap->len) == 0 && fsync(fd) == 0;
+	ok = close(fd) == 0 && ok;
 	if (!ok || rename(tmp, sts_path) == -1) {
 		log_warn("mta-sts: cannot save the policy cache %s", sts_path);
 		unlink(tmp);
-	}
+	} else
+		sts_saved_gen = gen;
+out:
+	pthread_mutex_unlock(&sts_save_lock);
+	buf_free(snap);
 }
 
 /* One entry of the file at p[0..len): its size, or 0 when broken. */
@@ -795,6 +816,8 @@ mta_sts_fetch_end(struct sts_fetch *f, const char *body, size_t len,
 	enum sts_parse_status st = STS_PARSE_OK;
 	int64_t now = time(NULL);
 	char esc[600];
+	struct buf snap;
+	uint64_t gen = 0;
 
 	if (f->finished)
 		return;
@@ -816,7 +839,7 @@ mta_sts_fetch_end(struct sts_fetch *f, const char *body, size_t len,
 		e->fetched = now;
 		e->expires = now + pol.max_age;
 		e->failed_id[0] = '\0';
-		mta_sts_save();
+		gen = mta_sts_snapshot(&snap);
 	} else {
 		memcpy(e->failed_id, f->id, sizeof(e->failed_id));
 		e->failed_at = now;
@@ -828,6 +851,8 @@ mta_sts_fetch_end(struct sts_fetch *f, const char *body, size_t len,
 		event_active(q->wake, EV_TIMEOUT, 1);
 	}
 	pthread_mutex_unlock(&sts_lock);
+	if (gen > 0)
+		mta_sts_save(&snap, gen);
 	if (err == TLSRPT_SUCCESS) {
 		log_info("mta-sts: domain=%s id=%s mode=%s max_age=%u mx=%zu "
 		    "policy fetched", f->domain, f->id, sts_mode_name(pol.mode),
