@@ -668,25 +668,34 @@ dlv_sts_ready(void *arg, struct mta_sts_outcome *o)
 /*
  * Append body p[0..len) to out for DATA: every line ends in CRLF (a bare LF
  * becomes CRLF; a last line without one gets one), a line starting with '.'
- * gets another '.', then the terminator ".\r\n" (RFC 5321 4.5.2).
+ * gets another '.', then the terminator ".\r\n" (RFC 5321 4.5.2). Lines
+ * that need neither go in as runs: a body of CRLF lines without a leading
+ * dot is one evbuffer_add.
  */
 static void
 dlv_body_stuff(struct evbuffer *out, const char *p, size_t len)
 {
-	size_t i = 0;
+	size_t run = 0, i = 0;          /* p[run..i) goes in as it is */
 
 	while (i < len) {
 		const char *lf = memchr(p + i, '\n', len - i);
-		size_t end = lf != NULL ? (size_t)(lf - p) : len, cend = end;
+		size_t end = lf != NULL ? (size_t)(lf - p) : len;
 
-		if (p[i] == '.')
+		if (p[i] == '.') {
+			evbuffer_add(out, p + run, i - run);
 			evbuffer_add(out, ".", 1);
-		if (lf != NULL && cend > i && p[cend - 1] == '\r')
-			cend--;
-		evbuffer_add(out, p + i, cend - i);
-		evbuffer_add(out, "\r\n", 2);
+			run = i;
+		}
+		if (lf == NULL || end == i || p[end - 1] != '\r') {
+			/* a bare LF, or the end without one: CRLF instead */
+			evbuffer_add(out, p + run, end - run);
+			evbuffer_add(out, "\r\n", 2);
+			run = lf != NULL ? end + 1 : len;
+		}
 		i = lf != NULL ? end + 1 : len;
 	}
+	if (run < len)
+		evbuffer_add(out, p + run, len - run);
 	evbuffer_add(out, ".\r\n", 3);
 }
 
