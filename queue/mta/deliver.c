@@ -163,14 +163,22 @@ dlv_result_free(struct dlv_result *r)
 /* ------------------------------------------------------------------ */
 /* connections */
 
+static void dlv_worker_batch_begin(struct dlv_worker *w);
+static void dlv_worker_batch_end(struct dlv_worker *w);
+
 static void
 dlv_conn_readcb(struct bufferevent *bev, void *arg)
 {
 	struct dlv_conn *c = arg;
+	struct dlv_worker *w = c->w;
 
 	switch (c->state) {
 	case DLV_CONN_BUSY:
+		/* what the replies make the session write goes out at the end
+		 * (from libevent: a plain connection's first read, or TLS) */
+		dlv_worker_batch_begin(w);
 		dlv_session_on_read(c->s);
+		dlv_worker_batch_end(w);    /* c may be gone */
 		break;
 	case DLV_CONN_IDLE:
 		/* a server talking to an idle client is closing (421) */

@@ -221,8 +221,7 @@ dlv_session_arm(struct dlv_session *s, unsigned sec, const char *what)
 	struct timeval tv = { (time_t)sec, 0 };
 
 	s->waiting = what;
-	evtimer_del(s->timer);
-	evtimer_add(s->timer, &tv);
+	evtimer_add(s->timer, &tv);     /* a pending one is rescheduled */
 }
 
 static void
