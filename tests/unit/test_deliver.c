@@ -104,7 +104,7 @@ srv_session(struct srv *sv, int fd)
 	const char *late[16];   /* LMTP: the reply due to each accepted RCPT */
 	int in_data = 0;
 	char *data = NULL;
-	size_t datalen = 0;
+	size_t datalen = 0, datacap = 0;
 
 	if (sv->mode == SRV_HANG) {
 		while (!sv->stop) {
@@ -143,9 +143,16 @@ srv_session(struct srv *sv, int fd)
 
 			if (in_data) {
 				/* everything up to and including CRLF.CRLF */
-				char *nd = realloc(data, datalen + have);
-				assert_non_null(nd);
-				data = nd;
+				if (datalen + have > datacap) {
+					/* doubling: a body of megabytes stays cheap */
+					size_t cap = datacap ? datacap : 8192;
+					while (cap < datalen + have)
+						cap *= 2;
+					char *nd = realloc(data, cap);
+					assert_non_null(nd);
+					data = nd;
+					datacap = cap;
+				}
 				memcpy(data + datalen, buf, have);
 				datalen += have;
 				have = 0;
@@ -160,7 +167,7 @@ srv_session(struct srv *sv, int fd)
 					sv->nmessages++;
 					pthread_mutex_unlock(&sv->lock);
 					data = NULL;
-					datalen = 0;
+					datalen = datacap = 0;
 					in_data = 0;
 					if (sv->opts & SRV_O_LATE_FINAL)
 						usleep(2500 * 1000);
@@ -679,7 +686,7 @@ test_deliver_body_stuffing(void **state)
 		char *wire = ref_stuff(body, strlen(body), &wlen);
 		struct dlv_result *r;
 
-		r = fx_deliver(f, fx_commit(f, body, one, 0), 100 + t, 20);
+		r = fx_deliver(f, fx_commit(f, body, one, 0), 100 + t, 60);
 		assert_int_equal(r->r[0].cls, DLV_OK);
 		pthread_mutex_lock(&sv->lock);
 		assert_int_equal(sv->nmessages, (int)t + 1);
@@ -697,7 +704,8 @@ test_deliver_body_stuffing(void **state)
 /*
  * Once the whole body is out, the reply to the final dot is awaited
  * data-timeout, not the 3 minutes of a body still being written: both when
- * the body went out at once and when the socket took it in parts.
+ * the body went out at once and when the socket took it in parts. (The
+ * reply comes 2.5 s after the body: a timeout means the 1 s was in force.)
  */
 static void
 test_deliver_data_timeout_after_body(void **state)
@@ -710,18 +718,15 @@ test_deliver_data_timeout_after_body(void **state)
 		struct fx *f = fx_new(sv->port, "data-timeout 1s\n");
 		const char *const one[] = { "ok1@dest.test", NULL };
 		char *body = mixed_body(t == 0 ? 200 : 6 << 20);
-		uint64_t t0 = now_mono_us();
 		struct dlv_result *r;
 
-		r = fx_deliver(f, fx_commit(f, body, one, 0), 200 + t, 20);
+		r = fx_deliver(f, fx_commit(f, body, one, 0), 200 + t, 60);
 		if (r->r[0].cls != DLV_TEMP || r->r[0].reply == NULL ||
 		    strstr(r->r[0].reply, "timeout") == NULL)
 			fail_msg("case %zu: cls %d reply \"%s\"", t,
 			    (int)r->r[0].cls, r->r[0].reply ? r->r[0].reply :
 			    "(null)");
 		assert_string_equal(r->r[0].status, "4.4.2");
-		/* the timeout, well before the reply at 2.5 s */
-		assert_true(now_mono_us() - t0 < 2400000u);
 		free(body);
 		fx_free(f);
 		srv_stop(sv);
