@@ -19,7 +19,33 @@
  * file read, once a connection is ready for it). Touches the envelope store
  * only through that call, when copy-forward moved the record (one index
  * read for the new location). Peer input is handled in deliver_session.c.
+ *
+ * A plain connection (no TLS) does its own I/O once it is established
+ * (dlv_conn_own_io; base/sockio.c says why): libevent's socket bufferevent
+ * would arm and disarm its write event (two epoll_ctl) around every command
+ * group and the body, ask the base under its lock whether that event is
+ * pending at every evbuffer_add, and precede each read with an
+ * ioctl(FIONREAD). Instead the bufferevent's read event stays off and the
+ * connection's own persistent read event (c->rev) reads the replies into
+ * the same input buffer, one readv per wake-up, and calls the same
+ * dispatchers, directly. Everything that reaches the worker's code from
+ * outside (a read, a new job) runs as a batch: commands go into the output
+ * (dlv_conn_output) with the write event off, and the batch's end writes
+ * them with one writev; only what the socket does not take is left to
+ * libevent's write event, whose callback then does what the end of the
+ * batch would have done. Errors surface through the same event callback as
+ * before. STARTTLS gives both directions back to libevent
+ * (dlv_conn_lib_io) before the TLS filter goes on top.
+ *
+ * Locking: the bufferevents and their evbuffers are made without
+ * BEV_OPT_THREADSAFE, and no evbuffer has locking enabled: a connection,
+ * its buffers and its events are only ever touched by their worker's
+ * thread (jobs arrive as tq messages, results leave as tq messages, the
+ * connection cache is per worker). The mutexes left are the event_base's
+ * own lock (every base has one once evthread_use_pthreads() ran, which
+ * tq's cross-thread event_active() needs) and the tq's.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +60,7 @@
 #include "tern/log.h"
 #include "tern/metrics.h"
 #include "tern/resolver.h"
+#include "tern/sockio.h"
 #include "tern/tls.h"
 #include "tern/util.h"
 
@@ -136,14 +163,22 @@ dlv_result_free(struct dlv_result *r)
 /* ------------------------------------------------------------------ */
 /* connections */
 
+static void dlv_worker_batch_begin(struct dlv_worker *w);
+static void dlv_worker_batch_end(struct dlv_worker *w);
+
 static void
 dlv_conn_readcb(struct bufferevent *bev, void *arg)
 {
 	struct dlv_conn *c = arg;
+	struct dlv_worker *w = c->w;
 
 	switch (c->state) {
 	case DLV_CONN_BUSY:
+		/* what the replies make the session write goes out at the end
+		 * (from libevent: a plain connection's first read, or TLS) */
+		dlv_worker_batch_begin(w);
 		dlv_session_on_read(c->s);
+		dlv_worker_batch_end(w);    /* c may be gone */
 		break;
 	case DLV_CONN_IDLE:
 		/* a server talking to an idle client is closing (421) */
@@ -198,6 +233,131 @@ dlv_conn_setcb(struct dlv_conn *c)
 	    dlv_conn_eventcb, c);
 }
 
+/* ---- a plain connection's own I/O (see the top of this file) ---- */
+
+static void
+dlv_worker_batch_begin(struct dlv_worker *w)
+{
+	w->batch++;
+}
+
+/*
+ * Write c's output now. What the socket does not take (or a failed write)
+ * goes to libevent's write event, which reports as before; when all of it
+ * went out, what its write callback would do is done here.
+ */
+static void
+dlv_conn_flush(struct dlv_conn *c)
+{
+	if (c->rev == NULL ||
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		return;
+	if (!sockio_flush(c->bev)) {
+		bufferevent_enable(c->bev, EV_WRITE);
+		return;
+	}
+	dlv_conn_writecb(c->bev, c);        /* may free c */
+}
+
+static void
+dlv_worker_batch_end(struct dlv_worker *w)
+{
+	struct dlv_conn *c = w->wpending;
+
+	if (--w->batch > 0 || c == NULL)
+		return;
+	w->wpending = NULL;
+	dlv_conn_flush(c);
+}
+
+struct evbuffer *
+dlv_conn_output(struct dlv_conn *c)
+{
+	struct dlv_worker *w = c->w;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	int wr = (bufferevent_get_enabled(c->bev) & EV_WRITE) != 0;
+
+	if (c->rev == NULL)
+		return out;                     /* TLS: libevent writes */
+	if (w->batch == 0) {
+		/* not in a batch (nothing does that now): libevent writes */
+		if (!wr)
+			bufferevent_enable(c->bev, EV_WRITE);
+		return out;
+	}
+	if (w->wpending != c) {
+		if (w->wpending != NULL)
+			dlv_conn_flush(w->wpending);
+		w->wpending = c;
+	}
+	/* the write event is not pending with nothing to write: no syscall */
+	if (wr && evbuffer_get_length(out) == 0)
+		bufferevent_disable(c->bev, EV_WRITE);
+	return out;
+}
+
+/*
+ * c->rev fired: read what is there (up to the high-watermark, as
+ * libevent's read would) and dispatch it as libevent's callbacks would.
+ * With the input already at the watermark nothing is read: the session
+ * parses what it holds and fails on an overlong reply.
+ */
+static void
+dlv_conn_own_readcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dlv_conn *c = arg;
+	struct dlv_worker *w = c->w;
+	size_t have = evbuffer_get_length(bufferevent_get_input(c->bev));
+	ssize_t r = 1;
+
+	(void)fd;
+	(void)what;
+	if (have < DLV_READ_HIGH) {
+		size_t want = DLV_READ_HIGH - have;
+
+		r = sockio_read(c->bev, want < DLV_READ_BLOCK ? want :
+		    DLV_READ_BLOCK);
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+	}
+	dlv_worker_batch_begin(w);
+	if (r > 0) {
+		dlv_conn_readcb(c->bev, c);
+	} else {
+		event_del(c->rev);
+		dlv_conn_eventcb(c->bev, BEV_EVENT_READING |
+		    (r == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
+	}
+	dlv_worker_batch_end(w);            /* c may be gone */
+}
+
+void
+dlv_conn_own_io(struct dlv_conn *c)
+{
+	evutil_socket_t fd = bufferevent_getfd(c->bev);
+
+	if (c->rev != NULL || c->ssl != NULL || fd < 0)
+		return;
+	c->rev = event_new(c->w->base, fd, EV_READ | EV_PERSIST,
+	    dlv_conn_own_readcb, c);
+	if (c->rev == NULL)
+		return;                         /* libevent's I/O, then */
+	bufferevent_disable(c->bev, EV_READ);
+	event_add(c->rev, NULL);
+}
+
+void
+dlv_conn_lib_io(struct dlv_conn *c)
+{
+	if (c->rev == NULL)
+		return;
+	event_free(c->rev);
+	c->rev = NULL;
+	if (c->w->wpending == c)
+		c->w->wpending = NULL;
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
 struct dlv_conn *
 dlv_conn_new(struct dlv_worker *w, const char *key)
 {
@@ -222,6 +382,10 @@ dlv_conn_free(struct dlv_conn *c)
 		return;
 	TAILQ_REMOVE(&c->w->conns, c, entry);
 	METRIC_DEC(out_connections_open);
+	if (c->w->wpending == c)
+		c->w->wpending = NULL;
+	if (c->rev != NULL)
+		event_free(c->rev);             /* before the socket closes */
 	if (c->bev != NULL)
 		bufferevent_free(c->bev);      /* frees the SSL and the socket */
 	event_free(c->timer);
@@ -265,7 +429,8 @@ dlv_conn_park(struct dlv_conn *c)
 	c->s = NULL;
 	c->state = DLV_CONN_IDLE;
 	bufferevent_set_timeouts(c->bev, NULL, NULL);
-	bufferevent_enable(c->bev, EV_READ);
+	if (c->rev == NULL)                 /* else c->rev reads on */
+		bufferevent_enable(c->bev, EV_READ);
 	evtimer_add(c->timer, &tv);
 }
 
@@ -283,7 +448,9 @@ dlv_conn_quit(struct dlv_conn *c)
 	c->state = DLV_CONN_QUIT;
 	log_trace(TRACE_CLIENT, "dlv relay=%s > QUIT", c->relay ? c->relay : "-");
 	bufferevent_write(c->bev, "QUIT\r\n", 6);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	/* libevent writes it (once per connection); c->rev, if any, reads */
+	bufferevent_enable(c->bev, c->rev != NULL ? EV_WRITE :
+	    EV_READ | EV_WRITE);
 	evtimer_del(c->timer);
 	evtimer_add(c->timer, &tv);
 }
@@ -298,10 +465,14 @@ dlv_worker_handler(struct tq_msg *msg, void *arg)
 
 	switch (msg->type) {
 	case TQ_DELIVERY_JOB:
-		if (w->stopping)
+		if (w->stopping) {
 			dlv_job_free((struct dlv_job *)msg);
-		else
-			dlv_session_start(w, (struct dlv_job *)msg);
+			break;
+		}
+		/* a cached connection's MAIL... goes out at the batch's end */
+		dlv_worker_batch_begin(w);
+		dlv_session_start(w, (struct dlv_job *)msg);
+		dlv_worker_batch_end(w);
 		break;
 	default:
 		panic("dlv_worker_handler: unexpected message type %d",

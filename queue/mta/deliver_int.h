@@ -15,6 +15,7 @@
 
 struct bufferevent;
 struct event;
+struct evbuffer;
 struct event_base;
 struct resolver;
 struct ssl_ctx_st;
@@ -23,6 +24,10 @@ struct ssl_st;
 #define DLV_CONN_IDLE_MAX_SEC   30    /* an idle cached connection lives this long */
 #define DLV_CONN_MSG_MAX        100   /* messages per connection */
 #define DLV_QUIT_WAIT_SEC       5     /* wait for QUIT to drain before closing */
+/* Replies: read high-watermark of a connection (the parser takes 64 KiB). */
+#define DLV_READ_HIGH           (SMTP_REPLY_MAX + 1024)
+/* Bytes read per wake-up on a connection with its own reads (replies are short). */
+#define DLV_READ_BLOCK          4096
 
 /*
  * RFC 5321 4.5.3.2 client timeouts, seconds. conf->command_timeout (when
@@ -64,6 +69,9 @@ struct dlv_conn {
 	struct dlv_session *s;              /* borrowed: the session using it */
 	enum dlv_conn_state state;
 	struct bufferevent *bev;            /* owned (TLS: the filter on top) */
+	struct event *rev;                  /* owned or NULL: the read event of a
+	                                       plain connection that does its own
+	                                       I/O (dlv_conn_own_io) */
 	struct ssl_st *ssl;                 /* borrowed: freed with bev */
 	struct event *timer;                /* owned: idle expiry / QUIT guard */
 	char *key;                          /* owned: destination key */
@@ -92,6 +100,10 @@ struct dlv_worker {
 	struct dlv_conn_list conns;         /* every connection of this loop */
 	struct dlv_session_list sessions;   /* every session in progress */
 	int stopping;
+	unsigned batch;                     /* > 0 inside a batch (deliver.c) */
+	struct dlv_conn *wpending;          /* borrowed or NULL: the connection
+	                                       whose output the batch's end
+	                                       writes */
 };
 
 /* deliver.c: the pool's current conf, pinned (conf_unref when done). */
@@ -108,6 +120,20 @@ void dlv_conn_park(struct dlv_conn *c);
 void dlv_conn_quit(struct dlv_conn *c);
 /* Set c->bev's callbacks to the conn dispatchers (after a bev change). */
 void dlv_conn_setcb(struct dlv_conn *c);
+/*
+ * Plain connections do their own I/O (deliver.c says how): from when the
+ * connection is established, c reads with its own event and writes at the
+ * end of each batch. dlv_conn_lib_io() gives both back to libevent before
+ * STARTTLS puts a TLS filter on top.
+ */
+void dlv_conn_own_io(struct dlv_conn *c);
+void dlv_conn_lib_io(struct dlv_conn *c);
+/*
+ * The buffer every command for c goes into (never bufferevent_get_output
+ * directly: a plain connection keeps libevent's write event off, and only
+ * this call sees to it that the bytes are written).
+ */
+struct evbuffer *dlv_conn_output(struct dlv_conn *c);
 
 /* deliver_session.c: the session. */
 /* Start delivering job on worker w (ownership of job moves). */

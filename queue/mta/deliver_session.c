@@ -7,6 +7,10 @@
  * reading the queued body once, when a connection is ready for MAIL (see
  * deliver.c on the envelope store). Owns the job, the body copy and, while it talks, one connection
  * (struct dlv_conn, handed back to the worker's cache or closed at the end).
+ * Every command goes into dlv_conn_output(): on a plain connection
+ * deliver.c writes what one read or one new job produced with one writev,
+ * and reads the replies itself (no ioctl, no write event armed per
+ * command); over TLS libevent does both.
  *
  * Untrusted input: every byte the remote server sends. Replies go through
  * the pure parser (smtp_reply.c, 512-octet lines, 64 KiB replies, read
@@ -217,8 +221,7 @@ dlv_session_arm(struct dlv_session *s, unsigned sec, const char *what)
 	struct timeval tv = { (time_t)sec, 0 };
 
 	s->waiting = what;
-	evtimer_del(s->timer);
-	evtimer_add(s->timer, &tv);
+	evtimer_add(s->timer, &tv);     /* a pending one is rescheduled */
 }
 
 static void
@@ -228,7 +231,7 @@ dlv_session_send(struct dlv_session *s, const char *fmt, ...)
 static void
 dlv_session_send(struct dlv_session *s, const char *fmt, ...)
 {
-	struct evbuffer *out = bufferevent_get_output(s->conn->bev);
+	struct evbuffer *out = dlv_conn_output(s->conn);
 	char line[1100];
 	va_list ap;
 	int n;
@@ -664,25 +667,34 @@ dlv_sts_ready(void *arg, struct mta_sts_outcome *o)
 /*
  * Append body p[0..len) to out for DATA: every line ends in CRLF (a bare LF
  * becomes CRLF; a last line without one gets one), a line starting with '.'
- * gets another '.', then the terminator ".\r\n" (RFC 5321 4.5.2).
+ * gets another '.', then the terminator ".\r\n" (RFC 5321 4.5.2). Lines
+ * that need neither go in as runs: a body of CRLF lines without a leading
+ * dot is one evbuffer_add.
  */
 static void
 dlv_body_stuff(struct evbuffer *out, const char *p, size_t len)
 {
-	size_t i = 0;
+	size_t run = 0, i = 0;          /* p[run..i) goes in as it is */
 
 	while (i < len) {
 		const char *lf = memchr(p + i, '\n', len - i);
-		size_t end = lf != NULL ? (size_t)(lf - p) : len, cend = end;
+		size_t end = lf != NULL ? (size_t)(lf - p) : len;
 
-		if (p[i] == '.')
+		if (p[i] == '.') {
+			evbuffer_add(out, p + run, i - run);
 			evbuffer_add(out, ".", 1);
-		if (lf != NULL && cend > i && p[cend - 1] == '\r')
-			cend--;
-		evbuffer_add(out, p + i, cend - i);
-		evbuffer_add(out, "\r\n", 2);
+			run = i;
+		}
+		if (lf == NULL || end == i || p[end - 1] != '\r') {
+			/* a bare LF, or the end without one: CRLF instead */
+			evbuffer_add(out, p + run, end - run);
+			evbuffer_add(out, "\r\n", 2);
+			run = lf != NULL ? end + 1 : len;
+		}
 		i = lf != NULL ? end + 1 : len;
 	}
+	if (run < len)
+		evbuffer_add(out, p + run, len - run);
 	evbuffer_add(out, ".\r\n", 3);
 }
 
@@ -745,12 +757,13 @@ static void dlv_tx_rset(struct dlv_session *s);
 static void
 dlv_bdat_send(struct dlv_session *s)
 {
-	struct evbuffer *out = bufferevent_get_output(s->conn->bev);
+	struct evbuffer *out;
 
 	if (!(s->flags & DLV_F_MAIL_OK) || s->naccepted == 0) {
 		dlv_tx_rset(s);
 		return;
 	}
+	out = dlv_conn_output(s->conn);
 	evbuffer_add_printf(out, "BDAT %zu LAST\r\n", s->bodylen);
 	evbuffer_add(out, s->body, s->bodylen);
 	s->flags |= DLV_F_BODY_SENT;
@@ -1041,7 +1054,7 @@ dlv_tx_reply(struct dlv_session *s, const struct smtp_reply *r)
 		int go = (s->flags & DLV_F_MAIL_OK) && s->naccepted > 0;
 
 		if (r->code == 354) {
-			struct evbuffer *out = bufferevent_get_output(s->conn->bev);
+			struct evbuffer *out = dlv_conn_output(s->conn);
 
 			if (!go) {
 				/* RFC 2920 3.1: accepted DATA with no
@@ -1176,6 +1189,7 @@ dlv_session_tls_start(struct dlv_session *s)
 		    "for %s", c->relay);
 		return;
 	}
+	dlv_conn_lib_io(c);     /* the filter reads and writes through libevent */
 	tb = bufferevent_openssl_filter_new(s->w->base, c->bev, ssl,
 	    BUFFEREVENT_SSL_CONNECTING,
 	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
@@ -1189,7 +1203,7 @@ dlv_session_tls_start(struct dlv_session *s)
 	c->bev = tb;
 	c->ssl = ssl;
 	dlv_conn_setcb(c);
-	bufferevent_setwatermark(tb, EV_READ, 0, SMTP_REPLY_MAX + 1024);
+	bufferevent_setwatermark(tb, EV_READ, 0, DLV_READ_HIGH);
 	bufferevent_enable(tb, EV_READ | EV_WRITE);
 	dlv_session_enter(s, DLV_S_HANDSHAKE);
 	dlv_session_arm(s, s->to.helo, "in the TLS handshake");
@@ -1353,7 +1367,7 @@ dlv_auth_start(struct dlv_session *s)
 	    s->cred->user);
 	dlv_session_enter(s, DLV_S_AUTH);
 	client_auth_start(&s->auth, m, s->cred->user, s->cred->pass,
-	    bufferevent_get_output(c->bev));
+	    dlv_conn_output(c));
 	dlv_session_arm(s, s->to.helo, "waiting for the AUTH reply");
 	return 1;
 }
@@ -1364,7 +1378,7 @@ dlv_auth_reply(struct dlv_session *s, const struct smtp_reply *r)
 	char *t, esc[600], why[800];
 
 	switch (client_auth_reply(&s->auth, r->code,
-	    bufferevent_get_output(s->conn->bev))) {
+	    dlv_conn_output(s->conn))) {
 	case CLIENT_AUTH_MORE:
 		log_trace(TRACE_CLIENT, "dlv id=%s relay=%s > (AUTH %s "
 		    "response hidden)", s->qid, s->conn->relay,
@@ -1674,6 +1688,7 @@ dlv_session_on_event(struct dlv_session *s, short what)
 			if (fd >= 0)
 				(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY,
 				    &one, sizeof(one));
+			dlv_conn_own_io(c);     /* plain: deliver.c's I/O */
 			dlv_session_enter(s, DLV_S_GREETING);
 			dlv_session_arm(s, s->to.greeting,
 			    "waiting for the greeting");
@@ -1842,8 +1857,7 @@ dlv_session_connect_next(struct dlv_session *s)
 		if (c->bev == NULL)
 			panic("dlv_session_connect_next: bufferevent_socket_new");
 		dlv_conn_setcb(c);
-		bufferevent_setwatermark(c->bev, EV_READ, 0,
-		    SMTP_REPLY_MAX + 1024);
+		bufferevent_setwatermark(c->bev, EV_READ, 0, DLV_READ_HIGH);
 		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 		s->conn = c;
 		dlv_session_enter(s, DLV_S_CONNECT);

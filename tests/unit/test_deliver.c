@@ -51,8 +51,16 @@ enum srv_mode {
 	                           at RCPT and refused there (452 / 552) */
 };
 
+/* srv_start_opts(): how a normal session is slowed down */
+#define SRV_O_SLOW_READER 0x1u  /* a 4 KiB receive buffer, no SIZE limit,
+                                   and 300 ms after the 354 before reading
+                                   the body: the client's socket refuses
+                                   part of a large one */
+#define SRV_O_LATE_FINAL  0x2u  /* the reply to the final dot after 2.5 s */
+
 struct srv {
 	enum srv_mode mode;
+	unsigned opts;          /* SRV_O_*, set before the thread starts */
 	int lfd;
 	uint16_t port;
 	pthread_t thread;
@@ -96,7 +104,7 @@ srv_session(struct srv *sv, int fd)
 	const char *late[16];   /* LMTP: the reply due to each accepted RCPT */
 	int in_data = 0;
 	char *data = NULL;
-	size_t datalen = 0;
+	size_t datalen = 0, datacap = 0;
 
 	if (sv->mode == SRV_HANG) {
 		while (!sv->stop) {
@@ -135,9 +143,16 @@ srv_session(struct srv *sv, int fd)
 
 			if (in_data) {
 				/* everything up to and including CRLF.CRLF */
-				char *nd = realloc(data, datalen + have);
-				assert_non_null(nd);
-				data = nd;
+				if (datalen + have > datacap) {
+					/* doubling: a body of megabytes stays cheap */
+					size_t cap = datacap ? datacap : 8192;
+					while (cap < datalen + have)
+						cap *= 2;
+					char *nd = realloc(data, cap);
+					assert_non_null(nd);
+					data = nd;
+					datacap = cap;
+				}
 				memcpy(data + datalen, buf, have);
 				datalen += have;
 				have = 0;
@@ -152,8 +167,10 @@ srv_session(struct srv *sv, int fd)
 					sv->nmessages++;
 					pthread_mutex_unlock(&sv->lock);
 					data = NULL;
-					datalen = 0;
+					datalen = datacap = 0;
 					in_data = 0;
+					if (sv->opts & SRV_O_LATE_FINAL)
+						usleep(2500 * 1000);
 					if (sv->mode != SRV_LMTP)
 						srv_write(fd, "250 2.0.0 Ok: queued\r\n");
 					for (size_t k = 0; sv->mode == SRV_LMTP &&
@@ -194,6 +211,9 @@ srv_session(struct srv *sv, int fd)
 					for (int i = 0; i < 20000 && !sv->stop; i++)
 						if (srv_write(fd, "250-xxxxxxxx\r\n"))
 							break;
+				} else if (sv->opts & SRV_O_SLOW_READER) {
+					srv_write(fd, "250-sink.test\r\n250-PIPELINING\r\n"
+					    "250 ENHANCEDSTATUSCODES\r\n");
 				} else if (sv->mode == SRV_NO_PIPELINING) {
 					srv_write(fd, "250-sink.test\r\n250 SIZE 100000\r\n");
 				} else {
@@ -225,6 +245,8 @@ srv_session(struct srv *sv, int fd)
 				} else {
 					srv_write(fd, "354 go ahead\r\n");
 					in_data = 1;
+					if (sv->opts & SRV_O_SLOW_READER)
+						usleep(300 * 1000);
 				}
 			} else if (strcmp(line, "RSET") == 0) {
 				pthread_mutex_lock(&sv->lock);
@@ -267,16 +289,22 @@ srv_main(void *arg)
 }
 
 static struct srv *
-srv_start(enum srv_mode mode)
+srv_start_opts(enum srv_mode mode, unsigned opts)
 {
 	struct srv *sv = calloc(1, sizeof(*sv));
 	struct sockaddr_in sin = { 0 };
 	socklen_t sl = sizeof(sin);
+	int small = 4096;
 
 	sv->mode = mode;
+	sv->opts = opts;
 	pthread_mutex_init(&sv->lock, NULL);
 	sv->lfd = socket(AF_INET, SOCK_STREAM, 0);
 	assert_true(sv->lfd >= 0);
+	/* set on the listener, so that accepted sockets start with it */
+	if (opts & SRV_O_SLOW_READER)
+		assert_int_equal(setsockopt(sv->lfd, SOL_SOCKET, SO_RCVBUF,
+		    &small, sizeof(small)), 0);
 	sin.sin_family = AF_INET;
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	assert_int_equal(bind(sv->lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
@@ -285,6 +313,12 @@ srv_start(enum srv_mode mode)
 	sv->port = ntohs(sin.sin_port);
 	assert_int_equal(pthread_create(&sv->thread, NULL, srv_main, sv), 0);
 	return sv;
+}
+
+static struct srv *
+srv_start(enum srv_mode mode)
+{
+	return srv_start_opts(mode, 0);
 }
 
 static void
@@ -568,6 +602,135 @@ test_deliver_no_pipelining(void **state)
 	pthread_mutex_unlock(&sv->lock);
 	fx_free(f);
 	srv_stop(sv);
+}
+
+/*
+ * The body as DATA puts it on the wire, by the rules of dlv_body_stuff()
+ * applied one line at a time: the reference the delivered bytes must equal.
+ */
+static char *
+ref_stuff(const char *p, size_t len, size_t *outlen)
+{
+	char *out = malloc(2 * len + 8), *o = out;
+	size_t i = 0;
+
+	assert_non_null(out);
+	while (i < len) {
+		const char *lf = memchr(p + i, '\n', len - i);
+		size_t end = lf != NULL ? (size_t)(lf - p) : len, cend = end;
+
+		if (p[i] == '.')
+			*o++ = '.';
+		if (lf != NULL && cend > i && p[cend - 1] == '\r')
+			cend--;
+		memcpy(o, p + i, cend - i);
+		o += cend - i;
+		*o++ = '\r';
+		*o++ = '\n';
+		i = lf != NULL ? end + 1 : len;
+	}
+	memcpy(o, ".\r\n", 3);
+	*outlen = (size_t)(o - out) + 3;
+	return out;
+}
+
+/* A body of n bytes mixing CRLF and bare-LF lines, leading dots, empty lines. */
+static char *
+mixed_body(size_t n)
+{
+	static const char *const pieces[] = {
+		"Subject: mixed\r\n\r\n", "plain line\r\n", ".dot\r\n",
+		"bare lf\n", ".dot bare\n", "\n", "\r\n", "..\r\n", ".\n",
+		"cr\rinside\r\n", "a somewhat longer line of text, as mail has "
+		"them, without anything special in it\r\n",
+	};
+	char *b = malloc(n + 1);
+	size_t len = 0, k = 0;
+
+	assert_non_null(b);
+	for (;;) {
+		const char *pc = pieces[k == 0 ? 0 : 1 + (k * 7) %
+		    (sizeof(pieces) / sizeof(pieces[0]) - 1)];
+		size_t pl = strlen(pc);
+		if (len + pl > n)
+			break;
+		memcpy(b + len, pc, pl);
+		len += pl;
+		k++;
+	}
+	memcpy(b + len, "no final newline\r", 17 <= n - len ? 17 : 0);
+	len += 17 <= n - len ? 17 : 0;
+	b[len] = '\0';
+	return b;
+}
+
+/*
+ * Dot-stuffing and line ends on the wire: bodies of every kind of line,
+ * small (written at once) and large against a slow reader whose socket
+ * refuses part of it (the rest goes out by libevent's write event), on one
+ * reused connection; each arrives exactly as the reference stuffs it.
+ */
+static void
+test_deliver_body_stuffing(void **state)
+{
+	struct srv *sv = srv_start_opts(SRV_NORMAL, SRV_O_SLOW_READER);
+	struct fx *f = fx_new(sv->port, "tls-policy none\n");
+	const char *const one[] = { "ok1@dest.test", NULL };
+	/* larger than loopback's send buffer grows to (4 MiB) */
+	const size_t sizes[] = { 300, 6 << 20, 0, 5 };
+
+	for (size_t t = 0; t < sizeof(sizes) / sizeof(sizes[0]); t++) {
+		char *body = sizes[t] == 5 ? strdup(".\n.\r\n") :
+		    mixed_body(sizes[t]);
+		size_t wlen;
+		char *wire = ref_stuff(body, strlen(body), &wlen);
+		struct dlv_result *r;
+
+		r = fx_deliver(f, fx_commit(f, body, one, 0), 100 + t, 60);
+		assert_int_equal(r->r[0].cls, DLV_OK);
+		pthread_mutex_lock(&sv->lock);
+		assert_int_equal(sv->nmessages, (int)t + 1);
+		assert_int_equal(sv->bodylen, wlen);
+		assert_memory_equal(sv->body, wire, wlen);
+		assert_int_equal(sv->nconn, 1);
+		pthread_mutex_unlock(&sv->lock);
+		free(wire);
+		free(body);
+	}
+	fx_free(f);
+	srv_stop(sv);
+}
+
+/*
+ * Once the whole body is out, the reply to the final dot is awaited
+ * data-timeout, not the 3 minutes of a body still being written: both when
+ * the body went out at once and when the socket took it in parts. (The
+ * reply comes 2.5 s after the body: a timeout means the 1 s was in force.)
+ */
+static void
+test_deliver_data_timeout_after_body(void **state)
+{
+	const unsigned opts[] = { SRV_O_LATE_FINAL,
+	    SRV_O_LATE_FINAL | SRV_O_SLOW_READER };
+
+	for (size_t t = 0; t < 2; t++) {
+		struct srv *sv = srv_start_opts(SRV_NORMAL, opts[t]);
+		struct fx *f = fx_new(sv->port, "data-timeout 1s\n");
+		const char *const one[] = { "ok1@dest.test", NULL };
+		char *body = mixed_body(t == 0 ? 200 : 6 << 20);
+		struct dlv_result *r;
+
+		r = fx_deliver(f, fx_commit(f, body, one, 0), 200 + t, 60);
+		if (r->r[0].cls != DLV_TEMP || r->r[0].reply == NULL ||
+		    strstr(r->r[0].reply, "timeout") == NULL)
+			fail_msg("case %zu: cls %d reply \"%s\"", t,
+			    (int)r->r[0].cls, r->r[0].reply ? r->r[0].reply :
+			    "(null)");
+		assert_string_equal(r->r[0].status, "4.4.2");
+		free(body);
+		fx_free(f);
+		srv_stop(sv);
+	}
 }
 
 /* Failure modes: each recipient deferred or bounced with a reason. */
@@ -881,6 +1044,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_deliver_mix_pipelined_reuse),
 		cmocka_unit_test(test_deliver_no_pipelining),
+		cmocka_unit_test(test_deliver_body_stuffing),
+		cmocka_unit_test(test_deliver_data_timeout_after_body),
 		cmocka_unit_test(test_deliver_failures),
 		cmocka_unit_test(test_deliver_connect_refused),
 		cmocka_unit_test(test_deliver_reuse_dead),
