@@ -9,7 +9,8 @@
  * threads: get, mark the first recipient sent, update, remove); or, with
  * rmdrain, the scheduler's removal path alone: up to 50,000 messages in id
  * order, read (queue_get) and removed in groups of QUEUE_REMOVE_BATCH
- * (queue_remove_many), on one thread, timed in that thread's CPU.
+ * (queue_remove_many; BQ_GROUP=N: of N), on one thread, timed in that
+ * thread's CPU.
  *
  *     ./build/bench/bench-queue-query DIR N [drain|rmdrain]
  *
@@ -196,10 +197,14 @@ static void
 bq_rmdrain(struct queue *q, const uint64_t *ids, size_t n)
 {
 	uint64_t t0 = now_mono_us(), c0 = bq_thread_cpu_us(), crm = 0;
+	const char *g = getenv("BQ_GROUP");
+	size_t group = g != NULL ? strtoul(g, NULL, 10) : QUEUE_REMOVE_BATCH;
 	int gone[QUEUE_REMOVE_BATCH];
 
-	for (size_t i = 0; i < n; i += QUEUE_REMOVE_BATCH) {
-		size_t k = n - i < QUEUE_REMOVE_BATCH ? n - i : QUEUE_REMOVE_BATCH;
+	if (group < 1 || group > QUEUE_REMOVE_BATCH)
+		group = QUEUE_REMOVE_BATCH;
+	for (size_t i = 0; i < n; i += group) {
+		size_t k = n - i < group ? n - i : group;
 		uint64_t c1;
 		for (size_t j = 0; j < k; j++) {
 			struct envelope *e = NULL;
