@@ -6,9 +6,13 @@
  * queue_commit_submit, then time queue_query (1 match by address, ~1,000
  * by domain, a fragment, one page of 100 of everything), queue_counts,
  * queue_domains(top 20), the index's size, and a drain-like pass (2
- * threads: get, mark the first recipient sent, update, remove).
+ * threads: get, mark the first recipient sent, update, remove); or, with
+ * rmdrain, the scheduler's removal path alone: up to 50,000 messages in id
+ * order, read (queue_get) and removed in groups of QUEUE_REMOVE_BATCH
+ * (queue_remove_many; BQ_GROUP=N: of N), on one thread, timed in that
+ * thread's CPU.
  *
- *     ./build/bench/bench-queue-query DIR N [drain]
+ *     ./build/bench/bench-queue-query DIR N [drain|rmdrain]
  *
  * DIR is kept (a second run on it skips the fill: open time is printed).
  * Not a test: figures depend on the machine (doc/queue.md "Measured").
@@ -18,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -178,6 +183,45 @@ bq_drain_main(void *arg)
 	return NULL;
 }
 
+static uint64_t
+bq_thread_cpu_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* The removal path as the scheduler runs it: a read, then grouped removals. */
+static void
+bq_rmdrain(struct queue *q, const uint64_t *ids, size_t n)
+{
+	uint64_t t0 = now_mono_us(), c0 = bq_thread_cpu_us(), crm = 0;
+	const char *g = getenv("BQ_GROUP");
+	size_t group = g != NULL ? strtoul(g, NULL, 10) : QUEUE_REMOVE_BATCH;
+	int gone[QUEUE_REMOVE_BATCH];
+
+	if (group < 1 || group > QUEUE_REMOVE_BATCH)
+		group = QUEUE_REMOVE_BATCH;
+	for (size_t i = 0; i < n; i += group) {
+		size_t k = n - i < group ? n - i : group;
+		uint64_t c1;
+		for (size_t j = 0; j < k; j++) {
+			struct envelope *e = NULL;
+			if (queue_get(q, ids[i + j], &e) == 0)
+				envelope_free(e);
+		}
+		c1 = bq_thread_cpu_us();
+		if (queue_remove_many(q, ids + i, k, gone) != 0)
+			log_warnx("remove failed");
+		crm += bq_thread_cpu_us() - c1;
+	}
+	printf("rmdrain messages=%zu msg/s=%.0f cpu_us/msg=%.1f "
+	    "remove_many_us/msg=%.1f\n", n,
+	    (double)n * 1e6 / (double)(now_mono_us() - t0),
+	    (double)(bq_thread_cpu_us() - c0) / (double)n, (double)crm / (double)n);
+}
+
 struct bq_collect {
 	uint64_t *ids;
 	size_t n, cap;
@@ -202,9 +246,11 @@ main(int argc, char **argv)
 	char err[256] = "", addr[128];
 	uint64_t n, ndom, t0, found, segb, idxb;
 	int drain = argc == 4 && strcmp(argv[3], "drain") == 0;
+	int rmdrain = argc == 4 && strcmp(argv[3], "rmdrain") == 0;
 
 	if (argc < 3 || (n = strtoull(argv[2], NULL, 10)) < 1000) {
-		fprintf(stderr, "usage: bench-queue-query DIR N(>=1000) [drain]\n");
+		fprintf(stderr, "usage: bench-queue-query DIR N(>=1000) "
+		    "[drain|rmdrain]\n");
 		return 2;
 	}
 	log_init("bench-queue-query", 0, 0);
@@ -271,6 +317,14 @@ main(int argc, char **argv)
 	queue_disk_use(q, &segb, &idxb);
 	printf("disk segments=%llu index=%llu\n", (unsigned long long)segb,
 	    (unsigned long long)idxb);
+	if (rmdrain) {
+		struct bq_collect col = { xcalloc(50000, sizeof(uint64_t)), 0,
+		    50000 };
+		queue_filter_init(&f);
+		queue_query(q, &f, 0, 50000, NULL, bq_collect_one, &col);
+		bq_rmdrain(q, col.ids, col.n);
+		free(col.ids);
+	}
 	if (drain) {
 		struct bq_collect col = { xcalloc(20000, sizeof(uint64_t)), 0,
 		    20000 };

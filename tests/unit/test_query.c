@@ -5,7 +5,8 @@
  * hold, release and remove; paging; the counters after each operation,
  * after close and reopen, after a rebuild, after an upgrade from an index
  * without them, and read-only; and a randomized cross-check of
- * queue_query/queue_counts/queue_domains against a brute-force walk.
+ * queue_query/queue_counts/queue_domains against a brute-force walk,
+ * also across grouped removals.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -680,12 +681,103 @@ test_query_random(void **state)
 	free(dir);
 }
 
+/*
+ * Grouped removals (queue_remove_many: a batch's envelopes, their query
+ * keys and counters in one transaction): batches of neighbouring ids, of
+ * ids far apart, with ids already gone, never queued or given twice, and
+ * messages with long addresses leave exactly the keys and counts of what
+ * stays, and a rebuild of the index agrees.
+ */
+static void
+test_query_remove_many(void **state)
+{
+	enum { N = 600 };
+	char *dir = mktmp("rmmany");
+	struct queue *q = qopen(dir, 0, 0);
+	struct waiter *w = waiter_new(N);
+	uint64_t ids[QUEUE_REMOVE_BATCH];
+	int gone[QUEUE_REMOVE_BATCH], live[N];
+	size_t left = N;
+	(void)state;
+
+	queue_set_notify(q, w->tq);
+	for (size_t i = 0; i < N; i++) {
+		const char *rc[4] = { NULL };
+		char addrs[3][300];
+		size_t n = 1 + rnd(3);
+		for (size_t k = 0; k < n; k++) {
+			if (rnd(5) == 0)        /* a long local part */
+				snprintf(addrs[k], sizeof(addrs[k]),
+				    "%s-%0*u@%s", rlocals[rnd(7)],
+				    (int)(20 + rnd(200)), (unsigned)i,
+				    rdomains[rnd(6)]);
+			else
+				snprintf(addrs[k], sizeof(addrs[k]), "%s%zu@%s",
+				    rlocals[rnd(7)], i % 50, rdomains[rnd(6)]);
+			rc[k] = addrs[k];
+		}
+		submit(q, w, i, rsenders[rnd(5)], rc, 1 + rnd(300));
+		live[i] = 1;
+		if (i % 200 == 199)
+			waiter_wait(w, i + 1);
+	}
+	waiter_wait(w, N);
+	for (int round = 0; round < 12; round++) {
+		size_t n = 1 + rnd(QUEUE_REMOVE_BATCH);
+		size_t start = rnd(N);
+		for (size_t k = 0; k < n; k++) {
+			/* neighbours, far ones, an unknown id, a repeat */
+			size_t j = round % 2 == 0 ? (start + k) % N : rnd(N);
+			ids[k] = w->ids[j];
+			if (rnd(16) == 0)
+				ids[k] = w->ids[N - 1] + 1000 + rnd(100);
+			else if (k > 0 && rnd(16) == 0)
+				ids[k] = ids[rnd((uint32_t)k)];
+		}
+		assert_int_equal(queue_remove_many(q, ids, n, gone), 0);
+		for (size_t k = 0; k < n; k++) {
+			int was = 0, first = 1;
+			for (size_t j = 0; j < N; j++)
+				if (w->ids[j] == ids[k])
+					was = live[j];
+			for (size_t e = 0; e < k; e++)
+				if (ids[e] == ids[k])
+					first = 0;
+			/* gone: unknown, removed before, or named before */
+			assert_int_equal(gone[k], !(was && first));
+		}
+		for (size_t k = 0; k < n; k++)
+			for (size_t j = 0; j < N; j++)
+				if (w->ids[j] == ids[k] && live[j]) {
+					live[j] = 0;
+					left--;
+				}
+		rand_check(q);
+		check_verify(q);
+	}
+	assert_true(left < N);
+	for (size_t j = 0; j < N; j++) {
+		struct envelope *e = NULL;
+		assert_int_equal(queue_get(q, w->ids[j], &e), live[j] ? 0 : 1);
+		envelope_free(e);
+	}
+	queue_close(q);
+	q = qopen(dir, 0, 1);           /* a rebuild agrees with what is left */
+	rand_check(q);
+	check_verify(q);
+	queue_close(q);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_query_ops),
 		cmocka_unit_test(test_query_random),
+		cmocka_unit_test(test_query_remove_many),
 	};
 
 	log_init("test_query", 0, 0);
