@@ -1561,7 +1561,7 @@ static const struct conf_directive conf_table[] = {
 	  7 * DAY, OFF(retry), NULL, 0, 1, -1, "DURATION ..." },
 	D_DUR("max-queue-lifetime", "5d", 1, 365 * DAY, max_queue_lifetime),
 	D_DUR("delay-warning", "4h", 0, 365 * DAY, delay_warning),
-	D_UINT("max-dest-connections", "10", 1, 10000, max_dest_connections),
+	D_UINT("max-dest-connections", "20", 1, 10000, max_dest_connections),
 	D_UINT("max-out-connections", "200", 1, 100000, max_out_connections),
 	D_DUR("connect-timeout", "30s", 1, 3600, connect_timeout),
 	D_DUR("greeting-timeout", "5m", 1, DAY, greeting_timeout),

@@ -458,7 +458,7 @@ test_defaults(void **state)
 	assert_memory_equal(c->retry, retry, sizeof(retry));
 	assert_int_equal(c->max_queue_lifetime, 5 * 86400);
 	assert_int_equal(c->delay_warning, 4 * 3600);
-	assert_int_equal(c->max_dest_connections, 10);
+	assert_int_equal(c->max_dest_connections, 20);
 	assert_int_equal(c->max_out_connections, 200);
 	assert_int_equal(c->connect_timeout, 30);
 	assert_int_equal(c->log_syslog, 0);
