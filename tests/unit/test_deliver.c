@@ -153,7 +153,8 @@ srv_session(struct srv *sv, int fd)
 					data = nd;
 					datacap = cap;
 				}
-				memcpy(data + datalen, buf, have);
+				if (have > 0)   /* data may still be NULL */
+					memcpy(data + datalen, buf, have);
 				datalen += have;
 				have = 0;
 				if (datalen >= 3 && (datalen == 3 ?
