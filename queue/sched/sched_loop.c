@@ -563,9 +563,11 @@ sched_ops_stats(struct sched_ops *o, struct json_writer *w)
 	json_key(w, "queue");
 }
 
+/* Done with c: its answer so far (if any) is dropped. */
 static void
 sched_ctl_call_free(struct sched_ctl_call *c)
 {
+	json_writer_reset(&c->w);
 	free(c->skid);
 	free(c->skr);
 	free(c);
@@ -591,7 +593,6 @@ sched_ctl_slice(void *arg)
 		char text[128];
 		snprintf(text, sizeof(text), "ternd is stopping: %zu of %zu "
 		    "messages were done", c->next - c->nsk, op->nids);
-		json_writer_reset(&c->w);
 		op->fail(op, CTL_E_INTERNAL, text);
 		sched_ctl_call_free(c);
 		return;
@@ -602,7 +603,6 @@ sched_ctl_slice(void *arg)
 		uint64_t id = op->ids[c->next];
 		int code = sched_ops_one(o, op->type, id, now, &reason);
 		if (code != 0 && op->single) {
-			json_writer_reset(&c->w);
 			op->fail(op, code, code == CTL_E_NOT_FOUND ?
 			    "no such message" : sched_ops_state_text(reason));
 			sched_ops_kick(o);
@@ -674,7 +674,6 @@ sched_ctl_call(void *arg)
 	case CTL_OP_STATS:
 		sched_ops_stats(o, w);
 		if (op->stats_queue(w, s->q) < 0) {
-			json_writer_reset(w);
 			op->fail(op, CTL_E_INTERNAL, "cannot read the queue");
 			sched_ctl_call_free(c);
 			return;
