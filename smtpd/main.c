@@ -581,6 +581,7 @@ main(int argc, char **argv)
 	ternd_raise_nofile(conf);
 	if (evthread_use_pthreads() < 0)
 		fatalx("evthread_use_pthreads failed");
+	tls_libevent_init();    /* before the loops and workers start */
 
 	struct passwd *pw = NULL;
 	if (geteuid() == 0) {

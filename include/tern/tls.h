@@ -77,6 +77,14 @@ struct ssl_ctx_st *tls_client_ctx_new(char *err, size_t errlen);
  */
 struct ssl_st *tls_client_ssl_new(struct ssl_ctx_st *ctx, const char *host,
     int verify);
+/*
+ * Once, before any thread that makes TLS filters starts: libevent_openssl
+ * builds its BIO method on the first bufferevent_openssl_filter_new(),
+ * unlocked, so two threads doing their first filter at once each build
+ * one (one leaks, and the pointer is written by two threads). This makes
+ * that first filter on the calling thread and frees it. fatalx on failure.
+ */
+void tls_libevent_init(void);
 
 /*
  * Session-ticket keys (RFC 5077; RFC 8446 4.6.1). The server contexts share

@@ -6,13 +6,18 @@
  * The context is built once per delivery pool (TLS 1.2+, no compression,
  * no renegotiation, the system CA store); SSL objects are made per
  * connection on any worker thread. With verification the peer's chain and
- * name (no partial wildcards) are checked by OpenSSL.
+ * name (no partial wildcards) are checked by OpenSSL. tls_libevent_init()
+ * makes libevent_openssl's lazily built BIO method before threads race to.
  */
 #include <stdio.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
 
 #include "tern/log.h"
 #include "tern/tls.h"
@@ -39,6 +44,26 @@ tls_client_ctx_new(char *err, size_t errlen)
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 	return ctx;
+}
+
+void
+tls_libevent_init(void)
+{
+	struct event_base *base = event_base_new();
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl = ctx != NULL ? SSL_new(ctx) : NULL;
+	struct bufferevent *under = NULL, *tb = NULL;
+
+	if (base != NULL)
+		under = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (under != NULL && ssl != NULL)
+		tb = bufferevent_openssl_filter_new(base, under, ssl,
+		    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	if (tb == NULL)
+		fatalx("tls: cannot set up libevent's TLS filters");
+	bufferevent_free(tb);   /* frees under and ssl */
+	SSL_CTX_free(ctx);
+	event_base_free(base);
 }
 
 SSL *
