@@ -78,6 +78,8 @@ struct env_attempt {
                                   do not stop delivery */
 #define ENV_F_TLSRPT    0x800u /* a TLS-RPT report: its delivery is not
                                   itself recorded for TLS-RPT */
+#define ENV_F_NOKEYS    0x1000u /* index only: its query keys are not
+                                  written yet (queue/store/qkeys.c) */
 
 struct envelope {
 	uint64_t id;

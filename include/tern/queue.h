@@ -218,7 +218,9 @@ int queue_domains(struct queue *q, size_t top, queue_domain_fn *fn, void *arg);
  * attempt, id) order, from just after *pos (zeroed: from the start); *pos
  * follows the walk, so a later call resumes after the last one seen. fn
  * returns non-zero to stop. 0, 1 if there is no query index to read (walk
- * the envelopes instead), or -1.
+ * the envelopes instead), or -1. A walk from the start first writes the
+ * keys of the messages committed without them so far (queue/store/qkeys.c);
+ * those committed during the walk are the committer's to announce.
  */
 struct queue_due_pos {
 	int64_t when;

@@ -12,7 +12,9 @@
  *    prepared spare segment; checkpoints and removes BDB logs every 5 s;
  *    once a second, copy-forward: the live records of an old segment that
  *    is mostly dead are committed again (same id, same envelope) through
- *    the committer, so that a few deferred messages never pin a segment.
+ *    the committer, so that a few deferred messages never pin a segment;
+ *    and the query keys of the messages committed without them more than
+ *    QUEUE_QKEYS_DELAY_US ago (qkeys.c).
  * Sessions only ever take q->lock for an append (queue_commit_submit).
  *
  * Why each step of queue_commit_batch() is crash-safe:
@@ -520,7 +522,7 @@ queue_commit_index(struct queue *q, struct queue_req **g, size_t n, uint64_t end
 		for (size_t i = 0; i < n && rc == 0; i++)
 			rc = g[i]->reloc_seg != 0 ?
 			    queue_commit_index_reloc(q, t, g[i]) :
-			    queue_index_put(q, t, g[i]->env);
+			    queue_index_put_new(q, t, g[i]->env);
 		if (rc == 0 && !q->index_stuck) {
 			queue_be32(v, q->cur_num);
 			queue_be64(v + 4, end);
@@ -552,6 +554,13 @@ queue_commit_index(struct queue *q, struct queue_req **g, size_t n, uint64_t end
 				queue_seg_unref(q, g[i]->env->seg, g[i]->rec_len);
 		pthread_mutex_unlock(&q->lock);
 		return;
+	}
+	if (q->qk_lazy) {       /* their keys come later (qkeys.c) */
+		uint64_t now = now_mono_us();
+		for (size_t i = 0; i < n; i++)
+			if (g[i]->reloc_seg == 0)
+				queue_qkeys_append(q, g[i]->env, now);
+		queue_qkeys_end(q, q->cur_num, end);
 	}
 	pthread_mutex_lock(&q->lock);
 	struct tq *notify = q->notify;
@@ -1137,6 +1146,7 @@ queue_hk_main(void *arg)
 		}
 		if (tick % 50 == 0 && store_checkpoint(q->st) < 0)
 			log_warn("queue: bdb checkpoint");
+		(void)queue_qkeys_run(q, QUEUE_QKEYS_DELAY_US);
 	}
 	return NULL;
 }

@@ -302,16 +302,19 @@ qdelta_env(struct qdelta *d, const struct envelope *e, const struct qkeys *ks,
 
 int
 queue_qidx_change(struct queue *q, struct store_txn *t,
-    const struct envelope *old, const struct envelope *e)
+    const struct envelope *old, const struct envelope *e, int counts)
 {
 	struct qkeys ko, kn;
 	struct qdelta *d = (struct qdelta *)store_txn_data(t);
+	/* which side's keys are (to be) stored */
+	int wo = old != NULL && !(old->flags & ENV_F_NOKEYS);
+	int wn = e != NULL && !(e->flags & ENV_F_NOKEYS);
 	size_t i = 0, j = 0;
 	int rc = 0;
 
 	if (!q->qidx)
 		return 0;
-	if (d == NULL) {
+	if (d == NULL && counts) {
 		d = xcalloc(1, sizeof(*d));
 		d->base.free = qdelta_free;
 		store_txn_set_data(t, &d->base);
@@ -322,22 +325,21 @@ queue_qidx_change(struct queue *q, struct store_txn *t,
 	while (rc == 0 && (i < ko.n || j < kn.n)) {
 		int c = i == ko.n ? 1 : j == kn.n ? -1 :
 		    qkey_cmp(&ko.v[i], &kn.v[j]);
-		if (c < 0) {
+		int del = c < 0 ? wo : c == 0 && wo && !wn;
+		int put = c > 0 ? wn : c == 0 && wn && !wo;
+		if (del) {
 			rc = store_del(q->st, t, STORE_QUERY, ko.v[i].k,
 			    ko.v[i].len);
 			if (rc == STORE_NOTFOUND)
 				rc = 0;
-			i++;
-		} else if (c > 0) {
+		} else if (put) {
 			rc = store_put(q->st, t, STORE_QUERY, kn.v[j].k,
 			    kn.v[j].len, "", 0);
-			j++;
-		} else {
-			i++;
-			j++;
 		}
+		i += c <= 0;
+		j += c >= 0;
 	}
-	if (rc == 0) {
+	if (rc == 0 && counts) {
 		qdelta_env(d, old, &ko, -1);
 		qdelta_env(d, e, &kn, 1);
 	}
@@ -459,7 +461,7 @@ qbuild_one(void *arg, const void *key, size_t klen, const void *val,
 		envelope_free(e);
 		return 1;
 	}
-	b->rc = queue_qidx_change(b->q, b->t, NULL, e);
+	b->rc = queue_qidx_change(b->q, b->t, NULL, e, 1);
 	envelope_free(e);
 	if (b->rc != 0)
 		return 1;
@@ -727,6 +729,11 @@ queue_counts(struct queue *q, struct queue_counts *out)
 	if (out->messages > 0 && store_walk_from(q->st, STORE_QUERY, &from, 1,
 	    queue_first_arrival, &first) < 0)
 		return -1;
+	if (out->messages > 0 && q->qk_lazy) {  /* the newest have no keys */
+		int64_t late = queue_qkeys_oldest(q);
+		if (late > 0 && (first <= 0 || late < first))
+			first = late;
+	}
 	out->oldest_arrival = first > 0 ? first : 0;
 	return 0;
 }
@@ -1031,6 +1038,8 @@ queue_query(struct queue *q, const struct queue_filter *f, uint64_t after,
 		if (p.lolen == 0 || (!p.ordered && p.frag == NULL &&
 		    p.cost > 4 * 0.05))
 			n = queue_query_primary(&c);
+		else if (queue_qkeys_run(q, 0) < 0)    /* keys of the newest */
+			n = queue_query_primary(&c);
 		else if (p.ordered) {
 			c.pfx = p.lo;
 			c.plen = p.lolen;
@@ -1083,6 +1092,9 @@ queue_walk_due(struct queue *q, struct queue_due_pos *pos, queue_due_fn *fn,
 		return 1;
 	k[0] = QK_NEXT;
 	if (!pos->started) {
+		/* the newest get their keys first; later ones are announced */
+		if (queue_qkeys_run(q, 0) < 0)
+			return 1;       /* walk the envelopes instead */
 		rc = store_walk_from(q->st, STORE_QUERY, k, 1, queue_due_one,
 		    &c);
 	} else {
@@ -1106,6 +1118,8 @@ qverify_keys_one(void *arg, const struct envelope *e)
 	struct qverify *v = arg;
 	struct qkeys ks;
 
+	if (e->flags & ENV_F_NOKEYS)
+		return 0;       /* committed meanwhile: keys come later */
 	qkeys_env(&ks, e);
 	v->keys += ks.n;
 	qkeys_free(&ks);
@@ -1170,8 +1184,26 @@ qverify_domains(struct queue *q)
  * move while the walks ran (online, mail flows): up to 3 tries, else
  * nothing is reported.
  */
+static uint64_t queue_qidx_verify_locked(struct queue *q,
+    queue_verify_diff_fn *fn, void *arg);
+
 uint64_t
 queue_qidx_verify(struct queue *q, queue_verify_diff_fn *fn, void *arg)
+{
+	uint64_t diff;
+
+	if (!qidx_usable(q))
+		return 0;
+	/* every key written so far; none written during the walks */
+	(void)queue_qkeys_run(q, 0);
+	pthread_mutex_lock(&q->qk_run);
+	diff = queue_qidx_verify_locked(q, fn, arg);
+	pthread_mutex_unlock(&q->qk_run);
+	return diff;
+}
+
+static uint64_t
+queue_qidx_verify_locked(struct queue *q, queue_verify_diff_fn *fn, void *arg)
 {
 	struct queue_counts a, b, b2;
 	struct qverify v;
@@ -1179,8 +1211,6 @@ queue_qidx_verify(struct queue *q, queue_verify_diff_fn *fn, void *arg)
 	char what[300];
 	int doms_same;
 
-	if (!qidx_usable(q))
-		return 0;
 	for (int tries = 0; tries < 3; tries++) {
 		memset(&v, 0, sizeof(v));
 		keys = 0;

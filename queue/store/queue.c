@@ -107,23 +107,53 @@ queue_seg_drop(struct queue *q, uint32_t num)
 
 /* ---- index helpers ---- */
 
+/*
+ * Store e, whose stored copy is old (decoded; NULL: none), with its query
+ * keys when keys (ENV_F_NOKEYS cleared), else without (set); counts: move
+ * the counters too.
+ */
+static int
+queue_index_write(struct queue *q, struct store_txn *t,
+    const struct envelope *old, const struct envelope *e, int keys, int counts)
+{
+	struct envelope w = *e;         /* shallow: only the flags differ */
+	uint8_t key[8], *enc = NULL;
+	size_t enclen;
+	int rc;
+
+	w.flags = keys ? w.flags & ~ENV_F_NOKEYS : w.flags | ENV_F_NOKEYS;
+	if (q->qidx && (rc = queue_qidx_change(q, t, old, &w, counts)) != 0)
+		return rc;
+	queue_be64(key, e->id);
+	if (envelope_encode(&w, &enc, &enclen) < 0)
+		return -1;
+	rc = store_put(q->st, t, STORE_ENVELOPES, key, 8, enc, enclen);
+	free(enc);
+	return rc;
+}
+
 /* Store e, whose stored copy is old (decoded; NULL: none). */
 static int
 queue_index_replace(struct queue *q, struct store_txn *t,
     const struct envelope *old, const struct envelope *e)
 {
-	uint8_t key[8], *enc = NULL;
-	size_t enclen;
-	int rc;
+	return queue_index_write(q, t, old, e, 1, 1);
+}
 
-	if (q->qidx && (rc = queue_qidx_change(q, t, old, e)) != 0)
-		return rc;
-	queue_be64(key, e->id);
-	if (envelope_encode(e, &enc, &enclen) < 0)
-		return -1;
-	rc = store_put(q->st, t, STORE_ENVELOPES, key, 8, enc, enclen);
-	free(enc);
-	return rc;
+int
+queue_index_rekey(struct queue *q, struct store_txn *t,
+    const struct envelope *cur)
+{
+	return queue_index_write(q, t, cur, cur, 1, 0);
+}
+
+int
+queue_index_put_new(struct queue *q, struct store_txn *t,
+    const struct envelope *e)
+{
+	if (!q->qk_lazy)
+		return queue_index_put(q, t, e);
+	return queue_index_write(q, t, NULL, e, 0, 1);
 }
 
 /* Store e; the query index follows: its old copy (if any) is read in t. */
@@ -163,7 +193,7 @@ queue_index_del(struct queue *q, struct store_txn *t, uint64_t id,
 	if (q->qidx) {
 		if (old == NULL)
 			old = ph = queue_placeholder(id);
-		rc = queue_qidx_change(q, t, old, NULL);
+		rc = queue_qidx_change(q, t, old, NULL, 1);
 		envelope_free(ph);
 	}
 	queue_be64(key, id);
@@ -206,6 +236,8 @@ struct queue_recovery {
 	uint64_t max_id;
 	uint64_t scanned, indexed, damaged, corrupt, entries, buried;
 	int have_index;         /* an indexed position was recorded */
+	uint64_t keyed;         /* entries stored without query keys, keyed */
+	int keys_lost;          /* some could not be found by the scan */
 	uint32_t iseg;          /* ... this one */
 	uint64_t ioff;
 	int rebuild;            /* the index is new: every record is scanned */
@@ -369,6 +401,73 @@ queue_rec_commit(struct queue *q, struct store_txn **t, int force)
 	return rc;
 }
 
+/* Before the indexed position: indexed once (the scan starts earlier only
+ * for keys written late, qkeys.c). */
+static int
+queue_rec_before(const struct queue_recovery *rc, uint32_t num, uint64_t off)
+{
+	return rc->have_index && (num < rc->iseg ||
+	    (num == rc->iseg && off < rc->ioff));
+}
+
+/*
+ * The stored copy v of a scanned record's id: if it was stored without
+ * its query keys (qkeys.c), write them in t. 1 written, 0 nothing to do,
+ * or a store error.
+ */
+static int
+queue_rec_keys(struct queue_recovery *rc, struct store_txn *t, const void *v,
+    size_t vlen)
+{
+	struct envelope *cur = NULL;
+	int r = 0;
+
+	if (envelope_decode(v, vlen, &cur) != ENV_DECODE_OK)
+		return 0;
+	if (cur->flags & ENV_F_NOKEYS) {
+		r = queue_index_rekey(rc->q, t, cur);
+		if (r == 0) {
+			rc->keyed++;
+			r = 1;
+		}
+	}
+	envelope_free(cur);
+	return r;
+}
+
+/* Every envelope stored without its query keys gets them (the scan could
+ * not reach them all). One transaction each: a rare path. 0 or -1. */
+static int
+queue_rec_keys_one(void *arg, const struct envelope *e)
+{
+	struct queue_recovery *rc = arg;
+	struct store_txn *t = NULL;
+
+	if (!(e->flags & ENV_F_NOKEYS))
+		return 0;
+	if (store_begin(rc->q->st, &t) < 0)
+		goto fail;
+	if (queue_index_rekey(rc->q, t, e) != 0) {
+		store_abort(t);
+		goto fail;
+	}
+	if (queue_index_commit(rc->q, t, 0) != 0)      /* ends t */
+		goto fail;
+	rc->keyed++;
+	return 0;
+fail:
+	rc->keys_lost = 2;
+	return 1;
+}
+
+static int
+queue_rec_keys_walk(struct queue_recovery *rc)
+{
+	if (queue_walk(rc->q, queue_rec_keys_one, rc) < 0 || rc->keys_lost == 2)
+		return -1;
+	return 0;
+}
+
 /* Scan segment i from off; index what the index lacks. */
 static int
 queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit)
@@ -395,8 +494,26 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 		void *v = NULL;
 		size_t vlen;
 		uint8_t key[8];
-		int r;
+		int r, flush = 0;
 
+		if ((st == SEG_REC_END || st == SEG_REC_BAD) &&
+		    queue_rec_before(rc, num, off)) {
+			/* damage in records indexed once: the scan goes on
+			 * from the indexed position; the keys are looked for
+			 * in a walk of the envelopes (queue_recover) */
+			if (num < rc->iseg && st == SEG_REC_END)
+				break;
+			log_warnx("queue: segment=%08x offset=%llu: %s in a record "
+			    "indexed before: its query keys are looked for in "
+			    "every envelope", num, (unsigned long long)off,
+			    st == SEG_REC_BAD ? why : "end of the log");
+			rc->keys_lost = 1;
+			if (num < rc->iseg)
+				break;
+			off = rc->ioff;
+			prev = 0;
+			continue;
+		}
 		if (st == SEG_REC_END)
 			break;
 		if (st == SEG_REC_BAD) {
@@ -404,7 +521,6 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 			    "(never acknowledged)", num, (unsigned long long)off, why);
 			break;
 		}
-		rc->scanned++;
 		prev = seq;
 		if (seq > rc->max_id)
 			rc->max_id = seq;
@@ -418,12 +534,25 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 			return -1;
 		}
 		r = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
+		if (r == 0 && rc->have_index) {
+			int kr = queue_rec_keys(rc, t, v, vlen);
+			if (kr < 0)
+				r = -1;
+			else if (kr == 1 && ++n % 64 == 0)
+				flush = 1;      /* after this record */
+		}
 		if (r != 0 && r != STORE_NOTFOUND) {
 			free(v);
 			envelope_free(e);
 			store_abort(t);
 			return -1;
 		}
+		if (queue_rec_before(rc, num, off)) {
+			/* indexed once, keys written late: absent is removed */
+			free(v);
+			goto next;
+		}
+		rc->scanned++;
 		/* removed messages stay removed (SEG_F_REMOVED) */
 		if (!rc->have_index && (st == SEG_REC_REMOVED ||
 		    queue_gone_has(rc, e->id))) {
@@ -473,12 +602,13 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 				return -1;
 			}
 			rc->indexed++;
-			if (++n % 64 == 0 && queue_rec_commit(q, &t, 1) < 0) {
-				envelope_free(e);
-				return -1;
-			}
+			flush |= ++n % 64 == 0;
 		}
 next:
+		if (flush && queue_rec_commit(q, &t, 1) < 0) {
+			envelope_free(e);
+			return -1;
+		}
 		envelope_free(e);
 		if (rec_len > limit - off)
 			break;
@@ -668,8 +798,8 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 {
 	struct queue_recovery rc = { .q = q, .rebuild = rebuild };
 	uint8_t v[12];
-	uint32_t iseg = 0, max_num = 0, next_seg = 1;
-	uint64_t ioff = 0, next_id = 0;
+	uint32_t iseg = 0, max_num = 0, next_seg = 1, kseg;
+	uint64_t ioff = 0, next_id = 0, koff;
 	int ret = -1, saved;
 
 	queue_rec_cleandir(q->segdir, ".tmp");
@@ -678,6 +808,16 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 		rc.have_index = 1;
 		iseg = rc.iseg = queue_get_be32(v);
 		ioff = rc.ioff = queue_get_be64(v + 4);
+	}
+	/* messages stored without their query keys are from here on */
+	kseg = iseg;
+	koff = ioff;
+	if (rc.have_index &&
+	    queue_meta_get(q, META_QKEYS, strlen(META_QKEYS), v, 12) == 0 &&
+	    (queue_get_be32(v) < iseg || (queue_get_be32(v) == iseg &&
+	    queue_get_be64(v + 4) < ioff))) {
+		kseg = queue_get_be32(v);
+		koff = queue_get_be64(v + 4);
 	}
 	if (queue_meta_get(q, META_NEXT_ID, strlen(META_NEXT_ID), v, 8) == 0)
 		next_id = queue_get_be64(v);
@@ -695,17 +835,21 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 		uint64_t limit = q->segs[i].size;
 		char key[8];
 
-		if (num < iseg)
+		if (num < kseg)
 			continue;
 		memcpy(key, META_CUT, 4);
 		queue_be32((uint8_t *)key + 4, num);
 		if (queue_meta_get(q, key, 8, v, 8) == 0)
 			limit = queue_get_be64(v);   /* abandoned: failed batch */
-		if (queue_rec_scan(&rc, i, num == iseg ? ioff : 0, limit) < 0) {
+		if (queue_rec_scan(&rc, i, num == kseg ? koff : 0, limit) < 0) {
 			snprintf(err, errlen, "segment %08x: recovery scan failed: %s",
 			    num, strerror(errno));
 			goto fail;
 		}
+	}
+	if (rc.keys_lost && queue_rec_keys_walk(&rc) < 0) {
+		snprintf(err, errlen, "index walk failed: %s", strerror(errno));
+		goto fail;
 	}
 	queue_rec_extents(q, iseg);
 	/* 2. every indexed envelope (against its record when asked); live
@@ -749,10 +893,10 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 			i++;
 	}
 	log_info("queue: recovered segments=%zu scanned=%llu reindexed=%llu "
-	    "damaged=%llu corrupt=%llu removed=%llu%s", q->nsegs,
+	    "damaged=%llu corrupt=%llu removed=%llu keyed=%llu%s", q->nsegs,
 	    (unsigned long long)rc.scanned, (unsigned long long)rc.indexed,
 	    (unsigned long long)rc.damaged, (unsigned long long)rc.corrupt,
-	    (unsigned long long)rc.buried,
+	    (unsigned long long)rc.buried, (unsigned long long)rc.keyed,
 	    q->recount_needed ? " (live counts: in the background)" : "");
 	ret = 0;
 fail:
@@ -831,6 +975,8 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 	STAILQ_INIT(&q->reqs);
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_mutex_init(&q->prep_lock, NULL);
+	pthread_mutex_init(&q->qk_lock, NULL);
+	pthread_mutex_init(&q->qk_run, NULL);
 	pthread_cond_init(&q->cond, NULL);
 	pthread_cond_init(&q->hk_cond, NULL);
 
@@ -888,6 +1034,7 @@ queue_open(const struct queue_opts *o, struct queue **out, char *err,
 			goto fail;
 		}
 		queue_space_check(q);
+		(void)queue_qkeys_open(q);      /* it logs */
 		if (queue_commit_start(q) < 0) {
 			snprintf(err, errlen, "cannot start the committer");
 			goto fail;
@@ -912,6 +1059,12 @@ queue_close(struct queue *q)
 		return;
 	queue_recount_stop(q);
 	queue_commit_stop(q);
+	if (q->qk_lazy) {       /* a clean stop leaves every key written */
+		if (queue_qkeys_run(q, 0) == 0 && q->qk_keyed > 0)
+			log_info("queue: query keys written late for %llu "
+			    "messages", (unsigned long long)q->qk_keyed);
+		q->qk_lazy = 0;
+	}
 	if (q->cur_fd >= 0)
 		close(q->cur_fd);
 	queue_space_close(q);   /* a full disk: room for the last checkpoint */
@@ -920,6 +1073,9 @@ queue_close(struct queue *q)
 		close(q->lockfd);
 	pthread_mutex_destroy(&q->lock);
 	pthread_mutex_destroy(&q->prep_lock);
+	pthread_mutex_destroy(&q->qk_lock);
+	pthread_mutex_destroy(&q->qk_run);
+	free(q->qk);
 	pthread_cond_destroy(&q->cond);
 	pthread_cond_destroy(&q->hk_cond);
 	for (size_t i = 0; i < q->nsegs; i++) {
@@ -1011,11 +1167,18 @@ queue_rmw(struct queue *q, uint64_t id, const struct envelope *repl,
 				*len_removed = cur != NULL ? cur->rec_len : 0;
 			}
 		}
+		/* stored without keys: now keyed, or gone */
+		int nokeys = cur != NULL && (cur->flags & ENV_F_NOKEYS);
+		uint32_t nk_seg = cur != NULL ? cur->seg : 0;
+		uint64_t nk_off = cur != NULL ? cur->off : 0;
 		envelope_free(cur);
 		if (rc == 0) {
 			/* it ended t, committed or not */
-			if ((rc = queue_index_commit(q, t, 0)) == 0)
+			if ((rc = queue_index_commit(q, t, 0)) == 0) {
+				if (nokeys)
+					queue_qkeys_gone(q, nk_seg, nk_off);
 				return 0;
+			}
 		} else
 			store_abort(t);
 		if (rc != STORE_RETRY)
@@ -1084,10 +1247,11 @@ queue_remove(struct queue *q, uint64_t id)
 	return 0;
 }
 
-/* One removal of a batch in t: 0, STORE_NOTFOUND, or a store error. */
+/* One removal of a batch in t: 0, STORE_NOTFOUND, or a store error.
+ * *nokeys: it was stored without its query keys. */
 static int
 queue_remove_in(struct queue *q, struct store_txn *t, uint64_t id,
-    uint32_t *seg, uint64_t *off, uint64_t *len)
+    uint32_t *seg, uint64_t *off, uint64_t *len, int *nokeys)
 {
 	struct envelope *cur = NULL;
 	uint8_t key[8];
@@ -1106,6 +1270,7 @@ queue_remove_in(struct queue *q, struct store_txn *t, uint64_t id,
 	*seg = cur != NULL ? cur->seg : 0;
 	*off = cur != NULL ? cur->off : 0;
 	*len = cur != NULL ? cur->rec_len : 0;
+	*nokeys = cur != NULL && (cur->flags & ENV_F_NOKEYS);
 	envelope_free(cur);
 	return rc;
 }
@@ -1115,6 +1280,7 @@ queue_remove_many(struct queue *q, const uint64_t *ids, size_t n, int *gone)
 {
 	uint32_t seg[QUEUE_REMOVE_BATCH];
 	uint64_t off[QUEUE_REMOVE_BATCH], len[QUEUE_REMOVE_BATCH];
+	int nokeys[QUEUE_REMOVE_BATCH];
 	int rc = -1;
 
 	if (q->readonly) {
@@ -1133,7 +1299,7 @@ queue_remove_many(struct queue *q, const uint64_t *ids, size_t n, int *gone)
 		rc = 0;
 		for (size_t i = 0; i < n && rc == 0; i++) {
 			rc = queue_remove_in(q, t, ids[i], &seg[i], &off[i],
-			    &len[i]);
+			    &len[i], &nokeys[i]);
 			gone[i] = rc == STORE_NOTFOUND;
 			if (gone[i])
 				rc = 0;
@@ -1161,9 +1327,13 @@ queue_remove_many(struct queue *q, const uint64_t *ids, size_t n, int *gone)
 		q->removals++;
 	}
 	pthread_mutex_unlock(&q->lock);
-	for (size_t i = 0; i < n; i++)
-		if (!gone[i])
-			queue_body7_drop(q, ids[i]);
+	for (size_t i = 0; i < n; i++) {
+		if (gone[i])
+			continue;
+		if (nokeys[i])
+			queue_qkeys_gone(q, seg[i], off[i]);
+		queue_body7_drop(q, ids[i]);
+	}
 	return 0;
 }
 

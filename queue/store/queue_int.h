@@ -147,6 +147,15 @@ struct queue_seg {
 /* Drop one reference (q->lock held); the last one closes the fd. */
 void queue_seg_rfd_put(struct seg_rfd *rf);
 
+/* A message committed without its query keys (qkeys.c), in log order. */
+struct qkeys_pend {
+	uint64_t id;            /* 0: removed or keyed since */
+	uint32_t seg;
+	uint64_t off;
+	int64_t arrival;
+	uint64_t t_us;          /* now_mono_us() when it was indexed */
+};
+
 struct queue {
 	char *dir, *segdir, *tmpdir, *dbdir;
 	uint64_t segment_size, spool_memory;
@@ -206,6 +215,17 @@ struct queue {
 	/* the last recovery's counts (queue_recover), for its log line */
 	uint64_t rec_scanned, rec_indexed, rec_damaged, rec_entries;
 
+	/* qkeys.c: messages whose query keys are written late */
+	int qk_lazy;                    /* new messages get keys late */
+	pthread_mutex_t qk_lock;        /* the list, qk_end_*, qk_keyed */
+	pthread_mutex_t qk_run;         /* one run at a time */
+	struct qkeys_pend *qk;          /* ring: qk_n from qk_head */
+	size_t qk_cap, qk_head, qk_n;
+	uint32_t qk_end_seg;            /* after the committer's last txn */
+	uint64_t qk_end_off;
+	uint64_t qk_keyed;              /* messages keyed late since open */
+	int qk_failed;                  /* run thread: the last run failed */
+
 	/* recount.c (under lock): live counts of the segments of the open */
 	int recount_needed;             /* queue_recover left them to it */
 	int counting;                   /* segments < count_below: not yet */
@@ -238,6 +258,9 @@ struct queue_recount {
 #define META_NEXT_SEG   "next_seg"      /* u32 */
 #define META_CUT        "cut/"          /* + u32 seg -> u64 offset */
 #define META_END        "end/"          /* + u32 seg -> u64 bytes written */
+#define META_QKEYS      "qkeys"         /* u32 seg, u64 off: every record
+                                           before it has its query keys, or
+                                           is no longer indexed (qkeys.c) */
 
 void queue_be32(uint8_t *p, uint32_t v);
 void queue_be64(uint8_t *p, uint64_t v);
@@ -271,19 +294,47 @@ int queue_mark_corrupt(struct queue *q, uint64_t id, const char *why);
 int queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e);
 int queue_index_del(struct queue *q, struct store_txn *t, uint64_t id,
     const struct envelope *old);
+/* A new message (committer): the envelope with ENV_F_NOKEYS when q->qk_lazy
+ * (its counters, no keys, no read of a stored copy), else queue_index_put. */
+int queue_index_put_new(struct queue *q, struct store_txn *t,
+    const struct envelope *e);
+/* cur, stored without its keys: store it with them (counters unchanged). */
+int queue_index_rekey(struct queue *q, struct store_txn *t,
+    const struct envelope *cur);
+
+/*
+ * qkeys.c (doc/queue.md "Query keys written late"). append: the committer,
+ * for each new message after its transaction, in log order; end: then its
+ * position after them. gone: a message stored without keys was removed or
+ * keyed (after that transaction committed): nothing left to do for it.
+ * run: write the keys of the entries at least min_age_us old (0: all), and
+ * META_QKEYS; 0, or -1 (left for the next run). open: read-write open,
+ * before the committer starts: records the position and turns q->qk_lazy
+ * on (off when it cannot). oldest: the earliest arrival listed (0: none).
+ */
+void queue_qkeys_append(struct queue *q, const struct envelope *e,
+    uint64_t now);
+void queue_qkeys_end(struct queue *q, uint32_t seg, uint64_t off);
+void queue_qkeys_gone(struct queue *q, uint32_t seg, uint64_t off);
+int queue_qkeys_run(struct queue *q, uint64_t min_age_us);
+int queue_qkeys_open(struct queue *q);
+int64_t queue_qkeys_oldest(struct queue *q);
+/* How old a new message's keys-to-be get before housekeeping writes them. */
+#define QUEUE_QKEYS_DELAY_US    (1000 * 1000)
 /* A queue_placeholder(): what an undecodable index record reads as. */
 struct envelope *queue_placeholder(uint64_t id);
 
 /*
  * query.c: the query index and its counters (doc/queue.md "Query index").
  * queue_qidx_change: in t, envelope old (NULL: none) becomes e (NULL:
- * removed): its keys move and the counts' deltas are noted on t.
+ * removed): its keys move (a side with ENV_F_NOKEYS has none stored, or
+ * is to store none) and, with counts, the counts' deltas are noted on t.
  * queue_index_commit: write the noted deltas, then commit; a deadlock
  * aborts t and returns STORE_RETRY. Every transaction that put or deleted
  * an envelope ends with it (or store_abort). 0, STORE_RETRY or -1.
  */
 int queue_qidx_change(struct queue *q, struct store_txn *t,
-    const struct envelope *old, const struct envelope *e);
+    const struct envelope *old, const struct envelope *e, int counts);
 int queue_index_commit(struct queue *q, struct store_txn *t, int sync);
 /*
  * Read-write open, before the recovery scan: build the query index from

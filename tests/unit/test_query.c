@@ -6,7 +6,8 @@
  * after close and reopen, after a rebuild, after an upgrade from an index
  * without them, and read-only; and a randomized cross-check of
  * queue_query/queue_counts/queue_domains against a brute-force walk,
- * also across grouped removals.
+ * also across grouped removals; and the keys of new messages written
+ * late (by a query, an update, housekeeping, a clean stop, recovery).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -771,6 +774,188 @@ test_query_remove_many(void **state)
 	free(dir);
 }
 
+/* ---- query keys written late (queue/store/qkeys.c) ---- */
+
+static int
+nokeys_one(void *arg, const struct envelope *e)
+{
+	*(size_t *)arg += (e->flags & ENV_F_NOKEYS) != 0;
+	return 0;
+}
+
+/* Envelopes stored still without their query keys. */
+static size_t
+count_nokeys(struct queue *q)
+{
+	size_t n = 0;
+
+	assert_int_equal(queue_walk(q, nokeys_one, &n), 0);
+	return n;
+}
+
+static int
+due_one(void *arg, uint64_t id, int64_t when)
+{
+	(void)id;
+	(void)when;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+/* What a scheduler loading from the index finds (next-attempt keys). */
+static size_t
+count_due(struct queue *q)
+{
+	struct queue_due_pos pos;
+	size_t n = 0;
+
+	memset(&pos, 0, sizeof(pos));
+	assert_int_equal(queue_walk_due(q, &pos, due_one, &n), 0);
+	return n;
+}
+
+/*
+ * In a child: commit n messages, remove the first nrm of them, let the
+ * housekeeping flush the index log (but not reach the keys' delay), then
+ * end like kill -9. The ids go to the parent through a pipe.
+ */
+static void
+late_child(const char *dir, size_t n, size_t nrm, uint64_t *ids)
+{
+	int fds[2], status;
+	pid_t pid;
+
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct queue *q = qopen(dir, 0, 0);
+		struct waiter *w = waiter_new(n);
+		static const char *const rr[] = { "late@keys.example", NULL };
+		int gone[QUEUE_REMOVE_BATCH];
+		close(fds[0]);
+		queue_set_notify(q, w->tq);
+		for (size_t i = 0; i < n; i++)
+			submit(q, w, i, "s@late.example", rr, 100 + i);
+		waiter_wait(w, n);
+		if (count_nokeys(q) != n)       /* stored without keys */
+			_exit(3);
+		if (nrm > 0 && queue_remove_many(q, w->ids, nrm, gone) != 0)
+			_exit(4);
+		usleep(300 * 1000);     /* a log flush (100 ms), no keying (1 s) */
+		if (count_nokeys(q) != n - nrm)
+			_exit(5);
+		if (write(fds[1], w->ids, n * sizeof(uint64_t)) !=
+		    (ssize_t)(n * sizeof(uint64_t)))
+			_exit(6);
+		_exit(0);       /* like kill -9: no close, no keys, no flush */
+	}
+	close(fds[1]);
+	assert_int_equal(read(fds[0], ids, n * sizeof(uint64_t)),
+	    (ssize_t)(n * sizeof(uint64_t)));
+	close(fds[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/*
+ * A new message is stored without its query keys; queries, counts and
+ * verify still see it (they write the keys first); an update or the
+ * housekeeping after the delay writes them; a clean stop leaves none
+ * unwritten; after a crash, recovery writes them (also when a record
+ * before the indexed position is damaged), and removed messages stay
+ * removed.
+ */
+static void
+test_query_keys_late(void **state)
+{
+	enum { N = 12, NRM = 4 };
+	char *dir = mktmp("late");
+	struct queue *q = qopen(dir, 0, 0);
+	struct waiter *w = waiter_new(N);
+	static const char *const rr[] = { "late@keys.example", NULL };
+	struct queue_filter f;
+	struct envelope *e = NULL;
+	uint64_t ids[N];
+	char path[4200];
+	(void)state;
+
+	queue_set_notify(q, w->tq);
+	for (size_t i = 0; i < 3; i++)
+		submit(q, w, i, "s@late.example", rr, 100);
+	waiter_wait(w, 3);
+	assert_int_equal(count_nokeys(q), 3);
+	/* an update writes the keys of that one */
+	assert_int_equal(queue_get(q, w->ids[1], &e), 0);
+	e->next_attempt = e->arrival + 60;
+	assert_int_equal(queue_update(q, e), 0);
+	envelope_free(e);
+	assert_int_equal(count_nokeys(q), 2);
+	/* counts and domains need no keys; a listing by key writes them */
+	check_counts(q);
+	check_domains(q);
+	assert_int_equal(count_nokeys(q), 2);
+	queue_filter_init(&f);
+	f.rcpt = "late@keys.example";
+	expect_ids(q, &f, 3, w->ids[0], w->ids[1], w->ids[2]);
+	assert_int_equal(count_nokeys(q), 0);
+	check_verify(q);
+
+	/* housekeeping writes them once they are a second old */
+	submit(q, w, 3, "s@late.example", rr, 100);
+	waiter_wait(w, 4);
+	assert_int_equal(count_nokeys(q), 1);
+	for (int i = 0; i < 300 && count_nokeys(q) > 0; i++)
+		usleep(10 * 1000);
+	assert_int_equal(count_nokeys(q), 0);
+	check_verify(q);
+
+	/* a clean stop writes the rest */
+	submit(q, w, 4, "s@late.example", rr, 100);
+	waiter_wait(w, 5);
+	assert_int_equal(count_nokeys(q), 1);
+	queue_close(q);
+	q = qopen(dir, 1, 0);
+	assert_int_equal(count_nokeys(q), 0);
+	queue_close(q);
+	waiter_free(w);
+	rmtree(dir);
+
+	/* kill -9 before the delay: recovery writes them */
+	late_child(dir, N, NRM, ids);
+	q = qopen(dir, 0, 0);
+	assert_int_equal(count_nokeys(q), 0);   /* before any query */
+	for (size_t i = 0; i < N; i++) {
+		assert_int_equal(queue_get(q, ids[i], &e), i < NRM ? 1 : 0);
+		envelope_free(e);
+		e = NULL;
+	}
+	assert_int_equal(count_due(q), N - NRM);
+	check_all(q);
+	queue_close(q);
+	rmtree(dir);
+
+	/* the same with the first record (before the indexed position)
+	 * damaged: the keys are found by a walk of the envelopes */
+	late_child(dir, N, 0, ids);
+	/* a new queue: its first segment, records from offset 0 */
+	snprintf(path, sizeof(path), "%s/segments/%08x.seg", dir, 1u);
+	{
+		int fd = open(path, O_RDWR);
+		uint8_t bad = 0x5a;
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, &bad, 1, 0), 1);    /* its magic */
+		close(fd);
+	}
+	q = qopen(dir, 0, 0);
+	assert_int_equal(count_nokeys(q), 0);
+	assert_int_equal(count_due(q), N);
+	queue_close(q);
+	rmtree(dir);
+	free(dir);
+}
+
 int
 main(void)
 {
@@ -778,6 +963,7 @@ main(void)
 		cmocka_unit_test(test_query_ops),
 		cmocka_unit_test(test_query_random),
 		cmocka_unit_test(test_query_remove_many),
+		cmocka_unit_test(test_query_keys_late),
 	};
 
 	log_init("test_query", 0, 0);
