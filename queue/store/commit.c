@@ -513,7 +513,7 @@ queue_commit_index(struct queue *q, struct queue_req **g, size_t n, uint64_t end
 {
 	struct store_txn *t = NULL;
 	uint8_t v[12];
-	int rc = -1;
+	int rc = -1, lazy = queue_qkeys_lazy_now(q);
 
 	for (int tries = 0; tries < 20; tries++) {
 		if (store_begin(q->st, &t) < 0)
@@ -522,7 +522,7 @@ queue_commit_index(struct queue *q, struct queue_req **g, size_t n, uint64_t end
 		for (size_t i = 0; i < n && rc == 0; i++)
 			rc = g[i]->reloc_seg != 0 ?
 			    queue_commit_index_reloc(q, t, g[i]) :
-			    queue_index_put_new(q, t, g[i]->env);
+			    queue_index_put_new(q, t, g[i]->env, lazy);
 		if (rc == 0 && !q->index_stuck) {
 			queue_be32(v, q->cur_num);
 			queue_be64(v + 4, end);
@@ -555,13 +555,14 @@ queue_commit_index(struct queue *q, struct queue_req **g, size_t n, uint64_t end
 		pthread_mutex_unlock(&q->lock);
 		return;
 	}
-	if (q->qk_lazy) {       /* their keys come later (qkeys.c) */
+	if (lazy) {             /* their keys come later (qkeys.c) */
 		uint64_t now = now_mono_us();
 		for (size_t i = 0; i < n; i++)
 			if (g[i]->reloc_seg == 0)
 				queue_qkeys_append(q, g[i]->env, now);
-		queue_qkeys_end(q, q->cur_num, end);
 	}
+	if (q->qk_lazy)
+		queue_qkeys_end(q, q->cur_num, end);
 	pthread_mutex_lock(&q->lock);
 	struct tq *notify = q->notify;
 	/* a copy that took over: the old record is dead; else the copy is */

@@ -149,9 +149,17 @@ qkeys_one(struct queue *q, struct store_txn *t, uint64_t id, uint64_t *keyed)
 	return rc;
 }
 
-/* One batch: 1 done, 0 nothing was due, -1 failed (left for later). */
+int
+queue_qkeys_lazy_now(struct queue *q)
+{
+	return q->qk_lazy && now_mono_us() >=
+	    __atomic_load_n(&q->qk_eager_until, __ATOMIC_RELAXED);
+}
+
+/* One batch: 1 done, 0 nothing was due, -1 failed (left for later).
+ * *taken and *keyed count the entries taken and those keyed. */
 static int
-qkeys_batch(struct queue *q, uint64_t due)
+qkeys_batch(struct queue *q, uint64_t due, uint64_t *taken, uint64_t *nkeyed)
 {
 	uint64_t ids[QKEYS_BATCH], keyed = 0;
 	size_t n = 0, take = 0;
@@ -175,7 +183,9 @@ qkeys_batch(struct queue *q, uint64_t due)
 		off = q->qk_end_off;
 	}
 	pthread_mutex_unlock(&q->qk_lock);
-	if (take == 0)
+	/* nothing due: the position alone, when it moved (keys written at
+	 * commit meanwhile), so that recovery never scans far back */
+	if (take == 0 && seg == q->qk_wseg && off == q->qk_woff)
 		return 0;
 	queue_be32(v, seg);
 	queue_be64(v + 4, off);
@@ -206,11 +216,17 @@ qkeys_batch(struct queue *q, uint64_t due)
 		return -1;
 	}
 	q->qk_failed = 0;
-	pthread_mutex_lock(&q->qk_lock);
-	q->qk_head = (q->qk_head + take) % q->qk_cap;
-	q->qk_n -= take;
-	q->qk_keyed += keyed;
-	pthread_mutex_unlock(&q->qk_lock);
+	q->qk_wseg = seg;
+	q->qk_woff = off;
+	if (take > 0) {
+		pthread_mutex_lock(&q->qk_lock);
+		q->qk_head = (q->qk_head + take) % q->qk_cap;
+		q->qk_n -= take;
+		q->qk_keyed += keyed;
+		pthread_mutex_unlock(&q->qk_lock);
+	}
+	*taken += take;
+	*nkeyed += keyed;
 	return 1;
 }
 
@@ -219,14 +235,19 @@ queue_qkeys_run(struct queue *q, uint64_t min_age_us)
 {
 	uint64_t now = now_mono_us();
 	uint64_t due = now > min_age_us ? now - min_age_us : 0;
+	uint64_t taken = 0, keyed = 0;
 	int rc;
 
 	if (!q->qk_lazy)
 		return 0;
 	pthread_mutex_lock(&q->qk_run);
-	while ((rc = qkeys_batch(q, due)) > 0)
+	while ((rc = qkeys_batch(q, due, &taken, &keyed)) > 0)
 		;
 	pthread_mutex_unlock(&q->qk_run);
+	/* most of them still queued at that age: key at commit for a while */
+	if (min_age_us > 0 && taken >= 64 && keyed * 2 > taken)
+		__atomic_store_n(&q->qk_eager_until, now + QUEUE_QKEYS_EAGER_US,
+		    __ATOMIC_RELAXED);
 	return rc;
 }
 
@@ -262,8 +283,8 @@ queue_qkeys_open(struct queue *q)
 		    "new messages get their keys at once in this run");
 		return -1;
 	}
-	q->qk_end_seg = seg;
-	q->qk_end_off = 0;
+	q->qk_end_seg = q->qk_wseg = seg;
+	q->qk_end_off = q->qk_woff = 0;
 	q->qk_lazy = 1;
 	return 0;
 }

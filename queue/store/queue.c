@@ -149,9 +149,9 @@ queue_index_rekey(struct queue *q, struct store_txn *t,
 
 int
 queue_index_put_new(struct queue *q, struct store_txn *t,
-    const struct envelope *e)
+    const struct envelope *e, int lazy)
 {
-	if (!q->qk_lazy)
+	if (!lazy)
 		return queue_index_put(q, t, e);
 	return queue_index_write(q, t, NULL, e, 0, 1);
 }
@@ -182,20 +182,31 @@ queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e)
 	return rc;
 }
 
+/* The query keys and counters of a message leaving (old NULL: its stored
+ * copy was undecodable). */
+static int
+queue_index_unkey(struct queue *q, struct store_txn *t, uint64_t id,
+    const struct envelope *old)
+{
+	struct envelope *ph = NULL;
+	int rc;
+
+	if (!q->qidx)
+		return 0;
+	if (old == NULL)
+		old = ph = queue_placeholder(id);
+	rc = queue_qidx_change(q, t, old, NULL, 1);
+	envelope_free(ph);
+	return rc;
+}
+
 int
 queue_index_del(struct queue *q, struct store_txn *t, uint64_t id,
     const struct envelope *old)
 {
-	struct envelope *ph = NULL;
 	uint8_t key[8];
-	int rc = 0;
+	int rc = queue_index_unkey(q, t, id, old);
 
-	if (q->qidx) {
-		if (old == NULL)
-			old = ph = queue_placeholder(id);
-		rc = queue_qidx_change(q, t, old, NULL, 1);
-		envelope_free(ph);
-	}
 	queue_be64(key, id);
 	return rc != 0 ? rc : store_del(q->st, t, STORE_ENVELOPES, key, 8);
 }
@@ -1260,13 +1271,14 @@ queue_remove_in(struct queue *q, struct store_txn *t, uint64_t id,
 	int rc;
 
 	queue_be64(key, id);
-	rc = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
+	/* read and delete with one search; the keys follow */
+	rc = store_take(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
 	if (rc != 0)
 		return rc;
 	if (envelope_decode(v, vlen, &cur) != ENV_DECODE_OK)
 		cur = NULL;
 	free(v);
-	rc = queue_index_del(q, t, id, cur);
+	rc = queue_index_unkey(q, t, id, cur);
 	*seg = cur != NULL ? cur->seg : 0;
 	*off = cur != NULL ? cur->off : 0;
 	*len = cur != NULL ? cur->rec_len : 0;

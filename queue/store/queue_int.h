@@ -225,6 +225,10 @@ struct queue {
 	uint64_t qk_end_off;
 	uint64_t qk_keyed;              /* messages keyed late since open */
 	int qk_failed;                  /* run thread: the last run failed */
+	uint32_t qk_wseg;               /* run thread: META_QKEYS as written */
+	uint64_t qk_woff;
+	uint64_t qk_eager_until;        /* atomic: now_mono_us() before which
+	                                   new messages are keyed at commit */
 
 	/* recount.c (under lock): live counts of the segments of the open */
 	int recount_needed;             /* queue_recover left them to it */
@@ -294,10 +298,11 @@ int queue_mark_corrupt(struct queue *q, uint64_t id, const char *why);
 int queue_index_put(struct queue *q, struct store_txn *t, const struct envelope *e);
 int queue_index_del(struct queue *q, struct store_txn *t, uint64_t id,
     const struct envelope *old);
-/* A new message (committer): the envelope with ENV_F_NOKEYS when q->qk_lazy
- * (its counters, no keys, no read of a stored copy), else queue_index_put. */
+/* A new message (committer): with lazy (queue_qkeys_lazy_now), the
+ * envelope with ENV_F_NOKEYS (its counters, no keys, no read of a stored
+ * copy), else queue_index_put. */
 int queue_index_put_new(struct queue *q, struct store_txn *t,
-    const struct envelope *e);
+    const struct envelope *e, int lazy);
 /* cur, stored without its keys: store it with them (counters unchanged). */
 int queue_index_rekey(struct queue *q, struct store_txn *t,
     const struct envelope *cur);
@@ -321,6 +326,12 @@ int queue_qkeys_open(struct queue *q);
 int64_t queue_qkeys_oldest(struct queue *q);
 /* How old a new message's keys-to-be get before housekeeping writes them. */
 #define QUEUE_QKEYS_DELAY_US    (1000 * 1000)
+/* When most of them were still queued at that age (delivery paused or
+ * slow: writing them late costs more than at commit), the committer writes
+ * them at commit for this long, then tries again. */
+#define QUEUE_QKEYS_EAGER_US    (10 * 1000 * 1000)
+/* 1: a new message committed now gets its keys late. */
+int queue_qkeys_lazy_now(struct queue *q);
 /* A queue_placeholder(): what an undecodable index record reads as. */
 struct envelope *queue_placeholder(uint64_t id);
 

@@ -500,6 +500,37 @@ store_del(struct store *s, struct store_txn *t, enum store_table tb,
 	return store_rc(s->db[tb]->del(s->db[tb], store_tx(t), &k, 0));
 }
 
+int
+store_take(struct store *s, struct store_txn *t, enum store_table tb,
+    const void *key, size_t klen, void **val, size_t *vlen)
+{
+	DB *db = s->db[tb];
+	DBC *c = NULL;
+	DBT k, v;
+	int rc, rc2;
+
+	*val = NULL;
+	*vlen = 0;
+	if ((rc = db->cursor(db, store_tx(t), &c, 0)) != 0)
+		return store_rc(rc);
+	store_dbt(&k, key, klen);
+	memset(&v, 0, sizeof(v));
+	v.flags = DB_DBT_MALLOC;
+	rc = c->get(c, &k, &v, DB_SET | DB_RMW);
+	if (rc == 0 && (rc = c->del(c, 0)) != 0)
+		free(v.data);
+	rc2 = c->close(c);
+	if (rc == 0 && rc2 != 0) {
+		free(v.data);
+		rc = rc2;
+	}
+	if (rc != 0)
+		return store_rc(rc);
+	*val = v.data;
+	*vlen = v.size;
+	return 0;
+}
+
 #define STORE_WALK_CHUNK 64
 
 struct store_walk_item {

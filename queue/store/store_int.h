@@ -67,6 +67,11 @@ int store_get(struct store *s, struct store_txn *t, enum store_table tb,
 /* 0, STORE_NOTFOUND, STORE_RETRY, -1 */
 int store_del(struct store *s, struct store_txn *t, enum store_table tb,
     const void *key, size_t klen);
+/* store_get then store_del of that record in t (not NULL), with one
+ * cursor: one search. *val as store_get's. 0, STORE_NOTFOUND, STORE_RETRY,
+ * -1. */
+int store_take(struct store *s, struct store_txn *t, enum store_table tb,
+    const void *key, size_t klen, void **val, size_t *vlen);
 
 /*
  * Call fn for every record of tb in key order, outside any lock (records

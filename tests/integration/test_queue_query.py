@@ -170,8 +170,47 @@ def test_filters_and_counts_at_a_few_thousand(ternd, sink):
     # the counters survive a restart and agree with a walk
     t.restart()
     st2 = stats(t)
-    assert st2 == stats(t) and st2["messages"] == len(left)
+    # the counters do not move (the segment files may: a spare is made)
+    st3 = stats(t)
+    st2.pop("segments_bytes", None)
+    st3.pop("segments_bytes", None)
+    assert st2 == st3 and st2["messages"] == len(left)
     assert st2["recipients"] == st["recipients"] and st2["held"] == len(held)
     r = t.ternctl("queue", "verify", "--json")
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert json.loads(r.stdout)["differences"] == 0
+
+
+def test_keys_of_new_messages_after_kill9(ternd, sink):
+    """New messages get their query keys up to a second after acceptance
+    (doc/queue.md "Query keys written late"). Killed before that, ternd's
+    recovery writes them: listings by key find every message, verify finds
+    no difference, and each is delivered once."""
+    s = sink()
+    t = ternd(default_route="smtp:[127.0.0.1]:%d" % s.port, trusted="127.0.0.0/8")
+    assert t.ternctl("pause").returncode == 0
+    n = 60      # under the 64 that can switch to keys at commit
+    ids = fill(t, n)
+    # past a log flush (100 ms: the index has them), before their keys (1 s)
+    time.sleep(0.3)
+    t.kill9()
+    s.mail_reply = "421 4.3.2 not now"  # a pause is not kept: nothing goes
+    t.start()
+    m = re.search(r"recovered .* keyed=(\d+)", t.log())
+    assert m, t.log()
+    assert int(m.group(1)) > 0, "every key was written before the kill"
+    assert t.ternctl("pause").returncode == 0
+    for i in (0, n // 2, n - 1):
+        assert listing(t, "--to", "u%d@d%d.test" % (i, i % 20)) == [ids[i]]
+    assert listing(t, "--domain", "d7.test") == \
+        sorted(ids[i] for i in range(n) if i % 20 == 7)
+    assert len(listing(t)) == n
+    r = t.ternctl("queue", "verify", "--json")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert json.loads(r.stdout)["differences"] == 0
+    s.mail_reply = None
+    assert t.ternctl("resume").returncode == 0
+    assert t.ternctl("retry", "all").returncode == 0
+    got = s.wait_for(n, timeout=60)     # one smarthost: one transaction each
+    rcpts = sorted(r for m in got for r in m.rcpt_tos)
+    assert rcpts == sorted(r for i in range(n) for r in rcpts_of(i))

@@ -919,6 +919,28 @@ test_query_keys_late(void **state)
 	q = qopen(dir, 1, 0);
 	assert_int_equal(count_nokeys(q), 0);
 	queue_close(q);
+
+	/* most still queued when their keys were due (nothing delivers):
+	 * the next ones get their keys at commit */
+	q = qopen(dir, 0, 0);
+	{
+		struct waiter *w2 = waiter_new(101);
+		queue_set_notify(q, w2->tq);
+		for (size_t i = 0; i < 100; i++)
+			submit(q, w2, i, "s@late.example", rr, 100);
+		waiter_wait(w2, 100);
+		assert_true(count_nokeys(q) > 0);
+		for (int i = 0; i < 300 && count_nokeys(q) > 0; i++)
+			usleep(10 * 1000);
+		assert_int_equal(count_nokeys(q), 0);
+		usleep(200 * 1000);     /* the run that keyed the last ones ends */
+		submit(q, w2, 100, "s@late.example", rr, 100);
+		waiter_wait(w2, 101);
+		assert_int_equal(count_nokeys(q), 0);
+		check_verify(q);
+		waiter_free(w2);
+	}
+	queue_close(q);
 	waiter_free(w);
 	rmtree(dir);
 
