@@ -38,6 +38,17 @@ test_qid(void **state)
 	assert_int_equal(qid_parse("0123456789abcde", &v), -1);
 	assert_int_equal(qid_parse("0123456789abcdef0", &v), -1);
 	assert_int_equal(qid_parse("0123456789abcdeg", &v), -1);
+	qid_format(0, s);
+	assert_string_equal(s, "0000000000000000");
+	qid_format(UINT64_MAX, s);
+	assert_string_equal(s, "ffffffffffffffff");
+	for (uint64_t x = 1, i = 0; i < 200;
+	    i++, x = x * 7 + 0x9e3779b97f4a7c15ULL) {
+		char want[QID_STRLEN + 1];
+		snprintf(want, sizeof(want), "%016llx", (unsigned long long)x);
+		qid_format(x, s);
+		assert_string_equal(s, want);
+	}
 }
 
 static void
