@@ -175,9 +175,10 @@ qkeys_free(struct qkeys *ks)
 	memset(ks, 0, sizeof(*ks));
 }
 
-/* The keys of e, sorted, each once. e NULL: none. */
+/* The keys of e, sorted, each once (dom_only: the 'd' keys alone, what
+ * the counters need). e NULL: none. */
 static void
-qkeys_env(struct qkeys *ks, const struct envelope *e)
+qkeys_env_kinds(struct qkeys *ks, const struct envelope *e, int dom_only)
 {
 	uint8_t k[17];
 	size_t j = 0;
@@ -185,6 +186,8 @@ qkeys_env(struct qkeys *ks, const struct envelope *e)
 	memset(ks, 0, sizeof(*ks));
 	if (e == NULL)
 		return;
+	if (dom_only)
+		goto domains;
 	k[0] = QK_ARRIVAL;
 	queue_be64(k + 1, qkey_arrival(e->arrival));
 	queue_be64(k + 9, e->id);
@@ -202,11 +205,13 @@ qkeys_env(struct qkeys *ks, const struct envelope *e)
 	}
 	if (e->sender != NULL)
 		qkeys_text(ks, QK_SENDER, e->sender, e->id);
+domains:
 	for (size_t i = 0; i < e->nrcpt; i++) {
 		const struct env_rcpt *rc = &e->rcpts[i];
 		if (rc->state != RCPT_PENDING || rc->addr == NULL)
 			continue;
-		qkeys_text(ks, QK_RCPT, rc->addr, e->id);
+		if (!dom_only)
+			qkeys_text(ks, QK_RCPT, rc->addr, e->id);
 		qkeys_text(ks, QK_DOMAIN, addr_domain(rc->addr), e->id);
 	}
 	qsort(ks->v, ks->n, sizeof(*ks->v), qkey_cmp);
@@ -218,6 +223,12 @@ qkeys_env(struct qkeys *ks, const struct envelope *e)
 		ks->v[j++] = ks->v[i];
 	}
 	ks->n = j;
+}
+
+static void
+qkeys_env(struct qkeys *ks, const struct envelope *e)
+{
+	qkeys_env_kinds(ks, e, 0);
 }
 
 /* ---- counters: deltas summed on the transaction ---- */
@@ -319,8 +330,9 @@ queue_qidx_change(struct queue *q, struct store_txn *t,
 		d->base.free = qdelta_free;
 		store_txn_set_data(t, &d->base);
 	}
-	qkeys_env(&ko, old);
-	qkeys_env(&kn, e);
+	/* no key written either side: the counters' domain keys alone */
+	qkeys_env_kinds(&ko, old, !wo && !wn);
+	qkeys_env_kinds(&kn, e, !wo && !wn);
 	/* merge the two sorted lists: delete what went, put what came */
 	while (rc == 0 && (i < ko.n || j < kn.n)) {
 		int c = i == ko.n ? 1 : j == kn.n ? -1 :
