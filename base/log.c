@@ -4,7 +4,9 @@
  * Runs on every thread; each line is written with one write(2) (stderr) or
  * one syslog(3) call, so lines from different threads never interleave. A
  * thread may gather its lines in a batch (log_batch_begin) and write
- * several whole lines with one write(2) of at most PIPE_BUF bytes.
+ * several whole lines with one write(2) of at most PIPE_BUF bytes; a loop
+ * thread may batch all the time, its lines written once per turn of its
+ * loop (log_batch_turn, used by log_loop.c).
  * Never allocates on the logging path (fixed buffers on the stack, cut
  * safely when full); preserves errno.
  *
@@ -82,8 +84,9 @@ static const int log_level_prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG 
 static __thread char log_batch_buf[LOG_BATCH_MAX];
 static __thread size_t log_batch_len;
 static __thread int log_batch_on;
+static __thread void (*log_batch_kick)(void);  /* turn mode: see log.h */
 
-static void
+void
 log_batch_flush(void)
 {
 	if (log_batch_len > 0) {
@@ -100,6 +103,8 @@ log_write_line(enum log_level lvl, const char *line, size_t n)
 	if (log_batch_on && lvl >= LOG_L_INFO && n <= LOG_BATCH_MAX) {
 		if (log_batch_len + n > LOG_BATCH_MAX)
 			log_batch_flush();
+		if (log_batch_len == 0 && log_batch_kick != NULL)
+			log_batch_kick();       /* the turn's end writes it */
 		memcpy(log_batch_buf + log_batch_len, line, n);
 		log_batch_len += n;
 		return;
@@ -119,7 +124,15 @@ void
 log_batch_end(void)
 {
 	log_batch_flush();
-	log_batch_on = 0;
+	log_batch_on = log_batch_kick != NULL;
+}
+
+void
+log_batch_turn(void (*kick)(void))
+{
+	log_batch_flush();
+	log_batch_kick = kick;
+	log_batch_on = kick != NULL;
 }
 
 /* The JSON form of msg, to syslog or stderr; its own frame for the buffer. */

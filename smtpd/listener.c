@@ -32,6 +32,7 @@
 #include <event2/listener.h>
 
 #include "tern/log.h"
+#include "tern/log_loop.h"
 #include "tern/metrics.h"
 #include "tern/proxy.h"
 #include "tern/util.h"
@@ -510,7 +511,11 @@ static void *
 smtpd_loop_main(void *arg)
 {
 	struct smtpd_loop *loop = arg;
+	/* a turn's log lines ("queued" after a group commit) in one write */
+	if (log_loop_attach(loop->base) < 0)
+		log_warnx("session loop: log lines will be written one by one");
 	event_base_dispatch(loop->base);
+	log_loop_detach();
 	return NULL;
 }
 

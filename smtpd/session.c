@@ -25,14 +25,15 @@
  * the way too, and signed at the end of data (session_dkim.c).
  *
  * Pipelining: the read callback consumes every complete command in the
- * input buffer and appends the replies to the output buffer; libevent
- * writes them when the callback returns, so a pipelined group costs one
+ * input buffer and appends the replies to the output buffer, written with
+ * one writev when the callback returns, so a pipelined group costs one
  * write. While a message is being committed (or credentials checked, or
  * replies wait for a client that does not read them), commands are not
- * processed: input waits in the buffer, and the read high-watermark stops
- * reading from the socket once it holds 256 KiB. (EV_READ is never toggled
- * on a live session: on a STARTTLS filter bufferevent, libevent 2.1 can
- * report a false EOF when reading is re-enabled.)
+ * processed: input waits in the buffer, and reading from the socket stops
+ * once it holds 256 KiB (the read high-watermark; on a plain socket the
+ * session's own read event, smtpd_read_watch). (The bufferevent's EV_READ
+ * is never toggled on a live TLS session: on a STARTTLS filter bufferevent,
+ * libevent 2.1 can report a false EOF when reading is re-enabled.)
  *
  * Time limits: idle-timeout (any byte resets it), command-deadline per
  * request (a command line, or the DATA phase stretched by data-min-rate),
@@ -76,6 +77,11 @@
 #define SMTPD_F_GREETING 0x800u  /* greet-delay: 220 not sent yet */
 #define SMTPD_F_WCORK    0x1000u /* plain socket, EV_WRITE off, output empty */
 #define SMTPD_F_BATCH    0x2000u /* replies wait for smtpd_batch_end() */
+#define SMTPD_F_RSTOP    0x4000u /* own read event off: SMTPD_IN_MAX waits */
+#define SMTPD_F_RFULL    0x8000u /* the last own read filled its block */
+
+/* Stop reading from the socket while this much input waits. */
+#define SMTPD_IN_MAX     (256 * 1024)
 
 /* Stop reading while this much reply text waits for a client that doesn't read. */
 #define SMTPD_OUT_MAX    (64 * 1024)
@@ -119,6 +125,7 @@ struct smtpd_session {
 	struct conf *conf;            /* owned reference */
 	const struct conf_listen *lc; /* borrowed: inside conf */
 	struct bufferevent *bev;      /* owned */
+	struct event *rev;            /* owned or NULL: own read, plain socket */
 	struct event *lifetime;       /* owned: session-timeout timer */
 	struct event *deadline;       /* owned or NULL: command-deadline timer */
 	struct event *greet;          /* owned or NULL: greet-delay timer */
@@ -245,6 +252,24 @@ smtpd_batch_end(struct smtpd_session *s)
 		return;
 	if (!smtpd_io_plain(s->bev) || !smtpd_io_flush(s->bev))
 		smtpd_uncork(s);   /* STARTTLS began, or the socket is full */
+}
+
+/*
+ * A batch's replies are over SMTPD_OUT_MAX: write them now. 1 if the
+ * socket took them all (go on); 0 if not, with the write event on, so the
+ * write callback resumes the session once they are out. (Waiting for
+ * that callback when nothing is left to write would wait forever.)
+ */
+static int
+smtpd_batch_drain(struct smtpd_session *s)
+{
+	if ((s->flags & (SMTPD_F_WCORK | SMTPD_F_BATCH)) !=
+	    (SMTPD_F_WCORK | SMTPD_F_BATCH) || !smtpd_io_plain(s->bev))
+		return 0;
+	if (smtpd_io_flush(s->bev))
+		return 1;
+	smtpd_uncork(s);
+	return 0;
 }
 
 static void smtpd_reply(struct smtpd_session *s, int code, const char *enh,
@@ -982,6 +1007,98 @@ static void smtpd_session_writecb(struct bufferevent *bev, void *arg);
 static void smtpd_session_eventcb(struct bufferevent *bev, short what, void *arg);
 static void smtpd_session_tls_up(struct smtpd_session *s);
 
+/*
+ * Reading a plain socket (session_io.c says why): the session's own
+ * persistent read event (s->rev), whose timeout is the idle timeout,
+ * stands in for the bufferevent's reading, which stays disabled: one
+ * readv per wake-up, no ioctl(FIONREAD), and no epoll_ctl while the
+ * session lives. It reads what libevent would (4 KiB, or a 64 KiB block
+ * while a message streams in), stops while SMTPD_IN_MAX bytes wait (the
+ * bufferevent's read high-watermark) and resumes once they are taken
+ * (smtpd_read_watch); it reports EOF, errors and the idle timeout to the
+ * bufferevent's event callback as libevent would. STARTTLS gives the
+ * socket back to libevent (smtpd_read_release) before the TLS filter
+ * takes it.
+ */
+static void
+smtpd_session_rcb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+	size_t have = evbuffer_get_length(bufferevent_get_input(s->bev));
+	size_t want = s->state == SMTPD_S_DATA || s->bdat_discard > 0 ?
+	    SMTPD_IO_READ : SMTPD_IO_EV_READ;
+	ssize_t r;
+
+	if (what & EV_TIMEOUT) {
+		smtpd_session_eventcb(s->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, s);
+		return;
+	}
+	if (have < SMTPD_IN_MAX && want > SMTPD_IN_MAX - have)
+		want = SMTPD_IN_MAX - have;
+	r = smtpd_io_read(s->bev, want);
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (r <= 0) {
+		smtpd_session_eventcb(s->bev, BEV_EVENT_READING |
+		    (r == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), s);
+		return;
+	}
+	if ((size_t)r == want)
+		s->flags |= SMTPD_F_RFULL;      /* the socket may hold more */
+	else
+		s->flags &= ~SMTPD_F_RFULL;
+	smtpd_session_readcb(s->bev, s);
+}
+
+/* The read timeout now: none while greet-delay holds the 220 back. */
+static void
+smtpd_read_arm(struct smtpd_session *s)
+{
+	struct timeval idle = { s->conf->idle_timeout, 0 };
+
+	event_add(s->rev, (s->flags & SMTPD_F_GREETING) ? NULL : &idle);
+}
+
+/* Stop the own read event while SMTPD_IN_MAX waits; resume once taken. */
+static void
+smtpd_read_watch(struct smtpd_session *s)
+{
+	if (s->rev == NULL)
+		return;
+	size_t have = evbuffer_get_length(bufferevent_get_input(s->bev));
+	if (!(s->flags & SMTPD_F_RSTOP) && have >= SMTPD_IN_MAX) {
+		event_del(s->rev);
+		s->flags |= SMTPD_F_RSTOP;
+	} else if ((s->flags & SMTPD_F_RSTOP) && have < SMTPD_IN_MAX) {
+		s->flags &= ~SMTPD_F_RSTOP;
+		smtpd_read_arm(s);
+	}
+}
+
+/* No more reading by the session itself (STARTTLS, an idle timeout). */
+static void
+smtpd_read_release(struct smtpd_session *s)
+{
+	if (s->rev == NULL)
+		return;
+	event_free(s->rev);
+	s->rev = NULL;
+	s->flags &= ~(SMTPD_F_RSTOP | SMTPD_F_RFULL);
+}
+
+/* Read and write timeouts: the bufferevent's, and the own read event's. */
+static void
+smtpd_set_timeouts(struct smtpd_session *s, const struct timeval *rd,
+    const struct timeval *wr)
+{
+	bufferevent_set_timeouts(s->bev, rd, wr);
+	if (s->rev == NULL || (s->flags & SMTPD_F_RSTOP))
+		return;
+	if (rd == NULL)
+		event_del(s->rev);      /* event_add would keep the old timeout */
+	event_add(s->rev, rd);
+}
+
 /* Callbacks, timeouts and limits of a (new) bufferevent of the session. */
 static void
 smtpd_session_setup_bev(struct smtpd_session *s)
@@ -989,10 +1106,14 @@ smtpd_session_setup_bev(struct smtpd_session *s)
 	struct timeval idle = { s->conf->idle_timeout, 0 };
 	bufferevent_set_timeouts(s->bev, &idle, &idle);
 	/* Bound what a client can make us buffer: a command line, or a chunk of DATA. */
-	bufferevent_setwatermark(s->bev, EV_READ, 0, 256 * 1024);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTPD_IN_MAX);
 	bufferevent_setcb(s->bev, smtpd_session_readcb, smtpd_session_writecb,
 	    smtpd_session_eventcb, s);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	if (s->rev != NULL) {
+		bufferevent_enable(s->bev, EV_WRITE);
+		smtpd_read_arm(s);
+	} else
+		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }
 
 /*
@@ -1030,11 +1151,13 @@ smtpd_cmd_starttls(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		    "after STARTTLS", (unsigned long long)s->id, s->peer_str, junk);
 		evbuffer_drain(in, junk);
 	}
+	smtpd_read_release(s);  /* the filter enables the socket's own reading */
 	struct bufferevent *tbev = bufferevent_openssl_filter_new(s->loop->base,
 	    s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
 	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (tbev == NULL) {
 		SSL_free(ssl);
+		bufferevent_enable(s->bev, EV_READ);
 		smtpd_reply(s, 421, "4.7.0", "%s TLS setup failed", s->conf->hostname);
 		return 0;
 	}
@@ -1066,6 +1189,7 @@ smtpd_auth_delay_cb(evutil_socket_t fd, short what, void *arg)
 	smtpd_auth_fail_reply(s);
 	smtpd_request_begin(s);
 	smtpd_session_process(s);
+	smtpd_read_watch(s);
 }
 
 /*
@@ -1245,6 +1369,7 @@ smtpd_auth_done(struct smtpd_session *s, const struct auth_result *res)
 	}
 	smtpd_request_begin(s);
 	smtpd_session_process(s);
+	smtpd_read_watch(s);
 }
 
 static const struct smtpd_cmd smtpd_cmds[] = {
@@ -1640,14 +1765,16 @@ static void
 smtpd_session_process(struct smtpd_session *s)
 {
 	char line[SASL_LINE_MAX + 1];
-	int more = (s->flags & SMTPD_F_BATCH) && smtpd_io_plain(s->bev) &&
-	    evbuffer_get_length(bufferevent_get_input(s->bev)) >= SMTPD_IO_EV_READ;
+	int more = (s->flags & SMTPD_F_BATCH) && s->rev != NULL &&
+	    (s->flags & SMTPD_F_RFULL);
 
 	while (!(s->flags & SMTPD_F_CLOSING)) {
 		/* re-read each time: STARTTLS replaces the bufferevent */
 		struct evbuffer *in = bufferevent_get_input(s->bev);
 		if (evbuffer_get_length(bufferevent_get_output(s->bev)) >
 		    SMTPD_OUT_MAX) {
+			if (smtpd_batch_drain(s))
+				continue;
 			s->flags |= SMTPD_F_OUTFULL;
 			return;
 		}
@@ -1786,6 +1913,7 @@ smtpd_session_readcb(struct bufferevent *bev, void *arg)
 	smtpd_batch_begin(s);
 	smtpd_session_process(s);
 	smtpd_batch_end(s);
+	smtpd_read_watch(s);
 	smtpd_session_reap(s);
 }
 
@@ -1819,14 +1947,17 @@ smtpd_session_eventcb(struct bufferevent *bev, short what, void *arg)
 		}
 		if (s->state == SMTPD_S_COMMIT) {
 			/* a slow disk, not an idle client: the commit answers;
-			 * libevent disabled reading on the timeout, restore it */
-			bufferevent_enable(bev, EV_READ);
+			 * libevent disabled reading on the timeout, restore it
+			 * (the own read event stays pending) */
+			if (s->rev == NULL)
+				bufferevent_enable(bev, EV_READ);
 			return;
 		}
 		log_info("session=%016llx client=%s idle timeout in state %s",
 		    (unsigned long long)s->id, s->peer_str,
 		    smtpd_strstate(s->state));
 		bufferevent_disable(bev, EV_READ);
+		smtpd_read_release(s);
 		bufferevent_enable(bev, EV_WRITE);
 		smtpd_reply(s, 421, "4.4.2", "%s Error: timeout exceeded",
 		    s->conf->hostname);
@@ -2033,7 +2164,7 @@ smtpd_greet(struct smtpd_session *s)
 			return;
 		}
 	}
-	bufferevent_set_timeouts(s->bev, &idle, &idle);  /* from now on */
+	smtpd_set_timeouts(s, &idle, &idle);  /* from now on */
 	smtpd_request_begin(s);
 	smtpd_reply(s, 220, NULL, "%s ESMTP tern", s->conf->hostname);
 }
@@ -2063,7 +2194,7 @@ smtpd_greet_start(struct smtpd_session *s)
 	}
 	s->flags |= SMTPD_F_GREETING;
 	/* the pause is ours: no idle timeout until the 220 is out */
-	bufferevent_set_timeouts(s->bev, NULL, &idle);
+	smtpd_set_timeouts(s, NULL, &idle);
 	evtimer_add(s->greet, &wait);
 }
 
@@ -2134,11 +2265,14 @@ smtpd_session_accept(struct smtpd_loop *loop, int fd, const struct sockaddr *sa,
 				SSL_free(ssl);
 			s->flags |= SMTPD_F_TLS | SMTPD_F_TLS_PENDING;
 		}
-	} else {
+	} else if ((s->rev = event_new(loop->base, fd, EV_READ | EV_PERSIST,
+	    smtpd_session_rcb, s)) != NULL) {
 		s->bev = bufferevent_socket_new(loop->base, fd,
 		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	}
 	if (s->bev == NULL) {
+		if (s->rev != NULL)
+			event_free(s->rev);
 		close(fd);
 		smtpd_connlimit_put(srv, sa);
 		srv->nconnections--;
@@ -2198,6 +2332,7 @@ smtpd_session_free(struct smtpd_session *s)
 		event_free(s->deadline);
 	if (s->greet != NULL)
 		event_free(s->greet);
+	smtpd_read_release(s);          /* before the socket closes */
 	bufferevent_free(s->bev);
 	smtpd_connlimit_put(s->srv, (struct sockaddr *)&s->peer);
 	s->srv->nconnections--;
@@ -2224,6 +2359,7 @@ smtpd_loop_inbox(struct tq_msg *m, void *arg)
 			smtpd_batch_begin(s);
 			smtpd_commit_done(s, d);
 			smtpd_batch_end(s);
+			smtpd_read_watch(s);
 			smtpd_session_reap(s);
 		}
 		free(d);

@@ -11,8 +11,10 @@
  * epoll_ctl per reply group and two system calls per 4 KiB of message.
  * The session (session.c) instead keeps EV_WRITE disabled while it
  * handles input, writes the group itself when it is done, and gives the
- * bufferevent only what the socket did not take; while it reads a
- * message it reads what the socket holds, in blocks of up to 64 KiB.
+ * bufferevent only what the socket did not take. It reads with its own
+ * persistent read event (the bufferevent's reading stays disabled): one
+ * readv per wake-up, no FIONREAD, no epoll_ctl; while it reads a message
+ * it reads what the socket holds, in blocks of up to 64 KiB.
  *
  * Runs on the session's loop thread. Only for a socket bufferevent without
  * TLS (smtpd_io_plain): a TLS bufferevent keeps libevent's own I/O. Never
@@ -43,6 +45,6 @@ smtpd_io_flush(struct bufferevent *bev)
 ssize_t
 smtpd_io_read(struct bufferevent *bev, size_t want)
 {
-	/* EOF and errors are libevent's to report, at its next read */
+	/* EOF and errors: the caller's to report, or its next read's */
 	return sockio_read(bev, want);
 }

@@ -168,7 +168,7 @@ const char *smtpd_strstate(enum smtpd_state st);
 
 struct bufferevent;
 
-/* libevent 2.1 reads at most this much per wake-up (EVBUFFER_MAX_READ). */
+/* A session's read outside a message: libevent 2.1's own (EVBUFFER_MAX_READ). */
 #define SMTPD_IO_EV_READ   4096
 /* The block size of smtpd_io_read() while a message streams in. */
 #define SMTPD_IO_READ      (64 * 1024)
@@ -184,7 +184,8 @@ int smtpd_io_flush(struct bufferevent *bev);
 /*
  * Read up to want bytes from bev's socket into its input buffer (one
  * readv). The bytes read; 0 at EOF, -1 with errno (EAGAIN: nothing there).
- * EOF and errors are left for libevent's next read to report.
+ * A caller that does not report EOF or an error leaves it to the session's
+ * next read (its own read event, which fires again).
  */
 ssize_t smtpd_io_read(struct bufferevent *bev, size_t want);
 

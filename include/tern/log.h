@@ -53,6 +53,16 @@ void vlog(enum log_level lvl, const char *fmt, va_list ap) TERN_PRINTF(2, 0);
 #define LOG_BATCH_MAX 4096
 void log_batch_begin(void);
 void log_batch_end(void);
+/*
+ * Turn mode (a loop thread, through log_loop.h): this thread batches from
+ * now on, and the first line gathered into an empty batch calls kick(),
+ * which must see that log_batch_flush() runs before the thread sleeps or
+ * exits. log_batch_end() in turn mode writes what is gathered and batching
+ * goes on; log_batch_turn(NULL) writes the rest and ends turn mode.
+ */
+void log_batch_turn(void (*kick)(void));
+/* Write this thread's gathered lines now (nothing if there are none). */
+void log_batch_flush(void);
 
 __attribute__((noreturn)) void fatal(const char *fmt, ...) TERN_PRINTF(1, 2);
 __attribute__((noreturn)) void fatalx(const char *fmt, ...) TERN_PRINTF(1, 2);

@@ -19,8 +19,11 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <event2/event.h>
+
 #include "tern/json.h"
 #include "tern/log.h"
+#include "tern/log_loop.h"
 
 #define NTOKS 1024
 
@@ -533,12 +536,113 @@ test_batch(void **state)
 	free(out);
 }
 
+/* ---- a loop thread's lines, once per turn (log_loop.c) ---- */
+
+static int turn_kicks;
+
+static void
+turn_kick(void)
+{
+	turn_kicks++;
+}
+
+static void
+test_batch_turn(void **state)
+{
+	char *out;
+	size_t len;
+	(void)state;
+
+	log_set_json(0);
+	cap_begin();
+	turn_kicks = 0;
+	log_batch_turn(turn_kick);
+	log_info("turn one");
+	log_info("turn two");
+	assert_int_equal(turn_kicks, 1);        /* once per empty batch */
+	assert_int_equal(lseek(cap_fd, 0, SEEK_END), 0);
+	log_batch_flush();
+	off_t first = lseek(cap_fd, 0, SEEK_END);
+	assert_true(first > 0);
+	log_info("turn three");
+	assert_int_equal(turn_kicks, 2);
+	log_batch_begin();                      /* a batch inside: no change */
+	log_batch_end();                        /* writes, keeps batching */
+	assert_true(lseek(cap_fd, 0, SEEK_END) > first);
+	log_info("turn four");
+	assert_int_equal(turn_kicks, 3);
+	off_t before = lseek(cap_fd, 0, SEEK_END);
+	log_batch_turn(NULL);                   /* writes the rest, ends */
+	assert_true(lseek(cap_fd, 0, SEEK_END) > before);
+	log_info("turn after");                 /* unbatched, no kick */
+	assert_int_equal(turn_kicks, 3);
+	out = cap_end(&len);
+	const char *p = out;
+	assert_non_null(p = strstr(p, "turn one\n"));
+	assert_non_null(p = strstr(p, "turn two\n"));
+	assert_non_null(p = strstr(p, "turn three\n"));
+	assert_non_null(p = strstr(p, "turn four\n"));
+	assert_non_null(strstr(p, "turn after\n"));
+	free(out);
+}
+
+static off_t loop_seen = -1;
+
+/* A loop callback: its lines are not written while the turn goes on. */
+static void
+loop_logger_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	log_info("loop line one");
+	log_info("loop line two");
+	loop_seen = lseek(cap_fd, 0, SEEK_END);
+}
+
+static void
+test_loop_turn(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct timeval now = { 0, 0 };
+	char *out;
+	size_t len;
+	(void)state;
+
+	assert_non_null(base);
+	struct event *ev = evtimer_new(base, loop_logger_cb, NULL);
+	assert_non_null(ev);
+	log_set_json(1);
+	cap_begin();
+	assert_int_equal(log_loop_attach(base), 0);
+	evtimer_add(ev, &now);
+	assert_int_equal(event_base_loop(base, EVLOOP_ONCE), 0);
+	assert_int_equal(loop_seen, 0);         /* held during the callback */
+	off_t after = lseek(cap_fd, 0, SEEK_END);
+	assert_true(after > 0);                 /* written by the turn's end */
+	log_info("loop line three");            /* after the loop: held */
+	assert_int_equal(lseek(cap_fd, 0, SEEK_END), after);
+	log_loop_detach();                      /* the rest is written */
+	assert_true(lseek(cap_fd, 0, SEEK_END) > after);
+	out = cap_end(&len);
+	log_set_json(0);
+	const char *p = out;
+	assert_non_null(p = strstr(p, "\"msg\":\"loop line one\""));
+	assert_non_null(p = strstr(p, "\"msg\":\"loop line two\""));
+	assert_non_null(strstr(p, "\"msg\":\"loop line three\""));
+	free(out);
+	event_free(ev);
+	event_base_free(base);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_text_lines),
 		cmocka_unit_test(test_batch),
+		cmocka_unit_test(test_batch_turn),
+		cmocka_unit_test(test_loop_turn),
 		cmocka_unit_test(test_json_lines),
 		cmocka_unit_test(test_json_values),
 		cmocka_unit_test(test_json_escaping),
