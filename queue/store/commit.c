@@ -290,28 +290,14 @@ queue_seg_scrub(struct queue *q, uint64_t start, uint64_t end)
 static void
 queue_seg_abandon(struct queue *q, uint64_t off)
 {
-	struct store_txn *t = NULL;
 	char key[16];
 	uint8_t v[8];
 	uint32_t num = q->cur_num;
-	int rc = -1;
 
 	memcpy(key, META_CUT, 4);
 	queue_be32((uint8_t *)key + 4, num);
 	queue_be64(v, off);
-	for (int tries = 0; tries < 20; tries++) {
-		if (store_begin(q->st, &t) < 0)
-			break;
-		rc = store_put(q->st, t, STORE_META, key, 8, v, 8);
-		if (rc == 0) {
-			rc = store_commit(t, 1);
-			break;
-		}
-		store_abort(t);
-		if (rc != STORE_RETRY)
-			break;
-	}
-	if (rc != 0) {
+	if (queue_meta_put(q, key, 8, v, 8, 1) < 0) {
 		pthread_mutex_lock(&q->lock);
 		q->broken = errno ? errno : EIO;
 		pthread_mutex_unlock(&q->lock);

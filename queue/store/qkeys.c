@@ -38,9 +38,9 @@
 static int
 qkeys_pos_cmp(uint32_t seg, uint64_t off, const struct qkeys_pend *p)
 {
-	if (seg != p->seg)
-		return seg < p->seg ? -1 : 1;
-	return off < p->off ? -1 : off > p->off;
+	if (queue_pos_lt(seg, off, p->seg, p->off))
+		return -1;
+	return queue_pos_lt(p->seg, p->off, seg, off);
 }
 
 static struct qkeys_pend *
@@ -125,7 +125,6 @@ queue_qkeys_oldest(struct queue *q)
 static int
 qkeys_one(struct queue *q, struct store_txn *t, uint64_t id, uint64_t *keyed)
 {
-	struct envelope *cur = NULL;
 	uint8_t key[8];
 	void *v = NULL;
 	size_t vlen;
@@ -134,19 +133,14 @@ qkeys_one(struct queue *q, struct store_txn *t, uint64_t id, uint64_t *keyed)
 	queue_be64(key, id);
 	rc = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
 	if (rc == STORE_NOTFOUND)
-		return 0;
+		return 0;       /* removed meanwhile */
 	if (rc != 0)
 		return rc;
-	if (envelope_decode(v, vlen, &cur) != ENV_DECODE_OK)
-		cur = NULL;         /* recovery holds it; nothing to key here */
+	rc = queue_index_rekey_stored(q, t, v, vlen);
 	free(v);
-	if (cur != NULL && (cur->flags & ENV_F_NOKEYS)) {
-		rc = queue_index_rekey(q, t, cur);
-		if (rc == 0)
-			(*keyed)++;
-	}
-	envelope_free(cur);
-	return rc;
+	if (rc == 1)
+		(*keyed)++;
+	return rc < 0 ? rc : 0;
 }
 
 int
@@ -254,10 +248,8 @@ queue_qkeys_run(struct queue *q, uint64_t min_age_us)
 int
 queue_qkeys_open(struct queue *q)
 {
-	struct store_txn *t = NULL;
 	uint8_t v[12];
 	uint32_t seg = q->cur_num != 0 ? q->cur_num : q->next_seg;
-	int rc = -1;
 
 	q->qk_lazy = 0;
 	if (!q->qidx || q->readonly)
@@ -265,20 +257,7 @@ queue_qkeys_open(struct queue *q)
 	/* nothing of this run is before (seg, 0); all before it is keyed */
 	queue_be32(v, seg);
 	queue_be64(v + 4, 0);
-	for (int tries = 0; tries < 20; tries++) {
-		if (store_begin(q->st, &t) < 0)
-			break;
-		rc = store_put(q->st, t, STORE_META, META_QKEYS,
-		    strlen(META_QKEYS), v, 12);
-		if (rc == 0) {
-			rc = store_commit(t, 0);
-			break;
-		}
-		store_abort(t);
-		if (rc != STORE_RETRY)
-			break;
-	}
-	if (rc != 0) {
+	if (queue_meta_put(q, META_QKEYS, strlen(META_QKEYS), v, 12, 0) < 0) {
 		log_warnx("queue: cannot record the query keys' position: "
 		    "new messages get their keys at once in this run");
 		return -1;

@@ -148,6 +148,22 @@ queue_index_rekey(struct queue *q, struct store_txn *t,
 }
 
 int
+queue_index_rekey_stored(struct queue *q, struct store_txn *t, const void *v,
+    size_t vlen)
+{
+	struct envelope *cur = NULL;
+	int rc = 0;
+
+	if (envelope_decode(v, vlen, &cur) != ENV_DECODE_OK)
+		return 0;       /* recovery holds it; nothing to key here */
+	if (cur->flags & ENV_F_NOKEYS &&
+	    (rc = queue_index_rekey(q, t, cur)) == 0)
+		rc = 1;
+	envelope_free(cur);
+	return rc;
+}
+
+int
 queue_index_put_new(struct queue *q, struct store_txn *t,
     const struct envelope *e, int lazy)
 {
@@ -227,6 +243,26 @@ queue_meta_get(struct queue *q, const char *key, size_t klen, uint8_t *out,
 	return rc;
 }
 
+int
+queue_meta_put(struct queue *q, const char *key, size_t klen,
+    const uint8_t *val, size_t vlen, int sync)
+{
+	struct store_txn *t = NULL;
+	int rc = -1;
+
+	for (int tries = 0; tries < 20; tries++) {
+		if (store_begin(q->st, &t) < 0)
+			return -1;
+		rc = store_put(q->st, t, STORE_META, key, klen, val, vlen);
+		if (rc == 0)
+			return store_commit(t, sync) == 0 ? 0 : -1;
+		store_abort(t);
+		if (rc != STORE_RETRY)
+			break;
+	}
+	return -1;
+}
+
 /* A stand-in for an index entry that does not decode: held, reported. */
 struct envelope *
 queue_placeholder(uint64_t id)
@@ -249,6 +285,7 @@ struct queue_recovery {
 	int have_index;         /* an indexed position was recorded */
 	uint64_t keyed;         /* entries stored without query keys, keyed */
 	int keys_lost;          /* some could not be found by the scan */
+	int keys_failed;        /* ... and the walk for them failed */
 	uint32_t iseg;          /* ... this one */
 	uint64_t ioff;
 	int rebuild;            /* the index is new: every record is scanned */
@@ -417,33 +454,7 @@ queue_rec_commit(struct queue *q, struct store_txn **t, int force)
 static int
 queue_rec_before(const struct queue_recovery *rc, uint32_t num, uint64_t off)
 {
-	return rc->have_index && (num < rc->iseg ||
-	    (num == rc->iseg && off < rc->ioff));
-}
-
-/*
- * The stored copy v of a scanned record's id: if it was stored without
- * its query keys (qkeys.c), write them in t. 1 written, 0 nothing to do,
- * or a store error.
- */
-static int
-queue_rec_keys(struct queue_recovery *rc, struct store_txn *t, const void *v,
-    size_t vlen)
-{
-	struct envelope *cur = NULL;
-	int r = 0;
-
-	if (envelope_decode(v, vlen, &cur) != ENV_DECODE_OK)
-		return 0;
-	if (cur->flags & ENV_F_NOKEYS) {
-		r = queue_index_rekey(rc->q, t, cur);
-		if (r == 0) {
-			rc->keyed++;
-			r = 1;
-		}
-	}
-	envelope_free(cur);
-	return r;
+	return rc->have_index && queue_pos_lt(num, off, rc->iseg, rc->ioff);
 }
 
 /* Every envelope stored without its query keys gets them (the scan could
@@ -467,14 +478,14 @@ queue_rec_keys_one(void *arg, const struct envelope *e)
 	rc->keyed++;
 	return 0;
 fail:
-	rc->keys_lost = 2;
+	rc->keys_failed = 1;
 	return 1;
 }
 
 static int
 queue_rec_keys_walk(struct queue_recovery *rc)
 {
-	if (queue_walk(rc->q, queue_rec_keys_one, rc) < 0 || rc->keys_lost == 2)
+	if (queue_walk(rc->q, queue_rec_keys_one, rc) < 0 || rc->keys_failed)
 		return -1;
 	return 0;
 }
@@ -546,11 +557,14 @@ queue_rec_scan(struct queue_recovery *rc, size_t i, uint64_t off, uint64_t limit
 		}
 		r = store_get(q->st, t, STORE_ENVELOPES, key, 8, &v, &vlen);
 		if (r == 0 && rc->have_index) {
-			int kr = queue_rec_keys(rc, t, v, vlen);
+			/* stored without its query keys (qkeys.c): key it */
+			int kr = queue_index_rekey_stored(q, t, v, vlen);
 			if (kr < 0)
 				r = -1;
-			else if (kr == 1 && ++n % 64 == 0)
-				flush = 1;      /* after this record */
+			else if (kr == 1) {
+				rc->keyed++;
+				flush = ++n % 64 == 0;  /* after this record */
+			}
 		}
 		if (r != 0 && r != STORE_NOTFOUND) {
 			free(v);
@@ -825,8 +839,7 @@ queue_recover(struct queue *q, int rebuild, char *err, size_t errlen)
 	koff = ioff;
 	if (rc.have_index &&
 	    queue_meta_get(q, META_QKEYS, strlen(META_QKEYS), v, 12) == 0 &&
-	    (queue_get_be32(v) < iseg || (queue_get_be32(v) == iseg &&
-	    queue_get_be64(v + 4) < ioff))) {
+	    queue_pos_lt(queue_get_be32(v), queue_get_be64(v + 4), iseg, ioff)) {
 		kseg = queue_get_be32(v);
 		koff = queue_get_be64(v + 4);
 	}

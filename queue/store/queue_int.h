@@ -306,6 +306,22 @@ int queue_index_put_new(struct queue *q, struct store_txn *t,
 /* cur, stored without its keys: store it with them (counters unchanged). */
 int queue_index_rekey(struct queue *q, struct store_txn *t,
     const struct envelope *cur);
+/* v, the stored copy of an envelope read in t: if it carries ENV_F_NOKEYS,
+ * queue_index_rekey it. 1 keyed, 0 nothing to do (or undecodable), or a
+ * store error (STORE_RETRY, -1). */
+int queue_index_rekey_stored(struct queue *q, struct store_txn *t,
+    const void *v, size_t vlen);
+/* Put one meta key in a transaction of its own (deadlocks retried); sync:
+ * durable when this returns. 0 or -1. */
+int queue_meta_put(struct queue *q, const char *key, size_t klen,
+    const uint8_t *val, size_t vlen, int sync);
+
+/* Record positions in log order: (s1, o1) before (s2, o2). */
+static inline int
+queue_pos_lt(uint32_t s1, uint64_t o1, uint32_t s2, uint64_t o2)
+{
+	return s1 < s2 || (s1 == s2 && o1 < o2);
+}
 
 /*
  * qkeys.c (doc/queue.md "Query keys written late"). append: the committer,
