@@ -331,6 +331,30 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
+def merge_main_cf(base, extra):
+    """main.cf text with each parameter once: a line of `extra` replaces the
+    base's line for the same name, in place. A parameter written twice makes
+    every Postfix process log an "overriding earlier entry" warning at start;
+    the master, pickup and qmgr together send more than the kernel's
+    net.unix.max_dgram_qlen (10) datagrams to the postlog socket before
+    postlogd runs, and the master, which must start postlogd, then blocks in
+    sendto() on that socket for ever (seen on a loaded machine: no 220, and
+    `postfix stop` hangs too)."""
+    def name(line):
+        m = re.match(r"\s*([A-Za-z0-9_]+)\s*=", line)
+        return m.group(1) if m else None
+    lines = base.splitlines()
+    index = {name(l): i for i, l in enumerate(lines) if name(l)}
+    for line in extra.splitlines():
+        n = name(line)
+        if n in index:
+            lines[index[n]] = line
+        elif line.strip():
+            index[n] = len(lines)
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 class PrivatePostfix:
     """`postfix -c DIR/etc` with everything under DIR; stopped by `postfix -c
     DIR/etc stop`, then by the master's PID if it is still there."""
@@ -345,8 +369,8 @@ class PrivatePostfix:
         (self.dir / "queue").mkdir()
         (self.dir / "data").mkdir()
         self.dir.chmod(0o755)
-        (self.etc / "main.cf").write_text(MAIN_CF.format(dir=self.dir, relay_port=relay_port)
-                                          + extra_main)
+        (self.etc / "main.cf").write_text(
+            merge_main_cf(MAIN_CF.format(dir=self.dir, relay_port=relay_port), extra_main))
         (self.etc / "master.cf").write_text(MASTER_CF.format(port=self.port))
         pw = pwd.getpwnam("postfix")
         os.chown(self.dir / "data", pw.pw_uid, pw.pw_gid)
@@ -360,6 +384,9 @@ class PrivatePostfix:
         return p.read_text(errors="replace") if p.exists() else ""
 
     def start(self):
+        # any warning here would be logged by every daemon (see merge_main_cf)
+        r = run(["postconf", "-c", self.etc, "-n"])
+        assert r.returncode == 0 and not r.stderr, "main.cf: %s" % r.stderr.decode(errors="replace")
         r = self._ctl("start")      # makes the queue's subdirectories too
         assert r.returncode == 0, "postfix start: %s%s\n%s" % (r.stdout, r.stderr, self.log)
         deadline = time.monotonic() + 30
@@ -384,12 +411,19 @@ class PrivatePostfix:
         self.master = self.master or self._master_pid()
         if self.master is None:
             return
-        self._ctl("stop")
+        try:
+            self._ctl("stop")
+        except subprocess.TimeoutExpired:
+            pass        # a wedged master: its process group goes below
         deadline = time.monotonic() + 20
         while os.path.exists("/proc/%d" % self.master) and time.monotonic() < deadline:
             time.sleep(0.05)
         if os.path.exists("/proc/%d" % self.master):
-            os.kill(self.master, 9)
+            # the master leads its own session: its children are in its group
+            try:
+                os.killpg(self.master, 9)
+            except OSError:
+                os.kill(self.master, 9)
         self.master = None
 
     def wait_log(self, pattern, count=1, timeout=30):
