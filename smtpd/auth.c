@@ -1009,6 +1009,7 @@ struct auth_throttle {
 	pthread_mutex_t lock;
 	struct auth_throttle_conf conf;
 	struct auth_thr_entry *e;   /* owned, conf.max_entries */
+	size_t nused;               /* entries with used set: 0 skips the scan */
 };
 
 /* 0 and the key, or -1 for a family that is not throttled. */
@@ -1054,11 +1055,21 @@ auth_thr_find(struct auth_throttle *t, const unsigned char *key)
 {
 	size_t i;
 
+	if (t->nused == 0)      /* the common case: no recent failure at all */
+		return NULL;
 	for (i = 0; i < t->conf.max_entries; i++)
 		if (t->e[i].used && memcmp(t->e[i].key, key,
 		    AUTH_THR_KEYLEN) == 0)
 			return &t->e[i];
 	return NULL;
+}
+
+static void
+auth_thr_clear(struct auth_throttle *t, struct auth_thr_entry *e)
+{
+	if (e->used)
+		t->nused--;
+	memset(e, 0, sizeof(*e));
 }
 
 /* The entry of key, or NULL when there is none or its window has passed
@@ -1069,7 +1080,7 @@ auth_thr_live(struct auth_throttle *t, const unsigned char *key, int64_t now)
 	struct auth_thr_entry *e = auth_thr_find(t, key);
 
 	if (e != NULL && auth_thr_expired(t, e, now)) {
-		memset(e, 0, sizeof(*e));
+		auth_thr_clear(t, e);
 		e = NULL;
 	}
 	return e;
@@ -1162,9 +1173,10 @@ auth_throttle_fail(struct auth_throttle *t, const struct sockaddr *sa,
 	pthread_mutex_lock(&t->lock);
 	if ((e = auth_thr_live(t, key, now)) == NULL) {
 		e = auth_thr_slot(t, now);
-		memset(e, 0, sizeof(*e));
+		auth_thr_clear(t, e);
 		memcpy(e->key, key, AUTH_THR_KEYLEN);
 		e->used = 1;
+		t->nused++;
 		e->first = now;
 	}
 	if (e->count < UINT_MAX)
@@ -1185,6 +1197,6 @@ auth_throttle_success(struct auth_throttle *t, const struct sockaddr *sa,
 	pthread_mutex_lock(&t->lock);
 	e = auth_thr_find(t, key);
 	if (e != NULL)
-		memset(e, 0, sizeof(*e));
+		auth_thr_clear(t, e);
 	pthread_mutex_unlock(&t->lock);
 }

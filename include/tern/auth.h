@@ -303,7 +303,8 @@ void auth_pool_stop(struct auth_pool *pool);
  *   otherwise                     -> AUTH_THROTTLE_ALLOW
  * A success forgets the address. The table holds at most max_entries
  * addresses; a new one evicts an expired entry or else the least recently
- * updated one. Lookups scan the table (O(max_entries), under a mutex).
+ * updated one. Lookups scan the table (O(max_entries), under a mutex), none
+ * while it holds no address (no failure in the window).
  */
 enum auth_throttle_verdict {
 	AUTH_THROTTLE_ALLOW = 0,

@@ -195,3 +195,22 @@ def test_ecdsa_preferred_rsa_otherwise(ternd, certs):
             assert bits == (256 if want == "ec" else 2048), (opts, out)
             sig = re.search(r"Peer signature type: (\S+)", out)
             assert sig and (sig.group(1) == "ECDSA") == (want == "ec"), (opts, out)
+
+
+def test_one_ticket_and_aes128_sha256_first(ternd, certs):
+    """A full TLS 1.3 handshake gets one ticket (not OpenSSL's default two:
+    each costs ternd a session encoding and a sealing), and the server's
+    order puts AES-128-GCM with SHA-256 first on TLS 1.3 and TLS 1.2; a client
+    that offers only the other suites still gets one of them."""
+    t = start(ternd, certs)
+    port = t.port("tls")
+    out = s_client(port, "-tls1_3")
+    assert out.count("Post-Handshake New Session Ticket arrived") == 1, out
+    assert re.search(r"^New, TLSv1\.3, Cipher is TLS_AES_128_GCM_SHA256$", out, re.M), out
+    out = s_client(port, "-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384")
+    assert re.search(r"^New, TLSv1\.3, Cipher is TLS_AES_256_GCM_SHA384$", out, re.M), out
+    out = s_client(port, "-tls1_2")
+    assert re.search(r"^New, TLSv1\.2, Cipher is ECDHE-\w+-AES128-GCM-SHA256$", out, re.M), out
+    out = s_client(port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384:"
+                   "ECDHE-RSA-AES256-GCM-SHA384")
+    assert re.search(r"^New, TLSv1\.2, Cipher is ECDHE-\w+-AES256-GCM-SHA384$", out, re.M), out

@@ -502,6 +502,40 @@ test_throttle_conf_and_evict(void **state)
 	auth_throttle_free(t);
 }
 
+/* The table empties (success, expiry) and fills again: a lookup that skips
+ * the scan when no address is held must still find every later entry. */
+static void
+test_throttle_empty_again(void **state)
+{
+	static const struct thr_step steps[] = {
+		ALLOW("10.0.0.1", 100),                 /* empty table */
+		F("10.0.0.1", 100), DELAY("10.0.0.1", 100, 500),
+		OK("10.0.0.1", 101), ALLOW("10.0.0.1", 101),   /* empty */
+		F("10.0.0.2", 102), DELAY("10.0.0.2", 102, 500),
+		/* expiry seen by a check empties it again */
+		ALLOW("10.0.0.2", 162),
+		F("10.0.0.3", 163), DELAY("10.0.0.3", 163, 500),
+		F("10.0.0.4", 163), F("10.0.0.5", 164),
+		/* full (3): 10.0.0.6 evicts 10.0.0.3 */
+		F("10.0.0.6", 165),
+		ALLOW("10.0.0.3", 165), DELAY("10.0.0.6", 165, 500),
+		OK("10.0.0.4", 166), OK("10.0.0.5", 166),
+		DELAY("10.0.0.6", 166, 500), OK("10.0.0.6", 166),
+		ALLOW("10.0.0.6", 166),                 /* empty */
+		F("10.0.0.7", 167), DELAY("10.0.0.7", 167, 500),
+		F("10.0.0.7", 167), REFUSE("10.0.0.7", 168),
+	};
+	static const struct auth_throttle_conf conf = {
+		.window_s = 60, .max_failures = 2, .delay_after = 1,
+		.delay_cap_ms = 500, .max_entries = 3,
+	};
+	struct auth_throttle *t = auth_throttle_new(&conf);
+
+	(void)state;
+	thr_run(t, steps, sizeof(steps) / sizeof(steps[0]));
+	auth_throttle_free(t);
+}
+
 /* ---- pool ---- */
 
 struct pool_seen {
@@ -691,6 +725,7 @@ main(void)
 		cmocka_unit_test(test_db_symlinks_refused),
 		cmocka_unit_test(test_throttle_defaults),
 		cmocka_unit_test(test_throttle_conf_and_evict),
+		cmocka_unit_test(test_throttle_empty_again),
 		cmocka_unit_test(test_pool),
 	};
 	evthread_use_pthreads();
