@@ -289,6 +289,82 @@ test_commit_one(void **state)
 	free(dir);
 }
 
+/*
+ * queue_read_body reads the header and envelope apart from the body (one
+ * preadv): an envelope larger than its 4 KiB head buffer (300 recipients),
+ * a body of one byte and one of 200 KiB read back exactly; a changed body
+ * byte fails the CRC.
+ */
+static void
+test_read_body_big_envelope(void **state)
+{
+	char *dir = mktmp("bigenv");
+	struct queue *q = qopen(dir, 1 << 20, 0, 0);
+	struct waiter *w = waiter_new();
+	static const size_t sizes[] = { 1, 200 << 10 };
+	uint64_t qid[2];
+
+	(void)state;
+	for (size_t k = 0; k < 2; k++) {
+		struct envelope *e = envelope_new();
+		struct spool *sp = spool_new(q);
+		char *b = body_make(k, sizes[k]), rcpt[80];
+
+		e->sender = strdup("sender@example.org");
+		for (int i = 0; i < 300; i++) {
+			snprintf(rcpt, sizeof(rcpt),
+			    "recipient-number-%03d@a-rather-long-domain.example", i);
+			envelope_add_rcpt(e, rcpt, NULL, 0);
+		}
+		assert_int_equal(spool_write(sp, b, sizes[k]), 0);
+		free(b);
+		queue_commit_submit(q, e, sp, w->tq, k + 1);
+		waiter_wait(w, k + 1);
+		assert_int_equal(w->res[k + 1].st, Q_OK);
+		qid[k] = w->res[k + 1].qid;
+	}
+	for (size_t k = 0; k < 2; k++) {
+		struct envelope *e = NULL;
+		char *body = NULL, *want = body_make(k, sizes[k]);
+		size_t len = 0;
+
+		assert_int_equal(queue_get(q, qid[k], &e), 0);
+		assert_int_equal(e->nrcpt, 300);
+		assert_true(e->body_off > 4096);
+		assert_int_equal(queue_read_body(q, e, &body, &len), 0);
+		assert_int_equal(len, sizes[k]);
+		assert_memory_equal(body, want, sizes[k]);
+		free(body);
+		free(want);
+		envelope_free(e);
+	}
+	/* one body byte changed on disk: the read fails, nothing handed out */
+	{
+		struct envelope *e = NULL;
+		char path[4200], *body = NULL;
+		size_t len = 0;
+		unsigned char c;
+		int fd;
+
+		assert_int_equal(queue_get(q, qid[1], &e), 0);
+		snprintf(path, sizeof(path), "%s/segments/%08x.seg", dir, e->seg);
+		fd = open(path, O_RDWR);
+		assert_true(fd >= 0);
+		off_t at = (off_t)(e->off + 28 + e->body_off + 1000);
+		assert_int_equal(pread(fd, &c, 1, at), 1);
+		c ^= 0x20;
+		assert_int_equal(pwrite(fd, &c, 1, at), 1);
+		close(fd);
+		assert_int_equal(queue_read_body(q, e, &body, &len), -1);
+		assert_null(body);
+		envelope_free(e);
+	}
+	queue_close(q);
+	waiter_free(w);
+	rmtree(dir);
+	free(dir);
+}
+
 /* 7-bit copies (body7.c): read back, removed with the message, orphans
  * and a damaged copy removed, none for a readonly queue. */
 static void
@@ -2042,6 +2118,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_status_reply),
 		cmocka_unit_test(test_commit_one),
+		cmocka_unit_test(test_read_body_big_envelope),
 		cmocka_unit_test(test_body7),
 		cmocka_unit_test(test_spool_prepend),
 		cmocka_unit_test(test_commit_concurrent),
