@@ -7,6 +7,9 @@
  * reading the queued body once, when a connection is ready for MAIL (see
  * deliver.c on the envelope store). Owns the job, the body copy and, while it talks, one connection
  * (struct dlv_conn, handed back to the worker's cache or closed at the end).
+ * The body's long runs go into the connection's output by reference, not
+ * copied; a count (struct dlv_bodyref) frees the body after the session
+ * and the last output that holds a piece of it.
  * Every command goes into dlv_conn_output(): on a plain connection
  * deliver.c writes what one read or one new job produced with one writev,
  * and reads the replies itself (no ioctl, no write event armed per
@@ -113,6 +116,25 @@ struct dlv_target {
 	struct sockaddr_storage ss;
 };
 
+/*
+ * A body that output buffers hold by reference (evbuffer_add_reference: no
+ * copy of it into the buffer). The session holds one count, each reference
+ * another, released by the buffer's cleanup when the bytes are written or
+ * the buffer is freed; the last release frees the body. So a session that
+ * ends (or moves to a 7-bit copy) while its bytes still wait in a
+ * connection's output never leaves that output pointing at freed memory.
+ */
+struct dlv_bodyref {
+	char *p;                            /* owned: malloc'd body */
+	unsigned refs;                      /* atomic */
+};
+
+/* Runs shorter than this are copied: a reference costs a chain of its own. */
+#define DLV_BODY_REF_MIN 2048
+
+struct dlv_session;
+static void dlv_body_release(struct dlv_session *s);
+
 struct dlv_session {
 	TAILQ_ENTRY(dlv_session) entry;
 	struct dlv_worker *w;               /* borrowed */
@@ -124,8 +146,9 @@ struct dlv_session {
 	char *key;                          /* owned: destination key */
 	uint16_t port;
 	enum conf_tls_policy tlsp;
-	char *body;                         /* owned: the queued body */
+	char *body;                         /* owned (shared once bref is set) */
 	size_t bodylen;
+	struct dlv_bodyref *bref;           /* body's count, once on the wire */
 
 	struct resolver_query *rq;          /* borrowed handle while resolving */
 	uint64_t t_resolve;                 /* now_mono_us() at the lookup, for metrics */
@@ -324,7 +347,7 @@ dlv_session_free(struct dlv_session *s)
 	free(s->rstate);
 	free(s->sendlist);
 	free(s->targets);
-	free(s->body);
+	dlv_body_release(s);
 	free(s->key);
 	conf_unref(s->conf);
 	dlv_job_free(s->job);
@@ -672,8 +695,58 @@ dlv_sts_ready(void *arg, struct mta_sts_outcome *o)
  * dot is one evbuffer_add.
  */
 static void
-dlv_body_stuff(struct evbuffer *out, const char *p, size_t len)
+dlv_bodyref_cleanup(const void *data, size_t len, void *arg)
 {
+	struct dlv_bodyref *r = arg;
+
+	(void)data;
+	(void)len;
+	if (__atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+		free(r->p);
+		free(r);
+	}
+}
+
+/* The session lets go of its body (freed now, or by the last reference). */
+static void
+dlv_body_release(struct dlv_session *s)
+{
+	if (s->bref != NULL)
+		dlv_bodyref_cleanup(NULL, 0, s->bref);
+	else
+		free(s->body);
+	s->bref = NULL;
+	s->body = NULL;
+}
+
+/* Append s->body's bytes p[0..n) to out: long runs by reference. */
+static void
+dlv_body_add(struct dlv_session *s, struct evbuffer *out, const char *p,
+    size_t n)
+{
+	if (n < DLV_BODY_REF_MIN) {
+		evbuffer_add(out, p, n);
+		return;
+	}
+	if (s->bref == NULL) {
+		s->bref = xcalloc(1, sizeof(*s->bref));
+		s->bref->p = s->body;
+		s->bref->refs = 1;              /* the session's */
+	}
+	__atomic_add_fetch(&s->bref->refs, 1, __ATOMIC_RELAXED);
+	if (evbuffer_add_reference(out, p, n, dlv_bodyref_cleanup,
+	    s->bref) != 0) {
+		/* not added, so no cleanup will come: drop its count */
+		__atomic_sub_fetch(&s->bref->refs, 1, __ATOMIC_RELAXED);
+		evbuffer_add(out, p, n);
+	}
+}
+
+static void
+dlv_body_stuff(struct dlv_session *s, struct evbuffer *out)
+{
+	const char *p = s->body;
+	size_t len = s->bodylen;
 	size_t run = 0, i = 0;          /* p[run..i) goes in as it is */
 
 	while (i < len) {
@@ -681,20 +754,20 @@ dlv_body_stuff(struct evbuffer *out, const char *p, size_t len)
 		size_t end = lf != NULL ? (size_t)(lf - p) : len;
 
 		if (p[i] == '.') {
-			evbuffer_add(out, p + run, i - run);
+			dlv_body_add(s, out, p + run, i - run);
 			evbuffer_add(out, ".", 1);
 			run = i;
 		}
 		if (lf == NULL || end == i || p[end - 1] != '\r') {
 			/* a bare LF, or the end without one: CRLF instead */
-			evbuffer_add(out, p + run, end - run);
+			dlv_body_add(s, out, p + run, end - run);
 			evbuffer_add(out, "\r\n", 2);
 			run = lf != NULL ? end + 1 : len;
 		}
 		i = lf != NULL ? end + 1 : len;
 	}
 	if (run < len)
-		evbuffer_add(out, p + run, len - run);
+		dlv_body_add(s, out, p + run, len - run);
 	evbuffer_add(out, ".\r\n", 3);
 }
 
@@ -765,7 +838,7 @@ dlv_bdat_send(struct dlv_session *s)
 	}
 	out = dlv_conn_output(s->conn);
 	evbuffer_add_printf(out, "BDAT %zu LAST\r\n", s->bodylen);
-	evbuffer_add(out, s->body, s->bodylen);
+	dlv_body_add(s, out, s->body, s->bodylen);
 	s->flags |= DLV_F_BODY_SENT;
 	log_trace(TRACE_CLIENT, "dlv id=%s relay=%s > BDAT %zu LAST (body)",
 	    s->qid, dlv_session_relay(s), s->bodylen);
@@ -884,7 +957,7 @@ dlv_tx_refuse_hop(struct dlv_session *s, const char *status,
 static void
 dlv_tx_use_7bit(struct dlv_session *s, char *body, size_t len)
 {
-	free(s->body);
+	dlv_body_release(s);
 	s->body = body;
 	s->bodylen = len;
 	s->flags |= DLV_F_7BIT;
@@ -1063,7 +1136,7 @@ dlv_tx_reply(struct dlv_session *s, const struct smtp_reply *r)
 				dlv_session_done(s, 0);
 				return 0;
 			}
-			dlv_body_stuff(out, s->body, s->bodylen);
+			dlv_body_stuff(s, out);
 			s->flags |= DLV_F_BODY_SENT;
 			log_trace(TRACE_CLIENT, "dlv id=%s relay=%s > (body "
 			    "%zu bytes and .)", s->qid, dlv_session_relay(s),

@@ -57,6 +57,8 @@ enum srv_mode {
                                    the body: the client's socket refuses
                                    part of a large one */
 #define SRV_O_LATE_FINAL  0x2u  /* the reply to the final dot after 2.5 s */
+#define SRV_O_STALL_BODY  0x4u  /* with SLOW_READER: 2.5 s, not 300 ms,
+                                   before reading the body */
 
 struct srv {
 	enum srv_mode mode;
@@ -246,7 +248,9 @@ srv_session(struct srv *sv, int fd)
 				} else {
 					srv_write(fd, "354 go ahead\r\n");
 					in_data = 1;
-					if (sv->opts & SRV_O_SLOW_READER)
+					if (sv->opts & SRV_O_STALL_BODY)
+						usleep(2500 * 1000);
+					else if (sv->opts & SRV_O_SLOW_READER)
 						usleep(300 * 1000);
 				}
 			} else if (strcmp(line, "RSET") == 0) {
@@ -702,6 +706,85 @@ test_deliver_body_stuffing(void **state)
 	srv_stop(sv);
 }
 
+/* n bytes of 998-octet CRLF lines, a dot-line every 100 lines and one bare
+ * LF: runs long enough to go into the output by reference. */
+static char *
+long_runs_body(size_t n)
+{
+	char *b = malloc(n + 1);
+	size_t len = 0, k = 0;
+
+	assert_non_null(b);
+	while (len + 1000 <= n) {
+		memset(b + len, 'a' + (char)(k % 26), 998);
+		if (k % 100 == 7)
+			b[len] = '.';
+		if (k == 1234) {
+			b[len + 998] = '\n';
+			len += 999;
+		} else {
+			memcpy(b + len + 998, "\r\n", 2);
+			len += 1000;
+		}
+		k++;
+	}
+	b[len] = '\0';
+	return b;
+}
+
+/*
+ * Long runs of the body go into the output by reference, not copied: they
+ * arrive exactly as the reference stuffs them, as DATA against a reader
+ * whose socket refuses part of the body; and a session that times out
+ * while its body still waits in the output leaves the body to the output,
+ * which frees it with the connection (the ASan build reports a leak or a
+ * double free if a count goes wrong).
+ */
+static void
+test_deliver_body_by_reference(void **state)
+{
+	const char *const one[] = { "ok1@dest.test", NULL };
+
+	(void)state;
+	{
+		struct srv *sv = srv_start_opts(SRV_NORMAL, SRV_O_SLOW_READER);
+		struct fx *f = fx_new(sv->port, "tls-policy none\n");
+		char *body = long_runs_body(3 << 20);
+		size_t wlen;
+		char *wire = ref_stuff(body, strlen(body), &wlen);
+		struct dlv_result *r = fx_deliver(f, fx_commit(f, body, one, 0),
+		    300, 60);
+
+		assert_int_equal(r->r[0].cls, DLV_OK);
+		pthread_mutex_lock(&sv->lock);
+		assert_int_equal(sv->bodylen, wlen);
+		assert_memory_equal(sv->body, wire, wlen);
+		pthread_mutex_unlock(&sv->lock);
+		free(wire);
+		free(body);
+		fx_free(f);
+		srv_stop(sv);
+	}
+	{
+		struct srv *sv = srv_start_opts(SRV_NORMAL,
+		    SRV_O_SLOW_READER | SRV_O_STALL_BODY);
+		struct fx *f = fx_new(sv->port, "tls-policy none\n"
+		    "command-timeout 1s\n");
+		char *body = long_runs_body(6 << 20);
+		struct dlv_result *r = fx_deliver(f, fx_commit(f, body, one, 0),
+		    301, 60);
+
+		if (r->r[0].cls != DLV_TEMP || r->r[0].reply == NULL ||
+		    strstr(r->r[0].reply, "timeout") == NULL)
+			fail_msg("stalled body: cls %d reply \"%s\"",
+			    (int)r->r[0].cls, r->r[0].reply ? r->r[0].reply :
+			    "(null)");
+		free(body);
+		fx_free(f);
+		srv_stop(sv);
+	}
+}
+
 /*
  * Once the whole body is out, the reply to the final dot is awaited
  * data-timeout, not the 3 minutes of a body still being written: both when
@@ -1046,6 +1129,7 @@ main(void)
 		cmocka_unit_test(test_deliver_mix_pipelined_reuse),
 		cmocka_unit_test(test_deliver_no_pipelining),
 		cmocka_unit_test(test_deliver_body_stuffing),
+		cmocka_unit_test(test_deliver_body_by_reference),
 		cmocka_unit_test(test_deliver_data_timeout_after_body),
 		cmocka_unit_test(test_deliver_failures),
 		cmocka_unit_test(test_deliver_connect_refused),
