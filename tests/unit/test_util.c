@@ -67,6 +67,59 @@ test_crc32c(void **state)
 	assert_true(crc32c(crc32c(0, "1234", 4), "56789", 5) == 0xe3069283U);
 }
 
+/* Bit by bit, as the definition: the reference for the fast paths. */
+static uint32_t
+crc32c_bitwise(uint32_t crc, const unsigned char *p, size_t len)
+{
+	crc = ~crc;
+	while (len--) {
+		crc ^= *p++;
+		for (int k = 0; k < 8; k++)
+			crc = (crc & 1) ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+	}
+	return ~crc;
+}
+
+/*
+ * Long buffers go through three interleaved streams joined by a shift
+ * table (8 KiB blocks, then 256 bytes): every length around those block
+ * sizes, at every alignment, and split at odd places, equals the bitwise
+ * definition.
+ */
+static void
+test_crc32c_long(void **state)
+{
+	static const size_t lens[] = { 0, 1, 7, 8, 9, 255, 256, 767, 768, 769,
+	    775, 1024, 3 * 256 * 2 + 13, 8191, 8192, 24575, 24576, 24577,
+	    24576 + 768, 24576 + 767, 3 * 24576 + 100, 102400 + 333 };
+	size_t max = 3 * 24576 + 100 + 8;
+	unsigned char *buf = malloc(max + 102400 + 400);
+	uint32_t x = 12345;
+
+	(void)state;
+	assert_non_null(buf);
+	for (size_t i = 0; i < max + 102400 + 400; i++) {
+		x = x * 1103515245u + 12345u;
+		buf[i] = (unsigned char)(x >> 16);
+	}
+	for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++)
+		for (size_t a = 0; a < 8; a++) {
+			uint32_t want = crc32c_bitwise(0x5a5a5a5a, buf + a,
+			    lens[l]);
+			uint32_t got = crc32c(0x5a5a5a5a, buf + a, lens[l]);
+			if (got != want)
+				fail_msg("len %zu align %zu: %08x, want %08x",
+				    lens[l], a, got, want);
+			if (lens[l] > 1001) {
+				size_t cut = lens[l] / 3 + 1;
+				got = crc32c(crc32c(0x5a5a5a5a, buf + a, cut),
+				    buf + a + cut, lens[l] - cut);
+				assert_true(got == want);
+			}
+		}
+	free(buf);
+}
+
 static void
 test_utf8_seq_len(void **state)
 {
@@ -216,6 +269,7 @@ main(void)
 		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_qid),
 		cmocka_unit_test(test_crc32c),
+		cmocka_unit_test(test_crc32c_long),
 		cmocka_unit_test(test_fnv1a32),
 		cmocka_unit_test(test_base64),
 		cmocka_unit_test(test_json_escape),
