@@ -305,6 +305,7 @@ test_read_body_big_envelope(void **state)
 	uint64_t qid[2];
 
 	(void)state;
+	queue_set_notify(q, w->tq);     /* to wait for the index too */
 	for (size_t k = 0; k < 2; k++) {
 		struct envelope *e = envelope_new();
 		struct spool *sp = spool_new(q);
@@ -323,6 +324,8 @@ test_read_body_big_envelope(void **state)
 		assert_int_equal(w->res[k + 1].st, Q_OK);
 		qid[k] = w->res[k + 1].qid;
 	}
+	waiter_wait_new(w, 2);
+	assert_int_equal(w->nnew, 2);
 	for (size_t k = 0; k < 2; k++) {
 		struct envelope *e = NULL;
 		char *body = NULL, *want = body_make(k, sizes[k]);
