@@ -282,13 +282,22 @@ smtpd_reply(struct smtpd_session *s, int code, const char *enh,
 	char text[512];
 	va_list ap;
 
+	char line[sizeof(text) + 32];
+	int n;
+
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
+	/* formatted once, added once (over TLS an add is a record) */
 	if (enh != NULL)
-		evbuffer_add_printf(smtpd_out(s), "%d %s %s\r\n", code, enh, text);
+		n = snprintf(line, sizeof(line), "%d %s %s\r\n", code, enh, text);
 	else
-		evbuffer_add_printf(smtpd_out(s), "%d %s\r\n", code, text);
+		n = snprintf(line, sizeof(line), "%d %s\r\n", code, text);
+	if (n > 0 && (size_t)n < sizeof(line))
+		evbuffer_add(smtpd_out(s), line, (size_t)n);
+	else                    /* an enhanced code is at most 11 octets */
+		evbuffer_add_printf(smtpd_out(s), "%d %s %s\r\n", code,
+		    enh != NULL ? enh : "", text);
 	if (code >= 400)
 		log_info("session=%016llx client=%s reply=\"%d %s %s\"",
 		    (unsigned long long)s->id, s->peer_str, code,
@@ -372,23 +381,23 @@ smtpd_cmd_helo(struct smtpd_session *s, const struct smtp_cmd *cmd)
 		return 0;
 	}
 	s->flags |= SMTPD_F_EHLO;
-	struct evbuffer *out = smtpd_out(s);
-	evbuffer_add_printf(out, "250-%s\r\n", s->conf->hostname);
-	evbuffer_add_printf(out, "250-PIPELINING\r\n");
-	evbuffer_add_printf(out, "250-SIZE %llu\r\n",
-	    (unsigned long long)s->conf->max_message_size);
-	evbuffer_add_printf(out, "250-8BITMIME\r\n");
-	evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
-	evbuffer_add_printf(out, "250-DSN\r\n");
-	evbuffer_add_printf(out, "250-CHUNKING\r\n");
-	evbuffer_add_printf(out, "250-SMTPUTF8\r\n");
-	if (s->flags & SMTPD_F_TLS)     /* RFC 8689 2: only over TLS */
-		evbuffer_add_printf(out, "250-REQUIRETLS\r\n");
-	if (smtpd_starttls_offered(s))
-		evbuffer_add_printf(out, "250-STARTTLS\r\n");
-	if (smtpd_auth_offered(s))
-		evbuffer_add_printf(out, "250-AUTH PLAIN LOGIN\r\n");
-	evbuffer_add_printf(out, "250 HELP\r\n");
+	/*
+	 * One add for the whole reply: over TLS every add to the output is
+	 * a TLS record of its own (libevent's filter writes as it is added).
+	 */
+	char r[1024];
+	int k = snprintf(r, sizeof(r), "250-%s\r\n250-PIPELINING\r\n"
+	    "250-SIZE %llu\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n"
+	    "250-DSN\r\n250-CHUNKING\r\n250-SMTPUTF8\r\n%s%s%s250 HELP\r\n",
+	    s->conf->hostname, (unsigned long long)s->conf->max_message_size,
+	    (s->flags & SMTPD_F_TLS) ?      /* RFC 8689 2: only over TLS */
+	    "250-REQUIRETLS\r\n" : "",
+	    smtpd_starttls_offered(s) ? "250-STARTTLS\r\n" : "",
+	    smtpd_auth_offered(s) ? "250-AUTH PLAIN LOGIN\r\n" : "");
+	if (k > 0 && (size_t)k < sizeof(r))
+		evbuffer_add(smtpd_out(s), r, (size_t)k);
+	else                            /* cannot happen: hostname <= 255 */
+		smtpd_reply(s, 451, "4.3.0", "EHLO reply too long");
 	return 0;
 }
 
