@@ -79,6 +79,7 @@
 #define SMTPD_F_BATCH    0x2000u /* replies wait for smtpd_batch_end() */
 #define SMTPD_F_RSTOP    0x4000u /* own read event off: SMTPD_IN_MAX waits */
 #define SMTPD_F_RFULL    0x8000u /* the last own read filled its block */
+#define SMTPD_F_TBATCH   0x10000u /* TLS: the batch's replies go to tout */
 
 /* Stop reading from the socket while this much input waits. */
 #define SMTPD_IN_MAX     (256 * 1024)
@@ -125,6 +126,7 @@ struct smtpd_session {
 	struct conf *conf;            /* owned reference */
 	const struct conf_listen *lc; /* borrowed: inside conf */
 	struct bufferevent *bev;      /* owned */
+	struct evbuffer *tout;        /* owned: a TLS batch's replies, or NULL */
 	struct event *rev;            /* owned or NULL: own read, plain socket */
 	struct event *lifetime;       /* owned: session-timeout timer */
 	struct event *deadline;       /* owned or NULL: command-deadline timer */
@@ -229,7 +231,32 @@ smtpd_out(struct smtpd_session *s)
 {
 	if ((s->flags & (SMTPD_F_WCORK | SMTPD_F_BATCH)) == SMTPD_F_WCORK)
 		smtpd_uncork(s);
+	if (s->flags & SMTPD_F_TBATCH)
+		return s->tout;
 	return bufferevent_get_output(s->bev);
+}
+
+/* What waits to be written: the output, and a TLS batch's replies. */
+static size_t
+smtpd_out_len(struct smtpd_session *s)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_output(s->bev));
+	return (s->flags & SMTPD_F_TBATCH) ? n + evbuffer_get_length(s->tout) : n;
+}
+
+/*
+ * A TLS batch's replies go to the TLS bufferevent in one add: libevent's
+ * filter seals what each add brings into a record of its own and hands it
+ * to the socket, so three pipelined replies were three records.
+ */
+static void
+smtpd_tbatch_flush(struct smtpd_session *s)
+{
+	if (!(s->flags & SMTPD_F_TBATCH))
+		return;
+	s->flags &= ~SMTPD_F_TBATCH;
+	if (evbuffer_get_length(s->tout) > 0)
+		evbuffer_add_buffer(bufferevent_get_output(s->bev), s->tout);
 }
 
 static void
@@ -241,6 +268,10 @@ smtpd_batch_begin(struct smtpd_session *s)
 		/* the write event is not pending: no system call */
 		bufferevent_disable(s->bev, EV_WRITE);
 		s->flags |= SMTPD_F_WCORK;
+	} else if ((s->flags & (SMTPD_F_TLS | SMTPD_F_TLS_PENDING)) ==
+	    SMTPD_F_TLS && !smtpd_io_plain(s->bev) &&
+	    (s->tout != NULL || (s->tout = evbuffer_new()) != NULL)) {
+		s->flags |= SMTPD_F_TBATCH;
 	}
 }
 
@@ -248,6 +279,7 @@ static void
 smtpd_batch_end(struct smtpd_session *s)
 {
 	s->flags &= ~SMTPD_F_BATCH;
+	smtpd_tbatch_flush(s);
 	if (!(s->flags & SMTPD_F_WCORK))
 		return;
 	if (!smtpd_io_plain(s->bev) || !smtpd_io_flush(s->bev))
@@ -263,6 +295,7 @@ smtpd_batch_end(struct smtpd_session *s)
 static int
 smtpd_batch_drain(struct smtpd_session *s)
 {
+	smtpd_tbatch_flush(s);  /* TLS: out they go; the write callback resumes */
 	if ((s->flags & (SMTPD_F_WCORK | SMTPD_F_BATCH)) !=
 	    (SMTPD_F_WCORK | SMTPD_F_BATCH) || !smtpd_io_plain(s->bev))
 		return 0;
@@ -1780,8 +1813,7 @@ smtpd_session_process(struct smtpd_session *s)
 	while (!(s->flags & SMTPD_F_CLOSING)) {
 		/* re-read each time: STARTTLS replaces the bufferevent */
 		struct evbuffer *in = bufferevent_get_input(s->bev);
-		if (evbuffer_get_length(bufferevent_get_output(s->bev)) >
-		    SMTPD_OUT_MAX) {
+		if (smtpd_out_len(s) > SMTPD_OUT_MAX) {
 			if (smtpd_batch_drain(s))
 				continue;
 			s->flags |= SMTPD_F_OUTFULL;
@@ -2343,6 +2375,8 @@ smtpd_session_free(struct smtpd_session *s)
 		event_free(s->greet);
 	smtpd_read_release(s);          /* before the socket closes */
 	bufferevent_free(s->bev);
+	if (s->tout != NULL)
+		evbuffer_free(s->tout);
 	smtpd_connlimit_put(s->srv, (struct sockaddr *)&s->peer);
 	s->srv->nconnections--;
 	conf_unref(s->conf);

@@ -214,3 +214,89 @@ def test_one_ticket_and_aes128_sha256_first(ternd, certs):
     out = s_client(port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384:"
                    "ECDHE-RSA-AES256-GCM-SHA384")
     assert re.search(r"^New, TLSv1\.2, Cipher is ECDHE-\w+-AES256-GCM-SHA384$", out, re.M), out
+
+
+def _tls_records(raw):
+    """(complete records' content types, the bytes of an unfinished one)."""
+    types = []
+    while len(raw) >= 5:
+        n = int.from_bytes(raw[3:5], "big")
+        if len(raw) < 5 + n:
+            break
+        types.append(raw[0])
+        raw = raw[5 + n:]
+    return types, raw
+
+
+def test_pipelined_replies_in_one_tls_record(ternd, certs):
+    """Over STARTTLS, the replies to commands that arrived together go out
+    as one TLS record (libevent's filter sealed each reply on its own: four
+    records for four commands). Counted on the wire, under Python's TLS."""
+    t = start(ternd, certs)
+    sock = socket.create_connection(("127.0.0.1", t.port("relay")), timeout=10)
+    try:
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"220")
+        sock.sendall(b"EHLO client.test\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        sock.sendall(b"STARTTLS\r\n")
+        assert f.readline().startswith(b"220")
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(inc, out, server_hostname="mx.test")
+        pending = b""                       # raw bytes not yet in a record
+
+        def pump(want_lines):
+            """Read until want_lines reply lines; the records that carried
+            them (content types), counted from the raw stream."""
+            nonlocal pending
+            types, text = [], b""
+            deadline = time.monotonic() + 10
+            while text.count(b"\r\n") < want_lines:
+                assert time.monotonic() < deadline, text
+                try:
+                    text += tls.read(65536)
+                    continue
+                except ssl.SSLWantReadError:
+                    pass
+                if out.pending:
+                    sock.sendall(out.read())
+                raw = sock.recv(65536)
+                assert raw, "connection closed"
+                got, pending = _tls_records(pending + raw)
+                types += got
+                inc.write(raw)
+            return types, text
+
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if out.pending:
+                    sock.sendall(out.read())
+                raw = sock.recv(65536)
+                assert raw, "closed during the handshake"
+                _, pending = _tls_records(pending + raw)
+                inc.write(raw)
+        sock.sendall(out.read() if out.pending else b"")
+        tls.write(b"EHLO client.test\r\n")
+        sock.sendall(out.read())
+        _, text = pump(1)
+        while not re.search(rb"^250 ", text, re.M):
+            _, more = pump(1)
+            text += more
+        assert b"STARTTLS" not in text
+        # four commands in one record: four replies in one record
+        tls.write(b"MAIL FROM:<a@client.test>\r\nRSET\r\nNOOP\r\nNOOP\r\n")
+        sock.sendall(out.read())
+        types, text = pump(4)
+        assert text.count(b"\r\n") == 4 and text.startswith(b"250"), text
+        assert types == [23], (types, text)    # one application-data record
+        tls.write(b"QUIT\r\n")
+        sock.sendall(out.read())
+    finally:
+        sock.close()
