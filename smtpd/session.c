@@ -215,6 +215,9 @@ smtpd_enter(struct smtpd_session *s, enum smtpd_state to)
  * libevent only what the socket did not take. EV_WRITE stays off while the
  * output is empty: a reply made outside a batch (a timer, an auth result)
  * turns it back on through smtpd_out() first, and libevent sends it.
+ * On an established TLS session a batch's replies collect in s->tout
+ * instead (SMTPD_F_TBATCH) and reach the TLS bufferevent in one add at the
+ * end: one TLS record rather than one per reply.
  */
 static void
 smtpd_uncork(struct smtpd_session *s)
