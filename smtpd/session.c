@@ -331,9 +331,10 @@ smtpd_reply(struct smtpd_session *s, int code, const char *enh,
 		n = snprintf(line, sizeof(line), "%d %s\r\n", code, text);
 	if (n > 0 && (size_t)n < sizeof(line))
 		evbuffer_add(smtpd_out(s), line, (size_t)n);
-	else                    /* an enhanced code is at most 11 octets */
-		evbuffer_add_printf(smtpd_out(s), "%d %s %s\r\n", code,
-		    enh != NULL ? enh : "", text);
+	else if (enh != NULL)   /* not reached: text is at most 511 octets */
+		evbuffer_add_printf(smtpd_out(s), "%d %s %s\r\n", code, enh, text);
+	else
+		evbuffer_add_printf(smtpd_out(s), "%d %s\r\n", code, text);
 	if (code >= 400)
 		log_info("session=%016llx client=%s reply=\"%d %s %s\"",
 		    (unsigned long long)s->id, s->peer_str, code,

@@ -687,13 +687,6 @@ dlv_sts_ready(void *arg, struct mta_sts_outcome *o)
 /* ------------------------------------------------------------------ */
 /* body */
 
-/*
- * Append body p[0..len) to out for DATA: every line ends in CRLF (a bare LF
- * becomes CRLF; a last line without one gets one), a line starting with '.'
- * gets another '.', then the terminator ".\r\n" (RFC 5321 4.5.2). Lines
- * that need neither go in as runs: a body of CRLF lines without a leading
- * dot is one evbuffer_add.
- */
 static void
 dlv_bodyref_cleanup(const void *data, size_t len, void *arg)
 {
@@ -742,6 +735,13 @@ dlv_body_add(struct dlv_session *s, struct evbuffer *out, const char *p,
 	}
 }
 
+/*
+ * Append s's body to out for DATA: every line ends in CRLF (a bare LF
+ * becomes CRLF; a last line without one gets one), a line starting with '.'
+ * gets another '.', then the terminator ".\r\n" (RFC 5321 4.5.2). Lines
+ * that need neither go in as runs: a body of CRLF lines without a leading
+ * dot is one dlv_body_add.
+ */
 static void
 dlv_body_stuff(struct dlv_session *s, struct evbuffer *out)
 {
