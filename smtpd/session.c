@@ -318,7 +318,7 @@ smtpd_reply(struct smtpd_session *s, int code, const char *enh,
 	char text[512];
 	va_list ap;
 
-	char line[sizeof(text) + 32];
+	char line[sizeof(text) + 32];   /* code, enhanced code (<= 11), CRLF */
 	int n;
 
 	va_start(ap, fmt);
@@ -329,12 +329,8 @@ smtpd_reply(struct smtpd_session *s, int code, const char *enh,
 		n = snprintf(line, sizeof(line), "%d %s %s\r\n", code, enh, text);
 	else
 		n = snprintf(line, sizeof(line), "%d %s\r\n", code, text);
-	if (n > 0 && (size_t)n < sizeof(line))
+	if (n > 0)              /* always fits: text is at most 511 octets */
 		evbuffer_add(smtpd_out(s), line, (size_t)n);
-	else if (enh != NULL)   /* not reached: text is at most 511 octets */
-		evbuffer_add_printf(smtpd_out(s), "%d %s %s\r\n", code, enh, text);
-	else
-		evbuffer_add_printf(smtpd_out(s), "%d %s\r\n", code, text);
 	if (code >= 400)
 		log_info("session=%016llx client=%s reply=\"%d %s %s\"",
 		    (unsigned long long)s->id, s->peer_str, code,
@@ -422,7 +418,7 @@ smtpd_cmd_helo(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	 * One add for the whole reply: over TLS every add to the output is
 	 * a TLS record of its own (libevent's filter writes as it is added).
 	 */
-	char r[1024];
+	char r[1024];           /* a host name is at most 255 octets */
 	int k = snprintf(r, sizeof(r), "250-%s\r\n250-PIPELINING\r\n"
 	    "250-SIZE %llu\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n"
 	    "250-DSN\r\n250-CHUNKING\r\n250-SMTPUTF8\r\n%s%s%s250 HELP\r\n",
@@ -431,10 +427,8 @@ smtpd_cmd_helo(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	    "250-REQUIRETLS\r\n" : "",
 	    smtpd_starttls_offered(s) ? "250-STARTTLS\r\n" : "",
 	    smtpd_auth_offered(s) ? "250-AUTH PLAIN LOGIN\r\n" : "");
-	if (k > 0 && (size_t)k < sizeof(r))
+	if (k > 0)
 		evbuffer_add(smtpd_out(s), r, (size_t)k);
-	else                            /* cannot happen: hostname <= 255 */
-		smtpd_reply(s, 451, "4.3.0", "EHLO reply too long");
 	return 0;
 }
 
