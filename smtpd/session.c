@@ -80,6 +80,7 @@
 #define SMTPD_F_RSTOP    0x4000u /* own read event off: SMTPD_IN_MAX waits */
 #define SMTPD_F_RFULL    0x8000u /* the last own read filled its block */
 #define SMTPD_F_TBATCH   0x10000u /* TLS: the batch's replies go to tout */
+#define SMTPD_F_UKICK    0x20000u /* STARTTLS: smtpd_uflush_cb is active */
 
 /* Stop reading from the socket while this much input waits. */
 #define SMTPD_IN_MAX     (256 * 1024)
@@ -128,6 +129,8 @@ struct smtpd_session {
 	struct bufferevent *bev;      /* owned */
 	struct evbuffer *tout;        /* owned: a TLS batch's replies, or NULL */
 	struct event *rev;            /* owned or NULL: own read, plain socket */
+	struct event *uflush;         /* owned or NULL: STARTTLS: own socket writes */
+	struct evbuffer_cb_entry *ucb; /* its watch on the socket's output, or NULL */
 	struct event *lifetime;       /* owned: session-timeout timer */
 	struct event *deadline;       /* owned or NULL: command-deadline timer */
 	struct event *greet;          /* owned or NULL: greet-delay timer */
@@ -219,13 +222,18 @@ smtpd_enter(struct smtpd_session *s, enum smtpd_state to)
  * instead (SMTPD_F_TBATCH) and reach the TLS bufferevent in one add at the
  * end: one TLS record rather than one per reply.
  */
+static void smtpd_uflush_kick(struct smtpd_session *s);
+
 static void
 smtpd_uncork(struct smtpd_session *s)
 {
 	struct bufferevent *b = bufferevent_get_underlying(s->bev);
 
 	s->flags &= ~SMTPD_F_WCORK;
-	bufferevent_enable(b != NULL ? b : s->bev, EV_WRITE);  /* STARTTLS: the socket's */
+	if (b != NULL && s->uflush != NULL)
+		smtpd_uflush_kick(s);   /* STARTTLS: the session writes the socket */
+	else
+		bufferevent_enable(b != NULL ? b : s->bev, EV_WRITE);  /* STARTTLS: the socket's */
 }
 
 /* The output buffer, for a reply. */
@@ -1157,6 +1165,100 @@ smtpd_session_setup_bev(struct smtpd_session *s)
 }
 
 /*
+ * Writing the socket under STARTTLS (session_io.c says why for a plain
+ * one). The TLS filter hands its records down to the socket bufferevent at
+ * once; libevent would arm that bufferevent's write event (epoll_ctl),
+ * write a loop pass later and disarm it (epoll_ctl): two system calls and
+ * a pass for every flight of the handshake and every reply. Instead its
+ * EV_WRITE stays off, a watch on its output (smtpd_uout_cb) makes
+ * smtpd_uflush_cb active whenever records arrive, and that callback, run
+ * later in the same pass, writes them with one writev. Only what the
+ * socket does not take is left to libevent's write event (its errors and
+ * timeouts then surface as before), which goes off again once the output
+ * is empty. A closing session is reaped as soon as its output is out.
+ */
+static void smtpd_session_reap(struct smtpd_session *s);
+
+static void
+smtpd_uflush_kick(struct smtpd_session *s)
+{
+	if (!(s->flags & SMTPD_F_UKICK)) {
+		s->flags |= SMTPD_F_UKICK;
+		event_active(s->uflush, EV_WRITE, 1);
+	}
+}
+
+static void
+smtpd_uflush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+	struct bufferevent *u = bufferevent_get_underlying(s->bev);
+
+	(void)fd;
+	(void)what;
+	s->flags &= ~SMTPD_F_UKICK;
+	if (u == NULL)
+		return;
+	size_t left = evbuffer_get_length(bufferevent_get_output(u));
+	if (bufferevent_get_enabled(u) & EV_WRITE) {
+		if (left > 0)
+			return;         /* libevent's write event is on it */
+		bufferevent_disable(u, EV_WRITE);       /* not pending: no system call */
+	} else if (left > 0 && !smtpd_io_flush(u)) {
+		bufferevent_enable(u, EV_WRITE);        /* the socket is full, or an error */
+		return;
+	}
+	if (s->flags & SMTPD_F_CLOSING)
+		smtpd_session_reap(s);
+}
+
+/* Records added (the filter's), or the output emptied by libevent's write. */
+static void
+smtpd_uout_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	struct smtpd_session *s = arg;
+	struct bufferevent *u = bufferevent_get_underlying(s->bev);
+
+	if (info->n_added > 0 || (u != NULL && evbuffer_get_length(buf) == 0 &&
+	    (bufferevent_get_enabled(u) & EV_WRITE)))
+		smtpd_uflush_kick(s);
+}
+
+/* From STARTTLS on, the session writes the socket (the 220 is waiting). */
+static void
+smtpd_uflush_start(struct smtpd_session *s)
+{
+	struct bufferevent *u = bufferevent_get_underlying(s->bev);
+
+	if (u == NULL ||
+	    (s->uflush = event_new(s->loop->base, -1, 0, smtpd_uflush_cb, s)) == NULL)
+		return;         /* libevent keeps writing it */
+	if ((s->ucb = evbuffer_add_cb(bufferevent_get_output(u), smtpd_uout_cb,
+	    s)) == NULL) {
+		event_free(s->uflush);
+		s->uflush = NULL;
+		return;
+	}
+	bufferevent_disable(u, EV_WRITE);
+	smtpd_uflush_kick(s);
+}
+
+/* Before the bufferevents go: no watch may call a freed session. */
+static void
+smtpd_uflush_stop(struct smtpd_session *s)
+{
+	struct bufferevent *u = bufferevent_get_underlying(s->bev);
+
+	if (s->ucb != NULL && u != NULL)
+		evbuffer_remove_cb_entry(bufferevent_get_output(u), s->ucb);
+	s->ucb = NULL;
+	if (s->uflush != NULL)
+		event_free(s->uflush);
+	s->uflush = NULL;
+}
+
+/*
  * STARTTLS (RFC 3207). The 220 goes out in clear; everything the client
  * pipelined after the command is discarded, unread (CVE-2011-0411 class);
  * the session then restarts as if new: EHLO is required again.
@@ -1208,6 +1310,7 @@ smtpd_cmd_starttls(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	smtpd_tx_free(s);
 	smtpd_enter(s, SMTPD_S_CONNECTED);
 	smtpd_session_setup_bev(s);
+	smtpd_uflush_start(s);
 	return 0;
 }
 
@@ -2372,6 +2475,7 @@ smtpd_session_free(struct smtpd_session *s)
 	if (s->greet != NULL)
 		event_free(s->greet);
 	smtpd_read_release(s);          /* before the socket closes */
+	smtpd_uflush_stop(s);
 	bufferevent_free(s->bev);
 	if (s->tout != NULL)
 		evbuffer_free(s->tout);

@@ -17,7 +17,9 @@
  * it reads what the socket holds, in blocks of up to 64 KiB.
  *
  * Runs on the session's loop thread. Only for a socket bufferevent without
- * TLS (smtpd_io_plain): a TLS bufferevent keeps libevent's own I/O. Never
+ * TLS (smtpd_io_plain), or the socket bufferevent under a STARTTLS filter,
+ * which the session writes the same way (session.c, smtpd_uflush_cb);
+ * reading under TLS stays libevent's. Never
  * blocks (the socket is non-blocking). Sees untrusted bytes only as an
  * opaque block appended to the input buffer: parsing stays in session.c's
  * callers of data_filter.

@@ -17,6 +17,7 @@ certificate.
 
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -228,6 +229,22 @@ def _tls_records(raw):
     return types, raw
 
 
+def _to_starttls(sock):
+    """Greeting, EHLO and STARTTLS in clear on sock; a client context that
+    takes the test certificate."""
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"220")
+    sock.sendall(b"EHLO client.test\r\n")
+    while not f.readline().startswith(b"250 "):
+        pass
+    sock.sendall(b"STARTTLS\r\n")
+    assert f.readline().startswith(b"220")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def test_pipelined_replies_in_one_tls_record(ternd, certs):
     """Over STARTTLS, the replies to commands that arrived together go out
     as one TLS record (libevent's filter sealed each reply on its own: four
@@ -235,16 +252,7 @@ def test_pipelined_replies_in_one_tls_record(ternd, certs):
     t = start(ternd, certs)
     sock = socket.create_connection(("127.0.0.1", t.port("relay")), timeout=10)
     try:
-        f = sock.makefile("rb")
-        assert f.readline().startswith(b"220")
-        sock.sendall(b"EHLO client.test\r\n")
-        while not f.readline().startswith(b"250 "):
-            pass
-        sock.sendall(b"STARTTLS\r\n")
-        assert f.readline().startswith(b"220")
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx = _to_starttls(sock)
         inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
         tls = ctx.wrap_bio(inc, out, server_hostname="mx.test")
         pending = b""                       # raw bytes not yet in a record
@@ -300,3 +308,107 @@ def test_pipelined_replies_in_one_tls_record(ternd, certs):
         sock.sendall(out.read())
     finally:
         sock.close()
+
+
+def _starttls(port, rcvbuf=None):
+    """A STARTTLS session past its second EHLO: (TLS socket, reader)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(20)
+    sock.connect(("127.0.0.1", port))
+    tls = _to_starttls(sock).wrap_socket(sock, server_hostname="mx.test")
+    r = tls.makefile("rb")
+    tls.sendall(b"EHLO client.test\r\n")
+    while not r.readline().startswith(b"250 "):
+        pass
+    return tls, r
+
+
+def _socket_fd(pid, local_port, server_port):
+    """ternd's descriptor for the loopback connection from local_port."""
+    inode = None
+    with open("/proc/net/tcp") as fh:
+        for line in fh.readlines()[1:]:
+            f = line.split()
+            loc, rem = f[1].split(":"), f[2].split(":")
+            if int(loc[1], 16) == server_port and int(rem[1], 16) == local_port:
+                inode = f[9]
+    assert inode, "server side of port %d not found" % local_port
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == "socket:[%s]" % inode:
+                return int(fd)
+        except OSError:
+            pass
+    raise AssertionError("no descriptor of ternd holds socket:[%s]" % inode)
+
+
+def test_starttls_replies_written_without_epoll_ctl(ternd, certs, tmp_path):
+    """Over STARTTLS the session writes the socket itself: a reply costs a
+    writev, not libevent's arming and disarming of the socket's write event
+    (an epoll_ctl each, two per reply with libevent 2.1's filter). Counted
+    with strace on the session's descriptor over 20 request/reply turns."""
+    strace = require_tool("strace")
+    t = start(ternd, certs)
+    port = t.port("relay")
+    tls, r = _starttls(port)
+    try:
+        fd = _socket_fd(t.pid, tls.getsockname()[1], port)
+        log = tmp_path / "strace.log"
+        tasks = len(os.listdir("/proc/%d/task" % t.pid))
+        st = subprocess.Popen([strace, "-f", "-e", "trace=epoll_ctl,writev",
+                               "-o", str(log), "-p", str(t.pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            # wait until strace holds every thread (it says so on stderr:
+            # "attached with N threads", or a line per thread)
+            seen, deadline = b"", time.monotonic() + 20
+            while b"attached with" not in seen and seen.count(b"attached") < tasks:
+                left = deadline - time.monotonic()
+                assert left > 0 and select.select([st.stderr], [], [], left)[0], seen
+                chunk = os.read(st.stderr.fileno(), 4096)
+                assert chunk, seen
+                seen += chunk
+            for _ in range(20):
+                tls.sendall(b"NOOP\r\n")
+                assert r.readline().startswith(b"250"), "NOOP"
+        finally:
+            st.terminate()
+            st.communicate(timeout=20)
+        calls = log.read_text().splitlines()
+        on_fd = lambda name: [c for c in calls if re.search(
+            r"%s\((\d+, )?%d[,)]" % (name, fd) if name == "writev" else
+            r"epoll_ctl\(\d+, EPOLL_CTL_\w+, %d," % fd, c)]
+        writes, ctls = on_fd("writev"), on_fd("epoll_ctl")
+        assert len(writes) >= 20, (fd, calls[-40:])   # strace saw the replies
+        assert len(ctls) <= 2, ctls
+        tls.sendall(b"QUIT\r\n")
+        assert r.readline().startswith(b"221")
+    finally:
+        tls.close()
+
+
+def test_starttls_replies_to_a_client_that_reads_late(ternd, certs):
+    """A client with a small receive window pipelines thousands of commands
+    over STARTTLS and reads nothing for a while: the socket fills, the
+    session hands the rest to libevent's write event and stops reading once
+    64 KiB of replies wait; when the client reads, every reply arrives, in
+    order, and the session goes on."""
+    t = start(ternd, certs)
+    tls, r = _starttls(t.port("relay"), rcvbuf=4096)
+    try:
+        n = 6000                              # ~84 KB of replies
+        tls.sendall(b"NOOP\r\n" * n)
+        time.sleep(1.0)                       # the server meets a full socket
+        got = 0
+        while got < n:
+            line = r.readline()
+            assert line.startswith(b"250 2.0.0"), (got, line)
+            got += 1
+        tls.sendall(b"MAIL FROM:<a@client.test>\r\nRSET\r\nQUIT\r\n")
+        assert r.readline().startswith(b"250")
+        assert r.readline().startswith(b"250")
+        assert r.readline().startswith(b"221")
+    finally:
+        tls.close()
