@@ -3,6 +3,7 @@
  * pool and the failed-attempt throttle (see tern/auth.h).
  *
  * Runs in:   auth_check() on pool threads (or ternctl's main thread);
+ *            auth_check_cached() on session loops;
  *            auth_user_set/del in ternctl; throttle calls on session loops.
  * Owns:      struct auth_db (the BDB handle, path), struct auth_pool (its
  *            threads and pending requests, passwords included), struct
@@ -10,7 +11,9 @@
  *            the receiving handler.
  * Never:     logs a password or a hash; keeps a password after use (every
  *            copy is wiped); blocks a session loop (auth_pool_check() only
- *            queues; throttle calls hold a mutex for a table scan).
+ *            queues; auth_check_cached() reads one record from the open
+ *            user database, never hashes nor re-opens; throttle calls
+ *            hold a mutex for a table scan).
  * Untrusted: user names and passwords come from the peer, bounded by
  *            sasl.c to 255 octets; auth_check() re-checks.
  *
@@ -797,18 +800,32 @@ auth_cache_hit_count(void)
 	return auth_cache_hits;
 }
 
-enum auth_status
-auth_check(struct auth_db *db, const char *user, const char *pass)
+/*
+ * The stored hash of user (canonical name in name): 0; AUTH_FAIL when the
+ * name or password is invalid or the user unknown (no hash made here);
+ * AUTH_TEMPFAIL on a broken database or a read error; -1 when probe is set
+ * and the file changed since it was opened (re-opening is left to a pool
+ * thread).
+ */
+static int
+auth_stored_hash(struct auth_db *db, const char *user, const char *pass,
+    int probe, char name[AUTH_USER_MAX + 1], char hash[AUTH_HASH_MAX])
 {
-	char name[AUTH_USER_MAX + 1], hash[AUTH_HASH_MAX];
 	DBT k, v;
-	int ret, ok;
+	int ret;
 
-	if (auth_user_canon(user, name) != 0 || !auth_pass_valid(pass)) {
-		auth_dummy_verify(pass);
+	if (auth_user_canon(user, name) != 0 || !auth_pass_valid(pass))
 		return AUTH_FAIL;
-	}
-	auth_db_acquire(db);
+	if (probe) {
+		struct stat st;
+		int rc = stat(db->path, &st), serr = errno;
+		pthread_rwlock_rdlock(&db->lock);
+		if (auth_db_changed(db, rc, serr, &st)) {
+			pthread_rwlock_unlock(&db->lock);
+			return -1;
+		}
+	} else
+		auth_db_acquire(db);
 	if (db->broken) {
 		pthread_rwlock_unlock(&db->lock);
 		return AUTH_TEMPFAIL;
@@ -820,21 +837,35 @@ auth_check(struct auth_db *db, const char *user, const char *pass)
 		k.data = name;
 		k.size = (u_int32_t)strlen(name);
 		v.data = hash;
-		v.ulen = sizeof(hash) - 1;
+		v.ulen = AUTH_HASH_MAX - 1;
 		v.flags = DB_DBT_USERMEM;
 		ret = db->db->get(db->db, NULL, &k, &v, 0);
 	}
 	pthread_rwlock_unlock(&db->lock);
 
-	if (ret == DB_NOTFOUND || ret == DB_BUFFER_SMALL) {
-		auth_dummy_verify(pass);
+	if (ret == DB_NOTFOUND || ret == DB_BUFFER_SMALL)
 		return AUTH_FAIL;
-	}
 	if (ret != 0) {
 		log_warnx("auth: %s: get: %s", db->path, db_strerror(ret));
 		return AUTH_TEMPFAIL;
 	}
 	hash[v.size] = '\0';
+	return 0;
+}
+
+enum auth_status
+auth_check(struct auth_db *db, const char *user, const char *pass)
+{
+	char name[AUTH_USER_MAX + 1], hash[AUTH_HASH_MAX];
+	int ret, ok;
+
+	ret = auth_stored_hash(db, user, pass, 0, name, hash);
+	if (ret == AUTH_FAIL) {
+		auth_dummy_verify(pass);        /* as long as a real check */
+		return AUTH_FAIL;
+	}
+	if (ret != 0)
+		return AUTH_TEMPFAIL;
 	unsigned char tag[32];
 	int have_tag = auth_cache_tag(name, pass, hash, tag) == 0;
 	if (have_tag && auth_cache_hit(tag)) {
@@ -846,6 +877,24 @@ auth_check(struct auth_db *db, const char *user, const char *pass)
 	if (ok && have_tag)
 		auth_cache_put(tag);
 	return ok ? AUTH_OK : AUTH_FAIL;
+}
+
+int
+auth_check_cached(struct auth_db *db, const char *user, const char *pass,
+    char name[AUTH_USER_MAX + 1])
+{
+	char hash[AUTH_HASH_MAX];
+	unsigned char tag[32];
+	int hit;
+
+	if (auth_stored_hash(db, user, pass, 1, name, hash) != 0) {
+		explicit_bzero(hash, sizeof(hash));
+		return -1;
+	}
+	hit = auth_cache_tag(name, pass, hash, tag) == 0 && auth_cache_hit(tag);
+	explicit_bzero(hash, sizeof(hash));
+	explicit_bzero(tag, sizeof(tag));
+	return hit ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------ */

@@ -1358,6 +1358,29 @@ smtpd_sasl_end(struct smtpd_session *s)
 	s->sasl = NULL;
 }
 
+static int smtpd_auth_reply(struct smtpd_session *s,
+    const struct auth_result *res);
+
+/*
+ * Credentials the cache knows as correct are answered here, on the loop,
+ * with no trip to the auth pool (auth_check_cached() says why that is
+ * safe); 1 if so. Anything else goes to the pool, as always.
+ */
+static int
+smtpd_auth_cached(struct smtpd_session *s)
+{
+	struct auth_result res;
+
+	memset(&res, 0, sizeof(res));
+	if (auth_check_cached(s->srv->auth_db, s->sasl->creds.user,
+	    s->sasl->creds.pass, res.user) != 0)
+		return 0;
+	smtpd_sasl_end(s);
+	res.status = AUTH_OK;
+	(void)smtpd_auth_reply(s, &res);        /* 235: no delay to wait for */
+	return 1;
+}
+
 /* Act on a SASL step's outcome. */
 static void
 smtpd_auth_progress(struct smtpd_session *s, enum sasl_status st)
@@ -1371,6 +1394,8 @@ smtpd_auth_progress(struct smtpd_session *s, enum sasl_status st)
 		return;
 	case SASL_OK:
 		s->flags &= ~SMTPD_F_AUTHING;
+		if (s->srv->auth_db != NULL && smtpd_auth_cached(s))
+			return;
 		if (s->srv->auth_pool == NULL || auth_pool_check(s->srv->auth_pool,
 		    s->srv->auth_db, s->sasl->creds.user, s->sasl->creds.pass,
 		    s->loop->inbox, s->id) < 0) {
@@ -1443,8 +1468,12 @@ smtpd_cmd_auth(struct smtpd_session *s, const struct smtp_cmd *cmd)
 }
 
 /* The auth pool answered (TQ_AUTH_DONE). */
-static void
-smtpd_auth_done(struct smtpd_session *s, const struct auth_result *res)
+/*
+ * The reply to a checked AUTH; 1 if it waits for the failure delay (then
+ * smtpd_auth_delay_cb answers).
+ */
+static int
+smtpd_auth_reply(struct smtpd_session *s, const struct auth_result *res)
 {
 	unsigned delay_ms = 0;
 	const struct sasl_reply *r;
@@ -1498,7 +1527,7 @@ smtpd_auth_done(struct smtpd_session *s, const struct auth_result *res)
 			    (delay_ms % 1000) * 1000 };
 			if (s->auth_delay != NULL && evtimer_add(s->auth_delay,
 			    &tv) == 0)
-				return;
+				return 1;
 		}
 		smtpd_auth_fail_reply(s);
 		break;
@@ -1510,6 +1539,15 @@ smtpd_auth_done(struct smtpd_session *s, const struct auth_result *res)
 		smtpd_reply(s, r->code, r->enhanced, "%s", r->text);
 		break;
 	}
+	return 0;
+}
+
+/* A result from the auth pool: the reply, then the commands that waited. */
+static void
+smtpd_auth_done(struct smtpd_session *s, const struct auth_result *res)
+{
+	if (smtpd_auth_reply(s, res))
+		return;
 	smtpd_request_begin(s);
 	smtpd_session_process(s);
 	smtpd_read_watch(s);

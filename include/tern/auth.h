@@ -255,6 +255,16 @@ enum auth_status auth_check(struct auth_db *db, const char *user,
  * password change or deletion invalidates at once. Number of hits so far:
  */
 uint64_t auth_cache_hit_count(void);
+/*
+ * That cache alone, cheap enough for a session loop (an HMAC, a stat and
+ * one read of the user database, never a hash nor a re-open): 0 when
+ * user/pass is the remembered correct pair for the stored hash (name gets
+ * the canonical user name), -1 for anything else, which is auth_check()'s
+ * to answer (so a miss takes one hash, as before, and timing still tells
+ * nothing about which users exist). Thread-safe.
+ */
+int auth_check_cached(struct auth_db *db, const char *user, const char *pass,
+    char name[AUTH_USER_MAX + 1]);
 
 /* ------------------------------------------------------------------ */
 /* Thread pool for auth_check()                                       */

@@ -289,6 +289,52 @@ test_verified_cache(void **state)
 	unlink(path);
 }
 
+/*
+ * The cache alone (what a session loop asks before the pool): a pair is
+ * known only after auth_check() found it correct; a wrong password, an
+ * unknown or invalid user, a changed password and a replaced file are
+ * misses, answered without any hash; a hit is no hash either.
+ */
+static void
+test_cache_probe(void **state)
+{
+	char path[600], err[256], name[AUTH_USER_MAX + 1];
+	struct auth_db *db, *ro;
+	uint64_t n0;
+
+	path_in_tmp(path, sizeof(path), "auth_probe.db");
+	unlink(path);
+	db = auth_db_open(path, 1, err, sizeof(err));
+	assert_non_null(db);
+	assert_int_equal(auth_user_set(db, "Fay", "pw-one", err, sizeof(err)), 0);
+	ro = auth_db_open(path, 0, err, sizeof(err));
+	assert_non_null(ro);
+
+	n0 = auth_hash_count();
+	assert_int_equal(auth_check_cached(ro, "fay", "pw-one", name), -1);
+	assert_int_equal(auth_check(ro, "fay", "pw-one"), AUTH_OK);
+	assert_int_equal(auth_hash_count() - n0, 1);
+	strcpy(name, "x");
+	assert_int_equal(auth_check_cached(ro, "FAY", "pw-one", name), 0);
+	assert_string_equal(name, "fay");
+	assert_int_equal(auth_check_cached(ro, "fay", "pw-One", name), -1);
+	assert_int_equal(auth_check_cached(ro, "nobody", "pw-one", name), -1);
+	assert_int_equal(auth_check_cached(ro, "bad name", "pw-one", name), -1);
+	assert_int_equal(auth_check_cached(ro, "fay", "", name), -1);
+	assert_int_equal(auth_hash_count() - n0, 1);      /* no hash above */
+
+	/* a new password: the file changed, so the probe leaves it to the
+	 * pool (which re-opens); after that the old pair is still a miss */
+	assert_int_equal(auth_user_set(db, "fay", "pw-two", err, sizeof(err)), 0);
+	assert_int_equal(auth_check_cached(ro, "fay", "pw-one", name), -1);
+	assert_int_equal(auth_check(ro, "fay", "pw-two"), AUTH_OK);
+	assert_int_equal(auth_check_cached(ro, "fay", "pw-one", name), -1);
+	assert_int_equal(auth_check_cached(ro, "fay", "pw-two", name), 0);
+	auth_db_close(ro);
+	auth_db_close(db);
+	unlink(path);
+}
+
 /* Replace path with a file holding bytes (atomically, like a writer). */
 static void
 replace_file(const char *path, const char *bytes)
@@ -721,6 +767,7 @@ main(void)
 		cmocka_unit_test(test_db_basic),
 		cmocka_unit_test(test_unknown_user_cost),
 		cmocka_unit_test(test_verified_cache),
+		cmocka_unit_test(test_cache_probe),
 		cmocka_unit_test(test_db_reopen),
 		cmocka_unit_test(test_db_symlinks_refused),
 		cmocka_unit_test(test_throttle_defaults),
