@@ -1467,7 +1467,6 @@ smtpd_cmd_auth(struct smtpd_session *s, const struct smtp_cmd *cmd)
 	return 0;
 }
 
-/* The auth pool answered (TQ_AUTH_DONE). */
 /*
  * The reply to a checked AUTH; 1 if it waits for the failure delay (then
  * smtpd_auth_delay_cb answers).
@@ -1542,7 +1541,8 @@ smtpd_auth_reply(struct smtpd_session *s, const struct auth_result *res)
 	return 0;
 }
 
-/* A result from the auth pool: the reply, then the commands that waited. */
+/* The auth pool answered (TQ_AUTH_DONE): the reply, then the commands that
+ * waited. */
 static void
 smtpd_auth_done(struct smtpd_session *s, const struct auth_result *res)
 {

@@ -67,6 +67,13 @@ void tls_server_unref(struct tls_server *t);          /* NULL is a no-op */
 struct ssl_st *tls_server_ssl_new(struct tls_server *t);
 
 /*
+ * Give ctx the system CA store: the hashed directory, read lazily, or the
+ * bundle file (parsed whole) when SSL_CERT_FILE names it or no directory
+ * holds hashed names (queue/mta/tls_client.c says why). Logs a failure.
+ */
+void tls_client_trust(struct ssl_ctx_st *ctx);
+
+/*
  * Client context for deliveries: TLS 1.2+, system CA store loaded (used
  * only when the policy asks for verification). Thread-safe to share.
  */

@@ -49,6 +49,7 @@
 
 #include "tern/log.h"
 #include "tern/resolver.h"
+#include "tern/tls.h"
 #include "tern/util.h"
 
 #include "mta_sts.h"
@@ -706,10 +707,10 @@ mta_sts_ssl_ctx(const struct sts_fetch *f)
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
 	    SSL_OP_NO_RENEGOTIATION);
-	if ((f->ca_file != NULL ? SSL_CTX_load_verify_locations(ctx,
-	    f->ca_file, NULL) : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
-		log_warnx("mta-sts: cannot load the CA store %s",
-		    f->ca_file != NULL ? f->ca_file : "(system)");
+	if (f->ca_file == NULL)
+		tls_client_trust(ctx);          /* the system store, lazily */
+	else if (SSL_CTX_load_verify_locations(ctx, f->ca_file, NULL) != 1) {
+		log_warnx("mta-sts: cannot load the CA store %s", f->ca_file);
 		ERR_clear_error();
 	}
 	return ctx;

@@ -4,12 +4,15 @@
  * both the client and ternd's server sessions log.
  *
  * The context is built once per delivery pool (TLS 1.2+, no compression,
- * no renegotiation, the system CA store); SSL objects are made per
+ * no renegotiation, the system CA store: tls_client_trust); SSL objects are made per
  * connection on any worker thread. With verification the peer's chain and
  * name (no partial wildcards) are checked by OpenSSL. tls_libevent_init()
  * makes libevent_openssl's lazily built BIO method before threads race to.
  */
+#include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -21,6 +24,59 @@
 
 #include "tern/log.h"
 #include "tern/tls.h"
+
+/* Does one of the directories of list (':'-separated) hold a hashed name
+ * ("5ad8a5d6.0", as `openssl rehash` makes)? */
+static int
+tls_dir_hashed(const char *list)
+{
+	char buf[4096];
+	int found = 0;
+
+	if (strlen(list) >= sizeof(buf))
+		return 0;
+	memcpy(buf, list, strlen(list) + 1);
+	for (char *save = NULL, *d = strtok_r(buf, ":", &save); d != NULL && !found;
+	    d = strtok_r(NULL, ":", &save)) {
+		DIR *dp = opendir(d);
+		struct dirent *e;
+		if (dp == NULL)
+			continue;
+		while (!found && (e = readdir(dp)) != NULL)
+			found = strlen(e->d_name) >= 10 &&
+			    strspn(e->d_name, "0123456789abcdef") == 8 &&
+			    e->d_name[8] == '.' &&
+			    strspn(e->d_name + 9, "0123456789") == strlen(e->d_name + 9);
+		closedir(dp);
+	}
+	return found;
+}
+
+/*
+ * Trust anchors for tls-policy verify and MTA-STS: the system store, where
+ * OpenSSL's defaults put it (SSL_CERT_FILE and SSL_CERT_DIR override).
+ * The hashed directory is read lazily, one certificate when a chain needs
+ * it; the bundle file is parsed whole at once (on Debian ~150
+ * certificates: ~70 ms of CPU at every start, and their memory), so it is
+ * loaded only when SSL_CERT_FILE names it or when no directory holds
+ * hashed names. On Debian both hold the same CAs (update-ca-certificates
+ * writes both).
+ */
+void
+tls_client_trust(SSL_CTX *ctx)
+{
+	const char *file = getenv(X509_get_default_cert_file_env());
+	const char *dir = getenv(X509_get_default_cert_dir_env());
+
+	if (dir == NULL || dir[0] == '\0')
+		dir = X509_get_default_cert_dir();
+	if ((file == NULL || file[0] == '\0') && tls_dir_hashed(dir)) {
+		if (SSL_CTX_load_verify_dir(ctx, dir) != 1)
+			log_warnx("tls: cannot use the CA directory %s", dir);
+	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+		log_warnx("tls: cannot load the system CA store");
+	ERR_clear_error();
+}
 
 SSL_CTX *
 tls_client_ctx_new(char *err, size_t errlen)
@@ -36,8 +92,7 @@ tls_client_ctx_new(char *err, size_t errlen)
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-	if (SSL_CTX_set_default_verify_paths(ctx) != 1)
-		log_warnx("tls: cannot load the system CA store");
+	tls_client_trust(ctx);
 	/* DANE (queue/mta/dane.c) is enabled per connection on top */
 	if (SSL_CTX_dane_enable(ctx) <= 0)
 		log_warnx("tls: cannot enable DANE verification");

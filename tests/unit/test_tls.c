@@ -6,6 +6,8 @@
  * (refused, no prompt). Keys and certificates are made in process.
  * The session-ticket key ring's rules: rotation every lifetime/2, retired
  * keys still open tickets until 1.5 x lifetime, then are wiped.
+ * The delivery client's CA store (queue/mta/tls_client.c) is read lazily
+ * from a hashed directory.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -300,6 +302,81 @@ test_ticket_ring(void **state)
 	assert_int_equal(tls_ticket_ring_seal_key(&r, 1300, 0, &x), -1);
 }
 
+static void
+write_text(const char *path, const char *text, size_t len)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(text, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+}
+
+static int
+store_count(SSL_CTX *ctx)
+{
+	return sk_X509_OBJECT_num(X509_STORE_get0_objects(
+	    SSL_CTX_get_cert_store(ctx)));
+}
+
+/*
+ * The delivery client's trust anchors (queue/mta/tls_client.c): from a
+ * hashed directory, with no SSL_CERT_FILE, nothing is parsed up front (the
+ * system bundle would be ~150 certificates), yet a chain to a CA stored
+ * there verifies, the CA read when needed; SSL_CERT_FILE loads its bundle
+ * whole at once.
+ */
+static void
+test_client_trust(void **state)
+{
+	EVP_PKEY *cakey = make_key("EC"), *leafkey = make_key("EC");
+	X509 *ca = make_cert("Tern Test CA", cakey, NULL, NULL);
+	X509 *leaf = make_cert("mx.test", leafkey, ca, cakey);
+	char dir[600], path[700], file[700];
+	size_t len;
+	char *pem = cert_pem(ca, NULL, &len);
+
+	snprintf(dir, sizeof(dir), "%s/cadir", tmpdir);
+	assert_true(mkdir(dir, 0700) == 0 || errno == EEXIST);
+	snprintf(path, sizeof(path), "%s/%08lx.0", dir,
+	    X509_subject_name_hash(ca));
+	write_text(path, pem, len);
+	snprintf(file, sizeof(file), "%s/bundle.pem", tmpdir);
+	write_text(file, pem, len);
+
+	assert_int_equal(setenv("SSL_CERT_DIR", dir, 1), 0);
+	unsetenv("SSL_CERT_FILE");
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	assert_non_null(ctx);
+	tls_client_trust(ctx);
+	assert_int_equal(store_count(ctx), 0);          /* nothing parsed yet */
+	X509_STORE_CTX *vc = X509_STORE_CTX_new();
+	assert_non_null(vc);
+	assert_int_equal(X509_STORE_CTX_init(vc, SSL_CTX_get_cert_store(ctx),
+	    leaf, NULL), 1);
+	assert_int_equal(X509_verify_cert(vc), 1);
+	X509_STORE_CTX_free(vc);
+	assert_int_equal(store_count(ctx), 1);          /* the CA, on demand */
+	SSL_CTX_free(ctx);
+
+	assert_int_equal(setenv("SSL_CERT_FILE", file, 1), 0);
+	ctx = SSL_CTX_new(TLS_client_method());
+	assert_non_null(ctx);
+	tls_client_trust(ctx);
+	assert_true(store_count(ctx) >= 1);             /* the bundle, at once */
+	SSL_CTX_free(ctx);
+
+	unsetenv("SSL_CERT_FILE");
+	unsetenv("SSL_CERT_DIR");
+	unlink(path);
+	unlink(file);
+	rmdir(dir);
+	free(pem);
+	X509_free(leaf);
+	X509_free(ca);
+	EVP_PKEY_free(leafkey);
+	EVP_PKEY_free(cakey);
+}
+
 static int
 setup(void **state)
 {
@@ -325,6 +402,7 @@ main(void)
 		cmocka_unit_test(test_pem_read),
 		cmocka_unit_test(test_new_pem),
 		cmocka_unit_test(test_ticket_ring),
+		cmocka_unit_test(test_client_trust),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
