@@ -912,7 +912,7 @@ struct auth_req {
 struct auth_pool {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	STAILQ_HEAD(, auth_req) reqs;     /* owned, oldest first */
+	STAILQ_HEAD(auth_req_list, auth_req) reqs;     /* owned, oldest first */
 	size_t pending;
 	int stopping;
 	int nthreads;

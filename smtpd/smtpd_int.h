@@ -49,7 +49,7 @@ struct smtpd_loop {
 	unsigned nsessions;
 	int stopping;                     /* graceful stop requested */
 	/* owned: connections to proxy listeners still sending their header */
-	LIST_HEAD(, smtpd_proxy_wait) proxy_waits;
+	LIST_HEAD(smtpd_proxy_wait_list, smtpd_proxy_wait) proxy_waits;
 };
 
 /* Shared table of inbound connections per client address. */

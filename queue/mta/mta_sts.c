@@ -109,13 +109,29 @@ struct sts_fetch {
 };
 
 static pthread_mutex_t sts_lock = PTHREAD_MUTEX_INITIALIZER;
-static LIST_HEAD(, sts_entry) sts_entries = LIST_HEAD_INITIALIZER(sts_entries);
-static LIST_HEAD(, sts_fetch) sts_fetches = LIST_HEAD_INITIALIZER(sts_fetches);
+static LIST_HEAD(sts_entry_list, sts_entry) sts_entries = LIST_HEAD_INITIALIZER(sts_entries);
+static LIST_HEAD(sts_fetch_list, sts_fetch) sts_fetches = LIST_HEAD_INITIALIZER(sts_fetches);
 static size_t sts_nentries;
 static char *sts_path;                  /* owned: the cache file */
 static uint64_t sts_gen;                /* copies made, under sts_lock */
 static pthread_mutex_t sts_save_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t sts_saved_gen;          /* written, under sts_save_lock */
+
+/*
+ * The system CA store every policy fetch verifies against, made once at
+ * start (mta_sts_init) and shared (X509_STORE is reference-counted and
+ * locks its own lookups): a fetch neither lists the CA directory nor
+ * reads a certificate a previous fetch already read.
+ */
+static pthread_once_t sts_trust_once = PTHREAD_ONCE_INIT;
+static SSL_CTX *sts_trust;              /* holds the store; never freed */
+
+static void
+mta_sts_trust_init(void)
+{
+	if ((sts_trust = SSL_CTX_new(TLS_client_method())) != NULL)
+		tls_client_trust(sts_trust);
+}
 
 static void mta_sts_fetch_start(struct sts_fetch *f);
 static void mta_sts_fetch_end(struct sts_fetch *f, const char *body,
@@ -383,6 +399,7 @@ mta_sts_init(const char *queue_dir)
 {
 	char path[4096];
 
+	pthread_once(&sts_trust_once, mta_sts_trust_init);   /* not on a worker loop */
 	pthread_mutex_lock(&sts_lock);
 	free(sts_path);
 	sts_path = NULL;
@@ -707,9 +724,13 @@ mta_sts_ssl_ctx(const struct sts_fetch *f)
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
 	    SSL_OP_NO_RENEGOTIATION);
-	if (f->ca_file == NULL)
-		tls_client_trust(ctx);          /* the system store, lazily */
-	else if (SSL_CTX_load_verify_locations(ctx, f->ca_file, NULL) != 1) {
+	if (f->ca_file == NULL) {
+		pthread_once(&sts_trust_once, mta_sts_trust_init);
+		if (sts_trust != NULL)
+			SSL_CTX_set1_cert_store(ctx, SSL_CTX_get_cert_store(sts_trust));
+		else
+			tls_client_trust(ctx);  /* a store of its own, then */
+	} else if (SSL_CTX_load_verify_locations(ctx, f->ca_file, NULL) != 1) {
 		log_warnx("mta-sts: cannot load the CA store %s", f->ca_file);
 		ERR_clear_error();
 	}

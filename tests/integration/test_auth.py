@@ -229,6 +229,24 @@ def test_wrong_password_and_unknown_user_same_answer(ternd, certs, smtp_raw):
     r.cmd("MAIL FROM:<%s>" % USER, 530, "5.7.0")
 
 
+def test_repeated_login_and_password_change(ternd, certs, smtp_raw):
+    """A second login with the same password is answered from the verified
+    cache, on the session loop; after `ternctl user add` changes the
+    password, the old one fails at once and the new one works."""
+    t = start(ternd, certs)
+    for _ in range(3):                  # the first costs a hash, then the cache
+        r = raw_tls(smtp_raw, certs, t.port("sub"))
+        ok = auth_plain(r, "", USER, PASSWORD)
+        assert ok.code == 235, ok
+    t.add_user(USER, "n3w-Pa55word!")
+    r = raw_tls(smtp_raw, certs, t.port("sub"))
+    old = auth_plain(r, "", USER, PASSWORD)
+    assert old.code == 535 and old.enh == "5.7.8", old
+    r = raw_tls(smtp_raw, certs, t.port("sub"))
+    assert auth_plain(r, "", USER, "n3w-Pa55word!").code == 235
+    assert len(re.findall(r"auth=ok user=%s" % re.escape(USER), t.log())) == 4
+
+
 def test_rfc4954_reply_codes(ternd, certs, smtp_raw):
     t = start(ternd, certs)
     r = raw_tls(smtp_raw, certs, t.port("sub"))

@@ -22,6 +22,7 @@ holds the message back, not the sink."""
 import os
 import re
 import smtplib
+import subprocess
 
 import pytest
 
@@ -83,6 +84,26 @@ def test_verify_delivers_to_a_valid_certificate(ternd, dns, sink, ca_file, where
     assert line.group(1) == "mx.test[127.0.0.1]:%d" % s.port, line.group(0)
     assert line.group(2).startswith("2."), line.group(0)
     assert re.search(r'tls=verified cipher="TLSv1\.[23] \S+"', line.group(0)), line.group(0)
+
+
+def test_verify_with_a_hashed_ca_directory(ternd, dns, sink, ca_file):
+    # no bundle file (SSL_CERT_FILE empty): the trust anchors come from a
+    # hashed directory, read as the chain needs them (tls_client_trust)
+    d = os.path.dirname(ca_file)
+    h = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", ca_file],
+                       capture_output=True, check=True).stdout.decode().strip()
+    os.symlink("ca.pem", os.path.join(d, h + ".0"))
+    s = sink(tls=True)
+    dns.set_zone({DOMAIN: {"MX": [(10, "mx.test")]}, "mx.test": {"A": ["127.0.0.1"]}})
+    t = ternd(hostname="tern.test", default_route=None, relay_domains=None,
+              trusted="127.0.0.0/8", mx_port=s.port,
+              extra_conf=CONF + "\n" + POLICIES["global"],
+              env={"SSL_CERT_FILE": "", "SSL_CERT_DIR": d})
+    qid = send(t)
+    (m,) = s.wait_for(1)
+    assert m.rcpt_tos == [RCPT] and m.tls is True
+    line = attempt_line(t, qid, "sent")
+    assert "tls=verified" in line.group(0), line.group(0)
 
 
 @pytest.mark.parametrize("where", sorted(POLICIES))
